@@ -1,0 +1,165 @@
+/**
+ * buildApp(config): the Fastify instance with every route wired. It never listens by itself;
+ * src/main.ts does, and tests listen on port 0.
+ */
+import { randomUUID } from 'node:crypto';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { GatewayConfig, ServerConfig } from './config/schema.js';
+import { GatewayError } from './http/errors.js';
+import { registerHealthRoutes, type Lifecycle } from './http/health.js';
+import { Gateway, type UpstreamFactory } from './mcp/gateway.js';
+import type { Logger } from './observability/logger.js';
+import { handleDelete, handleGet, handlePost, sendError, type Target } from './pipeline.js';
+import { Router, UnsafePathError } from './routing/router.js';
+import { createUpstream } from './upstreams/factory.js';
+
+export interface App {
+  app: FastifyInstance;
+  gateway: Gateway;
+  lifecycle: Lifecycle;
+  /** Starts every upstream; readiness follows. */
+  start(): Promise<void>;
+  /** Graceful stop: refuse new requests, let those in flight finish within the grace period, end upstreams. */
+  stop(): Promise<void>;
+}
+
+export interface AppOptions {
+  logger: Logger;
+  /** Replaces how upstreams are created (tests use real ones; this is for wrapping them). */
+  createUpstream?: UpstreamFactory;
+}
+
+/** Paths the gateway owns even when a server's prefix is "/". */
+const RESERVED = /^\/(health|live|ready|metrics|routes|\.well-known)(\/|$|\?)/;
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export function buildApp(config: GatewayConfig, options: AppOptions): App {
+  const log = options.logger;
+  const gateway = new Gateway(config, options.createUpstream ?? ((server) => createUpstream(server, { logger: log })), log);
+  const router = new Router(config.servers);
+  const lifecycle: Lifecycle = { started: false, stopping: false };
+  let inflight = 0;
+  let drained: (() => void) | undefined;
+
+  const app = Fastify({
+    loggerInstance: log as FastifyBaseLogger,
+    // Per-request log lines stay off the hot path; the audit log (a later stage) records each call.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: config.server.max_request_size,
+    // A request id from a trusted proxy is kept (for correlation); anything else gets a fresh one.
+    genReqId: (req) => {
+      const incoming = req.headers['x-request-id'];
+      return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    },
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+  });
+
+  // Bodies are decoded by the pipeline, which answers malformed JSON with a JSON-RPC parse error.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => done(null, body));
+
+  app.addHook('onRequest', async (request, reply) => {
+    void reply.header('x-request-id', request.id);
+  });
+
+  app.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
+    const status = error.statusCode ?? 500;
+    if (status >= 500) request.log.error({ err: error }, 'request failed');
+    const kind = status === 413 ? 'payload_too_large' : status === 415 ? 'unsupported_media_type' : status < 500 ? 'invalid_request' : 'internal';
+    const message = status === 413 ? `Payload Too Large: the body exceeds ${config.server.max_request_size} bytes` : status < 500 ? `Bad Request: ${error.message}` : 'Internal error';
+    sendError(reply, new GatewayError(kind, message));
+  });
+
+  registerHealthRoutes(app, gateway, lifecycle);
+
+  const available = router.names();
+  const notFound = (reply: FastifyReply, error: string): void => {
+    void reply.code(404).send({ error, available });
+  };
+
+  /** Runs an MCP handler for a target, counting it as in flight for graceful shutdown. */
+  const serve = async (target: Target, request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    switch (request.method) {
+      case 'POST':
+        inflight++;
+        try {
+          await handlePost(gateway, target, request, reply);
+        } finally {
+          if (--inflight === 0) drained?.();
+        }
+        return;
+      case 'GET':
+        handleGet(gateway, target, request, reply);
+        return;
+      case 'DELETE':
+        await handleDelete(gateway, target, request, reply);
+        return;
+      default:
+        void reply.code(405).header('allow', 'GET, POST, DELETE').send({ error: `Method ${request.method} not allowed` });
+    }
+  };
+
+  const mcpMethods = ['GET', 'POST', 'DELETE'] as const;
+  app.route({
+    method: [...mcpMethods],
+    url: '/mcp/:server_name',
+    handler: async (request, reply) => {
+      const name = (request.params as { server_name: string }).server_name;
+      const server = router.byName(name);
+      if (!server) return notFound(reply, `Server not found: ${name}`);
+      // By name, the upstream url is used as it is: no path is appended.
+      return serve({ server, forwardPath: '' }, request, reply);
+    },
+  });
+
+  const defaultServer: ServerConfig | undefined = config.single ? config.servers[0] : config.servers.find((s) => s.path_prefix === '/');
+  app.route({
+    method: [...mcpMethods],
+    url: '/mcp',
+    handler: async (request, reply) => {
+      if (!defaultServer) return notFound(reply, 'No default server: use /mcp/:server_name');
+      return serve({ server: defaultServer, forwardPath: '' }, request, reply);
+    },
+  });
+
+  app.all('/*', async (request, reply) => {
+    if (RESERVED.test(request.url)) return notFound(reply, `Not found: ${request.url.split('?')[0]}`);
+    let match;
+    try {
+      match = router.match(request.url);
+    } catch (err) {
+      if (err instanceof UnsafePathError) return sendError(reply, new GatewayError('invalid_request', `Bad Request: ${err.message}`));
+      throw err;
+    }
+    if (!match) return notFound(reply, `No route for path: ${request.url.split('?')[0]}`);
+    return serve(match, request, reply);
+  });
+
+  return {
+    app,
+    gateway,
+    lifecycle,
+    async start() {
+      await gateway.start();
+      lifecycle.started = true;
+    },
+    async stop() {
+      lifecycle.stopping = true;
+      const closing = app.close();
+      if (inflight > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, config.server.shutdown_grace_ms);
+          timer.unref();
+          drained = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+      await gateway.close();
+      app.server.closeAllConnections();
+      await closing;
+    },
+  };
+}

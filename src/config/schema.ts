@@ -1,0 +1,345 @@
+/**
+ * The config file's schema: the one source of both the TypeScript types of the configuration and
+ * its validation. load.ts parses TOML, replaces `${VAR}` references, runs these schemas and
+ * resolves [upstream] inheritance; everything else in the gateway only sees the resolved
+ * `GatewayConfig` at the bottom of this file.
+ *
+ * Every message set here is written for the person editing the file: it never contains the value
+ * that was checked, because that value may have come from a secret in the environment.
+ */
+import { z } from 'zod';
+
+/** The longest delay setTimeout honours; a larger one fires at once, which would turn a deadline into an instant failure. */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/** What a server name may look like: it appears in URLs (`/mcp/:server_name`), logs and metric labels. */
+export const SERVER_NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * Paths the gateway serves itself. A prefix equal to one of them or below it would shadow the
+ * endpoint; `/mcp` is here because `/mcp` and `/mcp/:server_name` are the by-name endpoints.
+ */
+export const RESERVED_PATHS = ['/health', '/live', '/ready', '/metrics', '/routes', '/.well-known', '/mcp'] as const;
+
+/**
+ * Header names the transports manage themselves. Hop-by-hop and framing headers would corrupt
+ * the connection; the MCP session headers belong to the session the gateway holds upstream.
+ */
+export const GATEWAY_MANAGED_HEADERS = [
+  'host',
+  'content-length',
+  'transfer-encoding',
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'upgrade',
+  'te',
+  'trailer',
+  'mcp-session-id',
+  'mcp-protocol-version',
+] as const;
+
+/** An error option that says "required" for a missing key and `text` for any other failure. */
+function problem(text: string): (issue: { input?: unknown }) => string {
+  return (issue) => (issue.input === undefined ? 'required' : text);
+}
+
+/** An integer within [min, max], with one message for every way a value can miss that. */
+function integer(min: number, max: number, unit?: 'milliseconds' | 'bytes') {
+  const what = unit ? `a whole number of ${unit}` : 'an integer';
+  const range = max >= Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `from ${min} to ${max}`;
+  const error = problem(`expected ${what} ${range}`);
+  return z.int({ error }).min(min, { error }).max(max, { error });
+}
+
+const milliseconds = (min: number) => integer(min, MAX_TIMER_MS, 'milliseconds');
+
+/** A non-empty string without NUL, which no OS accepts in a command, argument or path. */
+function text() {
+  const error = problem('expected a non-empty string');
+  return z
+    .string({ error })
+    .min(1, { error })
+    .refine((value) => !value.includes('\0'), { error: 'must not contain a NUL character' });
+}
+
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** HTTP headers sent to one upstream: its credentials, so validated before anything connects. */
+const headerTableSchema = z
+  .record(z.string(), z.string({ error: problem('expected a string') }), {
+    error: problem('expected a table of header names to strings'),
+  })
+  .superRefine((headers, ctx) => {
+    const seen = new Set<string>();
+    for (const [name, value] of Object.entries(headers)) {
+      const lower = name.toLowerCase();
+      if (!HEADER_NAME.test(name)) {
+        ctx.addIssue({ code: 'custom', path: [name], message: 'not a valid HTTP header name' });
+      } else if ((GATEWAY_MANAGED_HEADERS as readonly string[]).includes(lower)) {
+        ctx.addIssue({ code: 'custom', path: [name], message: 'is set by the gateway itself and cannot be configured' });
+      } else if (seen.has(lower)) {
+        // Header names are case-insensitive; which of two spellings would be sent is not obvious.
+        ctx.addIssue({ code: 'custom', path: [name], message: 'set twice (header names are case-insensitive)' });
+      }
+      seen.add(lower);
+      if (/[\r\n\0]/.test(value)) {
+        ctx.addIssue({ code: 'custom', path: [name], message: 'must not contain CR, LF or NUL (header injection)' });
+      }
+    }
+  });
+
+/** Environment variables given to a stdio child. */
+const envTableSchema = z
+  .record(z.string(), z.string({ error: problem('expected a string') }), {
+    error: problem('expected a table of variable names to strings'),
+  })
+  .superRefine((env, ctx) => {
+    for (const [name, value] of Object.entries(env)) {
+      if (name === '' || name.includes('=') || name.includes('\0')) {
+        ctx.addIssue({ code: 'custom', path: [name], message: 'not a valid environment variable name' });
+      }
+      if (value.includes('\0')) {
+        ctx.addIssue({ code: 'custom', path: [name], message: 'must not contain a NUL character' });
+      }
+    }
+  });
+
+/** The transports an upstream can speak. */
+export const transportSchema = z.enum(['stdio', 'http', 'sse'], {
+  error: problem('expected "stdio", "http" or "sse"'),
+});
+
+/** An upstream's transport. */
+export type Transport = z.output<typeof transportSchema>;
+
+const SEGMENT = /^[A-Za-z0-9._~!$&'()*+,;=:@%-]+$/;
+const UNRESERVED = /^[A-Za-z0-9._~-]$/;
+
+/**
+ * Checks a path prefix and returns its normal form (no trailing '/', except for "/" itself), or
+ * why it is refused. Exported for tests and for anyone who needs to compare prefixes the same way.
+ */
+export function normalisePathPrefix(raw: string): { prefix: string } | { error: string } {
+  if (!raw.startsWith('/')) return { error: 'must start with "/"' };
+  if (raw.includes('//')) return { error: 'must not contain an empty segment ("//")' };
+  const prefix = raw.length > 1 && raw.endsWith('/') ? raw.slice(0, -1) : raw;
+  if (prefix === '/') return { prefix };
+  for (const segment of prefix.slice(1).split('/')) {
+    if (segment === '.' || segment === '..') return { error: 'must not contain "." or ".." segments' };
+    if (!SEGMENT.test(segment)) {
+      return { error: `may only contain letters, digits and -._~!$&'()*+,;=:@% between the "/"` };
+    }
+    const escapes = segment.split('%').slice(1);
+    for (const escape of escapes) {
+      if (!/^[0-9A-Fa-f]{2}/.test(escape)) return { error: 'has a "%" that does not start a %XX escape' };
+      const char = String.fromCharCode(Number.parseInt(escape.slice(0, 2), 16));
+      // The router matches raw paths: an escaped letter, dot or slash would be a second spelling
+      // of a path that the router and the upstream could disagree about.
+      if (UNRESERVED.test(char) || char === '/' || char === '\\' || char < ' ' || char === '\x7f') {
+        return { error: 'must not percent-encode letters, digits, "-._~", "/", "\\" or control characters' };
+      }
+    }
+  }
+  for (const reserved of RESERVED_PATHS) {
+    if (prefix === reserved || prefix.startsWith(`${reserved}/`)) {
+      const why = reserved === '/mcp' ? 'the by-name endpoints /mcp and /mcp/:server_name' : "the gateway's own endpoint";
+      return { error: `"${reserved}" and the paths below it are reserved for ${why}` };
+    }
+  }
+  return { prefix };
+}
+
+/** A path prefix, checked and normalised (see normalisePathPrefix). */
+const pathPrefixSchema = z.string({ error: problem('expected a string starting with "/"') }).transform((raw, ctx) => {
+  const result = normalisePathPrefix(raw);
+  if ('error' in result) {
+    ctx.issues.push({ code: 'custom', message: result.error, input: raw });
+    return z.NEVER;
+  }
+  return result.prefix;
+});
+
+/** True for an absolute http: or https: URL without user name or password. */
+function isHttpUrl(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.hostname !== '';
+  } catch {
+    return false;
+  }
+}
+
+const urlSchema = z
+  .string({ error: problem('expected an absolute http:// or https:// URL') })
+  .refine(isHttpUrl, { error: 'expected an absolute http:// or https:// URL' })
+  // fetch refuses URLs with credentials, and URLs end up in logs: credentials belong in headers.
+  .refine((value) => !isHttpUrl(value) || (new URL(value).username === '' && new URL(value).password === ''), {
+    error: 'must not contain a user name or password; put credentials in headers',
+  });
+
+/**
+ * The fields of one upstream server, each in its plainest form. The file's entries (all optional,
+ * see below) and the resolved ServerConfig (defaults filled in) are both built from this shape.
+ */
+const serverFields = {
+  /** Unique name: `/mcp/<name>` reaches it; also used in logs, audit and metrics. 1-64 of [A-Za-z0-9_-]. */
+  name: z.string({ error: problem('expected a string') }).regex(SERVER_NAME_PATTERN, {
+    error: 'must be 1 to 64 letters, digits, "-" or "_"',
+  }),
+  /** Requests under this path (whole segments) go to this server. Starts with '/'; stored without trailing '/'. */
+  path_prefix: pathPrefixSchema,
+  /** How the gateway talks to the server: a child process over stdio, streamable HTTP, or legacy SSE. */
+  transport: transportSchema,
+  /** stdio: the program to start. */
+  command: text(),
+  /** stdio: its arguments. */
+  args: z.array(
+    z.string({ error: problem('expected a string') }).refine((value) => !value.includes('\0'), {
+      error: 'must not contain a NUL character',
+    }),
+    { error: problem('expected an array of strings') },
+  ),
+  /** stdio: the child's environment variables (the child does not inherit the gateway's environment wholesale). */
+  env: envTableSchema,
+  /** stdio: the child's working directory, passed to the OS as written. */
+  cwd: text(),
+  /** http / sse: the server's endpoint. */
+  url: urlSchema,
+  /** http / sse: headers sent with every request to this server (its credentials); never the client's. */
+  headers: headerTableSchema,
+  /** http / sse: drop the matched prefix from the path appended to `url`. */
+  strip_prefix: z.boolean({ error: problem('expected true or false') }),
+  /** Deadline of one request to this server, in ms. */
+  timeout_ms: milliseconds(1),
+  /** Deadline for spawning and initializing a stdio child, or connecting an SSE stream, in ms. */
+  startup_timeout_ms: milliseconds(1),
+  /** First delay before restarting a failed stdio child, in ms; doubled per consecutive failure. */
+  restart_backoff_ms: milliseconds(1),
+  /** The longest restart delay, in ms. */
+  restart_backoff_max_ms: milliseconds(1),
+  /** Consecutive quick failures after which the server is reported as crash_loop. */
+  max_restarts: integer(0, Number.MAX_SAFE_INTEGER),
+};
+
+/**
+ * Every server field, all optional: the shape of `[upstream]` (the single server, or the defaults
+ * of the others) before resolution.
+ */
+export const upstreamFieldsSchema = z.strictObject(serverFields).partial();
+
+/** One `[[upstream.servers]]` entry: name and path_prefix are required there. */
+export const serverEntrySchema = upstreamFieldsSchema.extend({
+  name: serverFields.name,
+  path_prefix: serverFields.path_prefix,
+});
+
+/** One entry of MCP_GUARD_ADDITIONAL_SERVERS: its key is its name, so a `name` field is refused. */
+export const additionalServerSchema = upstreamFieldsSchema.extend({
+  /** Not allowed: the JSON key is the name. */
+  name: z.never({ error: 'not allowed here: the key of the entry is its name' }).optional(),
+  path_prefix: serverFields.path_prefix,
+});
+
+/** `[upstream]`: the single server, or the defaults inherited by `[[upstream.servers]]`. */
+export const upstreamSchema = upstreamFieldsSchema.extend({
+  /** The servers behind the gateway, routed by name and path prefix. */
+  servers: z
+    .array(serverEntrySchema, {
+      error: problem('expected an array of tables: write each server as [[upstream.servers]]'),
+    })
+    .optional(),
+});
+
+/** The listener and its limits; every field has a default. */
+export const serverSettingsSchema = z.strictObject({
+  /** Interface to listen on. */
+  host: text().default('127.0.0.1'),
+  /** TCP port to listen on; 0 picks a free one. */
+  port: integer(0, 65_535).default(3000),
+  /** Largest request body accepted, in bytes; larger requests get 413. */
+  max_request_size: integer(1, Number.MAX_SAFE_INTEGER, 'bytes').default(1_048_576),
+  /** On SIGTERM/SIGINT, how long in-flight requests may take to finish, in ms. */
+  shutdown_grace_ms: milliseconds(0).default(10_000),
+  /** A client session without requests for this long is closed, in ms. */
+  session_idle_timeout_ms: milliseconds(1).default(1_800_000),
+  /** Most client sessions open at once; further `initialize` requests are refused. */
+  max_sessions: integer(1, Number.MAX_SAFE_INTEGER).default(10_000),
+});
+
+/** The resolved `[server]` settings. */
+export type ServerSettings = z.output<typeof serverSettingsSchema>;
+
+/**
+ * A section the product defines but this version does not implement yet. It is refused rather
+ * than ignored: accepting a security setting that is not enforced would be worse than failing.
+ * To implement one, replace its `reserved(...)` below with its real schema.
+ */
+function reserved(why?: string) {
+  return z.never({ error: `not supported by this version yet${why ? ` (${why})` : ''}; remove it` }).optional();
+}
+
+/** The whole config file, after `${VAR}` interpolation. */
+export const configFileSchema = z.strictObject({
+  /** The listener. */
+  server: serverSettingsSchema
+    .extend({
+      /** Reserved: TLS. */
+      tls: reserved(),
+      /** Reserved: CORS. */
+      cors: reserved(),
+    })
+    .prefault({}),
+  /** The upstream server(s). */
+  upstream: upstreamSchema.optional(),
+  /** Reserved: API keys and JWT. */
+  auth: reserved('authentication lands in a later release'),
+  /** Reserved: rate limits. */
+  rate_limit: reserved('rate limiting lands in a later release'),
+  /** Reserved: the audit log. */
+  audit: reserved('the audit log lands in a later release'),
+});
+
+/** The config file as validated, before inheritance is resolved. */
+export type ConfigFile = z.output<typeof configFileSchema>;
+/** `[upstream]` fields as validated (all optional). */
+export type UpstreamFields = z.output<typeof upstreamFieldsSchema>;
+
+/**
+ * One resolved upstream server: the server's own fields over the inherited [upstream] defaults
+ * over the defaults below. The fields of the other transport are absent (command, cwd, url) or
+ * empty (args, env, headers), and strip_prefix is false for stdio.
+ */
+export const serverConfigSchema = z.strictObject({
+  ...serverFields,
+  command: serverFields.command.optional(),
+  args: serverFields.args.default(() => []),
+  env: serverFields.env.default(() => ({})),
+  cwd: serverFields.cwd.optional(),
+  url: serverFields.url.optional(),
+  headers: serverFields.headers.default(() => ({})),
+  strip_prefix: serverFields.strip_prefix.default(false),
+  timeout_ms: serverFields.timeout_ms.default(60_000),
+  startup_timeout_ms: serverFields.startup_timeout_ms.default(60_000),
+  restart_backoff_ms: serverFields.restart_backoff_ms.default(500),
+  restart_backoff_max_ms: serverFields.restart_backoff_max_ms.default(30_000),
+  max_restarts: serverFields.max_restarts.default(5),
+});
+
+/** One resolved upstream server. */
+export type ServerConfig = z.output<typeof serverConfigSchema>;
+
+/** The resolved configuration the gateway runs with. */
+export const gatewayConfigSchema = z.object({
+  /** The listener and its limits. */
+  server: serverSettingsSchema,
+  /** True when there is no [[upstream.servers]] and no additional server: [upstream] is the only server. */
+  single: z.boolean(),
+  /** In file order, then MCP_GUARD_ADDITIONAL_SERVERS in JSON key order. */
+  servers: z.array(serverConfigSchema),
+  /** Notes to log at start-up; never contain secret values. */
+  warnings: z.array(z.string()),
+});
+
+/** The resolved configuration the gateway runs with. */
+export type GatewayConfig = z.output<typeof gatewayConfigSchema>;

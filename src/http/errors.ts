@@ -1,0 +1,87 @@
+/**
+ * The one boundary where gateway errors become HTTP: each kind maps to exactly one status and one
+ * JSON-RPC code in a single exhaustive switch. Internal failures never reach a client with their
+ * cause; the cause goes to the log.
+ */
+import { ErrorCode, errorResponse, type JsonRpcErrorResponse, type JsonRpcId } from '../jsonrpc/messages.js';
+import type { UpstreamError, UpstreamErrorKind } from '../upstreams/errors.js';
+
+export type GatewayErrorKind =
+  | 'parse_error'
+  | 'invalid_request'
+  | 'unsupported_media_type'
+  | 'not_acceptable'
+  | 'payload_too_large'
+  | 'session_required'
+  | 'session_not_found'
+  | 'unsupported_protocol_version'
+  | 'stream_conflict'
+  | 'too_many_sessions'
+  | 'internal'
+  | UpstreamErrorKind;
+
+/** An error a request handler throws or returns; rendered by httpError(). */
+export class GatewayError extends Error {
+  override readonly name = 'GatewayError';
+  constructor(
+    readonly kind: GatewayErrorKind,
+    message: string,
+    readonly id: JsonRpcId | null = null,
+  ) {
+    super(message);
+  }
+
+  static fromUpstream(error: UpstreamError, id: JsonRpcId | null): GatewayError {
+    return new GatewayError(error.kind, error.message, id);
+  }
+}
+
+export interface HttpError {
+  status: number;
+  body: JsonRpcErrorResponse;
+}
+
+export function statusAndCode(kind: GatewayErrorKind): { status: number; code: number } {
+  switch (kind) {
+    case 'parse_error':
+      return { status: 400, code: ErrorCode.ParseError };
+    case 'invalid_request':
+      return { status: 400, code: ErrorCode.InvalidRequest };
+    case 'unsupported_media_type':
+      return { status: 415, code: ErrorCode.InvalidRequest };
+    case 'not_acceptable':
+      return { status: 406, code: ErrorCode.InvalidRequest };
+    case 'payload_too_large':
+      return { status: 413, code: ErrorCode.InvalidRequest };
+    case 'session_required':
+      return { status: 400, code: ErrorCode.InvalidRequest };
+    case 'session_not_found':
+    case 'session_expired':
+      // 404 tells a client to start a new session (streamable HTTP, "Session Management").
+      return { status: 404, code: ErrorCode.SessionNotFound };
+    case 'unsupported_protocol_version':
+      return { status: 400, code: ErrorCode.InvalidRequest };
+    case 'stream_conflict':
+      return { status: 409, code: ErrorCode.InvalidRequest };
+    case 'too_many_sessions':
+      return { status: 503, code: ErrorCode.UpstreamError };
+    case 'internal':
+      return { status: 500, code: ErrorCode.InternalError };
+    case 'connect':
+    case 'closed':
+    case 'protocol':
+      return { status: 502, code: ErrorCode.UpstreamError };
+    case 'unavailable':
+      return { status: 503, code: ErrorCode.UpstreamError };
+    case 'timeout':
+      return { status: 504, code: ErrorCode.UpstreamTimeout };
+    case 'cancelled':
+      return { status: 200, code: ErrorCode.RequestCancelled };
+  }
+}
+
+export function httpError(error: GatewayError): HttpError {
+  const { status, code } = statusAndCode(error.kind);
+  const message = error.kind === 'internal' ? 'Internal error' : error.message;
+  return { status, body: errorResponse(error.id, code, message) };
+}

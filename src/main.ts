@@ -1,0 +1,165 @@
+#!/usr/bin/env node
+/**
+ * The command line: argv -> config -> app -> listen; signals. The only place that calls
+ * process.exit. Exit codes: 0 ok, 1 failure (bad config, unhealthy upstream), 2 usage error.
+ */
+import { parseArgs } from 'node:util';
+import { buildApp } from './app.js';
+import { checkUpstreams, formatTable } from './cli/check-upstream.js';
+import { ConfigError } from './config/errors.js';
+import { loadConfig } from './config/load.js';
+import type { GatewayConfig } from './config/schema.js';
+import { createLogger, type Logger } from './observability/logger.js';
+import { GATEWAY_VERSION } from './version.js';
+
+const USAGE = `Usage: mcp-guard <command> [options]
+
+Commands:
+  serve (alias: run)   run the gateway
+  check-upstream       handshake and tools/list with every configured server; exit 0 only if all are healthy
+  validate             load and validate the config; exit 0 if valid
+
+Options:
+  -c, --config FILE    config file (default: $MCP_GUARD_CONFIG, else ./mcp-guard.toml)
+  --host HOST          serve: listen address (overrides [server] host)
+  --port PORT          serve: listen port (overrides [server] port)
+  --timeout SECONDS    check-upstream: per-server timeout (default 30)
+  --json               check-upstream: print JSON instead of a table
+  -h, --help           show this help
+  -V, --version        show the version`;
+
+class UsageError extends Error {}
+
+const OPTIONS = {
+  config: { type: 'string', short: 'c' },
+  host: { type: 'string' },
+  port: { type: 'string' },
+  timeout: { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'V' },
+} as const;
+
+/** Which options each command accepts: a flag another command owns is a usage error here. */
+const COMMAND_OPTIONS: Record<string, readonly string[]> = {
+  serve: ['config', 'host', 'port'],
+  run: ['config', 'host', 'port'],
+  'check-upstream': ['config', 'timeout', 'json'],
+  validate: ['config'],
+};
+
+function parse(argv: string[]) {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (values.help || values.version) return { command: values.help ? 'help' : 'version', values };
+  const command = positionals[0];
+  if (command === undefined) throw new UsageError('no command given');
+  const allowed = COMMAND_OPTIONS[command];
+  if (!allowed) throw new UsageError(`unknown command '${command}'`);
+  if (positionals.length > 1) throw new UsageError(`unexpected argument '${positionals[1]}'`);
+  for (const key of Object.keys(values)) {
+    if (!allowed.includes(key)) throw new UsageError(`option --${key} does not apply to '${command}'`);
+  }
+  return { command, values };
+}
+
+function configPath(values: { config?: string | undefined }): string {
+  return values.config ?? process.env['MCP_GUARD_CONFIG'] ?? 'mcp-guard.toml';
+}
+
+async function load(values: { config?: string | undefined }): Promise<GatewayConfig> {
+  return loadConfig(configPath(values));
+}
+
+function port(text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UsageError(`--port must be an integer from 0 to 65535, got '${text}'`);
+  return n;
+}
+
+async function serve(config: GatewayConfig, log: Logger): Promise<number> {
+  for (const warning of config.warnings) log.warn(warning);
+  const gateway = buildApp(config, { logger: log });
+  const address = await gateway.app.listen({ host: config.server.host, port: config.server.port });
+  log.info({ address, servers: config.servers.map((s) => s.name), version: GATEWAY_VERSION }, 'mcp-guard listening');
+  void gateway.start().then(() => log.info('upstreams started'));
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals): void => {
+      if (stopping) {
+        log.warn({ signal }, 'second signal: exiting now');
+        resolve(1);
+        return;
+      }
+      stopping = true;
+      log.info({ signal, graceMs: config.server.shutdown_grace_ms }, 'shutting down');
+      gateway.stop().then(
+        () => {
+          log.info('stopped');
+          resolve(0);
+        },
+        (err: unknown) => {
+          log.error({ err }, 'error during shutdown');
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { command, values } = parse(argv);
+  switch (command) {
+    case 'help':
+      process.stdout.write(`${USAGE}\n`);
+      return 0;
+    case 'version':
+      process.stdout.write(`mcp-guard ${GATEWAY_VERSION}\n`);
+      return 0;
+    case 'validate': {
+      const config = await load(values);
+      for (const warning of config.warnings) process.stderr.write(`warning: ${warning}\n`);
+      process.stdout.write(`${configPath(values)}: valid (${config.servers.length} server${config.servers.length === 1 ? '' : 's'}: ${config.servers.map((s) => s.name).join(', ')})\n`);
+      return 0;
+    }
+    case 'check-upstream': {
+      const config = await load(values);
+      const seconds = values.timeout === undefined ? 30 : Number(values.timeout);
+      if (!(seconds > 0)) throw new UsageError(`--timeout must be a positive number of seconds, got '${values.timeout}'`);
+      const log = createLogger({ level: process.env['MCP_GUARD_LOG_LEVEL'] ?? 'silent' });
+      const results = await checkUpstreams(config, Math.round(seconds * 1000), log);
+      process.stdout.write(values.json ? `${JSON.stringify(results, null, 2)}\n` : `${formatTable(results)}\n`);
+      return results.every((r) => r.ok) ? 0 : 1;
+    }
+    default: {
+      const config = await load(values);
+      if (values.host !== undefined) config.server.host = values.host;
+      if (values.port !== undefined) config.server.port = port(values.port);
+      return serve(config, createLogger());
+    }
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    if (err instanceof UsageError) {
+      process.stderr.write(`mcp-guard: ${err.message}\n\n${USAGE}\n`);
+      process.exit(2);
+    }
+    if (err instanceof ConfigError) {
+      process.stderr.write(`mcp-guard: invalid configuration:\n${err.issues.map((i) => `  ${i.path}: ${i.message}`).join('\n')}\n`);
+      process.exit(1);
+    }
+    process.stderr.write(`mcp-guard: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,220 @@
+/**
+ * The gateway's state and its MCP exchanges: the upstreams, the downstream sessions, the shared
+ * upstream sessions that serve session-less requests, and how one client request travels to its
+ * upstream and back. The order of the stages around it lives in src/pipeline.ts.
+ */
+import type { GatewayConfig, ServerConfig } from '../config/schema.js';
+import { GatewayError, statusAndCode } from '../http/errors.js';
+import {
+  ErrorCode,
+  errorResponse,
+  idKey,
+  type JsonRpcNotification,
+  type JsonRpcRequest,
+  type JsonRpcResponse,
+} from '../jsonrpc/messages.js';
+import type { Logger } from '../observability/logger.js';
+import { UpstreamError } from '../upstreams/errors.js';
+import type { ServerMessage, SessionHandlers, Upstream, UpstreamSession } from '../upstreams/upstream.js';
+import type { Outcome, PostResponse } from './post-response.js';
+import { DownstreamSession, SessionStore } from './sessions.js';
+
+/** Shared sessions for session-less requests, per server and forward path; bounded. */
+const MAX_SHARED_SESSIONS = 256;
+
+export type UpstreamFactory = (config: ServerConfig) => Upstream;
+
+export class Gateway {
+  readonly sessions: SessionStore;
+  private readonly upstreams = new Map<string, Upstream>();
+  private readonly shared = new Map<string, Promise<UpstreamSession>>();
+
+  constructor(
+    readonly config: GatewayConfig,
+    createUpstream: UpstreamFactory,
+    private readonly log: Logger,
+  ) {
+    for (const server of config.servers) this.upstreams.set(server.name, createUpstream(server));
+    this.sessions = new SessionStore(
+      { maxSessions: config.server.max_sessions, idleTimeoutMs: config.server.session_idle_timeout_ms },
+      log,
+    );
+  }
+
+  upstream(name: string): Upstream {
+    const upstream = this.upstreams.get(name);
+    if (!upstream) throw new Error(`no upstream named ${name}`);
+    return upstream;
+  }
+
+  allUpstreams(): Upstream[] {
+    return [...this.upstreams.values()];
+  }
+
+  /** Starts every upstream (stdio children spawn now). Resolves when each has succeeded or failed once. */
+  async start(): Promise<void> {
+    await Promise.all(this.allUpstreams().map((u) => u.start()));
+  }
+
+  /** Ends every session, then every upstream and child process. */
+  async close(): Promise<void> {
+    await this.sessions.closeAll('shutdown');
+    const shared = [...this.shared.values()];
+    this.shared.clear();
+    await Promise.all(shared.map((p) => p.then((s) => s.close()).catch(() => undefined)));
+    await Promise.all(this.allUpstreams().map((u) => u.close()));
+  }
+
+  /** Opens a downstream session for a client's initialize. */
+  async initialize(server: ServerConfig, forwardPath: string, request: JsonRpcRequest): Promise<{ response: JsonRpcResponse; session?: DownstreamSession }> {
+    if (this.sessions.full) throw new GatewayError('too_many_sessions', 'Too many sessions; try again later', request.id);
+    let session: DownstreamSession | undefined;
+    const handlers: SessionHandlers = {
+      onMessage: (m) => {
+        if (session) session.deliver(m);
+      },
+      onClose: (reason) => {
+        if (session) void this.sessions.close(session, reason);
+      },
+    };
+    let upstream: UpstreamSession;
+    try {
+      upstream = await this.upstream(server.name).openSession({ initialize: request, forwardPath, handlers });
+    } catch (err) {
+      throw toGatewayError(err, request.id, this.log);
+    }
+    const response = upstream.initializeResult;
+    if ('error' in response) {
+      await upstream.close();
+      return { response };
+    }
+    const version = typeof response.result['protocolVersion'] === 'string' ? response.result['protocolVersion'] : '';
+    session = new DownstreamSession(server.name, upstream, version);
+    this.sessions.add(session);
+    this.log.debug({ sessionId: session.id, server: server.name }, 'session opened');
+    return { response, session };
+  }
+
+  /**
+   * The upstream session that serves requests sent without a session (plain curl). One per server
+   * and forward path, opened by the gateway itself, reopened when the upstream forgets it.
+   */
+  sharedSession(server: ServerConfig, forwardPath: string): Promise<UpstreamSession> {
+    const key = `${server.name}\u0000${forwardPath}`;
+    let session = this.shared.get(key);
+    if (session) return session;
+    if (this.shared.size >= MAX_SHARED_SESSIONS) {
+      const [oldestKey, oldest] = this.shared.entries().next().value as [string, Promise<UpstreamSession>];
+      this.shared.delete(oldestKey);
+      void oldest.then((s) => s.close()).catch(() => undefined);
+    }
+    const handlers: SessionHandlers = {
+      onMessage: (m) => {
+        // Nobody can answer a server request here: say so at once rather than let it wait.
+        if ('id' in m) {
+          void session
+            ?.then((s) => s.send(errorResponse(m.id, ErrorCode.MethodNotFound, 'Session-less clients cannot receive server requests')))
+            .catch(() => undefined);
+        }
+      },
+      onClose: () => {
+        if (this.shared.get(key) === session) this.shared.delete(key);
+      },
+    };
+    session = this.upstream(server.name).openSession({ forwardPath, handlers });
+    session.catch(() => {
+      if (this.shared.get(key) === session) this.shared.delete(key);
+    });
+    this.shared.set(key, session);
+    return session;
+  }
+
+  dropSharedSession(server: ServerConfig, forwardPath: string, session: UpstreamSession): void {
+    const key = `${server.name}\u0000${forwardPath}`;
+    const current = this.shared.get(key);
+    void current?.then((s) => {
+      if (s === session && this.shared.get(key) === current) this.shared.delete(key);
+    });
+  }
+
+  /** Relays a client's notification or answer. */
+  async relayToUpstream(message: JsonRpcNotification | JsonRpcResponse, upstream: UpstreamSession, session: DownstreamSession | undefined): Promise<void> {
+    if ('method' in message) {
+      // Cancellation is by the client's id: the transport knows the wire id, so abort, don't forward.
+      if (message.method === 'notifications/cancelled') {
+        session?.cancel(message.params?.['requestId']);
+        return;
+      }
+      await upstream.send(message).catch((err) => this.log.warn({ err: describe(err) }, 'could not relay a notification'));
+      return;
+    }
+    if (!session?.takeAnswer(message.id)) {
+      this.log.warn({ id: message.id }, 'dropped an answer to a server request this session was not sent');
+      return;
+    }
+    await upstream.send(message).catch((err) => this.log.warn({ err: describe(err) }, 'could not relay an answer'));
+  }
+
+  /** Sends one client request upstream; never throws: every failure becomes a JSON-RPC error. */
+  async forward(
+    request: JsonRpcRequest,
+    upstream: UpstreamSession,
+    session: DownstreamSession | undefined,
+    post: PostResponse,
+  ): Promise<Outcome> {
+    const key = idKey(request.id);
+    if (session?.inflight.has(key)) {
+      return outcome(new GatewayError('invalid_request', `Invalid Request: id ${JSON.stringify(request.id)} is already in flight`, request.id));
+    }
+    const controller = new AbortController();
+    session?.inflight.set(key, controller);
+    try {
+      const response = await upstream.request(request, {
+        signal: controller.signal,
+        onMessage: (m) => this.relayToClient(m, upstream, session, post),
+      });
+      return { response, status: 200, cancelled: false };
+    } catch (err) {
+      return outcome(toGatewayError(err, request.id, this.log));
+    } finally {
+      session?.inflight.delete(key);
+      session?.touch();
+    }
+  }
+
+  /** A message from upstream that belongs to a request in flight: on that request's stream if possible. */
+  private relayToClient(message: ServerMessage, upstream: UpstreamSession, session: DownstreamSession | undefined, post: PostResponse): void {
+    if (!('id' in message)) {
+      if (!post.push(message)) session?.deliver(message);
+      return;
+    }
+    if (!session) {
+      void upstream
+        .send(errorResponse(message.id, ErrorCode.MethodNotFound, 'Session-less clients cannot receive server requests'))
+        .catch(() => undefined);
+      return;
+    }
+    session.expectAnswer(message.id);
+    if (post.push(message)) return;
+    session.takeAnswer(message.id);
+    session.deliver(message);
+  }
+}
+
+function outcome(error: GatewayError): Outcome {
+  const { status, code } = statusAndCode(error.kind);
+  const message = error.kind === 'internal' ? 'Internal error' : error.message;
+  return { response: errorResponse(error.id, code, message), status, cancelled: error.kind === 'cancelled' };
+}
+
+/** Any failure as a GatewayError; unexpected ones are logged with their cause and shown as internal. */
+export function toGatewayError(err: unknown, id: JsonRpcResponse['id'], log: Logger): GatewayError {
+  if (err instanceof GatewayError) return err;
+  if (err instanceof UpstreamError) return GatewayError.fromUpstream(err, id);
+  log.error({ err }, 'internal error while handling a request');
+  return new GatewayError('internal', 'Internal error', id);
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,72 @@
+/**
+ * The answer to one POST: plain JSON when nothing but the responses has to be sent, switching to
+ * an SSE stream the moment the upstream sends something else first (progress, a log line, a
+ * sampling request), provided the client accepts `text/event-stream`. A plain `curl -X POST` gets
+ * JSON; the SDK client gets a stream exactly when one is needed.
+ */
+import type { FastifyReply } from 'fastify';
+import type { JsonRpcMessage, JsonRpcResponse } from '../jsonrpc/messages.js';
+import { SseWriter } from './sse-writer.js';
+
+/** What the client's Accept header allows. */
+export interface Acceptable {
+  json: boolean;
+  sse: boolean;
+}
+
+export function parseAccept(header: string | undefined): Acceptable {
+  if (!header) return { json: true, sse: false };
+  const accept = header.toLowerCase();
+  const sse = accept.includes('text/event-stream');
+  const json = accept.includes('application/json') || accept.includes('*/*') || accept.includes('application/*');
+  // A client that lists neither gets JSON: lenient, as plain HTTP tools often send odd Accept values.
+  return { json: json || !sse, sse };
+}
+
+/** One request's result: its response, and the HTTP status to use when it is the only one. */
+export interface Outcome {
+  response: JsonRpcResponse;
+  status: number;
+  /** The client cancelled it: on a stream, no response is sent (MCP cancellation). */
+  cancelled: boolean;
+}
+
+export class PostResponse {
+  private sse: SseWriter | undefined;
+
+  constructor(
+    private readonly reply: FastifyReply,
+    private readonly accept: Acceptable,
+    private readonly headers: Record<string, string>,
+  ) {}
+
+  /** Sends a message that precedes the responses. False when this response cannot carry it. */
+  push(message: JsonRpcMessage): boolean {
+    if (!this.accept.sse) return false;
+    return this.stream().write(message);
+  }
+
+  finish(outcomes: Outcome[], batch: boolean): void {
+    if (this.sse || !this.accept.json) {
+      const sse = this.stream();
+      for (const o of outcomes) if (!o.cancelled) sse.write(o.response);
+      sse.end();
+      return;
+    }
+    const only = outcomes.length === 1 && !batch ? outcomes[0] : undefined;
+    const body = batch ? outcomes.map((o) => o.response) : outcomes[0]?.response;
+    void this.reply
+      .code(only?.status ?? 200)
+      .headers(this.headers)
+      .type('application/json')
+      .send(JSON.stringify(body));
+  }
+
+  private stream(): SseWriter {
+    if (!this.sse) {
+      this.reply.hijack();
+      this.sse = new SseWriter(this.reply.raw, this.headers, { keepalive: true });
+    }
+    return this.sse;
+  }
+}

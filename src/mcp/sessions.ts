@@ -1,0 +1,131 @@
+/**
+ * Downstream sessions: the gateway's own MCP sessions with its clients. The gateway mints the
+ * session ids (never the upstream's), so a client can only reach the upstream session that was
+ * opened for it, and each session is bound to the server it was opened on.
+ */
+import { randomUUID } from 'node:crypto';
+import { ErrorCode, errorResponse, idKey, type JsonRpcId } from '../jsonrpc/messages.js';
+import type { Logger } from '../observability/logger.js';
+import type { ServerMessage, UpstreamSession } from '../upstreams/upstream.js';
+import type { SseWriter } from './sse-writer.js';
+
+export class DownstreamSession {
+  readonly id = randomUUID();
+  lastActivity = Date.now();
+  /** The client's standalone GET stream, when open. */
+  eventStream: SseWriter | undefined;
+  /** The client's requests in flight, by id: aborting one cancels it upstream. */
+  readonly inflight = new Map<string, AbortController>();
+  /** Server-to-client requests sent to this client and not answered yet. */
+  private readonly serverRequests = new Set<string>();
+  closed = false;
+
+  constructor(
+    readonly server: string,
+    readonly upstream: UpstreamSession,
+    readonly protocolVersion: string,
+  ) {}
+
+  touch(): void {
+    this.lastActivity = Date.now();
+  }
+
+  /** Remembers a server request sent to this client, so that only this client may answer it. */
+  expectAnswer(id: JsonRpcId): void {
+    this.serverRequests.add(idKey(id));
+  }
+
+  /** True (once) when the client answers a server request that was sent to it. */
+  takeAnswer(id: JsonRpcId | null): boolean {
+    return id !== null && this.serverRequests.delete(idKey(id));
+  }
+
+  /**
+   * A message that belongs to no request in flight goes to the GET stream. A server request that
+   * cannot be delivered is answered at once, so the upstream never waits for nothing.
+   */
+  deliver(message: ServerMessage): boolean {
+    const isRequest = 'id' in message;
+    if (isRequest) this.expectAnswer(message.id);
+    if (this.eventStream?.write(message)) return true;
+    if (isRequest) {
+      this.takeAnswer(message.id);
+      void this.upstream
+        .send(errorResponse(message.id, ErrorCode.MethodNotFound, 'The client has no open stream to receive server requests'))
+        .catch(() => undefined);
+    }
+    return false;
+  }
+
+  /** notifications/cancelled from the client. */
+  cancel(requestId: unknown): void {
+    if (typeof requestId !== 'string' && typeof requestId !== 'number') return;
+    this.inflight.get(idKey(requestId))?.abort();
+  }
+}
+
+export interface SessionLimits {
+  maxSessions: number;
+  idleTimeoutMs: number;
+}
+
+export class SessionStore {
+  private readonly sessions = new Map<string, DownstreamSession>();
+  private readonly sweeper: NodeJS.Timeout;
+
+  constructor(
+    private readonly limits: SessionLimits,
+    private readonly log: Logger,
+  ) {
+    this.sweeper = setInterval(() => this.sweep(), Math.min(60_000, Math.max(1_000, limits.idleTimeoutMs / 2)));
+    this.sweeper.unref();
+  }
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  get full(): boolean {
+    return this.sessions.size >= this.limits.maxSessions;
+  }
+
+  get(id: string): DownstreamSession | undefined {
+    return this.sessions.get(id);
+  }
+
+  add(session: DownstreamSession): void {
+    this.sessions.set(session.id, session);
+  }
+
+  countFor(server: string): number {
+    let n = 0;
+    for (const s of this.sessions.values()) if (s.server === server) n++;
+    return n;
+  }
+
+  /** Ends a session: its GET stream, its calls in flight, its upstream session. Never throws. */
+  async close(session: DownstreamSession, reason: string): Promise<void> {
+    if (session.closed) return;
+    session.closed = true;
+    this.sessions.delete(session.id);
+    this.log.debug({ sessionId: session.id, server: session.server, reason }, 'session closed');
+    session.eventStream?.end();
+    for (const ac of session.inflight.values()) ac.abort();
+    await session.upstream.close().catch(() => undefined);
+  }
+
+  async closeAll(reason: string): Promise<void> {
+    await Promise.all([...this.sessions.values()].map((s) => this.close(s, reason)));
+    clearInterval(this.sweeper);
+  }
+
+  /** Sessions with nothing open and nothing in flight for longer than the idle timeout end. */
+  private sweep(): void {
+    const cutoff = Date.now() - this.limits.idleTimeoutMs;
+    for (const session of this.sessions.values()) {
+      if (session.lastActivity < cutoff && !session.eventStream?.open && session.inflight.size === 0) {
+        void this.close(session, 'idle');
+      }
+    }
+  }
+}

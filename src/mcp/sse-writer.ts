@@ -1,0 +1,62 @@
+/**
+ * Writes Server-Sent Events to a client: one `message` event per JSON-RPC message, and comment
+ * lines as keep-alives so that idle streams survive proxies and load balancers.
+ */
+import type { ServerResponse } from 'node:http';
+import type { JsonRpcMessage } from '../jsonrpc/messages.js';
+
+const KEEPALIVE_MS = 25_000;
+
+export const SSE_HEADERS = {
+  'content-type': 'text/event-stream',
+  'cache-control': 'no-cache, no-transform',
+  connection: 'keep-alive',
+  // nginx and similar proxies buffer responses unless told not to.
+  'x-accel-buffering': 'no',
+} as const;
+
+export class SseWriter {
+  private keepalive: NodeJS.Timeout | undefined;
+  private ended = false;
+
+  constructor(
+    private readonly res: ServerResponse,
+    headers: Record<string, string>,
+    options: { keepalive: boolean },
+  ) {
+    res.writeHead(200, { ...SSE_HEADERS, ...headers });
+    res.flushHeaders();
+    if (options.keepalive) {
+      this.keepalive = setInterval(() => this.res.write(': keepalive\n\n'), KEEPALIVE_MS);
+      this.keepalive.unref();
+    }
+    res.once('close', () => this.stop());
+  }
+
+  /** False once the client has gone. */
+  get open(): boolean {
+    return !this.ended && !this.res.destroyed && this.res.writable;
+  }
+
+  write(message: JsonRpcMessage): boolean {
+    if (!this.open) return false;
+    this.res.write(`event: message\ndata: ${JSON.stringify(message)}\n\n`);
+    return true;
+  }
+
+  end(): void {
+    if (this.ended) return;
+    this.stop();
+    this.res.end();
+  }
+
+  /** Runs once when the client disconnects or the stream ends. */
+  onClose(listener: () => void): void {
+    this.res.once('close', listener);
+  }
+
+  private stop(): void {
+    this.ended = true;
+    if (this.keepalive) clearInterval(this.keepalive);
+  }
+}

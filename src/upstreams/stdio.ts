@@ -1,0 +1,646 @@
+/**
+ * A stdio upstream: one supervised child process per server, shared by every client.
+ *
+ * The gateway owns the child's MCP session: it sends the one `initialize` itself, declaring the
+ * client capabilities it can relay (sampling, elicitation, roots), and answers each client's own
+ * handshake from the child's reply. Each client gets a virtual session; the correlator rewrites
+ * request ids and progress tokens so that replies never cross between clients.
+ *
+ * Supervision: a child that exits is restarted with exponential backoff; after `max_restarts`
+ * consecutive quick failures the server is reported as `crash_loop` and retried at the slowest
+ * pace only. A request in flight when the child dies fails at once (never left to the client's
+ * own timeout, supergateway #139). The child gets an explicit environment, never the gateway's,
+ * and runs in its own process group so that the whole tree (`npx` -> `sh` -> `node`) ends with it.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '@modelcontextprotocol/sdk/types.js';
+import type { ServerConfig } from '../config/schema.js';
+import {
+  ErrorCode,
+  errorResponse,
+  idKey,
+  isRequest,
+  isResponse,
+  toMessage,
+  type JsonRpcId,
+  type JsonRpcMessage,
+  type JsonRpcNotification,
+  type JsonRpcRequest,
+  type JsonRpcResponse,
+} from '../jsonrpc/messages.js';
+import type { Logger } from '../observability/logger.js';
+import { GATEWAY_NAME, GATEWAY_VERSION } from '../version.js';
+import { Correlator, cancelNotification } from './correlator.js';
+import { UpstreamError } from './errors.js';
+import type {
+  OpenSessionOptions,
+  RequestOptions,
+  ServerMessage,
+  SessionHandlers,
+  Upstream,
+  UpstreamSession,
+  UpstreamState,
+  UpstreamStatus,
+} from './upstream.js';
+
+/** The environment a child inherits from the gateway; everything else comes from `env` in config. */
+const INHERITED_ENV = ['HOME', 'LOGNAME', 'PATH', 'SHELL', 'TERM', 'USER', 'LANG', 'TMPDIR'] as const;
+
+/** A child that ran this long before exiting was healthy: its exit does not count as a quick failure. */
+const STABLE_AFTER_MS = 30_000;
+/** Time a child gets to exit after SIGTERM before SIGKILL. */
+const KILL_GRACE_MS = 2_000;
+/** A stdout line longer than this is dropped (a child writing garbage must not exhaust memory). */
+const MAX_LINE_BYTES = 32 * 1024 * 1024;
+/** stderr lines are logged up to this length. */
+const MAX_STDERR_LINE = 2_000;
+
+/** The client capabilities the gateway declares to the child: the ones it can relay to a client. */
+const RELAYED_CLIENT_CAPABILITIES = { sampling: {}, elicitation: {}, roots: { listChanged: true } } as const;
+
+/** Which client capability a server-to-client request needs. */
+const REQUIRED_CAPABILITY: Record<string, 'sampling' | 'elicitation' | 'roots'> = {
+  'sampling/createMessage': 'sampling',
+  'elicitation/create': 'elicitation',
+  'roots/list': 'roots',
+};
+
+export function childEnvironment(configured: Record<string, string>): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const key of INHERITED_ENV) {
+    const value = process.env[key];
+    // A value starting with "()" is a shell function export (shellshock): never pass it on.
+    if (value !== undefined && !value.startsWith('()')) env[key] = value;
+  }
+  return { ...env, ...configured };
+}
+
+/** The protocol version to answer a client with: its own when we support it and the child does too. */
+export function negotiateVersion(requested: unknown, upstream: string): string {
+  if (typeof requested === 'string' && SUPPORTED_PROTOCOL_VERSIONS.includes(requested)) {
+    return requested < upstream ? requested : upstream;
+  }
+  return upstream;
+}
+
+interface ChildInit {
+  protocolVersion: string;
+  result: Record<string, unknown>;
+}
+
+export class StdioUpstream implements Upstream {
+  private state: UpstreamState = 'idle';
+  private since = Date.now();
+  private lastError: string | undefined;
+  private restarts = 0;
+  private quickFailures = 0;
+  private child: ChildProcess | undefined;
+  private childStartedAt = 0;
+  private init: ChildInit | undefined;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private readyWaiters: Array<{ resolve: () => void; reject: (e: UpstreamError) => void }> = [];
+  private readonly sessions = new Set<VirtualSession>();
+  /** Server-to-client requests delivered to a client and not answered yet: child id -> session. */
+  private readonly serverRequests = new Map<string, { session: VirtualSession; id: JsonRpcId }>();
+  /** Resource subscriptions: uri -> sessions. The child sees one subscription per uri. */
+  private readonly subscriptions = new Map<string, Set<VirtualSession>>();
+  /** The session that last told us its roots changed: the one to ask when the child asks for roots. */
+  private rootsSession: VirtualSession | undefined;
+  private readonly correlator: Correlator<VirtualSession | null>;
+  private readonly log: Logger;
+
+  constructor(
+    readonly config: ServerConfig,
+    deps: { logger: Logger },
+  ) {
+    this.log = deps.logger.child({ server: config.name, transport: 'stdio' });
+    this.correlator = new Correlator(config.name, (wireId, reason) => this.write(cancelNotification(wireId, reason)));
+  }
+
+  status(): UpstreamStatus {
+    const s: UpstreamStatus = {
+      state: this.state,
+      healthy: this.state === 'ready',
+      restarts: this.restarts,
+      since: this.since,
+    };
+    if (this.lastError !== undefined && this.state !== 'ready') s.lastError = this.lastError;
+    if (this.child?.pid !== undefined && this.state === 'ready') s.pid = this.child.pid;
+    return s;
+  }
+
+  /** Spawns and initializes the child. Resolves once the first attempt has succeeded or failed. */
+  async start(): Promise<void> {
+    if (this.state !== 'idle') return;
+    await this.launch().catch(() => undefined);
+  }
+
+  async openSession(options: OpenSessionOptions): Promise<UpstreamSession> {
+    await this.whenReady(this.config.startup_timeout_ms);
+    const init = this.init;
+    if (!init) throw this.unavailable();
+    const session = new VirtualSession(this, options.handlers, options.initialize, init);
+    this.sessions.add(session);
+    return session;
+  }
+
+  async close(): Promise<void> {
+    this.setState('stopped');
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.rejectWaiters(this.unavailable());
+    for (const session of [...this.sessions]) session.detach();
+    const child = this.child;
+    if (child) await terminateTree(child);
+    this.child = undefined;
+    this.correlator.failAll(new UpstreamError('closed', this.config.name, `Upstream '${this.config.name}' is shutting down`));
+  }
+
+  // ---- used by VirtualSession ---------------------------------------------------------------
+
+  /** @internal Sends a client request to the child; waits for the child to be ready first. */
+  async request(session: VirtualSession, request: JsonRpcRequest, options: RequestOptions): Promise<JsonRpcResponse> {
+    const timeoutMs = options.timeoutMs ?? this.config.timeout_ms;
+    if (this.state !== 'ready') await this.whenReady(timeoutMs);
+    const outgoing = this.correlator.begin(request, options, timeoutMs, session);
+    if (!this.write(outgoing.wire)) {
+      this.correlator.fail(outgoing.wire.id as number, this.unavailable());
+    }
+    return outgoing.response;
+  }
+
+  /** @internal Writes a message to the child's stdin. False when there is no child to write to. */
+  write(message: JsonRpcMessage): boolean {
+    const stdin = this.child?.stdin;
+    if (!stdin || stdin.destroyed || !stdin.writable) return false;
+    stdin.write(`${JSON.stringify(message)}\n`);
+    return true;
+  }
+
+  /** @internal A client answers a server-to-client request: only the client it was sent to may. */
+  answerServerRequest(session: VirtualSession, response: JsonRpcResponse): void {
+    if (response.id === null) return;
+    const key = idKey(response.id);
+    if (this.serverRequests.get(key)?.session !== session) {
+      this.log.warn({ id: response.id }, 'a client answered a server request that was not sent to it; dropped');
+      return;
+    }
+    this.serverRequests.delete(key);
+    this.write(response);
+  }
+
+  /** @internal */
+  setRootsSession(session: VirtualSession): void {
+    this.rootsSession = session;
+  }
+
+  /** @internal Subscribes a session to a resource; the child is asked only for the first one. */
+  async subscribe(session: VirtualSession, request: JsonRpcRequest, options: RequestOptions): Promise<JsonRpcResponse> {
+    const uri = request.params?.['uri'];
+    if (typeof uri !== 'string') return this.request(session, request, options);
+    const subscribers = this.subscriptions.get(uri);
+    if (subscribers && subscribers.size > 0) {
+      subscribers.add(session);
+      return { jsonrpc: '2.0', id: request.id, result: {} };
+    }
+    const response = await this.request(session, request, options);
+    if ('result' in response) this.subscriptions.set(uri, new Set([session]));
+    return response;
+  }
+
+  /** @internal Unsubscribes; the child is told only when the last subscriber leaves. */
+  async unsubscribe(session: VirtualSession, request: JsonRpcRequest | null, uri: string, options?: RequestOptions): Promise<JsonRpcResponse | undefined> {
+    const subscribers = this.subscriptions.get(uri);
+    subscribers?.delete(session);
+    if (subscribers && subscribers.size > 0) {
+      return request ? { jsonrpc: '2.0', id: request.id, result: {} } : undefined;
+    }
+    this.subscriptions.delete(uri);
+    if (request && options) return this.request(session, request, options);
+    this.write({ jsonrpc: '2.0', id: `unsubscribe-${Date.now()}`, method: 'resources/unsubscribe', params: { uri } });
+    return undefined;
+  }
+
+  /** @internal A session ends: fail its calls, release its subscriptions and pending server requests. */
+  forget(session: VirtualSession): void {
+    this.sessions.delete(session);
+    if (this.rootsSession === session) this.rootsSession = undefined;
+    this.correlator.failAll(new UpstreamError('closed', this.config.name, 'Session closed'), session);
+    for (const [key, pending] of this.serverRequests) {
+      if (pending.session !== session) continue;
+      this.serverRequests.delete(key);
+      this.write(errorResponse(pending.id, ErrorCode.InternalError, 'The client session ended'));
+    }
+    for (const [uri, subscribers] of this.subscriptions) {
+      if (subscribers.has(session)) void this.unsubscribe(session, null, uri);
+    }
+  }
+
+  // ---- lifecycle ------------------------------------------------------------------------------
+
+  private setState(state: UpstreamState): void {
+    if (this.state === state) return;
+    this.state = state;
+    this.since = Date.now();
+  }
+
+  private unavailable(): UpstreamError {
+    const why = this.lastError ? `: ${this.lastError}` : '';
+    return new UpstreamError('unavailable', this.config.name, `Upstream '${this.config.name}' is not available (${this.state})${why}`);
+  }
+
+  private whenReady(timeoutMs: number): Promise<void> {
+    if (this.state === 'ready') return Promise.resolve();
+    // A crash loop or a stopped server fails fast; a (re)start in progress is worth waiting for.
+    if (this.state === 'crash_loop' || this.state === 'stopped') return Promise.reject(this.unavailable());
+    if (this.state === 'idle') void this.start();
+    return new Promise<void>((resolve, reject) => {
+      const waiter = {
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        reject: (e: UpstreamError) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.readyWaiters = this.readyWaiters.filter((w) => w !== waiter);
+        reject(
+          new UpstreamError('timeout', this.config.name, `Upstream '${this.config.name}' did not become ready within ${timeoutMs} ms`),
+        );
+      }, timeoutMs);
+      this.readyWaiters.push(waiter);
+    });
+  }
+
+  private rejectWaiters(error: UpstreamError): void {
+    const waiters = this.readyWaiters;
+    this.readyWaiters = [];
+    for (const w of waiters) w.reject(error);
+  }
+
+  /** One attempt: spawn, initialize. On failure, schedules the next attempt and rejects. */
+  private async launch(): Promise<void> {
+    this.setState('starting');
+    this.childStartedAt = Date.now();
+    let child: ChildProcess;
+    try {
+      child = this.spawnChild();
+    } catch (err) {
+      this.onFailure(`Failed to start '${this.config.name}': ${(err as Error).message}`);
+      throw err;
+    }
+    try {
+      await this.initialize(child);
+    } catch (err) {
+      const message = err instanceof UpstreamError ? err.message : String(err);
+      if (this.child === child) {
+        // The child is alive but did not initialize: end it; its exit handler then does the bookkeeping.
+        this.lastError = message;
+        void terminateTree(child);
+      }
+      throw err;
+    }
+    this.setState('ready');
+    this.lastError = undefined;
+    this.log.info({ pid: child.pid, protocolVersion: this.init?.protocolVersion }, 'upstream ready');
+    const waiters = this.readyWaiters;
+    this.readyWaiters = [];
+    for (const w of waiters) w.resolve();
+    this.resubscribe();
+  }
+
+  private spawnChild(): ChildProcess {
+    const { command, args, env, cwd } = this.config;
+    if (!command) throw new Error('no command configured');
+    const child = spawn(command, args, {
+      env: childEnvironment(env),
+      cwd,
+      stdio: ['pipe', 'pipe', 'pipe'],
+      // Its own process group: the whole tree can be signalled at once (kill(-pid)).
+      detached: true,
+      windowsHide: true,
+    });
+    this.child = child;
+    let spawnError: string | undefined;
+    child.once('error', (err) => {
+      spawnError = `Failed to start '${this.config.name}': ${err.message}`;
+      this.log.error({ err: err.message }, 'child process error');
+      // A spawn that failed (ENOENT, EACCES) has no pid and may never emit 'close'.
+      if (child.pid === undefined && this.child === child) {
+        this.child = undefined;
+        this.onExit(spawnError);
+      }
+    });
+    child.stdin?.on('error', (err) => this.log.debug({ err: err.message }, 'child stdin error'));
+    this.readLines(child.stdout!, (line) => this.onLine(line));
+    this.readLines(child.stderr!, (line) => {
+      if (line.length > 0) this.log.info({ stream: 'stderr' }, line.length > MAX_STDERR_LINE ? `${line.slice(0, MAX_STDERR_LINE)}…` : line);
+    });
+    child.once('close', (code, signal) => {
+      if (this.child !== child) return;
+      this.child = undefined;
+      // Stragglers of the tree (a grandchild that outlived npx) end with it.
+      killGroup(child, 'SIGKILL');
+      this.onExit(spawnError ?? `exited (${signal ? `signal ${signal}` : `code ${code}`})`);
+    });
+    return child;
+  }
+
+  private async initialize(child: ChildProcess): Promise<void> {
+    const request: JsonRpcRequest = {
+      jsonrpc: '2.0',
+      id: 0,
+      method: 'initialize',
+      params: {
+        protocolVersion: LATEST_PROTOCOL_VERSION,
+        capabilities: RELAYED_CLIENT_CAPABILITIES,
+        clientInfo: { name: GATEWAY_NAME, version: GATEWAY_VERSION },
+      },
+    };
+    const outgoing = this.correlator.begin(request, { onMessage: () => undefined }, this.config.startup_timeout_ms, null);
+    if (!this.write(outgoing.wire)) this.correlator.fail(outgoing.wire.id as number, this.unavailable());
+    const response = await outgoing.response;
+    if (this.child !== child) throw this.unavailable();
+    if ('error' in response) {
+      throw new UpstreamError('protocol', this.config.name, `Upstream '${this.config.name}' refused initialize: ${response.error.message}`);
+    }
+    const version = response.result['protocolVersion'];
+    if (typeof version !== 'string' || !SUPPORTED_PROTOCOL_VERSIONS.includes(version)) {
+      throw new UpstreamError('protocol', this.config.name, `Upstream '${this.config.name}' answered unsupported protocol version ${String(version)}`);
+    }
+    this.init = { protocolVersion: version, result: response.result };
+    this.write({ jsonrpc: '2.0', method: 'notifications/initialized' });
+  }
+
+  private onExit(how: string): void {
+    const message = how.startsWith('Failed') ? how : `Upstream '${this.config.name}' ${how}`;
+    this.correlator.failAll(new UpstreamError('closed', this.config.name, `${message} while the request was in flight`));
+    // Requests the dead child made to clients will never be answered: tell those clients.
+    for (const { session, id } of this.serverRequests.values()) {
+      session.handlers.onMessage({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason: message } });
+    }
+    this.serverRequests.clear();
+    if (this.state === 'stopped') return;
+    this.log.warn({ reason: how }, 'upstream child exited');
+    this.onFailure(message);
+  }
+
+  /** Books a failed or ended child and schedules the next start. */
+  private onFailure(message: string): void {
+    this.lastError = message;
+    const ranFor = Date.now() - this.childStartedAt;
+    this.quickFailures = ranFor >= STABLE_AFTER_MS ? 1 : this.quickFailures + 1;
+    const crashLoop = this.quickFailures > this.config.max_restarts;
+    const delay = crashLoop
+      ? this.config.restart_backoff_max_ms
+      : Math.min(this.config.restart_backoff_ms * 2 ** (this.quickFailures - 1), this.config.restart_backoff_max_ms);
+    this.setState(crashLoop ? 'crash_loop' : 'backoff');
+    if (crashLoop) this.rejectWaiters(this.unavailable());
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      if (this.state === 'stopped') return;
+      this.restarts++;
+      this.log.info({ attempt: this.quickFailures, restarts: this.restarts }, 'restarting upstream child');
+      this.launch().catch(() => undefined);
+    }, delay);
+    this.restartTimer.unref();
+    this.log.warn({ delayMs: delay, quickFailures: this.quickFailures, state: this.state }, 'upstream will be restarted');
+  }
+
+  /** Subscriptions held by clients survive a restart of the child. */
+  private resubscribe(): void {
+    for (const uri of this.subscriptions.keys()) {
+      this.write({ jsonrpc: '2.0', id: `resubscribe-${idKey(uri)}`, method: 'resources/subscribe', params: { uri } });
+    }
+  }
+
+  // ---- reading the child ----------------------------------------------------------------------
+
+  private readLines(stream: NodeJS.ReadableStream, onLine: (line: string) => void): void {
+    let buffered: Buffer[] = [];
+    let size = 0;
+    let discarding = false;
+    stream.on('data', (chunk: Buffer) => {
+      let start = 0;
+      let nl = chunk.indexOf(0x0a, start);
+      while (nl !== -1) {
+        const piece = chunk.subarray(start, nl);
+        if (!discarding) {
+          const line = size === 0 ? piece.toString('utf8') : Buffer.concat([...buffered, piece]).toString('utf8');
+          onLine(line.endsWith('\r') ? line.slice(0, -1) : line);
+        }
+        buffered = [];
+        size = 0;
+        discarding = false;
+        start = nl + 1;
+        nl = chunk.indexOf(0x0a, start);
+      }
+      if (start < chunk.length && !discarding) {
+        const rest = chunk.subarray(start);
+        size += rest.length;
+        if (size > MAX_LINE_BYTES) {
+          this.log.error({ limitBytes: MAX_LINE_BYTES }, 'upstream wrote a line over the size limit; dropped');
+          buffered = [];
+          size = 0;
+          discarding = true;
+        } else buffered.push(Buffer.from(rest));
+      }
+    });
+  }
+
+  private onLine(line: string): void {
+    if (line.trim() === '') return;
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch {
+      this.log.warn({ line: line.slice(0, 200) }, 'upstream wrote a line that is not JSON; ignored');
+      return;
+    }
+    const message = toMessage(value);
+    if (typeof message === 'string') {
+      this.log.warn({ reason: message }, 'upstream wrote an invalid JSON-RPC message; ignored');
+      return;
+    }
+    if (isResponse(message)) {
+      if (!this.correlator.resolve(message)) this.log.debug({ id: message.id }, 'reply to no request in flight; ignored');
+    } else if (isRequest(message)) {
+      this.onServerRequest(message);
+    } else {
+      this.onServerNotification(message);
+    }
+  }
+
+  private onServerNotification(message: JsonRpcNotification): void {
+    if (this.correlator.routeNotification(message)) return;
+    switch (message.method) {
+      case 'notifications/resources/updated': {
+        const uri = message.params?.['uri'];
+        const subscribers = typeof uri === 'string' ? this.subscriptions.get(uri) : undefined;
+        for (const session of subscribers ?? []) session.handlers.onMessage(message);
+        return;
+      }
+      case 'notifications/cancelled': {
+        // The child cancels one of its own requests to a client: tell only that client.
+        const id = message.params?.['requestId'];
+        const session = typeof id === 'string' || typeof id === 'number' ? this.serverRequests.get(idKey(id))?.session : undefined;
+        session?.handlers.onMessage(message);
+        return;
+      }
+      case 'notifications/message': {
+        // A log line while exactly one call is in flight most likely belongs to that call.
+        const only = this.soleInFlight();
+        if (only) only.onMessage(message);
+        else this.broadcast(message);
+        return;
+      }
+      default:
+        this.broadcast(message);
+    }
+  }
+
+  private broadcast(message: ServerMessage): void {
+    for (const session of this.sessions) session.handlers.onMessage(message);
+  }
+
+  private soleInFlight(): { onMessage: (m: ServerMessage) => void } | undefined {
+    let found: { onMessage: (m: ServerMessage) => void } | undefined;
+    for (const entry of this.correlator.inFlight()) {
+      if (entry.owner === null) continue;
+      if (found) return undefined;
+      found = entry;
+    }
+    return found;
+  }
+
+  /**
+   * A request from the child to a client. Over stdio nothing says which client's call caused it,
+   * so: the newest call in flight from a client that declared the needed capability; for
+   * roots/list outside any call, the client that last announced its roots. With no candidate the
+   * gateway answers itself (empty roots, or an error).
+   */
+  private onServerRequest(message: JsonRpcRequest): void {
+    if (message.method === 'ping') {
+      this.write({ jsonrpc: '2.0', id: message.id, result: {} });
+      return;
+    }
+    const capability = REQUIRED_CAPABILITY[message.method];
+    let target: { session: VirtualSession; deliver: (m: ServerMessage) => void } | undefined;
+    for (const entry of this.correlator.inFlight()) {
+      const owner = entry.owner;
+      if (owner === null || (capability && !owner.hasCapability(capability))) continue;
+      target = { session: owner, deliver: entry.onMessage };
+    }
+    if (!target && capability === 'roots' && this.rootsSession) {
+      const session = this.rootsSession;
+      target = { session, deliver: (m) => session.handlers.onMessage(m) };
+    }
+    if (!target) {
+      if (message.method === 'roots/list') this.write({ jsonrpc: '2.0', id: message.id, result: { roots: [] } });
+      else this.write(errorResponse(message.id, ErrorCode.MethodNotFound, `No connected client can handle ${message.method}`));
+      return;
+    }
+    this.serverRequests.set(idKey(message.id), { session: target.session, id: message.id });
+    target.deliver(message);
+  }
+}
+
+/** One client's view of the shared child. */
+class VirtualSession implements UpstreamSession {
+  readonly initializeResult: JsonRpcResponse;
+  private readonly capabilities: Record<string, unknown>;
+  private closed = false;
+
+  constructor(
+    private readonly upstream: StdioUpstream,
+    readonly handlers: SessionHandlers,
+    initialize: JsonRpcRequest | undefined,
+    init: ChildInit,
+  ) {
+    const params = initialize?.params ?? {};
+    const capabilities = params['capabilities'];
+    this.capabilities = typeof capabilities === 'object' && capabilities !== null ? (capabilities as Record<string, unknown>) : {};
+    this.initializeResult = {
+      jsonrpc: '2.0',
+      id: initialize?.id ?? 0,
+      result: { ...init.result, protocolVersion: negotiateVersion(params['protocolVersion'], init.protocolVersion) },
+    };
+  }
+
+  hasCapability(name: string): boolean {
+    return this.capabilities[name] !== undefined;
+  }
+
+  async request(request: JsonRpcRequest, options: RequestOptions): Promise<JsonRpcResponse> {
+    if (this.closed) throw new UpstreamError('closed', this.upstream.config.name, 'Session closed');
+    switch (request.method) {
+      case 'resources/subscribe':
+        return this.upstream.subscribe(this, request, options);
+      case 'resources/unsubscribe': {
+        const uri = request.params?.['uri'];
+        if (typeof uri !== 'string') return this.upstream.request(this, request, options);
+        return (await this.upstream.unsubscribe(this, request, uri, options))!;
+      }
+      default:
+        return this.upstream.request(this, request, options);
+    }
+  }
+
+  async send(message: JsonRpcNotification | JsonRpcResponse): Promise<void> {
+    if (this.closed) return;
+    if ('method' in message) {
+      // The gateway did the child's handshake itself; a client's own initialized is not news to it.
+      if (message.method === 'notifications/initialized') return;
+      if (message.method === 'notifications/roots/list_changed') this.upstream.setRootsSession(this);
+      this.upstream.write(message);
+      return;
+    }
+    this.upstream.answerServerRequest(this, message);
+  }
+
+  openEventStream(): void {
+    // Every message of the child already reaches the session's handlers.
+  }
+
+  closeEventStream(): void {}
+
+  async close(): Promise<void> {
+    this.detach();
+  }
+
+  /** Ends the session without touching the child. */
+  detach(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.upstream.forget(this);
+  }
+}
+
+function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, signal);
+  } catch {
+    // The group is already gone.
+  }
+}
+
+/**
+ * Ends a child and its descendants: stdin closed (the polite signal for a stdio server), SIGTERM to
+ * the process group, SIGKILL after a grace period.
+ */
+export async function terminateTree(child: ChildProcess): Promise<void> {
+  if (child.pid === undefined) return;
+  const exited = child.exitCode !== null || child.signalCode !== null
+    ? Promise.resolve()
+    : new Promise<void>((resolve) => child.once('close', () => resolve()));
+  child.stdin?.end();
+  killGroup(child, 'SIGTERM');
+  const timer = setTimeout(() => killGroup(child, 'SIGKILL'), KILL_GRACE_MS);
+  await exited;
+  clearTimeout(timer);
+  killGroup(child, 'SIGKILL');
+}

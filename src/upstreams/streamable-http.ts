@@ -1,0 +1,330 @@
+/**
+ * The streamable HTTP upstream transport (MCP spec 2025-03-26 .. 2025-11-25, basic/transports):
+ * every message is a POST to one endpoint, answered by 202, a JSON body or an SSE stream that
+ * carries the response and whatever the server sends while handling the request; an optional
+ * GET stream carries messages that belong to no request; DELETE ends the session.
+ */
+import { LATEST_PROTOCOL_VERSION } from '@modelcontextprotocol/sdk/types.js';
+import type { JsonRpcMessage, JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../jsonrpc/messages.js';
+import { cancelNotification, Correlator } from './correlator.js';
+import { UpstreamError } from './errors.js';
+import {
+  CLOSE_TIMEOUT_MS,
+  HttpUpstream,
+  asUpstreamError,
+  delay,
+  deliver,
+  discard,
+  handshake,
+  header,
+  httpRequest,
+  loggableUrl,
+  mediaType,
+  negotiatedVersion,
+  parseMessages,
+  readBody,
+  requestHeaders,
+  routeReplies,
+  saysSessionUnknown,
+  sendSignal,
+  statusError,
+  targetUrl,
+  type HttpContext,
+  type HttpResponse,
+  type HttpSession,
+  type HttpUpstreamDeps,
+} from './http-common.js';
+import { eventMessages, readEvents } from './sse-stream.js';
+import type { ServerConfig } from '../config/schema.js';
+import type { OpenSessionOptions, RequestOptions, SessionHandlers, UpstreamSession } from './upstream.js';
+
+/** Reconnect pace of the GET stream. */
+const STREAM_RETRY_MIN_MS = 500;
+const STREAM_RETRY_MAX_MS = 10_000;
+
+export class StreamableHttpUpstream extends HttpUpstream {
+  constructor(config: ServerConfig, deps: HttpUpstreamDeps) {
+    super(config, deps, 'http');
+  }
+
+  protected newSession(options: OpenSessionOptions): HttpSession {
+    return new StreamableHttpSession(this.context, options);
+  }
+}
+
+type SessionEnd = 'open' | 'expired' | 'closed';
+
+class StreamableHttpSession implements UpstreamSession, HttpSession {
+  private result: JsonRpcResponse | undefined;
+  private readonly url: URL;
+  private readonly handlers: SessionHandlers;
+  private readonly correlator: Correlator;
+  /** Mcp-Session-Id; absent for a stateless server. */
+  private sessionId: string | undefined;
+  private protocolVersion: string | undefined;
+  /** The initialize request must never be cancelled (spec: basic/utilities/cancellation). */
+  private initializeWireId: number | undefined;
+  private eventStream: AbortController | undefined;
+  private end: SessionEnd = 'open';
+
+  constructor(
+    private readonly context: HttpContext,
+    options: OpenSessionOptions,
+  ) {
+    this.url = targetUrl(context.config.url ?? '', options.forwardPath, context.config.name);
+    this.handlers = options.handlers;
+    this.correlator = new Correlator(context.config.name, (wireId, reason) => this.sendCancel(wireId, reason));
+  }
+
+  get initializeResult(): JsonRpcResponse {
+    if (!this.result) throw new Error('the session is not initialized');
+    return this.result;
+  }
+
+  async open(initialize: JsonRpcRequest | undefined): Promise<void> {
+    const response = await handshake(this, {
+      initialize,
+      protocolVersion: LATEST_PROTOCOL_VERSION,
+      // The client sends its own notifications/initialized through send().
+      announce: initialize === undefined,
+      timeoutMs: this.context.config.startup_timeout_ms,
+      onMessage: (message) => deliver(this.handlers.onMessage, message, this.context.logger),
+    });
+    this.result = response;
+  }
+
+  request(request: JsonRpcRequest, options: RequestOptions): Promise<JsonRpcResponse> {
+    if (this.end !== 'open') return Promise.reject(this.endedError());
+    const timeoutMs = options.timeoutMs ?? this.context.config.timeout_ms;
+    const { wire, response } = this.correlator.begin(request, options, timeoutMs, undefined);
+    const wireId = wire.id as number;
+    // The answer, the deadline or a cancellation all end the HTTP exchange too.
+    const exchange = new AbortController();
+    const stop = (): void => exchange.abort();
+    response.then(stop, stop);
+    this.exchange(wire, exchange.signal).catch((error: unknown) => {
+      this.correlator.fail(wireId, asUpstreamError(error, this.context.config.name));
+    });
+    if (request.method !== 'initialize') return response;
+    this.initializeWireId = wireId;
+    // Adopted before anyone sees the result, so that the next message carries the header.
+    return response.then((result) => {
+      this.protocolVersion = negotiatedVersion(result);
+      return result;
+    });
+  }
+
+  async send(message: JsonRpcNotification | JsonRpcResponse): Promise<void> {
+    if (this.end !== 'open') throw this.endedError();
+    try {
+      const response = await this.post(message, sendSignal(this.context.config));
+      // 202 is the rule for notifications and responses; a body, if any, carries nothing for us.
+      await discard(response.body);
+    } catch (error) {
+      const failure = asUpstreamError(error, this.context.config.name);
+      this.context.logger.warn({ err: failure, kind: failure.kind }, 'could not send a message upstream');
+      throw failure;
+    }
+  }
+
+  openEventStream(): void {
+    if (this.end !== 'open' || this.eventStream) return;
+    this.eventStream = new AbortController();
+    void this.runEventStream(this.eventStream.signal);
+  }
+
+  closeEventStream(): void {
+    this.eventStream?.abort();
+    this.eventStream = undefined;
+  }
+
+  async close(): Promise<void> {
+    if (this.end === 'closed') return;
+    const expired = this.end === 'expired';
+    this.end = 'closed';
+    this.closeEventStream();
+    this.correlator.failAll(this.endedError());
+    this.context.forget(this);
+    if (!expired && this.sessionId !== undefined) await this.deleteSession();
+  }
+
+  /** One request's POST and the reading of its answer, until the response has arrived. */
+  private async exchange(wire: JsonRpcRequest, signal: AbortSignal): Promise<void> {
+    const wireId = wire.id as number;
+    const response = await this.post(wire, signal);
+    if (wire.method === 'initialize') this.sessionId = header(response, 'mcp-session-id');
+    if (response.statusCode === 202) {
+      // No answer on this POST: it can only come on the GET stream; the deadline bounds the wait.
+      await discard(response.body);
+      return;
+    }
+    const name = this.context.config.name;
+    const type = mediaType(response);
+    if (type === 'application/json') {
+      const text = await readBody(name, () => response.body.text());
+      for (const message of parseMessages(text, name)) this.dispatch(message, wireId);
+    } else if (type === 'text/event-stream') {
+      await readBody(name, () =>
+        readEvents(response.body, (event) => {
+          for (const message of eventMessages(event, name)) this.dispatch(message, wireId);
+          // Stop at the response: the stream carries nothing else for this request.
+          return this.correlator.get(wireId) !== undefined;
+        }),
+      );
+    } else {
+      await discard(response.body);
+      throw this.protocolError(`answered a request with content-type '${type}'`);
+    }
+    if (this.correlator.get(wireId) !== undefined) {
+      throw type === 'text/event-stream'
+        ? new UpstreamError('closed', name, `Upstream '${name}' ended the stream before answering`)
+        : this.protocolError('answered without a response to the request');
+    }
+  }
+
+  /**
+   * Routes one message from upstream. What arrives on a request's stream and is not a reply
+   * belongs to that request (a sampling request, a log line made while handling it); the rest
+   * belongs to the session.
+   */
+  private dispatch(message: JsonRpcMessage, ownerWireId: number | undefined): void {
+    const rest = routeReplies(this.correlator, message, this.context.logger);
+    if (!rest) return;
+    const owner = ownerWireId === undefined ? undefined : this.correlator.get(ownerWireId);
+    deliver(owner?.onMessage ?? this.handlers.onMessage, rest, this.context.logger);
+  }
+
+  /** A POST of one message with the session's headers; resolves with a 2xx response. */
+  private async post(message: JsonRpcMessage, signal: AbortSignal): Promise<HttpResponse> {
+    const response = await httpRequest(this.context, {
+      method: 'POST',
+      url: this.url,
+      headers: this.headers({
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+      }),
+      body: JSON.stringify(message),
+      signal,
+    });
+    await this.checkStatus(response, 'POST');
+    return response;
+  }
+
+  /** The session's headers: configured ones, then Mcp-Session-Id and MCP-Protocol-Version. */
+  private headers(own: Record<string, string | undefined>): Record<string, string> {
+    return requestHeaders(this.context.config, {
+      ...own,
+      'mcp-session-id': this.sessionId,
+      // Not on initialize: the version is negotiated by it (spec 2025-06-18, Protocol Version Header).
+      'mcp-protocol-version': this.protocolVersion,
+    });
+  }
+
+  /** Throws for a response that is not 2xx; a session the upstream no longer knows ends here. */
+  private async checkStatus(response: HttpResponse, what: string): Promise<void> {
+    if (response.statusCode >= 200 && response.statusCode < 300) return;
+    const { error, body } = await statusError(this.context, response, what);
+    const hadSession = this.sessionId !== undefined;
+    if (hadSession && (response.statusCode === 404 || saysSessionUnknown(response.statusCode, body))) {
+      this.expire();
+      throw this.endedError();
+    }
+    throw error;
+  }
+
+  /** The upstream dropped the session (spec: Session Management, 404 on Mcp-Session-Id). */
+  private expire(): void {
+    if (this.end !== 'open') return;
+    this.end = 'expired';
+    this.closeEventStream();
+    this.correlator.failAll(this.endedError());
+    this.context.forget(this);
+    this.context.logger.info('upstream session expired');
+    this.handlers.onClose('upstream session expired');
+  }
+
+  private endedError(): UpstreamError {
+    const name = this.context.config.name;
+    return this.end === 'expired'
+      ? new UpstreamError('session_expired', name, `Upstream '${name}' no longer knows the session`)
+      : new UpstreamError('closed', name, `The session with upstream '${name}' is closed`);
+  }
+
+  private protocolError(what: string): UpstreamError {
+    const name = this.context.config.name;
+    return new UpstreamError('protocol', name, `Upstream '${name}' ${what}`);
+  }
+
+  /** The correlator's cancel callback (deadline or client abort): best effort, not awaited. */
+  private sendCancel(wireId: number, reason: string): void {
+    if (this.end !== 'open' || wireId === this.initializeWireId) return;
+    this.send(cancelNotification(wireId, reason)).catch(() => undefined);
+  }
+
+  /** DELETE ends the session upstream (spec: Session Management); 404 and 405 are fine. */
+  private async deleteSession(): Promise<void> {
+    try {
+      const response = await httpRequest(this.context, {
+        method: 'DELETE',
+        url: this.url,
+        headers: this.headers({}),
+        signal: AbortSignal.timeout(CLOSE_TIMEOUT_MS),
+      });
+      await discard(response.body);
+      this.context.logger.debug({ status: response.statusCode }, 'upstream session deleted');
+    } catch (error) {
+      this.context.logger.debug({ err: error }, 'could not delete the upstream session');
+    }
+  }
+
+  /**
+   * The standalone GET stream (spec: "Listening for Messages from the Server"), kept open until
+   * closeEventStream(): reconnects with backoff and resumes with Last-Event-ID when the server
+   * gave ids.
+   */
+  private async runEventStream(signal: AbortSignal): Promise<void> {
+    const cursor: { lastEventId?: string } = {};
+    let wait = STREAM_RETRY_MIN_MS;
+    while (!signal.aborted && this.end === 'open') {
+      try {
+        const outcome = await this.readEventStream(signal, cursor, () => (wait = STREAM_RETRY_MIN_MS));
+        if (outcome === 'unsupported') return;
+        this.context.logger.debug('upstream event stream ended; reconnecting');
+      } catch (error) {
+        if (signal.aborted || this.end !== 'open') return;
+        this.context.logger.warn({ err: error }, 'upstream event stream failed; reconnecting');
+      }
+      await delay(wait, signal);
+      wait = Math.min(wait * 2, STREAM_RETRY_MAX_MS);
+    }
+  }
+
+  private async readEventStream(
+    signal: AbortSignal,
+    cursor: { lastEventId?: string },
+    connected: () => void,
+  ): Promise<'unsupported' | 'ended'> {
+    const response = await httpRequest(this.context, {
+      method: 'GET',
+      url: this.url,
+      headers: this.headers({ accept: 'text/event-stream', 'last-event-id': cursor.lastEventId }),
+      signal,
+    });
+    if (response.statusCode === 405) {
+      await discard(response.body);
+      this.context.logger.debug({ url: loggableUrl(this.url) }, 'upstream offers no event stream');
+      return 'unsupported';
+    }
+    await this.checkStatus(response, 'GET');
+    if (mediaType(response) !== 'text/event-stream') {
+      await discard(response.body);
+      throw this.protocolError(`answered the event stream GET with '${mediaType(response)}'`);
+    }
+    connected();
+    await readEvents(response.body, (event) => {
+      if (event.id !== undefined) cursor.lastEventId = event.id;
+      for (const message of eventMessages(event, this.context.config.name)) this.dispatch(message, undefined);
+    });
+    return 'ended';
+  }
+}

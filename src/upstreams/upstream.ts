@@ -1,0 +1,110 @@
+/**
+ * The one small interface every upstream transport implements. The gateway core (src/mcp/) talks
+ * only to this: it never knows whether a server is a child process, a streamable HTTP endpoint or
+ * a legacy SSE endpoint.
+ *
+ * Ids: the core hands each transport the client's own JSON-RPC ids and progress tokens, and gets
+ * them back unchanged in responses and related messages. A transport that multiplexes several
+ * clients over one connection (stdio, a shared session) rewrites them on the way out and restores
+ * them on the way back (see correlator.ts), so that concurrent clients never see each other's
+ * replies.
+ */
+import type { ServerConfig } from '../config/schema.js';
+import type { JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../jsonrpc/messages.js';
+
+export type UpstreamState =
+  /** Not started yet (http/sse upstreams connect lazily, per session). */
+  | 'idle'
+  | 'starting'
+  | 'ready'
+  /** Exited or failed; a restart is scheduled. */
+  | 'backoff'
+  /** Failed several times in a row soon after starting: restarts continue at the slowest pace. */
+  | 'crash_loop'
+  | 'stopped';
+
+export interface UpstreamStatus {
+  state: UpstreamState;
+  /** True when a request sent now can be expected to reach the server. */
+  healthy: boolean;
+  /** Why the server is not healthy, for /ready, /routes and check-upstream. Never holds secrets. */
+  lastError?: string;
+  /** Restarts since the gateway started (stdio). */
+  restarts: number;
+  /** When `state` last changed (ms since epoch). */
+  since: number;
+  /** stdio: the pid of the running child. */
+  pid?: number;
+}
+
+/** Messages that travel from an upstream to a client that are not replies. */
+export type ServerMessage = JsonRpcRequest | JsonRpcNotification;
+
+export interface RequestOptions {
+  /**
+   * Aborting it cancels the request: the transport sends `notifications/cancelled` upstream (when
+   * the request was sent) and the promise rejects with an UpstreamError of kind "cancelled".
+   */
+  signal?: AbortSignal;
+  /** Overrides the server's timeout_ms. Progress notifications for the request restart the clock. */
+  timeoutMs?: number;
+  /**
+   * Notifications and server-to-client requests that belong to this request while it is in flight
+   * (progress for its token, a sampling request made while handling it, ...), with the client's own
+   * progress token restored.
+   */
+  onMessage(message: ServerMessage): void;
+}
+
+export interface SessionHandlers {
+  /**
+   * Messages of the session that belong to no request in flight: list_changed, logging, resource
+   * updates, server-to-client requests made outside a request.
+   */
+  onMessage(message: ServerMessage): void;
+  /**
+   * The upstream ended this session for good (an HTTP upstream answered 404 for its session id, a
+   * legacy SSE connection was lost and could not be re-established). The core ends the downstream
+   * session.
+   */
+  onClose(reason: string): void;
+}
+
+export interface OpenSessionOptions {
+  /**
+   * The client's own `initialize` request, forwarded where the upstream keeps one session per
+   * client (http, sse). Absent for the gateway's shared session that serves session-less requests
+   * (a plain `curl -X POST` of one JSON-RPC request): the transport then initializes on its own.
+   */
+  initialize?: JsonRpcRequest;
+  /** Appended to the upstream url (prefix routing for http/sse, query included); '' = url as is. */
+  forwardPath: string;
+  handlers: SessionHandlers;
+}
+
+export interface UpstreamSession {
+  /** The answer to the client's initialize, carrying the client's id (or id 0 when there was none). */
+  readonly initializeResult: JsonRpcResponse;
+  /**
+   * Sends a request and resolves with its response (the client's id restored). Rejects with an
+   * UpstreamError when there is no response: transport failure, timeout, cancellation, closed.
+   */
+  request(request: JsonRpcRequest, options: RequestOptions): Promise<JsonRpcResponse>;
+  /** Sends a notification, or the client's answer to a server-to-client request. */
+  send(message: JsonRpcNotification | JsonRpcResponse): Promise<void>;
+  /** Starts relaying the upstream's standalone server-to-client stream (streamable HTTP GET). */
+  openEventStream(): void;
+  closeEventStream(): void;
+  /** Ends the upstream session (HTTP DELETE, closing the SSE connection). Never throws. */
+  close(): Promise<void>;
+}
+
+export interface Upstream {
+  readonly config: ServerConfig;
+  /** stdio: spawns and initializes the child (resolves when ready or failed once). http/sse: no-op. */
+  start(): Promise<void>;
+  status(): UpstreamStatus;
+  openSession(options: OpenSessionOptions): Promise<UpstreamSession>;
+  /** Ends every session and, for stdio, the whole process tree. Never throws. */
+  close(): Promise<void>;
+}

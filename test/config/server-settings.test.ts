@@ -1,0 +1,133 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError } from '../../src/config/errors.js';
+import { parseConfig } from '../../src/config/load.js';
+
+const UPSTREAM = '[upstream]\ntransport = "stdio"\ncommand = "echo"\n';
+
+function parse(toml: string) {
+  return parseConfig(toml, { env: {} });
+}
+
+function errorsOf(toml: string): string[] {
+  try {
+    parse(toml);
+  } catch (error) {
+    if (error instanceof ConfigError) return error.issues.map((issue) => `${issue.path}: ${issue.message}`);
+    throw error;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('[server]', () => {
+  it('has defaults for every field, with or without the section', () => {
+    const defaults = {
+      host: '127.0.0.1',
+      port: 3000,
+      max_request_size: 1_048_576,
+      shutdown_grace_ms: 10_000,
+      session_idle_timeout_ms: 1_800_000,
+      max_sessions: 10_000,
+    };
+    expect(parse(UPSTREAM).server).toEqual(defaults);
+    expect(parse(`[server]\n${UPSTREAM}`).server).toEqual(defaults);
+  });
+
+  it('takes every field from the file', () => {
+    const config = parse(`
+[server]
+host = "0.0.0.0"
+port = 0
+max_request_size = 2048
+shutdown_grace_ms = 0
+session_idle_timeout_ms = 60000
+max_sessions = 3
+${UPSTREAM}`);
+    expect(config.server).toEqual({
+      host: '0.0.0.0',
+      port: 0,
+      max_request_size: 2048,
+      shutdown_grace_ms: 0,
+      session_idle_timeout_ms: 60_000,
+      max_sessions: 3,
+    });
+  });
+
+  it('explains wrong types and ranges without zod jargon', () => {
+    const errors = errorsOf(`
+[server]
+host = 1
+port = 70000
+max_request_size = 0
+shutdown_grace_ms = -1
+session_idle_timeout_ms = 1.5
+max_sessions = "many"
+${UPSTREAM}`);
+    expect(errors).toEqual([
+      'server.host: expected a non-empty string',
+      'server.port: expected an integer from 0 to 65535',
+      'server.max_request_size: expected a whole number of bytes of at least 1',
+      'server.shutdown_grace_ms: expected a whole number of milliseconds from 0 to 2147483647',
+      'server.session_idle_timeout_ms: expected a whole number of milliseconds from 1 to 2147483647',
+      'server.max_sessions: expected an integer of at least 1',
+    ]);
+    expect(errors.join('\n')).not.toMatch(/Invalid input|received/);
+  });
+
+  it('refuses a port given as a string, even a numeric one', () => {
+    expect(errorsOf(`[server]\nport = "3000"\n${UPSTREAM}`)).toEqual(['server.port: expected an integer from 0 to 65535']);
+  });
+
+  it('refuses a timer longer than setTimeout can wait', () => {
+    expect(errorsOf(`[server]\nshutdown_grace_ms = 2147483648\n${UPSTREAM}`)).toEqual([
+      'server.shutdown_grace_ms: expected a whole number of milliseconds from 0 to 2147483647',
+    ]);
+  });
+
+  it('refuses [server] that is not a table', () => {
+    expect(errorsOf(`server = 3000\n${UPSTREAM}`)).toEqual(['server: expected a table, got an integer']);
+  });
+
+  it('refuses unknown keys with their path', () => {
+    expect(errorsOf(`[server]\nprot = 3000\nhots = "x"\n${UPSTREAM}`)).toEqual([
+      'server.prot: unknown key',
+      'server.hots: unknown key',
+    ]);
+  });
+});
+
+describe('sections reserved for later releases', () => {
+  it('refuses [server.tls] and [server.cors] rather than ignoring them', () => {
+    expect(errorsOf(`[server.tls]\ncert_path = "/c"\nkey_path = "/k"\n[server.cors]\nenabled = true\n${UPSTREAM}`)).toEqual([
+      'server.tls: not supported by this version yet; remove it',
+      'server.cors: not supported by this version yet; remove it',
+    ]);
+  });
+
+  it('refuses [auth], [[auth.api_keys]], [rate_limit] and [audit]', () => {
+    expect(
+      errorsOf(`${UPSTREAM}
+[[auth.api_keys]]
+id = "a"
+key_hash = "x"
+[rate_limit]
+enabled = true
+[audit]
+enabled = true
+`),
+    ).toEqual([
+      'auth: not supported by this version yet (authentication lands in a later release); remove it',
+      'rate_limit: not supported by this version yet (rate limiting lands in a later release); remove it',
+      'audit: not supported by this version yet (the audit log lands in a later release); remove it',
+    ]);
+  });
+
+  it('refuses even an empty reserved table', () => {
+    expect(errorsOf(`${UPSTREAM}[auth]\n`)).toEqual([
+      'auth: not supported by this version yet (authentication lands in a later release); remove it',
+    ]);
+  });
+
+  it('refuses unknown top-level keys', () => {
+    expect(errorsOf(`${UPSTREAM}[logging]\nlevel = "debug"\n`)).toEqual(['logging: unknown key']);
+  });
+});

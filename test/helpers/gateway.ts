@@ -1,0 +1,79 @@
+/**
+ * Starts a real gateway on 127.0.0.1:0 from a TOML config, with its log captured in memory so
+ * tests can assert on it (and scan it for secrets).
+ */
+import { Writable } from 'node:stream';
+import { buildApp, type App } from '../../src/app.js';
+import { parseConfig } from '../../src/config/load.js';
+import { createLogger } from '../../src/observability/logger.js';
+
+export const EVERYTHING = new URL('../../node_modules/@modelcontextprotocol/server-everything/dist/index.js', import.meta.url).pathname;
+export const FILESYSTEM = new URL('../../node_modules/@modelcontextprotocol/server-filesystem/dist/index.js', import.meta.url).pathname;
+export const NODE = process.execPath;
+
+export interface RunningGateway {
+  url: string;
+  app: App;
+  logs: string[];
+  stop(): Promise<void>;
+}
+
+export async function startGateway(toml: string, options: { env?: Record<string, string | undefined>; waitReady?: boolean } = {}): Promise<RunningGateway> {
+  const config = parseConfig(toml, { env: options.env ?? {} });
+  config.server.host = '127.0.0.1';
+  config.server.port = 0;
+  const logs: string[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      logs.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+      done();
+    },
+  });
+  const app = buildApp(config, { logger: createLogger({ level: 'debug', destination }) });
+  const address = await app.app.listen({ host: '127.0.0.1', port: 0 });
+  if (options.waitReady !== false) await app.start();
+  else void app.start();
+  let stopped = false;
+  return {
+    url: address,
+    app,
+    logs,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await app.stop();
+    },
+  };
+}
+
+/** A TOML string literal. */
+export function q(value: string): string {
+  return JSON.stringify(value);
+}
+
+/** Posts one JSON-RPC body the way `curl -X POST -d` does (form content type, no Accept). */
+export async function curlPost(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; headers: Headers; text: string; json: any }> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json: any;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, headers: res.headers, text, json };
+}
+
+/** Waits until cond() holds, polling; fails after timeoutMs. */
+export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}

@@ -1,0 +1,391 @@
+/**
+ * StreamableHttpUpstream against a real server-everything speaking streamable HTTP: sessions the
+ * gateway owns and sessions a client initialized, id rewriting, progress, sampling, deadlines,
+ * cancellation, the GET stream, DELETE on close, and a session lost to a server restart.
+ */
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import { LATEST_PROTOCOL_VERSION } from '@modelcontextprotocol/sdk/types.js';
+import { request } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { JsonRpcRequest } from '../../src/jsonrpc/messages.js';
+import { UpstreamError } from '../../src/upstreams/errors.js';
+import { targetUrl } from '../../src/upstreams/http-common.js';
+import { StreamableHttpUpstream } from '../../src/upstreams/streamable-http.js';
+import type { ServerMessage, UpstreamSession } from '../../src/upstreams/upstream.js';
+import {
+  clientInitialize,
+  EverythingServer,
+  eventually,
+  freePort,
+  memoryLogger,
+  recordingHandlers,
+  resultText,
+  toolCall,
+  upstreamConfig,
+} from '../helpers/everything.js';
+
+const SECRET = 'Bearer upstream-secret-5a9c';
+const log = memoryLogger();
+let server: EverythingServer;
+let upstream: StreamableHttpUpstream;
+
+beforeAll(async () => {
+  server = await EverythingServer.start('streamableHttp');
+  upstream = new StreamableHttpUpstream(
+    upstreamConfig('everything', 'http', server.url, { headers: { Authorization: SECRET } }),
+    { logger: log.logger },
+  );
+});
+
+afterAll(async () => {
+  await upstream?.close();
+  await server?.stop();
+});
+
+const noMessages = (): void => undefined;
+
+/** The id server-everything gave the session opened last (it prints it). */
+function lastSessionId(): string {
+  const ids = [...server.output.matchAll(/Session initialized with ID: (\S+)/g)].map((m) => m[1]!);
+  if (ids.length === 0) throw new Error('no session yet');
+  return ids[ids.length - 1]!;
+}
+
+function rejection(promise: Promise<unknown>): Promise<UpstreamError> {
+  return promise.then(
+    () => {
+      throw new Error('expected a rejection');
+    },
+    (error: unknown) => {
+      expect(error).toBeInstanceOf(UpstreamError);
+      return error as UpstreamError;
+    },
+  );
+}
+
+describe('a session the gateway owns', () => {
+  let session: UpstreamSession;
+
+  beforeAll(async () => {
+    session = await upstream.openSession({ forwardPath: '', handlers: recordingHandlers() });
+  });
+
+  afterAll(async () => {
+    await session?.close();
+  });
+
+  it('initializes with the gateway identity and answers with id 0', () => {
+    const init = session.initializeResult;
+    expect(init.id).toBe(0);
+    expect('result' in init && init.result['serverInfo']).toMatchObject({ name: 'mcp-servers/everything' });
+    expect('result' in init && init.result['protocolVersion']).toBe(LATEST_PROTOCOL_VERSION);
+    expect(upstream.status()).toMatchObject({ healthy: true, state: 'ready' });
+  });
+
+  it('lists tools and calls echo with the client id restored', async () => {
+    const list = await session.request({ jsonrpc: '2.0', id: 'list-1', method: 'tools/list' }, { onMessage: noMessages });
+    expect(list.id).toBe('list-1');
+    const tools = 'result' in list ? (list.result['tools'] as Array<{ name: string }>) : [];
+    expect(tools.map((t) => t.name)).toContain('echo');
+
+    const echo = await session.request(toolCall(42, 'echo', { message: 'hello' }), { onMessage: noMessages });
+    expect(echo.id).toBe(42);
+    expect(resultText(echo)).toBe('Echo: hello');
+  });
+
+  it('keeps concurrent requests with the same client id apart', async () => {
+    const messages = Array.from({ length: 8 }, (_, i) => `message-${i}`);
+    const replies = await Promise.all(
+      messages.map((message) => session.request(toolCall(7, 'echo', { message }), { onMessage: noMessages })),
+    );
+    expect(replies.map((r) => r.id)).toEqual(messages.map(() => 7));
+    expect(replies.map(resultText)).toEqual(messages.map((m) => `Echo: ${m}`));
+  });
+
+  it('delivers progress to the request with the client token restored', async () => {
+    const progress: ServerMessage[] = [];
+    const reply = await session.request(
+      toolCall('long-1', 'trigger-long-running-operation', { duration: 2, steps: 4 }, 'client-token'),
+      { onMessage: (m) => progress.push(m) },
+    );
+    expect(resultText(reply)).toContain('Long running operation completed');
+    expect(progress.map((m) => m.method)).toEqual(Array(4).fill('notifications/progress'));
+    expect(progress.map((m) => m.params?.['progressToken'])).toEqual(Array(4).fill('client-token'));
+    expect(progress.map((m) => m.params?.['progress'])).toEqual([1, 2, 3, 4]);
+  });
+
+  it('fails a request at its deadline with kind timeout', async () => {
+    const started = Date.now();
+    const error = await rejection(
+      session.request(toolCall(1, 'trigger-long-running-operation', { duration: 3, steps: 3 }), { timeoutMs: 200, onMessage: noMessages }),
+    );
+    expect(error.kind).toBe('timeout');
+    expect(Date.now() - started).toBeLessThan(1_000);
+    // The session is still usable afterwards.
+    expect(resultText(await session.request(toolCall(2, 'echo', { message: 'after' }), { onMessage: noMessages }))).toBe('Echo: after');
+  });
+
+  it('fails an aborted request with kind cancelled', async () => {
+    const abort = new AbortController();
+    setTimeout(() => abort.abort(), 100);
+    const started = Date.now();
+    const error = await rejection(
+      session.request(toolCall(3, 'trigger-long-running-operation', { duration: 3, steps: 3 }), { signal: abort.signal, onMessage: noMessages }),
+    );
+    expect(error.kind).toBe('cancelled');
+    expect(Date.now() - started).toBeLessThan(1_000);
+  });
+});
+
+describe('a session a client initialized', () => {
+  let session: UpstreamSession;
+  const handlers = recordingHandlers();
+
+  beforeAll(async () => {
+    session = await upstream.openSession({ initialize: clientInitialize('init-1', LATEST_PROTOCOL_VERSION), forwardPath: '', handlers });
+    await session.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+  });
+
+  afterAll(async () => {
+    await session?.close();
+  });
+
+  it('relays the answer to the client initialize with its id', () => {
+    expect(session.initializeResult.id).toBe('init-1');
+    expect('result' in session.initializeResult).toBe(true);
+  });
+
+  it('relays a sampling request to the call that caused it and completes the call with the answer', async () => {
+    // server-everything registers the tool once it has seen notifications/initialized.
+    await eventually(async () => {
+      const list = await session.request({ jsonrpc: '2.0', id: 'l', method: 'tools/list' }, { onMessage: noMessages });
+      const names = 'result' in list ? (list.result['tools'] as Array<{ name: string }>).map((t) => t.name) : [];
+      expect(names).toContain('trigger-sampling-request');
+    });
+    const seen: ServerMessage[] = [];
+    const reply = await session.request(toolCall('call-1', 'trigger-sampling-request', { prompt: 'hi', maxTokens: 10 }), {
+      onMessage: (message) => {
+        seen.push(message);
+        if (message.method === 'sampling/createMessage' && 'id' in message) {
+          void session.send({
+            jsonrpc: '2.0',
+            id: (message as JsonRpcRequest).id,
+            result: { role: 'assistant', content: { type: 'text', text: 'sampled-by-test' }, model: 'test-model', stopReason: 'endTurn' },
+          });
+        }
+      },
+    });
+    expect(seen.map((m) => m.method)).toContain('sampling/createMessage');
+    expect(reply.id).toBe('call-1');
+    expect(resultText(reply)).toContain('sampled-by-test');
+  });
+
+  it('relays messages of its GET stream to the session handlers', async () => {
+    const streams = (): number => server.output.split('Establishing new SSE stream').length - 1;
+    const before = streams();
+    session.openEventStream();
+    session.openEventStream(); // idempotent: still one GET
+    await eventually(() => expect(streams()).toBe(before + 1));
+    // toggle-simulated-logging sends one log message at once, on the GET stream (no related request).
+    const reply = await session.request(toolCall('log-on', 'toggle-simulated-logging', {}), { onMessage: noMessages });
+    expect(resultText(reply)).toContain('Started simulated');
+    await eventually(() => expect(handlers.messages.map((m) => m.method)).toContain('notifications/message'));
+    await session.request(toolCall('log-off', 'toggle-simulated-logging', {}), { onMessage: noMessages });
+    expect(() => session.closeEventStream()).not.toThrow();
+    expect(streams()).toBe(before + 1);
+  });
+});
+
+describe('close', () => {
+  it('deletes the upstream session, after which its id is unknown', async () => {
+    const session = await upstream.openSession({ forwardPath: '', handlers: recordingHandlers() });
+    const id = lastSessionId();
+    const direct = (): Promise<{ status: number; body: string }> =>
+      request(server.url, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'mcp-session-id': id,
+          'mcp-protocol-version': LATEST_PROTOCOL_VERSION,
+        },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' }),
+      }).then(async (r) => ({ status: r.statusCode, body: await r.body.text() }));
+    expect((await direct()).status).toBe(200);
+
+    await session.close();
+    await server.waitForOutput(`Received session termination request for session ${id}`);
+    const after = await direct();
+    // The spec says 404; server-everything answers 400 "No valid session ID provided".
+    expect([400, 404]).toContain(after.status);
+    expect(after.body).toMatch(/session/i);
+
+    const error = await rejection(session.request(toolCall(1, 'echo', { message: 'x' }), { onMessage: noMessages }));
+    expect(error.kind).toBe('closed');
+    await session.close(); // twice is fine
+  });
+});
+
+describe('failures', () => {
+  it('reports a refused connection as kind connect and marks the upstream unhealthy', async () => {
+    const port = await freePort();
+    const refused = new StreamableHttpUpstream(upstreamConfig('nowhere', 'http', `http://127.0.0.1:${port}/mcp`), { logger: log.logger });
+    try {
+      expect(refused.status().healthy).toBe(true);
+      const error = await rejection(refused.openSession({ forwardPath: '', handlers: recordingHandlers() }));
+      expect(error.kind).toBe('connect');
+      expect(error.message).toContain("Failed to connect to 'nowhere': ECONNREFUSED");
+      expect(refused.status()).toMatchObject({ healthy: false, lastError: error.message });
+    } finally {
+      await refused.close();
+    }
+  });
+
+  it('expires the session when the server restarts, and tells the handlers', async () => {
+    const own = await EverythingServer.start('streamableHttp');
+    const restarting = new StreamableHttpUpstream(upstreamConfig('restarting', 'http', own.url), { logger: log.logger });
+    try {
+      const handlers = recordingHandlers();
+      const session = await restarting.openSession({ forwardPath: '', handlers });
+      expect(resultText(await session.request(toolCall(1, 'echo', { message: 'before' }), { onMessage: noMessages }))).toBe('Echo: before');
+      await own.restart();
+      const error = await rejection(session.request(toolCall(2, 'echo', { message: 'after' }), { onMessage: noMessages }));
+      expect(error.kind).toBe('session_expired');
+      expect(handlers.closes).toEqual(['upstream session expired']);
+      const again = await rejection(session.request(toolCall(3, 'echo', { message: 'again' }), { onMessage: noMessages }));
+      expect(again.kind).toBe('session_expired');
+      // A new session works against the restarted server.
+      const fresh = await restarting.openSession({ forwardPath: '', handlers: recordingHandlers() });
+      expect(resultText(await fresh.request(toolCall(4, 'echo', { message: 'fresh' }), { onMessage: noMessages }))).toBe('Echo: fresh');
+    } finally {
+      await restarting.close();
+      await own.stop();
+    }
+  });
+
+  it('fails a request in flight with kind closed when the server dies', async () => {
+    const own = await EverythingServer.start('streamableHttp');
+    const dying = new StreamableHttpUpstream(upstreamConfig('dying', 'http', own.url), { logger: log.logger });
+    try {
+      const session = await dying.openSession({ forwardPath: '', handlers: recordingHandlers() });
+      const call = session.request(toolCall(1, 'trigger-long-running-operation', { duration: 10, steps: 10 }), { onMessage: noMessages });
+      const failed = rejection(call).then((error) => ({ error, at: Date.now() }));
+      await new Promise((r) => setTimeout(r, 300));
+      const started = Date.now();
+      await own.stop();
+      const { error, at } = await failed;
+      expect(error.kind).toBe('closed');
+      expect(at - started).toBeLessThan(2_000);
+    } finally {
+      await dying.close();
+      await own.stop();
+    }
+  });
+});
+
+describe('on the wire', () => {
+  // What the transport sends cannot be observed on server-everything: a recording server stands in.
+  interface Seen {
+    method: string;
+    headers: IncomingHttpHeaders;
+    body: { id?: unknown; method?: string; params?: Record<string, unknown> } | undefined;
+    closed: Promise<void>;
+  }
+  const seen: Seen[] = [];
+  let fake: Server;
+  let url: string;
+
+  beforeAll(async () => {
+    fake = createServer((req, res) => {
+      let text = '';
+      req.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
+      req.on('end', () => {
+        const body = text ? (JSON.parse(text) as Seen['body']) : undefined;
+        seen.push({ method: req.method ?? '', headers: req.headers, body, closed: new Promise((r) => res.once('close', () => r())) });
+        if (req.method === 'DELETE') return void res.writeHead(200).end();
+        if (req.method === 'GET') return void res.writeHead(405).end();
+        if (body?.method === 'initialize') {
+          res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'fake-session' });
+          return void res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { protocolVersion: '2025-06-18', capabilities: {}, serverInfo: { name: 'fake', version: '1' } } }));
+        }
+        if (body?.id === undefined) return void res.writeHead(202).end();
+        // A request: open its stream and never answer.
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(': working\n\n');
+      });
+    });
+    await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(fake.address() as { port: number }).port}/mcp`;
+  });
+
+  afterAll(async () => {
+    fake.closeAllConnections();
+    await new Promise((resolve) => fake.close(resolve));
+  });
+
+  it('sends the session headers, aborts the POST at the deadline and posts notifications/cancelled', async () => {
+    const wire = new StreamableHttpUpstream(upstreamConfig('fake', 'http', url, { headers: { 'X-Api-Key': 'k-123', 'Content-Type': 'text/plain' } }), {
+      logger: log.logger,
+    });
+    try {
+      const session = await wire.openSession({ forwardPath: '', handlers: recordingHandlers() });
+      const error = await rejection(session.request(toolCall('c', 'slow', {}), { timeoutMs: 150, onMessage: noMessages }));
+      expect(error.kind).toBe('timeout');
+      const call = seen.find((s) => s.body?.method === 'tools/call')!;
+      await call.closed; // the HTTP request was aborted, not left open
+      const cancel = await eventually(() => {
+        const found = seen.find((s) => s.body?.method === 'notifications/cancelled');
+        expect(found).toBeDefined();
+        return found!;
+      });
+      expect(cancel.body?.params?.['requestId']).toBe(call.body?.id);
+      // 405: the server has no GET stream, which is fine: no retry (the first would come at 500 ms).
+      session.openEventStream();
+      await eventually(() => expect(seen.filter((s) => s.method === 'GET')).toHaveLength(1));
+      await new Promise((r) => setTimeout(r, 700));
+      await session.close();
+
+      const [initialize, initialized] = seen;
+      expect(initialize?.body?.method).toBe('initialize');
+      expect(initialize?.headers['mcp-protocol-version']).toBeUndefined();
+      expect(initialize?.headers['mcp-session-id']).toBeUndefined();
+      expect(initialized?.body?.method).toBe('notifications/initialized');
+      for (const request of seen.slice(1)) {
+        expect(request.headers['mcp-session-id']).toBe('fake-session');
+        expect(request.headers['mcp-protocol-version']).toBe('2025-06-18');
+      }
+      for (const request of seen) {
+        expect(request.headers['x-api-key']).toBe('k-123');
+        if (request.method === 'POST') {
+          expect(request.headers['content-type']).toBe('application/json');
+          expect(request.headers['accept']).toBe('application/json, text/event-stream');
+        }
+      }
+      expect(seen.filter((s) => s.method === 'GET')).toHaveLength(1);
+      expect(seen.at(-1)?.method).toBe('DELETE');
+    } finally {
+      await wire.close();
+    }
+  });
+});
+
+describe('target url', () => {
+  it('appends the forwarded path and merges queries, configured parameters first', () => {
+    expect(targetUrl('http://h/mcp', '', 's').href).toBe('http://h/mcp');
+    expect(targetUrl('http://h/base/', '/x/y', 's').href).toBe('http://h/base/x/y');
+    expect(targetUrl('http://h/mcp?key=k', '?a=1&key=evil', 's').href).toBe('http://h/mcp?key=k&a=1');
+    expect(targetUrl('http://h/mcp', '/sub?a=1', 's').href).toBe('http://h/mcp/sub?a=1');
+  });
+
+  it('refuses a forwarded path that leaves the configured one', () => {
+    expect(() => targetUrl('http://h/base', '/../admin', 's')).toThrow(UpstreamError);
+    expect(() => targetUrl('http://h/base', '/%2e%2e/admin', 's')).toThrow(UpstreamError);
+  });
+});
+
+describe('logs', () => {
+  it('never contain the configured credentials', () => {
+    expect(log.lines.length).toBeGreaterThan(0);
+    expect(log.lines.join('\n')).not.toContain('upstream-secret-5a9c');
+  });
+});
