@@ -70,15 +70,3 @@ export function forwardPathFor(server: ServerConfig, path: string, query: string
   const rest = server.path_prefix === '/' ? path : path.slice(server.path_prefix.length);
   return (rest === '/' ? '' : rest) + query;
 }
-
-/** The upstream URL for a forward path: `url` followed by the path (one slash between them). */
-export function joinUrl(url: string, forwardPath: string): string {
-  if (forwardPath === '') return url;
-  const q = forwardPath.indexOf('?');
-  const path = q === -1 ? forwardPath : forwardPath.slice(0, q);
-  const query = q === -1 ? '' : forwardPath.slice(q + 1);
-  const target = new URL(url);
-  if (path !== '') target.pathname = target.pathname.replace(/\/$/, '') + path;
-  if (query !== '') target.search = target.search ? `${target.search}&${query}` : `?${query}`;
-  return target.toString();
-}
