@@ -31,6 +31,7 @@ export interface AppOptions {
 
 /** Paths the gateway owns even when a server's prefix is "/". */
 const RESERVED = /^\/(health|live|ready|metrics|routes|\.well-known)(\/|$|\?)/;
+const ALL_METHODS = ['GET', 'POST', 'DELETE', 'PUT', 'PATCH', 'OPTIONS'] as const;
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 export function buildApp(config: GatewayConfig, options: AppOptions): App {
@@ -100,9 +101,9 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
     }
   };
 
-  const mcpMethods = ['GET', 'POST', 'DELETE'] as const;
+  // Every method reaches the MCP endpoints, so that the wrong one is a 405 rather than a 404.
   app.route({
-    method: [...mcpMethods],
+    method: [...ALL_METHODS],
     url: '/mcp/:server_name',
     handler: async (request, reply) => {
       const name = (request.params as { server_name: string }).server_name;
@@ -115,7 +116,7 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
 
   const defaultServer: ServerConfig | undefined = config.single ? config.servers[0] : config.servers.find((s) => s.path_prefix === '/');
   app.route({
-    method: [...mcpMethods],
+    method: [...ALL_METHODS],
     url: '/mcp',
     handler: async (request, reply) => {
       if (!defaultServer) return notFound(reply, 'No default server: use /mcp/:server_name');
