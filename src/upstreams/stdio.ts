@@ -96,6 +96,8 @@ export class StdioUpstream implements Upstream {
   private quickFailures = 0;
   private child: ChildProcess | undefined;
   private childStartedAt = 0;
+  /** Why the gateway itself ended the current child, when it did (reported instead of the signal). */
+  private exitReason: string | undefined;
   private init: ChildInit | undefined;
   private restartTimer: NodeJS.Timeout | undefined;
   private readyWaiters: Array<{ resolve: () => void; reject: (e: UpstreamError) => void }> = [];
@@ -296,8 +298,9 @@ export class StdioUpstream implements Upstream {
     } catch (err) {
       const message = err instanceof UpstreamError ? err.message : String(err);
       if (this.child === child) {
-        // The child is alive but did not initialize: end it; its exit handler then does the bookkeeping.
-        this.lastError = message;
+        // The child is alive but did not initialize: end it; its exit handler does the bookkeeping
+        // and reports this reason rather than the signal we sent.
+        this.exitReason = message;
         void terminateTree(child);
       }
       throw err;
@@ -375,7 +378,9 @@ export class StdioUpstream implements Upstream {
   }
 
   private onExit(how: string): void {
-    const message = how.startsWith('Failed') ? how : `Upstream '${this.config.name}' ${how}`;
+    const reason = this.exitReason;
+    this.exitReason = undefined;
+    const message = reason ?? (how.startsWith('Failed') ? how : `Upstream '${this.config.name}' ${how}`);
     this.correlator.failAll(new UpstreamError('closed', this.config.name, `${message} while the request was in flight`));
     // Requests the dead child made to clients will never be answered: tell those clients.
     for (const { session, id } of this.serverRequests.values()) {

@@ -5,7 +5,13 @@
  */
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { CreateMessageRequestSchema, ListRootsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import {
+  CreateMessageRequestSchema,
+  ElicitRequestSchema,
+  ListRootsRequestSchema,
+  LoggingMessageNotificationSchema,
+  ResourceUpdatedNotificationSchema,
+} from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { curlPost, EVERYTHING, NODE, q, startGateway, waitFor, type RunningGateway } from '../helpers/gateway.js';
 
@@ -32,9 +38,10 @@ afterAll(async () => {
   delete process.env['MCP_GUARD_TEST_GATEWAY_SECRET'];
 });
 
-async function connect(path = '/mcp/everything', options: { sampling?: boolean; roots?: boolean } = {}): Promise<Client> {
+async function connect(path = '/mcp/everything', options: { sampling?: boolean; roots?: boolean; elicitation?: boolean } = {}): Promise<Client> {
   const capabilities: Record<string, object> = {};
   if (options.sampling) capabilities['sampling'] = {};
+  if (options.elicitation) capabilities['elicitation'] = {};
   if (options.roots) capabilities['roots'] = { listChanged: true };
   const client = new Client({ name: 'e2e', version: '1.0.0' }, { capabilities });
   if (options.sampling) {
@@ -46,6 +53,12 @@ async function connect(path = '/mcp/everything', options: { sampling?: boolean; 
   }
   if (options.roots) {
     client.setRequestHandler(ListRootsRequestSchema, async () => ({ roots: [{ uri: 'file:///tmp/e2e-root', name: 'e2e' }] }));
+  }
+  if (options.elicitation) {
+    client.setRequestHandler(ElicitRequestSchema, async () => ({
+      action: 'accept',
+      content: { name: 'Ada Lovelace', check: true, firstLine: 'Once upon a time', email: 'ada@example.com', homepage: 'https://example.com', birthdate: '1815-12-10', integer: 42, number: 3.14, untitledSingleSelectEnum: 'option1', titledSingleSelectEnum: 'value1', legacyTitledEnum: 'opt1', untitledMultipleSelectEnum: ['option1'], titledMultipleSelectEnum: ['value1'] },
+    }));
   }
   await client.connect(new StreamableHTTPClientTransport(new URL(gw.url + path)));
   return client;
@@ -121,6 +134,62 @@ describe('SDK client -> gateway -> stdio server-everything', () => {
     const results = await Promise.all(calls);
     for (const r of results) expect(r.got).toBe(`Echo: ${r.expected}`);
     await Promise.all(clients.map((c) => c.close()));
+  });
+
+  it('delivers an elicitation request to the client and returns its answer', async () => {
+    const client = await connect('/mcp/everything', { elicitation: true });
+    const result = await client.callTool({ name: 'trigger-elicitation-request', arguments: {} });
+    expect(text(result)).toContain('Ada Lovelace');
+    await client.close();
+  });
+
+  it('asks the client that announced its roots for them', async () => {
+    const client = await connect('/mcp/everything', { roots: true });
+    await client.sendRootsListChanged();
+    await waitFor(async () => text(await client.callTool({ name: 'get-roots-list', arguments: {} })).includes('file:///tmp/e2e-root'), 10_000, 'the child to learn the roots');
+    await client.close();
+  });
+
+  it('cancels a call the client aborts; the session goes on', async () => {
+    const client = await connect();
+    const controller = new AbortController();
+    const call = client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 10, steps: 2 } }, undefined, { signal: controller.signal });
+    await new Promise((r) => setTimeout(r, 200));
+    controller.abort();
+    await expect(call).rejects.toThrow();
+    const sessions = gw.app.gateway.sessions;
+    expect(sessions.size).toBeGreaterThan(0);
+    const result = await client.callTool({ name: 'echo', arguments: { message: 'still here' } });
+    expect(text(result)).toContain('still here');
+    await client.close();
+  });
+
+  it('streams logging and resource updates to the client\'s GET stream', async () => {
+    const client = await connect();
+    const logs: unknown[] = [];
+    const updates: string[] = [];
+    client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => {
+      logs.push(n.params.data);
+    });
+    client.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) => {
+      updates.push(n.params.uri);
+    });
+    const { resources } = await client.listResources();
+    const uri = resources[0]!.uri;
+    await client.subscribeResource({ uri });
+    await client.callTool({ name: 'toggle-simulated-logging', arguments: {} });
+    await client.callTool({ name: 'toggle-subscriber-updates', arguments: {} });
+    // server-everything sends both every 5 s.
+    await waitFor(() => logs.length > 0 && updates.length > 0, 15_000, 'a log message and a resource update');
+    expect(updates).toContain(uri);
+    await client.callTool({ name: 'toggle-simulated-logging', arguments: {} });
+    await client.callTool({ name: 'toggle-subscriber-updates', arguments: {} });
+    await client.unsubscribeResource({ uri });
+    await client.close();
+  });
+
+  it('logs the child\'s stderr', () => {
+    expect(gw.logs.some((l) => l.includes('"stream":"stderr"') && l.includes('"server":"everything"'))).toBe(true);
   });
 
   it('answers ping', async () => {

@@ -1,0 +1,100 @@
+/**
+ * Supervision of stdio children: restarts with backoff, the crash-loop guard, spawn failures, and
+ * calls that never hang on a dead child.
+ */
+import { Writable } from 'node:stream';
+import { afterEach, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../src/config/load.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { UpstreamError } from '../../src/upstreams/errors.js';
+import { StdioUpstream } from '../../src/upstreams/stdio.js';
+import { EVERYTHING, NODE, q, waitFor } from '../helpers/gateway.js';
+
+const logs: string[] = [];
+const logger = createLogger({
+  level: 'debug',
+  destination: new Writable({
+    write(chunk: Buffer, _e, done) {
+      logs.push(chunk.toString());
+      done();
+    },
+  }),
+});
+
+const opened: StdioUpstream[] = [];
+function upstream(fields: string): StdioUpstream {
+  const config = parseConfig(`[[upstream.servers]]\nname = "child"\npath_prefix = "/child"\ntransport = "stdio"\n${fields}`, { env: {} });
+  const u = new StdioUpstream(config.servers[0]!, { logger });
+  opened.push(u);
+  return u;
+}
+
+const handlers = { onMessage: () => undefined, onClose: () => undefined };
+
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((u) => u.close()));
+});
+
+describe('stdio supervision', () => {
+  it('restarts a child that exits at once with backoff, then reports a crash loop and fails fast', async () => {
+    const u = upstream(`command = ${q(NODE)}\nargs = ["-e", "process.exit(3)"]\nrestart_backoff_ms = 20\nrestart_backoff_max_ms = 200\nmax_restarts = 2`);
+    await u.start();
+    expect(u.status().healthy).toBe(false);
+    await waitFor(() => u.status().state === 'crash_loop', 5_000, 'crash_loop');
+    const status = u.status();
+    expect(status.restarts).toBe(2);
+    expect(status.lastError).toMatch(/exited \(code 3\)/);
+    const started = Date.now();
+    const err = await u.openSession({ forwardPath: '', handlers }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UpstreamError);
+    expect((err as UpstreamError).kind).toBe('unavailable');
+    expect(Date.now() - started).toBeLessThan(100);
+  });
+
+  it('reports a command that cannot be spawned, by name', async () => {
+    const u = upstream(`command = "/nonexistent/mcp-server"\nrestart_backoff_ms = 1000`);
+    await u.start();
+    await waitFor(() => u.status().lastError !== undefined, 5_000, 'the spawn error');
+    expect(u.status().lastError).toBe("Failed to start 'child': spawn /nonexistent/mcp-server ENOENT");
+    expect(u.status().healthy).toBe(false);
+  });
+
+  it('fails a child that never answers initialize within startup_timeout_ms', async () => {
+    const u = upstream(`command = ${q(NODE)}\nargs = ["-e", "setInterval(() => {}, 1000)"]\nstartup_timeout_ms = 300\nrestart_backoff_ms = 5000`);
+    const started = Date.now();
+    await u.start();
+    expect(Date.now() - started).toBeLessThan(3_000);
+    expect(u.status().healthy).toBe(false);
+    // Still the reason after the gateway has ended the silent child.
+    await waitFor(() => u.status().state === 'backoff', 3_000, 'backoff');
+    expect(u.status().lastError).toMatch(/did not answer within 300 ms/);
+  });
+
+  it('a request waits for a restart in progress instead of failing', async () => {
+    const u = upstream(`command = ${q(NODE)}\nargs = [${q(EVERYTHING)}, "stdio"]\nrestart_backoff_ms = 200`);
+    await u.start();
+    const session = await u.openSession({ forwardPath: '', handlers });
+    process.kill(u.status().pid!, 'SIGKILL');
+    await waitFor(() => u.status().state !== 'ready', 5_000, 'the child to be seen dead');
+    const response = await session.request({ jsonrpc: '2.0', id: 'after', method: 'tools/call', params: { name: 'echo', arguments: { message: 'back' } } }, { onMessage: () => undefined });
+    expect(response).toMatchObject({ id: 'after', result: { content: [{ text: 'Echo: back' }] } });
+    expect(u.status().restarts).toBe(1);
+  });
+
+  it('skips stdout lines that are not JSON-RPC and keeps serving', async () => {
+    const script = `
+      const rl = require('readline').createInterface({ input: process.stdin });
+      process.stdout.write('this is not json\\n{"not":"jsonrpc"}\\n');
+      rl.on('line', (line) => {
+        const m = JSON.parse(line);
+        if (m.method === 'initialize') process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { protocolVersion: '2025-06-18', capabilities: { tools: {} }, serverInfo: { name: 'noisy', version: '1' } } }) + '\\n');
+        else if (m.id !== undefined) process.stdout.write('garbage\\n' + JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { tools: [] } }) + '\\n');
+      });`;
+    const u = upstream(`command = ${q(NODE)}\nargs = ["-e", ${q(script)}]`);
+    await u.start();
+    const session = await u.openSession({ forwardPath: '', handlers });
+    const response = await session.request({ jsonrpc: '2.0', id: 5, method: 'tools/list' }, { onMessage: () => undefined });
+    expect(response).toEqual({ jsonrpc: '2.0', id: 5, result: { tools: [] } });
+    expect(logs.some((l) => l.includes('not JSON'))).toBe(true);
+  });
+});
