@@ -4,13 +4,13 @@
  * process.exit. Exit codes: 0 ok, 1 failure (bad config, unhealthy upstream), 2 usage error.
  */
 import { parseArgs } from 'node:util';
-import { buildApp } from './app.js';
-import { checkUpstreams, formatTable } from './cli/check-upstream.js';
 import { ConfigError } from './config/errors.js';
-import { loadConfig } from './config/load.js';
 import type { GatewayConfig } from './config/schema.js';
-import { createLogger, type Logger } from './observability/logger.js';
+import type { Logger } from './observability/logger.js';
 import { GATEWAY_VERSION } from './version.js';
+
+// The gateway itself (Fastify, the MCP SDK, undici, zod) is imported by the command that needs it:
+// --help, --version and usage errors answer at once instead of after loading all of it.
 
 const USAGE = `Usage: mcp-guard <command> [options]
 
@@ -69,28 +69,52 @@ function parse(argv: string[]) {
 }
 
 function configPath(values: { config?: string | undefined }): string {
-  return values.config ?? process.env['MCP_GUARD_CONFIG'] ?? 'mcp-guard.toml';
+  // An empty variable counts as unset, as shells and container runtimes often leave it.
+  return values.config ?? (process.env['MCP_GUARD_CONFIG'] || 'mcp-guard.toml');
 }
 
 async function load(values: { config?: string | undefined }): Promise<GatewayConfig> {
+  const { loadConfig } = await import('./config/load.js');
   return loadConfig(configPath(values));
 }
 
+/** --port: decimal digits only (Number() would also take '', ' 80', '0x50' and '1e3'). */
 function port(text: string): number {
-  const n = Number(text);
+  const n = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UsageError(`--port must be an integer from 0 to 65535, got '${text}'`);
   return n;
 }
 
+/** The longest --timeout: a day (and well inside what a Node timer can hold). */
+const MAX_TIMEOUT_SECONDS = 86_400;
+
+/** --timeout in seconds (fractions allowed) -> milliseconds. */
+function timeoutMs(text: string | undefined): number {
+  if (text === undefined) return 30_000;
+  const seconds = /^(\d+(\.\d*)?|\.\d+)$/.test(text) ? Number(text) : NaN;
+  if (!(seconds > 0) || seconds > MAX_TIMEOUT_SECONDS) {
+    throw new UsageError(`--timeout must be a positive number of seconds, at most ${MAX_TIMEOUT_SECONDS}, got '${text}'`);
+  }
+  return Math.max(1, Math.round(seconds * 1000));
+}
+
+/**
+ * Time the shutdown may take beyond the grace period (closing upstreams: stdio trees get 2 s after
+ * SIGTERM, HTTP sessions a few seconds for their DELETE) before the process exits anyway.
+ */
+const SHUTDOWN_MARGIN_MS = 15_000;
+
 async function serve(config: GatewayConfig, log: Logger): Promise<number> {
+  const { buildApp } = await import('./app.js');
   for (const warning of config.warnings) log.warn(warning);
   const gateway = buildApp(config, { logger: log });
   const address = await gateway.app.listen({ host: config.server.host, port: config.server.port });
   log.info({ address, servers: config.servers.map((s) => s.name), version: GATEWAY_VERSION }, 'mcp-guard listening');
-  void gateway.start().then(() => log.info('upstreams started'));
 
   return new Promise<number>((resolve) => {
     let stopping = false;
+    // Children that are still alive when the process exits (second signal, deadline) are killed by
+    // the stdio upstream's exit hook: no process tree outlives the gateway.
     const stop = (signal: NodeJS.Signals): void => {
       if (stopping) {
         log.warn({ signal }, 'second signal: exiting now');
@@ -99,6 +123,11 @@ async function serve(config: GatewayConfig, log: Logger): Promise<number> {
       }
       stopping = true;
       log.info({ signal, graceMs: config.server.shutdown_grace_ms }, 'shutting down');
+      const deadline = setTimeout(() => {
+        log.error({ afterMs: config.server.shutdown_grace_ms + SHUTDOWN_MARGIN_MS }, 'shutdown did not finish in time: exiting now');
+        resolve(1);
+      }, config.server.shutdown_grace_ms + SHUTDOWN_MARGIN_MS);
+      deadline.unref();
       gateway.stop().then(
         () => {
           log.info('stopped');
@@ -112,6 +141,12 @@ async function serve(config: GatewayConfig, log: Logger): Promise<number> {
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
+    gateway.start().then(
+      () => {
+        if (!stopping) log.info('upstreams started');
+      },
+      (err: unknown) => log.error({ err }, 'starting the upstreams failed'),
+    );
   });
 }
 
@@ -131,18 +166,21 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'check-upstream': {
+      // The command line is checked before the config is read: a usage error is exit 2 whatever the file holds.
+      const timeout = timeoutMs(values.timeout);
       const config = await load(values);
-      const seconds = values.timeout === undefined ? 30 : Number(values.timeout);
-      if (!(seconds > 0)) throw new UsageError(`--timeout must be a positive number of seconds, got '${values.timeout}'`);
+      const [{ checkUpstreams, formatTable }, { createLogger }] = await Promise.all([import('./cli/check-upstream.js'), import('./observability/logger.js')]);
       const log = createLogger({ level: process.env['MCP_GUARD_LOG_LEVEL'] ?? 'silent' });
-      const results = await checkUpstreams(config, Math.round(seconds * 1000), log);
+      const results = await checkUpstreams(config, timeout, log);
       process.stdout.write(values.json ? `${JSON.stringify(results, null, 2)}\n` : `${formatTable(results)}\n`);
       return results.every((r) => r.ok) ? 0 : 1;
     }
     default: {
+      const listenPort = values.port === undefined ? undefined : port(values.port);
       const config = await load(values);
       if (values.host !== undefined) config.server.host = values.host;
-      if (values.port !== undefined) config.server.port = port(values.port);
+      if (listenPort !== undefined) config.server.port = listenPort;
+      const { createLogger } = await import('./observability/logger.js');
       return serve(config, createLogger());
     }
   }

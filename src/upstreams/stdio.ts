@@ -50,6 +50,8 @@ const INHERITED_ENV = ['HOME', 'LOGNAME', 'PATH', 'SHELL', 'TERM', 'USER', 'LANG
 const STABLE_AFTER_MS = 30_000;
 /** Time a child gets to exit after SIGTERM before SIGKILL. */
 const KILL_GRACE_MS = 2_000;
+/** Time the rest of a child's process group gets to let go of its pipes after the child exited. */
+const STRAGGLER_GRACE_MS = 2_000;
 /** A stdout line longer than this is dropped (a child writing garbage must not exhaust memory). */
 const MAX_LINE_BYTES = 32 * 1024 * 1024;
 /** stderr lines are logged up to this length. */
@@ -301,6 +303,8 @@ export class StdioUpstream implements Upstream {
         // The child is alive but did not initialize: end it; its exit handler does the bookkeeping
         // and reports this reason rather than the signal we sent.
         this.exitReason = message;
+        // Reported at once (status(), check-upstream), not only once the child has gone.
+        this.lastError = message;
         void terminateTree(child);
       }
       throw err;
@@ -348,6 +352,7 @@ export class StdioUpstream implements Upstream {
       killGroup(child, 'SIGKILL');
       this.onExit(spawnError ?? `exited (${signal ? `signal ${signal}` : `code ${code}`})`);
     });
+    track(child);
     return child;
   }
 
@@ -622,6 +627,38 @@ class VirtualSession implements UpstreamSession {
     this.closed = true;
     this.upstream.forget(this);
   }
+}
+
+/** Children whose process group may still hold processes: until their 'close'. */
+const liveChildren = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+/**
+ * Follows a child until its tree is gone:
+ * - 'close' waits for the child's pipes, so a descendant that outlives the child and keeps them
+ *   open would keep a dead server looking alive (no restart, no error) until startup_timeout_ms or
+ *   forever; STRAGGLER_GRACE_MS after the child's own exit, its group is killed.
+ * - If the gateway exits without closing its upstreams (a second SIGTERM/SIGINT, a crash), every
+ *   group still alive is killed on the way out: no orphaned tree survives the gateway.
+ */
+function track(child: ChildProcess): void {
+  if (child.pid === undefined) return;
+  liveChildren.add(child);
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.once('exit', () => {
+      for (const c of liveChildren) killGroup(c, 'SIGKILL');
+    });
+  }
+  let straggler: NodeJS.Timeout | undefined;
+  child.once('exit', () => {
+    straggler = setTimeout(() => killGroup(child, 'SIGKILL'), STRAGGLER_GRACE_MS);
+    straggler.unref();
+  });
+  child.once('close', () => {
+    if (straggler) clearTimeout(straggler);
+    liveChildren.delete(child);
+  });
 }
 
 function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
