@@ -1,0 +1,102 @@
+/**
+ * A tiny MCP server on node:http that records every request's headers, for asserting what the
+ * gateway puts on the wire (configured credentials in, client credentials out). It answers just
+ * enough of the protocol for a client to connect and list tools: initialize, ping, tools/list.
+ * Everything else in the end-to-end tests uses the real server-everything.
+ */
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface RecordedRequest {
+  method: string;
+  url: string;
+  headers: IncomingHttpHeaders;
+}
+
+export interface RecordingUpstream {
+  /** streamable HTTP: the endpoint; sse: the GET stream. */
+  url: string;
+  /** The origin only (for strip_prefix style configs). */
+  origin: string;
+  requests: RecordedRequest[];
+  stop(): Promise<void>;
+}
+
+type Message = { jsonrpc: '2.0'; id?: string | number; method?: string; params?: Record<string, unknown> };
+
+function answer(message: Message): object | undefined {
+  if (message.id === undefined || message.method === undefined) return undefined;
+  switch (message.method) {
+    case 'initialize':
+      return {
+        jsonrpc: '2.0',
+        id: message.id,
+        result: {
+          protocolVersion: message.params?.['protocolVersion'] ?? '2025-06-18',
+          capabilities: { tools: {} },
+          serverInfo: { name: 'recording-upstream', version: '1.0.0' },
+        },
+      };
+    case 'tools/list':
+      return { jsonrpc: '2.0', id: message.id, result: { tools: [{ name: 'recorded', inputSchema: { type: 'object' } }] } };
+    case 'ping':
+      return { jsonrpc: '2.0', id: message.id, result: {} };
+    default:
+      return { jsonrpc: '2.0', id: message.id, error: { code: -32601, message: 'Method not found' } };
+  }
+}
+
+async function body(req: import('node:http').IncomingMessage): Promise<Message> {
+  let text = '';
+  for await (const chunk of req) text += chunk;
+  return JSON.parse(text) as Message;
+}
+
+export async function startRecordingUpstream(transport: 'http' | 'sse'): Promise<RecordingUpstream> {
+  const requests: RecordedRequest[] = [];
+  const streams = new Map<string, ServerResponse>();
+  const server = createServer((req, res) => {
+    requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
+    void (async () => {
+      if (transport === 'http') {
+        if (req.method === 'GET') return void res.writeHead(405).end();
+        if (req.method === 'DELETE') return void res.writeHead(200).end();
+        const message = await body(req);
+        const reply = answer(message);
+        if (!reply) return void res.writeHead(202).end();
+        const headers: Record<string, string> = { 'content-type': 'application/json' };
+        if (message.method === 'initialize') headers['mcp-session-id'] = randomUUID();
+        res.writeHead(200, headers).end(JSON.stringify(reply));
+        return;
+      }
+      const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+      if (req.method === 'GET' && url.pathname === '/sse') {
+        const id = randomUUID();
+        streams.set(id, res);
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+        res.write(`event: endpoint\ndata: /message?sessionId=${id}\n\n`);
+        res.once('close', () => streams.delete(id));
+        return;
+      }
+      const stream = streams.get(url.searchParams.get('sessionId') ?? '');
+      if (req.method !== 'POST' || !stream) return void res.writeHead(404).end();
+      const reply = answer(await body(req));
+      res.writeHead(202).end();
+      if (reply) stream.write(`event: message\ndata: ${JSON.stringify(reply)}\n\n`);
+    })().catch(() => res.writeHead(500).end());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  const origin = `http://127.0.0.1:${port}`;
+  return {
+    url: `${origin}${transport === 'sse' ? '/sse' : '/mcp'}`,
+    origin,
+    requests,
+    async stop() {
+      for (const stream of streams.values()) stream.destroy();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
