@@ -149,8 +149,9 @@ async function exchange(
   const headers: Record<string, string> = session ? { [SESSION_HEADER]: session.id } : {};
   const post = new PostResponse(reply, parseAccept(header(request, 'accept')), headers);
   const outcomes = await Promise.all(requests.map((r) => gateway.forward(r, upstream, session, post)));
-  // The gateway's own shared session expired upstream: open a new one and try once more.
-  if (!session && retry && outcomes.every((o) => o.status === 404)) {
+  // The gateway's own shared session expired upstream: open a new one and try once more (unless
+  // something was already streamed to the client: a second answer cannot follow on that response).
+  if (!session && retry && !post.streaming && outcomes.every((o) => o.status === 404)) {
     gateway.dropSharedSession(target.server, target.forwardPath, upstream);
     await exchange(gateway, target, session, { messages: requests, batch: decoded.batch }, request, reply, false);
     return;

@@ -56,13 +56,19 @@ export class Gateway {
     await Promise.all(this.allUpstreams().map((u) => u.start()));
   }
 
-  /** Ends every session, then every upstream and child process. */
+  /**
+   * Ends every session, every upstream and child process, all at once: each piece has its own
+   * bounded wait (an HTTP DELETE, SIGTERM before SIGKILL), and one frozen upstream must not make
+   * the others wait in turn.
+   */
   async close(): Promise<void> {
-    await this.sessions.closeAll('shutdown');
     const shared = [...this.shared.values()];
     this.shared.clear();
-    await Promise.all(shared.map((p) => p.then((s) => s.close()).catch(() => undefined)));
-    await Promise.all(this.allUpstreams().map((u) => u.close()));
+    await Promise.all([
+      this.sessions.closeAll('shutdown'),
+      ...shared.map((p) => p.then((s) => s.close()).catch(() => undefined)),
+      ...this.allUpstreams().map((u) => u.close()),
+    ]);
   }
 
   /** Opens a downstream session for a client's initialize. */

@@ -40,6 +40,11 @@ export class PostResponse {
     private readonly headers: Record<string, string>,
   ) {}
 
+  /** True once the response has become an SSE stream (its status and headers are sent). */
+  get streaming(): boolean {
+    return this.sse !== undefined;
+  }
+
   /** Sends a message that precedes the responses. False when this response cannot carry it. */
   push(message: JsonRpcMessage): boolean {
     if (!this.accept.sse) return false;

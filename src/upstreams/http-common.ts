@@ -153,6 +153,9 @@ export abstract class HttpUpstream implements Upstream {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // One deadline for the whole close (session DELETEs, then the agent), so a frozen upstream
+    // costs a shutdown CLOSE_TIMEOUT_MS, not twice that.
+    const deadline = Date.now() + CLOSE_TIMEOUT_MS;
     await Promise.all([...this.sessions].map((s) => s.close()));
     this.context.health.stopped();
     // Sessions have aborted their streams; close() still waits for exchanges that ignore aborts,
@@ -160,7 +163,7 @@ export abstract class HttpUpstream implements Upstream {
     const agent = this.context.agent;
     const closedInTime = await Promise.race([
       agent.close().then(() => true, () => true),
-      delay(CLOSE_TIMEOUT_MS).then(() => false),
+      delay(Math.max(0, deadline - Date.now())).then(() => false),
     ]);
     if (!closedInTime) await agent.destroy().catch(() => undefined);
   }
