@@ -97,12 +97,6 @@ export class SessionStore {
     this.sessions.set(session.id, session);
   }
 
-  countFor(server: string): number {
-    let n = 0;
-    for (const s of this.sessions.values()) if (s.server === server) n++;
-    return n;
-  }
-
   /** Ends a session: its GET stream, its calls in flight, its upstream session. Never throws. */
   async close(session: DownstreamSession, reason: string): Promise<void> {
     if (session.closed) return;

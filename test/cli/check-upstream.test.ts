@@ -8,18 +8,12 @@ import { existsSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { CheckResult } from '../../src/cli/check-upstream.js';
 import { cleanupTempDirs, ensureBuilt, leftovers, marker, NODE, q, runCli, tempDir, writeConfig } from '../helpers/cli.js';
 import { EverythingServer, freePort } from '../helpers/everything.js';
 import { EVERYTHING } from '../helpers/gateway.js';
 
-interface Row {
-  name: string;
-  transport: string;
-  ok: boolean;
-  latency_ms: number;
-  tools: number | null;
-  error: string | null;
-}
+type Row = CheckResult;
 
 let http: EverythingServer;
 let sse: EverythingServer;

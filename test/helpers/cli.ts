@@ -13,10 +13,12 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, utimesSync, writ
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { NODE } from './gateway.js';
+
+export { NODE, q, waitFor } from './gateway.js';
 
 export const ROOT = new URL('../..', import.meta.url).pathname.replace(/\/$/, '');
 export const MAIN = join(ROOT, 'dist', 'main.js');
-export const NODE = process.execPath;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -93,11 +95,6 @@ export function writeConfig(toml: string, name = 'mcp-guard.toml', dir = tempDir
   const path = join(dir, name);
   writeFileSync(path, toml);
   return path;
-}
-
-/** A TOML string literal. */
-export function q(value: string): string {
-  return JSON.stringify(value);
 }
 
 /** The environment the CLI runs with: this process's, without the variables that would change its config. */
@@ -277,12 +274,3 @@ export class CliProcess {
   }
 }
 
-/** Polls until cond() holds; fails after timeoutMs. */
-export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await cond()) return;
-    await sleep(25);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
