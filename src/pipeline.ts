@@ -171,9 +171,9 @@ export function handleGet(gateway: Gateway, target: Target, request: FastifyRequ
     if (session.eventStream?.open) throw new GatewayError('stream_conflict', 'Conflict: only one stream is allowed per session');
     reply.hijack();
     const stream = new SseWriter(reply.raw, { [SESSION_HEADER]: session.id }, { keepalive: true });
-    session.eventStream = stream;
+    session.attachEventStream(stream);
     session.touch();
-    session.upstream.openEventStream();
+    void session.upstream.openEventStream();
     stream.onClose(() => {
       if (session.eventStream !== stream) return;
       session.eventStream = undefined;

@@ -3,6 +3,7 @@
  * upstream sessions that serve session-less requests, and how one client request travels to its
  * upstream and back. The order of the stages around it lives in src/pipeline.ts.
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import type { GatewayConfig, ServerConfig } from '../config/schema.js';
 import { GatewayError, statusAndCode } from '../http/errors.js';
 import {
@@ -18,6 +19,9 @@ import { UpstreamError } from '../upstreams/errors.js';
 import type { ServerMessage, SessionHandlers, Upstream, UpstreamSession } from '../upstreams/upstream.js';
 import type { Outcome, PostResponse } from './post-response.js';
 import { DownstreamSession, SessionStore } from './sessions.js';
+
+/** How long relaying a client's `initialized` may wait for the upstream's GET stream. */
+const EVENT_STREAM_WAIT_MS = 2_000;
 
 /** Shared sessions for session-less requests, per server and forward path; bounded. */
 const MAX_SHARED_SESSIONS = 256;
@@ -150,6 +154,13 @@ export class Gateway {
       if (message.method === 'notifications/cancelled') {
         session?.cancel(message.params?.['requestId']);
         return;
+      }
+      if (message.method === 'notifications/initialized' && session) {
+        // The upstream may announce changes as soon as it is initialized (server-everything adds
+        // tools then): have its GET stream connected first, so those are held for the client
+        // instead of dropped by the upstream. Bounded: a stream that does not connect soon is
+        // not waited for.
+        await Promise.race([upstream.openEventStream(), delay(EVENT_STREAM_WAIT_MS)]);
       }
       await upstream.send(message).catch((err) => this.log.warn({ err: describe(err) }, 'could not relay a notification'));
       return;

@@ -9,6 +9,9 @@ import type { Logger } from '../observability/logger.js';
 import type { ServerMessage, UpstreamSession } from '../upstreams/upstream.js';
 import type { SseWriter } from './sse-writer.js';
 
+/** Notifications held for a client without a GET stream, at most. */
+const MAX_HELD_NOTIFICATIONS = 100;
+
 export class DownstreamSession {
   readonly id = randomUUID();
   lastActivity = Date.now();
@@ -18,6 +21,12 @@ export class DownstreamSession {
   readonly inflight = new Map<string, AbortController>();
   /** Server-to-client requests sent to this client and not answered yet. */
   private readonly serverRequests = new Set<string>();
+  /**
+   * Notifications that arrived while the client had no GET stream open, delivered when it opens
+   * one: a server announces list changes right after the handshake, usually just before the
+   * client's GET arrives. Bounded: the oldest are dropped first.
+   */
+  private readonly held: ServerMessage[] = [];
   closed = false;
 
   constructor(
@@ -41,20 +50,29 @@ export class DownstreamSession {
   }
 
   /**
-   * A message that belongs to no request in flight goes to the GET stream. A server request that
-   * cannot be delivered is answered at once, so the upstream never waits for nothing.
+   * A message that belongs to no request in flight goes to the GET stream; a notification waits
+   * for one (bounded). A server request that cannot be delivered is answered at once, so the
+   * upstream never waits for nothing.
    */
   deliver(message: ServerMessage): boolean {
-    const isRequest = 'id' in message;
-    if (isRequest) this.expectAnswer(message.id);
-    if (this.eventStream?.write(message)) return true;
-    if (isRequest) {
-      this.takeAnswer(message.id);
-      void this.upstream
-        .send(errorResponse(message.id, ErrorCode.MethodNotFound, 'The client has no open stream to receive server requests'))
-        .catch(() => undefined);
+    if (!('id' in message)) {
+      if (this.eventStream?.write(message)) return true;
+      if (this.held.push(message) > MAX_HELD_NOTIFICATIONS) this.held.shift();
+      return false;
     }
+    this.expectAnswer(message.id);
+    if (this.eventStream?.write(message)) return true;
+    this.takeAnswer(message.id);
+    void this.upstream
+      .send(errorResponse(message.id, ErrorCode.MethodNotFound, 'The client has no open stream to receive server requests'))
+      .catch(() => undefined);
     return false;
+  }
+
+  /** Attaches the client's GET stream and sends it what was held for it. */
+  attachEventStream(stream: SseWriter): void {
+    this.eventStream = stream;
+    for (const message of this.held.splice(0)) stream.write(message);
   }
 
   /** notifications/cancelled from the client. */

@@ -111,7 +111,7 @@ class SseSession implements UpstreamSession, HttpSession {
   }
 
   /** The one stream already carries everything; there is no separate event stream to open. */
-  openEventStream(): void {}
+  async openEventStream(): Promise<void> {}
 
   closeEventStream(): void {}
 

@@ -611,7 +611,7 @@ class VirtualSession implements UpstreamSession {
     this.upstream.answerServerRequest(this, message);
   }
 
-  openEventStream(): void {
+  async openEventStream(): Promise<void> {
     // Every message of the child already reaches the session's handlers.
   }
 

@@ -64,7 +64,8 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
   private protocolVersion: string | undefined;
   /** The initialize request must never be cancelled (spec: basic/utilities/cancellation). */
   private initializeWireId: number | undefined;
-  private eventStream: AbortController | undefined;
+  /** The GET stream while open; `ready` settles once it is connected, refused or failed once. */
+  private eventStream: { controller: AbortController; ready: Promise<void> } | undefined;
   private end: SessionEnd = 'open';
 
   constructor(
@@ -127,14 +128,19 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
     }
   }
 
-  openEventStream(): void {
-    if (this.end !== 'open' || this.eventStream) return;
-    this.eventStream = new AbortController();
-    void this.runEventStream(this.eventStream.signal);
+  openEventStream(): Promise<void> {
+    if (this.end !== 'open') return Promise.resolve();
+    if (this.eventStream) return this.eventStream.ready;
+    const controller = new AbortController();
+    let settle!: () => void;
+    const ready = new Promise<void>((resolve) => (settle = resolve));
+    this.eventStream = { controller, ready };
+    void this.runEventStream(controller.signal, settle).finally(settle);
+    return ready;
   }
 
   closeEventStream(): void {
-    this.eventStream?.abort();
+    this.eventStream?.controller.abort();
     this.eventStream = undefined;
   }
 
@@ -282,15 +288,19 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
    * closeEventStream(): reconnects with backoff and resumes with Last-Event-ID when the server
    * gave ids.
    */
-  private async runEventStream(signal: AbortSignal): Promise<void> {
+  private async runEventStream(signal: AbortSignal, settled: () => void): Promise<void> {
     const cursor: { lastEventId?: string } = {};
     let wait = STREAM_RETRY_MIN_MS;
     while (!signal.aborted && this.end === 'open') {
       try {
-        const outcome = await this.readEventStream(signal, cursor, () => (wait = STREAM_RETRY_MIN_MS));
+        const outcome = await this.readEventStream(signal, cursor, () => {
+          wait = STREAM_RETRY_MIN_MS;
+          settled();
+        });
         if (outcome === 'unsupported') return;
         this.context.logger.debug('upstream event stream ended; reconnecting');
       } catch (error) {
+        settled();
         if (signal.aborted || this.end !== 'open') return;
         this.context.logger.warn({ err: error }, 'upstream event stream failed; reconnecting');
       }

@@ -92,8 +92,12 @@ export interface UpstreamSession {
   request(request: JsonRpcRequest, options: RequestOptions): Promise<JsonRpcResponse>;
   /** Sends a notification, or the client's answer to a server-to-client request. */
   send(message: JsonRpcNotification | JsonRpcResponse): Promise<void>;
-  /** Starts relaying the upstream's standalone server-to-client stream (streamable HTTP GET). */
-  openEventStream(): void;
+  /**
+   * Starts relaying the upstream's standalone server-to-client stream (streamable HTTP GET).
+   * Idempotent. Resolves once the stream is established, refused (405) or has failed once; never
+   * rejects. Transports whose every message already flows resolve at once.
+   */
+  openEventStream(): Promise<void>;
   closeEventStream(): void;
   /** Ends the upstream session (HTTP DELETE, closing the SSE connection). Never throws. */
   close(): Promise<void>;

@@ -130,6 +130,15 @@ headers = { Authorization = ${q(UPSTREAM_TOKEN)}, "X-Upstream-Key" = ${q(UPSTREA
       ]);
     });
 
+    it('relays the list change an upstream announces right after the handshake', async () => {
+      // server-everything adds its sampling tools once initialized and says so at once, before
+      // the client's GET stream can exist: the gateway holds the notification for it.
+      let changes = 0;
+      const { client } = await ctx.connect('/mcp/everything', { sampling: true, onToolsChanged: () => changes++ });
+      await waitFor(() => changes > 0, 5_000, 'notifications/tools/list_changed');
+      expect((await client.listTools()).tools.map((t) => t.name)).toContain('trigger-sampling-request');
+    });
+
     it("relays a sampling request to the client and returns the client's answer", async () => {
       const { client } = await ctx.connect('/mcp/everything', { sampling: true });
       // server-everything registers the tool once the session is initialized.

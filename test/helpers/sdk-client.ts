@@ -5,13 +5,15 @@
  */
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { CreateMessageRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { CreateMessageRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 
 export interface SdkConnectOptions {
   /** Declare sampling and answer every sampling/createMessage with "sampled: <first message>". */
   sampling?: boolean;
   /** Headers the client sends with every request (e.g. its own Authorization). */
   headers?: Record<string, string>;
+  /** Called for each notifications/tools/list_changed (registered before connecting). */
+  onToolsChanged?: () => void;
 }
 
 export interface SdkConnection {
@@ -28,6 +30,7 @@ export async function connectSdk(url: string, options: SdkConnectOptions = {}): 
       content: { type: 'text', text: `sampled: ${JSON.stringify(request.params.messages[0]?.content)}` },
     }));
   }
+  if (options.onToolsChanged) client.setNotificationHandler(ToolListChangedNotificationSchema, async () => options.onToolsChanged?.());
   const transport = new StreamableHTTPClientTransport(new URL(url), options.headers ? { requestInit: { headers: options.headers } } : undefined);
   await client.connect(transport);
   return { client, transport };
