@@ -36,7 +36,7 @@ export interface ParseConfigOptions {
 }
 
 /** Fields that only configure a stdio child: an error on an http/sse server. */
-const STDIO_ONLY_FIELDS = ['command', 'args', 'env', 'cwd'] as const;
+const STDIO_ONLY_FIELDS = ['command', 'args', 'env', 'cwd', 'relay_roots'] as const;
 /** Fields that only configure an http/sse connection: an error on a stdio server. */
 const HTTP_ONLY_FIELDS = ['url', 'headers', 'strip_prefix'] as const;
 /** [upstream] fields that describe one server rather than defaults: ignored when [upstream] is not a server. */
@@ -459,7 +459,7 @@ function resolveServer(candidate: Candidate, issues: IssueList): ServerConfig | 
     restart_backoff_max_ms: inherit('restart_backoff_max_ms'),
     max_restarts: inherit('max_restarts'),
     ...(stdio
-      ? { command: entry.command, args: entry.args, env: inherit('env'), cwd: inherit('cwd') }
+      ? { command: entry.command, args: entry.args, env: inherit('env'), cwd: inherit('cwd'), relay_roots: inherit('relay_roots') }
       : { url: entry.url, headers: inherit('headers'), strip_prefix: inherit('strip_prefix') }),
   };
   const defined = Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== undefined));

@@ -204,6 +204,12 @@ const serverFields = {
   env: envTableSchema,
   /** stdio: the child's working directory, passed to the OS as written. */
   cwd: text(),
+  /**
+   * stdio: relay MCP roots between clients and the child (declare the roots capability to it).
+   * Off by default: the child is shared, so the roots one client announces become every
+   * client's (server-filesystem replaces its allowed directories with them).
+   */
+  relay_roots: z.boolean({ error: problem('expected true or false') }),
   /** http / sse: the server's endpoint. */
   url: urlSchema,
   /** http / sse: headers sent with every request to this server (its credentials); never the client's. */
@@ -316,6 +322,7 @@ export const serverConfigSchema = z.strictObject({
   args: serverFields.args.default(() => []),
   env: serverFields.env.default(() => ({})),
   cwd: serverFields.cwd.optional(),
+  relay_roots: serverFields.relay_roots.default(false),
   url: serverFields.url.optional(),
   headers: serverFields.headers.default(() => ({})),
   strip_prefix: serverFields.strip_prefix.default(false),

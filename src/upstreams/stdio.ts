@@ -57,8 +57,13 @@ const MAX_LINE_BYTES = 32 * 1024 * 1024;
 /** stderr lines are logged up to this length. */
 const MAX_STDERR_LINE = 2_000;
 
-/** The client capabilities the gateway declares to the child: the ones it can relay to a client. */
-const RELAYED_CLIENT_CAPABILITIES = { sampling: {}, elicitation: {}, roots: { listChanged: true } } as const;
+/**
+ * The client capabilities the gateway declares to the child: the ones it can relay to a client.
+ * Roots only with relay_roots: a shared child would apply one client's roots to every client.
+ */
+function relayedCapabilities(config: ServerConfig): Record<string, object> {
+  return config.relay_roots ? { sampling: {}, elicitation: {}, roots: { listChanged: true } } : { sampling: {}, elicitation: {} };
+}
 
 /** Which client capability a server-to-client request needs. */
 const REQUIRED_CAPABILITY: Record<string, 'sampling' | 'elicitation' | 'roots'> = {
@@ -363,7 +368,7 @@ export class StdioUpstream implements Upstream {
       method: 'initialize',
       params: {
         protocolVersion: LATEST_PROTOCOL_VERSION,
-        capabilities: RELAYED_CLIENT_CAPABILITIES,
+        capabilities: relayedCapabilities(this.config),
         clientInfo: { name: GATEWAY_NAME, version: GATEWAY_VERSION },
       },
     };
@@ -538,6 +543,10 @@ export class StdioUpstream implements Upstream {
       return;
     }
     const capability = REQUIRED_CAPABILITY[message.method];
+    if (capability === 'roots' && !this.config.relay_roots) {
+      this.write({ jsonrpc: '2.0', id: message.id, result: { roots: [] } });
+      return;
+    }
     let target: { session: VirtualSession; deliver: (m: ServerMessage) => void } | undefined;
     for (const entry of this.correlator.inFlight()) {
       const owner = entry.owner;
@@ -604,7 +613,11 @@ class VirtualSession implements UpstreamSession {
     if ('method' in message) {
       // The gateway did the child's handshake itself; a client's own initialized is not news to it.
       if (message.method === 'notifications/initialized') return;
-      if (message.method === 'notifications/roots/list_changed') this.upstream.setRootsSession(this);
+      if (message.method === 'notifications/roots/list_changed') {
+        // Without relay_roots the child never asked for roots: a client's roots stay with it.
+        if (!this.upstream.config.relay_roots) return;
+        this.upstream.setRootsSession(this);
+      }
       this.upstream.write(message);
       return;
     }

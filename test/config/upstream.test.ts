@@ -36,6 +36,7 @@ describe('exported types', () => {
       args: string[];
       env: Record<string, string>;
       cwd?: string;
+      relay_roots: boolean;
       url?: string;
       headers: Record<string, string>;
       strip_prefix: boolean;
@@ -77,6 +78,7 @@ describe('a single [upstream]', () => {
         env: {},
         headers: {},
         strip_prefix: false,
+        relay_roots: false,
         ...SERVER_DEFAULTS,
       },
     ]);
@@ -107,6 +109,7 @@ max_restarts = 0
         env: {},
         headers: { Authorization: 'Bearer x' },
         strip_prefix: true,
+        relay_roots: false,
         timeout_ms: 1000,
         startup_timeout_ms: 2000,
         restart_backoff_ms: 100,
@@ -163,6 +166,7 @@ env = { DEBUG = "1" }
         env: {},
         headers: {},
         strip_prefix: false,
+        relay_roots: false,
         ...SERVER_DEFAULTS,
       },
       {
@@ -175,6 +179,7 @@ env = { DEBUG = "1" }
         env: { DEBUG: '1' },
         headers: {},
         strip_prefix: false,
+        relay_roots: false,
         ...SERVER_DEFAULTS,
       },
     ]);
@@ -284,6 +289,7 @@ url = "https://remote.example/mcp"
         cwd: '/work',
         headers: {},
         strip_prefix: false,
+        relay_roots: false,
         ...common,
       },
       {
@@ -295,6 +301,7 @@ url = "https://remote.example/mcp"
         env: {},
         headers: { Authorization: 'Bearer shared', 'X-Team': 'core' },
         strip_prefix: true,
+        relay_roots: false,
         ...common,
       },
     ]);
@@ -398,6 +405,7 @@ command = "x"
 args = ["y"]
 env = { A = "b" }
 cwd = "/tmp"
+relay_roots = true
 `),
     ).toEqual([
       'upstream.servers[0].url: not used by transport "stdio"',
@@ -407,6 +415,7 @@ cwd = "/tmp"
       'upstream.servers[1].args: not used by transport "sse"',
       'upstream.servers[1].env: not used by transport "sse"',
       'upstream.servers[1].cwd: not used by transport "sse"',
+      'upstream.servers[1].relay_roots: not used by transport "sse"',
     ]);
   });
 

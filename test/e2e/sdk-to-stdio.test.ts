@@ -28,6 +28,7 @@ transport = "stdio"
 command = ${q(NODE)}
 args = [${q(EVERYTHING)}, "stdio"]
 env = { CHILD_ONLY = "given-by-config" }
+relay_roots = true
 restart_backoff_ms = 100
 timeout_ms = 20000
 `);

@@ -97,4 +97,18 @@ describe('stdio supervision', () => {
     expect(response).toEqual({ jsonrpc: '2.0', id: 5, result: { tools: [] } });
     expect(logs.some((l) => l.includes('not JSON'))).toBe(true);
   });
+
+  it('keeps a client\'s roots away from a shared child unless relay_roots is set', async () => {
+    const toolsOf = async (fields: string): Promise<string[]> => {
+      const u = upstream(`command = ${q(NODE)}\nargs = [${q(EVERYTHING)}, "stdio"]\n${fields}`);
+      await u.start();
+      const session = await u.openSession({ forwardPath: '', handlers });
+      // server-everything registers get-roots-list only for a client that declared roots.
+      await new Promise((r) => setTimeout(r, 300));
+      const response = await session.request({ jsonrpc: '2.0', id: 1, method: 'tools/list' }, { onMessage: () => undefined });
+      return (response as unknown as { result: { tools: Array<{ name: string }> } }).result.tools.map((t) => t.name);
+    };
+    expect(await toolsOf('')).not.toContain('get-roots-list');
+    expect(await toolsOf('relay_roots = true')).toContain('get-roots-list');
+  });
 });
