@@ -6,6 +6,11 @@ import type { ServerResponse } from 'node:http';
 import type { JsonRpcMessage } from '../jsonrpc/messages.js';
 
 const KEEPALIVE_MS = 25_000;
+/**
+ * A client that stops reading while its upstream keeps talking would make the gateway buffer
+ * without end: past this many unsent bytes the stream is ended (the client reconnects).
+ */
+export const MAX_BUFFERED_BYTES = 8 * 1024 * 1024;
 
 export const SSE_HEADERS = {
   'content-type': 'text/event-stream',
@@ -40,6 +45,11 @@ export class SseWriter {
 
   write(message: JsonRpcMessage): boolean {
     if (!this.open) return false;
+    if (this.res.writableLength > MAX_BUFFERED_BYTES) {
+      this.res.destroy();
+      this.stop();
+      return false;
+    }
     this.res.write(`event: message\ndata: ${JSON.stringify(message)}\n\n`);
     return true;
   }
