@@ -170,16 +170,7 @@ export function handleGet(gateway: Gateway, target: Target, request: FastifyRequ
     const session = findSession(gateway, target, sessionId);
     if (session.eventStream?.open) throw new GatewayError('stream_conflict', 'Conflict: only one stream is allowed per session');
     reply.hijack();
-    const stream = new SseWriter(reply.raw, { [SESSION_HEADER]: session.id }, { keepalive: true });
-    session.attachEventStream(stream);
-    session.touch();
-    void session.upstream.openEventStream();
-    stream.onClose(() => {
-      if (session.eventStream !== stream) return;
-      session.eventStream = undefined;
-      session.touch();
-      session.upstream.closeEventStream();
-    });
+    session.attachEventStream(new SseWriter(reply.raw, { [SESSION_HEADER]: session.id }, { keepalive: true }));
   } catch (err) {
     if (err instanceof GatewayError) sendError(reply, err);
     else throw err;

@@ -41,7 +41,7 @@ export interface HttpError {
   body: JsonRpcErrorResponse;
 }
 
-export function statusAndCode(kind: GatewayErrorKind): { status: number; code: number } {
+function statusAndCode(kind: GatewayErrorKind): { status: number; code: number } {
   switch (kind) {
     case 'parse_error':
       return { status: 400, code: ErrorCode.ParseError };

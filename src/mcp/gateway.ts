@@ -5,10 +5,8 @@
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import type { GatewayConfig, ServerConfig } from '../config/schema.js';
-import { GatewayError, statusAndCode } from '../http/errors.js';
+import { GatewayError, httpError } from '../http/errors.js';
 import {
-  ErrorCode,
-  errorResponse,
   idKey,
   type JsonRpcNotification,
   type JsonRpcRequest,
@@ -18,10 +16,12 @@ import type { Logger } from '../observability/logger.js';
 import { UpstreamError } from '../upstreams/errors.js';
 import type { ServerMessage, SessionHandlers, Upstream, UpstreamSession } from '../upstreams/upstream.js';
 import type { Outcome, PostResponse } from './post-response.js';
-import { DownstreamSession, SessionStore } from './sessions.js';
+import { DownstreamSession, refuseServerRequest, SessionStore } from './sessions.js';
 
 /** How long relaying a client's `initialized` may wait for the upstream's GET stream. */
 const EVENT_STREAM_WAIT_MS = 2_000;
+
+const SESSIONLESS = 'Session-less clients cannot receive server requests';
 
 /** Shared sessions for session-less requests, per server and forward path; bounded. */
 const MAX_SHARED_SESSIONS = 256;
@@ -121,11 +121,7 @@ export class Gateway {
     const handlers: SessionHandlers = {
       onMessage: (m) => {
         // Nobody can answer a server request here: say so at once rather than let it wait.
-        if ('id' in m) {
-          void session
-            ?.then((s) => s.send(errorResponse(m.id, ErrorCode.MethodNotFound, 'Session-less clients cannot receive server requests')))
-            .catch(() => undefined);
-        }
+        if ('id' in m) void session?.then((s) => refuseServerRequest(s, m.id, SESSIONLESS));
       },
       onClose: () => {
         if (this.shared.get(key) === session) this.shared.delete(key);
@@ -201,27 +197,19 @@ export class Gateway {
 
   /** A message from upstream that belongs to a request in flight: on that request's stream if possible. */
   private relayToClient(message: ServerMessage, upstream: UpstreamSession, session: DownstreamSession | undefined, post: PostResponse): void {
-    if (!('id' in message)) {
-      if (!post.push(message)) session?.deliver(message);
+    if ('id' in message && !session) {
+      refuseServerRequest(upstream, message.id, SESSIONLESS);
       return;
     }
-    if (!session) {
-      void upstream
-        .send(errorResponse(message.id, ErrorCode.MethodNotFound, 'Session-less clients cannot receive server requests'))
-        .catch(() => undefined);
-      return;
-    }
-    session.expectAnswer(message.id);
-    if (post.push(message)) return;
-    session.takeAnswer(message.id);
-    session.deliver(message);
+    if (!post.push(message)) session?.deliver(message);
+    // Only the client a server request went to may answer it.
+    else if ('id' in message) session?.expectAnswer(message.id);
   }
 }
 
 function outcome(error: GatewayError): Outcome {
-  const { status, code } = statusAndCode(error.kind);
-  const message = error.kind === 'internal' ? 'Internal error' : error.message;
-  return { response: errorResponse(error.id, code, message), status, cancelled: error.kind === 'cancelled' };
+  const { status, body } = httpError(error);
+  return { response: body, status, cancelled: error.kind === 'cancelled' };
 }
 
 /** Any failure as a GatewayError; unexpected ones are logged with their cause and shown as internal. */

@@ -12,6 +12,11 @@ import type { SseWriter } from './sse-writer.js';
 /** Notifications held for a client without a GET stream, at most. */
 const MAX_HELD_NOTIFICATIONS = 100;
 
+/** Answers a server-to-client request that no client can take, so the upstream does not wait. */
+export function refuseServerRequest(upstream: UpstreamSession, id: JsonRpcId, reason: string): void {
+  void upstream.send(errorResponse(id, ErrorCode.MethodNotFound, reason)).catch(() => undefined);
+}
+
 export class DownstreamSession {
   readonly id = randomUUID();
   lastActivity = Date.now();
@@ -54,25 +59,31 @@ export class DownstreamSession {
    * for one (bounded). A server request that cannot be delivered is answered at once, so the
    * upstream never waits for nothing.
    */
-  deliver(message: ServerMessage): boolean {
-    if (!('id' in message)) {
-      if (this.eventStream?.write(message)) return true;
-      if (this.held.push(message) > MAX_HELD_NOTIFICATIONS) this.held.shift();
-      return false;
+  deliver(message: ServerMessage): void {
+    if (this.eventStream?.write(message)) {
+      if ('id' in message) this.expectAnswer(message.id);
+    } else if ('id' in message) {
+      refuseServerRequest(this.upstream, message.id, 'The client has no open stream to receive server requests');
+    } else if (this.held.push(message) > MAX_HELD_NOTIFICATIONS) {
+      this.held.shift();
     }
-    this.expectAnswer(message.id);
-    if (this.eventStream?.write(message)) return true;
-    this.takeAnswer(message.id);
-    void this.upstream
-      .send(errorResponse(message.id, ErrorCode.MethodNotFound, 'The client has no open stream to receive server requests'))
-      .catch(() => undefined);
-    return false;
   }
 
-  /** Attaches the client's GET stream and sends it what was held for it. */
+  /**
+   * Attaches the client's GET stream: sends it what was held, and relays the upstream's own
+   * standalone stream for as long as the client's is open.
+   */
   attachEventStream(stream: SseWriter): void {
     this.eventStream = stream;
+    this.touch();
     for (const message of this.held.splice(0)) stream.write(message);
+    void this.upstream.openEventStream();
+    stream.onClose(() => {
+      if (this.eventStream !== stream) return;
+      this.eventStream = undefined;
+      this.touch();
+      this.upstream.closeEventStream();
+    });
   }
 
   /** notifications/cancelled from the client. */

@@ -5,7 +5,7 @@
  * the health record behind status(), and the Upstream class that owns the sessions.
  */
 import { Agent, request as undiciRequest, type Dispatcher } from 'undici';
-import type { ServerConfig } from '../config/schema.js';
+import { GATEWAY_MANAGED_HEADERS, type ServerConfig } from '../config/schema.js';
 import {
   isNotification,
   isResponse,
@@ -36,6 +36,8 @@ export interface HttpUpstreamDeps {
 /** What a session needs from the upstream that opened it. */
 export interface HttpContext {
   readonly config: ServerConfig;
+  /** The configured headers that may be sent (lower-cased, managed ones left out), computed once. */
+  readonly configuredHeaders: Readonly<Record<string, string>>;
   readonly agent: Agent;
   readonly logger: Logger;
   readonly health: UpstreamHealth;
@@ -122,6 +124,7 @@ export abstract class HttpUpstream implements Upstream {
     this.context = {
       config,
       agent,
+      configuredHeaders: configuredHeaders(config),
       logger: deps.logger.child({ upstream: config.name, transport }),
       health: new UpstreamHealth(),
       forget: (session) => this.sessions.delete(session),
@@ -204,30 +207,29 @@ export function loggableUrl(url: URL): string {
   return `${url.origin}${url.pathname}`;
 }
 
-/** Headers the transports set themselves (or leave out on purpose); configured values never pass. */
-const MANAGED_HEADERS = new Set([
-  'accept',
-  'connection',
-  'content-length',
-  'content-type',
-  'host',
-  'last-event-id',
-  'mcp-protocol-version',
-  'mcp-session-id',
-  'transfer-encoding',
-]);
-
 /**
- * Request headers: the configured ones (credentials for this upstream; never anything from the
- * client) plus the protocol's own. A configured header may not stand in for a managed one, not
- * even where the transport sends none (no Mcp-Session-Id on initialize).
+ * Headers the transports set themselves (or leave out on purpose): the ones config validation
+ * already refuses, plus those a transport sets per request. Configured values never pass.
  */
-export function requestHeaders(config: ServerConfig, own: Record<string, string | undefined>): Record<string, string> {
+const MANAGED_HEADERS = new Set<string>([...GATEWAY_MANAGED_HEADERS, 'accept', 'content-type', 'last-event-id']);
+
+/** The configured headers (credentials for this upstream) that may go on the wire. */
+function configuredHeaders(config: ServerConfig): Record<string, string> {
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(config.headers)) {
     const key = name.toLowerCase();
     if (!MANAGED_HEADERS.has(key)) headers[key] = value;
   }
+  return headers;
+}
+
+/**
+ * Request headers: the configured ones (never anything from the client) plus the protocol's own.
+ * A configured header may not stand in for a managed one, not even where the transport sends
+ * none (no Mcp-Session-Id on initialize).
+ */
+export function requestHeaders(context: HttpContext, own: Record<string, string | undefined>): Record<string, string> {
+  const headers: Record<string, string> = { ...context.configuredHeaders };
   for (const [name, value] of Object.entries(own)) if (value !== undefined) headers[name] = value;
   return headers;
 }

@@ -211,7 +211,7 @@ class SseSession implements UpstreamSession, HttpSession {
       const response = await httpRequest(this.context, {
         method: 'GET',
         url: this.sseUrl,
-        headers: requestHeaders(this.context.config, { accept: 'text/event-stream' }),
+        headers: requestHeaders(this.context, { accept: 'text/event-stream' }),
         signal: connection.abort.signal,
       });
       if (response.statusCode < 200 || response.statusCode >= 300) throw (await statusError(this.context, response, 'GET')).error;
@@ -322,7 +322,7 @@ class SseSession implements UpstreamSession, HttpSession {
     const response = await httpRequest(this.context, {
       method: 'POST',
       url: connection.endpoint,
-      headers: requestHeaders(this.context.config, { 'content-type': 'application/json' }),
+      headers: requestHeaders(this.context, { 'content-type': 'application/json' }),
       body: JSON.stringify(message),
       signal,
     });

@@ -218,7 +218,7 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
 
   /** The session's headers: configured ones, then Mcp-Session-Id and MCP-Protocol-Version. */
   private headers(own: Record<string, string | undefined>): Record<string, string> {
-    return requestHeaders(this.context.config, {
+    return requestHeaders(this.context, {
       ...own,
       'mcp-session-id': this.sessionId,
       // Not on initialize: the version is negotiated by it (spec 2025-06-18, Protocol Version Header).

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CliProcess, cleanupTempDirs, ensureBuilt, leftovers, marker, NODE, processesWith, q, ROOT, runCli, tempDir, waitFor, writeConfig } from '../helpers/cli.js';
 import { EverythingServer, freePort } from '../helpers/everything.js';
-import { EVERYTHING } from '../helpers/gateway.js';
+import { curlPost, EVERYTHING } from '../helpers/gateway.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -55,16 +55,8 @@ function everythingViaShell(name: string, m: string, prelude = ''): string {
   return stdioServer(name, 'sh', ['-c', `${prelude}${q(NODE)} ${q(EVERYTHING)} stdio ${m}; exit $?`]);
 }
 
-async function post(base: string, path: string, body: unknown): Promise<{ status: number; json: any; text: string }> {
-  const res = await fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  const text = await res.text();
-  let json: any;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: res.status, json, text };
+function post(base: string, path: string, body: unknown): Promise<{ status: number; json: any; text: string }> {
+  return curlPost(`${base}${path}`, body, { 'content-type': 'application/json' });
 }
 
 async function readyStatus(base: string): Promise<{ status: number; body: any }> {
