@@ -17,6 +17,8 @@ import {
   serverConfigSchema,
   serverEntrySchema,
   upstreamFieldsSchema,
+  LEGACY_SHA256_PATTERN,
+  type AuthConfig,
   type GatewayConfig,
   type ServerConfig,
   type ServerSettings,
@@ -75,12 +77,14 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
 
   let file: FileView | undefined;
   let server: ServerSettings | undefined;
+  let auth: AuthConfig | undefined;
   if (document !== undefined) {
     const interpolated = interpolateTree(document, env);
     for (const problem of interpolated.problems) issues.addCovering(problem.path, problem.message);
     const parsed = configFileSchema.safeParse(interpolated.value, { error: describeIssue('TOML') });
     if (parsed.success) {
       server = parsed.data.server;
+      auth = parsed.data.auth;
       file = viewOf(parsed.data.upstream);
     } else {
       addZodIssues(issues, [], parsed.error);
@@ -90,8 +94,9 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
 
   const additional = readAdditionalServers(env, issues);
   const resolved = file ? resolveServers(file, additional, issues) : undefined;
+  if (auth && resolved) checkAuth(auth, resolved.servers, issues, resolved.warnings);
   if (issues.all.length > 0 || !resolved || !server) throw new ConfigError(issues.all);
-  return { server, ...resolved };
+  return { server, ...resolved, ...(auth ? { auth } : {}) };
 }
 
 /** Collects issues in the order found, once each. */
@@ -500,3 +505,46 @@ const BUILTIN_BACKOFF = {
   min: serverConfigSchema.shape.restart_backoff_ms.parse(undefined),
   max: serverConfigSchema.shape.restart_backoff_max_ms.parse(undefined),
 };
+
+/**
+ * What [auth] must satisfy beyond its schema: something to authenticate with, ids, prefixes and
+ * hashes that identify one key each, and server lists that name configured servers.
+ */
+function checkAuth(auth: AuthConfig, servers: ServerConfig[], issues: IssueList, warnings: string[]): void {
+  const keys = auth.api_keys ?? [];
+  if (keys.length === 0 && !auth.jwt) {
+    issues.add(['auth'], 'configure [[auth.api_keys]] or [auth.jwt] (or remove [auth] to run without authentication)');
+  }
+  const names = new Set(servers.map((s) => s.name));
+  const checkServers = (path: KeyPath, list: string[] | undefined) =>
+    list?.forEach((name, i) => {
+      if (!names.has(name)) issues.add([...path, i], `no server named "${name}" is configured`);
+    });
+  const unique = (field: 'id' | 'key_prefix' | 'key_hash', what: string) => {
+    const seen = new Map<string, number>();
+    keys.forEach((key, i) => {
+      const value = key[field];
+      if (value === undefined) return;
+      const first = seen.get(value);
+      if (first === undefined) seen.set(value, i);
+      else issues.add(['auth', 'api_keys', i, field], `same ${what} as auth.api_keys[${first}]`);
+    });
+  };
+  unique('id', 'id');
+  unique('key_prefix', 'key_prefix');
+  unique('key_hash', 'key_hash');
+  const legacy: string[] = [];
+  keys.forEach((key, i) => {
+    checkServers(['auth', 'api_keys', i, 'servers'], key.servers);
+    if (LEGACY_SHA256_PATTERN.test(key.key_hash)) legacy.push(key.id);
+  });
+  if (legacy.length > 0) {
+    warnings.push(
+      `auth.api_keys ${legacy.join(', ')}: unsalted SHA-256 key_hash is deprecated; re-hash with \`mcp-guard hash-key\` (argon2id) or issue new keys with \`mcp-guard keygen\``,
+    );
+  }
+  const jwt = auth.jwt;
+  if (jwt?.jwks_url?.startsWith('http://')) {
+    warnings.push('auth.jwt.jwks_url uses http://: the signing keys can be replaced in transit; use https:// outside a trusted network');
+  }
+}

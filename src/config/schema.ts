@@ -285,6 +285,145 @@ function reserved(why?: string) {
   return z.never({ error: `not supported by this version yet${why ? ` (${why})` : ''}; remove it` }).optional();
 }
 
+/** What an identity id may look like: it appears in logs, audit lines and metric labels. */
+export const IDENTITY_ID_PATTERN = /^[A-Za-z0-9._@:+-]{1,128}$/;
+
+/** The lookup hint of a key made by `mcp-guard keygen`: the key's first 12 characters, not secret. */
+export const KEY_PREFIX_PATTERN = /^mcp_[a-z0-9]{8}$/;
+
+/** An argon2id hash in PHC form, as `mcp-guard hash-key` prints it. */
+export const ARGON2ID_PHC_PATTERN = /^\$argon2id\$v=19\$[mtp]=\d+(?:,[mtp]=\d+){2}\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+$/;
+
+/** The earlier gateway's hashes: unsalted SHA-256, base64. Accepted for migration, with a warning. */
+export const LEGACY_SHA256_PATTERN = /^[A-Za-z0-9+/]{43}=?$/;
+
+/** Asymmetric JWS algorithms jose verifies; the only ones allowed with a JWKS (never HS*, never none). */
+export const ASYMMETRIC_JWT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
+/** Shared-secret JWS algorithms, for mode = "simple". */
+export const HMAC_JWT_ALGORITHMS = ['HS256', 'HS384', 'HS512'] as const;
+
+/** A tool name pattern: `*` matches any run of characters, `?` one character. */
+const toolGlobSchema = text();
+
+/** A list of server names; that each names a configured server is checked after resolution. */
+const serverListSchema = z.array(z.string({ error: problem('expected a string') }).regex(SERVER_NAME_PATTERN, { error: 'not a valid server name' }), {
+  error: problem('expected an array of server names'),
+});
+
+/** One `[[auth.api_keys]]` entry. */
+export const apiKeySchema = z.strictObject({
+  /** The identity's id in logs, audit lines and metrics. Unique. */
+  id: z.string({ error: problem('expected a string') }).regex(IDENTITY_ID_PATTERN, {
+    error: 'must be 1 to 128 letters, digits or ._@:+-',
+  }),
+  /** argon2id PHC string (`mcp-guard hash-key`), or the earlier gateway's base64 SHA-256 (deprecated). */
+  key_hash: z.string({ error: problem('expected a string') }).refine((v) => ARGON2ID_PHC_PATTERN.test(v) || LEGACY_SHA256_PATTERN.test(v), {
+    error: 'expected an argon2id hash ($argon2id$v=19$...) as printed by `mcp-guard hash-key`, or a base64 SHA-256 hash',
+  }),
+  /**
+   * The key's first 12 characters (`mcp_` and 8 more), printed by `mcp-guard keygen`. Not secret:
+   * it lets the gateway find the one hash to check instead of trying every key's.
+   */
+  key_prefix: z.string({ error: problem('expected a string') }).regex(KEY_PREFIX_PATTERN, {
+    error: 'expected "mcp_" and 8 lowercase letters or digits, as printed by `mcp-guard keygen`',
+  }).optional(),
+  /** Tool name globs this identity may list and call; absent or empty = every tool. */
+  allowed_tools: z.array(toolGlobSchema, { error: problem('expected an array of tool names or globs') }).optional(),
+  /** The only upstream servers this identity may reach; absent = all. */
+  servers: serverListSchema.optional(),
+  /** Reserved: per-key rate limit. */
+  rate_limit: reserved('per-key rate limits land with [rate_limit]'),
+});
+
+/** One `[[auth.api_keys]]` entry as validated. */
+export type ApiKeyConfig = z.output<typeof apiKeySchema>;
+
+/** `[auth.jwt]`: bearer JWTs, verified with a shared secret or a JWKS. */
+export const jwtSchema = z
+  .strictObject({
+    /** "simple": HMAC with `secret`; "jwks": the public keys published at `jwks_url`. */
+    mode: z.enum(['simple', 'jwks'], { error: problem('expected "simple" or "jwks"') }),
+    /** simple: the shared secret (put it in the environment: `secret = "${JWT_SECRET}"`). At least 32 bytes. */
+    secret: z.string({ error: problem('expected a string') }).optional(),
+    /** jwks: where the key set is published. https, or http with a warning. */
+    jwks_url: urlSchema.optional(),
+    /** Accepted `alg` values; default HS256 (simple) or every asymmetric algorithm (jwks). */
+    algorithms: z
+      .array(z.enum([...HMAC_JWT_ALGORITHMS, ...ASYMMETRIC_JWT_ALGORITHMS], { error: problem('expected a JWS algorithm such as "RS256", "ES256" or "HS256" ("none" is never accepted)') }), {
+        error: problem('expected an array of algorithm names'),
+      })
+      .min(1, { error: 'must list at least one algorithm' })
+      .optional(),
+    /** jwks: how long a fetched key set is used before it is fetched again, in seconds. */
+    cache_duration_secs: integer(1, 86_400).default(600),
+    /** Required `iss`. */
+    issuer: text().optional(),
+    /** Required `aud` (one of them, when a list). */
+    audience: z.union([text(), z.array(text()).min(1)], { error: problem('expected a string or an array of strings') }).optional(),
+    /** The claim that names the user (the identity id). */
+    user_id_claim: text().default('sub'),
+    /** The claim with the scopes: a space-separated string or an array of strings. */
+    scopes_claim: text().default('scope'),
+    /**
+     * The claim listing the upstream servers the token may reach (array or space-separated). When
+     * set, a token without it reaches no server; when unset, tokens reach every server.
+     */
+    servers_claim: text().optional(),
+    /** Clock skew tolerated on exp, nbf and iat, in seconds. */
+    leeway_secs: integer(0, 3_600).default(30),
+    /** Scope -> tools (names or globs); "*" = every tool. No mapping = every tool for every token. */
+    scope_tool_mapping: z
+      .record(z.string(), z.array(toolGlobSchema, { error: problem('expected an array of tool names or globs') }), {
+        error: problem('expected a table of scopes to arrays of tools'),
+      })
+      .optional(),
+    /** Published in /.well-known/oauth-protected-resource: where clients get tokens. */
+    authorization_servers: z.array(urlSchema, { error: problem('expected an array of URLs') }).optional(),
+  })
+  .superRefine((jwt, ctx) => {
+    const hmac = (alg: string) => (HMAC_JWT_ALGORITHMS as readonly string[]).includes(alg);
+    if (jwt.mode === 'simple') {
+      if (jwt.secret === undefined) ctx.addIssue({ code: 'custom', path: ['secret'], message: 'required for mode "simple"' });
+      else if (Buffer.byteLength(jwt.secret) < 32) {
+        ctx.addIssue({ code: 'custom', path: ['secret'], message: 'must be at least 32 bytes (256 bits) long' });
+      }
+      if (jwt.jwks_url !== undefined) ctx.addIssue({ code: 'custom', path: ['jwks_url'], message: 'not used by mode "simple"' });
+      jwt.algorithms?.forEach((alg, i) => {
+        if (!hmac(alg)) ctx.addIssue({ code: 'custom', path: ['algorithms', i], message: 'mode "simple" verifies HS256, HS384 or HS512 only' });
+      });
+    } else {
+      if (jwt.jwks_url === undefined) ctx.addIssue({ code: 'custom', path: ['jwks_url'], message: 'required for mode "jwks"' });
+      if (jwt.secret !== undefined) ctx.addIssue({ code: 'custom', path: ['secret'], message: 'not used by mode "jwks"' });
+      jwt.algorithms?.forEach((alg, i) => {
+        // A public key used as an HMAC secret is the classic algorithm-confusion attack.
+        if (hmac(alg)) ctx.addIssue({ code: 'custom', path: ['algorithms', i], message: 'HMAC algorithms cannot be used with a JWKS' });
+      });
+    }
+  });
+
+/** `[auth.jwt]` as validated. */
+export type JwtConfig = z.output<typeof jwtSchema>;
+
+/** `[auth]`: who may call the gateway. With neither api_keys nor jwt, the MCP endpoints are open. */
+export const authSchema = z.strictObject({
+  /** API keys (`Authorization: Bearer mcp_...`). */
+  api_keys: z.array(apiKeySchema, { error: problem('expected an array of tables: write each key as [[auth.api_keys]]') }).optional(),
+  /** JWT bearer tokens. */
+  jwt: jwtSchema.optional(),
+  /** Require credentials for GET /routes too (it lists every server). */
+  protect_routes: z.boolean({ error: problem('expected true or false') }).default(false),
+  /**
+   * This gateway's resource identifier for OAuth (RFC 9728 `resource`), e.g. "https://mcp.example.com".
+   * Default: the scheme and Host of the request.
+   */
+  resource: urlSchema.optional(),
+  /** Failed authentications one client address may make per minute before it is refused for a while. */
+  max_failures_per_minute: integer(1, 1_000_000).default(30),
+});
+
+/** `[auth]` as validated. */
+export type AuthConfig = z.output<typeof authSchema>;
+
 /** The whole config file, after `${VAR}` interpolation. */
 export const configFileSchema = z.strictObject({
   /** The listener. */
@@ -298,8 +437,8 @@ export const configFileSchema = z.strictObject({
     .prefault({}),
   /** The upstream server(s). */
   upstream: upstreamSchema.optional(),
-  /** Reserved: API keys and JWT. */
-  auth: reserved('authentication lands in a later release'),
+  /** API keys and JWT. */
+  auth: authSchema.optional(),
   /** Reserved: rate limits. */
   rate_limit: reserved('rate limiting lands in a later release'),
   /** Reserved: the audit log. */
@@ -344,6 +483,8 @@ export const gatewayConfigSchema = z.object({
   single: z.boolean(),
   /** In file order, then MCP_GUARD_ADDITIONAL_SERVERS in JSON key order. */
   servers: z.array(serverConfigSchema),
+  /** Who may call the gateway; undefined = nobody needs credentials. */
+  auth: authSchema.optional(),
   /** Notes to log at start-up; never contain secret values. */
   warnings: z.array(z.string()),
 });

@@ -1,21 +1,30 @@
 /**
  * Every TOML example of the earlier gateway's multi-server guide, read from the seed document
- * itself so that a test cannot drift from what users copy. Examples with [[auth.api_keys]] or
- * [auth.jwt] must fail with the "not supported yet" error (we never accept a security setting we do
- * not enforce); the rest of each of them must validate.
+ * itself so that a test cannot drift from what users copy. The guide writes `key_hash = "..."`
+ * where a user pastes the hash `mcp-guard hash-key` or `keygen` prints: with that placeholder
+ * filled in by a real argon2id hash, every example validates; with it left as "...", the one
+ * problem reported is that key_hash is not a hash.
  */
 import { readFileSync } from 'node:fs';
-import { describe, expect, it } from 'vitest';
+import argon2 from 'argon2';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, type ConfigIssue } from '../../src/config/errors.js';
 import { parseConfig } from '../../src/config/load.js';
 
 const SEED = new URL('../../../shared/seeds/mcp-guard-multi-server-routing.md', import.meta.url);
 const blocks = [...readFileSync(SEED, 'utf8').matchAll(/```toml\n([\s\S]*?)```/g)].map((match) => match[1] as string);
 
-const AUTH_ERROR = {
-  path: 'auth',
-  message: 'not supported by this version yet (authentication lands in a later release); remove it',
-};
+const PLACEHOLDER_ERROR = 'expected an argon2id hash ($argon2id$v=19$...) as printed by `mcp-guard hash-key`, or a base64 SHA-256 hash';
+let realHashes: string[] = [];
+beforeAll(async () => {
+  realHashes = await Promise.all(['first', 'second'].map((k) => argon2.hash(`mcp_seed_${k}`, { type: argon2.argon2id })));
+});
+
+/** The example as a user completes it: each `key_hash = "..."` replaced by the hash of its own key. */
+function withHashes(toml: string): string {
+  let n = 0;
+  return toml.replace(/key_hash = "\.\.\."/g, () => `key_hash = "${realHashes[n++]}"`);
+}
 
 function parse(toml: string) {
   return parseConfig(toml, { env: {} });
@@ -29,18 +38,6 @@ function issuesOf(toml: string): ConfigIssue[] {
     throw error;
   }
   throw new Error('expected a ConfigError');
-}
-
-/** Drops [auth...] and [[auth...]] tables, up to the next table that is not one of them. */
-function withoutAuth(toml: string): string {
-  let inAuth = false;
-  const kept: string[] = [];
-  for (const line of toml.split('\n')) {
-    const header = /^\s*\[\[?\s*([A-Za-z_.]+)/.exec(line);
-    if (header) inAuth = (header[1] as string).startsWith('auth');
-    if (!inAuth) kept.push(line);
-  }
-  return kept.join('\n');
 }
 
 function block(title: string, index: number): [string, string] {
@@ -157,21 +154,54 @@ describe('seed guide examples', () => {
   ];
 
   for (const [title, index, check] of withAuth) {
-    it(`${title}: refused because of its [auth] section, and nothing else`, () => {
+    it(`${title}: validates as written, its key_hash placeholder filled in`, () => {
       const [, text] = block(title, index);
-      expect(issuesOf(text)).toEqual([AUTH_ERROR]);
+      const config = parse(withHashes(text));
+      check(config);
+      expect(config.auth).toBeDefined();
     });
 
-    it(`${title}: validates without its [auth] section`, () => {
+    it(`${title}: the literal "..." placeholder is the only problem`, () => {
       const [, text] = block(title, index);
-      check(parse(withoutAuth(text)));
+      if (!text.includes('key_hash = "..."')) return;
+      const issues = issuesOf(text);
+      expect(issues.length).toBeGreaterThan(0);
+      for (const issue of issues) expect(issue).toEqual({ path: expect.stringMatching(/^auth\.api_keys\[\d\]\.key_hash$/), message: PLACEHOLDER_ERROR });
     });
   }
 
-  it('Global Tool Restrictions and Scope-Based Authorization: auth-only fragments are refused', () => {
-    for (const index of [8, 9]) {
-      const [, text] = block('auth fragment', index);
-      expect(issuesOf(text)).toContainEqual(AUTH_ERROR);
-    }
+  it('Microservices Architecture: its [auth.jwt] is a JWKS verifier with issuer and audience', () => {
+    const [, text] = block('Microservices Architecture', 6);
+    expect(parse(text).auth?.jwt).toMatchObject({
+      mode: 'jwks',
+      jwks_url: 'https://auth.internal/.well-known/jwks.json',
+      issuer: 'https://auth.internal/',
+      audience: 'mcp-guard',
+      user_id_claim: 'sub',
+      scopes_claim: 'scope',
+    });
+  });
+
+  it('Tool Segregation by Server: the reader key lists two tools, the admin key none (all tools)', () => {
+    const [, text] = block('Tool Segregation by Server', 7);
+    const keys = parse(withHashes(text)).auth?.api_keys;
+    expect(keys?.map((k) => [k.id, k.allowed_tools])).toEqual([
+      ['reader', ['read_file', 'list_directory']],
+      ['admin', undefined],
+    ]);
+  });
+
+  it('Global Tool Restrictions: the fragment validates once it has an upstream', () => {
+    const [, text] = block('Global Tool Restrictions', 8);
+    const config = parse(`[upstream]\ncommand = "node"\n${withHashes(text)}`);
+    expect(config.auth?.api_keys?.[0]).toMatchObject({ id: 'limited-user', allowed_tools: ['read_file'] });
+  });
+
+  it('Scope-Based Authorization: the mapping works inside a complete [auth.jwt]; alone it names the missing mode', () => {
+    const [, text] = block('Scope-Based Authorization', 9);
+    const [, jwt] = block('Microservices Architecture', 6);
+    const config = parse(`${jwt}\n${text}`);
+    expect(config.auth?.jwt?.scope_tool_mapping).toEqual({ read: ['read_file', 'list_directory'], write: ['write_file'] });
+    expect(issuesOf(`[upstream]\ncommand = "node"\n${text}`)).toEqual([{ path: 'auth.jwt.mode', message: 'required' }]);
   });
 });

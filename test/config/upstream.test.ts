@@ -1,7 +1,7 @@
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import { ConfigError } from '../../src/config/errors.js';
 import { parseConfig } from '../../src/config/load.js';
-import type { GatewayConfig, ServerConfig, ServerSettings, Transport } from '../../src/config/schema.js';
+import type { AuthConfig, GatewayConfig, ServerConfig, ServerSettings, Transport } from '../../src/config/schema.js';
 
 function parse(toml: string) {
   return parseConfig(toml, { env: {} });
@@ -58,6 +58,7 @@ describe('exported types', () => {
       server: ServerSettings;
       single: boolean;
       servers: ServerConfig[];
+      auth?: AuthConfig | undefined;
       warnings: string[];
     }>();
   });
