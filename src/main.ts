@@ -18,6 +18,9 @@ Commands:
   serve (alias: run)   run the gateway
   check-upstream       handshake and tools/list with every configured server; exit 0 only if all are healthy
   validate             load and validate the config; exit 0 if valid
+  keygen --id ID       make an API key; print it once and the [[auth.api_keys]] entry to add to the config
+  hash-key [KEY]       print the argon2id key_hash of KEY; without KEY, of the first line of stdin
+                       (stdin keeps the key out of shell history and \`ps\`)
 
 Options:
   -c, --config FILE    config file (default: $MCP_GUARD_CONFIG, else ./mcp-guard.toml)
@@ -25,6 +28,8 @@ Options:
   --port PORT          serve: listen port (overrides [server] port)
   --timeout SECONDS    check-upstream: per-server timeout (default 30)
   --json               check-upstream: print JSON instead of a table
+  --id ID              keygen: the identity id (letters, digits and ._@:+-)
+  --tools A,B          keygen: allowed_tools, comma-separated (default: every tool)
   -h, --help           show this help
   -V, --version        show the version`;
 
@@ -36,6 +41,10 @@ const OPTIONS = {
   port: { type: 'string' },
   timeout: { type: 'string' },
   json: { type: 'boolean' },
+  id: { type: 'string' },
+  tools: { type: 'string' },
+  // Refused with an explanation (not yet supported) rather than as an unknown option.
+  'rate-limit': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'V' },
 } as const;
@@ -46,26 +55,35 @@ const COMMAND_OPTIONS: Record<string, readonly string[]> = {
   run: ['config', 'host', 'port'],
   'check-upstream': ['config', 'timeout', 'json'],
   validate: ['config'],
+  keygen: ['id', 'tools', 'rate-limit'],
+  'hash-key': [],
 };
+
+/** hash-key's argument is a secret: its usage errors never quote what was typed. */
+const HASH_KEY_USAGE = "hash-key takes at most one KEY and no options (give a key that starts with '-' on stdin)";
 
 function parse(argv: string[]) {
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
   } catch (err) {
-    throw new UsageError((err as Error).message);
+    throw new UsageError(argv.includes('hash-key') ? HASH_KEY_USAGE : (err as Error).message);
   }
   const { values, positionals } = parsed;
-  if (values.help || values.version) return { command: values.help ? 'help' : 'version', values };
+  if (values.help || values.version) return { command: values.help ? 'help' : 'version', values, positionals };
   const command = positionals[0];
   if (command === undefined) throw new UsageError('no command given');
   const allowed = COMMAND_OPTIONS[command];
   if (!allowed) throw new UsageError(`unknown command '${command}'`);
-  if (positionals.length > 1) throw new UsageError(`unexpected argument '${positionals[1]}'`);
+  // hash-key alone takes an argument (KEY).
+  const maxPositionals = command === 'hash-key' ? 2 : 1;
+  if (positionals.length > maxPositionals) {
+    throw new UsageError(command === 'hash-key' ? HASH_KEY_USAGE : `unexpected argument '${positionals[maxPositionals]}'`);
+  }
   for (const key of Object.keys(values)) {
     if (!allowed.includes(key)) throw new UsageError(`option --${key} does not apply to '${command}'`);
   }
-  return { command, values };
+  return { command, values, positionals };
 }
 
 function configPath(values: { config?: string | undefined }): string {
@@ -151,7 +169,7 @@ async function serve(config: GatewayConfig, log: Logger): Promise<number> {
 }
 
 async function main(argv: string[]): Promise<number> {
-  const { command, values } = parse(argv);
+  const { command, values, positionals } = parse(argv);
   switch (command) {
     case 'help':
       process.stdout.write(`${USAGE}\n`);
@@ -174,6 +192,18 @@ async function main(argv: string[]): Promise<number> {
       const results = await checkUpstreams(config, timeout, log);
       process.stdout.write(values.json ? `${JSON.stringify(results, null, 2)}\n` : `${formatTable(results)}\n`);
       return results.every((r) => r.ok) ? 0 : 1;
+    }
+    case 'keygen': {
+      const { keygen, keygenOptions } = await import('./cli/keys.js');
+      const options = keygenOptions(values);
+      if ('error' in options) throw new UsageError(options.error);
+      process.stdout.write(await keygen(options));
+      return 0;
+    }
+    case 'hash-key': {
+      const { hashKey, readKey } = await import('./cli/keys.js');
+      process.stdout.write(await hashKey(await readKey(positionals[1])));
+      return 0;
     }
     default: {
       const listenPort = values.port === undefined ? undefined : port(values.port);

@@ -1,0 +1,264 @@
+/**
+ * ApiKeyVerifier with real argon2: a known key costs no argon2 after its first check, a key is
+ * found through its prefix (one argon2 among 1,000 keys), legacy SHA-256 hashes cost none, and bad
+ * tokens can neither queue unbounded argon2 work nor slow down the known keys.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { inspect } from 'node:util';
+import * as argon2 from 'argon2';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { ApiKeyVerifier, type ApiKeyResult } from '../../src/auth/api-keys.js';
+import { generateApiKey, hashApiKey, isWellFormedToken, keyPrefixOf, legacyHash } from '../../src/auth/key-format.js';
+import { apiKeySchema, ARGON2ID_PHC_PATTERN, KEY_PREFIX_PATTERN, LEGACY_SHA256_PATTERN, type ApiKeyConfig } from '../../src/config/schema.js';
+
+/** A cheap argon2id hash (1 MiB, 1 pass): for the many keys tests only need to exist. */
+async function cheapHash(key: string): Promise<string> {
+  return argon2.hash(key, { type: argon2.argon2id, memoryCost: 1024, timeCost: 1, parallelism: 1 });
+}
+
+/** A config entry, validated by the config schema so that the verifier only sees what a config can hold. */
+function entry(fields: { id: string; key_hash: string; key_prefix?: string; allowed_tools?: string[] }): ApiKeyConfig {
+  return apiKeySchema.parse(fields);
+}
+
+/** A generated key with its config entry. */
+async function newKey(id: string, hash: (key: string) => Promise<string> = cheapHash) {
+  const { key, prefix } = generateApiKey();
+  return { key, config: entry({ id, key_prefix: prefix, key_hash: await hash(key) }) };
+}
+
+/** Another token with the same (known) prefix: the shape of a guess at a key whose prefix leaked. */
+function sameprefixGuess(key: string): string {
+  return `${keyPrefixOf(key)}_${randomBytes(32).toString('base64url')}`;
+}
+
+function expectOk(result: ApiKeyResult, id: string, cached: boolean): void {
+  expect(result).toMatchObject({ ok: true, cached });
+  if (result.ok) expect(result.key.id).toBe(id);
+}
+
+describe('key format', () => {
+  it('generated keys: mcp_ + 8 [a-z0-9] + _ + 43 base64url; the prefix is the first 12 characters', () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 500; i++) {
+      const { key, prefix } = generateApiKey();
+      expect(key).toMatch(/^mcp_[a-z0-9]{8}_[A-Za-z0-9_-]{43}$/);
+      expect(prefix).toBe(key.slice(0, 12));
+      expect(prefix).toMatch(KEY_PREFIX_PATTERN);
+      expect(keyPrefixOf(key)).toBe(prefix);
+      expect(isWellFormedToken(key)).toBe(true);
+      seen.add(key);
+    }
+    expect(seen.size).toBe(500);
+  });
+
+  it('keyPrefixOf: undefined for anything not shaped like a generated key', () => {
+    const { key } = generateApiKey();
+    for (const token of ['', 'mcp_', 'hello', key.slice(0, -1), `${key}x`, key.toUpperCase(), `x${key}`, 'mcp_ABCDEFGH_' + 'a'.repeat(43)]) {
+      expect(keyPrefixOf(token), token).toBeUndefined();
+    }
+  });
+
+  it('hashApiKey: argon2id with the argon2 defaults, in the form the config schema accepts', async () => {
+    const { key } = generateApiKey();
+    const hash = await hashApiKey(key);
+    expect(hash).toMatch(ARGON2ID_PHC_PATTERN);
+    expect(hash).toMatch(/^\$argon2id\$v=19\$m=65536,p=4,t=3\$/);
+    expect(await argon2.verify(hash, key)).toBe(true);
+    expect(await argon2.verify(hash, `${key}x`)).toBe(false);
+    expect(await hashApiKey(key)).not.toBe(hash); // salted
+  });
+
+  it('legacyHash: base64 SHA-256, the earlier gateway format', () => {
+    expect(legacyHash('abc')).toBe('ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=');
+    expect(legacyHash('abc')).toMatch(LEGACY_SHA256_PATTERN);
+  });
+});
+
+describe('ApiKeyVerifier', () => {
+  let real: { key: string; config: ApiKeyConfig };
+  beforeAll(async () => {
+    real = await newKey('real', hashApiKey);
+  });
+
+  it('accepts the right key; refuses a wrong one with the same prefix (mismatch) or another prefix (unknown_prefix)', async () => {
+    const verifier = new ApiKeyVerifier([real.config]);
+    expectOk(await verifier.verify(real.key), 'real', false);
+    expect(await verifier.verify(sameprefixGuess(real.key))).toEqual({ ok: false, reason: 'mismatch' });
+    expect(await verifier.verify(generateApiKey().key)).toEqual({ ok: false, reason: 'unknown_prefix' });
+    expect(await verifier.verify('not-a-generated-key')).toEqual({ ok: false, reason: 'unknown_prefix' });
+    expect(verifier.stats.argon2Verifications).toBe(2);
+  });
+
+  it('a known-good key costs no argon2 after its first verification', async () => {
+    const verifier = new ApiKeyVerifier([real.config]);
+    expect(verifier.isCached(real.key)).toBe(false);
+    expectOk(await verifier.verify(real.key), 'real', false);
+    expect(verifier.stats.argon2Verifications).toBe(1);
+    expect(verifier.isCached(real.key)).toBe(true);
+    for (let i = 0; i < 100; i++) expectOk(await verifier.verify(real.key), 'real', true);
+    expect(verifier.stats).toEqual({ argon2Verifications: 1, maxConcurrent: 1, cacheSize: 1 });
+  });
+
+  it('failures are not cached: a wrong key costs argon2 each time', async () => {
+    const verifier = new ApiKeyVerifier([real.config]);
+    const guess = sameprefixGuess(real.key);
+    expect(await verifier.verify(guess)).toEqual({ ok: false, reason: 'mismatch' });
+    expect(await verifier.verify(guess)).toEqual({ ok: false, reason: 'mismatch' });
+    expect(verifier.stats).toMatchObject({ argon2Verifications: 2, cacheSize: 0 });
+    expect(verifier.isCached(guess)).toBe(false);
+  });
+
+  it('1,000 configured keys: first use costs exactly one argon2, an unknown prefix none', async () => {
+    const fillers = await Promise.all(Array.from({ length: 999 }, (_, i) => newKey(`filler-${i}`)));
+    const keys = [...fillers.slice(0, 500).map((f) => f.config), real.config, ...fillers.slice(500).map((f) => f.config)];
+    const verifier = new ApiKeyVerifier(keys);
+    expectOk(await verifier.verify(real.key), 'real', false);
+    expect(verifier.stats.argon2Verifications).toBe(1);
+    expectOk(await verifier.verify(fillers[998]!.key), 'filler-998', false);
+    expect(verifier.stats.argon2Verifications).toBe(2);
+    for (let i = 0; i < 50; i++) expect(await verifier.verify(generateApiKey().key)).toEqual({ ok: false, reason: 'unknown_prefix' });
+    expect(await verifier.verify('some-other-token')).toEqual({ ok: false, reason: 'unknown_prefix' });
+    expect(verifier.stats.argon2Verifications).toBe(2);
+  }, 60_000);
+
+  it('legacy SHA-256 hashes (with or without base64 padding) are accepted without argon2, for any token shape', async () => {
+    const old = 'sk-legacy-key-0123456789';
+    const generated = generateApiKey().key;
+    const verifier = new ApiKeyVerifier([
+      real.config,
+      entry({ id: 'old', key_hash: legacyHash(old) }),
+      entry({ id: 'old-unpadded', key_hash: legacyHash(generated).replace(/=$/, '') }),
+    ]);
+    expectOk(await verifier.verify(old), 'old', false);
+    expectOk(await verifier.verify(generated), 'old-unpadded', false);
+    expect(await verifier.verify('sk-legacy-key-0123456788')).toEqual({ ok: false, reason: 'unknown_prefix' });
+    expect(verifier.stats.argon2Verifications).toBe(0);
+    expectOk(await verifier.verify(old), 'old', true);
+  });
+
+  it('keys without key_prefix are found by trying each in turn; tokens with a known prefix never try them', async () => {
+    const handmade = ['first-hand-made-key', 'second-hand-made-key', 'third-hand-made-key'];
+    const keygenKeyWithoutPrefix = generateApiKey().key;
+    const unprefixed = await Promise.all(
+      [...handmade, keygenKeyWithoutPrefix].map(async (key, i) => entry({ id: `hand-${i}`, key_hash: await cheapHash(key) })),
+    );
+    const verifier = new ApiKeyVerifier([real.config, ...unprefixed]);
+
+    expectOk(await verifier.verify('third-hand-made-key'), 'hand-2', false);
+    expect(verifier.stats.argon2Verifications).toBe(3);
+    // A generated key whose prefix was not configured: its prefix is unknown, so the fallbacks are tried.
+    expectOk(await verifier.verify(keygenKeyWithoutPrefix), 'hand-3', false);
+    expect(verifier.stats.argon2Verifications).toBe(7);
+    expect(await verifier.verify('no-such-key')).toEqual({ ok: false, reason: 'mismatch' });
+    expect(verifier.stats.argon2Verifications).toBe(11);
+    // The known prefix leads to its own key only, even when the secret is wrong.
+    expect(await verifier.verify(sameprefixGuess(real.key))).toEqual({ ok: false, reason: 'mismatch' });
+    expect(verifier.stats.argon2Verifications).toBe(12);
+  });
+
+  it('a cached success expires after cacheTtlMs: then one new argon2', async () => {
+    let now = 1_000_000;
+    const verifier = new ApiKeyVerifier([real.config], { cacheTtlMs: 60_000, now: () => now });
+    expectOk(await verifier.verify(real.key), 'real', false);
+    now += 59_999;
+    expectOk(await verifier.verify(real.key), 'real', true);
+    expect(verifier.stats.argon2Verifications).toBe(1);
+    now += 1;
+    expect(verifier.isCached(real.key)).toBe(false);
+    expectOk(await verifier.verify(real.key), 'real', false);
+    expect(verifier.stats.argon2Verifications).toBe(2);
+    expectOk(await verifier.verify(real.key), 'real', true);
+    expect(verifier.stats.argon2Verifications).toBe(2);
+  });
+
+  it('the cache holds at most cacheSize entries, dropping the least recently used', async () => {
+    const [a, b, c] = await Promise.all([newKey('a'), newKey('b'), newKey('c')]);
+    const verifier = new ApiKeyVerifier([a!.config, b!.config, c!.config], { cacheSize: 2 });
+    for (const k of [a!, b!]) await verifier.verify(k.key);
+    expectOk(await verifier.verify(a!.key), 'a', true); // a is now the most recently used
+    expectOk(await verifier.verify(c!.key), 'c', false); // evicts b
+    expect(verifier.stats).toMatchObject({ argon2Verifications: 3, cacheSize: 2 });
+    expectOk(await verifier.verify(a!.key), 'a', true);
+    expectOk(await verifier.verify(c!.key), 'c', true);
+    expectOk(await verifier.verify(b!.key), 'b', false); // evicts a
+    expect(verifier.stats).toMatchObject({ argon2Verifications: 4, cacheSize: 2 });
+    expectOk(await verifier.verify(a!.key), 'a', false);
+    expect(verifier.stats.argon2Verifications).toBe(5);
+  });
+
+  it('the cache is keyed by the SHA-256 of the token, never the token', async () => {
+    const verifier = new ApiKeyVerifier([real.config]);
+    await verifier.verify(real.key);
+    // Everything the verifier holds, however deep: the digest is there (so the cache is visible), the token is not.
+    const dump = inspect(verifier, { depth: Infinity, showHidden: true, maxArrayLength: null, maxStringLength: null, breakLength: Infinity });
+    expect(dump).toContain(createHash('sha256').update(real.key).digest('hex'));
+    expect(dump).not.toContain(real.key);
+    expect(dump).not.toContain(real.key.slice(13)); // the secret part alone
+  });
+
+  it('a flood of wrong keys with a known prefix: at most maxConcurrentHashes at once, the overflow is busy, a cached key is not held up', async () => {
+    const verifier = new ApiKeyVerifier([real.config], { maxConcurrentHashes: 2, maxQueuedHashes: 5 });
+    expectOk(await verifier.verify(real.key), 'real', false);
+    const order: string[] = [];
+    const track = (label: string, p: Promise<ApiKeyResult>) =>
+      p.then((r) => {
+        order.push(r.ok ? label : `${label}:${r.reason}`);
+        return r;
+      });
+    const flood = Array.from({ length: 20 }, (_, i) => track(`guess-${i}`, verifier.verify(sameprefixGuess(real.key))));
+    const valid = track('valid', verifier.verify(real.key));
+    const results = await Promise.all(flood);
+    expectOk(await valid, 'real', true);
+
+    const reasons = results.map((r) => (r.ok ? 'ok' : r.reason));
+    // 2 running + 5 waiting; the other 13 are refused at once instead of queueing.
+    expect(reasons.filter((r) => r === 'busy')).toHaveLength(13);
+    expect(reasons.filter((r) => r === 'mismatch')).toHaveLength(7);
+    expect(verifier.stats.maxConcurrent).toBeLessThanOrEqual(2);
+    expect(verifier.stats.argon2Verifications).toBe(1 + 7);
+    // The cached key, asked after the whole flood, is answered before any of the flood's argon2 finishes.
+    const firstMismatch = order.findIndex((l) => l.endsWith(':mismatch'));
+    expect(order.indexOf('valid')).toBeGreaterThanOrEqual(0);
+    expect(order.indexOf('valid')).toBeLessThan(firstMismatch);
+    // Once the flood is over, the semaphore is free again.
+    expect(await verifier.verify(sameprefixGuess(real.key))).toEqual({ ok: false, reason: 'mismatch' });
+  });
+
+  it('concurrent verifications of one token share one check (one argon2)', async () => {
+    const verifier = new ApiKeyVerifier([real.config]);
+    const results = await Promise.all(Array.from({ length: 10 }, () => verifier.verify(real.key)));
+    for (const r of results) expect(r).toMatchObject({ ok: true, key: { id: 'real' } });
+    expect(verifier.stats.argon2Verifications).toBe(1);
+    const guess = sameprefixGuess(real.key);
+    const failures = await Promise.all(Array.from({ length: 10 }, () => verifier.verify(guess)));
+    for (const r of failures) expect(r).toEqual({ ok: false, reason: 'mismatch' });
+    expect(verifier.stats.argon2Verifications).toBe(2);
+  });
+
+  it('malformed tokens are refused without any work', async () => {
+    const verifier = new ApiKeyVerifier([real.config, entry({ id: 'hand', key_hash: await cheapHash('hand-made') })]);
+    const malformed = ['', 'a'.repeat(513), `${real.key} `, 'with space', 'tab\there', 'line\n', 'nul\0', 'caf\u00e9', '\u{1F511}', '\x7f'];
+    for (const token of malformed) expect(await verifier.verify(token), JSON.stringify(token)).toEqual({ ok: false, reason: 'malformed' });
+    expect(await verifier.verify(undefined as unknown as string)).toEqual({ ok: false, reason: 'malformed' });
+    expect(verifier.stats.argon2Verifications).toBe(0);
+    // 512 visible characters is still a token (tried against the prefix-less key).
+    expect(await verifier.verify('a'.repeat(512))).toEqual({ ok: false, reason: 'mismatch' });
+    expect(verifier.stats.argon2Verifications).toBe(1);
+  });
+
+  it('a hash argon2 cannot use is a mismatch, not a throw', async () => {
+    const { key, prefix } = generateApiKey();
+    const corrupt = entry({ id: 'corrupt', key_prefix: prefix, key_hash: '$argon2id$v=19$m=65536,t=3,p=4$AAAA$BBBB' });
+    const verifier = new ApiKeyVerifier([corrupt]);
+    expect(await verifier.verify(key)).toEqual({ ok: false, reason: 'mismatch' });
+    expect(verifier.stats.argon2Verifications).toBe(1);
+  });
+
+  it('refuses bad options and two keys with the same prefix', () => {
+    expect(() => new ApiKeyVerifier([], { maxConcurrentHashes: 0 })).toThrow(RangeError);
+    expect(() => new ApiKeyVerifier([], { maxQueuedHashes: -1 })).toThrow(RangeError);
+    expect(() => new ApiKeyVerifier([], { cacheSize: 1.5 })).toThrow(RangeError);
+    expect(() => new ApiKeyVerifier([real.config, { ...real.config, id: 'twin' }])).toThrow(/key_prefix/);
+  });
+});

@@ -1,0 +1,179 @@
+/**
+ * `mcp-guard keygen` and `mcp-guard hash-key`, run as real processes: the printed entry is valid
+ * config that accepts the printed key; hash-key reads the key from its argument or stdin; command
+ * line mistakes are usage errors (exit 2); a key never appears on stderr.
+ */
+import * as argon2 from 'argon2';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ApiKeyVerifier } from '../../src/auth/api-keys.js';
+import { generateApiKey } from '../../src/auth/key-format.js';
+import { parseConfig } from '../../src/config/load.js';
+import { ARGON2ID_PHC_PATTERN } from '../../src/config/schema.js';
+import { cleanupTempDirs, ensureBuilt, runCli, tempDir, writeConfig, type CliResult } from '../helpers/cli.js';
+
+let emptyDir: string;
+
+beforeAll(async () => {
+  await ensureBuilt();
+  emptyDir = tempDir();
+}, 120_000);
+
+afterAll(() => cleanupTempDirs());
+
+const UPSTREAM = '[[upstream.servers]]\nname = "a"\npath_prefix = "/a"\ncommand = "node"\n';
+
+/** The key and the config block keygen printed, after checking the whole output's shape. */
+function keygenOutput(r: CliResult, id: string): { key: string; block: string } {
+  expect(r.code, r.stderr).toBe(0);
+  expect(r.stderr).toBe('');
+  const m =
+    /^# API key for "(.*)": shown once; store it now \(only its hash is kept\)\n(mcp_[a-z0-9]{8}_[A-Za-z0-9_-]{43})\n\n# Add this to the config file:\n(\[\[auth\.api_keys\]\]\nid = .*\nkey_prefix = "(mcp_[a-z0-9]{8})"\nkey_hash = "(.*)"\n(allowed_tools = \[.*\]\n)?)$/.exec(
+      r.stdout,
+    );
+  expect(m, r.stdout).not.toBeNull();
+  const [, shownId, key, block, prefix, hash] = m!;
+  expect(shownId).toBe(id);
+  expect(prefix).toBe(key!.slice(0, 12));
+  expect(hash).toMatch(ARGON2ID_PHC_PATTERN);
+  expect(r.stdout.split(key!)).toHaveLength(2); // printed once
+  return { key: key!, block: block! };
+}
+
+function expectUsageError(r: CliResult, why: RegExp | string): void {
+  expect(r.code, r.stderr).toBe(2);
+  expect(r.stdout).toBe('');
+  if (typeof why === 'string') expect(r.stderr).toContain(why);
+  else expect(r.stderr).toMatch(why);
+  expect(r.stderr).toMatch(/^Usage: mcp-guard <command> \[options\]$/m);
+}
+
+describe('keygen', () => {
+  it('prints a key and an entry that `validate` accepts and that accepts the key', async () => {
+    const { key, block } = keygenOutput(await runCli(['keygen', '--id', 'alice@example.com'], { cwd: emptyDir }), 'alice@example.com');
+    expect(block).toMatch(/^\[\[auth\.api_keys\]\]\nid = "alice@example\.com"\nkey_prefix = "mcp_[a-z0-9]{8}"\nkey_hash = "\$argon2id\$v=19\$m=65536,p=4,t=3\$[^"]+"\n$/);
+
+    const path = writeConfig(`${UPSTREAM}\n${block}`);
+    const validated = await runCli(['validate', '-c', path]);
+    expect(validated.code, validated.stderr).toBe(0);
+    expect(validated.stderr).toBe('');
+
+    const config = parseConfig(`${UPSTREAM}\n${block}`, { env: {} });
+    const keys = config.auth?.api_keys ?? [];
+    expect(keys).toHaveLength(1);
+    expect(keys[0]).toMatchObject({ id: 'alice@example.com', key_prefix: key.slice(0, 12) });
+    expect(keys[0]!.allowed_tools).toBeUndefined();
+    const verifier = new ApiKeyVerifier(keys);
+    expect(await verifier.verify(key)).toMatchObject({ ok: true, key: { id: 'alice@example.com' } });
+    expect(verifier.stats.argon2Verifications).toBe(1);
+    expect(await verifier.verify(generateApiKey().key)).toEqual({ ok: false, reason: 'unknown_prefix' });
+  });
+
+  it('--tools becomes allowed_tools, trimmed, as valid TOML whatever the names contain', async () => {
+    const simple = keygenOutput(await runCli(['keygen', '--id', 'bob', '--tools', 'a, b'], { cwd: emptyDir }), 'bob');
+    expect(simple.block).toMatch(/\nallowed_tools = \["a", "b"\]\n$/);
+    expect(parseConfig(`${UPSTREAM}${simple.block}`, { env: {} }).auth?.api_keys?.[0]?.allowed_tools).toEqual(['a', 'b']);
+
+    const odd = ['say "hi"', 'back\\slash', 'new\nline', 'caf\u00e9_*', 'del\x7f', "it's", '$dollar{brace}'];
+    const r = await runCli(['keygen', '--id', 'carol', '--tools', odd.join(',')], { cwd: emptyDir });
+    const { key, block } = keygenOutput(r, 'carol');
+    const keys = parseConfig(`${UPSTREAM}${block}`, { env: {} }).auth?.api_keys ?? [];
+    expect(keys[0]?.allowed_tools).toEqual(odd);
+    expect(await new ApiKeyVerifier(keys).verify(key)).toMatchObject({ ok: true });
+  });
+
+  it('two runs make different keys', async () => {
+    const [a, b] = await Promise.all([runCli(['keygen', '--id', 'x'], { cwd: emptyDir }), runCli(['keygen', '--id', 'x'], { cwd: emptyDir })]);
+    expect(keygenOutput(a!, 'x').key).not.toBe(keygenOutput(b!, 'x').key);
+  });
+
+  it.each([['has space'], [''], ['x'.repeat(129)], ['semi;colon'], ['quote"']])('--id %j is a usage error', async (id) => {
+    expectUsageError(await runCli(['keygen', '--id', id], { cwd: emptyDir }), '--id must be 1 to 128 letters, digits or ._@:+-');
+  });
+
+  it('usage errors: no --id, empty --tools entries, --rate-limit, options of other commands, extra arguments', async () => {
+    expectUsageError(await runCli(['keygen'], { cwd: emptyDir }), 'keygen needs --id ID');
+    for (const tools of ['', 'a,,b', 'a, ,b', 'a,']) {
+      expectUsageError(await runCli(['keygen', '--id', 'x', '--tools', tools], { cwd: emptyDir }), '--tools must be a comma-separated list');
+    }
+    // The config loader would read it as a ${VAR} reference.
+    expectUsageError(await runCli(['keygen', '--id', 'x', '--tools', 'a,${HOME}'], { cwd: emptyDir }), '--tools: a tool name cannot contain "${"');
+    expectUsageError(
+      await runCli(['keygen', '--id', 'x', '--rate-limit', '100'], { cwd: emptyDir }),
+      '--rate-limit: per-key rate limits are not supported by this version yet',
+    );
+    expectUsageError(await runCli(['keygen', '--id', 'x', '-c', 'f.toml'], { cwd: emptyDir }), "--config does not apply to 'keygen'");
+    expectUsageError(await runCli(['validate', '--tools', 'a'], { cwd: emptyDir }), "--tools does not apply to 'validate'");
+    expectUsageError(await runCli(['keygen', '--id', 'x', 'extra'], { cwd: emptyDir }), "unexpected argument 'extra'");
+  });
+
+  it('--help lists both commands and says why stdin is better for hash-key', async () => {
+    const r = await runCli(['--help'], { cwd: emptyDir });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^ {2}keygen --id ID /m);
+    expect(r.stdout).toMatch(/^ {2}hash-key \[KEY\] /m);
+    expect(r.stdout).toMatch(/stdin keeps the key out of shell history and `ps`/);
+  });
+});
+
+describe('hash-key', () => {
+  async function expectHashOf(r: CliResult, key: string): Promise<void> {
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(/^\$argon2id\$v=19\$m=65536,p=4,t=3\$\S+\n$/);
+    const hash = r.stdout.trim();
+    expect(hash).toMatch(ARGON2ID_PHC_PATTERN);
+    expect(await argon2.verify(hash, key)).toBe(true);
+    expect(await argon2.verify(hash, `${key}x`)).toBe(false);
+  }
+
+  it('hashes its argument', async () => {
+    const { key } = generateApiKey();
+    await expectHashOf(await runCli(['hash-key', key], { cwd: emptyDir }), key);
+  });
+
+  it('hashes the first line of stdin, without its line ending', async () => {
+    const key = 'hand-made-key-0123456789';
+    await expectHashOf(await runCli(['hash-key'], { cwd: emptyDir, input: `${key}\n` }), key);
+    await expectHashOf(await runCli(['hash-key'], { cwd: emptyDir, input: `${key}\r\nsecond line\n` }), key);
+    await expectHashOf(await runCli(['hash-key'], { cwd: emptyDir, input: key }), key);
+  });
+
+  it('an empty key is an error (exit 1)', async () => {
+    for (const [args, input] of [
+      [['hash-key'], ''],
+      [['hash-key'], '\n'],
+      [['hash-key'], '\r\nkey-on-the-second-line\n'],
+      [['hash-key', ''], ''],
+    ] as const) {
+      const r = await runCli([...args], { cwd: emptyDir, input });
+      expect(r.code, r.stderr).toBe(1);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toContain('hash-key: the key is empty');
+      expect(r.stderr).not.toContain('key-on-the-second-line');
+    }
+  });
+
+  it('a key the gateway would never accept is an error that does not repeat the key', async () => {
+    for (const key of ['secret with spaces', 'trailing-space-secret ', 's'.repeat(513)]) {
+      const fromArg = await runCli(['hash-key', key], { cwd: emptyDir });
+      const fromStdin = await runCli(['hash-key'], { cwd: emptyDir, input: `${key}\n` });
+      for (const r of [fromArg, fromStdin]) {
+        expect(r.code, r.stderr).toBe(1);
+        expect(r.stdout).toBe('');
+        expect(r.stderr).toMatch(/hash-key: a key must be at most 512 visible ASCII characters/);
+        expect(r.stderr).not.toContain(key.trim().slice(0, 20));
+      }
+    }
+  });
+
+  it('usage errors (a second argument, an unknown option) never quote what was typed: it may be a key', async () => {
+    const usage = "hash-key takes at most one KEY and no options (give a key that starts with '-' on stdin)";
+    const r = await runCli(['hash-key', 'the-secret-key', 'extra-secret'], { cwd: emptyDir });
+    expectUsageError(r, usage);
+    expect(r.stderr).not.toMatch(/the-secret-key|extra-secret/);
+    const dashed = await runCli(['hash-key', '-secretkey'], { cwd: emptyDir });
+    expectUsageError(dashed, usage);
+    expect(dashed.stderr).not.toMatch(/'-s'|secretkey/);
+    expectUsageError(await runCli(['hash-key', '--id', 'x'], { cwd: emptyDir }), "--id does not apply to 'hash-key'");
+  });
+});
