@@ -3,13 +3,23 @@
  * src/main.ts does, and tests listen on port 0.
  */
 import { randomUUID } from 'node:crypto';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  type onRequestAsyncHookHandler,
+} from 'fastify';
+import { Authenticator, type AuthenticatorOptions } from './auth/authenticator.js';
+import { mayReach } from './auth/identity.js';
 import type { GatewayConfig, ServerConfig } from './config/schema.js';
+import { authenticationHook, identityOf, registerProtectedResourceMetadata } from './http/auth.js';
 import { GatewayError } from './http/errors.js';
 import { registerHealthRoutes, type Lifecycle } from './http/health.js';
 import { Gateway, type UpstreamFactory } from './mcp/gateway.js';
 import type { Logger } from './observability/logger.js';
-import { handleDelete, handleGet, handlePost, sendError, type Target } from './pipeline.js';
+import { handleDelete, handleGet, handlePost, sendError, type Context, type Target } from './pipeline.js';
 import { Router, UnsafePathError } from './routing/router.js';
 import { createUpstream } from './upstreams/factory.js';
 
@@ -27,6 +37,8 @@ export interface AppOptions {
   logger: Logger;
   /** Replaces how upstreams are created (tests use real ones; this is for wrapping them). */
   createUpstream?: UpstreamFactory;
+  /** Tuning of the verifiers (tests shorten the JWKS cooldown). */
+  auth?: AuthenticatorOptions;
 }
 
 /** Paths the gateway owns even when a server's prefix is "/". */
@@ -34,10 +46,19 @@ const RESERVED = /^\/(health|live|ready|metrics|routes|\.well-known)(\/|$|\?)/;
 const ALL_METHODS = ['GET', 'POST', 'DELETE', 'PUT', 'PATCH', 'OPTIONS'] as const;
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/** The gateway's own paths under the catch-all (an unknown /health/x) answer 404 without credentials. */
+function unlessReserved(hook: onRequestAsyncHookHandler): onRequestAsyncHookHandler {
+  return async function (request, reply) {
+    if (!RESERVED.test(request.url)) await hook.call(this, request, reply);
+  };
+}
+
 export function buildApp(config: GatewayConfig, options: AppOptions): App {
   const log = options.logger;
   const gateway = new Gateway(config, options.createUpstream ?? ((server) => createUpstream(server, { logger: log })), log);
   const router = new Router(config.servers);
+  const authenticator = new Authenticator(config.auth, options.auth);
+  const authenticate = authenticationHook(authenticator, config.auth);
   const lifecycle: Lifecycle = { started: false, stopping: false };
   let inflight = 0;
   let drained: (() => void) | undefined;
@@ -60,6 +81,7 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => done(null, body));
 
+  app.decorateRequest('identity', null);
   app.addHook('onRequest', async (request, reply) => {
     void reply.header('x-request-id', request.id);
   });
@@ -72,29 +94,32 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
     sendError(reply, new GatewayError(kind, message));
   });
 
-  registerHealthRoutes(app, gateway, lifecycle);
+  registerHealthRoutes(app, gateway, lifecycle, config.auth?.protect_routes ? authenticate : undefined);
+  if (config.auth) registerProtectedResourceMetadata(app, config.auth);
 
-  const available = router.names();
-  const notFound = (reply: FastifyReply, error: string): void => {
-    void reply.code(404).send({ error, available });
+  const notFound = (request: FastifyRequest, reply: FastifyReply, error: string): void => {
+    // Only the servers this caller may reach: a restricted identity does not learn the others.
+    const identity = identityOf(request);
+    void reply.code(404).send({ error, available: router.names().filter((name) => mayReach(identity, name)) });
   };
 
   /** Runs an MCP handler for a target, counting it as in flight for graceful shutdown. */
   const serve = async (target: Target, request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    const context: Context = { gateway, target, identity: identityOf(request) };
     switch (request.method) {
       case 'POST':
         inflight++;
         try {
-          await handlePost(gateway, target, request, reply);
+          await handlePost(context, request, reply);
         } finally {
           if (--inflight === 0) drained?.();
         }
         return;
       case 'GET':
-        handleGet(gateway, target, request, reply);
+        handleGet(context, request, reply);
         return;
       case 'DELETE':
-        await handleDelete(gateway, target, request, reply);
+        await handleDelete(context, request, reply);
         return;
       default:
         void reply.code(405).header('allow', 'GET, POST, DELETE').send({ error: `Method ${request.method} not allowed` });
@@ -102,13 +127,16 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
   };
 
   // Every method reaches the MCP endpoints, so that the wrong one is a 405 rather than a 404.
+  // Every MCP route authenticates first (pipeline stage 0), before the body is read.
+  const onRequest = authenticator.required ? authenticate : undefined;
   app.route({
     method: [...ALL_METHODS],
     url: '/mcp/:server_name',
+    onRequest,
     handler: async (request, reply) => {
       const name = (request.params as { server_name: string }).server_name;
       const server = router.byName(name);
-      if (!server) return notFound(reply, `Server not found: ${name}`);
+      if (!server) return notFound(request, reply, `Server not found: ${name}`);
       // By name, the upstream url is used as it is: no path is appended.
       return serve({ server, forwardPath: '' }, request, reply);
     },
@@ -118,14 +146,15 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
   app.route({
     method: [...ALL_METHODS],
     url: '/mcp',
+    onRequest,
     handler: async (request, reply) => {
-      if (!defaultServer) return notFound(reply, 'No default server: use /mcp/:server_name');
+      if (!defaultServer) return notFound(request, reply, 'No default server: use /mcp/:server_name');
       return serve({ server: defaultServer, forwardPath: '' }, request, reply);
     },
   });
 
-  app.all('/*', async (request, reply) => {
-    if (RESERVED.test(request.url)) return notFound(reply, `Not found: ${request.url.split('?')[0]}`);
+  app.route({ method: [...ALL_METHODS], url: '/*', onRequest: authenticator.required ? unlessReserved(authenticate) : undefined, handler: async (request, reply) => {
+    if (RESERVED.test(request.url)) return notFound(request, reply, `Not found: ${request.url.split('?')[0]}`);
     let match;
     try {
       match = router.match(request.url);
@@ -133,9 +162,9 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
       if (err instanceof UnsafePathError) return sendError(reply, new GatewayError('invalid_request', `Bad Request: ${err.message}`));
       throw err;
     }
-    if (!match) return notFound(reply, `No route for path: ${request.url.split('?')[0]}`);
+    if (!match) return notFound(request, reply, `No route for path: ${request.url.split('?')[0]}`);
     return serve(match, request, reply);
-  });
+  } });
 
   return {
     app,

@@ -4,25 +4,34 @@
  * (src/http/errors.ts).
  *
  * The order, and why:
+ *   0. authenticate     an onRequest hook (src/http/auth.ts), before the body is even read: an
+ *                       unauthenticated client costs no parsing and learns nothing about servers.
  *   1. resolve target   the URL names the server (by name or by prefix); an unknown one is a 404
- *                       that lists the available servers, the same list /routes publishes.
- *   2. decode           JSON-RPC envelope checks; bad input is a 4xx and is never forwarded.
- *   3. session          the gateway's own session id; initialize opens one, others must name a
- *                       live one on the same server, or none at all (a plain curl request).
- *   4. forward          each request with its deadline; related messages stream back on the
- *                       same response when the client accepts SSE.
- * Authentication, rate limits, authorization and the audit/metrics record slot in between these
- * (authenticate and rate-limit before decode, authorize after session, record after forward).
+ *                       that lists the servers this identity may reach (src/app.ts).
+ *   2. server access    an identity restricted to some servers gets 403 on the others, whatever
+ *                       the method: it must not reach them at all.
+ *   3. decode           JSON-RPC envelope checks; bad input is a 4xx and is never forwarded.
+ *   4. session          the gateway's own session id; initialize opens one, others must name a
+ *                       live one on the same server opened by the same identity, or none at all
+ *                       (a plain curl request).
+ *   5. authorize        per request, batch elements included: a tools/call of a tool outside the
+ *                       identity's policy is answered with an error here and never forwarded.
+ *   6. forward          each request with its deadline; related messages stream back on the
+ *                       same response when the client accepts SSE. tools/list results are
+ *                       filtered to the identity's tools on the way back.
+ * Rate limits go after authentication, the audit/metrics record after forward.
  */
 import { SUPPORTED_PROTOCOL_VERSIONS } from '@modelcontextprotocol/sdk/types.js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { mayReach, ownerKey, type Identity } from './auth/identity.js';
 import type { ServerConfig } from './config/schema.js';
 import { GatewayError, httpError } from './http/errors.js';
 import { decodeBody, isRequest, type JsonRpcMessage, type JsonRpcRequest } from './jsonrpc/messages.js';
 import type { Gateway } from './mcp/gateway.js';
-import { parseAccept, PostResponse } from './mcp/post-response.js';
+import { parseAccept, PostResponse, type Outcome } from './mcp/post-response.js';
 import type { DownstreamSession } from './mcp/sessions.js';
 import { SseWriter } from './mcp/sse-writer.js';
+import { calledTool, filterToolsList } from './policy/tools.js';
 import { UpstreamError } from './upstreams/errors.js';
 import type { UpstreamSession } from './upstreams/upstream.js';
 
@@ -48,27 +57,42 @@ function header(request: FastifyRequest, name: string): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
 
+/** What every stage after resolution knows: where the request goes and who sent it. */
+export interface Context {
+  gateway: Gateway;
+  target: Target;
+  identity: Identity;
+}
+
 /** POST: the client sends requests, notifications or answers. */
-export async function handlePost(gateway: Gateway, target: Target, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+export async function handlePost(context: Context, request: FastifyRequest, reply: FastifyReply): Promise<void> {
   try {
+    checkServerAccess(context);
     const messages = decode(request);
     const sessionId = header(request, SESSION_HEADER);
     const initialize = messages.messages.find((m): m is JsonRpcRequest => isRequest(m) && m.method === 'initialize');
     if (initialize) {
-      await openSession(gateway, target, initialize, messages.messages.length, sessionId, request, reply);
+      await openSession(context, initialize, messages.messages.length, sessionId, request, reply);
       return;
     }
     checkProtocolVersion(request);
-    const session = sessionId === undefined ? undefined : findSession(gateway, target, sessionId);
+    const session = sessionId === undefined ? undefined : findSession(context, sessionId);
     session?.touch();
-    await exchange(gateway, target, session, messages, request, reply, true);
+    await exchange(context, session, messages, request, reply, true);
   } catch (err) {
     if (err instanceof GatewayError) sendError(reply, err);
     else throw err;
   }
 }
 
-/** Stage 2: the body as JSON-RPC messages. */
+/** Stage 2: an identity limited to some servers reaches no other. */
+function checkServerAccess({ target, identity }: Context): void {
+  if (!mayReach(identity, target.server.name)) {
+    throw new GatewayError('server_forbidden', `Forbidden: identity "${identity.id}" may not use server "${target.server.name}"`);
+  }
+}
+
+/** Stage 3: the body as JSON-RPC messages. */
 function decode(request: FastifyRequest): { messages: JsonRpcMessage[]; batch: boolean } {
   const contentType = header(request, 'content-type');
   if (contentType !== undefined && !JSON_LIKE.test(contentType)) {
@@ -92,18 +116,20 @@ function checkProtocolVersion(request: FastifyRequest): void {
   }
 }
 
-/** Stage 3: the session named by Mcp-Session-Id, on the server the URL names. */
-function findSession(gateway: Gateway, target: Target, sessionId: string): DownstreamSession {
+/**
+ * Stage 4: the session named by Mcp-Session-Id, on the server the URL names, opened by the same
+ * identity: a session id seen by someone else is of no use to them.
+ */
+function findSession({ gateway, target, identity }: Context, sessionId: string): DownstreamSession {
   const session = gateway.sessions.get(sessionId);
-  if (!session || session.server !== target.server.name) {
+  if (!session || session.server !== target.server.name || session.owner !== ownerKey(identity)) {
     throw new GatewayError('session_not_found', 'Session not found: start a new session with initialize');
   }
   return session;
 }
 
 async function openSession(
-  gateway: Gateway,
-  target: Target,
+  { gateway, target, identity }: Context,
   initialize: JsonRpcRequest,
   count: number,
   sessionId: string | undefined,
@@ -114,22 +140,34 @@ async function openSession(
   if (sessionId !== undefined) {
     throw new GatewayError('invalid_request', 'Invalid Request: initialize opens a new session; send it without Mcp-Session-Id', initialize.id);
   }
-  const { response, session } = await gateway.initialize(target.server, target.forwardPath, initialize);
+  const { response, session } = await gateway.initialize(target.server, target.forwardPath, initialize, ownerKey(identity));
   const headers: Record<string, string> = session ? { [SESSION_HEADER]: session.id } : {};
   const post = new PostResponse(reply, parseAccept(header(request, 'accept')), headers);
   post.finish([{ response, status: 200, cancelled: false }], false);
 }
 
-/** Stage 4: notifications and answers are relayed; requests are forwarded and answered. */
+/** Stage 5: a tools/call of a tool the identity may not use is answered here, never forwarded. */
+function authorize(identity: Identity, request: JsonRpcRequest): GatewayError | undefined {
+  const tool = calledTool(request);
+  if (tool === undefined || identity.tools.allows(tool)) return undefined;
+  return new GatewayError('tool_forbidden', `Forbidden: identity "${identity.id}" may not call tool ${JSON.stringify(tool)}`, request.id);
+}
+
+function refusal(error: GatewayError): Outcome {
+  const { status, body } = httpError(error);
+  return { response: body, status, cancelled: false };
+}
+
+/** Stage 6: notifications and answers are relayed; requests are authorized, forwarded and answered. */
 async function exchange(
-  gateway: Gateway,
-  target: Target,
+  context: Context,
   session: DownstreamSession | undefined,
   decoded: { messages: JsonRpcMessage[]; batch: boolean },
   request: FastifyRequest,
   reply: FastifyReply,
   retry: boolean,
 ): Promise<void> {
+  const { gateway, target, identity } = context;
   let upstream: UpstreamSession;
   try {
     upstream = session ? session.upstream : await gateway.sharedSession(target.server, target.forwardPath);
@@ -148,26 +186,34 @@ async function exchange(
   }
   const headers: Record<string, string> = session ? { [SESSION_HEADER]: session.id } : {};
   const post = new PostResponse(reply, parseAccept(header(request, 'accept')), headers);
-  const outcomes = await Promise.all(requests.map((r) => gateway.forward(r, upstream, session, post)));
+  const outcomes = await Promise.all(
+    requests.map(async (r) => {
+      const refused = authorize(identity, r);
+      if (refused) return refusal(refused);
+      const outcome = await gateway.forward(r, upstream, session, post);
+      return r.method === 'tools/list' ? { ...outcome, response: filterToolsList(identity.tools, outcome.response) } : outcome;
+    }),
+  );
   // The gateway's own shared session expired upstream: open a new one and try once more (unless
   // something was already streamed to the client: a second answer cannot follow on that response).
   if (!session && retry && !post.streaming && outcomes.every((o) => o.status === 404)) {
     gateway.dropSharedSession(target.server, target.forwardPath, upstream);
-    await exchange(gateway, target, session, { messages: requests, batch: decoded.batch }, request, reply, false);
+    await exchange(context, session, { messages: requests, batch: decoded.batch }, request, reply, false);
     return;
   }
   post.finish(outcomes, decoded.batch);
 }
 
 /** GET: the client opens the standalone stream of server-to-client messages. */
-export function handleGet(gateway: Gateway, target: Target, request: FastifyRequest, reply: FastifyReply): void {
+export function handleGet(context: Context, request: FastifyRequest, reply: FastifyReply): void {
   try {
+    checkServerAccess(context);
     const sessionId = header(request, SESSION_HEADER);
     if (sessionId === undefined) throw new GatewayError('session_required', 'Bad Request: Mcp-Session-Id header is required');
     if (!parseAccept(header(request, 'accept')).sse) {
       throw new GatewayError('not_acceptable', 'Not Acceptable: the client must accept text/event-stream');
     }
-    const session = findSession(gateway, target, sessionId);
+    const session = findSession(context, sessionId);
     if (session.eventStream?.open) throw new GatewayError('stream_conflict', 'Conflict: only one stream is allowed per session');
     reply.hijack();
     session.attachEventStream(new SseWriter(reply.raw, { [SESSION_HEADER]: session.id }, { keepalive: true }));
@@ -178,12 +224,13 @@ export function handleGet(gateway: Gateway, target: Target, request: FastifyRequ
 }
 
 /** DELETE: the client ends its session. */
-export async function handleDelete(gateway: Gateway, target: Target, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+export async function handleDelete(context: Context, request: FastifyRequest, reply: FastifyReply): Promise<void> {
   try {
+    checkServerAccess(context);
     const sessionId = header(request, SESSION_HEADER);
     if (sessionId === undefined) throw new GatewayError('session_required', 'Bad Request: Mcp-Session-Id header is required');
-    const session = findSession(gateway, target, sessionId);
-    await gateway.sessions.close(session, 'client DELETE');
+    const session = findSession(context, sessionId);
+    await context.gateway.sessions.close(session, 'client DELETE');
     void reply.code(200).send();
   } catch (err) {
     if (err instanceof GatewayError) sendError(reply, err);

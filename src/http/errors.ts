@@ -17,6 +17,11 @@ export type GatewayErrorKind =
   | 'unsupported_protocol_version'
   | 'stream_conflict'
   | 'too_many_sessions'
+  | 'unauthenticated'
+  | 'auth_throttled'
+  | 'auth_unavailable'
+  | 'server_forbidden'
+  | 'tool_forbidden'
   | 'internal'
   | UpstreamErrorKind;
 
@@ -65,6 +70,18 @@ function statusAndCode(kind: GatewayErrorKind): { status: number; code: number }
       return { status: 409, code: ErrorCode.InvalidRequest };
     case 'too_many_sessions':
       return { status: 503, code: ErrorCode.UpstreamError };
+    case 'unauthenticated':
+      return { status: 401, code: ErrorCode.Unauthorized };
+    case 'auth_throttled':
+      return { status: 429, code: ErrorCode.Unauthorized };
+    case 'auth_unavailable':
+      return { status: 503, code: ErrorCode.Unauthorized };
+    case 'server_forbidden':
+      return { status: 403, code: ErrorCode.Forbidden };
+    case 'tool_forbidden':
+      // 200: the refusal is the answer to one JSON-RPC request (maybe one of a batch), and a
+      // client shows it like any other error instead of failing the whole HTTP exchange.
+      return { status: 200, code: ErrorCode.Forbidden };
     case 'internal':
       return { status: 500, code: ErrorCode.InternalError };
     case 'connect':

@@ -1,9 +1,12 @@
 /**
- * Liveness, readiness and the route table. All unauthenticated: they expose server names,
- * prefixes, transports and health, never urls, commands or credentials.
+ * Liveness, readiness and the route table. Unauthenticated by default: they expose server names,
+ * prefixes, transports and health, never urls, commands or credentials. `[auth] protect_routes`
+ * puts /routes behind authentication, and then it lists only the servers the caller may reach.
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, onRequestAsyncHookHandler } from 'fastify';
+import { mayReach } from '../auth/identity.js';
 import type { Gateway } from '../mcp/gateway.js';
+import { identityOf } from './auth.js';
 
 export interface Lifecycle {
   /** Every upstream has been started once. */
@@ -27,7 +30,7 @@ function serverHealth(gateway: Gateway) {
   });
 }
 
-export function registerHealthRoutes(app: FastifyInstance, gateway: Gateway, lifecycle: Lifecycle): void {
+export function registerHealthRoutes(app: FastifyInstance, gateway: Gateway, lifecycle: Lifecycle, protectRoutes?: onRequestAsyncHookHandler): void {
   app.get('/health', async () => ({ status: 'ok' }));
   app.get('/live', async () => ({ status: 'ok' }));
   app.get('/ready', async (_request, reply) => {
@@ -43,5 +46,8 @@ export function registerHealthRoutes(app: FastifyInstance, gateway: Gateway, lif
     void reply.code(ready ? 200 : 503);
     return { status: ready ? 'ready' : 'not_ready', ...(reason ? { reason } : {}), servers };
   });
-  app.get('/routes', async () => ({ routes: serverHealth(gateway) }));
+  app.get('/routes', { ...(protectRoutes ? { onRequest: protectRoutes } : {}) }, async (request) => {
+    const identity = identityOf(request);
+    return { routes: serverHealth(gateway).filter((s) => mayReach(identity, s.name)) };
+  });
 }

@@ -53,6 +53,10 @@ export const ErrorCode = {
   SessionNotFound: -32001,
   /** The upstream did not answer within the server's timeout (gateway-defined). */
   UpstreamTimeout: -32002,
+  /** No or bad credentials (gateway-defined; sent with HTTP 401, 429 or 503). */
+  Unauthorized: -32010,
+  /** The identity may not use this server or tool (gateway-defined). */
+  Forbidden: -32011,
   /** The request was cancelled (gateway-defined, sent only to a client that is still waiting). */
   RequestCancelled: -32800,
 } as const;

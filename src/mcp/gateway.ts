@@ -75,8 +75,8 @@ export class Gateway {
     ]);
   }
 
-  /** Opens a downstream session for a client's initialize. */
-  async initialize(server: ServerConfig, forwardPath: string, request: JsonRpcRequest): Promise<{ response: JsonRpcResponse; session?: DownstreamSession }> {
+  /** Opens a downstream session for a client's initialize, owned by one identity (see ownerKey). */
+  async initialize(server: ServerConfig, forwardPath: string, request: JsonRpcRequest, owner: string): Promise<{ response: JsonRpcResponse; session?: DownstreamSession }> {
     if (this.sessions.full) throw new GatewayError('too_many_sessions', 'Too many sessions; try again later', request.id);
     let session: DownstreamSession | undefined;
     const handlers: SessionHandlers = {
@@ -99,7 +99,7 @@ export class Gateway {
       return { response };
     }
     const version = typeof response.result['protocolVersion'] === 'string' ? response.result['protocolVersion'] : '';
-    session = new DownstreamSession(server.name, upstream, version);
+    session = new DownstreamSession(server.name, upstream, version, owner);
     this.sessions.add(session);
     this.log.debug({ sessionId: session.id, server: server.name }, 'session opened');
     return { response, session };

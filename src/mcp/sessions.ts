@@ -38,6 +38,8 @@ export class DownstreamSession {
     readonly server: string,
     readonly upstream: UpstreamSession,
     readonly protocolVersion: string,
+    /** The identity that opened it (ownerKey): only that identity may use it. */
+    readonly owner: string,
   ) {}
 
   touch(): void {

@@ -141,8 +141,10 @@ describe('validate', () => {
   it('there are examples', () => {
     expect(examples.length).toBeGreaterThan(0);
   });
+  // What the examples' comments tell a user to export: the key_hash `mcp-guard keygen` printed.
+  const exampleEnv = { DEVELOPER_KEY_HASH: '$argon2id$v=19$m=65536,p=4,t=3$U2T/xu0/ijRPasifnWFRLQ$LuqUxd0bHsdJrOeJQHER9v0bjc4E73eeCjOvK/Q18iI' };
   it.each(examples)('examples/%s validates', async (file) => {
-    const r = await runCli(['validate', '-c', join('examples', file)], { cwd: ROOT });
+    const r = await runCli(['validate', '-c', join('examples', file)], { cwd: ROOT, env: exampleEnv });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/: valid \(\d+ servers?: /);
   });

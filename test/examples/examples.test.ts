@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { EverythingServer } from '../helpers/everything.js';
 import { curlPost, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { JwksServer } from '../helpers/jwks-server.js';
 
 const example = (name: string) => readFileSync(new URL(`../../examples/${name}`, import.meta.url), 'utf8');
 const servers: EverythingServer[] = [];
@@ -23,8 +24,8 @@ async function everything(transport: 'streamableHttp' | 'sse'): Promise<Everythi
   return server;
 }
 
-async function toolCount(gw: RunningGateway, name: string): Promise<number> {
-  const res = await curlPost(`${gw.url}/mcp/${name}`, { jsonrpc: '2.0', method: 'tools/list', id: 1 });
+async function toolCount(gw: RunningGateway, name: string, token?: string): Promise<number> {
+  const res = await curlPost(`${gw.url}/mcp/${name}`, { jsonrpc: '2.0', method: 'tools/list', id: 1 }, token ? { authorization: `Bearer ${token}` } : {});
   expect(res.status, `${name}: ${res.text}`).toBe(200);
   return (res.json.result.tools as unknown[]).length;
 }
@@ -53,20 +54,32 @@ describe('examples/', () => {
     expect(viaStream.json.result.tools.length).toBeGreaterThan(5);
   });
 
-  it('microservices.toml: three HTTP services, each with its own headers', async () => {
+  it('microservices.toml: three HTTP services, each with its own headers, behind JWTs from a JWKS', async () => {
     const [users, orders, inventory] = await Promise.all([everything('streamableHttp'), everything('streamableHttp'), everything('streamableHttp')]);
-    const gw = await startGateway(example('microservices.toml'), {
-      env: { USERS_URL: users.url, ORDERS_URL: orders.url, INVENTORY_URL: inventory.url, INVENTORY_TOKEN: 'inventory-secret-token' },
-    });
-    gateways.push(gw);
-    for (const name of ['users', 'orders', 'inventory']) expect(await toolCount(gw, name)).toBeGreaterThan(5);
-    expect(gw.logs.join('\n')).not.toContain('inventory-secret-token');
+    const jwks = await JwksServer.start();
+    try {
+      const { kid } = await jwks.addKey('RS256');
+      const gw = await startGateway(example('microservices.toml'), {
+        env: { USERS_URL: users.url, ORDERS_URL: orders.url, INVENTORY_URL: inventory.url, INVENTORY_TOKEN: 'inventory-secret-token', JWKS_URL: jwks.url, JWT_ISSUER: jwks.issuer },
+      });
+      gateways.push(gw);
+      expect((await curlPost(`${gw.url}/mcp/users`, { jsonrpc: '2.0', method: 'tools/list', id: 1 })).status).toBe(401);
+      const token = await jwks.sign({ sub: 'svc' }, { kid, issuer: jwks.issuer, audience: 'mcp-guard' });
+      for (const name of ['users', 'orders', 'inventory']) expect(await toolCount(gw, name, token)).toBeGreaterThan(5);
+      expect(gw.logs.join('\n')).not.toContain('inventory-secret-token');
+      await gw.stop();
+    } finally {
+      await jwks.stop();
+    }
   });
 
-  it('two-stdio-servers.toml validates (its server-memory comes from the registry at run time)', async () => {
+  it('two-stdio-servers.toml validates with the hash keygen printed (its server-memory comes from the registry at run time)', async () => {
     const { parseConfig } = await import('../../src/config/load.js');
-    const config = parseConfig(example('two-stdio-servers.toml'), { env: {} });
+    const { generateApiKey, hashApiKey } = await import('../../src/auth/key-format.js');
+    const hash = await hashApiKey(generateApiKey().key);
+    const config = parseConfig(example('two-stdio-servers.toml'), { env: { DEVELOPER_KEY_HASH: hash } });
     expect(config.servers.map((s) => s.name)).toEqual(['filesystem', 'memory']);
+    expect(config.auth?.api_keys).toEqual([{ id: 'developer', key_hash: hash }]);
     expect(config.warnings.join(' ')).toMatch(/ignored/);
   });
 });

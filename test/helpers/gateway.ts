@@ -3,7 +3,7 @@
  * tests can assert on it (and scan it for secrets).
  */
 import { Writable } from 'node:stream';
-import { buildApp, type App } from '../../src/app.js';
+import { buildApp, type App, type AppOptions } from '../../src/app.js';
 import { parseConfig } from '../../src/config/load.js';
 import { createLogger } from '../../src/observability/logger.js';
 
@@ -18,7 +18,10 @@ export interface RunningGateway {
   stop(): Promise<void>;
 }
 
-export async function startGateway(toml: string, options: { env?: Record<string, string | undefined>; waitReady?: boolean } = {}): Promise<RunningGateway> {
+export async function startGateway(
+  toml: string,
+  options: { env?: Record<string, string | undefined>; waitReady?: boolean; auth?: AppOptions['auth'] } = {},
+): Promise<RunningGateway> {
   const config = parseConfig(toml, { env: options.env ?? {} });
   config.server.host = '127.0.0.1';
   config.server.port = 0;
@@ -29,7 +32,7 @@ export async function startGateway(toml: string, options: { env?: Record<string,
       done();
     },
   });
-  const app = buildApp(config, { logger: createLogger({ level: 'debug', destination }) });
+  const app = buildApp(config, { logger: createLogger({ level: 'debug', destination }), ...(options.auth ? { auth: options.auth } : {}) });
   const address = await app.app.listen({ host: '127.0.0.1', port: 0 });
   if (options.waitReady !== false) await app.start();
   else void app.start();

@@ -1,7 +1,9 @@
 /**
  * A tiny MCP server on node:http that records every request's headers, for asserting what the
  * gateway puts on the wire (configured credentials in, client credentials out). It answers just
- * enough of the protocol for a client to connect and list tools: initialize, ping, tools/list.
+ * enough of the protocol for a client to connect, list tools (optionally many, paginated) and call
+ * them: initialize, ping, tools/list, tools/call. It also records the JSON-RPC method and tool of
+ * each POST.
  * Everything else in the end-to-end tests uses the real server-everything.
  */
 import { randomUUID } from 'node:crypto';
@@ -12,6 +14,17 @@ export interface RecordedRequest {
   method: string;
   url: string;
   headers: IncomingHttpHeaders;
+  /** The JSON-RPC method of a POST body, when it had one. */
+  rpcMethod?: string;
+  /** The tool of a tools/call. */
+  tool?: string;
+}
+
+export interface RecordingOptions {
+  /** The tools it offers (default: one tool named "recorded"). */
+  tools?: string[];
+  /** tools/list pages of this many tools, linked by nextCursor (default: one page). */
+  pageSize?: number;
 }
 
 export interface RecordingUpstream {
@@ -25,7 +38,7 @@ export interface RecordingUpstream {
 
 type Message = { jsonrpc: '2.0'; id?: string | number; method?: string; params?: Record<string, unknown> };
 
-function answer(message: Message): object | undefined {
+function answer(message: Message, options: RecordingOptions): object | undefined {
   if (message.id === undefined || message.method === undefined) return undefined;
   switch (message.method) {
     case 'initialize':
@@ -38,8 +51,15 @@ function answer(message: Message): object | undefined {
           serverInfo: { name: 'recording-upstream', version: '1.0.0' },
         },
       };
-    case 'tools/list':
-      return { jsonrpc: '2.0', id: message.id, result: { tools: [{ name: 'recorded', inputSchema: { type: 'object' } }] } };
+    case 'tools/list': {
+      const names = options.tools ?? ['recorded'];
+      const start = Number(message.params?.['cursor'] ?? 0);
+      const end = options.pageSize ? start + options.pageSize : names.length;
+      const tools = names.slice(start, end).map((name) => ({ name, inputSchema: { type: 'object' } }));
+      return { jsonrpc: '2.0', id: message.id, result: { tools, ...(end < names.length ? { nextCursor: String(end) } : {}) } };
+    }
+    case 'tools/call':
+      return { jsonrpc: '2.0', id: message.id, result: { content: [{ type: 'text', text: `called ${String(message.params?.['name'])}` }] } };
     case 'ping':
       return { jsonrpc: '2.0', id: message.id, result: {} };
     default:
@@ -53,17 +73,24 @@ async function body(req: import('node:http').IncomingMessage): Promise<Message> 
   return JSON.parse(text) as Message;
 }
 
-export async function startRecordingUpstream(transport: 'http' | 'sse'): Promise<RecordingUpstream> {
+export async function startRecordingUpstream(transport: 'http' | 'sse', options: RecordingOptions = {}): Promise<RecordingUpstream> {
   const requests: RecordedRequest[] = [];
   const streams = new Map<string, ServerResponse>();
+  const read = async (req: import('node:http').IncomingMessage, record: RecordedRequest): Promise<Message> => {
+    const message = await body(req);
+    if (message.method) record.rpcMethod = message.method;
+    if (message.method === 'tools/call') record.tool = String(message.params?.['name']);
+    return message;
+  };
   const server = createServer((req, res) => {
-    requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
+    const record: RecordedRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers };
+    requests.push(record);
     void (async () => {
       if (transport === 'http') {
         if (req.method === 'GET') return void res.writeHead(405).end();
         if (req.method === 'DELETE') return void res.writeHead(200).end();
-        const message = await body(req);
-        const reply = answer(message);
+        const message = await read(req, record);
+        const reply = answer(message, options);
         if (!reply) return void res.writeHead(202).end();
         const headers: Record<string, string> = { 'content-type': 'application/json' };
         if (message.method === 'initialize') headers['mcp-session-id'] = randomUUID();
@@ -81,7 +108,7 @@ export async function startRecordingUpstream(transport: 'http' | 'sse'): Promise
       }
       const stream = streams.get(url.searchParams.get('sessionId') ?? '');
       if (req.method !== 'POST' || !stream) return void res.writeHead(404).end();
-      const reply = answer(await body(req));
+      const reply = answer(await read(req, record), options);
       res.writeHead(202).end();
       if (reply) stream.write(`event: message\ndata: ${JSON.stringify(reply)}\n\n`);
     })().catch(() => res.writeHead(500).end());

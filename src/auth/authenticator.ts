@@ -1,0 +1,135 @@
+/**
+ * Authentication: from an `Authorization: Bearer ...` header to an Identity, or to a refusal that
+ * says why (for the log and audit line only; the client always sees the same 401).
+ *
+ * API keys (`mcp_...`) go to the ApiKeyVerifier, JWT-shaped tokens to the JwtVerifier. Both
+ * verifiers are built once, with the identities of the configured keys.
+ */
+import type { AuthConfig } from '../config/schema.js';
+import { ToolPolicy } from '../policy/tools.js';
+import { ApiKeyVerifier, type ApiKeyVerifierOptions } from './api-keys.js';
+import { FailureLimiter } from './failure-limiter.js';
+import { ANONYMOUS, type AuthProvider, type Identity } from './identity.js';
+import { JwtVerifier, type JwtIdentityClaims, type JwtVerifierOptions } from './jwt.js';
+
+export type AuthOutcome =
+  | { ok: true; identity: Identity }
+  | {
+      ok: false;
+      /** unauthenticated: 401; throttled: too many failures from this address (429); busy: no verification capacity (503). */
+      kind: 'unauthenticated' | 'throttled' | 'busy';
+      /** Why, for the operator: never contains the credential. */
+      reason: string;
+      /** Which verifier refused it, when one was reached. */
+      provider?: AuthProvider;
+      /** Seconds after which trying again makes sense (throttled, busy). */
+      retryAfter?: number;
+      /** True when a credential was sent (RFC 6750: error="invalid_token" only then). */
+      credentialSent: boolean;
+    };
+
+export interface AuthenticatorOptions {
+  apiKeys?: ApiKeyVerifierOptions;
+  jwt?: JwtVerifierOptions;
+  now?: () => number;
+}
+
+/** Distinct scope sets remembered with their compiled tool policy. */
+const MAX_CACHED_SCOPE_SETS = 1_000;
+
+export class Authenticator {
+  /** False when [auth] is not configured: every caller is ANONYMOUS. */
+  readonly required: boolean;
+  private readonly apiKeys: ApiKeyVerifier | undefined;
+  private readonly jwt: JwtVerifier | undefined;
+  private readonly keyIdentities = new Map<string, Identity>();
+  private readonly scopePolicies = new Map<string, ToolPolicy>();
+  private readonly failures: FailureLimiter;
+
+  constructor(
+    private readonly config: AuthConfig | undefined,
+    options: AuthenticatorOptions = {},
+  ) {
+    this.required = config !== undefined;
+    const keys = config?.api_keys ?? [];
+    if (keys.length > 0) {
+      this.apiKeys = new ApiKeyVerifier(keys, options.apiKeys);
+      for (const key of keys) {
+        this.keyIdentities.set(key.id, {
+          id: key.id,
+          provider: 'api_key',
+          tools: ToolPolicy.fromPatterns(key.allowed_tools),
+          servers: key.servers ? new Set(key.servers) : undefined,
+          scopes: [],
+        });
+      }
+    }
+    if (config?.jwt) this.jwt = new JwtVerifier(config.jwt, options.jwt);
+    this.failures = new FailureLimiter(config?.max_failures_per_minute ?? 30, options.now);
+  }
+
+  /** The identity behind an Authorization header, from a client address. Never throws. */
+  async authenticate(authorization: string | undefined, address: string): Promise<AuthOutcome> {
+    if (!this.required) return { ok: true, identity: ANONYMOUS };
+    const token = bearerToken(authorization);
+    if (token === undefined) {
+      const reason = authorization === undefined ? 'no credentials' : 'Authorization is not a Bearer token';
+      return { ok: false, kind: 'unauthenticated', reason, credentialSent: authorization !== undefined };
+    }
+    const useJwt = this.jwt !== undefined && (this.apiKeys === undefined || (!token.startsWith('mcp_') && JwtVerifier.looksLikeJwt(token)));
+    const provider: AuthProvider = useJwt ? 'jwt' : 'api_key';
+
+    // A known-good API key is checked by digest only, so an address that is throttled for
+    // failures (a NAT shared with a key guesser) can still use it.
+    const blocked = this.failures.blockedFor(address);
+    if (blocked > 0 && !(provider === 'api_key' && this.apiKeys?.isCached(token))) {
+      return { ok: false, kind: 'throttled', reason: 'too many failed attempts from this address', provider, retryAfter: blocked, credentialSent: true };
+    }
+
+    if (provider === 'api_key' && this.apiKeys) {
+      const result = await this.apiKeys.verify(token);
+      if (result.ok) return { ok: true, identity: this.keyIdentities.get(result.key.id) as Identity };
+      if (result.reason === 'busy') {
+        return { ok: false, kind: 'busy', reason: 'too many key verifications in progress', provider, retryAfter: 1, credentialSent: true };
+      }
+      this.failures.fail(address);
+      return { ok: false, kind: 'unauthenticated', reason: `api key: ${result.reason.replace(/_/g, ' ')}`, provider, credentialSent: true };
+    }
+    const result = await (this.jwt as JwtVerifier).verify(token);
+    if (result.ok) return { ok: true, identity: this.jwtIdentity(result.claims) };
+    // The key set being unreachable is the gateway's problem, not the caller's fault.
+    if (result.reason !== 'keys_unavailable') this.failures.fail(address);
+    const detail = result.detail ? ` (${result.detail})` : '';
+    return { ok: false, kind: 'unauthenticated', reason: `jwt: ${result.reason.replace(/_/g, ' ')}${detail}`, provider, credentialSent: true };
+  }
+
+  private jwtIdentity(claims: JwtIdentityClaims): Identity {
+    return {
+      id: claims.subject,
+      provider: 'jwt',
+      tools: this.policyForScopes(claims.scopes),
+      servers: claims.servers ? new Set(claims.servers) : undefined,
+      scopes: claims.scopes,
+    };
+  }
+
+  private policyForScopes(scopes: readonly string[]): ToolPolicy {
+    const mapping = this.config?.jwt?.scope_tool_mapping;
+    if (mapping === undefined) return ToolPolicy.ALL;
+    const key = scopes.join(' ');
+    let policy = this.scopePolicies.get(key);
+    if (!policy) {
+      policy = ToolPolicy.fromScopes(scopes, mapping);
+      if (this.scopePolicies.size >= MAX_CACHED_SCOPE_SETS) this.scopePolicies.clear();
+      this.scopePolicies.set(key, policy);
+    }
+    return policy;
+  }
+}
+
+/** The token of `Authorization: Bearer <token>` (scheme case-insensitive, RFC 7235), or undefined. */
+export function bearerToken(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  const match = /^Bearer[ ]+([^\s]+)[ ]*$/i.exec(header);
+  return match?.[1];
+}

@@ -1,0 +1,97 @@
+/**
+ * Which tools an identity may see and call: pure functions over tool names, built once from the
+ * config (API keys) or once per scope (JWT), so that a request only pays for a Set lookup or one
+ * precompiled regular expression.
+ */
+import type { JsonRpcRequest, JsonRpcResponse } from '../jsonrpc/messages.js';
+
+/** Turns `read_*` / `get_?` into an anchored regular expression source. */
+function globSource(glob: string): string {
+  let source = '';
+  for (const char of glob) {
+    if (char === '*') source += '.*';
+    else if (char === '?') source += '.';
+    else source += char.replace(/[.+^${}()|[\]\\/-]/g, '\\$&');
+  }
+  return source;
+}
+
+/** A set of allowed tool names: everything, nothing, or names and globs. */
+export class ToolPolicy {
+  /** Every tool. */
+  static readonly ALL = new ToolPolicy(true, new Set(), undefined);
+  /** No tool at all. */
+  static readonly NONE = new ToolPolicy(false, new Set(), undefined);
+
+  private constructor(
+    /** True when every tool is allowed. */
+    readonly all: boolean,
+    private readonly names: ReadonlySet<string>,
+    private readonly pattern: RegExp | undefined,
+  ) {}
+
+  /**
+   * From `allowed_tools`: absent or empty = every tool (as in the earlier gateway); `"*"` also
+   * means every tool; other entries are exact names or globs (`*` any run, `?` one character).
+   */
+  static fromPatterns(patterns: readonly string[] | undefined): ToolPolicy {
+    if (patterns === undefined || patterns.length === 0) return ToolPolicy.ALL;
+    return ToolPolicy.compile(patterns);
+  }
+
+  /**
+   * From JWT scopes and `scope_tool_mapping`: no mapping = every tool; otherwise the union of the
+   * tools of the scopes the token has, every tool if one of them maps to "*", none if the token
+   * has no mapped scope.
+   */
+  static fromScopes(scopes: readonly string[], mapping: ScopeToolMapping | undefined): ToolPolicy {
+    if (mapping === undefined) return ToolPolicy.ALL;
+    const patterns: string[] = [];
+    for (const scope of scopes) {
+      if (!Object.hasOwn(mapping, scope)) continue;
+      patterns.push(...(mapping[scope] ?? []));
+    }
+    return patterns.length === 0 ? ToolPolicy.NONE : ToolPolicy.compile(patterns);
+  }
+
+  private static compile(patterns: readonly string[]): ToolPolicy {
+    if (patterns.includes('*')) return ToolPolicy.ALL;
+    const names = new Set<string>();
+    const globs: string[] = [];
+    for (const p of patterns) {
+      if (p.includes('*') || p.includes('?')) globs.push(globSource(p));
+      else names.add(p);
+    }
+    return new ToolPolicy(false, names, globs.length > 0 ? new RegExp(`^(?:${globs.join('|')})$`, 's') : undefined);
+  }
+
+  allows(tool: string): boolean {
+    return this.all || this.names.has(tool) || (this.pattern?.test(tool) ?? false);
+  }
+}
+
+/** `[auth.jwt.scope_tool_mapping]`: scope -> tool names or globs. */
+export type ScopeToolMapping = Readonly<Record<string, readonly string[] | undefined>>;
+
+/** The tool a `tools/call` request names, or undefined for any other request. */
+export function calledTool(request: JsonRpcRequest): string | undefined {
+  if (request.method !== 'tools/call') return undefined;
+  const name = request.params?.['name'];
+  return typeof name === 'string' ? name : '';
+}
+
+/**
+ * Removes the tools the policy does not allow from a `tools/list` result, in place of the
+ * response (a new object; the upstream's is not changed). `nextCursor` is kept, so a client
+ * paging through a long list still gets every allowed tool, page by page.
+ */
+export function filterToolsList(policy: ToolPolicy, response: JsonRpcResponse): JsonRpcResponse {
+  if (policy.all || !('result' in response)) return response;
+  const tools = response.result['tools'];
+  if (!Array.isArray(tools)) return response;
+  const allowed = tools.filter((tool: unknown) => {
+    const name = typeof tool === 'object' && tool !== null ? (tool as { name?: unknown }).name : undefined;
+    return typeof name === 'string' && policy.allows(name);
+  });
+  return { ...response, result: { ...response.result, tools: allowed } };
+}
