@@ -5,6 +5,7 @@
  * API keys (`mcp_...`) go to the ApiKeyVerifier, JWT-shaped tokens to the JwtVerifier. Both
  * verifiers are built once, with the identities of the configured keys.
  */
+import { createHash } from 'node:crypto';
 import type { AuthConfig } from '../config/schema.js';
 import { ToolPolicy } from '../policy/tools.js';
 import { ApiKeyVerifier, type ApiKeyVerifierOptions } from './api-keys.js';
@@ -36,6 +37,10 @@ export interface AuthenticatorOptions {
 
 /** Distinct scope sets remembered with their compiled tool policy. */
 const MAX_CACHED_SCOPE_SETS = 1_000;
+/** Verified JWTs remembered (by digest), so that a client reusing its token pays one signature check per minute. */
+const MAX_CACHED_TOKENS = 10_000;
+/** How long a verified JWT is trusted without checking it again (never beyond its exp). */
+const TOKEN_CACHE_MS = 60_000;
 
 export class Authenticator {
   /** False when [auth] is not configured: every caller is ANONYMOUS. */
@@ -44,7 +49,10 @@ export class Authenticator {
   private readonly jwt: JwtVerifier | undefined;
   private readonly keyIdentities = new Map<string, Identity>();
   private readonly scopePolicies = new Map<string, ToolPolicy>();
+  /** Verified JWTs by SHA-256 of the token (never the token), least recently used first. */
+  private readonly verifiedTokens = new Map<string, { identity: Identity; until: number }>();
   private readonly failures: FailureLimiter;
+  private readonly now: () => number;
 
   constructor(
     private readonly config: AuthConfig | undefined,
@@ -65,7 +73,8 @@ export class Authenticator {
       }
     }
     if (config?.jwt) this.jwt = new JwtVerifier(config.jwt, options.jwt);
-    this.failures = new FailureLimiter(config?.max_failures_per_minute ?? 30, options.now);
+    this.now = options.now ?? Date.now;
+    this.failures = new FailureLimiter(config?.max_failures_per_minute ?? 30, this.now);
   }
 
   /** The identity behind an Authorization header, from a client address. Never throws. */
@@ -95,12 +104,36 @@ export class Authenticator {
       this.failures.fail(address);
       return { ok: false, kind: 'unauthenticated', reason: `api key: ${result.reason.replace(/_/g, ' ')}`, provider, credentialSent: true };
     }
+    const digest = createHash('sha256').update(token).digest('base64');
+    const known = this.verifiedTokens.get(digest);
+    if (known && known.until > this.now()) {
+      this.verifiedTokens.delete(digest);
+      this.verifiedTokens.set(digest, known);
+      return { ok: true, identity: known.identity };
+    }
     const result = await (this.jwt as JwtVerifier).verify(token);
-    if (result.ok) return { ok: true, identity: this.jwtIdentity(result.claims) };
+    if (result.ok) {
+      const identity = this.jwtIdentity(result.claims);
+      this.rememberToken(digest, identity, Math.min(result.claims.expiresAt, this.now() + TOKEN_CACHE_MS));
+      return { ok: true, identity };
+    }
     // The key set being unreachable is the gateway's problem, not the caller's fault.
     if (result.reason !== 'keys_unavailable') this.failures.fail(address);
     const detail = result.detail ? ` (${result.detail})` : '';
     return { ok: false, kind: 'unauthenticated', reason: `jwt: ${result.reason.replace(/_/g, ' ')}${detail}`, provider, credentialSent: true };
+  }
+
+  /**
+   * A verified token is trusted for a minute at most, and never past its exp: a key removed from
+   * the JWKS stops admitting its tokens within that minute.
+   */
+  private rememberToken(digest: string, identity: Identity, until: number): void {
+    this.verifiedTokens.delete(digest);
+    this.verifiedTokens.set(digest, { identity, until });
+    if (this.verifiedTokens.size > MAX_CACHED_TOKENS) {
+      const oldest = this.verifiedTokens.keys().next().value;
+      if (oldest !== undefined) this.verifiedTokens.delete(oldest);
+    }
   }
 
   private jwtIdentity(claims: JwtIdentityClaims): Identity {

@@ -30,6 +30,8 @@ export interface JwtIdentityClaims {
    * reaches no server). undefined when no servers_claim is configured (every server).
    */
   servers: string[] | undefined;
+  /** `exp` in milliseconds since the epoch: until when the token is valid. */
+  expiresAt: number;
 }
 
 /** Why a token was refused. Stable: these are logged and counted. */
@@ -204,7 +206,8 @@ export class JwtVerifier {
         return { ok: false, reason: 'invalid_claims', detail: `"${config.servers_claim}" must be a space-separated string or an array of strings` };
       }
     }
-    return { ok: true, claims: { subject, scopes, servers } };
+    // exp is a required claim and jose has checked that it is a number in the future.
+    return { ok: true, claims: { subject, scopes, servers, expiresAt: (payload.exp as number) * 1000 } };
   }
 }
 

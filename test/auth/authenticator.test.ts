@@ -1,7 +1,9 @@
 /** The Authenticator's own decisions: header parsing, which verifier a token goes to, throttling. */
-import { describe, expect, it } from 'vitest';
+import { SignJWT } from 'jose';
+import { describe, expect, it, vi } from 'vitest';
 import { Authenticator, bearerToken } from '../../src/auth/authenticator.js';
 import { FailureLimiter } from '../../src/auth/failure-limiter.js';
+import { JwtVerifier } from '../../src/auth/jwt.js';
 import { generateApiKey, legacyHash } from '../../src/auth/key-format.js';
 import { authSchema } from '../../src/config/schema.js';
 
@@ -101,6 +103,30 @@ describe('Authenticator', () => {
         kind: 'unauthenticated',
         reason: expect.stringMatching(/^jwt: keys unavailable/),
       });
+    }
+  });
+
+  it('a verified JWT is trusted for a minute, never past its exp, then checked again', async () => {
+    let now = Date.now();
+    const secret = 'y'.repeat(32);
+    const auth = new Authenticator(authSchema.parse({ jwt: { mode: 'simple', secret } }), { now: () => now });
+    const verify = vi.spyOn(JwtVerifier.prototype, 'verify');
+    try {
+      const sign = (exp: number) => new SignJWT({ sub: 'u' }).setProtectedHeader({ alg: 'HS256' }).setExpirationTime(exp).sign(new TextEncoder().encode(secret));
+      const longLived = await sign(Math.floor(now / 1000) + 3600);
+      for (let i = 0; i < 5; i++) expect((await auth.authenticate(`Bearer ${longLived}`, '10.0.0.7')).ok).toBe(true);
+      expect(verify).toHaveBeenCalledTimes(1);
+      now += 61_000;
+      expect((await auth.authenticate(`Bearer ${longLived}`, '10.0.0.7')).ok).toBe(true);
+      expect(verify).toHaveBeenCalledTimes(2);
+
+      const shortLived = await sign(Math.floor(now / 1000) + 10);
+      await auth.authenticate(`Bearer ${shortLived}`, '10.0.0.7');
+      now += 11_000;
+      await auth.authenticate(`Bearer ${shortLived}`, '10.0.0.7');
+      expect(verify).toHaveBeenCalledTimes(4);
+    } finally {
+      verify.mockRestore();
     }
   });
 });

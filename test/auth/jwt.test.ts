@@ -50,7 +50,9 @@ describe('JwtVerifier, mode "jwks", against a real JWKS server', () => {
   it('accepts an RS256 token over an http:// JWKS URL, with subject and scopes', async () => {
     expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/\.well-known\/jwks\.json$/);
     const claims = accepted(await jwks().verify(await sign({ scope: 'read write' })));
-    expect(claims).toEqual({ subject: 'alice', scopes: ['read', 'write'], servers: undefined });
+    expect(claims).toEqual({ subject: 'alice', scopes: ['read', 'write'], servers: undefined, expiresAt: expect.any(Number) });
+    // exp in ms: the signing helper's default lifetime is five minutes.
+    expect(Math.abs(claims.expiresAt - (Date.now() + 300_000))).toBeLessThan(5_000);
   });
 
   it('accepts an ES256 token', async () => {
@@ -330,7 +332,7 @@ describe('JwtVerifier, mode "jwks", against a real JWKS server', () => {
 describe('JwtVerifier, mode "simple"', () => {
   it('accepts an HS256 token signed with the secret', async () => {
     const claims = accepted(await simpleVerifier().verify(await hs({ sub: 'carol', scope: 'read' })));
-    expect(claims).toEqual({ subject: 'carol', scopes: ['read'], servers: undefined });
+    expect(claims).toEqual({ subject: 'carol', scopes: ['read'], servers: undefined, expiresAt: expect.any(Number) });
   });
 
   it('refuses an HS256 token signed with another secret', async () => {

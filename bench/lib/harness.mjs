@@ -1,0 +1,94 @@
+/**
+ * What every benchmark scenario shares: child processes that stop with the bench, free ports,
+ * waiting for readiness, autocannon runs with a unique JSON-RPC id per request, medians.
+ */
+import { fork, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import autocannon from 'autocannon';
+
+export const ROOT = new URL('../..', import.meta.url).pathname.replace(/\/$/, '');
+const children = new Set();
+
+/** Ends every child this bench started (by pid), whatever happens to the bench. */
+export function stopChildren() {
+  for (const child of children) if (child.exitCode === null && !child.killed) child.kill('SIGTERM');
+}
+process.on('exit', stopChildren);
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(130));
+
+export async function freePort() {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address();
+  server.close();
+  return port;
+}
+
+/** Starts the instant HTTP upstream; resolves with its MCP URL. */
+export async function startInstantUpstream(tools = 5) {
+  const child = fork(join(ROOT, 'bench/lib/instant-http-upstream.mjs'), ['0', String(tools)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  children.add(child);
+  const [{ port }] = await once(child, 'message');
+  return { url: `http://127.0.0.1:${port}/mcp`, child };
+}
+
+/** Starts `mcp-guard serve` on a config; resolves once /ready answers 200. */
+export async function startGateway(name, toml, env = {}) {
+  const dir = mkdtempSync(join(tmpdir(), `mcp-guard-bench-${name}-`));
+  const config = join(dir, 'mcp-guard.toml');
+  writeFileSync(config, toml);
+  const port = await freePort();
+  const child = spawn(process.execPath, [join(ROOT, 'dist/main.js'), 'serve', '-c', config, '--port', String(port)], {
+    env: { ...process.env, MCP_GUARD_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  children.add(child);
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      if ((await fetch(`${url}/ready`)).status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (child.exitCode !== null) throw new Error(`gateway ${name} exited with ${child.exitCode}`);
+    if (Date.now() > deadline) throw new Error(`gateway ${name} not ready within 30 s`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { name, url, child };
+}
+
+/**
+ * One autocannon run of POSTs of a JSON-RPC request, each with its own id. Returns requests per
+ * second and latency percentiles in ms; non-2xx answers are counted and make the run invalid.
+ */
+export async function load({ url, body, headers = {}, connections, durationSecs }) {
+  let id = 0;
+  const template = JSON.stringify({ jsonrpc: '2.0', id: 0, ...body });
+  const result = await autocannon({
+    url,
+    connections,
+    duration: durationSecs,
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
+    requests: [{ setupRequest: (req) => ({ ...req, body: template.replace('"id":0', `"id":${++id}`) }) }],
+  });
+  const bad = result.non2xx + result.errors + result.timeouts;
+  if (bad > 0) throw new Error(`${url}: ${bad} failed requests (non2xx ${result.non2xx}, errors ${result.errors}, timeouts ${result.timeouts})`);
+  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, requests: result.requests.total };
+}
+
+export function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+export function tomlString(value) {
+  return JSON.stringify(value);
+}

@@ -1,0 +1,49 @@
+/**
+ * `npm run bench`: runs the selected scenarios, prints a table and writes
+ * bench/results/<date>.json with the machine it ran on. Every figure is a median of several short
+ * runs, reported as a ratio against a baseline measured in the same run (shared machines are
+ * noisy; absolute numbers are only comparable within one run).
+ *
+ *   npm run bench -- [--scenarios auth] [--duration SECONDS] [--rounds N] [--connections N]
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { ROOT, stopChildren } from './lib/harness.mjs';
+
+const SCENARIOS = { auth: () => import('./scenarios/auth.mjs') };
+
+const { values } = parseArgs({
+  options: {
+    scenarios: { type: 'string', default: Object.keys(SCENARIOS).join(',') },
+    duration: { type: 'string', default: '3' },
+    rounds: { type: 'string', default: '5' },
+    connections: { type: 'string', default: '20' },
+  },
+});
+const settings = { durationSecs: Number(values.duration), rounds: Number(values.rounds), connections: Number(values.connections) };
+const selected = values.scenarios.split(',').map((s) => s.trim()).filter(Boolean);
+for (const name of selected) if (!SCENARIOS[name]) throw new Error(`unknown scenario ${name} (known: ${Object.keys(SCENARIOS).join(', ')})`);
+
+const machine = { cores: cpus().length, cpu: cpus()[0]?.model, memory_gib: Math.round(totalmem() / 2 ** 30), node: process.version, platform: process.platform };
+console.log(`mcp-guard bench: ${selected.join(', ')} | ${machine.cores} cores, Node ${machine.node} | ${settings.rounds} rounds of ${settings.durationSecs} s, ${settings.connections} connections`);
+
+const rows = [];
+try {
+  for (const name of selected) {
+    const scenario = await SCENARIOS[name]();
+    rows.push(...(await scenario.run(settings)));
+  }
+} finally {
+  stopChildren();
+}
+
+console.table(rows.map(({ rounds, ...row }) => row));
+const date = new Date().toISOString();
+const dir = join(ROOT, 'bench/results');
+mkdirSync(dir, { recursive: true });
+const file = join(dir, `${date.slice(0, 10)}.json`);
+writeFileSync(file, `${JSON.stringify({ date, machine, settings, results: rows }, null, 2)}\n`);
+console.log(`written: ${file}`);
+process.exit(0);
