@@ -3,8 +3,8 @@
  * being refused at its key path (a typo must never leave the gateway open).
  */
 import { describe, expect, it } from 'vitest';
-import { ConfigError } from '../../src/config/errors.js';
 import { parseConfig } from '../../src/config/load.js';
+import { configErrors } from '../helpers/config.js';
 
 const SERVERS = '[[upstream.servers]]\nname = "fs"\npath_prefix = "/fs"\ncommand = "node"\n[[upstream.servers]]\nname = "web"\npath_prefix = "/web"\nurl = "http://127.0.0.1:9/mcp"\n';
 const HASH = '$argon2id$v=19$m=65536,p=4,t=3$U2T/xu0/ijRPasifnWFRLQ$LuqUxd0bHsdJrOeJQHER9v0bjc4E73eeCjOvK/Q18iI';
@@ -16,15 +16,7 @@ function parse(toml: string, env: Record<string, string> = {}) {
   return parseConfig(`${SERVERS}${toml}`, { env });
 }
 
-function errorsOf(toml: string): string[] {
-  try {
-    parse(toml);
-  } catch (error) {
-    if (error instanceof ConfigError) return error.issues.map((issue) => `${issue.path}: ${issue.message}`);
-    throw error;
-  }
-  throw new Error('expected a ConfigError');
-}
+const errorsOf = (toml: string): string[] => configErrors(`${SERVERS}${toml}`);
 
 describe('[[auth.api_keys]]', () => {
   it('takes id, key_hash, key_prefix, allowed_tools and servers', () => {
@@ -54,9 +46,7 @@ describe('[[auth.api_keys]]', () => {
     expect(errorsOf('[[auth.api_keys]]\nid = "a"\nkey_hash = "$argon2i$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA"\n')).toHaveLength(1);
   });
 
-  it('refuses duplicates, unknown servers, bad ids and prefixes, and a per-key rate_limit (not enforced yet)', () => {
-    expect(
-      errorsOf(`
+  const CLASHING_KEYS = `
 [[auth.api_keys]]
 id = "a"
 key_prefix = "mcp_ab12cd34"
@@ -66,34 +56,22 @@ servers = ["fs", "nope"]
 id = "a"
 key_prefix = "mcp_ab12cd34"
 key_hash = "${HASH}"
-[[auth.api_keys]]
-id = "bad id"
-key_prefix = "MCP_1"
-key_hash = "${HASH2}"
-rate_limit = 10
-`),
-    ).toEqual([
-      'auth.api_keys[2].id: must be 1 to 128 letters, digits or ._@:+-',
-      'auth.api_keys[2].key_prefix: expected "mcp_" and 8 lowercase letters or digits, as printed by `mcp-guard keygen`',
-      'auth.api_keys[2].rate_limit: not supported by this version yet (per-key rate limits land with [rate_limit]); remove it',
-    ]);
-    expect(
-      errorsOf(`
-[[auth.api_keys]]
-id = "a"
-key_prefix = "mcp_ab12cd34"
-key_hash = "${HASH}"
-servers = ["fs", "nope"]
-[[auth.api_keys]]
-id = "a"
-key_prefix = "mcp_ab12cd34"
-key_hash = "${HASH}"
-`),
-    ).toEqual([
+`;
+
+  it('refuses duplicate ids, prefixes and hashes, and servers that are not configured', () => {
+    expect(errorsOf(CLASHING_KEYS)).toEqual([
       'auth.api_keys[1].id: same id as auth.api_keys[0]',
       'auth.api_keys[1].key_prefix: same key_prefix as auth.api_keys[0]',
       'auth.api_keys[1].key_hash: same key_hash as auth.api_keys[0]',
       'auth.api_keys[0].servers[1]: no server named "nope" is configured',
+    ]);
+  });
+
+  it('refuses bad ids and prefixes, and a per-key rate_limit (not enforced yet); entries are cross-checked once each is valid', () => {
+    expect(errorsOf(`${CLASHING_KEYS}[[auth.api_keys]]\nid = "bad id"\nkey_prefix = "MCP_1"\nkey_hash = "${HASH2}"\nrate_limit = 10\n`)).toEqual([
+      'auth.api_keys[2].id: must be 1 to 128 letters, digits or ._@:+-',
+      'auth.api_keys[2].key_prefix: expected "mcp_" and 8 lowercase letters or digits, as printed by `mcp-guard keygen`',
+      'auth.api_keys[2].rate_limit: not supported by this version yet (per-key rate limits land with [rate_limit]); remove it',
     ]);
   });
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError } from '../../src/config/errors.js';
 import { parseConfig } from '../../src/config/load.js';
+import { configErrors as errorsOf } from '../helpers/config.js';
 import { normalisePathPrefix } from '../../src/config/schema.js';
 
 function servers(...prefixes: string[]): string {
@@ -13,15 +13,6 @@ function prefixesOf(...prefixes: string[]): string[] {
   return parseConfig(servers(...prefixes), { env: {} }).servers.map((server) => server.path_prefix);
 }
 
-function errorsOf(toml: string): string[] {
-  try {
-    parseConfig(toml, { env: {} });
-  } catch (error) {
-    if (error instanceof ConfigError) return error.issues.map((issue) => `${issue.path}: ${issue.message}`);
-    throw error;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 describe('path_prefix', () => {
   it('drops one trailing "/" and keeps "/" as the catch-all', () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError } from '../../src/config/errors.js';
 import { parseConfig } from '../../src/config/load.js';
+import { configErrors as errorsOf } from '../helpers/config.js';
 
 const UPSTREAM = '[upstream]\ntransport = "stdio"\ncommand = "echo"\n';
 
@@ -8,15 +8,6 @@ function parse(toml: string) {
   return parseConfig(toml, { env: {} });
 }
 
-function errorsOf(toml: string): string[] {
-  try {
-    parse(toml);
-  } catch (error) {
-    if (error instanceof ConfigError) return error.issues.map((issue) => `${issue.path}: ${issue.message}`);
-    throw error;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 describe('[server]', () => {
   it('has defaults for every field, with or without the section', () => {

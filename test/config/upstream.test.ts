@@ -1,21 +1,12 @@
 import { describe, expect, expectTypeOf, it } from 'vitest';
-import { ConfigError } from '../../src/config/errors.js';
 import { parseConfig } from '../../src/config/load.js';
+import { configErrors as errorsOf } from '../helpers/config.js';
 import type { AuthConfig, GatewayConfig, ServerConfig, ServerSettings, Transport } from '../../src/config/schema.js';
 
 function parse(toml: string) {
   return parseConfig(toml, { env: {} });
 }
 
-function errorsOf(toml: string): string[] {
-  try {
-    parse(toml);
-  } catch (error) {
-    if (error instanceof ConfigError) return error.issues.map((issue) => `${issue.path}: ${issue.message}`);
-    throw error;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 const SERVER_DEFAULTS = {
   timeout_ms: 60_000,
