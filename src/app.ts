@@ -17,9 +17,15 @@ import type { GatewayConfig, ServerConfig } from './config/schema.js';
 import { authenticationHook, identityOf, registerProtectedResourceMetadata } from './http/auth.js';
 import { GatewayError } from './http/errors.js';
 import { registerHealthRoutes, type Lifecycle } from './http/health.js';
+import { registerMetricsRoute } from './http/metrics.js';
 import { Gateway, type UpstreamFactory } from './mcp/gateway.js';
+import { AuditLog } from './observability/audit.js';
 import type { Logger } from './observability/logger.js';
+import { Metrics } from './observability/metrics.js';
+import { Recorder } from './observability/recorder.js';
+import { withRequest } from './observability/request-context.js';
 import { handleDelete, handleGet, handlePost, sendError, type Context, type Target } from './pipeline.js';
+import { RateLimiter } from './ratelimit/limiter.js';
 import { Router, UnsafePathError } from './routing/router.js';
 import { createUpstream } from './upstreams/factory.js';
 
@@ -27,6 +33,13 @@ export interface App {
   app: FastifyInstance;
   gateway: Gateway;
   lifecycle: Lifecycle;
+  /**
+   * The rate limits; undefined without `[rate_limit]` or with `enabled = false`. Its
+   * `onDecision` / `onStoreError` listeners and `stats` are for the audit log and metrics.
+   */
+  limiter: RateLimiter | undefined;
+  /** The audit log and the metrics, fed together (src/observability/recorder.ts). */
+  recorder: Recorder;
   /** Starts every upstream; readiness follows. */
   start(): Promise<void>;
   /** Graceful stop: refuse new requests, let those in flight finish within the grace period, end upstreams. */
@@ -39,6 +52,8 @@ export interface AppOptions {
   createUpstream?: UpstreamFactory;
   /** Tuning of the verifiers (tests shorten the JWKS cooldown). */
   auth?: AuthenticatorOptions;
+  /** Where `[audit] stdout = true` writes (tests capture it); default process.stdout. */
+  auditStdout?: NodeJS.WritableStream;
 }
 
 /** Paths the gateway owns even when a server's prefix is "/". */
@@ -53,12 +68,37 @@ function unlessReserved(hook: onRequestAsyncHookHandler): onRequestAsyncHookHand
   };
 }
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The server an MCP request was routed to, once it is known (for metrics and audit). */
+    mcpServer: string | null;
+  }
+}
+
+/**
+ * Throws when the audit log cannot be opened (its file's directory is missing): nothing is
+ * started then.
+ */
 export function buildApp(config: GatewayConfig, options: AppOptions): App {
   const log = options.logger;
-  const gateway = new Gateway(config, options.createUpstream ?? ((server) => createUpstream(server, { logger: log })), log);
+  const metrics = new Metrics({ servers: config.servers.map((s) => s.name) });
+  const audit = AuditLog.create(config.audit, { log, ...(options.auditStdout ? { stdout: options.auditStdout } : {}) });
+  const recorder = new Recorder(audit, metrics);
+  const upstreamDeps = { logger: log, onRestart: (server: string) => recorder.lifecycle('upstream_restart', { server }) };
+  const gateway = new Gateway(config, options.createUpstream ?? ((server) => createUpstream(server, upstreamDeps)), log);
   const router = new Router(config.servers);
   const authenticator = new Authenticator(config.auth, options.auth);
-  const authenticate = authenticationHook(authenticator, config.auth);
+  const authenticate = authenticationHook(authenticator, config.auth, recorder);
+  const limiter = config.rate_limit?.enabled ? new RateLimiter(config.rate_limit, config.auth?.api_keys, log) : undefined;
+  if (limiter) {
+    limiter.onDecision = (scope, allowed, request, identity, detail) => {
+      if (allowed) recorder.rateAllowed(scope);
+      else recorder.rateLimited(request, scope, identity, request.mcpServer ?? undefined, detail?.tool);
+    };
+    limiter.onStoreError = () => metrics.rateLimitStoreError();
+  }
+  metrics.bindGateway(gateway);
+  metrics.setAuditStats(() => audit.stats);
   const lifecycle: Lifecycle = { started: false, stopping: false };
   let inflight = 0;
   let drained: (() => void) | undefined;
@@ -82,7 +122,11 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
   app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => done(null, body));
 
   app.decorateRequest('identity', null);
+  app.decorateRequest('mcpServer', null);
+  app.decorateRequest('receivedAt', 0);
+  limiter?.register(app);
   app.addHook('onRequest', async (request, reply) => {
+    request.receivedAt = performance.now();
     void reply.header('x-request-id', request.id);
   });
 
@@ -95,6 +139,7 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
   });
 
   registerHealthRoutes(app, gateway, lifecycle, config.auth?.protect_routes ? authenticate : undefined);
+  registerMetricsRoute(app, metrics, config.auth?.protect_metrics ? authenticate : undefined);
   if (config.auth) registerProtectedResourceMetadata(app, config.auth);
 
   const notFound = (request: FastifyRequest, reply: FastifyReply, error: string): void => {
@@ -104,8 +149,12 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
   };
 
   /** Runs an MCP handler for a target, counting it as in flight for graceful shutdown. */
-  const serve = async (target: Target, request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    const context: Context = { gateway, target, identity: identityOf(request) };
+  const serve = (target: Target, request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    request.mcpServer = target.server.name;
+    // Every log line written while serving it carries the request's id.
+    return withRequest(request.id, () => dispatch({ gateway, target, identity: identityOf(request), limiter, recorder, request }, request, reply));
+  };
+  const dispatch = async (context: Context, request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     switch (request.method) {
       case 'POST':
         inflight++;
@@ -126,9 +175,17 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
     }
   };
 
+  /** Counts every answered MCP exchange once it has ended, streams and early refusals included. */
+  const observe: onRequestAsyncHookHandler = async (request, reply) => {
+    reply.raw.once('close', () => recorder.answered(request.method, reply.raw.statusCode, (performance.now() - request.receivedAt) / 1000, request.mcpServer ?? undefined));
+  };
+
   // Every method reaches the MCP endpoints, so that the wrong one is a 405 rather than a 404.
-  // Every MCP route authenticates first (pipeline stage 0), before the body is read.
-  const onRequest = authenticator.required ? authenticate : undefined;
+  // Every MCP route runs pipeline stage 0 first, before the body is read: the address limit,
+  // authentication, then the identity's limit.
+  const onRequest = [observe, limiter?.addressHook, authenticator.required ? authenticate : undefined, limiter?.identityHook].filter(
+    (hook): hook is onRequestAsyncHookHandler => hook !== undefined,
+  );
   app.route({
     method: [...ALL_METHODS],
     url: '/mcp/:server_name',
@@ -153,7 +210,7 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
     },
   });
 
-  app.route({ method: [...ALL_METHODS], url: '/*', onRequest: authenticator.required ? unlessReserved(authenticate) : undefined, handler: async (request, reply) => {
+  app.route({ method: [...ALL_METHODS], url: '/*', onRequest: onRequest?.map(unlessReserved), handler: async (request, reply) => {
     if (RESERVED.test(request.url)) return notFound(request, reply, `Not found: ${request.url.split('?')[0]}`);
     let match;
     try {
@@ -170,7 +227,10 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
     app,
     gateway,
     lifecycle,
+    limiter,
+    recorder,
     async start() {
+      recorder.lifecycle('gateway_start');
       await gateway.start();
       lifecycle.started = true;
     },
@@ -190,6 +250,8 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
       await gateway.close();
       app.server.closeAllConnections();
       await closing;
+      recorder.lifecycle('gateway_stop');
+      await audit.close();
     },
   };
 }

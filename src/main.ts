@@ -30,6 +30,7 @@ Options:
   --json               check-upstream: print JSON instead of a table
   --id ID              keygen: the identity id (letters, digits and ._@:+-)
   --tools A,B          keygen: allowed_tools, comma-separated (default: every tool)
+  --rate-limit N       keygen: the key's own rate_limit, requests per second (needs [rate_limit])
   -h, --help           show this help
   -V, --version        show the version`;
 
@@ -43,7 +44,6 @@ const OPTIONS = {
   json: { type: 'boolean' },
   id: { type: 'string' },
   tools: { type: 'string' },
-  // Refused with an explanation (not yet supported) rather than as an unknown option.
   'rate-limit': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'V' },

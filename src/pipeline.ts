@@ -4,8 +4,14 @@
  * (src/http/errors.ts).
  *
  * The order, and why:
- *   0. authenticate     an onRequest hook (src/http/auth.ts), before the body is even read: an
- *                       unauthenticated client costs no parsing and learns nothing about servers.
+ *   0. onRequest hooks, before the body is even read (wired in src/app.ts):
+ *      a. address limit  per client address (src/ratelimit/): a flood, with or without
+ *                        credentials, is refused for the price of a counter, before any key is
+ *                        verified.
+ *      b. authenticate   src/http/auth.ts: an unauthenticated client costs no parsing and learns
+ *                        nothing about servers.
+ *      c. identity limit right after authentication: per identity (a key's own `rate_limit`
+ *                        when it has one), so one caller cannot use up another's share.
  *   1. resolve target   the URL names the server (by name or by prefix); an unknown one is a 404
  *                       that lists the servers this identity may reach (src/app.ts).
  *   2. server access    an identity restricted to some servers gets 403 on the others, whatever
@@ -16,10 +22,16 @@
  *                       (a plain curl request).
  *   5. authorize        per request, batch elements included: a tools/call of a tool outside the
  *                       identity's policy is answered with an error here and never forwarded.
+ *                       Then the tool limits: each tools/call (batch elements included) counts
+ *                       against the limits whose tool_pattern matches; a limited one is answered
+ *                       in place (HTTP 429 when it is the only request) and never forwarded.
+ *                       After authorization, so a refused call uses up nothing.
  *   6. forward          each request with its deadline; related messages stream back on the
  *                       same response when the client accepts SSE. tools/list results are
  *                       filtered to the identity's tools on the way back.
- * Rate limits go after authentication, the audit/metrics record after forward.
+ *   7. record           src/observability/recorder.ts: each refusal (server, tool, limit) and each
+ *                       forwarded request becomes its audit line and its metric series, in one
+ *                       call, so the two never disagree. Authentication records its own outcome.
  */
 import { SUPPORTED_PROTOCOL_VERSIONS } from '@modelcontextprotocol/sdk/types.js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
@@ -32,6 +44,8 @@ import { parseAccept, PostResponse, type Outcome } from './mcp/post-response.js'
 import type { DownstreamSession } from './mcp/sessions.js';
 import { SseWriter } from './mcp/sse-writer.js';
 import { calledTool, filterToolsList } from './policy/tools.js';
+import type { Recorder } from './observability/recorder.js';
+import type { RateLimiter } from './ratelimit/limiter.js';
 import { UpstreamError } from './upstreams/errors.js';
 import type { UpstreamSession } from './upstreams/upstream.js';
 
@@ -62,6 +76,12 @@ export interface Context {
   gateway: Gateway;
   target: Target;
   identity: Identity;
+  /** The rate limits; undefined when none are enforced. */
+  limiter?: RateLimiter | undefined;
+  /** Stage 7: the audit log and metrics. */
+  recorder: Recorder;
+  /** The HTTP request (its id, client address and arrival time go into every record). */
+  request: FastifyRequest;
 }
 
 /** POST: the client sends requests, notifications or answers. */
@@ -86,8 +106,9 @@ export async function handlePost(context: Context, request: FastifyRequest, repl
 }
 
 /** Stage 2: an identity limited to some servers reaches no other. */
-function checkServerAccess({ target, identity }: Context): void {
+function checkServerAccess({ target, identity, recorder, request }: Context): void {
   if (!mayReach(identity, target.server.name)) {
+    recorder.denied(request, identity, target.server.name, 'server not allowed');
     throw new GatewayError('server_forbidden', `Forbidden: identity "${identity.id}" may not use server "${target.server.name}"`);
   }
 }
@@ -173,7 +194,14 @@ async function exchange(
     upstream = session ? session.upstream : await gateway.sharedSession(target.server, target.forwardPath);
   } catch (err) {
     const first = decoded.messages.find(isRequest);
-    throw err instanceof UpstreamError ? GatewayError.fromUpstream(err, first?.id ?? null) : err;
+    if (!(err instanceof UpstreamError)) throw err;
+    const error = GatewayError.fromUpstream(err, first?.id ?? null);
+    // No upstream session: each request of the body failed upstream, and is recorded as such.
+    for (const r of decoded.messages.filter(isRequest)) {
+      const tool = calledTool(r);
+      context.recorder.forwarded(context.request, context.identity, context.target.server.name, r.method, httpError(error).body, 0, tool, tool === undefined ? undefined : r.params?.['arguments']);
+    }
+    throw error;
   }
   const requests: JsonRpcRequest[] = [];
   for (const message of decoded.messages) {
@@ -188,9 +216,23 @@ async function exchange(
   const post = new PostResponse(reply, parseAccept(header(request, 'accept')), headers);
   const outcomes = await Promise.all(
     requests.map(async (r) => {
+      const tool = calledTool(r);
       const refused = authorize(identity, r);
-      if (refused) return refusal(refused);
+      if (refused) {
+        context.recorder.denied(context.request, identity, target.server.name, 'tool not allowed', tool);
+        return refusal(refused);
+      }
+      // A retry only follows when every request was forwarded, so each has passed its limits once.
+      const limited = retry ? await context.limiter?.checkToolCall(request, identity, r) : undefined;
+      if (limited) {
+        // Retry-After and RateLimit-* describe the response only when this is its one answer.
+        if (!decoded.batch) void reply.headers(limited.headers);
+        return refusal(limited.error);
+      }
+      const started = performance.now();
       const outcome = await gateway.forward(r, upstream, session, post);
+      const seconds = (performance.now() - started) / 1000;
+      context.recorder.forwarded(context.request, identity, target.server.name, r.method, outcome.response, seconds, tool, tool === undefined ? undefined : r.params?.['arguments']);
       return r.method === 'tools/list' ? { ...outcome, response: filterToolsList(identity.tools, outcome.response) } : outcome;
     }),
   );

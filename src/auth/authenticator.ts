@@ -14,7 +14,12 @@ import { ANONYMOUS, type AuthProvider, type Identity } from './identity.js';
 import { JwtVerifier, type JwtIdentityClaims, type JwtVerifierOptions } from './jwt.js';
 
 export type AuthOutcome =
-  | { ok: true; identity: Identity }
+  | {
+      ok: true;
+      identity: Identity;
+      /** The credential was checked just now (not answered from a cache): worth an audit line. */
+      verified: boolean;
+    }
   | {
       ok: false;
       /** unauthenticated: 401; throttled: too many failures from this address (429); busy: no verification capacity (503). */
@@ -79,7 +84,7 @@ export class Authenticator {
 
   /** The identity behind an Authorization header, from a client address. Never throws. */
   async authenticate(authorization: string | undefined, address: string): Promise<AuthOutcome> {
-    if (!this.required) return { ok: true, identity: ANONYMOUS };
+    if (!this.required) return { ok: true, identity: ANONYMOUS, verified: false };
     const token = bearerToken(authorization);
     if (token === undefined) {
       const reason = authorization === undefined ? 'no credentials' : 'Authorization is not a Bearer token';
@@ -97,7 +102,7 @@ export class Authenticator {
 
     if (provider === 'api_key' && this.apiKeys) {
       const result = await this.apiKeys.verify(token);
-      if (result.ok) return { ok: true, identity: this.keyIdentities.get(result.key.id) as Identity };
+      if (result.ok) return { ok: true, identity: this.keyIdentities.get(result.key.id) as Identity, verified: !result.cached };
       if (result.reason === 'busy') {
         return { ok: false, kind: 'busy', reason: 'too many key verifications in progress', provider, retryAfter: 1, credentialSent: true };
       }
@@ -109,13 +114,13 @@ export class Authenticator {
     if (known && known.until > this.now()) {
       this.verifiedTokens.delete(digest);
       this.verifiedTokens.set(digest, known);
-      return { ok: true, identity: known.identity };
+      return { ok: true, identity: known.identity, verified: false };
     }
     const result = await (this.jwt as JwtVerifier).verify(token);
     if (result.ok) {
       const identity = this.jwtIdentity(result.claims);
       this.rememberToken(digest, identity, Math.min(result.claims.expiresAt, this.now() + TOKEN_CACHE_MS));
-      return { ok: true, identity };
+      return { ok: true, identity, verified: true };
     }
     // The key set being unreachable is the gateway's problem, not the caller's fault.
     if (result.reason !== 'keys_unavailable') this.failures.fail(address);

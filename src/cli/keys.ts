@@ -12,6 +12,8 @@ export interface KeygenOptions {
   id: string;
   /** allowed_tools; absent = the entry has none (every tool). */
   tools?: string[];
+  /** The key's own rate_limit (requests per second); absent = the `[rate_limit]` default. */
+  rateLimit?: number;
 }
 
 /** keygen's command-line values, as parseArgs gives them. */
@@ -21,18 +23,29 @@ export interface KeygenArgs {
   'rate-limit'?: string | undefined;
 }
 
+/** What --rate-limit accepts: a plain decimal number (what the printed TOML line repeats). */
+const DECIMAL = /^(?:\d+(?:\.\d*)?|\.\d+)$/;
+/** The schema's bound on `rate_limit`: a printed entry must be one the config accepts. */
+const MAX_RATE_LIMIT = 1_000_000;
+
 /** keygen's options, or the usage error to report (exit 2). */
 export function keygenOptions(args: KeygenArgs): KeygenOptions | { error: string } {
-  // The schema refuses rate_limit on a key: printing one would give the user a config that fails.
-  if (args['rate-limit'] !== undefined) return { error: '--rate-limit: per-key rate limits are not supported by this version yet' };
   if (args.id === undefined) return { error: 'keygen needs --id ID' };
   if (!IDENTITY_ID_PATTERN.test(args.id)) return { error: `--id must be 1 to 128 letters, digits or ._@:+-, got ${JSON.stringify(args.id)}` };
-  if (args.tools === undefined) return { id: args.id };
+  const options: KeygenOptions = { id: args.id };
+  if (args['rate-limit'] !== undefined) {
+    const rate = DECIMAL.test(args['rate-limit']) ? Number(args['rate-limit']) : Number.NaN;
+    if (!(rate > 0 && rate <= MAX_RATE_LIMIT)) {
+      return { error: `--rate-limit must be a number of requests per second above 0 and at most ${MAX_RATE_LIMIT}, got ${JSON.stringify(args['rate-limit'])}` };
+    }
+    options.rateLimit = rate;
+  }
+  if (args.tools === undefined) return options;
   const tools = args.tools.split(',').map((tool) => tool.trim());
   if (tools.some((tool) => tool === '')) return { error: '--tools must be a comma-separated list of tool names or globs, without empty entries' };
   // The config loader reads every `${` as a variable reference, and has no escape for it.
   if (tools.some((tool) => tool.includes('${'))) return { error: '--tools: a tool name cannot contain "${" (the config file reads it as a variable reference)' };
-  return { id: args.id, tools };
+  return { ...options, tools };
 }
 
 /** A string as a TOML basic string; smol-toml escapes what TOML requires (quotes, controls, DEL). */
@@ -55,6 +68,8 @@ export async function keygen(options: KeygenOptions): Promise<string> {
     `key_hash = ${tomlString(hash)}`,
   ];
   if (options.tools) lines.push(`allowed_tools = [${options.tools.map(tomlString).join(', ')}]`);
+  // Enforced only with an enabled [rate_limit] section (the config refuses it otherwise).
+  if (options.rateLimit !== undefined) lines.push(`rate_limit = ${options.rateLimit}`);
   return `${lines.join('\n')}\n`;
 }
 

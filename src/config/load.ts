@@ -18,7 +18,9 @@ import {
   serverEntrySchema,
   upstreamFieldsSchema,
   LEGACY_SHA256_PATTERN,
+  type AuditConfig,
   type AuthConfig,
+  type RateLimitConfig,
   type GatewayConfig,
   type ServerConfig,
   type ServerSettings,
@@ -78,13 +80,20 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
   let file: FileView | undefined;
   let server: ServerSettings | undefined;
   let auth: AuthConfig | undefined;
+  let limits: { rate_limit?: RateLimitConfig; audit?: AuditConfig } = {};
+  let tree: unknown;
   if (document !== undefined) {
     const interpolated = interpolateTree(document, env);
+    tree = interpolated.value;
     for (const problem of interpolated.problems) issues.addCovering(problem.path, problem.message);
     const parsed = configFileSchema.safeParse(interpolated.value, { error: describeIssue('TOML') });
     if (parsed.success) {
       server = parsed.data.server;
       auth = parsed.data.auth;
+      limits = {
+        ...(parsed.data.rate_limit ? { rate_limit: parsed.data.rate_limit } : {}),
+        ...(parsed.data.audit ? { audit: parsed.data.audit } : {}),
+      };
       file = viewOf(parsed.data.upstream);
     } else {
       addZodIssues(issues, [], parsed.error);
@@ -95,8 +104,10 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
   const additional = readAdditionalServers(env, issues);
   const resolved = file ? resolveServers(file, additional, issues) : undefined;
   if (auth && resolved) checkAuth(auth, resolved.servers, issues, resolved.warnings);
+  checkKeyRateLimits(tree, issues);
+  if (limits.audit) checkAudit(limits.audit, issues);
   if (issues.all.length > 0 || !resolved || !server) throw new ConfigError(issues.all);
-  return { server, ...resolved, ...(auth ? { auth } : {}) };
+  return { server, ...resolved, ...(auth ? { auth } : {}), ...limits };
 }
 
 /** Collects issues in the order found, once each. */
@@ -546,5 +557,30 @@ function checkAuth(auth: AuthConfig, servers: ServerConfig[], issues: IssueList,
   const jwt = auth.jwt;
   if (jwt?.jwks_url?.startsWith('http://')) {
     warnings.push('auth.jwt.jwks_url uses http://: the signing keys can be replaced in transit; use https:// outside a trusted network');
+  }
+}
+
+/**
+ * A key's `rate_limit` is enforced by the `[rate_limit]` limiter: without it (or with it switched
+ * off) the setting would be silently ignored, which for a security limit is worse than failing.
+ * Read from the document itself, so that it is reported in the same run as any other problem
+ * of the file; a malformed section or entry is reported by the schema instead.
+ */
+function checkKeyRateLimits(document: unknown, issues: IssueList): void {
+  if (!isTable(document)) return;
+  const section = document['rate_limit'];
+  if (section !== undefined && (!isTable(section) || section['enabled'] !== false)) return;
+  const auth = document['auth'];
+  const keys = isTable(auth) && Array.isArray(auth['api_keys']) ? (auth['api_keys'] as unknown[]) : [];
+  const why = section === undefined ? 'there is no [rate_limit] section' : '[rate_limit] has enabled = false';
+  keys.forEach((key, i) => {
+    if (isTable(key) && key['rate_limit'] !== undefined) issues.add(['auth', 'api_keys', i, 'rate_limit'], `needs [rate_limit] to be enforced (${why})`);
+  });
+}
+
+/** An enabled audit log must write somewhere: an audit section that records nothing is a mistake. */
+function checkAudit(audit: AuditConfig, issues: IssueList): void {
+  if (audit.enabled && !audit.stdout && audit.file === undefined && audit.export_url === undefined) {
+    issues.add(['audit'], 'configure at least one sink: stdout = true, file or export_url (or enabled = false)');
   }
 }

@@ -331,8 +331,15 @@ export const apiKeySchema = z.strictObject({
   allowed_tools: z.array(toolGlobSchema, { error: problem('expected an array of tool names or globs') }).optional(),
   /** The only upstream servers this identity may reach; absent = all. */
   servers: serverListSchema.optional(),
-  /** Reserved: per-key rate limit. */
-  rate_limit: reserved('per-key rate limits land with [rate_limit]'),
+  /**
+   * This key's own requests per second, instead of `[rate_limit] requests_per_second` (same
+   * window; docs/rate-limits.md). Needs an enabled `[rate_limit]`. Bounded like every other rate.
+   */
+  rate_limit: z
+    .number({ error: problem('expected a number of requests per second') })
+    .positive({ error: 'must be above 0' })
+    .max(1_000_000, { error: 'must be at most 1000000' })
+    .optional(),
 });
 
 /** One `[[auth.api_keys]]` entry as validated. */
@@ -412,6 +419,8 @@ export const authSchema = z.strictObject({
   jwt: jwtSchema.optional(),
   /** Require credentials for GET /routes too (it lists every server). */
   protect_routes: z.boolean({ error: problem('expected true or false') }).default(false),
+  /** Require credentials for GET /metrics too (server and tool names, traffic figures). */
+  protect_metrics: z.boolean({ error: problem('expected true or false') }).default(false),
   /**
    * This gateway's resource identifier for OAuth (RFC 9728 `resource`), e.g. "https://mcp.example.com".
    * Default: the scheme and Host of the request.
@@ -423,6 +432,114 @@ export const authSchema = z.strictObject({
 
 /** `[auth]` as validated. */
 export type AuthConfig = z.output<typeof authSchema>;
+
+/** A rate in requests per second: a positive number (fractions allowed, e.g. 0.5). */
+const rate = () => z.number({ error: problem('expected a number of requests per second') }).positive({ error: 'must be above 0' }).max(1_000_000, { error: 'must be at most 1000000' });
+
+/** One `[[rate_limit.tool_limits]]` entry: a stricter limit on calls of some tools, per identity. */
+export const toolLimitSchema = z.strictObject({
+  /** Tool name or glob (`*`, `?`). */
+  tool_pattern: text(),
+  requests_per_second: rate(),
+  burst_size: integer(1, 1_000_000),
+});
+
+/** `[rate_limit]`: per identity, per client address before authentication, and per tool. */
+export const rateLimitSchema = z
+  .strictObject({
+    /** false keeps the section but switches limiting off. */
+    enabled: z.boolean({ error: problem('expected true or false') }).default(true),
+    /** Sustained requests per second of one identity. */
+    requests_per_second: rate().default(10),
+    /** Requests one identity may make at once before the rate applies. */
+    burst_size: integer(1, 1_000_000).default(20),
+    /** Before authentication: requests per second from one client address (all of its identities together). */
+    per_address_requests_per_second: rate().default(100),
+    per_address_burst_size: integer(1, 1_000_000).default(200),
+    /** Where counters live: this process, or a Redis shared by every replica. */
+    store: z.enum(['memory', 'redis'], { error: problem('expected "memory" or "redis"') }).default('memory'),
+    /** redis: where (redis://[user:password@]host:port[/db]; rediss:// for TLS). */
+    redis_url: z.string({ error: problem('expected a redis:// URL') }).regex(/^rediss?:\/\/[^\s]+$/, { error: 'expected a redis:// or rediss:// URL' }).optional(),
+    /** redis: how long one Redis command may take before the store counts as failed, in ms. */
+    redis_timeout_ms: milliseconds(1).default(250),
+    /** When the store fails: let the request through ("allow") or refuse it with 503 ("deny"). */
+    on_store_error: z.enum(['allow', 'deny'], { error: problem('expected "allow" or "deny"') }).default('allow'),
+    /** Stricter limits on tools/call of some tools. */
+    tool_limits: z.array(toolLimitSchema, { error: problem('expected an array of tables: write each as [[rate_limit.tool_limits]]') }).optional(),
+  })
+  .superRefine((limits, ctx) => {
+    if (limits.store === 'redis' && limits.redis_url === undefined) ctx.addIssue({ code: 'custom', path: ['redis_url'], message: 'required for store "redis"' });
+    if (limits.store === 'memory' && limits.redis_url !== undefined) ctx.addIssue({ code: 'custom', path: ['redis_url'], message: 'not used by store "memory"' });
+  });
+
+/** `[rate_limit]` as validated. */
+export type RateLimitConfig = z.output<typeof rateLimitSchema>;
+
+/** One `[[audit.redaction_rules]]` entry: every match of `pattern` in an audit line is replaced. */
+export const redactionRuleSchema = z.strictObject({
+  name: text(),
+  /** A JavaScript regular expression (applied with the g flag). */
+  pattern: z.string({ error: problem('expected a regular expression') }).refine(
+    (source) => {
+      try {
+        new RegExp(source, 'g');
+        return source.length > 0;
+      } catch {
+        return false;
+      }
+    },
+    { error: 'not a valid regular expression' },
+  )
+    // A pattern that matches "" would put the replacement between every two characters of a line.
+    .refine(
+      (source) => {
+        try {
+          return source.length === 0 || !new RegExp(source).test('');
+        } catch {
+          return true;
+        }
+      },
+      { error: 'must not match the empty string' },
+    ),
+  replacement: z.string({ error: problem('expected a string') }).default('[REDACTED]'),
+});
+
+/** `[audit]`: one JSON line per security event, to stdout, a rotated file and/or an HTTP collector. */
+export const auditSchema = z.strictObject({
+  enabled: z.boolean({ error: problem('expected true or false') }).default(true),
+  /** Write audit lines to stdout (the operational log goes to stderr). */
+  stdout: z.boolean({ error: problem('expected true or false') }).default(false),
+  /** Append audit lines to this file. */
+  file: text().optional(),
+  /** Rotate the file when it reaches this size, in bytes. */
+  rotate_max_bytes: integer(1_024, Number.MAX_SAFE_INTEGER, 'bytes').default(104_857_600),
+  /** Rotate the file when its first line is this old, in seconds (0 = never by age). */
+  rotate_max_age_secs: integer(0, 31_536_000).default(86_400),
+  /** Rotated files kept; older ones are deleted. */
+  max_backups: integer(0, 10_000).default(10),
+  /** gzip rotated files. */
+  compress_rotated: z.boolean({ error: problem('expected true or false') }).default(true),
+  /** POST batches of audit events (a JSON array) to this URL. */
+  export_url: urlSchema.optional(),
+  /** Headers of the export POSTs (the collector's credentials). */
+  export_headers: headerTableSchema.optional(),
+  /** Events per POST at most. */
+  export_batch_size: integer(1, 10_000).default(100),
+  /** How long an event may wait for its batch, in ms. */
+  export_flush_interval_ms: milliseconds(10).default(1_000),
+  /** Retries of a failed POST (with exponential backoff) before its batch is dropped and counted. */
+  export_max_retries: integer(0, 100).default(5),
+  /** Deadline of one POST, in ms. */
+  export_timeout_ms: milliseconds(1).default(5_000),
+  /** Events waiting to be written or sent, at most; beyond it new events are dropped and counted. */
+  queue_size: integer(1, 10_000_000).default(10_000),
+  /** Record tool call arguments (after redaction). Off by default: arguments often hold personal data. */
+  include_arguments: z.boolean({ error: problem('expected true or false') }).default(false),
+  redaction_rules: z.array(redactionRuleSchema, { error: problem('expected an array of tables: write each as [[audit.redaction_rules]]') }).optional(),
+});
+
+/** `[audit]` as validated. */
+export type AuditConfig = z.output<typeof auditSchema>;
 
 /** The whole config file, after `${VAR}` interpolation. */
 export const configFileSchema = z.strictObject({
@@ -439,10 +556,10 @@ export const configFileSchema = z.strictObject({
   upstream: upstreamSchema.optional(),
   /** API keys and JWT. */
   auth: authSchema.optional(),
-  /** Reserved: rate limits. */
-  rate_limit: reserved('rate limiting lands in a later release'),
-  /** Reserved: the audit log. */
-  audit: reserved('the audit log lands in a later release'),
+  /** Rate limits. */
+  rate_limit: rateLimitSchema.optional(),
+  /** The audit log. */
+  audit: auditSchema.optional(),
 });
 
 /** The config file as validated, before inheritance is resolved. */
@@ -485,6 +602,10 @@ export const gatewayConfigSchema = z.object({
   servers: z.array(serverConfigSchema),
   /** Who may call the gateway; undefined = nobody needs credentials. */
   auth: authSchema.optional(),
+  /** Rate limits; undefined = none. */
+  rate_limit: rateLimitSchema.optional(),
+  /** The audit log; undefined = none. */
+  audit: auditSchema.optional(),
   /** Notes to log at start-up; never contain secret values. */
   warnings: z.array(z.string()),
 });

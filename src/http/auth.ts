@@ -10,6 +10,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookH
 import type { AuthOutcome, Authenticator } from '../auth/authenticator.js';
 import { ANONYMOUS, type Identity } from '../auth/identity.js';
 import type { AuthConfig } from '../config/schema.js';
+import type { Recorder } from '../observability/recorder.js';
 import { GatewayError, httpError } from './errors.js';
 
 declare module 'fastify' {
@@ -40,38 +41,40 @@ function challenge(config: AuthConfig | undefined, request: FastifyRequest, outc
   return parts.join(', ');
 }
 
-function refuse(reply: FastifyReply, kind: GatewayError['kind'], message: string, headers: Record<string, string>): void {
+function refuse(reply: FastifyReply, kind: GatewayError['kind'], message: string, headers: Record<string, string>): { code: number; message: string } {
   const { status, body } = httpError(new GatewayError(kind, message));
   void reply.code(status).headers(headers).type('application/json').send(JSON.stringify(body));
+  return body.error;
 }
 
 /**
  * The hook that authenticates a protected route. It runs at onRequest, before the body is read:
  * an unauthenticated client costs no body parsing.
  */
-export function authenticationHook(authenticator: Authenticator, config: AuthConfig | undefined): onRequestAsyncHookHandler {
+export function authenticationHook(authenticator: Authenticator, config: AuthConfig | undefined, recorder: Recorder): onRequestAsyncHookHandler {
   return async (request, reply) => {
     const outcome = await authenticator.authenticate(request.headers.authorization, request.ip);
     if (outcome.ok) {
       request.identity = outcome.identity;
+      recorder.authenticated(request, outcome.identity, outcome.verified);
       return;
     }
     request.log.info({ reason: outcome.reason, provider: outcome.provider, clientIp: request.ip, url: request.url.split('?')[0] }, 'authentication failed');
-    switch (outcome.kind) {
-      case 'unauthenticated':
-        refuse(reply, 'unauthenticated', 'Unauthorized: missing or invalid credentials', { 'www-authenticate': challenge(config, request, outcome) });
-        return;
-      case 'throttled':
-        refuse(reply, 'auth_throttled', 'Too Many Requests: too many failed authentication attempts; try again later', {
-          'retry-after': String(outcome.retryAfter ?? 60),
-        });
-        return;
-      case 'busy':
-        refuse(reply, 'auth_unavailable', 'Service Unavailable: authentication is busy; try again shortly', {
-          'retry-after': String(outcome.retryAfter ?? 1),
-        });
-        return;
-    }
+    const error = (() => {
+      switch (outcome.kind) {
+        case 'unauthenticated':
+          return refuse(reply, 'unauthenticated', 'Unauthorized: missing or invalid credentials', { 'www-authenticate': challenge(config, request, outcome) });
+        case 'throttled':
+          return refuse(reply, 'auth_throttled', 'Too Many Requests: too many failed authentication attempts; try again later', {
+            'retry-after': String(outcome.retryAfter ?? 60),
+          });
+        case 'busy':
+          return refuse(reply, 'auth_unavailable', 'Service Unavailable: authentication is busy; try again shortly', {
+            'retry-after': String(outcome.retryAfter ?? 1),
+          });
+      }
+    })();
+    recorder.authFailed(request, outcome, error.code, error.message);
   };
 }
 

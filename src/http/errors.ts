@@ -22,6 +22,8 @@ export type GatewayErrorKind =
   | 'auth_unavailable'
   | 'server_forbidden'
   | 'tool_forbidden'
+  | 'rate_limited'
+  | 'rate_limit_unavailable'
   | 'internal'
   | UpstreamErrorKind;
 
@@ -82,6 +84,13 @@ function statusAndCode(kind: GatewayErrorKind): { status: number; code: number }
       // 200: the refusal is the answer to one JSON-RPC request (maybe one of a batch), and a
       // client shows it like any other error instead of failing the whole HTTP exchange.
       return { status: 200, code: ErrorCode.Forbidden };
+    case 'rate_limited':
+      // 429 when it is the only answer; inside a batch the element carries the error and the
+      // exchange stays 200, like tool_forbidden.
+      return { status: 429, code: ErrorCode.RateLimited };
+    case 'rate_limit_unavailable':
+      // The store failed and on_store_error = "deny".
+      return { status: 503, code: ErrorCode.RateLimited };
     case 'internal':
       return { status: 500, code: ErrorCode.InternalError };
     case 'connect':

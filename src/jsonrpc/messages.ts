@@ -57,6 +57,8 @@ export const ErrorCode = {
   Unauthorized: -32010,
   /** The identity may not use this server or tool (gateway-defined). */
   Forbidden: -32011,
+  /** A rate limit refused the request, or could not be checked (gateway-defined; HTTP 429 or 503). */
+  RateLimited: -32012,
   /** The request was cancelled (gateway-defined, sent only to a client that is still waiting). */
   RequestCancelled: -32800,
 } as const;

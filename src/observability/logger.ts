@@ -1,14 +1,19 @@
 /**
- * The operational log: pino JSON lines on stderr (stdout stays free for command output and, later,
- * the audit stream). Secrets are redacted by path as a second line of defence; the first is never
- * to put them in a log call at all.
+ * The operational log: pino JSON lines on stderr (stdout stays free for command output and the
+ * audit stream), or readable lines for a terminal with MCP_GUARD_LOG_FORMAT=pretty. Every line
+ * written while serving a request carries its `reqId` (see request-context.ts). Secrets are
+ * redacted by path as a second line of defence; the first is never to put them in a log call.
  */
 import { pino, type Logger } from 'pino';
+import { PinoPretty } from 'pino-pretty';
+import { currentRequest } from './request-context.js';
 
 export type { Logger } from 'pino';
 
 export interface LoggerOptions {
   level?: string;
+  /** "json" (default) or "pretty"; default from MCP_GUARD_LOG_FORMAT. */
+  format?: string;
   /** Write to this destination instead of stderr (tests). */
   destination?: NodeJS.WritableStream;
 }
@@ -34,15 +39,30 @@ export const REDACTED_PATHS = [
   '*.password',
 ];
 
+/** The log formats MCP_GUARD_LOG_FORMAT accepts. */
+export const LOG_FORMATS = ['json', 'pretty'] as const;
+
 export function createLogger(options: LoggerOptions = {}): Logger {
   const level = options.level ?? process.env['MCP_GUARD_LOG_LEVEL'] ?? 'info';
+  const format = options.format ?? process.env['MCP_GUARD_LOG_FORMAT'] ?? 'json';
+  if (!(LOG_FORMATS as readonly string[]).includes(format)) throw new Error(`MCP_GUARD_LOG_FORMAT must be "json" or "pretty", not ${JSON.stringify(format)}`);
+  const destination = (options.destination ?? pino.destination({ dest: 2, sync: false })) as pino.DestinationStream;
   return pino(
     {
       level,
       base: { service: 'mcp-guard' },
       redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
+      // Lines written on behalf of a request get its id, unless the logger already binds it
+      // (Fastify's request.log does): one reqId per line, never two.
+      mixin(_object, _level, logger) {
+        const request = currentRequest();
+        if (!request || 'reqId' in logger.bindings()) return {};
+        return { reqId: request.reqId };
+      },
     },
-    (options.destination ?? pino.destination({ dest: 2, sync: false })) as pino.DestinationStream,
+    format === 'pretty'
+      ? PinoPretty({ destination: options.destination ?? 2, sync: true, colorize: options.destination === undefined && process.stderr.isTTY, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' })
+      : destination,
   );
 }

@@ -29,6 +29,7 @@ import {
   type JsonRpcResponse,
 } from '../jsonrpc/messages.js';
 import type { Logger } from '../observability/logger.js';
+import type { UpstreamDeps } from './upstream.js';
 import { GATEWAY_NAME, GATEWAY_VERSION } from '../version.js';
 import { Correlator, cancelNotification } from './correlator.js';
 import { UpstreamError } from './errors.js';
@@ -117,12 +118,14 @@ export class StdioUpstream implements Upstream {
   private rootsSession: VirtualSession | undefined;
   private readonly correlator: Correlator<VirtualSession | null>;
   private readonly log: Logger;
+  private readonly onRestart: ((server: string) => void) | undefined;
 
   constructor(
     readonly config: ServerConfig,
-    deps: { logger: Logger },
+    deps: UpstreamDeps,
   ) {
     this.log = deps.logger.child({ server: config.name, transport: 'stdio' });
+    this.onRestart = deps.onRestart;
     this.correlator = new Correlator(config.name, (wireId, reason) => this.write(cancelNotification(wireId, reason)));
   }
 
@@ -419,6 +422,7 @@ export class StdioUpstream implements Upstream {
       if (this.state === 'stopped') return;
       this.restarts++;
       this.log.info({ attempt: this.quickFailures, restarts: this.restarts }, 'restarting upstream child');
+      this.onRestart?.(this.config.name);
       this.launch().catch(() => undefined);
     }, delay);
     this.restartTimer.unref();

@@ -9,6 +9,7 @@
  * them on the way back (see correlator.ts), so that concurrent clients never see each other's
  * replies.
  */
+import type { Logger } from '../observability/logger.js';
 import type { ServerConfig } from '../config/schema.js';
 import type { JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../jsonrpc/messages.js';
 
@@ -111,4 +112,11 @@ export interface Upstream {
   openSession(options: OpenSessionOptions): Promise<UpstreamSession>;
   /** Ends every session and, for stdio, the whole process tree. Never throws. */
   close(): Promise<void>;
+}
+
+/** What every transport is built with. */
+export interface UpstreamDeps {
+  logger: Logger;
+  /** Called each time a supervised child is restarted (stdio), for the audit log. */
+  onRestart?: (server: string) => void;
 }

@@ -27,7 +27,7 @@ function keygenOutput(r: CliResult, id: string): { key: string; block: string } 
   expect(r.code, r.stderr).toBe(0);
   expect(r.stderr).toBe('');
   const m =
-    /^# API key for "(.*)": shown once; store it now \(only its hash is kept\)\n(mcp_[a-z0-9]{8}_[A-Za-z0-9_-]{43})\n\n# Add this to the config file:\n(\[\[auth\.api_keys\]\]\nid = .*\nkey_prefix = "(mcp_[a-z0-9]{8})"\nkey_hash = "(.*)"\n(allowed_tools = \[.*\]\n)?)$/.exec(
+    /^# API key for "(.*)": shown once; store it now \(only its hash is kept\)\n(mcp_[a-z0-9]{8}_[A-Za-z0-9_-]{43})\n\n# Add this to the config file:\n(\[\[auth\.api_keys\]\]\nid = .*\nkey_prefix = "(mcp_[a-z0-9]{8})"\nkey_hash = "(.*)"\n(allowed_tools = \[.*\]\n)?(rate_limit = .*\n)?)$/.exec(
       r.stdout,
     );
   expect(m, r.stdout).not.toBeNull();
@@ -81,6 +81,28 @@ describe('keygen', () => {
     expect(await new ApiKeyVerifier(keys).verify(key)).toMatchObject({ ok: true });
   });
 
+  it('--rate-limit N becomes the key\'s rate_limit, which the config accepts with [rate_limit] and refuses without it', async () => {
+    const { key, block } = keygenOutput(await runCli(['keygen', '--id', 'dave', '--tools', 'a', '--rate-limit', '2.5'], { cwd: emptyDir }), 'dave');
+    expect(block).toMatch(/\nallowed_tools = \["a"\]\nrate_limit = 2\.5\n$/);
+    const withLimits = `${UPSTREAM}\n[rate_limit]\nrequests_per_second = 1\nburst_size = 2\n\n${block}`;
+    const keys = parseConfig(withLimits, { env: {} }).auth?.api_keys ?? [];
+    expect(keys[0]).toMatchObject({ id: 'dave', rate_limit: 2.5 });
+    expect(await new ApiKeyVerifier(keys).verify(key)).toMatchObject({ ok: true });
+    const validated = await runCli(['validate', '-c', writeConfig(withLimits)]);
+    expect(validated.code, validated.stderr).toBe(0);
+
+    // A limit nobody enforces is an error, not a silent no-op.
+    const without = await runCli(['validate', '-c', writeConfig(`${UPSTREAM}\n${block}`)]);
+    expect(without.code).toBe(1);
+    expect(without.stderr).toContain('auth.api_keys[0].rate_limit: needs [rate_limit] to be enforced (there is no [rate_limit] section)');
+    const disabled = await runCli(['validate', '-c', writeConfig(`${UPSTREAM}\n[rate_limit]\nenabled = false\n\n${block}`)]);
+    expect(disabled.code).toBe(1);
+    expect(disabled.stderr).toContain('auth.api_keys[0].rate_limit: needs [rate_limit] to be enforced ([rate_limit] has enabled = false)');
+
+    const whole = keygenOutput(await runCli(['keygen', '--id', 'erin', '--rate-limit', '100'], { cwd: emptyDir }), 'erin');
+    expect(whole.block).toMatch(/\nkey_hash = "[^"]+"\nrate_limit = 100\n$/);
+  });
+
   it('two runs make different keys', async () => {
     const [a, b] = await Promise.all([runCli(['keygen', '--id', 'x'], { cwd: emptyDir }), runCli(['keygen', '--id', 'x'], { cwd: emptyDir })]);
     expect(keygenOutput(a!, 'x').key).not.toBe(keygenOutput(b!, 'x').key);
@@ -97,10 +119,12 @@ describe('keygen', () => {
     }
     // The config loader would read it as a ${VAR} reference.
     expectUsageError(await runCli(['keygen', '--id', 'x', '--tools', 'a,${HOME}'], { cwd: emptyDir }), '--tools: a tool name cannot contain "${"');
-    expectUsageError(
-      await runCli(['keygen', '--id', 'x', '--rate-limit', '100'], { cwd: emptyDir }),
-      '--rate-limit: per-key rate limits are not supported by this version yet',
-    );
+    for (const rate of ['0', '-1', 'abc', '', '1e3', '0x10', 'Infinity', '1000001', '1,5']) {
+      expectUsageError(
+        await runCli(['keygen', '--id', 'x', `--rate-limit=${rate}`], { cwd: emptyDir }),
+        `--rate-limit must be a number of requests per second above 0 and at most 1000000, got ${JSON.stringify(rate)}`,
+      );
+    }
     expectUsageError(await runCli(['keygen', '--id', 'x', '-c', 'f.toml'], { cwd: emptyDir }), "--config does not apply to 'keygen'");
     expectUsageError(await runCli(['validate', '--tools', 'a'], { cwd: emptyDir }), "--tools does not apply to 'validate'");
     expectUsageError(await runCli(['keygen', '--id', 'x', 'extra'], { cwd: emptyDir }), "unexpected argument 'extra'");

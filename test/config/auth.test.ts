@@ -24,6 +24,7 @@ describe('[[auth.api_keys]]', () => {
     expect(config.auth).toEqual({
       api_keys: [{ id: 'ci-bot', key_prefix: 'mcp_ab12cd34', key_hash: HASH, allowed_tools: ['read_*', 'list_directory'], servers: ['fs'] }],
       protect_routes: false,
+      protect_metrics: false,
       max_failures_per_minute: 30,
     });
     expect(config.warnings).toEqual([]);
@@ -67,11 +68,11 @@ key_hash = "${HASH}"
     ]);
   });
 
-  it('refuses bad ids and prefixes, and a per-key rate_limit (not enforced yet); entries are cross-checked once each is valid', () => {
+  it('refuses bad ids and prefixes, and a per-key rate_limit without [rate_limit] (it would not be enforced); entries are cross-checked once each is valid', () => {
     expect(errorsOf(`${CLASHING_KEYS}[[auth.api_keys]]\nid = "bad id"\nkey_prefix = "MCP_1"\nkey_hash = "${HASH2}"\nrate_limit = 10\n`)).toEqual([
       'auth.api_keys[2].id: must be 1 to 128 letters, digits or ._@:+-',
       'auth.api_keys[2].key_prefix: expected "mcp_" and 8 lowercase letters or digits, as printed by `mcp-guard keygen`',
-      'auth.api_keys[2].rate_limit: not supported by this version yet (per-key rate limits land with [rate_limit]); remove it',
+      'auth.api_keys[2].rate_limit: needs [rate_limit] to be enforced (there is no [rate_limit] section)',
     ]);
   });
 

@@ -94,20 +94,6 @@ describe('sections reserved for later releases', () => {
     ]);
   });
 
-  it('refuses [rate_limit] and [audit]', () => {
-    expect(
-      errorsOf(`${UPSTREAM}
-[rate_limit]
-enabled = true
-[audit]
-enabled = true
-`),
-    ).toEqual([
-      'rate_limit: not supported by this version yet (rate limiting lands in a later release); remove it',
-      'audit: not supported by this version yet (the audit log lands in a later release); remove it',
-    ]);
-  });
-
   it('refuses unknown top-level keys', () => {
     expect(errorsOf(`${UPSTREAM}[logging]\nlevel = "debug"\n`)).toEqual(['logging: unknown key']);
   });

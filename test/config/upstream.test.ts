@@ -1,7 +1,7 @@
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { configErrors as errorsOf } from '../helpers/config.js';
-import type { AuthConfig, GatewayConfig, ServerConfig, ServerSettings, Transport } from '../../src/config/schema.js';
+import type { AuditConfig, AuthConfig, GatewayConfig, RateLimitConfig, ServerConfig, ServerSettings, Transport } from '../../src/config/schema.js';
 
 function parse(toml: string) {
   return parseConfig(toml, { env: {} });
@@ -50,6 +50,8 @@ describe('exported types', () => {
       single: boolean;
       servers: ServerConfig[];
       auth?: AuthConfig | undefined;
+      rate_limit?: RateLimitConfig | undefined;
+      audit?: AuditConfig | undefined;
       warnings: string[];
     }>();
   });

@@ -212,6 +212,7 @@ args = [${q(EVERYTHING)}, "stdio"]
 
 [auth]
 protect_routes = true
+protect_metrics = true
 
 [auth.jwt]
 mode = "jwks"
@@ -310,6 +311,13 @@ authorization_servers = ["https://auth.example.com"]
     expect(res.status).toBe(200);
     expect(((await res.json()) as { routes: Array<{ name: string }> }).routes.map((r) => r.name)).toEqual(['everything']);
     expect((await fetch(`${gw.url}/health`)).status).toBe(200);
+  });
+
+  it('protect_metrics: /metrics needs a token', async () => {
+    expect((await fetch(`${gw.url}/metrics`)).status).toBe(401);
+    const res = await fetch(`${gw.url}/metrics`, { headers: bearer(await token({ scope: 'read' })) });
+    expect(res.status).toBe(200);
+    expect(await res.text()).toContain('mcp_guard_requests_total');
   });
 });
 

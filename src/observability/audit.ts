@@ -1,0 +1,367 @@
+/**
+ * The audit log: one JSON line per security event (who called what, with what outcome), to
+ * stdout, a rotated file and/or an HTTP collector. docs/audit.md is its contract.
+ *
+ * The request path only calls record(), which stamps the time and queues the event: O(1), never
+ * blocking, never throwing. Serialising, redacting and writing happen on a later turn of the
+ * event loop (setImmediate); a full queue drops the event and counts it rather than slow a
+ * request down, because an audit log that can stall the gateway is a denial-of-service lever.
+ */
+import { AsyncResource } from 'node:async_hooks';
+import type { AuditConfig } from '../config/schema.js';
+import { Deque, ExportSink, FileSink, RateLimitedWarning, StreamSink, untilSettledOrAborted, type AuditSink, type SinkCounters } from './audit-sinks.js';
+import type { Logger } from './logger.js';
+
+/**
+ * Every event type. Add a new one here (and to docs/audit.md); the union type follows.
+ * Lifecycle events (gateway_*, upstream_restart) have no identity, request or client.
+ */
+export const AUDIT_EVENT_TYPES = [
+  'auth_success',
+  'auth_failure',
+  'tool_call',
+  'authz_denied',
+  'rate_limited',
+  'upstream_error',
+  'gateway_start',
+  'gateway_stop',
+  'upstream_restart',
+] as const;
+
+export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
+
+/** What the pipeline reports; AuditLog adds the timestamp. Unknown values: leave them out. */
+export interface AuditEvent {
+  event_type: AuditEventType;
+  /** The identity's id; null or absent when not known (e.g. authentication failed). */
+  identity_id?: string | null;
+  /** The upstream server's configured name. */
+  server?: string;
+  /** The JSON-RPC method (`tools/call`), or the HTTP method for GET/DELETE. */
+  method?: string;
+  /** The tool of a tools/call. */
+  tool?: string;
+  success: boolean;
+  /** From the request's arrival to its outcome, in milliseconds. */
+  duration_ms?: number;
+  /** Fastify's request id: the `x-request-id` header and the `reqId` of the operational log. */
+  request_id?: string;
+  client_ip?: string;
+  /** Why, in a few words: "jwt: expired", "tool not allowed", "restart 2 of 5". */
+  reason?: string;
+  /** How the identity authenticated: api_key, jwt, anonymous. */
+  provider?: string;
+  /** The JSON-RPC error answered, if any. */
+  error?: { code: number; message: string };
+  /** The tool call's arguments; written only when include_arguments = true, after redaction. */
+  arguments?: unknown;
+}
+
+/** Counters since start, cumulative. */
+export interface AuditLogStats {
+  /** Events accepted by record() into the queue. */
+  recorded: number;
+  /** Events record() refused (the queue was full, or the log was closed), or, never in practice, that could not be serialised. */
+  dropped: number;
+  /** Events serialised and handed to every sink. */
+  written: number;
+  /** Lines a local sink (stdout, file) failed to write: a write error, or its backlog was full. */
+  writeFailures: number;
+  /** Export POSTs that failed (network error, timeout, non-2xx), retries included. */
+  exportFailures: number;
+  /** Events the export lost: its queue was full, a batch ran out of retries, or close() ran out of time. */
+  exportDropped: number;
+}
+
+export interface AuditLogOptions {
+  /** The operational log, for warnings about the audit log itself (never event contents). */
+  log: Logger;
+  /** The `stdout = true` stream; default process.stdout. */
+  stdout?: NodeJS.WritableStream;
+  /** The clock of timestamps, rotation by age and rotated file names; default `new Date()`. */
+  now?: () => Date;
+  /** The export's fetch; default the global fetch. */
+  fetch?: typeof fetch;
+  /** How long close() and flush() may take, in ms; default 5000. */
+  closeTimeoutMs?: number;
+}
+
+/** A compiled redaction rule. */
+export interface RedactionRule {
+  readonly name: string;
+  /** Global (g flag). */
+  readonly pattern: RegExp;
+  /** As in String#replace: `$&`, `$1` refer to the match. */
+  readonly replacement: string;
+}
+
+/**
+ * Always applied, first, and not removable. Each one is safe on a serialised JSON line: it
+ * replaces characters that cannot be JSON structure (no `"` or `\`), so the line stays valid.
+ */
+export const BUILT_IN_REDACTIONS: readonly RedactionRule[] = [
+  // The string value of a credential-named key wherever it appears, e.g. in a headers object of
+  // tool arguments: Authorization, Cookie, API keys, passwords, secrets, OAuth tokens.
+  {
+    name: 'credential-fields',
+    pattern: /"((?:proxy-)?authorization|(?:set-)?cookie|x-api-key|api[-_]?key|password|passwd|(?:client[-_]?)?secret|(?:access|refresh|id)[-_]?token|token)":"(?:[^"\\]|\\.)*"/gi,
+    replacement: '"$1":"[REDACTED]"',
+  },
+  // Credentials after an HTTP auth scheme, in any text (a tab inside a JSON string is written `\t`).
+  { name: 'bearer-credentials', pattern: /\b(Bearer|Basic)((?:\s|\\t)+)[^\s"\\]+/gi, replacement: '$1$2[REDACTED]' },
+  // Keys made by `mcp-guard keygen` (mcp_ + 8 + _ + 43), and long underscore-free mcp_ tokens.
+  // Narrower than `mcp_` + anything, so that tool and metric names such as `mcp_search_docs` survive.
+  { name: 'mcp-api-key', pattern: /mcp_(?:[A-Za-z0-9]{8}_[A-Za-z0-9_-]{16,}|[A-Za-z0-9]{20,})/g, replacement: '[REDACTED]' },
+  // A JWT anywhere (header.payload.signature, both JSON parts base64url of "{").
+  { name: 'jwt', pattern: /eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*/g, replacement: '[REDACTED]' },
+];
+
+/** Compiles `[[audit.redaction_rules]]`; throws an Error naming a rule that cannot be used. */
+export function compileRedactionRules(rules: AuditConfig['redaction_rules']): RedactionRule[] {
+  return (rules ?? []).map((rule) => {
+    let pattern: RegExp;
+    try {
+      pattern = new RegExp(rule.pattern, 'g');
+    } catch {
+      throw new Error(`[[audit.redaction_rules]] ${JSON.stringify(rule.name)}: pattern is not a valid regular expression`);
+    }
+    // A pattern matching "" would put the replacement between every two characters of every line.
+    if (new RegExp(rule.pattern).test('')) throw new Error(`[[audit.redaction_rules]] ${JSON.stringify(rule.name)}: pattern matches the empty string`);
+    return { name: rule.name, pattern, replacement: rule.replacement };
+  });
+}
+
+function applyRules(text: string, rules: readonly RedactionRule[]): string {
+  let out = text;
+  for (const rule of rules) out = out.replace(rule.pattern, rule.replacement);
+  return out;
+}
+
+/**
+ * Redacts one serialised line: the built-in rules, then the user's. A user rule that breaks the
+ * JSON (its replacement holds a `"`, or it matched across fields) is applied to each string value
+ * instead, so every written line stays valid JSON.
+ */
+export function redactLine(line: string, record: unknown, rules: readonly RedactionRule[]): string {
+  const builtIn = applyRules(line, BUILT_IN_REDACTIONS);
+  if (rules.length === 0) return builtIn;
+  const redacted = applyRules(builtIn, rules);
+  if (redacted === builtIn) return redacted;
+  try {
+    JSON.parse(redacted);
+    return redacted;
+  } catch {
+    const all = [...BUILT_IN_REDACTIONS, ...rules];
+    const perValue = JSON.stringify(record, (_key, value: unknown) => (typeof value === 'string' ? applyRules(value, all) : value));
+    return applyRules(perValue, BUILT_IN_REDACTIONS);
+  }
+}
+
+/** An event as queued: the caller's fields (copied) and when record() was called. */
+interface Queued {
+  at: number;
+  event: AuditEvent;
+}
+
+type Counters = SinkCounters & { recorded: number; dropped: number; written: number };
+
+function emptyCounters(): Counters {
+  return { recorded: 0, dropped: 0, written: 0, writeFailures: 0, exportFailures: 0, exportDropped: 0 };
+}
+
+/** Events serialised per turn of the event loop, so a burst does not hold the loop for long. */
+const DRAIN_CHUNK = 512;
+
+const DEFAULT_CLOSE_TIMEOUT_MS = 5_000;
+
+/** The audit log. `AuditLog.create` builds it from `[audit]`; a disabled one records nothing. */
+export class AuditLog {
+  /** False for a no-op log: no [audit], enabled = false, or no sink. */
+  readonly enabled: boolean;
+  /** Whether tool call arguments are written (include_arguments). */
+  readonly includeArguments: boolean;
+
+  private readonly queue = new Deque<Queued>();
+  private readonly clock: () => Date;
+  private readonly queueSize: number;
+  private readonly closeTimeoutMs: number;
+  private scheduled = false;
+  private closed = false;
+  private closing: Promise<void> | undefined;
+  /** Drains outside any request's async context, so sink warnings carry no request's reqId. */
+  private readonly drainSoon: () => void;
+
+  /**
+   * Builds the audit log of `[audit]`. Undefined or `enabled = false` gives a no-op log; so does a
+   * config without any sink, with a warning. Throws (a start-up error for the CLI to show) when
+   * the file's directory is missing, the file cannot be opened or a redaction rule is unusable.
+   */
+  static create(config: AuditConfig | undefined, options: AuditLogOptions): AuditLog {
+    if (!config || !config.enabled) return new AuditLog(undefined, [], [], options, undefined, emptyCounters());
+    if (!config.stdout && config.file === undefined && config.export_url === undefined) {
+      options.log.warn('audit is enabled but has no sink (stdout, file or export_url): no audit lines are written');
+      return new AuditLog(undefined, [], [], options, undefined, emptyCounters());
+    }
+    const rules = compileRedactionRules(config.redaction_rules);
+    const counters = emptyCounters();
+    const warning = new RateLimitedWarning(options.log);
+    const clock = options.now ?? (() => new Date());
+    const sinks: AuditSink[] = [];
+    // The file first: it is the one that can fail, and nothing else is attached yet.
+    if (config.file !== undefined) sinks.push(FileSink.open(config.file, config, () => clock().getTime(), config.queue_size, counters, warning));
+    if (config.stdout) sinks.push(new StreamSink(options.stdout ?? process.stdout, config.queue_size, counters, warning));
+    if (config.export_url !== undefined) sinks.push(new ExportSink(config.export_url, config, options.fetch ?? globalThis.fetch, config.queue_size, counters, warning));
+    return new AuditLog(config, sinks, rules, options, warning, counters);
+  }
+
+  private constructor(
+    config: AuditConfig | undefined,
+    private readonly sinks: readonly AuditSink[],
+    private readonly rules: readonly RedactionRule[],
+    options: AuditLogOptions,
+    private readonly warning: RateLimitedWarning | undefined,
+    private readonly counters: Counters,
+  ) {
+    this.enabled = config !== undefined;
+    this.includeArguments = config?.include_arguments ?? false;
+    this.queueSize = config?.queue_size ?? 0;
+    this.clock = options.now ?? (() => new Date());
+    this.closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
+    this.drainSoon = AsyncResource.bind(() => {
+      setImmediate(() => this.drain(DRAIN_CHUNK));
+    });
+  }
+
+  /** Counters since start (a snapshot). */
+  get stats(): AuditLogStats {
+    return { ...this.counters };
+  }
+
+  /**
+   * Queues one event, stamped with the current time. Never blocks, never throws; when the queue
+   * holds queue_size events already (or the log is closed) the event is dropped and counted.
+   * `arguments` is kept by reference until written: do not mutate it afterwards.
+   */
+  record(event: AuditEvent): void {
+    if (!this.enabled) return;
+    try {
+      if (this.closed || this.queue.length >= this.queueSize) {
+        this.counters.dropped++;
+        this.warning?.warn('queue-full', { dropped: this.counters.dropped }, this.closed ? 'audit log closed: event dropped' : 'audit queue full: events dropped');
+        return;
+      }
+      // Arguments are not even kept unless asked for: they often hold personal data.
+      const copy: AuditEvent = this.includeArguments ? { ...event } : { ...event, arguments: undefined };
+      const at = this.clock().getTime();
+      this.queue.push({ at: Number.isFinite(at) ? at : Date.now(), event: copy });
+      this.counters.recorded++;
+      if (!this.scheduled) {
+        this.scheduled = true;
+        this.drainSoon();
+      }
+    } catch {
+      this.counters.dropped++;
+    }
+  }
+
+  /**
+   * Resolves once every event recorded so far is written to stdout and the file (any rotation and
+   * compression it started included), or after closeTimeoutMs. The export keeps its own schedule.
+   */
+  async flush(): Promise<void> {
+    if (!this.enabled) return;
+    this.drain(Number.POSITIVE_INFINITY);
+    await this.withDeadline((signal) => Promise.all(this.sinks.map((sink) => sink.flush(signal))));
+  }
+
+  /**
+   * Writes and sends everything pending, then stops every sink and timer; bounded by closeTimeoutMs
+   * (what is still unsent then is dropped and counted). Later record() calls are dropped. Record
+   * gateway_stop before calling it.
+   */
+  close(): Promise<void> {
+    if (!this.enabled) return Promise.resolve();
+    this.closing ??= (async () => {
+      this.closed = true;
+      this.drain(Number.POSITIVE_INFINITY);
+      const finished = await this.withDeadline((signal) => Promise.all(this.sinks.map((sink) => sink.close(signal).catch(() => undefined))));
+      if (!finished) this.warning?.warn('close-timeout', { timeout_ms: this.closeTimeoutMs }, 'audit log closed before every sink had finished');
+    })();
+    return this.closing;
+  }
+
+  /** Runs `work` with a signal that aborts after closeTimeoutMs; true when it finished in time. */
+  private async withDeadline(work: (signal: AbortSignal) => Promise<unknown>): Promise<boolean> {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), this.closeTimeoutMs);
+    try {
+      await untilSettledOrAborted(work(controller.signal), controller.signal);
+      return !controller.signal.aborted;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Serialises and writes up to `limit` queued events; schedules itself again for the rest. */
+  private drain(limit: number): void {
+    let count = 0;
+    while (count < limit && this.queue.length > 0) {
+      const queued = this.queue.shift() as Queued;
+      count++;
+      const line = this.serialise(queued);
+      if (line === undefined) {
+        this.counters.dropped++;
+        continue;
+      }
+      for (const sink of this.sinks) {
+        try {
+          sink.write(line, queued.at);
+        } catch {
+          this.counters.writeFailures++;
+        }
+      }
+      this.counters.written++;
+    }
+    if (this.queue.length > 0) {
+      if (limit !== Number.POSITIVE_INFINITY) this.drainSoon();
+    } else {
+      this.scheduled = false;
+    }
+  }
+
+  /**
+   * The line of one event. Every core field is present, null when unknown, so that each line has
+   * the same columns; the context fields (provider, reason, error, arguments) are omitted when absent.
+   */
+  private serialise({ at, event }: Queued): string | undefined {
+    try {
+      const record: Record<string, unknown> = {
+        timestamp: new Date(at).toISOString(),
+        event_type: event.event_type,
+        identity_id: event.identity_id ?? null,
+        server: event.server ?? null,
+        method: event.method ?? null,
+        tool: event.tool ?? null,
+        success: event.success === true,
+        duration_ms: typeof event.duration_ms === 'number' && Number.isFinite(event.duration_ms) ? Math.round(event.duration_ms * 1_000) / 1_000 : null,
+        request_id: event.request_id ?? null,
+        client_ip: event.client_ip ?? null,
+      };
+      if (event.provider !== undefined) record['provider'] = event.provider;
+      if (event.reason !== undefined) record['reason'] = event.reason;
+      if (event.error !== undefined) record['error'] = { code: event.error.code, message: event.error.message };
+      if (this.includeArguments && event.arguments !== undefined) record['arguments'] = event.arguments;
+      let line: string;
+      try {
+        line = JSON.stringify(record);
+      } catch {
+        // Arguments that JSON cannot hold (a cycle, a BigInt): the event is still worth a line.
+        record['arguments'] = '[unserializable]';
+        line = JSON.stringify(record);
+      }
+      return redactLine(line, record, this.rules);
+    } catch {
+      return undefined;
+    }
+  }
+}

@@ -1,0 +1,437 @@
+/**
+ * Prometheus metrics on the app's own prom-client Registry (never the global one): one Metrics per
+ * app, created when the app is built.
+ *
+ * The earlier gateway's families keep their names and label names so its dashboards still work:
+ * on mcp_guard_requests_total and mcp_guard_request_duration_seconds `method` is the HTTP method, as
+ * it was there; those two gain a `server` label, which keeps every earlier selector and `sum by`
+ * working. The per-server and per-tool families are new. Every label value is bounded:
+ *   - method: on requests to the gateway, the HTTP method (POST, GET, DELETE, else "other"); on
+ *     upstream requests, the MCP spec's client request and notification names (else "other");
+ *   - status: an HTTP status code (100-599, else "other");
+ *   - server: a configured server name (options.servers), else "other"; on requests to the gateway
+ *     also "none" for a request routed to no server (refused before routing, unknown server);
+ *   - tool: a name the server itself listed in a tools/list result (learnTools), at most
+ *     maxToolsPerServer per server, anything else "__other__".
+ * docs/metrics.md lists every family.
+ */
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { ServerConfig } from '../config/schema.js';
+import type { UpstreamStatus } from '../upstreams/upstream.js';
+
+/**
+ * Client-to-server request and notification methods of the MCP spec (2025-11-25), the only values
+ * the `method` label of mcp_guard_upstream_requests_total takes besides "other". A test compares
+ * this with the SDK's ClientRequestSchema and ClientNotificationSchema.
+ */
+export const MCP_METHODS: readonly string[] = [
+  'initialize',
+  'ping',
+  'tools/list',
+  'tools/call',
+  'resources/list',
+  'resources/templates/list',
+  'resources/read',
+  'resources/subscribe',
+  'resources/unsubscribe',
+  'prompts/list',
+  'prompts/get',
+  'completion/complete',
+  'logging/setLevel',
+  'tasks/get',
+  'tasks/result',
+  'tasks/list',
+  'tasks/cancel',
+  'notifications/initialized',
+  'notifications/cancelled',
+  'notifications/progress',
+  'notifications/roots/list_changed',
+  'notifications/tasks/status',
+];
+
+/**
+ * HTTP methods of the MCP endpoints (Streamable HTTP): POST carries JSON-RPC messages, GET opens the
+ * SSE stream, DELETE ends a session. The only values the `method` label of mcp_guard_requests_total
+ * and mcp_guard_request_duration_seconds takes besides "other".
+ */
+export const HTTP_METHODS: readonly string[] = ['POST', 'GET', 'DELETE'];
+
+const JSON_RPC_METHODS = new Set<string>(MCP_METHODS);
+const REQUEST_METHODS = new Set<string>(HTTP_METHODS);
+
+/** The label value of a method, status, scope or server outside the known set. */
+export const OTHER = 'other';
+export const OTHER_TOOL = '__other__';
+/** The `server` label of a request to the gateway that was routed to no server. */
+export const NO_SERVER = 'none';
+
+/** Seconds: 0.5 ms (an answer from the gateway itself) to 30 s (a slow tool); +Inf holds long streams. */
+export const DURATION_BUCKETS: readonly number[] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+/** A tool name longer than this never becomes a label value. */
+const MAX_TOOL_NAME_LENGTH = 128;
+
+export type AuthProviderLabel = 'api_key' | 'jwt' | 'anonymous';
+export type AuthResult = 'success' | 'failure' | 'throttled' | 'unavailable';
+export type RateLimitScope = 'address' | 'identity' | 'tool';
+export type UpstreamOutcome = 'ok' | 'error' | 'timeout';
+export type ToolCallOutcome = 'ok' | 'error' | 'denied' | 'rate_limited';
+
+/** What the audit log reports (AuditLog.stats fits): cumulative counts since start, never decreasing. */
+export interface AuditStats {
+  /** Events the audit log refused: its queue was full, or it was closed. */
+  dropped: number;
+  /** Events the HTTP export lost: its queue was full or a batch ran out of retries. */
+  exportDropped: number;
+  /** Lines a local sink (stdout, file) failed to write. */
+  writeFailures?: number;
+}
+
+/** The part of Gateway that metrics read at scrape time (a Gateway is one). */
+export interface GatewayView {
+  allUpstreams(): ReadonlyArray<{
+    readonly config: Pick<ServerConfig, 'name' | 'transport'>;
+    status(): Pick<UpstreamStatus, 'healthy' | 'restarts'>;
+  }>;
+  readonly sessions: { readonly size: number };
+}
+
+export interface MetricsOptions {
+  /**
+   * The configured server names (`[[upstream.servers]]` name): the only `server` label values
+   * besides "other" (any other name) and, on requests to the gateway, "none". Default none
+   * configured, so every server counts as "other".
+   */
+  servers?: readonly string[];
+  /** process_* and nodejs_* metrics from prom-client. Default true. */
+  defaultMetrics?: boolean;
+  /** Distinct tool label values per server (learnTools); the rest count as "__other__". Default 100. */
+  maxToolsPerServer?: number;
+  /** The window of mcp_guard_active_identities. Default 300 (5 minutes). */
+  identityWindowSeconds?: number;
+  /** Identities remembered for that window; beyond it the oldest are forgotten. Default 10,000. */
+  maxIdentities?: number;
+  /** Clock in ms since epoch (tests). Default Date.now. */
+  now?: () => number;
+}
+
+/** A status code as a label value: "200", ..., or "other" for anything that is not one. */
+export function statusLabel(status: number): string {
+  return Number.isInteger(status) && status >= 100 && status <= 599 ? String(status) : OTHER;
+}
+
+/** A JSON-RPC method as a label value: a known MCP client method, else "other". */
+export function methodLabel(method: string): string {
+  return JSON_RPC_METHODS.has(method) ? method : OTHER;
+}
+
+/** An HTTP method as a label value: POST, GET or DELETE (exactly, as Node reports it), else "other". */
+export function httpMethodLabel(method: string): string {
+  return REQUEST_METHODS.has(method) ? method : OTHER;
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+
+  private readonly maxToolsPerServer: number;
+  private readonly identityWindowMs: number;
+  private readonly maxIdentities: number;
+  private readonly now: () => number;
+  /** The configured server names: the `server` label values besides "other" and "none". */
+  private readonly servers: ReadonlySet<string>;
+
+  /** Tool label values per server, from the server's own tools/list results. */
+  private readonly tools = new Map<string, Set<string>>();
+  /** Identity id -> last seen (ms), oldest first (a touched id moves to the end). */
+  private readonly identities = new Map<string, number>();
+  private auditStats: (() => AuditStats) | undefined;
+  private gateway: GatewayView | undefined;
+
+  private readonly requests: Counter<'method' | 'status' | 'server'>;
+  private readonly requestDuration: Histogram<'method' | 'server'>;
+  private readonly authTotal: Counter<'provider' | 'result'>;
+  private readonly rateLimitTotal: Counter<'allowed'>;
+  private readonly rateLimited: Counter<'scope'>;
+  private readonly rateLimitStoreErrors: Counter;
+  private readonly upstreamRequests: Counter<'server' | 'method' | 'outcome'>;
+  private readonly upstreamLatency: Histogram<'server'>;
+  private readonly toolCalls: Counter<'server' | 'tool' | 'outcome'>;
+
+  constructor(options: MetricsOptions = {}) {
+    this.maxToolsPerServer = options.maxToolsPerServer ?? 100;
+    this.identityWindowMs = (options.identityWindowSeconds ?? 300) * 1000;
+    this.maxIdentities = options.maxIdentities ?? 10_000;
+    this.now = options.now ?? Date.now;
+    this.servers = new Set(options.servers ?? []);
+    const registers = [this.registry];
+
+    this.requests = new Counter({
+      name: 'mcp_guard_requests_total',
+      help: 'HTTP requests to the MCP endpoints, by HTTP method, HTTP status and the server routed to ("none" when routed to none).',
+      labelNames: ['method', 'status', 'server'],
+      registers,
+    });
+    this.requestDuration = new Histogram({
+      name: 'mcp_guard_request_duration_seconds',
+      help: 'Time from receiving an MCP request to its answer, by HTTP method and server. Long-lived SSE streams (GET) land in +Inf.',
+      labelNames: ['method', 'server'],
+      buckets: [...DURATION_BUCKETS],
+      registers,
+    });
+    this.authTotal = new Counter({
+      name: 'mcp_guard_auth_total',
+      help: 'Authentication attempts by provider and result.',
+      labelNames: ['provider', 'result'],
+      registers,
+    });
+    this.rateLimitTotal = new Counter({
+      name: 'mcp_guard_rate_limit_total',
+      help: 'Rate limit checks: allowed="true" or "false". Each limit a request is checked against (address, identity, tool) counts once.',
+      labelNames: ['allowed'],
+      registers,
+    });
+    this.rateLimited = new Counter({
+      name: 'mcp_guard_rate_limited_total',
+      help: 'Requests refused by a rate limit, by the limit that refused them.',
+      labelNames: ['scope'],
+      registers,
+    });
+    this.rateLimitStoreErrors = new Counter({
+      name: 'mcp_guard_rate_limit_store_errors_total',
+      help: 'Failures of the rate limit store (e.g. Redis unreachable).',
+      registers,
+    });
+    this.upstreamRequests = new Counter({
+      name: 'mcp_guard_upstream_requests_total',
+      help: 'Requests forwarded to upstream servers, by server, JSON-RPC method and outcome.',
+      labelNames: ['server', 'method', 'outcome'],
+      registers,
+    });
+    this.upstreamLatency = new Histogram({
+      name: 'mcp_guard_upstream_latency_seconds',
+      help: 'Time an upstream server took to answer a forwarded request, by server.',
+      labelNames: ['server'],
+      buckets: [...DURATION_BUCKETS],
+      registers,
+    });
+    this.toolCalls = new Counter({
+      name: 'mcp_guard_tool_calls_total',
+      help: 'tools/call requests by server, tool (names the server listed, else "__other__") and outcome.',
+      labelNames: ['server', 'tool', 'outcome'],
+      registers,
+    });
+
+    const identities = this.identities;
+    const activeIdentities = (): number => {
+      this.forgetIdentities(this.now());
+      return identities.size;
+    };
+    new Gauge({
+      name: 'mcp_guard_active_identities',
+      help: `Distinct identities (API key ids, JWT subjects, anonymous) seen in the last ${this.identityWindowMs / 1000} s (sliding window).`,
+      registers,
+      collect() {
+        this.set(activeIdentities());
+      },
+    });
+
+    // A failing callback must not fail the whole scrape: the counts then stay where they were.
+    const audit = (): AuditStats | undefined => {
+      try {
+        return this.auditStats ? this.auditStats() : { dropped: 0, exportDropped: 0, writeFailures: 0 };
+      } catch {
+        return undefined;
+      }
+    };
+    const auditTotals = new FollowedTotals();
+    new Counter({
+      name: 'mcp_guard_audit_dropped_total',
+      help: 'Audit events lost, by stage: "queue" (the audit queue was full or closed), "write" (a stdout/file sink failed to write a line), "export" (the HTTP export gave up).',
+      labelNames: ['stage'],
+      registers,
+      collect() {
+        const stats = audit();
+        if (!stats) return;
+        auditTotals.follow(this, { stage: 'queue' }, stats.dropped);
+        auditTotals.follow(this, { stage: 'write' }, stats.writeFailures ?? 0);
+        auditTotals.follow(this, { stage: 'export' }, stats.exportDropped);
+      },
+    });
+
+    const view = (): GatewayView | undefined => this.gateway;
+    const restartTotals = new FollowedTotals();
+    new Gauge({
+      name: 'mcp_guard_upstream_up',
+      help: 'Whether a request sent to the upstream server now can be expected to reach it (1) or not (0).',
+      labelNames: ['server', 'transport'],
+      registers,
+      collect() {
+        this.reset();
+        for (const upstream of view()?.allUpstreams() ?? []) {
+          this.set({ server: upstream.config.name, transport: upstream.config.transport }, upstream.status().healthy ? 1 : 0);
+        }
+      },
+    });
+    new Counter({
+      name: 'mcp_guard_upstream_restarts_total',
+      help: 'Restarts of an upstream server\'s process (stdio) since the gateway started.',
+      labelNames: ['server'],
+      registers,
+      collect() {
+        for (const upstream of view()?.allUpstreams() ?? []) {
+          restartTotals.follow(this, { server: upstream.config.name }, upstream.status().restarts);
+        }
+      },
+    });
+    new Gauge({
+      name: 'mcp_guard_active_sessions',
+      help: 'Open downstream MCP sessions.',
+      registers,
+      collect() {
+        this.set(view()?.sessions.size ?? 0);
+      },
+    });
+
+    // Series that exist from the start, so that rates and ratios have no gaps.
+    this.rateLimitTotal.inc({ allowed: 'true' }, 0);
+    this.rateLimitTotal.inc({ allowed: 'false' }, 0);
+    for (const scope of ['address', 'identity', 'tool'] as const) this.rateLimited.inc({ scope }, 0);
+
+    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /**
+   * One answered request on an MCP endpoint: its HTTP method, HTTP status, duration, and the
+   * configured server it was routed to (undefined when it was routed to none: refused before
+   * routing, or an unknown server; that counts as "none").
+   */
+  request(httpMethod: string, status: number, seconds: number, server?: string): void {
+    const labels = { method: httpMethodLabel(httpMethod), server: server === undefined ? NO_SERVER : this.serverLabel(server) };
+    this.requests.inc({ ...labels, status: statusLabel(status) });
+    if (validDuration(seconds)) this.requestDuration.observe(labels, seconds);
+  }
+
+  auth(provider: AuthProviderLabel, result: AuthResult): void {
+    this.authTotal.inc({ provider, result });
+  }
+
+  /**
+   * One rate limit check (call it for each limit checked: address, identity, tool):
+   * mcp_guard_rate_limit_total{allowed} keeps the earlier gateway's name and single label; a
+   * refusal also counts in mcp_guard_rate_limited_total{scope} (the limit that refused; "other"
+   * when not given).
+   */
+  rateLimit(allowed: boolean, scope?: RateLimitScope): void {
+    this.rateLimitTotal.inc({ allowed: String(allowed) });
+    if (!allowed) this.rateLimited.inc({ scope: scope ?? OTHER });
+  }
+
+  rateLimitStoreError(): void {
+    this.rateLimitStoreErrors.inc();
+  }
+
+  /** One request forwarded to a server: its JSON-RPC method, how long the server took, the outcome. */
+  upstreamRequest(server: string, method: string, seconds: number, outcome: UpstreamOutcome): void {
+    const label = this.serverLabel(server);
+    this.upstreamRequests.inc({ server: label, method: methodLabel(method), outcome });
+    if (validDuration(seconds)) this.upstreamLatency.observe({ server: label }, seconds);
+  }
+
+  /**
+   * One tools/call: a tool the server never listed counts as "__other__"; a server not configured
+   * counts as "other", and its tools all as "__other__".
+   */
+  toolCall(server: string, tool: string, outcome: ToolCallOutcome): void {
+    const label = this.serverLabel(server);
+    const known = this.servers.has(server) && (this.tools.get(server)?.has(tool) ?? false);
+    this.toolCalls.inc({ server: label, tool: known ? tool : OTHER_TOOL, outcome });
+  }
+
+  /**
+   * Tool names from a server's own tools/list result become label values, up to maxToolsPerServer
+   * per server (first listed, first kept; a later page or list_changed adds to them). Names from a
+   * server that is not configured are ignored.
+   */
+  learnTools(server: string, names: readonly string[]): void {
+    if (!this.servers.has(server)) return;
+    let known = this.tools.get(server);
+    if (!known) {
+      known = new Set();
+      this.tools.set(server, known);
+    }
+    for (const name of names) {
+      if (known.size >= this.maxToolsPerServer) return;
+      if (typeof name === 'string' && name.length > 0 && name.length <= MAX_TOOL_NAME_LENGTH && name !== OTHER_TOOL) known.add(name);
+    }
+  }
+
+  /** An authenticated request from this identity (its id, never a credential). */
+  identitySeen(id: string): void {
+    const now = this.now();
+    this.identities.delete(id);
+    this.identities.set(id, now);
+    if (this.identities.size > this.maxIdentities) {
+      const oldest = this.identities.keys().next();
+      if (!oldest.done) this.identities.delete(oldest.value);
+    }
+    this.forgetIdentities(now);
+  }
+
+  /** The audit log's drop counters, read at scrape time. */
+  setAuditStats(read: () => AuditStats): void {
+    this.auditStats = read;
+  }
+
+  /** Upstream health, restarts and open sessions, read from the gateway at scrape time. */
+  bindGateway(gateway: GatewayView): void {
+    this.gateway = gateway;
+  }
+
+  /** The exposition in Prometheus text format. */
+  async text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** A server name as a label value: a configured name, else "other". */
+  private serverLabel(server: string): string {
+    return this.servers.has(server) ? server : OTHER;
+  }
+
+  /** Drops identities last seen before the window (oldest first, so it stops at the first recent one). */
+  private forgetIdentities(now: number): void {
+    const cutoff = now - this.identityWindowMs;
+    for (const [id, seen] of this.identities) {
+      if (seen >= cutoff) break;
+      this.identities.delete(id);
+    }
+  }
+}
+
+/** prom-client throws on NaN; a bad clock reading must not fail the request it measures. */
+function validDuration(seconds: number): boolean {
+  return Number.isFinite(seconds) && seconds >= 0;
+}
+
+/**
+ * A counter that follows a cumulative total kept elsewhere (audit drops, upstream restarts): at each
+ * scrape it grows by what the total grew since the last one. A total that went down is ignored.
+ */
+class FollowedTotals {
+  private readonly last = new Map<string, number>();
+
+  follow<T extends string>(counter: Counter<T>, labels: Record<T, string>, total: number): void {
+    const key = JSON.stringify(labels);
+    const previous = this.last.get(key);
+    if (previous === undefined) {
+      counter.inc(labels, Math.max(0, total));
+      this.last.set(key, Math.max(0, total));
+    } else if (total > previous) {
+      counter.inc(labels, total - previous);
+      this.last.set(key, total);
+    }
+  }
+}

@@ -1,0 +1,153 @@
+/**
+ * The record stage: one place where what happened to a request becomes audit lines and metric
+ * series, so that the two never disagree. The pipeline and the auth hook call it with facts
+ * (who, which server, which tool, how it ended); it decides which audit event and which series.
+ * Every call is O(1) and never throws: the audit log only queues, metrics only count.
+ */
+import type { FastifyRequest } from 'fastify';
+import type { AuthOutcome } from '../auth/authenticator.js';
+import type { Identity } from '../auth/identity.js';
+import type { JsonRpcResponse } from '../jsonrpc/messages.js';
+import type { AuditEvent, AuditLog } from './audit.js';
+import type { Metrics, RateLimitScope, ToolCallOutcome, UpstreamOutcome } from './metrics.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** performance.now() when the request arrived (set by the app's first onRequest hook). */
+    receivedAt: number;
+  }
+}
+
+/** Milliseconds since the request arrived. */
+export function elapsedMs(request: FastifyRequest): number {
+  return request.receivedAt ? performance.now() - request.receivedAt : 0;
+}
+
+/** What every event of one request shares. */
+function base(request: FastifyRequest): Pick<AuditEvent, 'request_id' | 'client_ip' | 'duration_ms'> {
+  return { request_id: request.id, client_ip: request.ip, duration_ms: elapsedMs(request) };
+}
+
+/** Upstream failures worth an `upstream_error` event (not the client's own cancellation). */
+const UPSTREAM_FAILURE_CODES = new Set([-32000, -32002]);
+
+export class Recorder {
+  constructor(
+    readonly audit: AuditLog,
+    readonly metrics: Metrics,
+  ) {}
+
+  /** Authentication passed. The audit line only when the credential was checked afresh (not from cache). */
+  authenticated(request: FastifyRequest, identity: Identity, verified: boolean): void {
+    this.metrics.auth(identity.provider, 'success');
+    this.metrics.identitySeen(`${identity.provider}:${identity.id}`);
+    if (verified && identity.provider !== 'anonymous') {
+      this.audit.record({ ...base(request), event_type: 'auth_success', identity_id: identity.id, provider: identity.provider, success: true });
+    }
+  }
+
+  /** Authentication refused: the reason goes here, never to the client. */
+  authFailed(request: FastifyRequest, outcome: Extract<AuthOutcome, { ok: false }>, code: number, message: string): void {
+    const result = outcome.kind === 'throttled' ? 'throttled' : outcome.kind === 'busy' ? 'unavailable' : 'failure';
+    this.metrics.auth(outcome.provider ?? 'anonymous', result);
+    this.audit.record({
+      ...base(request),
+      event_type: 'auth_failure',
+      identity_id: null,
+      success: false,
+      reason: outcome.reason,
+      ...(outcome.provider ? { provider: outcome.provider } : {}),
+      error: { code, message },
+    });
+  }
+
+  /** A rate limit refused the request (or one tools/call of it). */
+  rateLimited(request: FastifyRequest, scope: RateLimitScope, identity?: Identity, server?: string, tool?: string): void {
+    this.metrics.rateLimit(false, scope);
+    if (tool !== undefined && server !== undefined) this.metrics.toolCall(server, tool, 'rate_limited');
+    this.audit.record({
+      ...base(request),
+      event_type: 'rate_limited',
+      identity_id: identity?.id ?? null,
+      ...(identity ? { provider: identity.provider } : {}),
+      ...(server !== undefined ? { server } : {}),
+      ...(tool !== undefined ? { method: 'tools/call', tool } : {}),
+      success: false,
+      reason: `${scope} limit`,
+    });
+  }
+
+  /** A rate limit let the request through. */
+  rateAllowed(scope: RateLimitScope): void {
+    this.metrics.rateLimit(true, scope);
+  }
+
+  /** The identity may not use this server, or this tool. */
+  denied(request: FastifyRequest, identity: Identity, server: string, reason: string, tool?: string): void {
+    if (tool !== undefined) this.metrics.toolCall(server, tool, 'denied');
+    this.audit.record({
+      ...base(request),
+      event_type: 'authz_denied',
+      identity_id: identity.id,
+      provider: identity.provider,
+      server,
+      ...(tool !== undefined ? { method: 'tools/call', tool } : {}),
+      success: false,
+      reason,
+    });
+  }
+
+  /**
+   * One request answered by (or on behalf of) the upstream: upstream latency and outcome, and for
+   * tools/call the tool_call event; an upstream failure also an upstream_error event.
+   */
+  forwarded(
+    request: FastifyRequest,
+    identity: Identity,
+    server: string,
+    method: string,
+    response: JsonRpcResponse,
+    seconds: number,
+    tool?: string,
+    args?: unknown,
+  ): void {
+    const error = 'error' in response ? response.error : undefined;
+    const failed = error !== undefined && UPSTREAM_FAILURE_CODES.has(error.code);
+    const outcome: UpstreamOutcome = error?.code === -32002 ? 'timeout' : failed ? 'error' : 'ok';
+    this.metrics.upstreamRequest(server, method, seconds, outcome);
+    if (method === 'tools/list' && 'result' in response && Array.isArray(response.result['tools'])) {
+      this.metrics.learnTools(server, (response.result['tools'] as Array<{ name?: unknown }>).map((t) => (typeof t?.name === 'string' ? t.name : '')));
+    }
+    const shared = { ...base(request), identity_id: identity.id, provider: identity.provider, server, method, duration_ms: seconds * 1000 };
+    if (tool !== undefined) {
+      const toolOutcome: ToolCallOutcome = error !== undefined || isToolError(response) ? 'error' : 'ok';
+      this.metrics.toolCall(server, tool, toolOutcome);
+      this.audit.record({
+        ...shared,
+        event_type: 'tool_call',
+        tool,
+        success: toolOutcome === 'ok',
+        ...(error ? { error: { code: error.code, message: error.message } } : {}),
+        ...(this.audit.includeArguments && args !== undefined ? { arguments: args } : {}),
+      });
+    }
+    if (failed && error) {
+      this.audit.record({ ...shared, event_type: 'upstream_error', ...(tool !== undefined ? { tool } : {}), success: false, error: { code: error.code, message: error.message } });
+    }
+  }
+
+  /** One HTTP exchange on an MCP endpoint has ended (any status, streams included). */
+  answered(method: string, status: number, seconds: number, server?: string): void {
+    this.metrics.request(method, status, seconds, server);
+  }
+
+  /** Lifecycle events. */
+  lifecycle(event_type: 'gateway_start' | 'gateway_stop' | 'upstream_restart', details: { server?: string; reason?: string; success?: boolean } = {}): void {
+    this.audit.record({ event_type, success: details.success ?? true, ...(details.server ? { server: details.server } : {}), ...(details.reason ? { reason: details.reason } : {}) });
+  }
+}
+
+/** A tools/call result that reports a tool error (`isError: true`) rather than a protocol error. */
+function isToolError(response: JsonRpcResponse): boolean {
+  return 'result' in response && response.result['isError'] === true;
+}

@@ -1,0 +1,64 @@
+/** The operational log: JSON by default, readable for terminals, request ids, no secrets. */
+import { Writable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/observability/logger.js';
+import { withRequest } from '../../src/observability/request-context.js';
+
+function capture(): { stream: Writable; text: () => string } {
+  const chunks: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      chunks.push(chunk.toString('utf8'));
+      done();
+    },
+  });
+  return { stream, text: () => chunks.join('') };
+}
+
+describe('createLogger', () => {
+  it('writes JSON lines with the service name and an ISO time', () => {
+    const out = capture();
+    createLogger({ level: 'info', destination: out.stream }).info({ server: 'fs' }, 'hello');
+    const line = JSON.parse(out.text().trim()) as Record<string, unknown>;
+    expect(line).toMatchObject({ level: 30, service: 'mcp-guard', server: 'fs', msg: 'hello' });
+    expect(line['time']).toMatch(/^\d{4}-\d\d-\d\dT/);
+  });
+
+  it('puts the request id on every line written while serving a request, once', async () => {
+    const out = capture();
+    const log = createLogger({ level: 'info', destination: out.stream });
+    await withRequest('req-42', async () => {
+      await new Promise((r) => setImmediate(r));
+      log.info('inside, after an await');
+      log.child({ reqId: 'req-42' }).info('from a logger that binds it already');
+    });
+    log.info('outside');
+    const lines = out.text().trim().split('\n');
+    expect(lines[0]).toContain('"reqId":"req-42"');
+    expect(lines[1]?.match(/"reqId"/g)).toHaveLength(1);
+    expect(lines[2]).not.toContain('reqId');
+  });
+
+  it('redacts authorization, tokens, keys and secrets wherever they are logged', () => {
+    const out = capture();
+    createLogger({ level: 'info', destination: out.stream }).info(
+      { authorization: 'Bearer mcp_abc', headers: { authorization: 'x' }, token: 't0ken', key: 'k3y', upstream: { secret: 's3cret' } },
+      'careless',
+    );
+    expect(out.text()).not.toMatch(/mcp_abc|t0ken|k3y|s3cret/);
+  });
+
+  it('MCP_GUARD_LOG_FORMAT=pretty: readable lines, still redacted', () => {
+    const out = capture();
+    createLogger({ level: 'info', format: 'pretty', destination: out.stream }).info({ server: 'fs', token: 't0ken' }, 'started');
+    const text = out.text();
+    expect(text).toMatch(/INFO.*started/);
+    expect(text).toContain('server: "fs"');
+    expect(() => JSON.parse(text)).toThrow();
+    expect(text).not.toContain('t0ken');
+  });
+
+  it('refuses an unknown format', () => {
+    expect(() => createLogger({ format: 'xml' })).toThrow(/MCP_GUARD_LOG_FORMAT must be "json" or "pretty"/);
+  });
+});
