@@ -4,7 +4,7 @@
  * runs, reported as a ratio against a baseline measured in the same run (shared machines are
  * noisy; absolute numbers are only comparable within one run).
  *
- *   npm run bench -- [--scenarios auth] [--duration SECONDS] [--rounds N] [--connections N]
+ *   npm run bench -- [--scenarios auth,observability] [--duration SECONDS] [--rounds N] [--connections N]
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
@@ -12,7 +12,10 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ROOT, stopChildren } from './lib/harness.mjs';
 
-const SCENARIOS = { auth: () => import('./scenarios/auth.mjs') };
+const SCENARIOS = {
+  auth: () => import('./scenarios/auth.mjs'),
+  observability: () => import('./scenarios/observability.mjs'),
+};
 
 const { values } = parseArgs({
   options: {

@@ -81,7 +81,7 @@ declare module 'fastify' {
  */
 export function buildApp(config: GatewayConfig, options: AppOptions): App {
   const log = options.logger;
-  const metrics = new Metrics({ servers: config.servers.map((s) => s.name) });
+  const metrics = config.server.metrics ? new Metrics({ servers: config.servers.map((s) => s.name) }) : undefined;
   const audit = AuditLog.create(config.audit, { log, ...(options.auditStdout ? { stdout: options.auditStdout } : {}) });
   const recorder = new Recorder(audit, metrics);
   const upstreamDeps = { logger: log, onRestart: (server: string) => recorder.lifecycle('upstream_restart', { server }) };
@@ -95,10 +95,10 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
       if (allowed) recorder.rateAllowed(scope);
       else recorder.rateLimited(request, scope, identity, request.mcpServer ?? undefined, detail?.tool);
     };
-    limiter.onStoreError = () => metrics.rateLimitStoreError();
+    limiter.onStoreError = () => metrics?.rateLimitStoreError();
   }
-  metrics.bindGateway(gateway);
-  metrics.setAuditStats(() => audit.stats);
+  metrics?.bindGateway(gateway);
+  metrics?.setAuditStats(() => audit.stats);
   const lifecycle: Lifecycle = { started: false, stopping: false };
   let inflight = 0;
   let drained: (() => void) | undefined;
@@ -139,7 +139,7 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
   });
 
   registerHealthRoutes(app, gateway, lifecycle, config.auth?.protect_routes ? authenticate : undefined);
-  registerMetricsRoute(app, metrics, config.auth?.protect_metrics ? authenticate : undefined);
+  if (metrics) registerMetricsRoute(app, metrics, config.auth?.protect_metrics ? authenticate : undefined);
   if (config.auth) registerProtectedResourceMetadata(app, config.auth);
 
   const notFound = (request: FastifyRequest, reply: FastifyReply, error: string): void => {

@@ -92,3 +92,47 @@ export function median(values) {
 export function tomlString(value) {
   return JSON.stringify(value);
 }
+
+/**
+ * Runs gateway variants against one another: the first request of each timed alone, a warm-up,
+ * then `rounds` rounds in which every variant runs once, in an order that rotates each round, so
+ * that drift on a shared machine hits them all alike. The first variant is the baseline of the
+ * ratios. Each variant: { name, url (of its MCP endpoint), headers }.
+ */
+export async function compareVariants(scenario, variants, body, { durationSecs, rounds, connections }) {
+  const runOf = (v, secs) => load({ url: v.url, body, headers: v.headers ?? {}, connections, durationSecs: secs });
+  const firstMs = [];
+  for (const v of variants) {
+    const started = performance.now();
+    const res = await fetch(v.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(v.headers ?? {}) },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 0, ...body }),
+    });
+    await res.text();
+    if (res.status !== 200) throw new Error(`${v.name}: first request answered ${res.status}`);
+    firstMs.push(Math.round(performance.now() - started));
+  }
+  for (const v of variants) await runOf(v, 2);
+  const samples = variants.map(() => []);
+  for (let round = 0; round < rounds; round++) {
+    for (let k = 0; k < variants.length; k++) {
+      const i = (k + round) % variants.length;
+      samples[i].push(await runOf(variants[i], durationSecs));
+    }
+  }
+  const baseline = median(samples[0].map((s) => s.rps));
+  return variants.map((v, i) => {
+    const rps = median(samples[i].map((s) => s.rps));
+    return {
+      scenario,
+      variant: v.name,
+      rps: Math.round(rps),
+      p50_ms: median(samples[i].map((s) => s.p50)),
+      p99_ms: median(samples[i].map((s) => s.p99)),
+      ratio: Number((rps / baseline).toFixed(3)),
+      first_request_ms: firstMs[i],
+      rounds: samples[i].map((s) => Math.round(s.rps)),
+    };
+  });
+}

@@ -12,7 +12,7 @@ import { createServer } from 'node:http';
 import { once } from 'node:events';
 import argon2 from 'argon2';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
-import { load, median, ROOT, startGateway, startInstantUpstream, tomlString } from '../lib/harness.mjs';
+import { compareVariants, ROOT, startGateway, startInstantUpstream, tomlString } from '../lib/harness.mjs';
 
 const { generateApiKey, hashApiKey } = await import(`${ROOT}/dist/auth/key-format.js`);
 
@@ -47,7 +47,7 @@ async function keyBlocks(count) {
   return { toml: blocks.join('\n'), key: caller.key };
 }
 
-export async function run({ durationSecs, rounds, connections }) {
+export async function run(settings) {
   const upstream = await startInstantUpstream();
   const jwks = await jwksServer();
   const server = `[[upstream.servers]]\nname = "instant"\npath_prefix = "/instant"\nurl = ${tomlString(upstream.url)}\n`;
@@ -64,51 +64,14 @@ export async function run({ durationSecs, rounds, connections }) {
   ];
   const gateways = await Promise.all(variants.map((v) => startGateway(v.name, v.toml)));
   const body = { method: 'tools/call', params: { name: 'tool-0', arguments: { n: 1 } } };
-  const runOf = (i, secs) =>
-    load({
-      url: `${gateways[i].url}/mcp/instant`,
+  try {
+    return await compareVariants(
+      'auth',
+      variants.map((v, i) => ({ name: v.name, url: `${gateways[i].url}/mcp/instant`, headers: v.token ? { authorization: `Bearer ${v.token}` } : {} })),
       body,
-      headers: variants[i].token ? { authorization: `Bearer ${variants[i].token}` } : {},
-      connections,
-      durationSecs: secs,
-    });
-
-  // The first request with a key pays its one argon2 check (a JWT its JWKS fetch): timed alone.
-  const firstMs = [];
-  for (let i = 0; i < variants.length; i++) {
-    const started = performance.now();
-    const res = await fetch(`${gateways[i].url}/mcp/instant`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', ...(variants[i].token ? { authorization: `Bearer ${variants[i].token}` } : {}) },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 0, ...body }),
-    });
-    await res.text();
-    if (res.status !== 200) throw new Error(`${variants[i].name}: first request answered ${res.status}`);
-    firstMs.push(Math.round(performance.now() - started));
+      settings,
+    );
+  } finally {
+    jwks.close();
   }
-  for (let i = 0; i < variants.length; i++) await runOf(i, 2);
-  const samples = variants.map(() => []);
-  for (let round = 0; round < rounds; round++) {
-    // Rotate the order each round so no variant always runs first (or right after another).
-    for (let k = 0; k < variants.length; k++) {
-      const i = (k + round) % variants.length;
-      samples[i].push(await runOf(i, durationSecs));
-    }
-  }
-  jwks.close();
-
-  const baseline = median(samples[0].map((s) => s.rps));
-  return variants.map((v, i) => {
-    const rps = median(samples[i].map((s) => s.rps));
-    return {
-      scenario: 'auth',
-      variant: v.name,
-      rps: Math.round(rps),
-      p50_ms: median(samples[i].map((s) => s.p50)),
-      p99_ms: median(samples[i].map((s) => s.p99)),
-      ratio_vs_open: Number((rps / baseline).toFixed(3)),
-      first_request_ms: firstMs[i],
-      rounds: samples[i].map((s) => Math.round(s.rps)),
-    };
-  });
 }

@@ -271,6 +271,8 @@ export const serverSettingsSchema = z.strictObject({
   session_idle_timeout_ms: milliseconds(1).default(1_800_000),
   /** Most client sessions open at once; further `initialize` requests are refused. */
   max_sessions: integer(1, Number.MAX_SAFE_INTEGER).default(10_000),
+  /** Collect Prometheus metrics and serve GET /metrics. */
+  metrics: z.boolean({ error: problem('expected true or false') }).default(true),
 });
 
 /** The resolved `[server]` settings. */

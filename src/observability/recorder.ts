@@ -34,13 +34,14 @@ const UPSTREAM_FAILURE_CODES = new Set([-32000, -32002]);
 export class Recorder {
   constructor(
     readonly audit: AuditLog,
-    readonly metrics: Metrics,
+    /** undefined with `[server] metrics = false`. */
+    readonly metrics: Metrics | undefined,
   ) {}
 
   /** Authentication passed. The audit line only when the credential was checked afresh (not from cache). */
   authenticated(request: FastifyRequest, identity: Identity, verified: boolean): void {
-    this.metrics.auth(identity.provider, 'success');
-    this.metrics.identitySeen(`${identity.provider}:${identity.id}`);
+    this.metrics?.auth(identity.provider, 'success');
+    this.metrics?.identitySeen(`${identity.provider}:${identity.id}`);
     if (verified && identity.provider !== 'anonymous') {
       this.audit.record({ ...base(request), event_type: 'auth_success', identity_id: identity.id, provider: identity.provider, success: true });
     }
@@ -49,7 +50,7 @@ export class Recorder {
   /** Authentication refused: the reason goes here, never to the client. */
   authFailed(request: FastifyRequest, outcome: Extract<AuthOutcome, { ok: false }>, code: number, message: string): void {
     const result = outcome.kind === 'throttled' ? 'throttled' : outcome.kind === 'busy' ? 'unavailable' : 'failure';
-    this.metrics.auth(outcome.provider ?? 'anonymous', result);
+    this.metrics?.auth(outcome.provider ?? 'anonymous', result);
     this.audit.record({
       ...base(request),
       event_type: 'auth_failure',
@@ -63,8 +64,8 @@ export class Recorder {
 
   /** A rate limit refused the request (or one tools/call of it). */
   rateLimited(request: FastifyRequest, scope: RateLimitScope, identity?: Identity, server?: string, tool?: string): void {
-    this.metrics.rateLimit(false, scope);
-    if (tool !== undefined && server !== undefined) this.metrics.toolCall(server, tool, 'rate_limited');
+    this.metrics?.rateLimit(false, scope);
+    if (tool !== undefined && server !== undefined) this.metrics?.toolCall(server, tool, 'rate_limited');
     this.audit.record({
       ...base(request),
       event_type: 'rate_limited',
@@ -79,12 +80,12 @@ export class Recorder {
 
   /** A rate limit let the request through. */
   rateAllowed(scope: RateLimitScope): void {
-    this.metrics.rateLimit(true, scope);
+    this.metrics?.rateLimit(true, scope);
   }
 
   /** The identity may not use this server, or this tool. */
   denied(request: FastifyRequest, identity: Identity, server: string, reason: string, tool?: string): void {
-    if (tool !== undefined) this.metrics.toolCall(server, tool, 'denied');
+    if (tool !== undefined) this.metrics?.toolCall(server, tool, 'denied');
     this.audit.record({
       ...base(request),
       event_type: 'authz_denied',
@@ -114,14 +115,14 @@ export class Recorder {
     const error = 'error' in response ? response.error : undefined;
     const failed = error !== undefined && UPSTREAM_FAILURE_CODES.has(error.code);
     const outcome: UpstreamOutcome = error?.code === -32002 ? 'timeout' : failed ? 'error' : 'ok';
-    this.metrics.upstreamRequest(server, method, seconds, outcome);
+    this.metrics?.upstreamRequest(server, method, seconds, outcome);
     if (method === 'tools/list' && 'result' in response && Array.isArray(response.result['tools'])) {
-      this.metrics.learnTools(server, (response.result['tools'] as Array<{ name?: unknown }>).map((t) => (typeof t?.name === 'string' ? t.name : '')));
+      this.metrics?.learnTools(server, (response.result['tools'] as Array<{ name?: unknown }>).map((t) => (typeof t?.name === 'string' ? t.name : '')));
     }
     const shared = { ...base(request), identity_id: identity.id, provider: identity.provider, server, method, duration_ms: seconds * 1000 };
     if (tool !== undefined) {
       const toolOutcome: ToolCallOutcome = error !== undefined || isToolError(response) ? 'error' : 'ok';
-      this.metrics.toolCall(server, tool, toolOutcome);
+      this.metrics?.toolCall(server, tool, toolOutcome);
       this.audit.record({
         ...shared,
         event_type: 'tool_call',
@@ -138,7 +139,7 @@ export class Recorder {
 
   /** One HTTP exchange on an MCP endpoint has ended (any status, streams included). */
   answered(method: string, status: number, seconds: number, server?: string): void {
-    this.metrics.request(method, status, seconds, server);
+    this.metrics?.request(method, status, seconds, server);
   }
 
   /** Lifecycle events. */

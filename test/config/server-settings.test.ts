@@ -18,6 +18,7 @@ describe('[server]', () => {
       shutdown_grace_ms: 10_000,
       session_idle_timeout_ms: 1_800_000,
       max_sessions: 10_000,
+      metrics: true,
     };
     expect(parse(UPSTREAM).server).toEqual(defaults);
     expect(parse(`[server]\n${UPSTREAM}`).server).toEqual(defaults);
@@ -32,6 +33,7 @@ max_request_size = 2048
 shutdown_grace_ms = 0
 session_idle_timeout_ms = 60000
 max_sessions = 3
+metrics = false
 ${UPSTREAM}`);
     expect(config.server).toEqual({
       host: '0.0.0.0',
@@ -40,6 +42,7 @@ ${UPSTREAM}`);
       shutdown_grace_ms: 0,
       session_idle_timeout_ms: 60_000,
       max_sessions: 3,
+      metrics: false,
     });
   });
 

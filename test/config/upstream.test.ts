@@ -44,6 +44,7 @@ describe('exported types', () => {
       shutdown_grace_ms: number;
       session_idle_timeout_ms: number;
       max_sessions: number;
+      metrics: boolean;
     }>();
     expectTypeOf<GatewayConfig>().toEqualTypeOf<{
       server: ServerSettings;

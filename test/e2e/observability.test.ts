@@ -157,6 +157,16 @@ replacement = "[CARD]"
     expect(text).toMatch(/mcp_guard_tool_calls_total\{server="web",tool="lookup",outcome="ok"\} 1/);
   });
 
+  it('[server] metrics = false: no /metrics route, and requests are still served', async () => {
+    const plain = await startGateway(`[server]\nmetrics = false\n[[upstream.servers]]\nname = "web"\npath_prefix = "/web"\nurl = ${q(recording.url)}\n`);
+    try {
+      expect((await fetch(`${plain.url}/metrics`)).status).toBe(404);
+      expect((await curlPost(`${plain.url}/mcp/web`, { jsonrpc: '2.0', id: 1, method: 'tools/list' })).status).toBe(200);
+    } finally {
+      await plain.stop();
+    }
+  });
+
   it('no key ever reaches a log or audit line', async () => {
     await flush();
     const everything = `${gw.logs.join('\n')}\n${readFileSync(join(dir, 'audit.log'), 'utf8')}`;
