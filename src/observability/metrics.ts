@@ -130,6 +130,24 @@ export function httpMethodLabel(method: string): string {
   return REQUEST_METHODS.has(method) ? method : OTHER;
 }
 
+/**
+ * The child of a metric for one combination of label values, made once. prom-client otherwise
+ * hashes (sorting keys) the label object on every inc/observe, which on the request path costs
+ * more than the count itself. Label values are already bounded, so the map is too.
+ */
+function bound<T>(metric: { labels(...values: string[]): T }): (...values: string[]) => T {
+  const children = new Map<string, T>();
+  return (...values) => {
+    const key = values.join('\u0000');
+    let child = children.get(key);
+    if (child === undefined) {
+      child = metric.labels(...values);
+      children.set(key, child);
+    }
+    return child;
+  };
+}
+
 export class Metrics {
   readonly registry = new Registry();
 
@@ -298,7 +316,23 @@ export class Metrics {
     for (const scope of ['address', 'identity', 'tool'] as const) this.rateLimited.inc({ scope }, 0);
 
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+    this.requestsOf = bound(this.requests);
+    this.requestDurationOf = bound(this.requestDuration);
+    this.authOf = bound(this.authTotal);
+    this.rateLimitOf = bound(this.rateLimitTotal);
+    this.upstreamRequestsOf = bound(this.upstreamRequests);
+    this.upstreamLatencyOf = bound(this.upstreamLatency);
+    this.toolCallsOf = bound(this.toolCalls);
   }
+
+  // Bound children of the families counted on the request path (see bound()).
+  private readonly requestsOf: (...values: string[]) => { inc(): void };
+  private readonly requestDurationOf: (...values: string[]) => { observe(value: number): void };
+  private readonly authOf: (...values: string[]) => { inc(): void };
+  private readonly rateLimitOf: (...values: string[]) => { inc(): void };
+  private readonly upstreamRequestsOf: (...values: string[]) => { inc(): void };
+  private readonly upstreamLatencyOf: (...values: string[]) => { observe(value: number): void };
+  private readonly toolCallsOf: (...values: string[]) => { inc(): void };
 
   /**
    * One answered request on an MCP endpoint: its HTTP method, HTTP status, duration, and the
@@ -306,13 +340,14 @@ export class Metrics {
    * routing, or an unknown server; that counts as "none").
    */
   request(httpMethod: string, status: number, seconds: number, server?: string): void {
-    const labels = { method: httpMethodLabel(httpMethod), server: server === undefined ? NO_SERVER : this.serverLabel(server) };
-    this.requests.inc({ ...labels, status: statusLabel(status) });
-    if (validDuration(seconds)) this.requestDuration.observe(labels, seconds);
+    const method = httpMethodLabel(httpMethod);
+    const serverLabel = server === undefined ? NO_SERVER : this.serverLabel(server);
+    this.requestsOf(method, statusLabel(status), serverLabel).inc();
+    if (validDuration(seconds)) this.requestDurationOf(method, serverLabel).observe(seconds);
   }
 
   auth(provider: AuthProviderLabel, result: AuthResult): void {
-    this.authTotal.inc({ provider, result });
+    this.authOf(provider, result).inc();
   }
 
   /**
@@ -322,7 +357,7 @@ export class Metrics {
    * when not given).
    */
   rateLimit(allowed: boolean, scope?: RateLimitScope): void {
-    this.rateLimitTotal.inc({ allowed: String(allowed) });
+    this.rateLimitOf(allowed ? 'true' : 'false').inc();
     if (!allowed) this.rateLimited.inc({ scope: scope ?? OTHER });
   }
 
@@ -333,8 +368,8 @@ export class Metrics {
   /** One request forwarded to a server: its JSON-RPC method, how long the server took, the outcome. */
   upstreamRequest(server: string, method: string, seconds: number, outcome: UpstreamOutcome): void {
     const label = this.serverLabel(server);
-    this.upstreamRequests.inc({ server: label, method: methodLabel(method), outcome });
-    if (validDuration(seconds)) this.upstreamLatency.observe({ server: label }, seconds);
+    this.upstreamRequestsOf(label, methodLabel(method), outcome).inc();
+    if (validDuration(seconds)) this.upstreamLatencyOf(label).observe(seconds);
   }
 
   /**
@@ -344,7 +379,7 @@ export class Metrics {
   toolCall(server: string, tool: string, outcome: ToolCallOutcome): void {
     const label = this.serverLabel(server);
     const known = this.servers.has(server) && (this.tools.get(server)?.has(tool) ?? false);
-    this.toolCalls.inc({ server: label, tool: known ? tool : OTHER_TOOL, outcome });
+    this.toolCallsOf(label, known ? tool : OTHER_TOOL, outcome).inc();
   }
 
   /**

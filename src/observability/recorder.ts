@@ -119,22 +119,30 @@ export class Recorder {
     if (method === 'tools/list' && 'result' in response && Array.isArray(response.result['tools'])) {
       this.metrics?.learnTools(server, (response.result['tools'] as Array<{ name?: unknown }>).map((t) => (typeof t?.name === 'string' ? t.name : '')));
     }
-    const shared = { ...base(request), identity_id: identity.id, provider: identity.provider, server, method, duration_ms: seconds * 1000 };
+    if (tool === undefined && !failed) return;
+    // Built once, field by field: this runs for every tools/call, where object spreads show up
+    // in profiles.
+    const event: AuditEvent = {
+      event_type: 'tool_call',
+      identity_id: identity.id,
+      provider: identity.provider,
+      server,
+      method,
+      success: true,
+      duration_ms: seconds * 1000,
+      request_id: request.id,
+      client_ip: request.ip,
+    };
+    if (error) event.error = { code: error.code, message: error.message };
     if (tool !== undefined) {
       const toolOutcome: ToolCallOutcome = error !== undefined || isToolError(response) ? 'error' : 'ok';
       this.metrics?.toolCall(server, tool, toolOutcome);
-      this.audit.record({
-        ...shared,
-        event_type: 'tool_call',
-        tool,
-        success: toolOutcome === 'ok',
-        ...(error ? { error: { code: error.code, message: error.message } } : {}),
-        ...(this.audit.includeArguments && args !== undefined ? { arguments: args } : {}),
-      });
+      event.tool = tool;
+      event.success = toolOutcome === 'ok';
+      if (this.audit.includeArguments && args !== undefined) event.arguments = args;
+      this.audit.record(event);
     }
-    if (failed && error) {
-      this.audit.record({ ...shared, event_type: 'upstream_error', ...(tool !== undefined ? { tool } : {}), success: false, error: { code: error.code, message: error.message } });
-    }
+    if (failed) this.audit.record({ ...event, event_type: 'upstream_error', success: false });
   }
 
   /** One HTTP exchange on an MCP endpoint has ended (any status, streams included). */

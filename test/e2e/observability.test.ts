@@ -138,11 +138,11 @@ replacement = "[CARD]"
   it('/metrics: the earlier gateway\'s families with server and tool series, valid for promtool', async () => {
     const text = await (await fetch(`${gw.url}/metrics`)).text();
     await expectValidExposition(text, [/^nodejs_active_(handles|requests|resources)_total/]);
-    expect(text).toMatch(/mcp_guard_requests_total\{method="POST",server="everything",status="200"\} [1-9]/);
-    expect(text).toMatch(/mcp_guard_requests_total\{method="POST",server="web",status="429"\} 1/);
-    expect(text).toMatch(/mcp_guard_requests_total\{method="POST",server="down",status="502"\} 1/);
+    expect(text).toMatch(/mcp_guard_requests_total\{method="POST",status="200",server="everything"\} [1-9]/);
+    expect(text).toMatch(/mcp_guard_requests_total\{method="POST",status="429",server="web"\} 1/);
+    expect(text).toMatch(/mcp_guard_requests_total\{method="POST",status="502",server="down"\} 1/);
     // Authentication comes before routing: a refused request was never routed to a server.
-    expect(text).toMatch(/mcp_guard_requests_total\{method="POST",server="none",status="401"\} 1/);
+    expect(text).toMatch(/mcp_guard_requests_total\{method="POST",status="401",server="none"\} 1/);
     expect(text).toMatch(/mcp_guard_auth_total\{provider="api_key",result="failure"\} 1/);
     expect(text).toMatch(/mcp_guard_rate_limit_total\{allowed="false"\} 1/);
     expect(text).toMatch(/mcp_guard_tool_calls_total\{server="web",tool="__other__",outcome="denied"\} 1/);
