@@ -15,7 +15,7 @@ import { Authenticator, type AuthenticatorOptions } from './auth/authenticator.j
 import { mayReach } from './auth/identity.js';
 import type { GatewayConfig, ServerConfig } from './config/schema.js';
 import { authenticationHook, identityOf, registerProtectedResourceMetadata } from './http/auth.js';
-import { GatewayError } from './http/errors.js';
+import { GatewayError, sendError } from './http/errors.js';
 import { registerHealthRoutes, type Lifecycle } from './http/health.js';
 import { registerMetricsRoute } from './http/metrics.js';
 import { Gateway, type UpstreamFactory } from './mcp/gateway.js';
@@ -24,7 +24,7 @@ import type { Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { Recorder } from './observability/recorder.js';
 import { withRequest } from './observability/request-context.js';
-import { handleDelete, handleGet, handlePost, sendError, type Context, type Target } from './pipeline.js';
+import { handleDelete, handleGet, handlePost, type Context, type Target } from './pipeline.js';
 import { RateLimiter } from './ratelimit/limiter.js';
 import { Router, UnsafePathError } from './routing/router.js';
 import { createUpstream } from './upstreams/factory.js';
@@ -66,13 +66,6 @@ function unlessReserved(hook: onRequestAsyncHookHandler): onRequestAsyncHookHand
   return async function (request, reply) {
     if (!RESERVED.test(request.url)) await hook.call(this, request, reply);
   };
-}
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    /** The server an MCP request was routed to, once it is known (for metrics and audit). */
-    mcpServer: string | null;
-  }
 }
 
 /**
@@ -152,32 +145,32 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
   const serve = (target: Target, request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     request.mcpServer = target.server.name;
     // Every log line written while serving it carries the request's id.
-    return withRequest(request.id, () => dispatch({ gateway, target, identity: identityOf(request), limiter, recorder, request }, request, reply));
+    return withRequest(request.id, () => dispatch({ gateway, target, identity: identityOf(request), limiter, recorder, request }, reply));
   };
-  const dispatch = async (context: Context, request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    switch (request.method) {
+  const dispatch = async (context: Context, reply: FastifyReply): Promise<void> => {
+    switch (context.request.method) {
       case 'POST':
         inflight++;
         try {
-          await handlePost(context, request, reply);
+          await handlePost(context, reply);
         } finally {
           if (--inflight === 0) drained?.();
         }
         return;
       case 'GET':
-        handleGet(context, request, reply);
+        handleGet(context, reply);
         return;
       case 'DELETE':
-        await handleDelete(context, request, reply);
+        await handleDelete(context, reply);
         return;
       default:
-        void reply.code(405).header('allow', 'GET, POST, DELETE').send({ error: `Method ${request.method} not allowed` });
+        void reply.code(405).header('allow', 'GET, POST, DELETE').send({ error: `Method ${context.request.method} not allowed` });
     }
   };
 
   /** Counts every answered MCP exchange once it has ended, streams and early refusals included. */
   const observe: onRequestAsyncHookHandler = async (request, reply) => {
-    reply.raw.once('close', () => recorder.answered(request.method, reply.raw.statusCode, (performance.now() - request.receivedAt) / 1000, request.mcpServer ?? undefined));
+    reply.raw.once('close', () => recorder.answered(request, reply.raw.statusCode));
   };
 
   // Every method reaches the MCP endpoints, so that the wrong one is a 405 rather than a 404.
@@ -210,18 +203,24 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
     },
   });
 
-  app.route({ method: [...ALL_METHODS], url: '/*', onRequest: onRequest?.map(unlessReserved), handler: async (request, reply) => {
-    if (RESERVED.test(request.url)) return notFound(request, reply, `Not found: ${request.url.split('?')[0]}`);
-    let match;
-    try {
-      match = router.match(request.url);
-    } catch (err) {
-      if (err instanceof UnsafePathError) return sendError(reply, new GatewayError('invalid_request', `Bad Request: ${err.message}`));
-      throw err;
-    }
-    if (!match) return notFound(request, reply, `No route for path: ${request.url.split('?')[0]}`);
-    return serve(match, request, reply);
-  } });
+  app.route({
+    method: [...ALL_METHODS],
+    url: '/*',
+    onRequest: onRequest.map(unlessReserved),
+    handler: async (request, reply) => {
+      if (RESERVED.test(request.url)) return notFound(request, reply, `Not found: ${request.url.split('?')[0]}`);
+      let match;
+      try {
+        match = router.match(request.url);
+      } catch (err) {
+        if (!(err instanceof UnsafePathError)) throw err;
+        sendError(reply, new GatewayError('invalid_request', `Bad Request: ${err.message}`));
+        return;
+      }
+      if (!match) return notFound(request, reply, `No route for path: ${request.url.split('?')[0]}`);
+      return serve(match, request, reply);
+    },
+  });
 
   return {
     app,

@@ -37,10 +37,10 @@ import { SUPPORTED_PROTOCOL_VERSIONS } from '@modelcontextprotocol/sdk/types.js'
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { mayReach, ownerKey, type Identity } from './auth/identity.js';
 import type { ServerConfig } from './config/schema.js';
-import { GatewayError, httpError } from './http/errors.js';
+import { GatewayError, httpError, sendError } from './http/errors.js';
 import { decodeBody, isRequest, type JsonRpcMessage, type JsonRpcRequest } from './jsonrpc/messages.js';
 import type { Gateway } from './mcp/gateway.js';
-import { parseAccept, PostResponse, type Outcome } from './mcp/post-response.js';
+import { errorOutcome, parseAccept, PostResponse } from './mcp/post-response.js';
 import type { DownstreamSession } from './mcp/sessions.js';
 import { SseWriter } from './mcp/sse-writer.js';
 import { calledTool, filterToolsList } from './policy/tools.js';
@@ -61,17 +61,12 @@ const VERSION_HEADER = 'mcp-protocol-version';
 /** Content types a JSON-RPC body may arrive with: curl's `-d` default is form-urlencoded. */
 const JSON_LIKE = /^(application\/json|application\/x-www-form-urlencoded|text\/plain)\b/i;
 
-export function sendError(reply: FastifyReply, error: GatewayError, headers: Record<string, string> = {}): void {
-  const { status, body } = httpError(error);
-  void reply.code(status).headers(headers).type('application/json').send(JSON.stringify(body));
-}
-
 function header(request: FastifyRequest, name: string): string | undefined {
   const value = request.headers[name];
   return Array.isArray(value) ? value[0] : value;
 }
 
-/** What every stage after resolution knows: where the request goes and who sent it. */
+/** What every stage after resolution knows: the request, where it goes and who sent it. */
 export interface Context {
   gateway: Gateway;
   target: Target;
@@ -85,20 +80,21 @@ export interface Context {
 }
 
 /** POST: the client sends requests, notifications or answers. */
-export async function handlePost(context: Context, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+export async function handlePost(context: Context, reply: FastifyReply): Promise<void> {
+  const { request } = context;
   try {
     checkServerAccess(context);
     const messages = decode(request);
     const sessionId = header(request, SESSION_HEADER);
     const initialize = messages.messages.find((m): m is JsonRpcRequest => isRequest(m) && m.method === 'initialize');
     if (initialize) {
-      await openSession(context, initialize, messages.messages.length, sessionId, request, reply);
+      await openSession(context, initialize, messages.messages.length, sessionId, reply);
       return;
     }
     checkProtocolVersion(request);
     const session = sessionId === undefined ? undefined : findSession(context, sessionId);
     session?.touch();
-    await exchange(context, session, messages, request, reply, true);
+    await exchange(context, session, messages, reply, true);
   } catch (err) {
     if (err instanceof GatewayError) sendError(reply, err);
     else throw err;
@@ -150,11 +146,10 @@ function findSession({ gateway, target, identity }: Context, sessionId: string):
 }
 
 async function openSession(
-  { gateway, target, identity }: Context,
+  { gateway, target, identity, request }: Context,
   initialize: JsonRpcRequest,
   count: number,
   sessionId: string | undefined,
-  request: FastifyRequest,
   reply: FastifyReply,
 ): Promise<void> {
   if (count > 1) throw new GatewayError('invalid_request', 'Invalid Request: initialize must be sent on its own, not in a batch', initialize.id);
@@ -168,15 +163,9 @@ async function openSession(
 }
 
 /** Stage 5: a tools/call of a tool the identity may not use is answered here, never forwarded. */
-function authorize(identity: Identity, request: JsonRpcRequest): GatewayError | undefined {
-  const tool = calledTool(request);
+function authorize(identity: Identity, call: JsonRpcRequest, tool: string | undefined): GatewayError | undefined {
   if (tool === undefined || identity.tools.allows(tool)) return undefined;
-  return new GatewayError('tool_forbidden', `Forbidden: identity "${identity.id}" may not call tool ${JSON.stringify(tool)}`, request.id);
-}
-
-function refusal(error: GatewayError): Outcome {
-  const { status, body } = httpError(error);
-  return { response: body, status, cancelled: false };
+  return new GatewayError('tool_forbidden', `Forbidden: identity "${identity.id}" may not call tool ${JSON.stringify(tool)}`, call.id);
 }
 
 /** Stage 6: notifications and answers are relayed; requests are authorized, forwarded and answered. */
@@ -184,11 +173,11 @@ async function exchange(
   context: Context,
   session: DownstreamSession | undefined,
   decoded: { messages: JsonRpcMessage[]; batch: boolean },
-  request: FastifyRequest,
   reply: FastifyReply,
   retry: boolean,
 ): Promise<void> {
-  const { gateway, target, identity } = context;
+  const { gateway, target, identity, recorder, request } = context;
+  const server = target.server.name;
   let upstream: UpstreamSession;
   try {
     upstream = session ? session.upstream : await gateway.sharedSession(target.server, target.forwardPath);
@@ -197,10 +186,8 @@ async function exchange(
     if (!(err instanceof UpstreamError)) throw err;
     const error = GatewayError.fromUpstream(err, first?.id ?? null);
     // No upstream session: each request of the body failed upstream, and is recorded as such.
-    for (const r of decoded.messages.filter(isRequest)) {
-      const tool = calledTool(r);
-      context.recorder.forwarded(context.request, context.identity, context.target.server.name, r.method, httpError(error).body, 0, tool, tool === undefined ? undefined : r.params?.['arguments']);
-    }
+    const { body } = httpError(error);
+    for (const r of decoded.messages.filter(isRequest)) recorder.forwarded(request, identity, server, r, calledTool(r), body, 0);
     throw error;
   }
   const requests: JsonRpcRequest[] = [];
@@ -217,22 +204,21 @@ async function exchange(
   const outcomes = await Promise.all(
     requests.map(async (r) => {
       const tool = calledTool(r);
-      const refused = authorize(identity, r);
+      const refused = authorize(identity, r, tool);
       if (refused) {
-        context.recorder.denied(context.request, identity, target.server.name, 'tool not allowed', tool);
-        return refusal(refused);
+        recorder.denied(request, identity, server, 'tool not allowed', tool);
+        return errorOutcome(refused);
       }
       // A retry only follows when every request was forwarded, so each has passed its limits once.
-      const limited = retry ? await context.limiter?.checkToolCall(request, identity, r) : undefined;
+      const limited = retry && tool !== undefined ? await context.limiter?.checkToolCall(request, identity, tool, r.id) : undefined;
       if (limited) {
         // Retry-After and RateLimit-* describe the response only when this is its one answer.
         if (!decoded.batch) void reply.headers(limited.headers);
-        return refusal(limited.error);
+        return errorOutcome(limited.error);
       }
       const started = performance.now();
       const outcome = await gateway.forward(r, upstream, session, post);
-      const seconds = (performance.now() - started) / 1000;
-      context.recorder.forwarded(context.request, identity, target.server.name, r.method, outcome.response, seconds, tool, tool === undefined ? undefined : r.params?.['arguments']);
+      recorder.forwarded(request, identity, server, r, tool, outcome.response, (performance.now() - started) / 1000);
       return r.method === 'tools/list' ? { ...outcome, response: filterToolsList(identity.tools, outcome.response) } : outcome;
     }),
   );
@@ -240,14 +226,15 @@ async function exchange(
   // something was already streamed to the client: a second answer cannot follow on that response).
   if (!session && retry && !post.streaming && outcomes.every((o) => o.status === 404)) {
     gateway.dropSharedSession(target.server, target.forwardPath, upstream);
-    await exchange(context, session, { messages: requests, batch: decoded.batch }, request, reply, false);
+    await exchange(context, session, { messages: requests, batch: decoded.batch }, reply, false);
     return;
   }
   post.finish(outcomes, decoded.batch);
 }
 
 /** GET: the client opens the standalone stream of server-to-client messages. */
-export function handleGet(context: Context, request: FastifyRequest, reply: FastifyReply): void {
+export function handleGet(context: Context, reply: FastifyReply): void {
+  const { request } = context;
   try {
     checkServerAccess(context);
     const sessionId = header(request, SESSION_HEADER);
@@ -266,7 +253,8 @@ export function handleGet(context: Context, request: FastifyRequest, reply: Fast
 }
 
 /** DELETE: the client ends its session. */
-export async function handleDelete(context: Context, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+export async function handleDelete(context: Context, reply: FastifyReply): Promise<void> {
+  const { request } = context;
   try {
     checkServerAccess(context);
     const sessionId = header(request, SESSION_HEADER);

@@ -6,12 +6,12 @@
  * Every refusal looks the same to the client whatever failed (no credentials, unknown key,
  * expired token, wrong audience): the reason goes to the log line with the request id.
  */
-import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
+import type { FastifyInstance, FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
 import type { AuthOutcome, Authenticator } from '../auth/authenticator.js';
 import { ANONYMOUS, type Identity } from '../auth/identity.js';
 import type { AuthConfig } from '../config/schema.js';
 import type { Recorder } from '../observability/recorder.js';
-import { GatewayError, httpError } from './errors.js';
+import { GatewayError, sendError } from './errors.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -41,10 +41,19 @@ function challenge(config: AuthConfig | undefined, request: FastifyRequest, outc
   return parts.join(', ');
 }
 
-function refuse(reply: FastifyReply, kind: GatewayError['kind'], message: string, headers: Record<string, string>): { code: number; message: string } {
-  const { status, body } = httpError(new GatewayError(kind, message));
-  void reply.code(status).headers(headers).type('application/json').send(JSON.stringify(body));
-  return body.error;
+/** The answer to a refused authentication: the same body for every cause of the same kind. */
+function refusalOf(config: AuthConfig | undefined, request: FastifyRequest, outcome: Extract<AuthOutcome, { ok: false }>): [GatewayError, Record<string, string>] {
+  switch (outcome.kind) {
+    case 'unauthenticated':
+      return [new GatewayError('unauthenticated', 'Unauthorized: missing or invalid credentials'), { 'www-authenticate': challenge(config, request, outcome) }];
+    case 'throttled':
+      return [
+        new GatewayError('auth_throttled', 'Too Many Requests: too many failed authentication attempts; try again later'),
+        { 'retry-after': String(outcome.retryAfter ?? 60) },
+      ];
+    case 'busy':
+      return [new GatewayError('auth_unavailable', 'Service Unavailable: authentication is busy; try again shortly'), { 'retry-after': String(outcome.retryAfter ?? 1) }];
+  }
 }
 
 /**
@@ -60,21 +69,8 @@ export function authenticationHook(authenticator: Authenticator, config: AuthCon
       return;
     }
     request.log.info({ reason: outcome.reason, provider: outcome.provider, clientIp: request.ip, url: request.url.split('?')[0] }, 'authentication failed');
-    const error = (() => {
-      switch (outcome.kind) {
-        case 'unauthenticated':
-          return refuse(reply, 'unauthenticated', 'Unauthorized: missing or invalid credentials', { 'www-authenticate': challenge(config, request, outcome) });
-        case 'throttled':
-          return refuse(reply, 'auth_throttled', 'Too Many Requests: too many failed authentication attempts; try again later', {
-            'retry-after': String(outcome.retryAfter ?? 60),
-          });
-        case 'busy':
-          return refuse(reply, 'auth_unavailable', 'Service Unavailable: authentication is busy; try again shortly', {
-            'retry-after': String(outcome.retryAfter ?? 1),
-          });
-      }
-    })();
-    recorder.authFailed(request, outcome, error.code, error.message);
+    const [error, headers] = refusalOf(config, request, outcome);
+    recorder.authFailed(request, outcome, sendError(reply, error, headers));
   };
 }
 

@@ -3,7 +3,8 @@
  * JSON-RPC code in a single exhaustive switch. Internal failures never reach a client with their
  * cause; the cause goes to the log.
  */
-import { ErrorCode, errorResponse, type JsonRpcErrorResponse, type JsonRpcId } from '../jsonrpc/messages.js';
+import type { FastifyReply } from 'fastify';
+import { ErrorCode, errorResponse, type JsonRpcErrorObject, type JsonRpcErrorResponse, type JsonRpcId } from '../jsonrpc/messages.js';
 import type { UpstreamError, UpstreamErrorKind } from '../upstreams/errors.js';
 
 export type GatewayErrorKind =
@@ -110,4 +111,14 @@ export function httpError(error: GatewayError): HttpError {
   const { status, code } = statusAndCode(error.kind);
   const message = error.kind === 'internal' ? 'Internal error' : error.message;
   return { status, body: errorResponse(error.id, code, message) };
+}
+
+/**
+ * Answers a request with an error: its status, the given headers and its JSON-RPC body. Returns
+ * the error object sent, for the audit line that records it.
+ */
+export function sendError(reply: FastifyReply, error: GatewayError, headers: Record<string, string> = {}): JsonRpcErrorObject {
+  const { status, body } = httpError(error);
+  void reply.code(status).headers(headers).type('application/json').send(JSON.stringify(body));
+  return body.error;
 }

@@ -5,7 +5,7 @@
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import type { GatewayConfig, ServerConfig } from '../config/schema.js';
-import { GatewayError, httpError } from '../http/errors.js';
+import { GatewayError } from '../http/errors.js';
 import {
   idKey,
   type JsonRpcNotification,
@@ -15,7 +15,7 @@ import {
 import type { Logger } from '../observability/logger.js';
 import { UpstreamError } from '../upstreams/errors.js';
 import type { ServerMessage, SessionHandlers, Upstream, UpstreamSession } from '../upstreams/upstream.js';
-import type { Outcome, PostResponse } from './post-response.js';
+import { errorOutcome, type Outcome, type PostResponse } from './post-response.js';
 import { DownstreamSession, refuseServerRequest, SessionStore } from './sessions.js';
 
 /** How long relaying a client's `initialized` may wait for the upstream's GET stream. */
@@ -177,7 +177,7 @@ export class Gateway {
   ): Promise<Outcome> {
     const key = idKey(request.id);
     if (session?.inflight.has(key)) {
-      return outcome(new GatewayError('invalid_request', `Invalid Request: id ${JSON.stringify(request.id)} is already in flight`, request.id));
+      return errorOutcome(new GatewayError('invalid_request', `Invalid Request: id ${JSON.stringify(request.id)} is already in flight`, request.id));
     }
     const controller = new AbortController();
     session?.inflight.set(key, controller);
@@ -188,7 +188,7 @@ export class Gateway {
       });
       return { response, status: 200, cancelled: false };
     } catch (err) {
-      return outcome(toGatewayError(err, request.id, this.log));
+      return errorOutcome(toGatewayError(err, request.id, this.log));
     } finally {
       session?.inflight.delete(key);
       session?.touch();
@@ -205,11 +205,6 @@ export class Gateway {
     // Only the client a server request went to may answer it.
     else if ('id' in message) session?.expectAnswer(message.id);
   }
-}
-
-function outcome(error: GatewayError): Outcome {
-  const { status, body } = httpError(error);
-  return { response: body, status, cancelled: error.kind === 'cancelled' };
 }
 
 /** Any failure as a GatewayError; unexpected ones are logged with their cause and shown as internal. */

@@ -5,6 +5,7 @@
  * JSON; the SDK client gets a stream exactly when one is needed.
  */
 import type { FastifyReply } from 'fastify';
+import { httpError, type GatewayError } from '../http/errors.js';
 import type { JsonRpcMessage, JsonRpcResponse } from '../jsonrpc/messages.js';
 import { SseWriter } from './sse-writer.js';
 
@@ -29,6 +30,12 @@ export interface Outcome {
   status: number;
   /** The client cancelled it: on a stream, no response is sent (MCP cancellation). */
   cancelled: boolean;
+}
+
+/** A request answered with an error instead of by the upstream. */
+export function errorOutcome(error: GatewayError): Outcome {
+  const { status, body } = httpError(error);
+  return { response: body, status, cancelled: error.kind === 'cancelled' };
 }
 
 export class PostResponse {

@@ -12,7 +12,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import type { AuditConfig } from '../config/schema.js';
-import type { Logger } from './logger.js';
+import type { RateLimitedWarning } from './logger.js';
 
 /** Counters the sinks add to; AuditLog.stats reads them. */
 export interface SinkCounters {
@@ -34,31 +34,6 @@ export interface AuditSink {
   close(signal: AbortSignal): Promise<void>;
 }
 
-/** Logs a warning of one kind at most once per interval, with how many were suppressed meanwhile. */
-export class RateLimitedWarning {
-  private readonly last = new Map<string, { at: number; suppressed: number }>();
-
-  constructor(
-    private readonly log: Logger,
-    private readonly intervalMs = 10_000,
-  ) {}
-
-  warn(kind: string, fields: Record<string, unknown>, message: string): void {
-    const now = performance.now();
-    const seen = this.last.get(kind);
-    if (seen && now - seen.at < this.intervalMs) {
-      seen.suppressed++;
-      return;
-    }
-    const suppressed = seen?.suppressed ?? 0;
-    this.last.set(kind, { at: now, suppressed: 0 });
-    try {
-      this.log.warn({ ...fields, ...(suppressed > 0 ? { suppressed } : {}) }, message);
-    } catch {
-      // A broken operational log must not break auditing.
-    }
-  }
-}
 
 /** A FIFO with O(1) amortised push and shift (Array#shift is O(n)). */
 export class Deque<T> {

@@ -9,8 +9,8 @@
  */
 import { AsyncResource } from 'node:async_hooks';
 import type { AuditConfig } from '../config/schema.js';
-import { Deque, ExportSink, FileSink, RateLimitedWarning, StreamSink, untilSettledOrAborted, type AuditSink, type SinkCounters } from './audit-sinks.js';
-import type { Logger } from './logger.js';
+import { Deque, ExportSink, FileSink, StreamSink, untilSettledOrAborted, type AuditSink, type SinkCounters } from './audit-sinks.js';
+import { RateLimitedWarning, type Logger } from './logger.js';
 
 /**
  * Every event type. Add a new one here (and to docs/audit.md); the union type follows.

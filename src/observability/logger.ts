@@ -66,3 +66,32 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       : destination,
   );
 }
+
+/**
+ * Logs a warning of one kind at most once per interval, with how many were suppressed meanwhile:
+ * for failures that repeat on every request (a store down, a sink failing), one line per interval.
+ */
+export class RateLimitedWarning {
+  private readonly last = new Map<string, { at: number; suppressed: number }>();
+
+  constructor(
+    private readonly log: Logger,
+    private readonly intervalMs = 10_000,
+  ) {}
+
+  warn(kind: string, fields: Record<string, unknown>, message: string): void {
+    const now = performance.now();
+    const seen = this.last.get(kind);
+    if (seen && now - seen.at < this.intervalMs) {
+      seen.suppressed++;
+      return;
+    }
+    const suppressed = seen?.suppressed ?? 0;
+    this.last.set(kind, { at: now, suppressed: 0 });
+    try {
+      this.log.warn({ ...fields, ...(suppressed > 0 ? { suppressed } : {}) }, message);
+    } catch {
+      // A broken operational log must not break what was warning about it.
+    }
+  }
+}

@@ -16,6 +16,7 @@
  * docs/metrics.md lists every family.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { AuthProvider } from '../auth/identity.js';
 import type { ServerConfig } from '../config/schema.js';
 import type { UpstreamStatus } from '../upstreams/upstream.js';
 
@@ -71,7 +72,7 @@ export const DURATION_BUCKETS: readonly number[] = [0.0005, 0.001, 0.0025, 0.005
 /** A tool name longer than this never becomes a label value. */
 const MAX_TOOL_NAME_LENGTH = 128;
 
-export type AuthProviderLabel = 'api_key' | 'jwt' | 'anonymous';
+export type AuthProviderLabel = AuthProvider;
 export type AuthResult = 'success' | 'failure' | 'throttled' | 'unavailable';
 export type RateLimitScope = 'address' | 'identity' | 'tool';
 export type UpstreamOutcome = 'ok' | 'error' | 'timeout';

@@ -6,8 +6,8 @@
  */
 import type { FastifyRequest } from 'fastify';
 import type { AuthOutcome } from '../auth/authenticator.js';
-import type { Identity } from '../auth/identity.js';
-import type { JsonRpcResponse } from '../jsonrpc/messages.js';
+import { ownerKey, type Identity } from '../auth/identity.js';
+import { ErrorCode, type JsonRpcErrorObject, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc/messages.js';
 import type { AuditEvent, AuditLog } from './audit.js';
 import type { Metrics, RateLimitScope, ToolCallOutcome, UpstreamOutcome } from './metrics.js';
 
@@ -15,6 +15,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** performance.now() when the request arrived (set by the app's first onRequest hook). */
     receivedAt: number;
+    /** The server an MCP request was routed to, once it is known. */
+    mcpServer: string | null;
   }
 }
 
@@ -29,7 +31,7 @@ function base(request: FastifyRequest): Pick<AuditEvent, 'request_id' | 'client_
 }
 
 /** Upstream failures worth an `upstream_error` event (not the client's own cancellation). */
-const UPSTREAM_FAILURE_CODES = new Set([-32000, -32002]);
+const UPSTREAM_FAILURE_CODES = new Set<number>([ErrorCode.UpstreamError, ErrorCode.UpstreamTimeout]);
 
 export class Recorder {
   constructor(
@@ -41,14 +43,14 @@ export class Recorder {
   /** Authentication passed. The audit line only when the credential was checked afresh (not from cache). */
   authenticated(request: FastifyRequest, identity: Identity, verified: boolean): void {
     this.metrics?.auth(identity.provider, 'success');
-    this.metrics?.identitySeen(`${identity.provider}:${identity.id}`);
+    this.metrics?.identitySeen(ownerKey(identity));
     if (verified && identity.provider !== 'anonymous') {
       this.audit.record({ ...base(request), event_type: 'auth_success', identity_id: identity.id, provider: identity.provider, success: true });
     }
   }
 
   /** Authentication refused: the reason goes here, never to the client. */
-  authFailed(request: FastifyRequest, outcome: Extract<AuthOutcome, { ok: false }>, code: number, message: string): void {
+  authFailed(request: FastifyRequest, outcome: Extract<AuthOutcome, { ok: false }>, error: JsonRpcErrorObject): void {
     const result = outcome.kind === 'throttled' ? 'throttled' : outcome.kind === 'busy' ? 'unavailable' : 'failure';
     this.metrics?.auth(outcome.provider ?? 'anonymous', result);
     this.audit.record({
@@ -58,7 +60,7 @@ export class Recorder {
       success: false,
       reason: outcome.reason,
       ...(outcome.provider ? { provider: outcome.provider } : {}),
-      error: { code, message },
+      error: { code: error.code, message: error.message },
     });
   }
 
@@ -102,19 +104,11 @@ export class Recorder {
    * One request answered by (or on behalf of) the upstream: upstream latency and outcome, and for
    * tools/call the tool_call event; an upstream failure also an upstream_error event.
    */
-  forwarded(
-    request: FastifyRequest,
-    identity: Identity,
-    server: string,
-    method: string,
-    response: JsonRpcResponse,
-    seconds: number,
-    tool?: string,
-    args?: unknown,
-  ): void {
+  forwarded(request: FastifyRequest, identity: Identity, server: string, call: JsonRpcRequest, tool: string | undefined, response: JsonRpcResponse, seconds: number): void {
+    const method = call.method;
     const error = 'error' in response ? response.error : undefined;
     const failed = error !== undefined && UPSTREAM_FAILURE_CODES.has(error.code);
-    const outcome: UpstreamOutcome = error?.code === -32002 ? 'timeout' : failed ? 'error' : 'ok';
+    const outcome: UpstreamOutcome = error?.code === ErrorCode.UpstreamTimeout ? 'timeout' : failed ? 'error' : 'ok';
     this.metrics?.upstreamRequest(server, method, seconds, outcome);
     if (method === 'tools/list' && 'result' in response && Array.isArray(response.result['tools'])) {
       this.metrics?.learnTools(server, (response.result['tools'] as Array<{ name?: unknown }>).map((t) => (typeof t?.name === 'string' ? t.name : '')));
@@ -139,15 +133,15 @@ export class Recorder {
       this.metrics?.toolCall(server, tool, toolOutcome);
       event.tool = tool;
       event.success = toolOutcome === 'ok';
-      if (this.audit.includeArguments && args !== undefined) event.arguments = args;
+      if (this.audit.includeArguments && call.params?.['arguments'] !== undefined) event.arguments = call.params['arguments'];
       this.audit.record(event);
     }
     if (failed) this.audit.record({ ...event, event_type: 'upstream_error', success: false });
   }
 
   /** One HTTP exchange on an MCP endpoint has ended (any status, streams included). */
-  answered(method: string, status: number, seconds: number, server?: string): void {
-    this.metrics?.request(method, status, seconds, server);
+  answered(request: FastifyRequest, status: number): void {
+    this.metrics?.request(request.method, status, elapsedMs(request) / 1000, request.mcpServer ?? undefined);
   }
 
   /** Lifecycle events. */

@@ -19,20 +19,20 @@
  *   decides, with a counter and a log line at most every 10 s, instead of a silent pass.
  */
 import fastifyRateLimit, { normalizeIP } from '@fastify/rate-limit';
-import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
+import type { FastifyInstance, FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
 import type { Redis } from 'ioredis';
 import { ownerKey, type Identity } from '../auth/identity.js';
 import type { ApiKeyConfig, RateLimitConfig } from '../config/schema.js';
 import { identityOf } from '../http/auth.js';
-import { GatewayError, httpError } from '../http/errors.js';
-import type { JsonRpcId, JsonRpcRequest } from '../jsonrpc/messages.js';
-import type { Logger } from '../observability/logger.js';
-import { calledTool } from '../policy/tools.js';
+import { GatewayError, sendError } from '../http/errors.js';
+import type { JsonRpcId } from '../jsonrpc/messages.js';
+import { RateLimitedWarning, type Logger } from '../observability/logger.js';
+import type { RateLimitScope } from '../observability/metrics.js';
 import { planLimits, windowSeconds, type Limit, type LimitPlan } from './limits.js';
 import { createRedisClient, StoreError, storeClass } from './store.js';
 
-/** Which limit decided. */
-export type LimitScope = 'address' | 'identity' | 'tool';
+/** Which limit decided (the same values as the metrics' scope label). */
+export type LimitScope = RateLimitScope;
 
 /** More about one decision, for the audit log. */
 export interface DecisionDetail {
@@ -65,8 +65,6 @@ export interface LimitRefusal {
   headers: Record<string, string>;
 }
 
-/** At most one warning about the store per this interval; the rest are counted in the next one. */
-const STORE_WARNING_INTERVAL_MS = 10_000;
 /** Retry-After of a 503 when the store fails and `on_store_error = "deny"`. */
 const STORE_RETRY_AFTER_S = 1;
 
@@ -86,11 +84,6 @@ function identityPart(request: FastifyRequest): string {
   return identity.provider === 'anonymous' ? `anonymous:${normalizeIP(request.ip)}` : ownerKey(identity);
 }
 
-function send(reply: FastifyReply, refusal: LimitRefusal): void {
-  const { status, body } = httpError(refusal.error);
-  void reply.code(status).headers(refusal.headers).type('application/json').send(JSON.stringify(body));
-}
-
 export class RateLimiter {
   readonly plan: LimitPlan;
   readonly stats: RateLimiterStats = { storeErrors: 0 };
@@ -105,8 +98,8 @@ export class RateLimiter {
   private addressCheck: Checker | undefined;
   private toolChecks: Checker[] = [];
   private storeFailing = false;
-  private lastWarningAt = Number.NEGATIVE_INFINITY;
-  private unreported = 0;
+  /** At most one warning about the store per 10 s; the next one says how many were left out. */
+  private readonly storeWarning: RateLimitedWarning;
 
   constructor(
     private readonly config: RateLimitConfig,
@@ -114,6 +107,7 @@ export class RateLimiter {
     private readonly log: Logger,
   ) {
     this.plan = planLimits(config, apiKeys);
+    this.storeWarning = new RateLimitedWarning(log);
     if (config.store === 'redis') {
       this.redis = createRedisClient(config);
       // Without a listener ioredis prints every reconnection failure to the console.
@@ -141,7 +135,7 @@ export class RateLimiter {
   /** Stage 0a (before authentication): the client address's limit. */
   readonly addressHook: onRequestAsyncHookHandler = async (request, reply) => {
     const refusal = await this.check('address', this.ready(this.addressCheck), request, undefined, {}, null);
-    if (refusal) send(reply, refusal);
+    if (refusal) sendError(reply, refusal.error, refusal.headers);
   };
 
   /** Stage 0c (right after authentication): the identity's limit. Skipped when authentication refused. */
@@ -152,12 +146,12 @@ export class RateLimiter {
       await hook.call(this.ready(this.app), request, reply);
     } catch (error) {
       if (error instanceof LimitExceeded) {
-        send(reply, error.refusal);
+        sendError(reply, error.refusal.error, error.refusal.headers);
         return;
       }
       if (!(error instanceof StoreError)) throw error;
       const refusal = this.storeFailed('identity', error, request, identityOf(request), {}, null);
-      if (refusal) send(reply, refusal);
+      if (refusal) sendError(reply, refusal.error, refusal.headers);
       return;
     }
     this.storeAnswered();
@@ -167,12 +161,10 @@ export class RateLimiter {
    * Stage 5b: the tool limits of one tools/call (each request of a batch is checked on its own).
    * Every limit whose pattern matches counts the call, in config order, up to the first refusal.
    */
-  async checkToolCall(request: FastifyRequest, identity: Identity, call: JsonRpcRequest): Promise<LimitRefusal | undefined> {
-    const tool = calledTool(call);
-    if (tool === undefined) return undefined;
+  async checkToolCall(request: FastifyRequest, identity: Identity, tool: string, id: JsonRpcId): Promise<LimitRefusal | undefined> {
     for (const [index, limit] of this.plan.tools.entries()) {
       if (!limit.matches.allows(tool)) continue;
-      const refusal = await this.check('tool', this.ready(this.toolChecks[index]), request, identity, { tool, pattern: limit.pattern }, call.id);
+      const refusal = await this.check('tool', this.ready(this.toolChecks[index]), request, identity, { tool, pattern: limit.pattern }, id);
       if (refusal) return refusal;
     }
     return undefined;
@@ -276,16 +268,9 @@ export class RateLimiter {
     this.log.info('rate limit store is answering again');
   }
 
-  /** A warning about the store, at most one per interval; the next one says how many were left out. */
+  /** A warning about the store; connection and command failures share one throttle. */
   private warnStore(message: string, error: Error): void {
-    const now = Date.now();
-    if (now - this.lastWarningAt < STORE_WARNING_INTERVAL_MS) {
-      this.unreported++;
-      return;
-    }
-    this.log.warn({ err: error.message, store: this.config.store, notLogged: this.unreported, onStoreError: this.config.on_store_error }, message);
-    this.lastWarningAt = now;
-    this.unreported = 0;
+    this.storeWarning.warn('store', { err: error.message, store: this.config.store, onStoreError: this.config.on_store_error }, message);
   }
 
   private decide(scope: LimitScope, allowed: boolean, request: FastifyRequest, identity: Identity | undefined, detail: DecisionDetail): void {

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { McpError } from '@modelcontextprotocol/sdk/types.js';
 import { ensureBuilt, runCli } from '../helpers/cli.js';
-import { curlPost, EVERYTHING, NODE, q, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { curlPost, everythingStdio, q, startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { JwksServer } from '../helpers/jwks-server.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/recording-upstream.js';
 import { connectSdk, resultText } from '../helpers/sdk-client.js';
@@ -50,11 +50,7 @@ describe('API keys', () => {
 [upstream]
 headers = { "X-Upstream-Credential" = "\${UPSTREAM_TOKEN}" }
 
-[[upstream.servers]]
-name = "everything"
-path_prefix = "/everything"
-command = ${q(NODE)}
-args = [${q(EVERYTHING)}, "stdio"]
+${everythingStdio()}
 
 [[upstream.servers]]
 name = "web"
@@ -198,17 +194,9 @@ describe('JWT from a JWKS', () => {
     jwks = await JwksServer.start();
     kid = (await jwks.addKey('RS256')).kid;
     gw = await startGateway(`
-[[upstream.servers]]
-name = "everything"
-path_prefix = "/everything"
-command = ${q(NODE)}
-args = [${q(EVERYTHING)}, "stdio"]
+${everythingStdio()}
 
-[[upstream.servers]]
-name = "second"
-path_prefix = "/second"
-command = ${q(NODE)}
-args = [${q(EVERYTHING)}, "stdio"]
+${everythingStdio('second')}
 
 [auth]
 protect_routes = true

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateApiKey, hashApiKey } from '../../src/auth/key-format.js';
-import { curlPost, EVERYTHING, NODE, q, startGateway, waitFor, type RunningGateway } from '../helpers/gateway.js';
+import { curlPost, everythingStdio, q, startGateway, waitFor, type RunningGateway } from '../helpers/gateway.js';
 import { expectValidExposition } from '../helpers/promtool.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/recording-upstream.js';
 
@@ -35,11 +35,7 @@ describe('audit log, metrics and logs after real traffic', () => {
     dir = mkdtempSync(join(tmpdir(), 'mcp-guard-audit-e2e-'));
     recording = await startRecordingUpstream('http', { tools: ['lookup', 'expensive', 'secret_tool'] });
     gw = await startGateway(`
-[[upstream.servers]]
-name = "everything"
-path_prefix = "/everything"
-command = ${q(NODE)}
-args = [${q(EVERYTHING)}, "stdio"]
+${everythingStdio()}
 
 [[upstream.servers]]
 name = "web"

@@ -54,6 +54,11 @@ export function q(value: string): string {
   return JSON.stringify(value);
 }
 
+/** A `[[upstream.servers]]` entry: server-everything as a stdio child, named `name` at `/name`, plus `extra` lines. */
+export function everythingStdio(name = 'everything', extra = ''): string {
+  return `[[upstream.servers]]\nname = ${q(name)}\npath_prefix = "/${name}"\ncommand = ${q(NODE)}\nargs = [${q(EVERYTHING)}, "stdio"]\n${extra}`;
+}
+
 /** Posts one JSON-RPC body the way `curl -X POST -d` does (form content type, no Accept). */
 export async function curlPost(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; headers: Headers; text: string; json: any }> {
   const res = await fetch(url, {
