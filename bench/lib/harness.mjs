@@ -11,7 +11,15 @@ import { join } from 'node:path';
 import autocannon from 'autocannon';
 
 export const ROOT = new URL('../..', import.meta.url).pathname.replace(/\/$/, '');
+/** The minimal stdio MCP server of the benchmarks: `node INSTANT_STDIO_UPSTREAM [TOOLS]`. */
+export const INSTANT_STDIO_UPSTREAM = join(ROOT, 'bench/lib/instant-stdio-upstream.mjs');
 const children = new Set();
+
+/** Registers a child process of a scenario's own, so that it ends with the bench. */
+export function track(child) {
+  children.add(child);
+  return child;
+}
 
 /** Ends every child this bench started (by pid), whatever happens to the bench. */
 export function stopChildren() {
