@@ -20,7 +20,7 @@ import { registerHealthRoutes, type Lifecycle } from './http/health.js';
 import { registerMetricsRoute } from './http/metrics.js';
 import { Gateway, type UpstreamFactory } from './mcp/gateway.js';
 import { AuditLog } from './observability/audit.js';
-import type { Logger } from './observability/logger.js';
+import { LazyChildLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { Recorder } from './observability/recorder.js';
 import { withRequest } from './observability/request-context.js';
@@ -100,6 +100,8 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
     loggerInstance: log as FastifyBaseLogger,
     // Per-request log lines stay off the hot path; the audit log (a later stage) records each call.
     logController: new LogController({ disableRequestLogging: true }),
+    // request.log is made when a request first logs, not for every request.
+    childLoggerFactory: (logger, bindings, options) => new LazyChildLogger(logger as Logger, bindings, options),
     bodyLimit: config.server.max_request_size,
     // A request id from a trusted proxy is kept (for correlation); anything else gets a fresh one.
     genReqId: (req) => {

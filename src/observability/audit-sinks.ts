@@ -3,6 +3,8 @@
  *
  * Every sink takes one serialised, redacted line at a time and never blocks or throws: a slow
  * disk or collector only grows a bounded backlog, beyond which lines are counted and lost. The
+ * local sinks gather the lines of one drain of the audit queue and write them with one write
+ * (commit), not one write per line. The
  * operational-log warnings written here name the sink and an error code or HTTP status, never a
  * line, a header value or the export URL (which may carry a token in its query).
  */
@@ -28,6 +30,8 @@ export interface SinkCounters {
 export interface AuditSink {
   /** Takes one line (no trailing newline) of the event recorded at `at` (epoch ms). Never blocks, never throws. */
   write(line: string, at: number): void;
+  /** Starts writing the lines taken since the last commit (the audit log calls it after each drain). Never throws. */
+  commit(): void;
   /** Resolves once every line taken so far is written (local sinks) or right away (export), or when `signal` aborts. */
   flush(signal: AbortSignal): Promise<void>;
   /** Writes or sends everything pending, then releases the sink; gives up what is left when `signal` aborts. */
@@ -88,17 +92,31 @@ export function untilSettledOrAborted(promise: Promise<unknown>, signal: AbortSi
   });
 }
 
-/** Counts writes not yet acknowledged by their stream, and tells when there are none. */
+/** Lines taken but not yet written: gathered for the next commit, then waiting for their write. */
 class Outstanding {
+  /** Lines whose write has not been acknowledged yet, plus those gathered. */
   count = 0;
+  /** The gathered lines, each with its newline: the next write. */
+  batch = '';
+  batchLines = 0;
   private waiters: (() => void)[] = [];
 
-  add(): void {
+  gather(line: string): void {
+    this.batch += `${line}\n`;
+    this.batchLines++;
     this.count++;
   }
 
-  done(): void {
-    this.count--;
+  /** Empties the batch and returns it; its lines stay counted until done(lines). */
+  take(): { text: string; lines: number } {
+    const taken = { text: this.batch, lines: this.batchLines };
+    this.batch = '';
+    this.batchLines = 0;
+    return taken;
+  }
+
+  done(lines: number): void {
+    this.count -= lines;
     if (this.count === 0) {
       const waiters = this.waiters;
       this.waiters = [];
@@ -145,23 +163,29 @@ export class StreamSink implements AuditSink {
       this.warning.warn('stdout-backlog', { sink: 'stdout', backlog: this.outstanding.count }, 'audit stdout sink: backlog full, lines dropped');
       return;
     }
-    this.outstanding.add();
+    this.outstanding.gather(line);
+  }
+
+  commit(): void {
+    if (this.outstanding.batchLines === 0) return;
+    const { text, lines } = this.outstanding.take();
     try {
-      this.stream.write(`${line}\n`, (error?: Error | null) => {
+      this.stream.write(text, (error?: Error | null) => {
         if (error) {
-          this.counters.writeFailures++;
+          this.counters.writeFailures += lines;
           this.onError(error);
         }
-        this.outstanding.done();
+        this.outstanding.done(lines);
       });
     } catch (error) {
-      this.outstanding.done();
-      this.counters.writeFailures++;
+      this.outstanding.done(lines);
+      this.counters.writeFailures += lines;
       this.onError(error);
     }
   }
 
   flush(signal: AbortSignal): Promise<void> {
+    this.commit();
     return untilSettledOrAborted(this.outstanding.idle(), signal);
   }
 
@@ -290,14 +314,15 @@ export class FileSink implements AuditSink {
       this.hold(line, at);
       return;
     }
-    const data = `${line}\n`;
-    const bytes = Buffer.byteLength(data);
+    const bytes = Buffer.byteLength(line) + 1;
     const maxAgeMs = this.settings.rotate_max_age_secs * 1_000;
     const tooOld = maxAgeMs > 0 && this.firstAt !== undefined && this.now() - this.firstAt >= maxAgeMs;
     // Rotating before the line that would cross the limit: a file never exceeds rotate_max_bytes
     // unless one line alone does.
     const tooBig = this.size > 0 && this.size + bytes > this.settings.rotate_max_bytes;
     if (tooOld || tooBig) {
+      // What was gathered belongs to the file being rotated out.
+      this.commit();
       this.rotate();
       this.hold(line, at);
       return;
@@ -307,21 +332,28 @@ export class FileSink implements AuditSink {
       this.warning.warn('file-backlog', { sink: 'file', path: this.path, backlog: this.outstanding.count }, 'audit file sink: backlog full, lines dropped');
       return;
     }
-    const stream = this.currentStream();
-    if (!stream) {
-      this.counters.writeFailures++;
-      return;
-    }
-    this.outstanding.add();
-    stream.write(data, (error) => {
-      if (error) this.counters.writeFailures++;
-      this.outstanding.done();
-    });
+    this.outstanding.gather(line);
     this.size += bytes;
     this.firstAt ??= at;
   }
 
+  commit(): void {
+    if (this.outstanding.batchLines === 0) return;
+    const { text, lines } = this.outstanding.take();
+    const stream = this.currentStream();
+    if (!stream) {
+      this.counters.writeFailures += lines;
+      this.outstanding.done(lines);
+      return;
+    }
+    stream.write(text, (error) => {
+      if (error) this.counters.writeFailures += lines;
+      this.outstanding.done(lines);
+    });
+  }
+
   async flush(signal: AbortSignal): Promise<void> {
+    this.commit();
     const settled = async (): Promise<void> => {
       while (this.rotating) await this.rotating;
       await this.outstanding.idle();
@@ -400,6 +432,7 @@ export class FileSink implements AuditSink {
         const held = this.held;
         this.held = [];
         for (const { line, at } of held) this.write(line, at);
+        this.commit();
       });
   }
 
@@ -536,6 +569,9 @@ export class ExportSink implements AuditSink {
     this.queue.push(line);
     this.schedule();
   }
+
+  /** The export has its own batches (export_batch_size, export_flush_interval_ms). */
+  commit(): void {}
 
   flush(): Promise<void> {
     return Promise.resolve();

@@ -314,6 +314,13 @@ export function asUpstreamError(error: unknown, server: string): UpstreamError {
   return new UpstreamError('protocol', server, `Upstream '${server}': ${describeError(error)}`, { cause: error });
 }
 
+/**
+ * The reason given when a request's HTTP exchange is stopped because the request is over (its
+ * answer came, or its deadline or cancellation). One shared object: abort() without a reason
+ * builds a DOMException with a stack trace, which showed in profiles when it ran per request.
+ */
+export const EXCHANGE_OVER = new Error('the request is over');
+
 /** A response header as one string (undici gives arrays for repeated headers). */
 export function header(response: HttpResponse, name: string): string | undefined {
   const value = response.headers[name];

@@ -17,6 +17,7 @@ import {
   delay,
   deliver,
   discard,
+  EXCHANGE_OVER,
   handshake,
   httpRequest,
   loggableUrl,
@@ -305,7 +306,7 @@ class SseSession implements UpstreamSession, HttpSession {
     // The reply comes on the stream; the POST only says "accepted". A POST to a session the
     // server has forgotten may never be answered at all: the deadline aborts it too.
     const post = new AbortController();
-    const stop = (): void => post.abort();
+    const stop = (): void => post.abort(EXCHANGE_OVER);
     response.then(stop, stop);
     this.post(connection, wire, post.signal).catch((error: unknown) => {
       const failure = asUpstreamError(error, this.context.config.name);

@@ -1,7 +1,7 @@
 /** The operational log: JSON by default, readable for terminals, request ids, no secrets. */
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { createLogger } from '../../src/observability/logger.js';
+import { createLogger, LazyChildLogger } from '../../src/observability/logger.js';
 import { withRequest } from '../../src/observability/request-context.js';
 
 function capture(): { stream: Writable; text: () => string } {
@@ -60,5 +60,39 @@ describe('createLogger', () => {
 
   it('refuses an unknown format', () => {
     expect(() => createLogger({ format: 'xml' })).toThrow(/MCP_GUARD_LOG_FORMAT must be "json" or "pretty"/);
+  });
+});
+
+describe('LazyChildLogger (request.log)', () => {
+  it('makes the child logger only when a line is written at an enabled level, then writes it with the bindings', () => {
+    const out = capture();
+    const parent = createLogger({ level: 'info', destination: out.stream });
+    const made: unknown[] = [];
+    const child = parent.child.bind(parent);
+    parent.child = ((...args: Parameters<typeof child>) => {
+      made.push(args[0]);
+      return child(...args);
+    }) as typeof parent.child;
+    const log = new LazyChildLogger(parent, { reqId: 'r-1' }, {});
+    expect(log.level).toBe('info');
+    log.debug({ detail: 1 }, 'below the level');
+    expect(made).toHaveLength(0);
+    expect(out.text()).toBe('');
+    log.info({ server: 'fs' }, 'first line');
+    log.warn('second line');
+    expect(made).toEqual([{ reqId: 'r-1' }]);
+    const lines = out.text().trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(lines).toEqual([
+      expect.objectContaining({ level: 30, reqId: 'r-1', server: 'fs', msg: 'first line' }),
+      expect.objectContaining({ level: 40, reqId: 'r-1', msg: 'second line' }),
+    ]);
+  });
+
+  it('still redacts, and its children keep the bindings', () => {
+    const out = capture();
+    const log = new LazyChildLogger(createLogger({ level: 'info', destination: out.stream }), { reqId: 'r-2' }, {});
+    log.child({ server: 'fs' }).error({ token: 't0ken' }, 'failed');
+    const line = JSON.parse(out.text().trim()) as Record<string, unknown>;
+    expect(line).toMatchObject({ level: 50, reqId: 'r-2', server: 'fs', msg: 'failed', token: '[redacted]' });
   });
 });
