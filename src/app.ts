@@ -23,7 +23,6 @@ import { AuditLog } from './observability/audit.js';
 import { LazyChildLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { Recorder } from './observability/recorder.js';
-import { withRequest } from './observability/request-context.js';
 import { handleDelete, handleGet, handlePost, type Context, type Target } from './pipeline.js';
 import { RateLimiter } from './ratelimit/limiter.js';
 import { Router, UnsafePathError } from './routing/router.js';
@@ -146,8 +145,7 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
   /** Runs an MCP handler for a target, counting it as in flight for graceful shutdown. */
   const serve = (target: Target, request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     request.mcpServer = target.server.name;
-    // Every log line written while serving it carries the request's id.
-    return withRequest(request.id, () => dispatch({ gateway, target, identity: identityOf(request), limiter, recorder, request }, reply));
+    return dispatch({ gateway, target, identity: identityOf(request), limiter, recorder, request }, reply);
   };
   const dispatch = async (context: Context, reply: FastifyReply): Promise<void> => {
     switch (context.request.method) {

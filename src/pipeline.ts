@@ -156,7 +156,7 @@ async function openSession(
   if (sessionId !== undefined) {
     throw new GatewayError('invalid_request', 'Invalid Request: initialize opens a new session; send it without Mcp-Session-Id', initialize.id);
   }
-  const { response, session } = await gateway.initialize(target.server, target.forwardPath, initialize, ownerKey(identity));
+  const { response, session } = await gateway.initialize(target.server, target.forwardPath, initialize, ownerKey(identity), request.log);
   const headers: Record<string, string> = session ? { [SESSION_HEADER]: session.id } : {};
   const post = new PostResponse(reply, parseAccept(header(request, 'accept')), headers);
   post.finish([{ response, status: 200, cancelled: false }], false);
@@ -193,7 +193,7 @@ async function exchange(
   const requests: JsonRpcRequest[] = [];
   for (const message of decoded.messages) {
     if (isRequest(message)) requests.push(message);
-    else await gateway.relayToUpstream(message, upstream, session);
+    else await gateway.relayToUpstream(message, upstream, session, request.log);
   }
   if (requests.length === 0) {
     void reply.code(202).send();
@@ -217,7 +217,7 @@ async function exchange(
         return errorOutcome(limited.error);
       }
       const started = performance.now();
-      const outcome = await gateway.forward(r, upstream, session, post);
+      const outcome = await gateway.forward(r, upstream, session, post, request.log);
       recorder.forwarded(request, identity, server, r, tool, outcome.response, (performance.now() - started) / 1000);
       return r.method === 'tools/list' ? { ...outcome, response: filterToolsList(identity.tools, outcome.response) } : outcome;
     }),

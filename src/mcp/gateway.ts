@@ -12,7 +12,7 @@ import {
   type JsonRpcRequest,
   type JsonRpcResponse,
 } from '../jsonrpc/messages.js';
-import type { Logger } from '../observability/logger.js';
+import type { LineLogger, Logger } from '../observability/logger.js';
 import { UpstreamError } from '../upstreams/errors.js';
 import type { ServerMessage, SessionHandlers, Upstream, UpstreamSession } from '../upstreams/upstream.js';
 import { errorOutcome, type Outcome, type PostResponse } from './post-response.js';
@@ -75,8 +75,18 @@ export class Gateway {
     ]);
   }
 
-  /** Opens a downstream session for a client's initialize, owned by one identity (see ownerKey). */
-  async initialize(server: ServerConfig, forwardPath: string, request: JsonRpcRequest, owner: string): Promise<{ response: JsonRpcResponse; session?: DownstreamSession }> {
+  /**
+   * Opens a downstream session for a client's initialize, owned by one identity (see ownerKey).
+   * `log` is the request's logger (its lines carry the request id), here and in the other
+   * methods a request calls.
+   */
+  async initialize(
+    server: ServerConfig,
+    forwardPath: string,
+    request: JsonRpcRequest,
+    owner: string,
+    log: LineLogger = this.log,
+  ): Promise<{ response: JsonRpcResponse; session?: DownstreamSession }> {
     if (this.sessions.full) throw new GatewayError('too_many_sessions', 'Too many sessions; try again later', request.id);
     let session: DownstreamSession | undefined;
     const handlers: SessionHandlers = {
@@ -91,7 +101,7 @@ export class Gateway {
     try {
       upstream = await this.upstream(server.name).openSession({ initialize: request, forwardPath, handlers });
     } catch (err) {
-      throw toGatewayError(err, request.id, this.log);
+      throw toGatewayError(err, request.id, log);
     }
     const response = upstream.initializeResult;
     if ('error' in response) {
@@ -101,7 +111,7 @@ export class Gateway {
     const version = typeof response.result['protocolVersion'] === 'string' ? response.result['protocolVersion'] : '';
     session = new DownstreamSession(server.name, upstream, version, owner);
     this.sessions.add(session);
-    this.log.debug({ sessionId: session.id, server: server.name }, 'session opened');
+    log.debug({ sessionId: session.id, server: server.name }, 'session opened');
     return { response, session };
   }
 
@@ -144,7 +154,7 @@ export class Gateway {
   }
 
   /** Relays a client's notification or answer. */
-  async relayToUpstream(message: JsonRpcNotification | JsonRpcResponse, upstream: UpstreamSession, session: DownstreamSession | undefined): Promise<void> {
+  async relayToUpstream(message: JsonRpcNotification | JsonRpcResponse, upstream: UpstreamSession, session: DownstreamSession | undefined, log: LineLogger = this.log): Promise<void> {
     if ('method' in message) {
       // Cancellation is by the client's id: the transport knows the wire id, so abort, don't forward.
       if (message.method === 'notifications/cancelled') {
@@ -158,14 +168,14 @@ export class Gateway {
         // not waited for.
         await Promise.race([upstream.openEventStream(), delay(EVENT_STREAM_WAIT_MS)]);
       }
-      await upstream.send(message).catch((err) => this.log.warn({ err: describe(err) }, 'could not relay a notification'));
+      await upstream.send(message).catch((err) => log.warn({ err: describe(err) }, 'could not relay a notification'));
       return;
     }
     if (!session?.takeAnswer(message.id)) {
-      this.log.warn({ id: message.id }, 'dropped an answer to a server request this session was not sent');
+      log.warn({ id: message.id }, 'dropped an answer to a server request this session was not sent');
       return;
     }
-    await upstream.send(message).catch((err) => this.log.warn({ err: describe(err) }, 'could not relay an answer'));
+    await upstream.send(message).catch((err) => log.warn({ err: describe(err) }, 'could not relay an answer'));
   }
 
   /** Sends one client request upstream; never throws: every failure becomes a JSON-RPC error. */
@@ -174,21 +184,24 @@ export class Gateway {
     upstream: UpstreamSession,
     session: DownstreamSession | undefined,
     post: PostResponse,
+    log: LineLogger = this.log,
   ): Promise<Outcome> {
     const key = idKey(request.id);
     if (session?.inflight.has(key)) {
       return errorOutcome(new GatewayError('invalid_request', `Invalid Request: id ${JSON.stringify(request.id)} is already in flight`, request.id));
     }
-    const controller = new AbortController();
-    session?.inflight.set(key, controller);
+    // Only a session's client can cancel (notifications/cancelled names its session's request):
+    // a session-less request needs no AbortController.
+    const controller = session ? new AbortController() : undefined;
+    if (controller) session?.inflight.set(key, controller);
     try {
       const response = await upstream.request(request, {
-        signal: controller.signal,
+        ...(controller ? { signal: controller.signal } : {}),
         onMessage: (m) => this.relayToClient(m, upstream, session, post),
       });
       return { response, status: 200, cancelled: false };
     } catch (err) {
-      return errorOutcome(toGatewayError(err, request.id, this.log));
+      return errorOutcome(toGatewayError(err, request.id, log));
     } finally {
       session?.inflight.delete(key);
       session?.touch();
@@ -208,7 +221,7 @@ export class Gateway {
 }
 
 /** Any failure as a GatewayError; unexpected ones are logged with their cause and shown as internal. */
-export function toGatewayError(err: unknown, id: JsonRpcResponse['id'], log: Logger): GatewayError {
+export function toGatewayError(err: unknown, id: JsonRpcResponse['id'], log: LineLogger): GatewayError {
   if (err instanceof GatewayError) return err;
   if (err instanceof UpstreamError) return GatewayError.fromUpstream(err, id);
   log.error({ err }, 'internal error while handling a request');

@@ -9,7 +9,6 @@
  * and counts it rather than slow a request down, because an audit log that can stall the
  * gateway is a denial-of-service lever. flush() and close() drain at once.
  */
-import { AsyncResource } from 'node:async_hooks';
 import type { AuditConfig } from '../config/schema.js';
 import { Deque, ExportSink, FileSink, StreamSink, untilSettledOrAborted, type AuditSink, type SinkCounters } from './audit-sinks.js';
 import { RateLimitedWarning, type Logger } from './logger.js';
@@ -194,9 +193,12 @@ export class AuditLog {
   private scheduled = false;
   private closed = false;
   private closing: Promise<void> | undefined;
-  /** Drains outside any request's async context, so sink warnings carry no request's reqId. */
-  private readonly drainSoon: () => void;
-  private readonly drainLater: () => void;
+  private readonly drainSoon = (): void => {
+    setImmediate(() => this.drain(DRAIN_CHUNK));
+  };
+  private readonly drainLater = (): void => {
+    setTimeout(() => this.drain(DRAIN_CHUNK), DRAIN_DELAY_MS);
+  };
 
   /**
    * Builds the audit log of `[audit]`. Undefined or `enabled = false` gives a no-op log; so does a
@@ -235,12 +237,6 @@ export class AuditLog {
     const now = options.now;
     this.nowMs = now ? () => now().getTime() : Date.now;
     this.closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
-    this.drainSoon = AsyncResource.bind(() => {
-      setImmediate(() => this.drain(DRAIN_CHUNK));
-    });
-    this.drainLater = AsyncResource.bind(() => {
-      setTimeout(() => this.drain(DRAIN_CHUNK), DRAIN_DELAY_MS);
-    });
   }
 
   /** Counters since start (a snapshot). */

@@ -4,6 +4,7 @@
  * gateway's own initialize handshake, how replies and progress are routed through the correlator,
  * the health record behind status(), and the Upstream class that owns the sessions.
  */
+import { EventEmitter } from 'node:events';
 import { Agent, request as undiciRequest, type Dispatcher } from 'undici';
 import { GATEWAY_MANAGED_HEADERS, type ServerConfig } from '../config/schema.js';
 import {
@@ -244,7 +245,7 @@ export interface HttpRequestOptions {
   url: URL;
   headers: Record<string, string>;
   body?: string;
-  signal: AbortSignal;
+  signal: AbortSignal | ExchangeStop;
 }
 
 /**
@@ -274,7 +275,7 @@ export async function httpRequest(context: HttpContext, options: HttpRequestOpti
 }
 
 /** The UpstreamError for an aborted HTTP exchange. */
-export function abortError(server: string, signal: AbortSignal): UpstreamError {
+export function abortError(server: string, signal: StopSignal): UpstreamError {
   const reason: unknown = signal.reason;
   if (reason instanceof Error && reason.name === 'TimeoutError') {
     return new UpstreamError('timeout', server, `Upstream '${server}' did not answer in time`, { cause: reason });
@@ -320,6 +321,30 @@ export function asUpstreamError(error: unknown, server: string): UpstreamError {
  * builds a DOMException with a stack trace, which showed in profiles when it ran per request.
  */
 export const EXCHANGE_OVER = new Error('the request is over');
+
+/** What an HTTP exchange can be stopped by: an AbortSignal, or an ExchangeStop. */
+export interface StopSignal {
+  readonly aborted: boolean;
+  readonly reason: unknown;
+}
+
+/**
+ * Stops one request's HTTP exchange: the signal undici gets for a forwarded request. undici takes
+ * an EventEmitter with `aborted` and `reason` as well as an AbortSignal; an AbortController
+ * (an EventTarget, created per request, with its listeners) cost about 5% of the gateway's time
+ * per request in profiles, this a fraction of it.
+ */
+export class ExchangeStop extends EventEmitter implements StopSignal {
+  aborted = false;
+  reason: unknown = undefined;
+
+  abort(reason: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    this.emit('abort');
+  }
+}
 
 /** A response header as one string (undici gives arrays for repeated headers). */
 export function header(response: HttpResponse, name: string): string | undefined {

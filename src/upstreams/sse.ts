@@ -18,6 +18,7 @@ import {
   deliver,
   discard,
   EXCHANGE_OVER,
+  ExchangeStop,
   handshake,
   httpRequest,
   loggableUrl,
@@ -305,10 +306,10 @@ class SseSession implements UpstreamSession, HttpSession {
     const { wire, response } = this.correlator.begin(request, options, timeoutMs, connection);
     // The reply comes on the stream; the POST only says "accepted". A POST to a session the
     // server has forgotten may never be answered at all: the deadline aborts it too.
-    const post = new AbortController();
+    const post = new ExchangeStop();
     const stop = (): void => post.abort(EXCHANGE_OVER);
     response.then(stop, stop);
-    this.post(connection, wire, post.signal).catch((error: unknown) => {
+    this.post(connection, wire, post).catch((error: unknown) => {
       const failure = asUpstreamError(error, this.context.config.name);
       this.correlator.fail(wire.id as number, failure);
       this.afterPostFailure(connection, failure);
@@ -317,7 +318,7 @@ class SseSession implements UpstreamSession, HttpSession {
   }
 
   /** POSTs one message to the stream's endpoint; resolves when the server accepted it (2xx). */
-  private async post(connection: Connection, message: JsonRpcMessage, signal: AbortSignal): Promise<void> {
+  private async post(connection: Connection, message: JsonRpcMessage, signal: AbortSignal | ExchangeStop): Promise<void> {
     const name = this.context.config.name;
     if (connection.lost || !connection.endpoint) throw this.closedError('The upstream closed the SSE stream');
     const response = await httpRequest(this.context, {

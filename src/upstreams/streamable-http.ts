@@ -16,6 +16,7 @@ import {
   deliver,
   discard,
   EXCHANGE_OVER,
+  ExchangeStop,
   handshake,
   header,
   httpRequest,
@@ -104,13 +105,13 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
     // has been read already (the usual case: then there is nothing left to stop). The reason is
     // one shared object, because abort() without one builds a DOMException with a stack trace:
     // measurable when it happened on every request.
-    const exchange = new AbortController();
+    const exchange = new ExchangeStop();
     const state = { read: false };
     const stop = (): void => {
       if (!state.read) exchange.abort(EXCHANGE_OVER);
     };
     response.then(stop, stop);
-    this.exchange(wire, exchange.signal, state).catch((error: unknown) => {
+    this.exchange(wire, exchange, state).catch((error: unknown) => {
       this.correlator.fail(wireId, asUpstreamError(error, this.context.config.name));
     });
     if (request.method !== 'initialize') return response;
@@ -162,7 +163,7 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
   }
 
   /** One request's POST and the reading of its answer, until the response has arrived. */
-  private async exchange(wire: JsonRpcRequest, signal: AbortSignal, state: { read: boolean }): Promise<void> {
+  private async exchange(wire: JsonRpcRequest, signal: ExchangeStop, state: { read: boolean }): Promise<void> {
     const wireId = wire.id as number;
     const response = await this.post(wire, signal);
     if (wire.method === 'initialize') this.sessionId = header(response, 'mcp-session-id');
@@ -209,7 +210,7 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
   }
 
   /** A POST of one message with the session's headers; resolves with a 2xx response. */
-  private async post(message: JsonRpcMessage, signal: AbortSignal): Promise<HttpResponse> {
+  private async post(message: JsonRpcMessage, signal: AbortSignal | ExchangeStop): Promise<HttpResponse> {
     const response = await httpRequest(this.context, {
       method: 'POST',
       url: this.url,
