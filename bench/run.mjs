@@ -4,7 +4,7 @@
  * runs, reported as a ratio against a baseline measured in the same run (shared machines are
  * noisy; absolute numbers are only comparable within one run).
  *
- *   npm run bench -- [--scenarios auth,observability] [--duration SECONDS] [--rounds N] [--connections N]
+ *   npm run bench -- [--scenarios http,stdio,scale,auth,observability,memory] [--duration SECONDS] [--rounds N] [--connections N]
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
@@ -13,15 +13,20 @@ import { parseArgs } from 'node:util';
 import { ROOT, stopChildren } from './lib/harness.mjs';
 
 const SCENARIOS = {
+  http: () => import('./scenarios/http.mjs'),
+  stdio: () => import('./scenarios/stdio.mjs'),
+  scale: () => import('./scenarios/scale.mjs'),
   auth: () => import('./scenarios/auth.mjs'),
   observability: () => import('./scenarios/observability.mjs'),
+  memory: () => import('./scenarios/memory.mjs'),
 };
 
 const { values } = parseArgs({
   options: {
     scenarios: { type: 'string', default: Object.keys(SCENARIOS).join(',') },
-    duration: { type: 'string', default: '3' },
-    rounds: { type: 'string', default: '5' },
+    // The defaults keep a full run within about 5 minutes on 2 cores; more rounds, steadier medians.
+    duration: { type: 'string', default: '2' },
+    rounds: { type: 'string', default: '3' },
     connections: { type: 'string', default: '20' },
   },
 });
@@ -42,7 +47,7 @@ try {
   stopChildren();
 }
 
-console.table(rows.map(({ rounds, ...row }) => row));
+console.table(rows.map(({ rounds, cpu_rounds, ...row }) => row));
 const date = new Date().toISOString();
 const dir = join(ROOT, 'bench/results');
 mkdirSync(dir, { recursive: true });

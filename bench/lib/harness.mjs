@@ -4,7 +4,7 @@
  */
 import { fork, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -40,6 +40,14 @@ export async function freePort() {
 /** Starts the instant HTTP upstream; resolves with its MCP URL. */
 export async function startInstantUpstream(tools = 5) {
   const child = fork(join(ROOT, 'bench/lib/instant-http-upstream.mjs'), ['0', String(tools)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  children.add(child);
+  const [{ port }] = await once(child, 'message');
+  return { url: `http://127.0.0.1:${port}/mcp`, child };
+}
+
+/** Starts the bare Fastify + undici passthrough in front of `upstreamUrl`; resolves with its URL. */
+export async function startBareProxy(upstreamUrl) {
+  const child = fork(join(ROOT, 'bench/lib/bare-proxy.mjs'), [upstreamUrl], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   children.add(child);
   const [{ port }] = await once(child, 'message');
   return { url: `http://127.0.0.1:${port}/mcp`, child };
@@ -91,6 +99,25 @@ export async function load({ url, body, headers = {}, connections, durationSecs 
   return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, requests: result.requests.total };
 }
 
+const TICKS_PER_SECOND = 100; // USER_HZ: 100 on every Linux that Node supports
+
+/**
+ * CPU time (user + system) a process has used so far, in µs, from /proc/PID/stat; undefined where
+ * there is no /proc. Divided by the requests of a run, it is what one request costs the process:
+ * a figure that a busy shared machine disturbs far less than requests per second.
+ */
+export function cpuMicros(pid) {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / TICKS_PER_SECOND;
+  } catch {
+    return undefined;
+  }
+}
+
 export function median(values) {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
@@ -105,10 +132,16 @@ export function tomlString(value) {
  * Runs gateway variants against one another: the first request of each timed alone, a warm-up,
  * then `rounds` rounds in which every variant runs once, in an order that rotates each round, so
  * that drift on a shared machine hits them all alike. The first variant is the baseline of the
- * ratios. Each variant: { name, url (of its MCP endpoint), headers }.
+ * ratios. Each variant: { name, url (of its MCP endpoint), headers, pid (of the process serving
+ * it, for its CPU time per request) }.
  */
 export async function compareVariants(scenario, variants, body, { durationSecs, rounds, connections }) {
-  const runOf = (v, secs) => load({ url: v.url, body, headers: v.headers ?? {}, connections, durationSecs: secs });
+  const runOf = async (v, secs) => {
+    const before = cpuMicros(v.pid);
+    const result = await load({ url: v.url, body, headers: v.headers ?? {}, connections, durationSecs: secs });
+    const after = cpuMicros(v.pid);
+    return { ...result, cpuUs: before === undefined || after === undefined ? undefined : (after - before) / result.requests };
+  };
   const firstMs = [];
   for (const v of variants) {
     const started = performance.now();
@@ -130,8 +163,11 @@ export async function compareVariants(scenario, variants, body, { durationSecs, 
     }
   }
   const baseline = median(samples[0].map((s) => s.rps));
+  const cpuOf = (i) => (samples[i].some((s) => s.cpuUs === undefined) ? undefined : median(samples[i].map((s) => s.cpuUs)));
+  const baselineCpu = cpuOf(0);
   return variants.map((v, i) => {
     const rps = median(samples[i].map((s) => s.rps));
+    const cpu = cpuOf(i);
     return {
       scenario,
       variant: v.name,
@@ -139,8 +175,12 @@ export async function compareVariants(scenario, variants, body, { durationSecs, 
       p50_ms: median(samples[i].map((s) => s.p50)),
       p99_ms: median(samples[i].map((s) => s.p99)),
       ratio: Number((rps / baseline).toFixed(3)),
+      // The process's CPU per request, and the baseline's divided by it (1 = as cheap; 0.5 = twice the CPU).
+      cpu_us_per_req: cpu === undefined ? undefined : Math.round(cpu),
+      cpu_ratio: cpu === undefined || baselineCpu === undefined ? undefined : Number((baselineCpu / cpu).toFixed(3)),
       first_request_ms: firstMs[i],
       rounds: samples[i].map((s) => Math.round(s.rps)),
+      cpu_rounds: cpu === undefined ? undefined : samples[i].map((s) => Math.round(s.cpuUs)),
     };
   });
 }

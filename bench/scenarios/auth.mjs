@@ -67,7 +67,7 @@ export async function run(settings) {
   try {
     return await compareVariants(
       'auth',
-      variants.map((v, i) => ({ name: v.name, url: `${gateways[i].url}/mcp/instant`, headers: v.token ? { authorization: `Bearer ${v.token}` } : {} })),
+      variants.map((v, i) => ({ name: v.name, url: `${gateways[i].url}/mcp/instant`, headers: v.token ? { authorization: `Bearer ${v.token}` } : {}, pid: gateways[i].child.pid })),
       body,
       settings,
     );

@@ -34,7 +34,7 @@ export async function run(settings) {
   const body = { method: 'tools/call', params: { name: 'tool-0', arguments: { n: 1 } } };
   const rows = await compareVariants(
     'observability',
-    variants.map((v, i) => ({ name: v.name, url: `${gateways[i].url}/mcp/instant`, headers: v.headers })),
+    variants.map((v, i) => ({ name: v.name, url: `${gateways[i].url}/mcp/instant`, headers: v.headers, pid: gateways[i].child.pid })),
     body,
     settings,
   );

@@ -1,0 +1,68 @@
+/**
+ * Where the gateway stands against the ceiling of its own stack, with an instant HTTP upstream:
+ *   bare      a Fastify + undici passthrough with no features (the baseline of the ratios)
+ *   direct    the upstream itself, no proxy at all
+ *   gateway   mcp-guard with nothing on: no auth, no limits, no audit, [server] metrics = false
+ *   default   mcp-guard as configured out of the box (metrics on)
+ *   full      an API key, rate limits (never reached), audit to a file and metrics
+ * First throughput (closed loop, autocannon), then latency at half of `full`'s throughput (an
+ * open loop at a fixed rate, in µs): the added latency of each proxy is its latency minus the
+ * upstream's own, measured in the same rounds.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { compareVariants, median, ROOT, startBareProxy, startGateway, startInstantUpstream, tomlString } from '../lib/harness.mjs';
+import { rateLoad } from '../lib/rate-load.mjs';
+
+const { generateApiKey, hashApiKey } = await import(`${ROOT}/dist/auth/key-format.js`);
+
+export async function run(settings) {
+  const upstream = await startInstantUpstream();
+  const bare = await startBareProxy(upstream.url);
+  const dir = mkdtempSync(join(tmpdir(), 'mcp-guard-bench-http-'));
+  const server = `[[upstream.servers]]\nname = "instant"\npath_prefix = "/instant"\nurl = ${tomlString(upstream.url)}\n`;
+  const key = generateApiKey();
+  const full = [
+    server,
+    `[audit]\nfile = ${tomlString(join(dir, 'audit.log'))}\n`,
+    `[[auth.api_keys]]\nid = "bench"\nkey_prefix = "${key.prefix}"\nkey_hash = ${tomlString(await hashApiKey(key.key))}\n`,
+    '[rate_limit]\nrequests_per_second = 1000000\nburst_size = 1000000\nper_address_requests_per_second = 1000000\nper_address_burst_size = 1000000\n',
+  ].join('\n');
+  const [gateway, defaults, fullGateway] = await Promise.all([
+    startGateway('http-gateway', `[server]\nmetrics = false\n${server}`),
+    startGateway('http-default', server),
+    startGateway('http-full', full),
+  ]);
+  const variants = [
+    { name: 'bare', url: bare.url, pid: bare.child.pid },
+    { name: 'direct', url: upstream.url, pid: upstream.child.pid },
+    { name: 'gateway', url: `${gateway.url}/mcp/instant`, pid: gateway.child.pid },
+    { name: 'default', url: `${defaults.url}/mcp/instant`, pid: defaults.child.pid },
+    { name: 'full', url: `${fullGateway.url}/mcp/instant`, pid: fullGateway.child.pid, headers: { authorization: `Bearer ${key.key}` } },
+  ];
+  const body = { method: 'tools/call', params: { name: 'tool-0', arguments: { n: 1 } } };
+  const rows = await compareVariants('http', variants, body, settings);
+
+  // Latency at half of the full gateway's throughput, every variant at the same rate.
+  const rate = Math.max(100, Math.round(rows.find((r) => r.variant === 'full').rps / 2));
+  const samples = variants.map(() => []);
+  for (let round = 0; round < settings.rounds; round++) {
+    for (let k = 0; k < variants.length; k++) {
+      const i = (k + round) % variants.length;
+      const v = variants[i];
+      samples[i].push(await rateLoad({ url: v.url, body, headers: v.headers, rate, durationSecs: settings.durationSecs }));
+    }
+  }
+  const p50 = samples.map((s) => median(s.map((x) => x.p50)));
+  const p99 = samples.map((s) => median(s.map((x) => x.p99)));
+  const direct = variants.findIndex((v) => v.name === 'direct');
+  for (const [i, row] of rows.entries()) {
+    row.half_load_rps = rate;
+    row.half_load_p50_ms = p50[i];
+    row.half_load_p99_ms = p99[i];
+    row.added_p50_ms = Number((p50[i] - p50[direct]).toFixed(3));
+    row.added_p99_ms = Number((p99[i] - p99[direct]).toFixed(3));
+  }
+  return rows;
+}

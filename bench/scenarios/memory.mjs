@@ -1,0 +1,297 @@
+/**
+ * What the gateway costs in time to start and in memory, measured on the gateway's own process
+ * (its PID's VmRSS in /proc; the bench's own memory is irrelevant):
+ *
+ *   startup_ms        spawn of `node dist/main.js serve` (one stdio upstream, the instant stdio
+ *                     server, and one HTTP upstream, the instant HTTP server) until GET /ready
+ *                     answers 200; median of STARTS starts. Baseline: `node -e` with a bare
+ *                     node:http server, from spawn until it answers its first request.
+ *   idle_rss_mb       the gateway's RSS after /ready, a few warm-up requests and a settle; median
+ *                     of the same starts. Baseline: the bare node:http server after the same.
+ *   sessions_<kind>   RSS with SESSIONS MCP sessions open through one upstream kind, each with its
+ *                     GET stream held open, minus the idle RSS of the same gateway process, in MB
+ *                     per 1,000 sessions. A fresh gateway for each kind.
+ *
+ * MB are MiB (VmRSS kB / 1024); idle_rss_mb also gives RssAnon (VmRSS less the pages mapped from
+ * the node binary and libraries, which every node process has). No GC is forced (the gateway runs
+ * as in production, without --expose-gc): RSS is read after a settle time, median of three
+ * readings; a forced GC would show a figure no running gateway has. slope_mb (the second 500
+ * sessions alone, per 1,000) is free of one-time costs and of how much of V8's young generation
+ * happened to be resident at idle. The HTTP upstream
+ * answers GET with 405: the gateway still gives the client its GET stream (200, SSE), tries the
+ * upstream's GET once, sees 405 as "no event stream" and does not retry.
+ */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { get } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SessionSet } from '../lib/sessions.mjs';
+import { freePort, INSTANT_STDIO_UPSTREAM, median, ROOT, startInstantUpstream, tomlString, track } from '../lib/harness.mjs';
+
+const STARTS = 5;
+const SESSIONS = 1000;
+const CONCURRENCY = 50;
+const SETTLE_MS = 1000;
+const SESSIONS_SETTLE_MS = 2000;
+const READY_DEADLINE_MS = 30_000;
+const STOP_DEADLINE_MS = 30_000;
+const IDLE_TARGET_MB = 60;
+const PER_1000_TARGET_MB = 30;
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const round1 = (x) => Math.round(x * 10) / 10;
+
+/** One field of /proc/PID/status (VmRSS, RssAnon), in MiB. */
+function statusMb(pid, field) {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status);
+  if (!match) throw new Error(`no ${field} for pid ${pid}`);
+  return Number(match[1]) / 1024;
+}
+
+/** Median of three readings a quarter second apart: one reading can land mid-allocation. */
+async function settledRss(pid, settleMs) {
+  await sleep(settleMs);
+  const readings = [];
+  for (let i = 0; i < 3; i++) {
+    if (i) await sleep(250);
+    readings.push(statusMb(pid, 'VmRSS'));
+  }
+  return median(readings);
+}
+
+/** One GET on a fresh connection; resolves with the status, rejects when nothing listens. */
+function probe(url) {
+  return new Promise((resolve, reject) => {
+    const req = get(url, { agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+    });
+    req.on('error', reject);
+    req.setTimeout(5_000, () => req.destroy(new Error('probe timed out')));
+  });
+}
+
+/**
+ * Spawns `node ARGS` and polls `readyUrl` every 5 ms until it answers 200. Resolves with the
+ * child and the milliseconds from spawn to that answer.
+ */
+async function spawnUntilReady(name, args, readyUrl, env = {}) {
+  const started = performance.now();
+  const child = track(spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] }));
+  const deadline = Date.now() + READY_DEADLINE_MS;
+  for (;;) {
+    try {
+      if ((await probe(readyUrl)) === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${name} exited (${child.exitCode ?? child.signalCode}) before it was ready`);
+    if (Date.now() > deadline) {
+      await stop(child);
+      throw new Error(`${name} not ready within ${READY_DEADLINE_MS} ms`);
+    }
+    await sleep(5);
+  }
+  return { child, ms: performance.now() - started };
+}
+
+/** SIGTERM to one child we started, by its pid; SIGKILL if it has not exited by the deadline. */
+async function stop(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), STOP_DEADLINE_MS);
+  await exited;
+  clearTimeout(timer);
+}
+
+async function check(res, what) {
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${what}: ${res.status} ${text.slice(0, 200)}`);
+  return text;
+}
+
+/** A few requests through each upstream (sessionless tools/call) and to /ready. */
+async function warmGateway(url) {
+  for (let i = 0; i < 10; i++) {
+    for (const server of ['stdio', 'http']) {
+      const res = await fetch(`${url}/mcp/${server}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: i + 1, method: 'tools/call', params: { name: 'tool-0', arguments: { n: i } } }),
+      });
+      const text = await check(res, `warm-up ${server}`);
+      if (!text.includes('"result"')) throw new Error(`warm-up ${server}: ${text.slice(0, 200)}`);
+    }
+    await check(await fetch(`${url}/ready`), 'warm-up /ready');
+  }
+}
+
+async function warmBare(url) {
+  for (let i = 0; i < 30; i++) await check(await fetch(url), 'warm-up bare node');
+}
+
+/** mcp_guard_active_sessions, as the gateway counts them. */
+async function activeSessions(url) {
+  const text = await check(await fetch(`${url}/metrics`), '/metrics');
+  const match = /^mcp_guard_active_sessions(?:\{[^}]*\})? (\d+)/m.exec(text);
+  if (!match) throw new Error('/metrics has no mcp_guard_active_sessions');
+  return Number(match[1]);
+}
+
+function gatewayArgs(config, port) {
+  return [join(ROOT, 'dist/main.js'), 'serve', '-c', config, '--port', String(port)];
+}
+const GATEWAY_ENV = { MCP_GUARD_LOG_LEVEL: 'warn' };
+
+async function startGateway(config) {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const { child, ms } = await spawnUntilReady('gateway', gatewayArgs(config, port), `${url}/ready`, GATEWAY_ENV);
+  return { child, url, ms };
+}
+
+async function startBare() {
+  const port = await freePort();
+  const code = `require('node:http').createServer((req, res) => res.end('ok')).listen(${port}, '127.0.0.1')`;
+  const url = `http://127.0.0.1:${port}/`;
+  const { child, ms } = await spawnUntilReady('bare node', ['-e', code], url);
+  return { child, url, ms };
+}
+
+/** Start-up and idle RSS, gateway and bare node taking turns. */
+async function startsAndIdle(config) {
+  const gateway = { ms: [], rss: [], anon: [] };
+  const bare = { ms: [], rss: [], anon: [] };
+  for (let i = 0; i < STARTS; i++) {
+    // Alternate which goes first, so that drift on a shared machine hits both alike.
+    const order = i % 2 ? ['bare', 'gateway'] : ['gateway', 'bare'];
+    for (const which of order) {
+      const proc = which === 'gateway' ? await startGateway(config) : await startBare();
+      try {
+        await (which === 'gateway' ? warmGateway(proc.url) : warmBare(proc.url));
+        const rss = await settledRss(proc.child.pid, SETTLE_MS);
+        const into = which === 'gateway' ? gateway : bare;
+        into.ms.push(proc.ms);
+        into.rss.push(rss);
+        into.anon.push(statusMb(proc.child.pid, 'RssAnon'));
+      } finally {
+        await stop(proc.child);
+      }
+    }
+  }
+  return { gateway, bare };
+}
+
+/** A fresh gateway: idle RSS, then SESSIONS sessions with GET streams through one server. */
+async function sessionsCost(config, server) {
+  const gateway = await startGateway(config);
+  const pid = gateway.child.pid;
+  const sessions = new SessionSet(`${gateway.url}/mcp/${server}`);
+  try {
+    await warmGateway(gateway.url);
+    const idle = await settledRss(pid, SETTLE_MS);
+    const half = SESSIONS / 2;
+    let openMs = performance.now();
+    let errors = await sessions.open(half, CONCURRENCY);
+    openMs = performance.now() - openMs;
+    if (errors.length) throw new Error(`${server}: ${errors.length} of ${half} sessions failed to open; first: ${errors[0].message}`);
+    const atHalf = await settledRss(pid, SESSIONS_SETTLE_MS);
+    const resumed = performance.now();
+    errors = await sessions.open(SESSIONS - half, CONCURRENCY);
+    openMs += performance.now() - resumed;
+    if (errors.length) throw new Error(`${server}: ${errors.length} of ${SESSIONS - half} sessions failed to open; first: ${errors[0].message}`);
+    const full = await settledRss(pid, SESSIONS_SETTLE_MS);
+    // Checked after the reading (a scrape allocates): every session really open, on both sides.
+    const counted = await activeSessions(gateway.url);
+    if (sessions.openStreams !== SESSIONS || sessions.endedEarly || counted !== SESSIONS) {
+      throw new Error(`${server}: ${sessions.openStreams} GET streams open (${sessions.endedEarly} ended early), gateway counts ${counted} sessions; expected ${SESSIONS}`);
+    }
+    const deleteErrors = await sessions.close(CONCURRENCY);
+    if (deleteErrors.length) throw new Error(`${server}: ${deleteErrors.length} DELETEs failed; first: ${deleteErrors[0].message}`);
+    const afterClose = await settledRss(pid, SESSIONS_SETTLE_MS);
+    const left = await activeSessions(gateway.url);
+    if (left !== 0) throw new Error(`${server}: ${left} sessions still open after DELETE`);
+    const perThousand = ((full - idle) * 1000) / SESSIONS;
+    return {
+      scenario: 'memory',
+      variant: `sessions_${server}`,
+      value: round1(perThousand),
+      unit: 'MB/1000 sessions',
+      target: `<= ${PER_1000_TARGET_MB}`,
+      meets_target: perThousand <= PER_1000_TARGET_MB,
+      idle_mb: round1(idle),
+      at_500_mb: round1(atHalf),
+      at_1000_mb: round1(full),
+      // The second 500 alone, per 1,000: free of one-time costs (code warm-up, connection pools).
+      slope_mb: round1(((full - atHalf) * 1000) / (SESSIONS - half)),
+      after_close_mb: round1(afterClose),
+      open_per_sec: Math.round((SESSIONS * 1000) / openMs),
+    };
+  } finally {
+    await sessions.agent.destroy().catch(() => undefined);
+    await stop(gateway.child);
+  }
+}
+
+export async function run() {
+  const upstream = await startInstantUpstream();
+  const dir = mkdtempSync(join(tmpdir(), 'mcp-guard-bench-memory-'));
+  const config = join(dir, 'mcp-guard.toml');
+  writeFileSync(
+    config,
+    [
+      '[[upstream.servers]]',
+      'name = "stdio"',
+      'path_prefix = "/stdio"',
+      'transport = "stdio"',
+      `command = ${tomlString(process.execPath)}`,
+      `args = [${tomlString(INSTANT_STDIO_UPSTREAM)}]`,
+      '',
+      '[[upstream.servers]]',
+      'name = "http"',
+      'path_prefix = "/http"',
+      `url = ${tomlString(upstream.url)}`,
+      '',
+    ].join('\n'),
+  );
+  try {
+    const { gateway, bare } = await startsAndIdle(config);
+    const startMs = median(gateway.ms);
+    const bareMs = median(bare.ms);
+    const idle = median(gateway.rss);
+    const bareIdle = median(bare.rss);
+    const rows = [
+      {
+        scenario: 'memory',
+        variant: 'startup_ms',
+        value: Math.round(startMs),
+        unit: 'ms to /ready',
+        baseline: Math.round(bareMs),
+        ratio: Number((startMs / bareMs).toFixed(2)),
+        rounds: { gateway: gateway.ms.map(Math.round), bare_node: bare.ms.map(Math.round) },
+      },
+      {
+        scenario: 'memory',
+        variant: 'idle_rss_mb',
+        value: round1(idle),
+        unit: 'MB',
+        baseline: round1(bareIdle),
+        ratio: Number((idle / bareIdle).toFixed(2)),
+        target: `<= ${IDLE_TARGET_MB}`,
+        meets_target: idle <= IDLE_TARGET_MB,
+        // Anonymous (private) pages only: VmRSS less the node binary and libraries mapped from files.
+        anon_mb: round1(median(gateway.anon)),
+        baseline_anon_mb: round1(median(bare.anon)),
+        rounds: { gateway: gateway.rss.map(round1), bare_node: bare.rss.map(round1), gateway_anon: gateway.anon.map(round1), bare_node_anon: bare.anon.map(round1) },
+      },
+    ];
+    for (const server of ['stdio', 'http']) rows.push(await sessionsCost(config, server));
+    return rows;
+  } finally {
+    await stop(upstream.child);
+  }
+}
