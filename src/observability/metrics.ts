@@ -15,10 +15,11 @@
  *     maxToolsPerServer per server, anything else "__other__".
  * docs/metrics.md lists every family.
  */
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { AuthProvider } from '../auth/identity.js';
 import type { ServerConfig } from '../config/schema.js';
 import type { UpstreamStatus } from '../upstreams/upstream.js';
+import { HotCounter, HotHistogram } from './hot-metrics.js';
 
 /**
  * Client-to-server request and notification methods of the MCP spec (2025-11-25), the only values
@@ -131,24 +132,6 @@ export function httpMethodLabel(method: string): string {
   return REQUEST_METHODS.has(method) ? method : OTHER;
 }
 
-/**
- * The child of a metric for one combination of label values, made once. prom-client otherwise
- * hashes (sorting keys) the label object on every inc/observe, which on the request path costs
- * more than the count itself. Label values are already bounded, so the map is too.
- */
-function bound<T>(metric: { labels(...values: string[]): T }): (...values: string[]) => T {
-  const children = new Map<string, T>();
-  return (...values) => {
-    const key = values.join('\u0000');
-    let child = children.get(key);
-    if (child === undefined) {
-      child = metric.labels(...values);
-      children.set(key, child);
-    }
-    return child;
-  };
-}
-
 export class Metrics {
   readonly registry = new Registry();
 
@@ -166,15 +149,16 @@ export class Metrics {
   private auditStats: (() => AuditStats) | undefined;
   private gateway: GatewayView | undefined;
 
-  private readonly requests: Counter<'method' | 'status' | 'server'>;
-  private readonly requestDuration: Histogram<'method' | 'server'>;
-  private readonly authTotal: Counter<'provider' | 'result'>;
-  private readonly rateLimitTotal: Counter<'allowed'>;
+  // The families counted on the request path are hot-metrics.ts cells, read at scrape time.
+  private readonly requests: HotCounter<'method' | 'status' | 'server'>;
+  private readonly requestDuration: HotHistogram;
+  private readonly authTotal: HotCounter<'provider' | 'result'>;
+  private readonly rateLimitTotal: HotCounter<'allowed'>;
   private readonly rateLimited: Counter<'scope'>;
   private readonly rateLimitStoreErrors: Counter;
-  private readonly upstreamRequests: Counter<'server' | 'method' | 'outcome'>;
-  private readonly upstreamLatency: Histogram<'server'>;
-  private readonly toolCalls: Counter<'server' | 'tool' | 'outcome'>;
+  private readonly upstreamRequests: HotCounter<'server' | 'method' | 'outcome'>;
+  private readonly upstreamLatency: HotHistogram;
+  private readonly toolCalls: HotCounter<'server' | 'tool' | 'outcome'>;
 
   constructor(options: MetricsOptions = {}) {
     this.maxToolsPerServer = options.maxToolsPerServer ?? 100;
@@ -184,26 +168,26 @@ export class Metrics {
     this.servers = new Set(options.servers ?? []);
     const registers = [this.registry];
 
-    this.requests = new Counter({
+    this.requests = new HotCounter({
       name: 'mcp_guard_requests_total',
       help: 'HTTP requests to the MCP endpoints, by HTTP method, HTTP status and the server routed to ("none" when routed to none).',
       labelNames: ['method', 'status', 'server'],
       registers,
     });
-    this.requestDuration = new Histogram({
+    this.requestDuration = new HotHistogram({
       name: 'mcp_guard_request_duration_seconds',
       help: 'Time from receiving an MCP request to its answer, by HTTP method and server. Long-lived SSE streams (GET) land in +Inf.',
       labelNames: ['method', 'server'],
       buckets: [...DURATION_BUCKETS],
       registers,
     });
-    this.authTotal = new Counter({
+    this.authTotal = new HotCounter({
       name: 'mcp_guard_auth_total',
       help: 'Authentication attempts by provider and result.',
       labelNames: ['provider', 'result'],
       registers,
     });
-    this.rateLimitTotal = new Counter({
+    this.rateLimitTotal = new HotCounter({
       name: 'mcp_guard_rate_limit_total',
       help: 'Rate limit checks: allowed="true" or "false". Each limit a request is checked against (address, identity, tool) counts once.',
       labelNames: ['allowed'],
@@ -220,20 +204,20 @@ export class Metrics {
       help: 'Failures of the rate limit store (e.g. Redis unreachable).',
       registers,
     });
-    this.upstreamRequests = new Counter({
+    this.upstreamRequests = new HotCounter({
       name: 'mcp_guard_upstream_requests_total',
       help: 'Requests forwarded to upstream servers, by server, JSON-RPC method and outcome.',
       labelNames: ['server', 'method', 'outcome'],
       registers,
     });
-    this.upstreamLatency = new Histogram({
+    this.upstreamLatency = new HotHistogram({
       name: 'mcp_guard_upstream_latency_seconds',
       help: 'Time an upstream server took to answer a forwarded request, by server.',
       labelNames: ['server'],
       buckets: [...DURATION_BUCKETS],
       registers,
     });
-    this.toolCalls = new Counter({
+    this.toolCalls = new HotCounter({
       name: 'mcp_guard_tool_calls_total',
       help: 'tools/call requests by server, tool (names the server listed, else "__other__") and outcome.',
       labelNames: ['server', 'tool', 'outcome'],
@@ -312,28 +296,12 @@ export class Metrics {
     });
 
     // Series that exist from the start, so that rates and ratios have no gaps.
-    this.rateLimitTotal.inc({ allowed: 'true' }, 0);
-    this.rateLimitTotal.inc({ allowed: 'false' }, 0);
+    this.rateLimitTotal.cell('true');
+    this.rateLimitTotal.cell('false');
     for (const scope of ['address', 'identity', 'tool'] as const) this.rateLimited.inc({ scope }, 0);
 
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
-    this.requestsOf = bound(this.requests);
-    this.requestDurationOf = bound(this.requestDuration);
-    this.authOf = bound(this.authTotal);
-    this.rateLimitOf = bound(this.rateLimitTotal);
-    this.upstreamRequestsOf = bound(this.upstreamRequests);
-    this.upstreamLatencyOf = bound(this.upstreamLatency);
-    this.toolCallsOf = bound(this.toolCalls);
   }
-
-  // Bound children of the families counted on the request path (see bound()).
-  private readonly requestsOf: (...values: string[]) => { inc(): void };
-  private readonly requestDurationOf: (...values: string[]) => { observe(value: number): void };
-  private readonly authOf: (...values: string[]) => { inc(): void };
-  private readonly rateLimitOf: (...values: string[]) => { inc(): void };
-  private readonly upstreamRequestsOf: (...values: string[]) => { inc(): void };
-  private readonly upstreamLatencyOf: (...values: string[]) => { observe(value: number): void };
-  private readonly toolCallsOf: (...values: string[]) => { inc(): void };
 
   /**
    * One answered request on an MCP endpoint: its HTTP method, HTTP status, duration, and the
@@ -343,12 +311,12 @@ export class Metrics {
   request(httpMethod: string, status: number, seconds: number, server?: string): void {
     const method = httpMethodLabel(httpMethod);
     const serverLabel = server === undefined ? NO_SERVER : this.serverLabel(server);
-    this.requestsOf(method, statusLabel(status), serverLabel).inc();
-    if (validDuration(seconds)) this.requestDurationOf(method, serverLabel).observe(seconds);
+    this.requests.cell(method, statusLabel(status), serverLabel).value++;
+    if (validDuration(seconds)) this.requestDuration.cell(method, serverLabel).observe(seconds);
   }
 
   auth(provider: AuthProviderLabel, result: AuthResult): void {
-    this.authOf(provider, result).inc();
+    this.authTotal.cell(provider, result).value++;
   }
 
   /**
@@ -358,7 +326,7 @@ export class Metrics {
    * when not given).
    */
   rateLimit(allowed: boolean, scope?: RateLimitScope): void {
-    this.rateLimitOf(allowed ? 'true' : 'false').inc();
+    this.rateLimitTotal.cell(allowed ? 'true' : 'false').value++;
     if (!allowed) this.rateLimited.inc({ scope: scope ?? OTHER });
   }
 
@@ -369,8 +337,8 @@ export class Metrics {
   /** One request forwarded to a server: its JSON-RPC method, how long the server took, the outcome. */
   upstreamRequest(server: string, method: string, seconds: number, outcome: UpstreamOutcome): void {
     const label = this.serverLabel(server);
-    this.upstreamRequestsOf(label, methodLabel(method), outcome).inc();
-    if (validDuration(seconds)) this.upstreamLatencyOf(label).observe(seconds);
+    this.upstreamRequests.cell(label, methodLabel(method), outcome).value++;
+    if (validDuration(seconds)) this.upstreamLatency.cell(label).observe(seconds);
   }
 
   /**
@@ -380,7 +348,7 @@ export class Metrics {
   toolCall(server: string, tool: string, outcome: ToolCallOutcome): void {
     const label = this.serverLabel(server);
     const known = this.servers.has(server) && (this.tools.get(server)?.has(tool) ?? false);
-    this.toolCallsOf(label, known ? tool : OTHER_TOOL, outcome).inc();
+    this.toolCalls.cell(label, known ? tool : OTHER_TOOL, outcome).value++;
   }
 
   /**
