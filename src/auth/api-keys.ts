@@ -12,7 +12,7 @@
  *
  * The key list is fixed for the verifier's life: a new config means a new verifier (and cache).
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { hash, timingSafeEqual } from 'node:crypto';
 import { verify as argon2Verify } from 'argon2';
 import { LEGACY_SHA256_PATTERN, type ApiKeyConfig } from '../config/schema.js';
 import { isWellFormedToken, keyPrefixOf } from './key-format.js';
@@ -149,7 +149,7 @@ export class ApiKeyVerifier {
    */
   isCached(token: string): boolean {
     if (typeof token !== 'string' || !isWellFormedToken(token)) return false;
-    const entry = this.cache.get(createHash('sha256').update(token, 'utf8').digest('hex'));
+    const entry = this.cache.get(sha256Hex(token));
     return entry !== undefined && entry.expiresAt > this.now();
   }
 
@@ -157,10 +157,10 @@ export class ApiKeyVerifier {
   async verify(token: string): Promise<ApiKeyResult> {
     try {
       if (typeof token !== 'string' || !isWellFormedToken(token)) return { ok: false, reason: 'malformed' };
-      const digest = createHash('sha256').update(token, 'utf8').digest();
-      const id = digest.toString('hex');
+      const id = sha256Hex(token);
       const hit = this.cached(id);
       if (hit) return { ok: true, key: hit, cached: true };
+      const digest = Buffer.from(id, 'hex');
       const pending = this.inflight.get(id);
       if (pending) return await pending;
       const check = this.lookup(token, digest)
@@ -241,4 +241,13 @@ export class ApiKeyVerifier {
       this.running--;
     }
   }
+}
+
+/**
+ * The SHA-256 of a token, hex: the cache key of a verified key. crypto.hash, one call with no Hash
+ * object, is about three times cheaper than createHash for a key-sized input; it runs on every
+ * authenticated request.
+ */
+function sha256Hex(token: string): string {
+  return hash('sha256', token, 'hex');
 }

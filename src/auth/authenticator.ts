@@ -5,7 +5,7 @@
  * API keys (`mcp_...`) go to the ApiKeyVerifier, JWT-shaped tokens to the JwtVerifier. Both
  * verifiers are built once, with the identities of the configured keys.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { AuthConfig } from '../config/schema.js';
 import { ToolPolicy } from '../policy/tools.js';
 import { ApiKeyVerifier, type ApiKeyVerifierOptions } from './api-keys.js';
@@ -109,7 +109,7 @@ export class Authenticator {
       this.failures.fail(address);
       return { ok: false, kind: 'unauthenticated', reason: `api key: ${result.reason.replace(/_/g, ' ')}`, provider, credentialSent: true };
     }
-    const digest = createHash('sha256').update(token).digest('base64');
+    const digest = hash('sha256', token, 'base64');
     const known = this.verifiedTokens.get(digest);
     if (known && known.until > this.now()) {
       this.verifiedTokens.delete(digest);
