@@ -33,7 +33,7 @@
  *                       forwarded request becomes its audit line and its metric series, in one
  *                       call, so the two never disagree. Authentication records its own outcome.
  */
-import { SUPPORTED_PROTOCOL_VERSIONS } from '@modelcontextprotocol/sdk/types.js';
+import { SUPPORTED_PROTOCOL_VERSIONS } from './mcp/protocol.js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { mayReach, ownerKey, type Identity } from './auth/identity.js';
 import type { ServerConfig } from './config/schema.js';

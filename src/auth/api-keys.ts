@@ -13,8 +13,8 @@
  * The key list is fixed for the verifier's life: a new config means a new verifier (and cache).
  */
 import { hash, timingSafeEqual } from 'node:crypto';
-import { verify as argon2Verify } from 'argon2';
 import { LEGACY_SHA256_PATTERN, type ApiKeyConfig } from '../config/schema.js';
+import { argon2 } from '../optional.js';
 import { isWellFormedToken, keyPrefixOf } from './key-format.js';
 
 /** Tuning of an ApiKeyVerifier; the defaults suit a gateway with a handful of CPU cores. */
@@ -234,7 +234,7 @@ export class ApiKeyVerifier {
     this.maxRunning = Math.max(this.maxRunning, this.running);
     try {
       // argon2.verify compares with timingSafeEqual; it throws on a hash it cannot parse.
-      return await argon2Verify(hash, token);
+      return await argon2().verify(hash, token);
     } catch {
       return false;
     } finally {

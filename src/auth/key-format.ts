@@ -7,8 +7,8 @@
  * carries 256 bits, so the prefix costs the key nothing.
  */
 import { createHash, randomBytes, randomInt } from 'node:crypto';
-import { argon2id, hash } from 'argon2';
 import { ARGON2ID_PHC_PATTERN } from '../config/schema.js';
+import { argon2 } from '../optional.js';
 
 const PREFIX_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
 const PREFIX_RANDOM_CHARS = 8;
@@ -31,7 +31,7 @@ const TOKEN_PATTERN = /^[\x21-\x7e]+$/;
  * change of library defaults cannot silently change what is written into config files. About
  * 100-150 ms per hash on purpose: that is the cost an attacker pays per guess of a leaked hash.
  */
-const ARGON2_OPTIONS = { type: argon2id, memoryCost: 65_536, timeCost: 3, parallelism: 4 } as const;
+const ARGON2_OPTIONS = { memoryCost: 65_536, timeCost: 3, parallelism: 4 } as const;
 
 /**
  * Whether a token is worth looking at: 1 to MAX_TOKEN_LENGTH visible ASCII characters. Anything
@@ -60,7 +60,8 @@ export function keyPrefixOf(token: string): string | undefined {
  * (argon2's own parameter order, `m=,p=,t=`; the schema accepts any order, as argon2 does).
  */
 export async function hashApiKey(key: string): Promise<string> {
-  const phc = await hash(key, ARGON2_OPTIONS);
+  const { argon2id, hash } = argon2();
+  const phc = await hash(key, { type: argon2id, ...ARGON2_OPTIONS });
   if (!ARGON2ID_PHC_PATTERN.test(phc)) throw new Error('argon2 produced a hash in an unexpected format');
   return phc;
 }

@@ -7,7 +7,7 @@
  * are redacted by path as a second line of defence; the first is never to put them in a log call.
  */
 import { pino, type Logger } from 'pino';
-import { PinoPretty } from 'pino-pretty';
+import { pinoPretty } from '../optional.js';
 
 export type { Logger } from 'pino';
 
@@ -59,7 +59,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       timestamp: pino.stdTimeFunctions.isoTime,
     },
     format === 'pretty'
-      ? PinoPretty({ destination: options.destination ?? 2, sync: true, colorize: options.destination === undefined && process.stderr.isTTY, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' })
+      ? pinoPretty().PinoPretty({ destination: options.destination ?? 2, sync: true, colorize: options.destination === undefined && process.stderr.isTTY, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' })
       : destination,
   );
 }

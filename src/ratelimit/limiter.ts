@@ -18,7 +18,6 @@
  *   `skipOnError` stays false: a store failure reaches us as a StoreError and `on_store_error`
  *   decides, with a counter and a log line at most every 10 s, instead of a silent pass.
  */
-import fastifyRateLimit, { normalizeIP } from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
 import type { Redis } from 'ioredis';
 import { ownerKey, type Identity } from '../auth/identity.js';
@@ -29,6 +28,7 @@ import type { JsonRpcId } from '../jsonrpc/messages.js';
 import { RateLimitedWarning, type Logger } from '../observability/logger.js';
 import type { RateLimitScope } from '../observability/metrics.js';
 import { planLimits, windowSeconds, type Limit, type LimitPlan } from './limits.js';
+import { rateLimitPlugin } from '../optional.js';
 import { createRedisClient, StoreError, storeClass } from './store.js';
 
 /** Which limit decided (the same values as the metrics' scope label). */
@@ -81,7 +81,7 @@ class LimitExceeded extends Error {
 /** The part of an identity's counter keys that names it; anonymous callers are told apart by address. */
 function identityPart(request: FastifyRequest): string {
   const identity = identityOf(request);
-  return identity.provider === 'anonymous' ? `anonymous:${normalizeIP(request.ip)}` : ownerKey(identity);
+  return identity.provider === 'anonymous' ? `anonymous:${rateLimitPlugin().normalizeIP(request.ip)}` : ownerKey(identity);
 }
 
 export class RateLimiter {
@@ -118,7 +118,7 @@ export class RateLimiter {
   /** Registers the plugin and, once it is loaded, the limiters; connects to Redis when the app starts. */
   register(app: FastifyInstance): void {
     this.app = app;
-    void app.register(fastifyRateLimit, { global: false, enableDraftSpec: true, skipOnError: false, store: storeClass(this.redis) });
+    void app.register(rateLimitPlugin(), { global: false, enableDraftSpec: true, skipOnError: false, store: storeClass(this.redis) });
     app.after((error) => {
       if (error) throw error;
       this.createLimiters(app);
@@ -187,7 +187,7 @@ export class RateLimiter {
     });
     const { address, tools } = this.plan;
     this.addressCheck = app.createRateLimit({
-      keyGenerator: (request) => `address:${normalizeIP(request.ip)}`,
+      keyGenerator: (request) => `address:${rateLimitPlugin().normalizeIP(request.ip)}`,
       max: address.max,
       timeWindow: address.windowMs,
     });

@@ -10,10 +10,9 @@
  * of each count (see incr).
  */
 import type { FastifyRateLimitStore, FastifyRateLimitStoreCtor } from '@fastify/rate-limit';
-import LocalStore from '@fastify/rate-limit/store/LocalStore.js';
-import RedisStore from '@fastify/rate-limit/store/RedisStore.js';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { RateLimitConfig } from '../config/schema.js';
+import { ioredis, rateLimitStores } from '../optional.js';
 
 /** Prefix of every counter in Redis. */
 export const REDIS_NAMESPACE = 'mcp-guard:ratelimit:';
@@ -38,6 +37,7 @@ type Store = Pick<FastifyRateLimitStore, 'incr'>;
  * Redis they share the client and the namespace, and their keys differ by prefix.
  */
 export function storeClass(redis: Redis | undefined): FastifyRateLimitStoreCtor {
+  const { LocalStore, RedisStore } = rateLimitStores();
   const open = (): Store =>
     redis ? new RedisStore(false, false, redis, REDIS_NAMESPACE) : new LocalStore(false, false, MEMORY_KEYS_PER_LIMIT);
 
@@ -75,6 +75,7 @@ export function storeClass(redis: Redis | undefined): FastifyRateLimitStoreCtor 
  */
 export function createRedisClient(config: RateLimitConfig): Redis {
   if (config.redis_url === undefined) throw new Error('rate limit: store "redis" needs redis_url');
+  const { Redis } = ioredis();
   return new Redis(config.redis_url, {
     lazyConnect: true,
     enableOfflineQueue: false,

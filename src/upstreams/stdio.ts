@@ -13,7 +13,7 @@
  * and runs in its own process group so that the whole tree (`npx` -> `sh` -> `node`) ends with it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '@modelcontextprotocol/sdk/types.js';
+import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '../mcp/protocol.js';
 import type { ServerConfig } from '../config/schema.js';
 import {
   ErrorCode,

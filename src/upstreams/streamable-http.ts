@@ -4,7 +4,7 @@
  * carries the response and whatever the server sends while handling the request; an optional
  * GET stream carries messages that belong to no request; DELETE ends the session.
  */
-import { LATEST_PROTOCOL_VERSION } from '@modelcontextprotocol/sdk/types.js';
+import { LATEST_PROTOCOL_VERSION } from '../mcp/protocol.js';
 import type { JsonRpcMessage, JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../jsonrpc/messages.js';
 import { cancelNotification, Correlator } from './correlator.js';
 import { UpstreamError } from './errors.js';
