@@ -119,9 +119,11 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
   app.decorateRequest('mcpServer', null);
   app.decorateRequest('receivedAt', 0);
   limiter?.register(app);
-  app.addHook('onRequest', async (request, reply) => {
+  // Callback-style: an async hook costs a promise per request.
+  app.addHook('onRequest', (request, reply, done) => {
     request.receivedAt = performance.now();
     void reply.header('x-request-id', request.id);
+    done();
   });
 
   app.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {

@@ -64,6 +64,8 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
   /** Mcp-Session-Id; absent for a stateless server. */
   private sessionId: string | undefined;
   private protocolVersion: string | undefined;
+  /** The headers of a POST, while sessionId and protocolVersion stay as they are. */
+  private postHeaders: Record<string, string> | undefined;
   /** The initialize request must never be cancelled (spec: basic/utilities/cancellation). */
   private initializeWireId: number | undefined;
   /** The GET stream while open; `ready` settles once it is connected, refused or failed once. */
@@ -119,6 +121,7 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
     // Adopted before anyone sees the result, so that the next message carries the header.
     return response.then((result) => {
       this.protocolVersion = negotiatedVersion(result);
+      this.postHeaders = undefined;
       return result;
     });
   }
@@ -166,7 +169,10 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
   private async exchange(wire: JsonRpcRequest, signal: ExchangeStop, state: { read: boolean }): Promise<void> {
     const wireId = wire.id as number;
     const response = await this.post(wire, signal);
-    if (wire.method === 'initialize') this.sessionId = header(response, 'mcp-session-id');
+    if (wire.method === 'initialize') {
+      this.sessionId = header(response, 'mcp-session-id');
+      this.postHeaders = undefined;
+    }
     if (response.statusCode === 202) {
       // No answer on this POST: it can only come on the GET stream; the deadline bounds the wait.
       await discard(response.body);
@@ -214,10 +220,12 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
     const response = await httpRequest(this.context, {
       method: 'POST',
       url: this.url,
-      headers: this.headers({
+      // The same for every POST of the session until initialize settles its id and version: built
+      // once, not per request (undici only reads it).
+      headers: (this.postHeaders ??= this.headers({
         'content-type': 'application/json',
         accept: 'application/json, text/event-stream',
-      }),
+      })),
       body: JSON.stringify(message),
       signal,
     });
