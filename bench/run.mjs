@@ -47,7 +47,13 @@ try {
   stopChildren();
 }
 
-console.table(rows.map(({ rounds, cpu_rounds, ...row }) => row));
+// One table per scenario, with only the columns it fills (the JSON has everything).
+for (const name of selected) {
+  const own = rows.filter((row) => row.scenario === name).map(({ scenario, rounds, cpu_rounds, details, ...row }) => row);
+  const columns = [...new Set(own.flatMap((row) => Object.keys(row).filter((key) => row[key] !== undefined && row[key] !== null)))];
+  console.log(`\n${name}`);
+  console.table(own, columns);
+}
 const date = new Date().toISOString();
 const dir = join(ROOT, 'bench/results');
 mkdirSync(dir, { recursive: true });
