@@ -5,23 +5,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
+import { instantAnswerer } from './instant-answers.mjs';
 
 const port = Number(process.argv[2] ?? 0);
-const toolCount = Number(process.argv[3] ?? 5);
-const tools = Array.from({ length: toolCount }, (_, i) => ({ name: `tool-${i}`, description: `Tool ${i}`, inputSchema: { type: 'object' } }));
-
-function answer(message) {
-  switch (message.method) {
-    case 'initialize':
-      return { protocolVersion: message.params?.protocolVersion ?? '2025-06-18', capabilities: { tools: {} }, serverInfo: { name: 'instant', version: '1.0.0' } };
-    case 'tools/list':
-      return { tools };
-    case 'tools/call':
-      return { content: [{ type: 'text', text: JSON.stringify(message.params?.arguments ?? {}) }] };
-    default:
-      return {};
-  }
-}
+const answer = instantAnswerer('instant', Number(process.argv[3] ?? 5));
 
 const server = createServer((req, res) => {
   if (req.method === 'DELETE') return void res.writeHead(200).end();

@@ -5,22 +5,9 @@
  * server. Run: `node instant-stdio-upstream.mjs [TOOLS]`.
  */
 import { createInterface } from 'node:readline';
+import { instantAnswerer } from './instant-answers.mjs';
 
-const toolCount = Number(process.argv[2] ?? 5);
-const tools = Array.from({ length: toolCount }, (_, i) => ({ name: `tool-${i}`, description: `Tool ${i}`, inputSchema: { type: 'object' } }));
-
-function answer(message) {
-  switch (message.method) {
-    case 'initialize':
-      return { protocolVersion: message.params?.protocolVersion ?? '2025-06-18', capabilities: { tools: {} }, serverInfo: { name: 'instant-stdio', version: '1.0.0' } };
-    case 'tools/list':
-      return { tools };
-    case 'tools/call':
-      return { content: [{ type: 'text', text: JSON.stringify(message.params?.arguments ?? {}) }] };
-    default:
-      return {};
-  }
-}
+const answer = instantAnswerer('instant-stdio', Number(process.argv[2] ?? 5));
 
 const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
 lines.on('line', (line) => {
