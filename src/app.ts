@@ -15,9 +15,13 @@ import { Authenticator, type AuthenticatorOptions } from './auth/authenticator.j
 import { mayReach } from './auth/identity.js';
 import type { GatewayConfig, ServerConfig } from './config/schema.js';
 import { authenticationHook, identityOf, registerProtectedResourceMetadata } from './http/auth.js';
-import { GatewayError, sendError } from './http/errors.js';
+import { GatewayError, renderClientError, sendError } from './http/errors.js';
+import { applyListenerLimits } from './http/listener.js';
 import { registerHealthRoutes, type Lifecycle } from './http/health.js';
 import { registerMetricsRoute } from './http/metrics.js';
+import { registerCors } from './http/cors.js';
+import { registerOriginChecks } from './http/origin.js';
+import { registerSecurityHeaders } from './http/security-headers.js';
 import { Gateway, type UpstreamFactory } from './mcp/gateway.js';
 import { AuditLog } from './observability/audit.js';
 import { LazyChildLogger, type Logger } from './observability/logger.js';
@@ -109,7 +113,11 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
     },
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    // What the HTTP parser refuses (slow, oversized or malformed requests) gets a JSON-RPC error too.
+    clientErrorHandler: renderClientError,
   });
+  // Timeouts for slow clients and the connection cap of [server].
+  applyListenerLimits(app.server, config.server);
 
   // Bodies are decoded by the pipeline, which answers malformed JSON with a JSON-RPC parse error.
   app.removeAllContentTypeParsers();
@@ -122,9 +130,16 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
   // Callback-style: an async hook costs a promise per request.
   app.addHook('onRequest', (request, reply, done) => {
     request.receivedAt = performance.now();
-    void reply.header('x-request-id', request.id);
+    // On the raw response, so that answers streamed as SSE (hijacked from Fastify) carry it too.
+    reply.raw.setHeader('x-request-id', request.id);
+    // Read while the connection is surely open (Node keeps the address once read): a client can be
+    // gone before the later hooks run, e.g. when bytes after its request fail to parse.
+    void request.ip;
     done();
   });
+  // Before every route's own hooks: security headers, then Host/Origin (403), then CORS (src/http/).
+  registerSecurityHeaders(app);
+  registerCors(app, config.server.cors, registerOriginChecks(app, config.server, log));
 
   app.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
     const status = error.statusCode ?? 500;

@@ -16,7 +16,10 @@
  *                       that lists the servers this identity may reach (src/app.ts).
  *   2. server access    an identity restricted to some servers gets 403 on the others, whatever
  *                       the method: it must not reach them at all.
- *   3. decode           JSON-RPC envelope checks; bad input is a 4xx and is never forwarded.
+ *   3. decode           JSON-RPC envelope checks within the [server] limits (nesting depth, checked
+ *                       before the body is parsed; batch length; id and method sizes); bad input
+ *                       is a 4xx and is never forwarded, and what is forwarded is rebuilt from
+ *                       its JSON-RPC members only.
  *   4. session          the gateway's own session id; initialize opens one, others must name a
  *                       live one on the same server opened by the same identity, or none at all
  *                       (a plain curl request).
@@ -36,7 +39,7 @@
 import { SUPPORTED_PROTOCOL_VERSIONS } from './mcp/protocol.js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { mayReach, ownerKey, type Identity } from './auth/identity.js';
-import type { ServerConfig } from './config/schema.js';
+import type { ServerConfig, ServerSettings } from './config/schema.js';
 import { GatewayError, httpError, sendError } from './http/errors.js';
 import { decodeBody, isRequest, type JsonRpcMessage, type JsonRpcRequest } from './jsonrpc/messages.js';
 import type { Gateway } from './mcp/gateway.js';
@@ -84,7 +87,7 @@ export async function handlePost(context: Context, reply: FastifyReply): Promise
   const { request } = context;
   try {
     checkServerAccess(context);
-    const messages = decode(request);
+    const messages = decode(request, context.gateway.config.server);
     const sessionId = header(request, SESSION_HEADER);
     const initialize = messages.messages.find((m): m is JsonRpcRequest => isRequest(m) && m.method === 'initialize');
     if (initialize) {
@@ -109,14 +112,18 @@ function checkServerAccess({ target, identity, recorder, request }: Context): vo
   }
 }
 
-/** Stage 3: the body as JSON-RPC messages. */
-function decode(request: FastifyRequest): { messages: JsonRpcMessage[]; batch: boolean } {
+/**
+ * Stage 3: the body as JSON-RPC messages, within the `[server]` limits (nesting depth before
+ * anything parses it, then batch length, method and id sizes): bad input is a 4xx here and never
+ * reaches an upstream.
+ */
+function decode(request: FastifyRequest, limits: ServerSettings): { messages: JsonRpcMessage[]; batch: boolean } {
   const contentType = header(request, 'content-type');
   if (contentType !== undefined && !JSON_LIKE.test(contentType)) {
     throw new GatewayError('unsupported_media_type', 'Unsupported Media Type: send the JSON-RPC message as application/json');
   }
   const body = typeof request.body === 'string' ? request.body : '';
-  const decoded = decodeBody(body);
+  const decoded = decodeBody(body, { maxBatchLength: limits.max_batch_length, maxDepth: limits.max_json_depth });
   if ('kind' in decoded) {
     throw new GatewayError(decoded.kind === 'parse' ? 'parse_error' : 'invalid_request', decoded.message, 'id' in decoded ? decoded.id : null);
   }

@@ -8,6 +8,7 @@
  * that was checked, because that value may have come from a secret in the environment.
  */
 import { z } from 'zod';
+import { parseHostPattern, parseOriginPattern } from '../http/origin-match.js';
 
 /** The longest delay setTimeout honours; a larger one fires at once, which would turn a deadline into an instant failure. */
 export const MAX_TIMER_MS = 2_147_483_647;
@@ -273,10 +274,30 @@ export const serverSettingsSchema = z.strictObject({
   max_sessions: integer(1, Number.MAX_SAFE_INTEGER).default(10_000),
   /** Collect Prometheus metrics and serve GET /metrics. */
   metrics: z.boolean({ error: problem('expected true or false') }).default(true),
+  /**
+   * Most messages in one JSON-RPC batch; a longer batch is refused (400, -32600). Each message
+   * may cost an upstream request, so an unbounded batch would let one small POST fan out into
+   * thousands of them.
+   */
+  max_batch_length: integer(1, Number.MAX_SAFE_INTEGER).default(100),
+  /**
+   * Deepest nesting of arrays and objects in a request body; deeper is refused (400, -32600)
+   * before the body is parsed. At most 1000: past a few thousand levels JSON.stringify (which
+   * forwards a request) overflows the stack.
+   */
+  max_json_depth: integer(1, 1000).default(64),
+  /** Time a client has to send the request line and headers, in ms (slowloris: then 408 and the connection closes). */
+  headers_timeout_ms: milliseconds(1).default(10_000),
+  /** Time a client has to send the whole request, body included, in ms (then 408). Responses and streams are not limited by it. */
+  request_timeout_ms: milliseconds(1).default(30_000),
+  /** An idle keep-alive connection is closed after this, in ms; above the usual 60 s idle timeout of load balancers. */
+  keep_alive_timeout_ms: milliseconds(1).default(72_000),
+  /** Most client connections open at once; further connections are closed as they arrive. */
+  max_connections: integer(1, Number.MAX_SAFE_INTEGER).default(20_000),
 });
 
-/** The resolved `[server]` settings. */
-export type ServerSettings = z.output<typeof serverSettingsSchema>;
+/** The resolved `[server]` settings, with the Host and browser-origin keys of serverSchema (below). */
+export type ServerSettings = z.output<typeof serverSchema>;
 
 /**
  * A section the product defines but this version does not implement yet. It is refused rather
@@ -543,15 +564,78 @@ export const auditSchema = z.strictObject({
 /** `[audit]` as validated. */
 export type AuditConfig = z.output<typeof auditSchema>;
 
+/**
+ * `[server] allowed_hosts` and `[server.cors] allowed_origins`: a list of entries, "*" alone, never
+ * empty (a list that refuses everything is a mistake, not a setting).
+ */
+function allowList(what: 'host' | 'origin', valid: (entry: string) => boolean) {
+  const expected =
+    what === 'host'
+      ? 'expected a host name or address with an optional ":port", e.g. "mcp.example.com", "10.0.0.5:3000" or "[::1]"'
+      : 'expected an origin (scheme://host with an optional ":port" or ":*", no path), e.g. "https://app.example.com" or "http://localhost:*"';
+  return z
+    .array(z.string({ error: problem(expected) }).refine(valid, { error: expected }), { error: problem(`expected an array of ${what}s`) })
+    .min(1, { error: `must not be empty; ["*"] accepts every ${what}` })
+    .refine((list) => list.length === 1 || !list.includes('*'), { error: `"*" accepts every ${what}: it cannot be combined with other entries` });
+}
+
+/** Response or request header names (CORS lists). */
+const headerNamesSchema = z.array(z.string({ error: problem('expected a header name') }).regex(HEADER_NAME, { error: 'not a valid HTTP header name' }), {
+  error: problem('expected an array of header names'),
+});
+
+/** `[server.cors]`: which browser pages may call the gateway, and what they may send and read (src/http/cors.ts). */
+export const corsSchema = z
+  .strictObject({
+    /** false keeps the section but switches CORS off: no CORS headers, and the default Origin check. */
+    enabled: z.boolean({ error: problem('expected true or false') }).default(true),
+    /**
+     * Origins whose pages may call the gateway: they pass the Origin check and get CORS headers.
+     * Default: http(s) pages on localhost, 127.0.0.1 and [::1], any port, on a loopback host; none
+     * otherwise. "*": every origin.
+     */
+    allowed_origins: allowList('origin', (entry) => parseOriginPattern(entry) !== undefined).optional(),
+    /** Request headers allowed besides the ones MCP needs (Authorization, Content-Type, Mcp-Session-Id, ...). */
+    allowed_headers: headerNamesSchema.default(() => []),
+    /** Response headers exposed besides the ones MCP clients need (Mcp-Session-Id, WWW-Authenticate, ...). */
+    exposed_headers: headerNamesSchema.default(() => []),
+    /** How long a browser may cache a preflight answer, in seconds (Access-Control-Max-Age). */
+    max_age_secs: integer(0, 86_400).default(600),
+    /**
+     * Let pages send cookies and other browser-held credentials (Access-Control-Allow-Credentials).
+     * Not needed for bearer tokens, which a client sets itself in Authorization.
+     */
+    allow_credentials: z.boolean({ error: problem('expected true or false') }).default(false),
+  })
+  .superRefine((cors, ctx) => {
+    if (cors.allow_credentials && cors.allowed_origins?.includes('*')) {
+      // Credentials for every origin would let any site act as the signed-in user.
+      ctx.addIssue({ code: 'custom', path: ['allow_credentials'], message: 'cannot be true with allowed_origins = ["*"]: list the origins' });
+    }
+  });
+
+/** `[server.cors]` as validated. */
+export type CorsSettings = z.output<typeof corsSchema>;
+
+/** `[server]`: the listener, its limits, and which Hosts and browser origins may use it (src/http/origin.ts). */
+export const serverSchema = serverSettingsSchema.extend({
+  /**
+   * Host header values accepted (DNS rebinding protection): names or addresses, with a port to
+   * accept only that port. Default: localhost, 127.0.0.1 and [::1] on a loopback host; not
+   * checked otherwise. "*": every Host.
+   */
+  allowed_hosts: allowList('host', (entry) => parseHostPattern(entry) !== undefined).optional(),
+  /** CORS, and the origins browsers may call from. */
+  cors: corsSchema.optional(),
+});
+
 /** The whole config file, after `${VAR}` interpolation. */
 export const configFileSchema = z.strictObject({
   /** The listener. */
-  server: serverSettingsSchema
+  server: serverSchema
     .extend({
       /** Reserved: TLS. */
       tls: reserved(),
-      /** Reserved: CORS. */
-      cors: reserved(),
     })
     .prefault({}),
   /** The upstream server(s). */
@@ -596,8 +680,8 @@ export type ServerConfig = z.output<typeof serverConfigSchema>;
 
 /** The resolved configuration the gateway runs with. */
 export const gatewayConfigSchema = z.object({
-  /** The listener and its limits. */
-  server: serverSettingsSchema,
+  /** The listener, its limits, and which Hosts and browser origins may use it. */
+  server: serverSchema,
   /** True when there is no [[upstream.servers]] and no additional server: [upstream] is the only server. */
   single: z.boolean(),
   /** In file order, then MCP_GUARD_ADDITIONAL_SERVERS in JSON key order. */

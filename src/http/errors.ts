@@ -4,6 +4,8 @@
  * cause; the cause goes to the log.
  */
 import type { FastifyReply } from 'fastify';
+import { maxHeaderSize, STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { ErrorCode, errorResponse, type JsonRpcErrorObject, type JsonRpcErrorResponse, type JsonRpcId } from '../jsonrpc/messages.js';
 import type { UpstreamError, UpstreamErrorKind } from '../upstreams/errors.js';
 
@@ -13,6 +15,8 @@ export type GatewayErrorKind =
   | 'unsupported_media_type'
   | 'not_acceptable'
   | 'payload_too_large'
+  | 'request_timeout'
+  | 'headers_too_large'
   | 'session_required'
   | 'session_not_found'
   | 'unsupported_protocol_version'
@@ -22,6 +26,7 @@ export type GatewayErrorKind =
   | 'auth_throttled'
   | 'auth_unavailable'
   | 'server_forbidden'
+  | 'origin_forbidden'
   | 'tool_forbidden'
   | 'rate_limited'
   | 'rate_limit_unavailable'
@@ -61,6 +66,11 @@ function statusAndCode(kind: GatewayErrorKind): { status: number; code: number }
       return { status: 406, code: ErrorCode.InvalidRequest };
     case 'payload_too_large':
       return { status: 413, code: ErrorCode.InvalidRequest };
+    case 'request_timeout':
+      // The client did not send its headers or its whole request in time (a slow client).
+      return { status: 408, code: ErrorCode.InvalidRequest };
+    case 'headers_too_large':
+      return { status: 431, code: ErrorCode.InvalidRequest };
     case 'session_required':
       return { status: 400, code: ErrorCode.InvalidRequest };
     case 'session_not_found':
@@ -80,6 +90,9 @@ function statusAndCode(kind: GatewayErrorKind): { status: number; code: number }
     case 'auth_unavailable':
       return { status: 503, code: ErrorCode.Unauthorized };
     case 'server_forbidden':
+      return { status: 403, code: ErrorCode.Forbidden };
+    case 'origin_forbidden':
+      // A Host or Origin the gateway does not serve (DNS rebinding protection, src/http/origin.ts).
       return { status: 403, code: ErrorCode.Forbidden };
     case 'tool_forbidden':
       // 200: the refusal is the answer to one JSON-RPC request (maybe one of a batch), and a
@@ -121,4 +134,37 @@ export function sendError(reply: FastifyReply, error: GatewayError, headers: Rec
   const { status, body } = httpError(error);
   void reply.code(status).headers(headers).type('application/json').send(JSON.stringify(body));
   return body.error;
+}
+
+/**
+ * What the HTTP parser refuses before any route runs (Fastify's clientErrorHandler): a request
+ * not received in time (the `[server]` timeouts), headers over Node's limit (16 KB unless
+ * --max-http-header-size says otherwise), bytes that are not HTTP. Answered with the same
+ * JSON-RPC error body as every other refusal, then the connection is closed: after such an error
+ * the rest of the stream cannot be trusted to be in step.
+ */
+export function renderClientError(error: Error & { code?: string }, socket: Duplex): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  // A response already under way on this connection must not be followed by a second status line.
+  const inProgress = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent === true;
+  if (socket.writable && !inProgress) {
+    const { status, body } = httpError(clientError(error.code));
+    const text = JSON.stringify(body);
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
+    );
+  }
+  socket.destroy();
+}
+
+/** The GatewayError for an error code of Node's HTTP parser or server. */
+function clientError(code: string | undefined): GatewayError {
+  switch (code) {
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return new GatewayError('request_timeout', 'Request Timeout: the request was not received in time');
+    case 'HPE_HEADER_OVERFLOW':
+      return new GatewayError('headers_too_large', `Request Header Fields Too Large: the request line and headers exceed ${maxHeaderSize} bytes`);
+    default:
+      return new GatewayError('invalid_request', 'Bad Request: malformed HTTP request');
+  }
 }

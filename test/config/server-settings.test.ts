@@ -19,6 +19,12 @@ describe('[server]', () => {
       session_idle_timeout_ms: 1_800_000,
       max_sessions: 10_000,
       metrics: true,
+      max_batch_length: 100,
+      max_json_depth: 64,
+      headers_timeout_ms: 10_000,
+      request_timeout_ms: 30_000,
+      keep_alive_timeout_ms: 72_000,
+      max_connections: 20_000,
     };
     expect(parse(UPSTREAM).server).toEqual(defaults);
     expect(parse(`[server]\n${UPSTREAM}`).server).toEqual(defaults);
@@ -34,6 +40,12 @@ shutdown_grace_ms = 0
 session_idle_timeout_ms = 60000
 max_sessions = 3
 metrics = false
+max_batch_length = 1
+max_json_depth = 1000
+headers_timeout_ms = 500
+request_timeout_ms = 1000
+keep_alive_timeout_ms = 2000
+max_connections = 50
 ${UPSTREAM}`);
     expect(config.server).toEqual({
       host: '0.0.0.0',
@@ -43,6 +55,12 @@ ${UPSTREAM}`);
       session_idle_timeout_ms: 60_000,
       max_sessions: 3,
       metrics: false,
+      max_batch_length: 1,
+      max_json_depth: 1000,
+      headers_timeout_ms: 500,
+      request_timeout_ms: 1000,
+      keep_alive_timeout_ms: 2000,
+      max_connections: 50,
     });
   });
 
@@ -65,6 +83,26 @@ ${UPSTREAM}`);
       'server.max_sessions: expected an integer of at least 1',
     ]);
     expect(errors.join('\n')).not.toMatch(/Invalid input|received/);
+  });
+
+  it('explains wrong request limits, timeouts and connection caps at their key paths', () => {
+    const errors = errorsOf(`
+[server]
+max_batch_length = 0
+max_json_depth = 1001
+headers_timeout_ms = 0
+request_timeout_ms = 2147483648
+keep_alive_timeout_ms = "72s"
+max_connections = 1.5
+${UPSTREAM}`);
+    expect(errors).toEqual([
+      'server.max_batch_length: expected an integer of at least 1',
+      'server.max_json_depth: expected an integer from 1 to 1000',
+      'server.headers_timeout_ms: expected a whole number of milliseconds from 1 to 2147483647',
+      'server.request_timeout_ms: expected a whole number of milliseconds from 1 to 2147483647',
+      'server.keep_alive_timeout_ms: expected a whole number of milliseconds from 1 to 2147483647',
+      'server.max_connections: expected an integer of at least 1',
+    ]);
   });
 
   it('refuses a port given as a string, even a numeric one', () => {
@@ -90,10 +128,9 @@ ${UPSTREAM}`);
 });
 
 describe('sections reserved for later releases', () => {
-  it('refuses [server.tls] and [server.cors] rather than ignoring them', () => {
+  it('refuses [server.tls] rather than ignoring it ([server.cors] is implemented: test/config/cors-origin.test.ts)', () => {
     expect(errorsOf(`[server.tls]\ncert_path = "/c"\nkey_path = "/k"\n[server.cors]\nenabled = true\n${UPSTREAM}`)).toEqual([
       'server.tls: not supported by this version yet; remove it',
-      'server.cors: not supported by this version yet; remove it',
     ]);
   });
 

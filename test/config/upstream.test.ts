@@ -1,7 +1,7 @@
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { configErrors as errorsOf } from '../helpers/config.js';
-import type { AuditConfig, AuthConfig, GatewayConfig, RateLimitConfig, ServerConfig, ServerSettings, Transport } from '../../src/config/schema.js';
+import type { AuditConfig, AuthConfig, CorsSettings, GatewayConfig, RateLimitConfig, ServerConfig, ServerSettings, Transport } from '../../src/config/schema.js';
 
 function parse(toml: string) {
   return parseConfig(toml, { env: {} });
@@ -45,6 +45,14 @@ describe('exported types', () => {
       session_idle_timeout_ms: number;
       max_sessions: number;
       metrics: boolean;
+      max_batch_length: number;
+      max_json_depth: number;
+      headers_timeout_ms: number;
+      request_timeout_ms: number;
+      keep_alive_timeout_ms: number;
+      max_connections: number;
+      allowed_hosts?: string[] | undefined;
+      cors?: CorsSettings | undefined;
     }>();
     expectTypeOf<GatewayConfig>().toEqualTypeOf<{
       server: ServerSettings;

@@ -105,9 +105,17 @@ describe('operational routes', () => {
     expectJsonRpcError(res, -32600);
   });
 
-  it('every response carries a request id', async () => {
+  it('every response carries a request id, an SSE answer too', async () => {
     const res = await fetch(`${gw.url}/health`);
     expect(res.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+    const sse = await fetch(mcp(), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream', 'x-request-id': 'sse-trace-1' },
+      body: JSON.stringify({ jsonrpc: '2.0', method: 'tools/list', id: 1 }),
+    });
+    expect(sse.headers.get('content-type')).toContain('text/event-stream');
+    expect(sse.headers.get('x-request-id')).toBe('sse-trace-1');
+    await sse.text();
   });
 });
 
