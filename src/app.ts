@@ -17,6 +17,7 @@ import type { GatewayConfig, ServerConfig } from './config/schema.js';
 import { authenticationHook, identityOf, registerProtectedResourceMetadata } from './http/auth.js';
 import { GatewayError, renderClientError, sendError } from './http/errors.js';
 import { applyListenerLimits } from './http/listener.js';
+import { loadTls, watchTls } from './http/tls.js';
 import { registerHealthRoutes, type Lifecycle } from './http/health.js';
 import { registerMetricsRoute } from './http/metrics.js';
 import { registerCors } from './http/cors.js';
@@ -77,6 +78,9 @@ function unlessReserved(hook: onRequestAsyncHookHandler): onRequestAsyncHookHand
  */
 export function buildApp(config: GatewayConfig, options: AppOptions): App {
   const log = options.logger;
+  // [server.tls]: the certificate and key are read and checked first (a ConfigError naming the key otherwise).
+  const tls = config.server.tls ? loadTls(config.server.tls) : undefined;
+  for (const warning of tls?.warnings ?? []) log.warn(warning);
   const metrics = config.server.metrics ? new Metrics({ servers: config.servers.map((s) => s.name) }) : undefined;
   const audit = AuditLog.create(config.audit, { log, ...(options.auditStdout ? { stdout: options.auditStdout } : {}) });
   const recorder = new Recorder(audit, metrics);
@@ -85,7 +89,7 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
   const router = new Router(config.servers);
   const authenticator = new Authenticator(config.auth, options.auth);
   const authenticate = authenticationHook(authenticator, config.auth, recorder);
-  const limiter = config.rate_limit?.enabled ? new RateLimiter(config.rate_limit, config.auth?.api_keys, log) : undefined;
+  const limiter = config.rate_limit?.enabled ? new RateLimiter(config.rate_limit, [...(config.auth?.api_keys ?? []), ...(config.auth?.client_certs ?? [])], log) : undefined;
   if (limiter) {
     limiter.onDecision = (scope, allowed, request, identity, detail) => {
       if (allowed) recorder.rateAllowed(scope);
@@ -115,7 +119,11 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
     forceCloseConnections: 'idle',
     // What the HTTP parser refuses (slow, oversized or malformed requests) gets a JSON-RPC error too.
     clientErrorHandler: renderClientError,
-  });
+    // With [server.tls] the port serves HTTPS only (src/http/tls.ts). The https server has the
+    // same API as the http one this instance is typed with.
+    ...(tls ? { https: tls.options } : {}),
+  }) as unknown as FastifyInstance;
+  if (tls) watchTls(app.server, tls.clientAuth, log);
   // Timeouts for slow clients and the connection cap of [server].
   applyListenerLimits(app.server, config.server);
 
@@ -130,6 +138,15 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
   // Callback-style: an async hook costs a promise per request.
   app.addHook('onRequest', (request, reply, done) => {
     request.receivedAt = performance.now();
+    // In flight for graceful shutdown from its first hook to the end of its answer: a request whose
+    // body (or authentication) is still under way when SIGTERM comes is waited for too. GETs are
+    // not: an event stream would hold the shutdown for the whole grace period.
+    if (request.method !== 'GET') {
+      inflight++;
+      reply.raw.once('close', () => {
+        if (--inflight === 0) drained?.();
+      });
+    }
     // On the raw response, so that answers streamed as SSE (hijacked from Fastify) carry it too.
     reply.raw.setHeader('x-request-id', request.id);
     // Read while the connection is surely open (Node keeps the address once read): a client can be
@@ -159,7 +176,7 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
     void reply.code(404).send({ error, available: router.names().filter((name) => mayReach(identity, name)) });
   };
 
-  /** Runs an MCP handler for a target, counting it as in flight for graceful shutdown. */
+  /** Runs an MCP handler for a target (counted as in flight by the first onRequest hook). */
   const serve = (target: Target, request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     request.mcpServer = target.server.name;
     return dispatch({ gateway, target, identity: identityOf(request), limiter, recorder, request }, reply);
@@ -167,12 +184,7 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
   const dispatch = async (context: Context, reply: FastifyReply): Promise<void> => {
     switch (context.request.method) {
       case 'POST':
-        inflight++;
-        try {
-          await handlePost(context, reply);
-        } finally {
-          if (--inflight === 0) drained?.();
-        }
+        await handlePost(context, reply);
         return;
       case 'GET':
         handleGet(context, reply);

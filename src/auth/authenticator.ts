@@ -4,9 +4,14 @@
  *
  * API keys (`mcp_...`) go to the ApiKeyVerifier, JWT-shaped tokens to the JwtVerifier. Both
  * verifiers are built once, with the identities of the configured keys.
+ *
+ * A request without an Authorization header, on a connection whose client certificate verified
+ * against `[server.tls] client_ca_path`, is the `[[auth.client_certs]]` identity that certificate
+ * matches (by fingerprint first, then by subject CN). When an Authorization header is present, it
+ * alone decides: the certificate is never a fallback for a bad token.
  */
 import { hash } from 'node:crypto';
-import type { AuthConfig } from '../config/schema.js';
+import { normaliseFingerprint, type AuthConfig } from '../config/schema.js';
 import { ToolPolicy } from '../policy/tools.js';
 import { ApiKeyVerifier, type ApiKeyVerifierOptions } from './api-keys.js';
 import { FailureLimiter } from './failure-limiter.js';
@@ -34,6 +39,14 @@ export type AuthOutcome =
       credentialSent: boolean;
     };
 
+/** A client certificate that verified at the TLS handshake (src/http/tls.ts verifiedPeer). */
+export interface PeerCertificate {
+  /** The subject's CN, when it has exactly one. */
+  readonly subjectCn: string | undefined;
+  /** SHA-256 fingerprint, 64 uppercase hex digits. */
+  readonly fingerprint: string;
+}
+
 export interface AuthenticatorOptions {
   apiKeys?: ApiKeyVerifierOptions;
   jwt?: JwtVerifierOptions;
@@ -53,6 +66,9 @@ export class Authenticator {
   private readonly apiKeys: ApiKeyVerifier | undefined;
   private readonly jwt: JwtVerifier | undefined;
   private readonly keyIdentities = new Map<string, Identity>();
+  /** `[[auth.client_certs]]` identities by normalised fingerprint, and by subject CN. */
+  private readonly certsByFingerprint = new Map<string, Identity>();
+  private readonly certsBySubject = new Map<string, Identity>();
   private readonly scopePolicies = new Map<string, ToolPolicy>();
   /** Verified JWTs by SHA-256 of the token (never the token), least recently used first. */
   private readonly verifiedTokens = new Map<string, { identity: Identity; until: number }>();
@@ -77,18 +93,36 @@ export class Authenticator {
         });
       }
     }
+    for (const cert of config?.client_certs ?? []) {
+      const identity: Identity = {
+        id: cert.id,
+        provider: 'client_cert',
+        tools: ToolPolicy.fromPatterns(cert.allowed_tools),
+        servers: cert.servers ? new Set(cert.servers) : undefined,
+        scopes: [],
+      };
+      if (cert.fingerprint_sha256 !== undefined) this.certsByFingerprint.set(normaliseFingerprint(cert.fingerprint_sha256), identity);
+      if (cert.subject_cn !== undefined) this.certsBySubject.set(cert.subject_cn, identity);
+    }
     if (config?.jwt) this.jwt = new JwtVerifier(config.jwt, options.jwt);
     this.now = options.now ?? Date.now;
     this.failures = new FailureLimiter(config?.max_failures_per_minute ?? 30, this.now);
   }
 
-  /** The identity behind an Authorization header, from a client address. Never throws. */
-  async authenticate(authorization: string | undefined, address: string): Promise<AuthOutcome> {
+  /**
+   * The identity behind an Authorization header, or else behind the connection's verified client
+   * certificate, from a client address. Never throws.
+   */
+  async authenticate(authorization: string | undefined, address: string, peer?: PeerCertificate): Promise<AuthOutcome> {
     if (!this.required) return { ok: true, identity: ANONYMOUS, verified: false };
+    if (authorization === undefined && peer !== undefined) return this.certificateOutcome(peer);
     const token = bearerToken(authorization);
     if (token === undefined) {
       const reason = authorization === undefined ? 'no credentials' : 'Authorization is not a Bearer token';
       return { ok: false, kind: 'unauthenticated', reason, credentialSent: authorization !== undefined };
+    }
+    if (this.apiKeys === undefined && this.jwt === undefined) {
+      return { ok: false, kind: 'unauthenticated', reason: 'bearer token, but neither [[auth.api_keys]] nor [auth.jwt] is configured', credentialSent: true };
     }
     const useJwt = this.jwt !== undefined && (this.apiKeys === undefined || (!token.startsWith('mcp_') && JwtVerifier.looksLikeJwt(token)));
     const provider: AuthProvider = useJwt ? 'jwt' : 'api_key';
@@ -126,6 +160,23 @@ export class Authenticator {
     if (result.reason !== 'keys_unavailable') this.failures.fail(address);
     const detail = result.detail ? ` (${result.detail})` : '';
     return { ok: false, kind: 'unauthenticated', reason: `jwt: ${result.reason.replace(/_/g, ' ')}${detail}`, provider, credentialSent: true };
+  }
+
+  /**
+   * A verified client certificate is an identity when an entry names it. Not subject to the
+   * failure limit: the certificate was issued by a trusted CA, so it cannot be guessed.
+   */
+  private certificateOutcome(peer: PeerCertificate): AuthOutcome {
+    const identity = this.certsByFingerprint.get(peer.fingerprint) ?? (peer.subjectCn === undefined ? undefined : this.certsBySubject.get(peer.subjectCn));
+    if (identity) return { ok: true, identity, verified: true };
+    const subject = peer.subjectCn === undefined ? 'no single subject CN' : `subject CN ${JSON.stringify(peer.subjectCn.slice(0, 128))}`;
+    return {
+      ok: false,
+      kind: 'unauthenticated',
+      reason: `client certificate matches no [[auth.client_certs]] entry (${subject}, SHA-256 fingerprint ${peer.fingerprint})`,
+      provider: 'client_cert',
+      credentialSent: false,
+    };
   }
 
   /**

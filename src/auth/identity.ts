@@ -4,10 +4,10 @@
  */
 import { ToolPolicy } from '../policy/tools.js';
 
-export type AuthProvider = 'api_key' | 'jwt' | 'anonymous';
+export type AuthProvider = 'api_key' | 'jwt' | 'client_cert' | 'anonymous';
 
 export interface Identity {
-  /** The key's `id`, or the JWT's user claim; what logs, audit lines and metrics name. */
+  /** The key's or client certificate's `id`, or the JWT's user claim; what logs, audit lines and metrics name. */
   readonly id: string;
   readonly provider: AuthProvider;
   /** The tools this identity may list and call. */

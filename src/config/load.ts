@@ -18,6 +18,7 @@ import {
   serverEntrySchema,
   upstreamFieldsSchema,
   LEGACY_SHA256_PATTERN,
+  normaliseFingerprint,
   type AuditConfig,
   type AuthConfig,
   type RateLimitConfig,
@@ -104,6 +105,7 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
   const additional = readAdditionalServers(env, issues);
   const resolved = file ? resolveServers(file, additional, issues) : undefined;
   if (auth && resolved) checkAuth(auth, resolved.servers, issues, resolved.warnings);
+  if (auth && resolved && server) checkClientCerts(auth, server, resolved.servers, issues);
   checkKeyRateLimits(tree, issues);
   if (limits.audit) checkAudit(limits.audit, issues);
   if (issues.all.length > 0 || !resolved || !server) throw new ConfigError(issues.all);
@@ -523,8 +525,8 @@ const BUILTIN_BACKOFF = {
  */
 function checkAuth(auth: AuthConfig, servers: ServerConfig[], issues: IssueList, warnings: string[]): void {
   const keys = auth.api_keys ?? [];
-  if (keys.length === 0 && !auth.jwt) {
-    issues.add(['auth'], 'configure [[auth.api_keys]] or [auth.jwt] (or remove [auth] to run without authentication)');
+  if (keys.length === 0 && !auth.jwt && (auth.client_certs ?? []).length === 0) {
+    issues.add(['auth'], 'configure [[auth.api_keys]], [auth.jwt] or [[auth.client_certs]] (or remove [auth] to run without authentication)');
   }
   const names = new Set(servers.map((s) => s.name));
   const checkServers = (path: KeyPath, list: string[] | undefined) =>
@@ -561,6 +563,42 @@ function checkAuth(auth: AuthConfig, servers: ServerConfig[], issues: IssueList,
 }
 
 /**
+ * `[[auth.client_certs]]`: only meaningful when the listener verifies client certificates; each
+ * entry names one certificate (ids unique across client_certs and api_keys, so that an id in an
+ * audit line is one identity), and its servers are configured.
+ */
+function checkClientCerts(auth: AuthConfig, server: ServerSettings, servers: ServerConfig[], issues: IssueList): void {
+  const certs = auth.client_certs ?? [];
+  if (certs.length === 0) return;
+  if (server.tls?.client_ca_path === undefined) {
+    const why = server.tls === undefined ? 'there is no [server.tls]' : '[server.tls] has no client_ca_path';
+    issues.add(['auth', 'client_certs'], `needs [server.tls] client_ca_path: client certificates are only verified then (${why})`);
+  }
+  const keyIds = new Map((auth.api_keys ?? []).map((key, i) => [key.id, i]));
+  const ids = new Map<string, number>();
+  const subjects = new Map<string, number>();
+  const fingerprints = new Map<string, number>();
+  const names = new Set(servers.map((s) => s.name));
+  certs.forEach((cert, i) => {
+    const at = (field: string) => ['auth', 'client_certs', i, field];
+    const key = keyIds.get(cert.id);
+    if (key !== undefined) issues.add(at('id'), `same id as auth.api_keys[${key}]`);
+    const same = (seen: Map<string, number>, value: string | undefined, field: string, what: string) => {
+      if (value === undefined) return;
+      const first = seen.get(value);
+      if (first === undefined) seen.set(value, i);
+      else issues.add(at(field), `same ${what} as auth.client_certs[${first}]`);
+    };
+    same(ids, cert.id, 'id', 'id');
+    same(subjects, cert.subject_cn, 'subject_cn', 'subject_cn');
+    same(fingerprints, cert.fingerprint_sha256 === undefined ? undefined : normaliseFingerprint(cert.fingerprint_sha256), 'fingerprint_sha256', 'fingerprint');
+    cert.servers?.forEach((name, j) => {
+      if (!names.has(name)) issues.add([...at('servers'), j], `no server named "${name}" is configured`);
+    });
+  });
+}
+
+/**
  * A key's `rate_limit` is enforced by the `[rate_limit]` limiter: without it (or with it switched
  * off) the setting would be silently ignored, which for a security limit is worse than failing.
  * Read from the document itself, so that it is reported in the same run as any other problem
@@ -571,11 +609,13 @@ function checkKeyRateLimits(document: unknown, issues: IssueList): void {
   const section = document['rate_limit'];
   if (section !== undefined && (!isTable(section) || section['enabled'] !== false)) return;
   const auth = document['auth'];
-  const keys = isTable(auth) && Array.isArray(auth['api_keys']) ? (auth['api_keys'] as unknown[]) : [];
   const why = section === undefined ? 'there is no [rate_limit] section' : '[rate_limit] has enabled = false';
-  keys.forEach((key, i) => {
-    if (isTable(key) && key['rate_limit'] !== undefined) issues.add(['auth', 'api_keys', i, 'rate_limit'], `needs [rate_limit] to be enforced (${why})`);
-  });
+  for (const list of ['api_keys', 'client_certs']) {
+    const keys = isTable(auth) && Array.isArray(auth[list]) ? (auth[list] as unknown[]) : [];
+    keys.forEach((key, i) => {
+      if (isTable(key) && key['rate_limit'] !== undefined) issues.add(['auth', list, i, 'rate_limit'], `needs [rate_limit] to be enforced (${why})`);
+    });
+  }
 }
 
 /** An enabled audit log must write somewhere: an audit section that records nothing is a mistake. */

@@ -299,15 +299,6 @@ export const serverSettingsSchema = z.strictObject({
 /** The resolved `[server]` settings, with the Host and browser-origin keys of serverSchema (below). */
 export type ServerSettings = z.output<typeof serverSchema>;
 
-/**
- * A section the product defines but this version does not implement yet. It is refused rather
- * than ignored: accepting a security setting that is not enforced would be worse than failing.
- * To implement one, replace its `reserved(...)` below with its real schema.
- */
-function reserved(why?: string) {
-  return z.never({ error: `not supported by this version yet${why ? ` (${why})` : ''}; remove it` }).optional();
-}
-
 /** What an identity id may look like: it appears in logs, audit lines and metric labels. */
 export const IDENTITY_ID_PATTERN = /^[A-Za-z0-9._@:+-]{1,128}$/;
 
@@ -367,6 +358,45 @@ export const apiKeySchema = z.strictObject({
 
 /** One `[[auth.api_keys]]` entry as validated. */
 export type ApiKeyConfig = z.output<typeof apiKeySchema>;
+
+/** A SHA-256 certificate fingerprint: 64 hex digits, with or without ":" between the bytes (as `openssl x509 -fingerprint -sha256` prints it). */
+export const FINGERPRINT_SHA256_PATTERN = /^(?:[0-9A-Fa-f]{64}|[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){31})$/;
+
+/** A fingerprint in the one form the gateway compares: 64 uppercase hex digits, no separators. */
+export function normaliseFingerprint(value: string): string {
+  return value.replace(/:/g, '').toUpperCase();
+}
+
+/**
+ * One `[[auth.client_certs]]` entry: a client certificate (verified against
+ * `[server.tls] client_ca_path`) that is an identity, with the policy of an API key. It names the
+ * certificate by exactly one of subject_cn or fingerprint_sha256.
+ */
+export const clientCertSchema = z
+  .strictObject({
+    /** The identity's id in logs, audit lines and metrics. Unique among client_certs and api_keys. */
+    id: apiKeySchema.shape.id,
+    /** The certificate's subject common name (CN), compared exactly. */
+    subject_cn: text().optional(),
+    /** The SHA-256 fingerprint of the certificate (DER), hex, ":" separators optional, any case. */
+    fingerprint_sha256: z
+      .string({ error: problem('expected a string') })
+      .regex(FINGERPRINT_SHA256_PATTERN, { error: 'expected 64 hex digits, optionally as 32 ":"-separated pairs' })
+      .optional(),
+    allowed_tools: apiKeySchema.shape.allowed_tools,
+    servers: apiKeySchema.shape.servers,
+    rate_limit: apiKeySchema.shape.rate_limit,
+  })
+  .superRefine((entry, ctx) => {
+    if (entry.subject_cn === undefined && entry.fingerprint_sha256 === undefined) {
+      ctx.addIssue({ code: 'custom', path: [], message: 'set subject_cn or fingerprint_sha256 (the certificate this identity is)' });
+    } else if (entry.subject_cn !== undefined && entry.fingerprint_sha256 !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['fingerprint_sha256'], message: 'set subject_cn or fingerprint_sha256, not both' });
+    }
+  });
+
+/** One `[[auth.client_certs]]` entry as validated. */
+export type ClientCertConfig = z.output<typeof clientCertSchema>;
 
 /** `[auth.jwt]`: bearer JWTs, verified with a shared secret or a JWKS. */
 export const jwtSchema = z
@@ -434,12 +464,14 @@ export const jwtSchema = z
 /** `[auth.jwt]` as validated. */
 export type JwtConfig = z.output<typeof jwtSchema>;
 
-/** `[auth]`: who may call the gateway. With neither api_keys nor jwt, the MCP endpoints are open. */
+/** `[auth]`: who may call the gateway: API keys, JWTs and client certificates. */
 export const authSchema = z.strictObject({
   /** API keys (`Authorization: Bearer mcp_...`). */
   api_keys: z.array(apiKeySchema, { error: problem('expected an array of tables: write each key as [[auth.api_keys]]') }).optional(),
   /** JWT bearer tokens. */
   jwt: jwtSchema.optional(),
+  /** Client certificates that are identities (needs `[server.tls] client_ca_path`). */
+  client_certs: z.array(clientCertSchema, { error: problem('expected an array of tables: write each as [[auth.client_certs]]') }).optional(),
   /** Require credentials for GET /routes too (it lists every server). */
   protect_routes: z.boolean({ error: problem('expected true or false') }).default(false),
   /** Require credentials for GET /metrics too (server and tool names, traffic figures). */
@@ -617,6 +649,42 @@ export const corsSchema = z
 /** `[server.cors]` as validated. */
 export type CorsSettings = z.output<typeof corsSchema>;
 
+/** TLS protocol versions the listener may be limited to (the lowest it accepts). */
+export const TLS_MIN_VERSIONS = ['TLSv1.2', 'TLSv1.3'] as const;
+
+/**
+ * `[server.tls]`: HTTPS on the gateway's own port (and only HTTPS), and optionally client
+ * certificates (mTLS). The files are read and checked at start-up and by `mcp-guard validate`
+ * (src/http/tls.ts), not here: parsing a config stays free of file access.
+ */
+export const tlsSchema = z
+  .strictObject({
+    /** The server certificate (PEM), optionally followed by its intermediate certificates. */
+    cert_path: text(),
+    /** Its private key (PEM; PKCS#8, PKCS#1 or SEC1, optionally encrypted). */
+    key_path: text(),
+    /** The passphrase of an encrypted key; put it in the environment: `key_passphrase = "${TLS_KEY_PASSPHRASE}"`. */
+    key_passphrase: text().optional(),
+    /** The oldest protocol version accepted. */
+    min_version: z.enum(TLS_MIN_VERSIONS, { error: problem('expected "TLSv1.2" or "TLSv1.3"') }).default('TLSv1.2'),
+    /** CA certificates (PEM bundle) that client certificates must chain to; turns on client certificate verification. */
+    client_ca_path: text().optional(),
+    /**
+     * With client_ca_path: "require" (default) = no connection without a valid client certificate;
+     * "optional" = a certificate, if presented, must be valid, otherwise the request goes on to
+     * bearer authentication.
+     */
+    client_auth: z.enum(['require', 'optional'], { error: problem('expected "require" or "optional"') }).optional(),
+  })
+  .superRefine((tls, ctx) => {
+    if (tls.client_auth !== undefined && tls.client_ca_path === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['client_auth'], message: 'needs client_ca_path (the CAs client certificates are verified against)' });
+    }
+  });
+
+/** `[server.tls]` as validated. */
+export type TlsSettings = z.output<typeof tlsSchema>;
+
 /** `[server]`: the listener, its limits, and which Hosts and browser origins may use it (src/http/origin.ts). */
 export const serverSchema = serverSettingsSchema.extend({
   /**
@@ -627,17 +695,14 @@ export const serverSchema = serverSettingsSchema.extend({
   allowed_hosts: allowList('host', (entry) => parseHostPattern(entry) !== undefined).optional(),
   /** CORS, and the origins browsers may call from. */
   cors: corsSchema.optional(),
+  /** Native TLS (HTTPS only on the port) and client certificates (src/http/tls.ts). */
+  tls: tlsSchema.optional(),
 });
 
 /** The whole config file, after `${VAR}` interpolation. */
 export const configFileSchema = z.strictObject({
   /** The listener. */
-  server: serverSchema
-    .extend({
-      /** Reserved: TLS. */
-      tls: reserved(),
-    })
-    .prefault({}),
+  server: serverSchema.prefault({}),
   /** The upstream server(s). */
   upstream: upstreamSchema.optional(),
   /** API keys and JWT. */

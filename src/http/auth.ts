@@ -12,6 +12,7 @@ import { ANONYMOUS, type Identity } from '../auth/identity.js';
 import type { AuthConfig } from '../config/schema.js';
 import type { Recorder } from '../observability/recorder.js';
 import { GatewayError, sendError } from './errors.js';
+import { verifiedPeer } from './tls.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -62,10 +63,18 @@ function refusalOf(config: AuthConfig | undefined, request: FastifyRequest, outc
  */
 export function authenticationHook(authenticator: Authenticator, config: AuthConfig | undefined, recorder: Recorder): onRequestAsyncHookHandler {
   return async (request, reply) => {
-    const outcome = await authenticator.authenticate(request.headers.authorization, request.ip);
+    // The client certificate that verified at the handshake, if any (src/http/tls.ts).
+    const peer = verifiedPeer(request.raw.socket);
+    const outcome = await authenticator.authenticate(request.headers.authorization, request.ip, peer);
     if (outcome.ok) {
       request.identity = outcome.identity;
-      recorder.authenticated(request, outcome.identity, outcome.verified);
+      let verified = outcome.verified;
+      // A certificate is checked once per connection: one auth_success audit line per connection.
+      if (peer && outcome.identity.provider === 'client_cert') {
+        verified = !peer.audited;
+        peer.audited = true;
+      }
+      recorder.authenticated(request, outcome.identity, verified);
       return;
     }
     request.log.info({ reason: outcome.reason, provider: outcome.provider, clientIp: request.ip, url: request.url.split('?')[0] }, 'authentication failed');

@@ -21,13 +21,13 @@
 import type { FastifyInstance, FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
 import type { Redis } from 'ioredis';
 import { ownerKey, type Identity } from '../auth/identity.js';
-import type { ApiKeyConfig, RateLimitConfig } from '../config/schema.js';
+import type { RateLimitConfig } from '../config/schema.js';
 import { identityOf } from '../http/auth.js';
 import { GatewayError, sendError } from '../http/errors.js';
 import type { JsonRpcId } from '../jsonrpc/messages.js';
 import { RateLimitedWarning, type Logger } from '../observability/logger.js';
 import type { RateLimitScope } from '../observability/metrics.js';
-import { planLimits, windowSeconds, type Limit, type LimitPlan } from './limits.js';
+import { planLimits, windowSeconds, type IdentityRateLimit, type Limit, type LimitPlan } from './limits.js';
 import { rateLimitPlugin } from '../optional.js';
 import { createRedisClient, StoreError, storeClass } from './store.js';
 
@@ -103,7 +103,7 @@ export class RateLimiter {
 
   constructor(
     private readonly config: RateLimitConfig,
-    apiKeys: readonly ApiKeyConfig[] | undefined,
+    apiKeys: readonly IdentityRateLimit[] | undefined,
     private readonly log: Logger,
   ) {
     this.plan = planLimits(config, apiKeys);
@@ -170,9 +170,10 @@ export class RateLimiter {
     return undefined;
   }
 
-  /** The identity limit that applies to a request: its API key's own `rate_limit`, or the default. */
+  /** The identity limit that applies to a request: its API key's or client certificate's own `rate_limit`, or the default. */
   identityLimit(identity: Identity): Limit {
-    return (identity.provider === 'api_key' ? this.plan.keyOverrides.get(identity.id) : undefined) ?? this.plan.identity;
+    const own = identity.provider === 'api_key' || identity.provider === 'client_cert' ? this.plan.keyOverrides.get(identity.id) : undefined;
+    return own ?? this.plan.identity;
   }
 
   private createLimiters(app: FastifyInstance): void {

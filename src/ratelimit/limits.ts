@@ -3,7 +3,10 @@
  * functions from rates and bursts to "at most `max` requests per window of `windowMs`", built
  * once when the app is built. docs/rate-limits.md states the same mapping for operators.
  */
-import type { ApiKeyConfig, RateLimitConfig } from '../config/schema.js';
+import type { ApiKeyConfig, ClientCertConfig, RateLimitConfig } from '../config/schema.js';
+
+/** An `[[auth.api_keys]]` or `[[auth.client_certs]]` entry: its `id` and own `rate_limit` count here. */
+export type IdentityRateLimit = ApiKeyConfig | ClientCertConfig;
 import { ToolPolicy } from '../policy/tools.js';
 
 /** At most `max` requests per `windowMs`, per key; a key's window starts with its first request. */
@@ -55,13 +58,13 @@ export interface LimitPlan {
   readonly address: Limit;
   /** After authentication, per identity. */
   readonly identity: Limit;
-  /** API key id -> its own limit (`rate_limit = N` on the key). */
+  /** API key or client certificate id (unique across both) -> its own limit (`rate_limit = N` on the entry). */
   readonly keyOverrides: ReadonlyMap<string, Limit>;
   /** In config order; a tools/call counts against every entry whose pattern matches its tool. */
   readonly tools: readonly ToolLimit[];
 }
 
-export function planLimits(config: RateLimitConfig, apiKeys: readonly ApiKeyConfig[] = []): LimitPlan {
+export function planLimits(config: RateLimitConfig, apiKeys: readonly IdentityRateLimit[] = []): LimitPlan {
   const identity = fixedWindow(config.requests_per_second, config.burst_size);
   const keyOverrides = new Map<string, Limit>();
   for (const key of apiKeys) {

@@ -153,7 +153,7 @@ authorization_servers = ["https://auth.example.com"]
 describe('[auth]', () => {
   it('refuses an [auth] with nothing to authenticate with (it would look protected and not be)', () => {
     expect(errorsOf('[auth]\nprotect_routes = true\n')).toEqual([
-      'auth: configure [[auth.api_keys]] or [auth.jwt] (or remove [auth] to run without authentication)',
+      'auth: configure [[auth.api_keys]], [auth.jwt] or [[auth.client_certs]] (or remove [auth] to run without authentication)',
     ]);
   });
 

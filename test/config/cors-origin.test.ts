@@ -128,9 +128,9 @@ ${UPSTREAM}`),
     expect(errors[0]).not.toContain('s3cr3t');
   });
 
-  it('[server.tls] stays reserved', () => {
+  it('[server.tls] sits next to [server.cors] (its own tests: test/tls/)', () => {
     expect(errorsOf(`[server.tls]\ncert_path = "/c"\n[server.cors]\nallowed_origins = ["https://a.example"]\n${UPSTREAM}`)).toEqual([
-      'server.tls: not supported by this version yet; remove it',
+      'server.tls.key_path: required',
     ]);
   });
 });

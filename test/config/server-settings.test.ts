@@ -127,11 +127,10 @@ ${UPSTREAM}`);
   });
 });
 
-describe('sections reserved for later releases', () => {
-  it('refuses [server.tls] rather than ignoring it ([server.cors] is implemented: test/config/cors-origin.test.ts)', () => {
-    expect(errorsOf(`[server.tls]\ncert_path = "/c"\nkey_path = "/k"\n[server.cors]\nenabled = true\n${UPSTREAM}`)).toEqual([
-      'server.tls: not supported by this version yet; remove it',
-    ]);
+describe('sections of [server] and the top level', () => {
+  it('takes [server.tls] (its files are checked at start-up: test/tls/) next to [server.cors]', () => {
+    const { server } = parse(`[server.tls]\ncert_path = "/c"\nkey_path = "/k"\n[server.cors]\nenabled = true\n${UPSTREAM}`);
+    expect(server.tls).toEqual({ cert_path: '/c', key_path: '/k', min_version: 'TLSv1.2' });
   });
 
   it('refuses unknown top-level keys', () => {

@@ -1,7 +1,7 @@
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { configErrors as errorsOf } from '../helpers/config.js';
-import type { AuditConfig, AuthConfig, CorsSettings, GatewayConfig, RateLimitConfig, ServerConfig, ServerSettings, Transport } from '../../src/config/schema.js';
+import type { AuditConfig, AuthConfig, CorsSettings, GatewayConfig, RateLimitConfig, ServerConfig, ServerSettings, TlsSettings, Transport } from '../../src/config/schema.js';
 
 function parse(toml: string) {
   return parseConfig(toml, { env: {} });
@@ -53,6 +53,7 @@ describe('exported types', () => {
       max_connections: number;
       allowed_hosts?: string[] | undefined;
       cors?: CorsSettings | undefined;
+      tls?: TlsSettings | undefined;
     }>();
     expectTypeOf<GatewayConfig>().toEqualTypeOf<{
       server: ServerSettings;

@@ -9,11 +9,13 @@
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve as resolvePath } from 'node:path';
 import { promisify } from 'node:util';
+import { parseConfig } from '../../src/config/load.js';
 import { NODE } from './gateway.js';
+import { secret, secretsOfConfig, snapshotFiles, watchFile, watchLog } from './secret-scan.js';
 
 export { NODE, q, waitFor } from './gateway.js';
 
@@ -87,6 +89,7 @@ export function tempDir(): string {
   return dir;
 }
 export function cleanupTempDirs(): void {
+  snapshotFiles(); // the secrets scan keeps what the audit files held
   for (const dir of tempDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 }
 
@@ -140,6 +143,9 @@ export function runCli(
     child.once('error', reject);
     child.once('close', (code, signal) => {
       clearTimeout(timer);
+      // The secrets scan: keys this test made or hashed must not reach any gateway's log.
+      if (args[0] === 'keygen') for (const line of stdout.split('\n')) if (line.startsWith('mcp_')) secret(line.trim(), 'key printed by keygen');
+      if (args[0] === 'hash-key') secret(args[1] ?? (options.input ?? '').split('\n')[0]!, 'key given to hash-key');
       resolve({ code, signal, stdout, stderr, durationMs: Math.round(performance.now() - started) });
     });
   });
@@ -186,6 +192,24 @@ export async function leftovers(text: string, waitMs = 1_000): Promise<PsRow[]> 
   return rows;
 }
 
+/**
+ * The secrets scan (secret-scan.ts) of a long-running command: its stdout and stderr, and for
+ * `-c FILE`, the credentials in that config and its audit file.
+ */
+function watchConfigAndLogs(args: string[], cwd: string, env: NodeJS.ProcessEnv, output: () => string): void {
+  watchLog(`mcp-guard ${args[0] ?? ''} output`, output);
+  const at = args.findIndex((a) => a === '-c' || a === '--config');
+  const file = at === -1 ? undefined : args[at + 1];
+  if (file === undefined) return;
+  try {
+    const config = parseConfig(readFileSync(resolvePath(cwd, file), 'utf8'), { env });
+    secretsOfConfig(config, `config ${file}`);
+    if (config.audit?.file !== undefined) watchFile(resolvePath(cwd, config.audit.file), `audit file of ${file}`);
+  } catch {
+    // An invalid config (a test of the refusal): nothing to watch but the output.
+  }
+}
+
 /** A long-running `mcp-guard serve` (or any long-running command) with its log captured line by line. */
 export class CliProcess {
   readonly child: ChildProcess;
@@ -198,8 +222,10 @@ export class CliProcess {
     this.child = spawn(NODE, [MAIN, ...args], { cwd: options.cwd ?? ROOT, env: cliEnv(options.env), stdio: ['ignore', 'pipe', 'pipe'] });
     this.child.stdout!.on('data', (c: Buffer) => (this.stdout += c.toString('utf8')));
     this.child.stderr!.on('data', (c: Buffer) => (this.stderr += c.toString('utf8')));
+    watchConfigAndLogs(args, options.cwd ?? ROOT, cliEnv(options.env), () => this.stdout + this.stderr);
     this.exited = new Promise((resolve) => {
       this.child.once('exit', (code, signal) => {
+        snapshotFiles();
         this.exitInfo = { code, signal, at: performance.now() };
         resolve(this.exitInfo);
       });

@@ -2,10 +2,12 @@
  * Starts a real gateway on 127.0.0.1:0 from a TOML config, with its log captured in memory so
  * tests can assert on it (and scan it for secrets).
  */
+import { resolve } from 'node:path';
 import { Writable } from 'node:stream';
 import { buildApp, type App, type AppOptions } from '../../src/app.js';
 import { parseConfig } from '../../src/config/load.js';
 import { createLogger } from '../../src/observability/logger.js';
+import { secretHeaders, secretsOfConfig, snapshotFiles, watchFile, watchLog } from './secret-scan.js';
 
 export const EVERYTHING = new URL('../../node_modules/@modelcontextprotocol/server-everything/dist/index.js', import.meta.url).pathname;
 export const FILESYSTEM = new URL('../../node_modules/@modelcontextprotocol/server-filesystem/dist/index.js', import.meta.url).pathname;
@@ -26,6 +28,10 @@ export async function startGateway(
   config.server.host = '127.0.0.1';
   config.server.port = 0;
   const logs: string[] = [];
+  // The secrets scan (secret-scan.ts): this config's credentials, this log and this audit file.
+  secretsOfConfig(config, 'startGateway config');
+  watchLog('startGateway log', () => logs.join('\n'));
+  if (config.audit?.file !== undefined) watchFile(resolve(config.audit.file), 'startGateway audit file');
   const destination = new Writable({
     write(chunk: Buffer, _enc, done) {
       logs.push(...chunk.toString('utf8').split('\n').filter(Boolean));
@@ -45,6 +51,7 @@ export async function startGateway(
       if (stopped) return;
       stopped = true;
       await app.stop();
+      snapshotFiles();
     },
   };
 }
@@ -61,6 +68,7 @@ export function everythingStdio(name = 'everything', extra = ''): string {
 
 /** Posts one JSON-RPC body the way `curl -X POST -d` does (form content type, no Accept). */
 export async function curlPost(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; headers: Headers; text: string; json: any }> {
+  secretHeaders(headers, 'authorization sent with curlPost');
   const res = await fetch(url, {
     method: 'POST',
     headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },

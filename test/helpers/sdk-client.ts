@@ -6,6 +6,7 @@
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { CreateMessageRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
+import { secretHeaders } from './secret-scan.js';
 
 export interface SdkConnectOptions {
   /** Declare sampling and answer every sampling/createMessage with "sampled: <first message>". */
@@ -22,6 +23,7 @@ export interface SdkConnection {
 }
 
 export async function connectSdk(url: string, options: SdkConnectOptions = {}): Promise<SdkConnection> {
+  secretHeaders(options.headers, 'authorization sent by the SDK client');
   const client = new Client({ name: 'e2e', version: '1.0.0' }, { capabilities: options.sampling ? { sampling: {} } : {} });
   if (options.sampling) {
     client.setRequestHandler(CreateMessageRequestSchema, async (request) => ({
