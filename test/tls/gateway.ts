@@ -9,6 +9,7 @@ import { buildApp, type App } from '../../src/app.js';
 import { parseConfig } from '../../src/config/load.js';
 import { createLogger } from '../../src/observability/logger.js';
 import type { Pem } from './certs.js';
+import { jsonOrUndefined } from '../helpers/gateway.js';
 
 export interface TlsGateway {
   /** https://127.0.0.1:PORT */
@@ -78,12 +79,7 @@ export async function request(agent: Agent, url: string, init: { method?: string
   };
   const res = await undiciFetch(url, options);
   const text = await res.text();
-  let json: any;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
+  const json = jsonOrUndefined(text);
   return { status: res.status, headers: res.headers as unknown as Headers, json };
 }
 
