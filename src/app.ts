@@ -64,6 +64,12 @@ export interface AppOptions {
 const RESERVED = /^\/(health|live|ready|metrics|routes|\.well-known)(\/|$|\?)/;
 const ALL_METHODS = ['GET', 'POST', 'DELETE', 'PUT', 'PATCH', 'OPTIONS'] as const;
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/**
+ * The longest path and query a prefix route forwards (characters). An upstream's HTTP parser limits
+ * its request line and headers together (Node: 16 KB), so a longer target would be refused there
+ * with a 431 the client would see as a 502; it is a 414 here instead, before any upstream.
+ */
+export const MAX_FORWARDED_TARGET = 8_192;
 
 /** The gateway's own paths under the catch-all (an unknown /health/x) answer 404 without credentials. */
 function unlessReserved(hook: onRequestAsyncHookHandler): onRequestAsyncHookHandler {
@@ -238,6 +244,10 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
     onRequest: onRequest.map(unlessReserved),
     handler: async (request, reply) => {
       if (RESERVED.test(request.url)) return notFound(request, reply, `Not found: ${request.url.split('?')[0]}`);
+      if (request.url.length > MAX_FORWARDED_TARGET) {
+        sendError(reply, new GatewayError('uri_too_long', `URI Too Long: the path and query exceed ${MAX_FORWARDED_TARGET} characters`));
+        return;
+      }
       let match;
       try {
         match = router.match(request.url);

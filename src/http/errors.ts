@@ -17,6 +17,7 @@ export type GatewayErrorKind =
   | 'payload_too_large'
   | 'request_timeout'
   | 'headers_too_large'
+  | 'uri_too_long'
   | 'session_required'
   | 'session_not_found'
   | 'unsupported_protocol_version'
@@ -71,6 +72,8 @@ function statusAndCode(kind: GatewayErrorKind): { status: number; code: number }
       return { status: 408, code: ErrorCode.InvalidRequest };
     case 'headers_too_large':
       return { status: 431, code: ErrorCode.InvalidRequest };
+    case 'uri_too_long':
+      return { status: 414, code: ErrorCode.InvalidRequest };
     case 'session_required':
       return { status: 400, code: ErrorCode.InvalidRequest };
     case 'session_not_found':

@@ -232,6 +232,18 @@ describe('body and header size', () => {
     expect((await post(JSON.stringify(ping(1)))).status).toBe(200);
   });
 
+  it('a prefix route target the upstream could not take: 414 here, never a 502 from the upstream (found by the fuzzing)', async () => {
+    const long = `/web/${'a'.repeat(10_000)}`;
+    const received = await receivedDuring(async () => {
+      const res = await post(JSON.stringify(ping(1)), `${gw.url}${long}`);
+      expect(res.status).toBe(414);
+      expect(res.json).toEqual(invalidRequest('URI Too Long: the path and query exceed 8192 characters'));
+    });
+    expect(received).toEqual([]);
+    // Just under the bound: forwarded, answered.
+    expect((await post(JSON.stringify(ping(2)), `${gw.url}/web/${'a'.repeat(8_000)}`)).status).toBe(200);
+  });
+
   it('bytes that are not HTTP: 400 with a JSON-RPC error', async () => {
     const raw = await open(gw.url);
     raw.socket.write('NOT HTTP AT ALL\r\n\r\n');
