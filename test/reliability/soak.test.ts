@@ -3,7 +3,8 @@
  * gateway's maximum throughput, the stdio child SIGKILLed every 5 s), run as a child process.
  *
  * Asserted: exit code 0 and, from its JSON report, no error outside the injected-fault windows,
- * at least one restart (as many as kills, /ready and /metrics agreeing), fd growth within 2, and
+ * at least one restart (as many as kills, /ready and /metrics agreeing), no growth of pipes and
+ * files beyond 2, sockets within the connection pool's bound (16), and
  * the gateway gone with its child after SIGTERM. RSS growth is in the report but not asserted: over
  * 30 s it measures the heap growing to its working size, not a leak (the default 10-minute run,
  * `npm run soak`, fails on 10% growth after a 1-minute warm-up).
@@ -44,7 +45,10 @@ it('holds half the maximum throughput for 30 s with stdio kills: no error outsid
   expect(report.restarts_ready).toBeGreaterThanOrEqual(1);
   expect(report.restarts_ready).toBeGreaterThanOrEqual(report.kills);
   expect(report.restarts_metrics).toBe(report.restarts_ready);
-  expect(report.fd_growth).toBeLessThanOrEqual(2);
+  // Pipes and files (where a leaked child or file shows) must not grow; sockets may follow the
+  // upstream connection pool within a bound (scripts/soak.mjs, SOCKET_GROWTH_MAX).
+  expect(report.fd_growth_non_socket).toBeLessThanOrEqual(2);
+  expect(report.socket_growth).toBeLessThanOrEqual(16);
   expect(report.rss_judged).toBe(false); // reported only: see the header
   expect(report.gateway_exit.code).toBe(0);
 }, 150_000);
