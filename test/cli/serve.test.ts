@@ -11,33 +11,14 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { existsSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { CliProcess, cleanupTempDirs, ensureBuilt, leftovers, marker, NODE, processesWith, q, ROOT, runCli, tempDir, waitFor, writeConfig } from '../helpers/cli.js';
+import { describe, expect, it } from 'vitest';
+import { CliProcess, leftovers, trackProcesses, NODE, processesWith, q, ROOT, runCli, tempDir, waitFor, writeConfig } from '../helpers/cli.js';
 import { EverythingServer, freePort } from '../helpers/everything.js';
 import { curlPost, EVERYTHING } from '../helpers/gateway.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-let running: CliProcess[] = [];
-let markers: string[] = [];
-
-beforeAll(async () => {
-  await ensureBuilt();
-}, 120_000);
-
-afterEach(async () => {
-  // A failed test must not leave its gateway or its children behind (each ended by pid).
-  await Promise.all(running.splice(0).map((p) => p.kill()));
-  for (const m of markers.splice(0)) await leftovers(m, 0);
-});
-
-afterAll(() => cleanupTempDirs());
-
-function mark(label: string): string {
-  const m = marker(label);
-  markers.push(m);
-  return m;
-}
+const { running, mark } = trackProcesses();
 
 function serve(config: string, extra: string[] = []): CliProcess {
   const p = new CliProcess(['serve', '-c', writeConfig(config), '--host', '127.0.0.1', '--port', '0', ...extra]);

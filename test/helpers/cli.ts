@@ -16,6 +16,7 @@ import { promisify } from 'node:util';
 import { parseConfig } from '../../src/config/load.js';
 import { NODE } from './gateway.js';
 import { secret, secretsOfConfig, snapshotFiles, watchFile, watchLog } from './secret-scan.js';
+import { afterAll, afterEach, beforeAll } from 'vitest';
 
 export { NODE, q, waitFor } from './gateway.js';
 
@@ -298,5 +299,32 @@ export class CliProcess {
     this.child.kill('SIGKILL');
     await this.exited;
   }
+}
+
+/**
+ * The process bookkeeping of a test file that runs `mcp-guard serve`: the build first; after each
+ * test, its gateways (pushed to `running`) ended by pid and nothing of its markers (from `mark`)
+ * left running; the temp dirs removed at the end. Call once, at the top level of the file.
+ */
+export function trackProcesses(): { running: CliProcess[]; mark(label: string): string } {
+  const running: CliProcess[] = [];
+  const markers: string[] = [];
+  beforeAll(async () => {
+    await ensureBuilt();
+  }, 120_000);
+  afterEach(async () => {
+    // A failed test must not leave its gateway or its children behind (each ended by pid).
+    await Promise.all(running.splice(0).map((p) => p.kill()));
+    for (const m of markers.splice(0)) await leftovers(m, 0);
+  });
+  afterAll(() => cleanupTempDirs());
+  return {
+    running,
+    mark(label: string): string {
+      const m = marker(label);
+      markers.push(m);
+      return m;
+    },
+  };
 }
 

@@ -8,32 +8,14 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { CliProcess, cleanupTempDirs, ensureBuilt, leftovers, marker, NODE, processesWith, q, tempDir, waitFor } from '../helpers/cli.js';
+import { describe, expect, it } from 'vitest';
+import { CliProcess, leftovers, trackProcesses, NODE, processesWith, q, tempDir, waitFor } from '../helpers/cli.js';
 import { writeFlappingServer, writeWrapperTree } from './fixtures.js';
 import { childrenOf, metric, openFds, postJson, ready, serveConfig, sleep, toolCall } from './helpers.js';
 
 const CYCLES = Number(process.env['RELIABILITY_CYCLES'] ?? 1000);
 
-let running: CliProcess[] = [];
-let markers: string[] = [];
-
-beforeAll(async () => {
-  await ensureBuilt();
-}, 120_000);
-
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((p) => p.kill()));
-  for (const m of markers.splice(0)) await leftovers(m, 0);
-});
-
-afterAll(() => cleanupTempDirs());
-
-function mark(label: string): string {
-  const m = marker(label);
-  markers.push(m);
-  return m;
-}
+const { running, mark } = trackProcesses();
 
 function serve(toml: string, dir?: string): CliProcess {
   const p = serveConfig(toml, dir);

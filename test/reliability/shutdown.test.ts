@@ -15,9 +15,9 @@ import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { Agent, fetch as undiciFetch } from 'undici';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { generateApiKey, hashApiKey } from '../../src/auth/key-format.js';
-import { CliProcess, cleanupTempDirs, ensureBuilt, leftovers, marker, NODE, q, tempDir, waitFor } from '../helpers/cli.js';
+import { CliProcess, leftovers, trackProcesses, NODE, q, tempDir, waitFor } from '../helpers/cli.js';
 import { secret } from '../helpers/secret-scan.js';
 import { writeSlowServer } from './fixtures.js';
 import { ready, serveConfig, sleep, toolCall } from './helpers.js';
@@ -27,19 +27,7 @@ const LATE = 10;
 const GRACE_MS = 6_000;
 const CALL_MS = 1_000;
 
-let running: CliProcess[] = [];
-let markers: string[] = [];
-
-beforeAll(async () => {
-  await ensureBuilt();
-}, 120_000);
-
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((p) => p.kill()));
-  for (const m of markers.splice(0)) await leftovers(m, 0);
-});
-
-afterAll(() => cleanupTempDirs());
+const { running, mark } = trackProcesses();
 
 interface RawAnswer {
   status: number;
@@ -113,8 +101,7 @@ function postHead(path: string, host: string, key: string, length: number): stri
 
 describe('graceful shutdown under load', () => {
   it(`${IN_FLIGHT} calls of 1 s in flight and one body still arriving, then SIGTERM: all answered for real, later requests refused, audit complete, exit 0`, async () => {
-    const m = marker('shutdown');
-    markers.push(m);
+    const m = mark('shutdown');
     const dir = tempDir();
     const { key, prefix } = generateApiKey();
     secret(key, 'API key of the shutdown test');
