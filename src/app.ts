@@ -140,6 +140,7 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
   app.decorateRequest('identity', null);
   app.decorateRequest('mcpServer', null);
   app.decorateRequest('receivedAt', 0);
+  app.decorateRequest('mcpEndpoint', false);
   limiter?.register(app);
   // Callback-style: an async hook costs a promise per request.
   app.addHook('onRequest', (request, reply, done) => {
@@ -147,12 +148,13 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
     // In flight for graceful shutdown from its first hook to the end of its answer: a request whose
     // body (or authentication) is still under way when SIGTERM comes is waited for too. GETs are
     // not: an event stream would hold the shutdown for the whole grace period.
-    if (request.method !== 'GET') {
-      inflight++;
-      reply.raw.once('close', () => {
-        if (--inflight === 0) drained?.();
-      });
-    }
+    const counted = request.method !== 'GET';
+    if (counted) inflight++;
+    // One listener per request for both: the end of an MCP exchange is recorded (see observe).
+    reply.raw.once('close', () => {
+      if (request.mcpEndpoint) recorder.answered(request, reply.raw.statusCode);
+      if (counted && --inflight === 0) drained?.();
+    });
     // On the raw response, so that answers streamed as SSE (hijacked from Fastify) carry it too.
     reply.raw.setHeader('x-request-id', request.id);
     // Read while the connection is surely open (Node keeps the address once read): a client can be
@@ -203,9 +205,12 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
     }
   };
 
-  /** Counts every answered MCP exchange once it has ended, streams and early refusals included. */
-  const observe: onRequestAsyncHookHandler = async (request, reply) => {
-    reply.raw.once('close', () => recorder.answered(request, reply.raw.statusCode));
+  /**
+   * Marks an MCP exchange, so that it is counted once it has ended (by the first hook's close
+   * listener), streams and early refusals included.
+   */
+  const observe: onRequestAsyncHookHandler = async (request) => {
+    request.mcpEndpoint = true;
   };
 
   // Every method reaches the MCP endpoints, so that the wrong one is a 405 rather than a 404.

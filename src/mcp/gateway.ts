@@ -14,7 +14,7 @@ import {
 } from '../jsonrpc/messages.js';
 import type { LineLogger, Logger } from '../observability/logger.js';
 import { UpstreamError } from '../upstreams/errors.js';
-import type { ServerMessage, SessionHandlers, Upstream, UpstreamSession } from '../upstreams/upstream.js';
+import type { RequestOptions, ServerMessage, SessionHandlers, Upstream, UpstreamSession } from '../upstreams/upstream.js';
 import { errorOutcome, type Outcome, type PostResponse } from './post-response.js';
 import { DownstreamSession, refuseServerRequest, SessionStore } from './sessions.js';
 
@@ -195,10 +195,9 @@ export class Gateway {
     const controller = session ? new AbortController() : undefined;
     if (controller) session?.inflight.set(key, controller);
     try {
-      const response = await upstream.request(request, {
-        ...(controller ? { signal: controller.signal } : {}),
-        onMessage: (m) => this.relayToClient(m, upstream, session, post),
-      });
+      const options: RequestOptions = { onMessage: (m) => this.relayToClient(m, upstream, session, post) };
+      if (controller) options.signal = controller.signal;
+      const response = await upstream.request(request, options);
       return { response, status: 200, cancelled: false };
     } catch (err) {
       return errorOutcome(toGatewayError(err, request.id, log));

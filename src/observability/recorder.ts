@@ -17,6 +17,8 @@ declare module 'fastify' {
     receivedAt: number;
     /** The server an MCP request was routed to, once it is known. */
     mcpServer: string | null;
+    /** The request reached an MCP endpoint: its answer is recorded when it ends. */
+    mcpEndpoint: boolean;
   }
 }
 
