@@ -48,6 +48,16 @@ import {
 /** Routes that monitoring polls by IP: they also accept a Host rebinding cannot produce. */
 const PROBE_PATHS = /^\/(health|live|ready|metrics)(\?|$)/;
 
+/**
+ * A configured allow-list as the policy holds it: undefined (everything) when it contains "*",
+ * else its parsed entries; `fallback` when the list is not configured at all.
+ */
+function configured<T>(entries: ReadonlyArray<T | '*' | undefined> | undefined, fallback: readonly T[] | undefined): readonly T[] | undefined {
+  if (entries === undefined) return fallback;
+  if (entries.includes('*')) return undefined;
+  return entries.filter((entry): entry is T => entry !== undefined && entry !== '*');
+}
+
 /** Which Hosts and Origins the gateway accepts; derived once from `[server]`. */
 export class AccessPolicy {
   private constructor(
@@ -62,22 +72,10 @@ export class AccessPolicy {
   static of(server: ServerSettings): AccessPolicy {
     const loopback = isLoopbackAddress(server.host);
     const hostEntries = server.allowed_hosts?.map(parseHostPattern);
-    const hosts = hostEntries
-      ? hostEntries.includes('*')
-        ? undefined
-        : hostEntries.filter((entry): entry is HostValue => entry !== undefined && entry !== '*')
-      : loopback
-        ? loopbackHostPatterns(server.host)
-        : undefined;
+    const hosts = configured(hostEntries, loopback ? loopbackHostPatterns(server.host) : undefined);
     const cors = server.cors?.enabled ? server.cors : undefined;
     const originEntries = cors?.allowed_origins?.map(parseOriginPattern);
-    const origins = originEntries
-      ? originEntries.includes('*')
-        ? undefined
-        : originEntries.filter((entry): entry is OriginPattern => entry !== undefined && entry !== '*')
-      : loopback
-        ? loopbackOriginPatterns(server.host)
-        : [];
+    const origins = configured(originEntries, loopback ? loopbackOriginPatterns(server.host) : []);
     const warnings: string[] = [];
     if (server.allowed_hosts === undefined && !loopback) {
       warnings.push(
