@@ -121,7 +121,9 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
       const incoming = req.headers['x-request-id'];
       return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
     },
-    return503OnClosing: true,
+    // While closing, the first hook below answers 503 itself: with a JSON-RPC body and the
+    // security headers, which Fastify's own closing answer lacks.
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
     // What the HTTP parser refuses (slow, oversized or malformed requests) gets a JSON-RPC error too.
     clientErrorHandler: renderClientError,
@@ -142,6 +144,8 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
   app.decorateRequest('receivedAt', 0);
   app.decorateRequest('mcpEndpoint', false);
   limiter?.register(app);
+  // Security headers first, so that every answer carries them, the shutdown 503 below included.
+  registerSecurityHeaders(app);
   // Callback-style: an async hook costs a promise per request.
   app.addHook('onRequest', (request, reply, done) => {
     request.receivedAt = performance.now();
@@ -160,11 +164,21 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
     // Read while the connection is surely open (Node keeps the address once read): a client can be
     // gone before the later hooks run, e.g. when bytes after its request fail to parse.
     void request.ip;
+    // Shutting down: a request that still arrives on a kept-alive connection gets 503, and Fastify
+    // closes the connection after it (it sets `Connection: close` while closing). /ready answers
+    // for itself ("shutting down"), for the load balancer that polls it.
+    if (lifecycle.stopping && request.routeOptions.url !== '/ready') {
+      sendError(reply, new GatewayError('shutting_down', 'Service Unavailable: the gateway is shutting down'));
+      return;
+    }
     done();
   });
-  // Before every route's own hooks: security headers, then Host/Origin (403), then CORS (src/http/).
-  registerSecurityHeaders(app);
-  registerCors(app, config.server.cors, registerOriginChecks(app, config.server, log));
+  // Before every route's own hooks: Host/Origin (403), then CORS (src/http/).
+  registerCors(
+    app,
+    config.server.cors,
+    registerOriginChecks(app, config.server, log, (request, reason) => recorder.refused(request, reason)),
+  );
 
   app.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
     const status = error.statusCode ?? 500;

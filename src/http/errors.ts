@@ -8,6 +8,10 @@ import { maxHeaderSize, STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { ErrorCode, errorResponse, type JsonRpcErrorObject, type JsonRpcErrorResponse, type JsonRpcId } from '../jsonrpc/messages.js';
 import type { UpstreamError, UpstreamErrorKind } from '../upstreams/errors.js';
+import { SECURITY_HEADERS } from './security-headers.js';
+
+/** The security headers as raw header lines, for answers written to the socket before any route. */
+const SECURITY_HEADER_LINES = SECURITY_HEADERS.map(([name, value]) => `${name}: ${value}\r\n`).join('');
 
 export type GatewayErrorKind =
   | 'parse_error'
@@ -23,6 +27,7 @@ export type GatewayErrorKind =
   | 'unsupported_protocol_version'
   | 'stream_conflict'
   | 'too_many_sessions'
+  | 'shutting_down'
   | 'unauthenticated'
   | 'auth_throttled'
   | 'auth_unavailable'
@@ -85,6 +90,7 @@ function statusAndCode(kind: GatewayErrorKind): { status: number; code: number }
     case 'stream_conflict':
       return { status: 409, code: ErrorCode.InvalidRequest };
     case 'too_many_sessions':
+    case 'shutting_down':
       return { status: 503, code: ErrorCode.UpstreamError };
     case 'unauthenticated':
       return { status: 401, code: ErrorCode.Unauthorized };
@@ -154,7 +160,8 @@ export function renderClientError(error: Error & { code?: string }, socket: Dupl
     const { status, body } = httpError(clientError(error.code));
     const text = JSON.stringify(body);
     socket.write(
-      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
+      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n` +
+        `${SECURITY_HEADER_LINES}Connection: close\r\n\r\n${text}`,
     );
   }
   socket.destroy();

@@ -26,7 +26,7 @@
  * 421 (Misdirected Request) invites a client to retry on another connection, which would be
  * refused the same way; 403 is final, is what the SDKs send, and what conformance suites expect.
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ServerSettings } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 import { GatewayError, sendError } from './errors.js';
@@ -109,7 +109,13 @@ export class AccessPolicy {
  * Adds the onRequest hook that refuses a bad Host or Origin, ahead of every route's own hooks.
  * Returns the policy, which CORS shares.
  */
-export function registerOriginChecks(app: FastifyInstance, server: ServerSettings, log: Logger): AccessPolicy {
+export function registerOriginChecks(
+  app: FastifyInstance,
+  server: ServerSettings,
+  log: Logger,
+  /** Each refusal, for the audit log and metrics. */
+  onRefused: (request: FastifyRequest, reason: string) => void = () => undefined,
+): AccessPolicy {
   const policy = AccessPolicy.of(server);
   for (const warning of policy.warnings) log.warn(warning);
   // Callback-style: an async hook costs a promise per request.
@@ -118,17 +124,20 @@ export function registerOriginChecks(app: FastifyInstance, server: ServerSetting
     const host = hostHeader === undefined ? undefined : parseHost(hostHeader);
     if (hostHeader !== undefined && host === undefined) {
       request.log.info({ url: request.url.split('?')[0] }, 'request refused: invalid Host header');
+      onRefused(request, 'invalid Host header');
       sendError(reply, new GatewayError('invalid_request', 'Bad Request: invalid Host header'));
       return;
     }
     if (!policy.hostAllowed(host, request.url)) {
       request.log.info({ host: hostHeader, url: request.url.split('?')[0] }, 'request refused: Host not allowed (server.allowed_hosts)');
+      onRefused(request, 'Host not allowed');
       sendError(reply, new GatewayError('origin_forbidden', 'Forbidden: Host not allowed'));
       return;
     }
     const origin = request.headers.origin;
     if (origin !== undefined && !policy.originAllowed(origin)) {
       request.log.info({ origin, url: request.url.split('?')[0] }, 'request refused: Origin not allowed (server.cors.allowed_origins)');
+      onRefused(request, 'Origin not allowed');
       sendError(reply, new GatewayError('origin_forbidden', 'Forbidden: Origin not allowed'));
       return;
     }

@@ -19,8 +19,8 @@
  * Neither Fastify nor Node add `X-Powered-By` or `Server`, so nothing names the software.
  *
  * Set on the raw response at onRequest, so that streamed answers (written to the socket
- * directly) carry them too. Requests Node's HTTP parser refuses before any route runs, and the
- * 503 Fastify gives while closing, are answered without them.
+ * directly) carry them too. What Node's HTTP parser refuses before any route runs is written to
+ * the socket by renderClientError (src/http/errors.ts), with the same headers.
  */
 import type { FastifyInstance } from 'fastify';
 

@@ -24,6 +24,7 @@ export const AUDIT_EVENT_TYPES = [
   'authz_denied',
   'rate_limited',
   'upstream_error',
+  'request_refused',
   'gateway_start',
   'gateway_stop',
   'upstream_restart',

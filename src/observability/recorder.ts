@@ -141,6 +141,15 @@ export class Recorder {
     if (failed) this.audit.record({ ...event, event_type: 'upstream_error', success: false });
   }
 
+  /**
+   * Refused before authentication: a Host or Origin the gateway does not serve (DNS rebinding
+   * protection). Counted in mcp_guard_requests_total (server "none") like any other refusal.
+   */
+  refused(request: FastifyRequest, reason: string): void {
+    request.mcpEndpoint = true;
+    this.audit.record({ ...base(request), event_type: 'request_refused', identity_id: null, success: false, reason });
+  }
+
   /** One HTTP exchange on an MCP endpoint has ended (any status, streams included). */
   answered(request: FastifyRequest, status: number): void {
     this.metrics?.request(request.method, status, elapsedMs(request) / 1000, request.mcpServer ?? undefined);

@@ -4,6 +4,9 @@
  * recording HTTP server), spoken to over real HTTP with undici.request, which (unlike fetch)
  * lets a test send any Host header, as a rebinding page's browser would.
  */
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { SignJWT } from 'jose';
 import { request } from 'undici';
@@ -11,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type App } from '../../src/app.js';
 import { parseConfig } from '../../src/config/load.js';
 import { createLogger } from '../../src/observability/logger.js';
-import { everythingStdio, q, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { everythingStdio, q, startGateway, waitFor, type RunningGateway } from '../helpers/gateway.js';
 import { rawHttp } from '../helpers/raw-http.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/recording-upstream.js';
 
@@ -215,7 +218,7 @@ describe('a gateway on a loopback address, default settings', () => {
   });
 
   describe('security headers', () => {
-    it('are on every kind of answer: MCP JSON, health, metrics, routes, errors, refusals and 404s', async () => {
+    it('are on every kind of answer: MCP JSON, health, metrics, routes, errors, refusals (the HTTP parser\'s too) and 404s', async () => {
       const raw = async (head: string, body?: string): Promise<Answer> => {
         const res = await rawHttp(gw.url, head, body);
         return { status: res.status, headers: Object.fromEntries(Object.entries(res.headers).map(([k, v]) => [k, v.join(', ')])), text: res.body, json: res.json };
@@ -230,6 +233,8 @@ describe('a gateway on a loopback address, default settings', () => {
         ['unsafe path', await raw('POST /everything/%2e%2e/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n', JSON.stringify(TOOLS_LIST))],
         ['refused Host', await send(gw.url, '/health', { headers: { host: 'evil.example' } })],
         ['invalid Host', await send(gw.url, '/health', { headers: { host: 'a@b' } })],
+        // Refused by Node's HTTP parser before any route runs (a header line without a colon).
+        ['parser refusal', await raw('POST /mcp/everything HTTP/1.1\r\nHost: 127.0.0.1\r\nNot a header\r\n')],
         ['health', await send(gw.url, '/health')],
         ['ready', await send(gw.url, '/ready')],
         ['routes', await send(gw.url, '/routes')],
@@ -240,7 +245,7 @@ describe('a gateway on a loopback address, default settings', () => {
         expect(res.headers['x-powered-by'], what).toBeUndefined();
         expect(res.headers['server'], what).toBeUndefined();
       }
-      expect(answers.map(([, res]) => res.status)).toEqual([200, 400, 405, 404, 404, 404, 400, 403, 400, 200, 200, 200, 200]);
+      expect(answers.map(([, res]) => res.status)).toEqual([200, 400, 405, 404, 404, 404, 400, 403, 400, 400, 200, 200, 200, 200]);
     });
 
     it('are on a streamed answer too (the GET stream, written to the socket directly)', async () => {
@@ -403,6 +408,27 @@ url = ${q(recording.url)}
     running.push(gw);
     return gw;
   }
+
+  it('each refusal is an audit line (request_refused, with its reason) and counted in mcp_guard_requests_total', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'origin-audit-'));
+    const file = join(dir, 'audit.log');
+    try {
+      const gw = await gateway('127.0.0.1', `[audit]\nfile = ${q(file)}\n`);
+      expectForbidden(await send(gw.url, '/web', { headers: { ...JSON_HEADERS, origin: 'http://evil.example' }, body: TOOLS_LIST }), 'Origin');
+      expectForbidden(await send(gw.url, '/web', { headers: { ...JSON_HEADERS, host: 'evil.example' }, body: TOOLS_LIST }), 'Host');
+      expect((await send(gw.url, '/web', { headers: { ...JSON_HEADERS, host: 'a@b' }, body: TOOLS_LIST })).status).toBe(400);
+      const lines = () => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) : []);
+      await waitFor(() => lines().filter((e) => e['event_type'] === 'request_refused').length === 3, 5_000, 'three request_refused lines');
+      const refused = lines().filter((e) => e['event_type'] === 'request_refused');
+      expect(refused.map((e) => e['reason'])).toEqual(['Origin not allowed', 'Host not allowed', 'invalid Host header']);
+      for (const e of refused) expect(e).toMatchObject({ identity_id: null, success: false, client_ip: '127.0.0.1' });
+      const metrics = (await send(gw.url, '/metrics')).text;
+      expect(metrics).toMatch(/mcp_guard_requests_total\{method="POST",status="403",server="none"\} 2/);
+      expect(metrics).toMatch(/mcp_guard_requests_total\{method="POST",status="400",server="none"\} 1/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 
   it('allowed_origins = ["*"]: any origin, answered with "*" and no credentials', async () => {
     const gw = await gateway('127.0.0.1', '[server.cors]\nallowed_origins = ["*"]\n');

@@ -207,7 +207,12 @@ describe('graceful shutdown under load', () => {
     for (const a of [heldReady, heldLate]) {
       expect(a?.status, JSON.stringify(a)).toBe(503);
       expect(a?.headers['connection']).toBe('close');
-      expect(JSON.parse(a!.body)).toMatchObject({ statusCode: 503, error: 'Service Unavailable' });
+      expect(a?.headers['x-content-type-options']).toBe('nosniff');
+    }
+    // /ready answers for itself; any other request gets the JSON-RPC error every refusal has.
+    expect(JSON.parse(heldReady!.body)).toMatchObject({ status: 'not_ready', reason: 'shutting down' });
+    expect(JSON.parse(heldLate!.body)).toMatchObject({ jsonrpc: '2.0', id: null, error: { code: -32000, message: 'Service Unavailable: the gateway is shutting down' } });
+    {
     }
     expect(answered, JSON.stringify(results.filter((r) => r.status !== 200).slice(0, 3))).toBe(IN_FLIGHT);
     expect(trickled?.status, JSON.stringify(trickled)).toBe(200);
