@@ -16,8 +16,14 @@ export class UnsafePathError extends Error {
   override readonly name = 'UnsafePathError';
 }
 
-/** `.` and `..` segments, plain or percent-encoded, would let a request climb out of its prefix. */
-const DOT_SEGMENT = /(^|\/)(\.|%2e){1,2}(\/|$)/i;
+/**
+ * `.` and `..` segments, plain or percent-encoded, would let a request climb out of its prefix.
+ * Encoded twice too (`%252e`): the gateway forwards the path as written, as a proxy must, and an
+ * upstream (or something behind it) that decodes twice would otherwise see a `..`.
+ */
+const DOT_SEGMENT = /(^|\/)(\.|%2e|%252e){1,2}(\/|$)/i;
+/** Slashes and backslashes hidden from the router by encoding, once or twice. */
+const ENCODED_SLASH = /%2f|%5c|%252f|%255c|\\/i;
 
 export class Router {
   private readonly byNameMap = new Map<string, ServerConfig>();
@@ -46,7 +52,7 @@ export class Router {
     const q = rawUrl.indexOf('?');
     const path = q === -1 ? rawUrl : rawUrl.slice(0, q);
     const query = q === -1 ? '' : rawUrl.slice(q);
-    if (DOT_SEGMENT.test(path) || /%2f|%5c|\\/i.test(path)) {
+    if (DOT_SEGMENT.test(path) || ENCODED_SLASH.test(path)) {
       throw new UnsafePathError('the path contains "." or ".." segments or an encoded slash');
     }
     let candidate = path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;

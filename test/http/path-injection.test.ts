@@ -65,6 +65,11 @@ describe('path traversal', () => {
     '/api/%5c..%5csvc',
     '/api\\..\\svc',
     '/svc/%2e%2e/%2e%2e/etc/passwd',
+    // Encoded twice: harmless to an upstream that decodes once, a climb for one that decodes twice.
+    '/api/%252e%252e/svc',
+    '/api/%252E./svc',
+    '/api/%252fsvc',
+    '/api/%255c..%255csvc',
   ])('%s is refused with 400 and never forwarded', async (path) => {
     let res: Awaited<ReturnType<typeof post>> | undefined;
     const paths = await forwarded(async () => (res = await post(path)));
@@ -73,16 +78,13 @@ describe('path traversal', () => {
     expect(paths).toEqual([]);
   });
 
-  it('a double-encoded dot segment or slash is forwarded as written, under its own prefix: one decoding gives a name, never ".." or "/"', async () => {
+  it('any other escape is forwarded as written (a proxy never decodes), and the upstream sees no dot segment', async () => {
     const paths = await forwarded(async () => {
-      expect((await post('/api/%252e%252e/svc')).status).toBe(200);
-      expect((await post('/api/%252E%252e%252fsvc')).status).toBe(200);
-      expect((await post('/svc/%252e%252e/x')).status).toBe(200);
+      expect((await post('/api/a%20b/%2541')).status).toBe(200);
+      expect((await post('/api/%25/x%252ey')).status).toBe(200);
     });
-    expect([...new Set(paths)]).toEqual(['/mcp/api/%252e%252e/svc', '/mcp/api/%252E%252e%252fsvc', '/mcp/%252e%252e/x']);
+    expect([...new Set(paths)]).toEqual(['/mcp/api/a%20b/%2541', '/mcp/api/%25/x%252ey']);
     for (const path of paths) {
-      const once = decodeURIComponent(path);
-      expect(once.split('/')).not.toContain('..');
       // The WHATWG URL parser (what undici forwards with) resolves %2e%2e; it must not see one.
       expect(new URL(`http://upstream${path}`).pathname).toBe(path);
     }
