@@ -36,15 +36,16 @@
  *                       forwarded request becomes its audit line and its metric series, in one
  *                       call, so the two never disagree. Authentication records its own outcome.
  */
-import { SUPPORTED_PROTOCOL_VERSIONS } from './mcp/protocol.js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { mayReach, ownerKey, type Identity } from './auth/identity.js';
 import type { ServerConfig, ServerSettings } from './config/schema.js';
 import { GatewayError, httpError, sendError } from './http/errors.js';
 import { decodeBody, isRequest, type JsonRpcMessage, type JsonRpcRequest } from './jsonrpc/messages.js';
 import type { Gateway } from './mcp/gateway.js';
-import { errorOutcome, parseAccept, PostResponse } from './mcp/post-response.js';
+import { checkModern, discoverResult, isModern, MODERN_METHODS, MODERN_PROTOCOL_VERSIONS, toLegacyRequest, toModernResult, type ModernContext } from './mcp/era.js';
+import { errorOutcome, parseAccept, PostResponse, type Outcome } from './mcp/post-response.js';
 import type { DownstreamSession } from './mcp/sessions.js';
+import { SUPPORTED_PROTOCOL_VERSIONS } from './mcp/protocol.js';
 import { SseWriter } from './mcp/sse-writer.js';
 import { calledTool, filterToolsList } from './policy/tools.js';
 import type { Recorder } from './observability/recorder.js';
@@ -88,6 +89,10 @@ export async function handlePost(context: Context, reply: FastifyReply): Promise
   try {
     checkServerAccess(context);
     const messages = decode(request, context.gateway.config.server);
+    if (isModern(messages.messages, header(request, VERSION_HEADER))) {
+      await handleModern(context, messages, reply);
+      return;
+    }
     const sessionId = header(request, SESSION_HEADER);
     const initialize = messages.messages.find((m): m is JsonRpcRequest => isRequest(m) && m.method === 'initialize');
     if (initialize) {
@@ -102,6 +107,26 @@ export async function handlePost(context: Context, reply: FastifyReply): Promise
     if (err instanceof GatewayError) sendError(reply, err);
     else throw err;
   }
+}
+
+/**
+ * Stage 4 for a 2026-07-28 request (src/mcp/era.ts): no session, its context travels in its
+ * `_meta`, and its mirrored headers are checked against the body before any later stage reads
+ * the method or tool. `server/discover` is answered from what the server said when the gateway
+ * initialized it; a method the era does not have is a 404. The request then goes through the
+ * same stages as any other, on the gateway's own upstream session.
+ */
+async function handleModern(context: Context, decoded: { messages: JsonRpcMessage[]; batch: boolean }, reply: FastifyReply): Promise<void> {
+  const { message, context: modern } = checkModern(decoded.messages, decoded.batch, (name) => header(context.request, name));
+  // No modern notification needs relaying: cancellation is the client closing its response.
+  if (!('id' in message)) {
+    void reply.code(202).send();
+    return;
+  }
+  if (!MODERN_METHODS.has(message.method) || message.method === 'subscriptions/listen') {
+    throw new GatewayError('method_not_found', 'Method not found', message.id);
+  }
+  await exchange(context, undefined, { messages: [message], batch: false }, reply, true, modern);
 }
 
 /** Stage 2: an identity limited to some servers reaches no other. */
@@ -133,9 +158,12 @@ function decode(request: FastifyRequest, limits: ServerSettings): { messages: Js
 function checkProtocolVersion(request: FastifyRequest): void {
   const version = header(request, VERSION_HEADER);
   if (version !== undefined && !SUPPORTED_PROTOCOL_VERSIONS.includes(version)) {
+    const supported = [...MODERN_PROTOCOL_VERSIONS, ...SUPPORTED_PROTOCOL_VERSIONS];
     throw new GatewayError(
       'unsupported_protocol_version',
-      `Bad Request: unsupported MCP-Protocol-Version ${JSON.stringify(version)} (supported: ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')})`,
+      `Bad Request: unsupported MCP-Protocol-Version ${JSON.stringify(version)} (supported: ${supported.join(', ')})`,
+      null,
+      { supported, requested: version },
     );
   }
 }
@@ -182,6 +210,7 @@ async function exchange(
   decoded: { messages: JsonRpcMessage[]; batch: boolean },
   reply: FastifyReply,
   retry: boolean,
+  modern?: ModernContext,
 ): Promise<void> {
   const { gateway, target, identity, recorder, request } = context;
   const server = target.server.name;
@@ -207,7 +236,8 @@ async function exchange(
     return;
   }
   const headers: Record<string, string> = session ? { [SESSION_HEADER]: session.id } : {};
-  const post = new PostResponse(reply, parseAccept(header(request, 'accept')), headers);
+  const post = new PostResponse(reply, parseAccept(header(request, 'accept')), headers, modern ? modernRelay(modern) : undefined);
+  const translate = modern ? modernTranslation(upstream, reply) : undefined;
   const outcomes = await Promise.all(
     requests.map(async (r) => {
       const tool = calledTool(r);
@@ -223,20 +253,56 @@ async function exchange(
         if (!decoded.batch) void reply.headers(limited.headers);
         return errorOutcome(limited.error);
       }
+      if (r.method === 'server/discover' && translate) return translate.discover(r);
       const started = performance.now();
-      const outcome = await gateway.forward(r, upstream, session, post, request.log);
+      const outcome = translate
+        ? await gateway.forward(toLegacyRequest(r), upstream, session, post, request.log, translate.signal)
+        : await gateway.forward(r, upstream, session, post, request.log);
       recorder.forwarded(request, identity, server, r, tool, outcome.response, (performance.now() - started) / 1000);
-      return r.method === 'tools/list' ? { ...outcome, response: filterToolsList(identity.tools, outcome.response) } : outcome;
+      const answer = translate ? translate.result(r, outcome) : outcome;
+      return r.method === 'tools/list' ? { ...answer, response: filterToolsList(identity.tools, answer.response) } : answer;
     }),
   );
   // The gateway's own shared session expired upstream: open a new one and try once more (unless
   // something was already streamed to the client: a second answer cannot follow on that response).
   if (!session && retry && !post.streaming && outcomes.every((o) => o.status === 404)) {
     gateway.dropSharedSession(target.server, target.forwardPath, upstream);
-    await exchange(context, session, { messages: requests, batch: decoded.batch }, reply, false);
+    await exchange(context, session, { messages: requests, batch: decoded.batch }, reply, false, modern);
     return;
   }
   post.finish(outcomes, decoded.batch);
+}
+
+/**
+ * What a modern request may receive before its answer: progress, and log lines only when it
+ * asked for them (`_meta` logLevel; a 2026-07-28 server sends none otherwise).
+ */
+function modernRelay(modern: ModernContext): (message: JsonRpcMessage) => boolean {
+  return (message) => modern.logLevel !== undefined || !('method' in message) || message.method !== 'notifications/message';
+}
+
+/**
+ * A modern request to a legacy upstream: its answer in the modern shape, and its cancellation
+ * when the client closes the response (2026-07-28 has no notifications/cancelled on HTTP).
+ */
+function modernTranslation(upstream: UpstreamSession, reply: FastifyReply) {
+  const init = upstream.initializeResult;
+  const initResult = 'result' in init ? init.result : {};
+  const serverInfo = initResult['serverInfo'];
+  const controller = new AbortController();
+  const res = reply.raw;
+  res.once('close', () => {
+    if (!res.writableFinished) controller.abort();
+  });
+  return {
+    signal: controller.signal,
+    discover: (r: JsonRpcRequest): Outcome => ({ response: { jsonrpc: '2.0', id: r.id, result: discoverResult(initResult) }, status: 200, cancelled: false }),
+    result(r: JsonRpcRequest, outcome: Outcome): Outcome {
+      const response = outcome.response;
+      if (!('result' in response)) return outcome;
+      return { ...outcome, response: { ...response, result: toModernResult(r.method, response.result, serverInfo) } };
+    },
+  };
 }
 
 /** GET: the client opens the standalone stream of server-to-client messages. */

@@ -25,6 +25,12 @@ export type GatewayErrorKind =
   | 'session_required'
   | 'session_not_found'
   | 'unsupported_protocol_version'
+  /** 2026-07-28: an `Mcp-Method`, `Mcp-Name` or `MCP-Protocol-Version` header unlike the body. */
+  | 'header_mismatch'
+  /** 2026-07-28: a malformed `_meta` envelope. */
+  | 'invalid_params'
+  /** 2026-07-28: a method the server does not implement (404, so that it is told from a session error). */
+  | 'method_not_found'
   | 'stream_conflict'
   | 'too_many_sessions'
   | 'shutting_down'
@@ -46,6 +52,8 @@ export class GatewayError extends Error {
     readonly kind: GatewayErrorKind,
     message: string,
     readonly id: JsonRpcId | null = null,
+    /** The JSON-RPC error's `data`, where the specification defines one (-32022's versions). */
+    readonly data?: unknown,
   ) {
     super(message);
   }
@@ -86,7 +94,13 @@ function statusAndCode(kind: GatewayErrorKind): { status: number; code: number }
       // 404 tells a client to start a new session (streamable HTTP, "Session Management").
       return { status: 404, code: ErrorCode.SessionNotFound };
     case 'unsupported_protocol_version':
-      return { status: 400, code: ErrorCode.InvalidRequest };
+      return { status: 400, code: ErrorCode.UnsupportedProtocolVersion };
+    case 'header_mismatch':
+      return { status: 400, code: ErrorCode.HeaderMismatch };
+    case 'invalid_params':
+      return { status: 400, code: ErrorCode.InvalidParams };
+    case 'method_not_found':
+      return { status: 404, code: ErrorCode.MethodNotFound };
     case 'stream_conflict':
       return { status: 409, code: ErrorCode.InvalidRequest };
     case 'too_many_sessions':
@@ -132,7 +146,7 @@ function statusAndCode(kind: GatewayErrorKind): { status: number; code: number }
 export function httpError(error: GatewayError): HttpError {
   const { status, code } = statusAndCode(error.kind);
   const message = error.kind === 'internal' ? 'Internal error' : error.message;
-  return { status, body: errorResponse(error.id, code, message) };
+  return { status, body: errorResponse(error.id, code, message, error.data) };
 }
 
 /**

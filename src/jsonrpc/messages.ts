@@ -59,6 +59,12 @@ export const ErrorCode = {
   Forbidden: -32011,
   /** A rate limit refused the request, or could not be checked (gateway-defined; HTTP 429 or 503). */
   RateLimited: -32012,
+  /** 2026-07-28: a mirrored HTTP header (Mcp-Method, Mcp-Name, MCP-Protocol-Version) is missing or unlike the body. */
+  HeaderMismatch: -32020,
+  /** 2026-07-28: the request needs a client capability its `_meta` does not declare. */
+  MissingRequiredClientCapability: -32021,
+  /** 2026-07-28 (and the gateway's answer to any unknown version): `data` lists the supported versions. */
+  UnsupportedProtocolVersion: -32022,
   /** The request was cancelled (gateway-defined, sent only to a client that is still waiting). */
   RequestCancelled: -32800,
 } as const;

@@ -185,18 +185,21 @@ export class Gateway {
     session: DownstreamSession | undefined,
     post: PostResponse,
     log: LineLogger = this.log,
+    /** Cancels a session-less request (a 2026-07-28 client closing its response). */
+    signal?: AbortSignal,
   ): Promise<Outcome> {
     const key = idKey(request.id);
     if (session?.inflight.has(key)) {
       return errorOutcome(new GatewayError('invalid_request', `Invalid Request: id ${JSON.stringify(request.id)} is already in flight`, request.id));
     }
-    // Only a session's client can cancel (notifications/cancelled names its session's request):
-    // a session-less request needs no AbortController.
+    // Only a session's client can cancel by notifications/cancelled (it names its session's
+    // request): a session-less request needs no AbortController of its own.
     const controller = session ? new AbortController() : undefined;
     if (controller) session?.inflight.set(key, controller);
     try {
       const options: RequestOptions = { onMessage: (m) => this.relayToClient(m, upstream, session, post) };
       if (controller) options.signal = controller.signal;
+      else if (signal) options.signal = signal;
       const response = await upstream.request(request, options);
       return { response, status: 200, cancelled: false };
     } catch (err) {

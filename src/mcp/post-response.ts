@@ -45,6 +45,8 @@ export class PostResponse {
     private readonly reply: FastifyReply,
     private readonly accept: Acceptable,
     private readonly headers: Record<string, string>,
+    /** Which messages before the responses this client may receive; all when absent. */
+    private readonly admits?: (message: JsonRpcMessage) => boolean,
   ) {}
 
   /** True once the response has become an SSE stream (its status and headers are sent). */
@@ -55,6 +57,8 @@ export class PostResponse {
   /** Sends a message that precedes the responses. False when this response cannot carry it. */
   push(message: JsonRpcMessage): boolean {
     if (!this.accept.sse) return false;
+    // Not for this client: taken as delivered, so that it goes nowhere else either.
+    if (this.admits && !this.admits(message)) return true;
     return this.stream().write(message);
   }
 

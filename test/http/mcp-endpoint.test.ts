@@ -157,10 +157,11 @@ describe('bad input on an MCP endpoint', () => {
     expectJsonRpcError(res, -32001);
   });
 
-  it('an unsupported MCP-Protocol-Version: 400', async () => {
+  it('an unsupported MCP-Protocol-Version: 400, -32022 with the versions the gateway speaks', async () => {
     const res = await curlPost(mcp(), { jsonrpc: '2.0', method: 'tools/list', id: 1 }, { 'mcp-protocol-version': '1999-01-01' });
     expect(res.status).toBe(400);
-    expectJsonRpcError(res, -32600);
+    expectJsonRpcError(res, -32022);
+    expect(res.json.error.data).toEqual({ supported: ['2026-07-28', '2025-11-25', '2025-06-18', '2025-03-26', '2024-11-05', '2024-10-07'], requested: '1999-01-01' });
   });
 
   it('initialize inside a batch: 400', async () => {

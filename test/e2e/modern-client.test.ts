@@ -1,0 +1,190 @@
+/**
+ * A 2026-07-28 client (the official v2 client, `@modelcontextprotocol/client`, with
+ * `versionNegotiation: { mode: 'auto' }` or pinned to 2026-07-28) through a real gateway to legacy
+ * upstreams (server-everything over stdio, streamable HTTP and SSE): the gateway speaks the modern
+ * era downstream and holds the legacy session upstream. Raw requests check the header rules of
+ * the specification (-32020, -32022, -32602, 404 -32601) the way a hand-written client meets them.
+ */
+import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { everythingStdio, q, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { EverythingServer } from '../helpers/everything.js';
+
+const MODERN = '2026-07-28';
+const ENVELOPE = {
+  'io.modelcontextprotocol/protocolVersion': MODERN,
+  'io.modelcontextprotocol/clientCapabilities': {},
+  'io.modelcontextprotocol/clientInfo': { name: 'raw-test', version: '1.0.0' },
+};
+
+async function modernClient(url: string, mode: 'auto' | 'pin' = 'auto'): Promise<Client> {
+  const client = new Client(
+    { name: 'modern-test', version: '1.0.0' },
+    { versionNegotiation: mode === 'auto' ? { mode: 'auto' } : { pin: MODERN } } as ConstructorParameters<typeof Client>[1],
+  );
+  await client.connect(new StreamableHTTPClientTransport(new URL(url)));
+  return client;
+}
+
+/** One modern POST with exactly these headers (defaults for a tools/list), and its answer. */
+async function post(url: string, body: unknown, headers: Record<string, string | undefined> = {}): Promise<{ status: number; json: any; headers: Headers }> {
+  const all: Record<string, string> = {
+    'content-type': 'application/json',
+    accept: 'application/json, text/event-stream',
+    'mcp-protocol-version': MODERN,
+    'mcp-method': 'tools/list',
+  };
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined) delete all[name];
+    else all[name] = value;
+  }
+  const res = await fetch(url, { method: 'POST', headers: all, body: JSON.stringify(body) });
+  const text = await res.text();
+  let json: any;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = text;
+  }
+  return { status: res.status, json, headers: res.headers };
+}
+
+describe.each(['stdio', 'streamableHttp', 'sse'] as const)('a 2026-07-28 client through the gateway to server-everything over %s', (transport) => {
+  let upstream: EverythingServer | undefined;
+  let gw: RunningGateway;
+  let url: string;
+
+  beforeAll(async () => {
+    let toml: string;
+    if (transport === 'stdio') {
+      toml = everythingStdio('everything');
+    } else {
+      upstream = await EverythingServer.start(transport);
+      toml = `[[upstream.servers]]\nname = "everything"\npath_prefix = "/everything"\ntransport = ${q(transport === 'sse' ? 'sse' : 'http')}\nurl = ${q(upstream.url)}\n`;
+    }
+    gw = await startGateway(toml);
+    url = `${gw.url}/mcp/everything`;
+  });
+  afterAll(async () => {
+    await gw?.stop();
+    await upstream?.stop();
+  });
+
+  it('negotiates the modern era in auto mode, lists tools and calls one', async () => {
+    const client = await modernClient(url);
+    try {
+      expect(client.getProtocolEra()).toBe('modern');
+      expect(client.getServerVersion()?.name).toContain('everything');
+      const { tools } = await client.listTools();
+      expect(tools.map((t) => t.name)).toContain('echo');
+      const result = await client.callTool({ name: 'echo', arguments: { message: 'modern hello' } });
+      expect(result.content).toEqual([{ type: 'text', text: 'Echo: modern hello' }]);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('works pinned to 2026-07-28 (no legacy fallback)', async () => {
+    const client = await modernClient(url, 'pin');
+    try {
+      const { tools } = await client.listTools();
+      expect(tools.length).toBeGreaterThan(0);
+    } finally {
+      await client.close();
+    }
+  });
+});
+
+describe('the header and envelope rules of a 2026-07-28 request', () => {
+  let gw: RunningGateway;
+  let url: string;
+  const list = { jsonrpc: '2.0', id: 1, method: 'tools/list', params: { _meta: ENVELOPE } };
+  const call = (name: string) => ({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name, arguments: { message: 'x' }, _meta: ENVELOPE } });
+
+  beforeAll(async () => {
+    gw = await startGateway(everythingStdio('everything'));
+    url = `${gw.url}/mcp/everything`;
+  });
+  afterAll(async () => {
+    await gw?.stop();
+  });
+
+  it('answers server/discover from the server it fronts', async () => {
+    const res = await post(url, { jsonrpc: '2.0', id: 'd', method: 'server/discover', params: { _meta: ENVELOPE } }, { 'mcp-method': 'server/discover' });
+    expect(res.status).toBe(200);
+    expect(res.json.result).toMatchObject({ resultType: 'complete', supportedVersions: [MODERN], ttlMs: 0, cacheScope: 'private', capabilities: { tools: {} } });
+    expect(res.json.result._meta['io.modelcontextprotocol/serverInfo'].name).toContain('everything');
+  });
+
+  it('gives every result resultType and the caching hints where they belong', async () => {
+    const tools = await post(url, list);
+    expect(tools.status).toBe(200);
+    expect(tools.json.result).toMatchObject({ resultType: 'complete', ttlMs: 0, cacheScope: 'private' });
+    const echo = await post(url, call('echo'), { 'mcp-method': 'tools/call', 'mcp-name': 'echo' });
+    expect(echo.json.result).toMatchObject({ resultType: 'complete', content: [{ type: 'text', text: 'Echo: x' }] });
+    expect(echo.json.result.ttlMs).toBeUndefined();
+  });
+
+  it('accepts a Base64-encoded Mcp-Name and header names in any case', async () => {
+    const res = await post(url, call('echo'), { 'mcp-method': 'tools/call', 'mcp-name': `=?base64?${Buffer.from('echo').toString('base64')}?=` });
+    expect(res.status).toBe(200);
+    expect(res.json.result.content[0].text).toBe('Echo: x');
+  });
+
+  it.each([
+    ['no MCP-Protocol-Version', list, { 'mcp-protocol-version': undefined }],
+    ['MCP-Protocol-Version unlike _meta', list, { 'mcp-protocol-version': '2025-11-25' }],
+    ['no Mcp-Method', list, { 'mcp-method': undefined }],
+    ['Mcp-Method unlike the method', list, { 'mcp-method': 'prompts/list' }],
+    ['Mcp-Method in another case', list, { 'mcp-method': 'Tools/List' }],
+    ['no Mcp-Name on tools/call', call('echo'), { 'mcp-method': 'tools/call' }],
+    ['Mcp-Name unlike the tool', call('echo'), { 'mcp-method': 'tools/call', 'mcp-name': 'get-sum' }],
+    ['Mcp-Name in broken Base64', call('echo'), { 'mcp-method': 'tools/call', 'mcp-name': '=?base64?not*base64?=' }],
+  ] as const)('%s: 400, -32020, never forwarded', async (_what, body, headers) => {
+    const res = await post(url, body, headers as Record<string, string | undefined>);
+    expect(res.status).toBe(400);
+    expect(res.json.error.code).toBe(-32020);
+  });
+
+  it('an unsupported version: 400, -32022 with the supported versions', async () => {
+    const envelope = { ...ENVELOPE, 'io.modelcontextprotocol/protocolVersion': '2099-01-01' };
+    const res = await post(url, { ...list, params: { _meta: envelope } }, { 'mcp-protocol-version': '2099-01-01' });
+    expect(res.status).toBe(400);
+    expect(res.json.error).toMatchObject({ code: -32022, data: { supported: [MODERN], requested: '2099-01-01' } });
+  });
+
+  it('a malformed envelope: 400, -32602', async () => {
+    const noCapabilities = { ...list, params: { _meta: { 'io.modelcontextprotocol/protocolVersion': MODERN } } };
+    expect((await post(url, noCapabilities)).json.error.code).toBe(-32602);
+    const noMeta = { jsonrpc: '2.0', id: 1, method: 'tools/list' };
+    const res = await post(url, noMeta);
+    expect(res.status).toBe(400);
+    expect(res.json.error.code).toBe(-32602);
+  });
+
+  it('methods the era does not have (ping, initialize, logging/setLevel, unknown ones): 404, -32601', async () => {
+    for (const method of ['ping', 'initialize', 'logging/setLevel', 'resources/subscribe', 'foo/bar']) {
+      const res = await post(url, { jsonrpc: '2.0', id: 3, method, params: { _meta: ENVELOPE } }, { 'mcp-method': method });
+      expect(res.status, method).toBe(404);
+      expect(res.json.error.code, method).toBe(-32601);
+    }
+  });
+
+  it('a batch of modern requests: 400, -32600', async () => {
+    const res = await post(url, [list, { ...list, id: 9 }]);
+    expect(res.status).toBe(400);
+    expect(res.json.error.code).toBe(-32600);
+  });
+
+  it('a notification: 202, without the header checks', async () => {
+    const res = await post(url, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 1, _meta: ENVELOPE } }, { 'mcp-method': undefined });
+    expect(res.status).toBe(202);
+  });
+
+  it('legacy clients at the same URL are served as before', async () => {
+    const res = await post(url, { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { 'mcp-protocol-version': '2025-06-18', 'mcp-method': undefined });
+    expect(res.status).toBe(200);
+    expect(res.json.result.tools.length).toBeGreaterThan(0);
+    expect(res.json.result.resultType).toBeUndefined();
+  });
+});
