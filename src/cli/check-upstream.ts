@@ -21,7 +21,9 @@ export interface CheckResult {
 const MAX_PAGES = 100;
 
 export async function checkServer(config: ServerConfig, timeoutMs: number, logger: Logger): Promise<CheckResult> {
-  const server: ServerConfig = { ...config, timeout_ms: timeoutMs, startup_timeout_ms: timeoutMs, max_restarts: 0 };
+  // No circuit breaker: the check is one attempt whose own error is the answer (the circuit of a
+  // running gateway lives in that process; its /ready shows it).
+  const server: ServerConfig = { ...config, timeout_ms: timeoutMs, startup_timeout_ms: timeoutMs, max_restarts: 0, circuit_failure_threshold: 0 };
   const upstream = createUpstream(server, { logger });
   const started = performance.now();
   const result = (ok: boolean, tools: number | null, error: string | null): CheckResult => ({

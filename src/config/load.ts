@@ -383,7 +383,7 @@ function resolveServers(
         `${listed}: [upstream] sets no transport, command or url, so it only provides defaults for ${ADDITIONAL_SERVERS_VARIABLE}`,
       );
     }
-    if (upstreamFields) checkBackoff(['upstream'], upstreamFields, upstreamFields, issues);
+    if (upstreamFields) checkOrderedPairs(['upstream'], upstreamFields, upstreamFields, issues);
     file.servers.forEach((piece, index) => {
       if (!piece.ok) return;
       const { name, path_prefix } = piece.value;
@@ -476,6 +476,9 @@ function resolveServer(candidate: Candidate, issues: IssueList): ServerConfig | 
     restart_backoff_ms: inherit('restart_backoff_ms'),
     restart_backoff_max_ms: inherit('restart_backoff_max_ms'),
     max_restarts: inherit('max_restarts'),
+    circuit_failure_threshold: inherit('circuit_failure_threshold'),
+    circuit_open_ms: inherit('circuit_open_ms'),
+    circuit_open_max_ms: inherit('circuit_open_max_ms'),
     ...(stdio
       ? { command: entry.command, args: entry.args, env: inherit('env'), cwd: inherit('cwd'), relay_roots: inherit('relay_roots') }
       : { url: entry.url, headers: inherit('headers'), strip_prefix: inherit('strip_prefix') }),
@@ -488,35 +491,39 @@ function resolveServer(candidate: Candidate, issues: IssueList): ServerConfig | 
     return undefined;
   }
   // With [upstream] invalid, its defaults are unknown and a comparison could blame the wrong key.
-  if (candidate.defaults) checkBackoff(base, entry, resolved.data, issues);
+  if (candidate.defaults) checkOrderedPairs(base, entry, resolved.data, issues);
   return resolved.data;
 }
 
+/** A first value and the maximum it grows to: the maximum must not be below it. */
+const ORDERED_PAIRS = [
+  { first: 'restart_backoff_ms', max: 'restart_backoff_max_ms' },
+  { first: 'circuit_open_ms', max: 'circuit_open_max_ms' },
+] as const;
+
+type OrderedField = (typeof ORDERED_PAIRS)[number]['first' | 'max'];
+
 /**
- * restart_backoff_max_ms must not be below restart_backoff_ms. Reported at the key the entry sets
- * (the maximum first), since that is the one to change; entries that set neither are covered by
- * the check of [upstream].
+ * restart_backoff_max_ms must not be below restart_backoff_ms, nor circuit_open_max_ms below
+ * circuit_open_ms. Reported at the key the entry sets (the maximum first), since that is the one
+ * to change; entries that set neither are covered by the check of [upstream].
  */
-function checkBackoff(
-  base: KeyPath,
-  entry: UpstreamFields,
-  effective: { restart_backoff_ms?: number | undefined; restart_backoff_max_ms?: number | undefined },
-  issues: IssueList,
-): void {
-  const min = effective.restart_backoff_ms ?? BUILTIN_BACKOFF.min;
-  const max = effective.restart_backoff_max_ms ?? BUILTIN_BACKOFF.max;
-  if (max >= min) return;
-  if (entry.restart_backoff_max_ms !== undefined) {
-    issues.add([...base, 'restart_backoff_max_ms'], `must be at least restart_backoff_ms (${min})`);
-  } else if (entry.restart_backoff_ms !== undefined) {
-    issues.add([...base, 'restart_backoff_ms'], `must be at most restart_backoff_max_ms (${max})`);
+function checkOrderedPairs(base: KeyPath, entry: UpstreamFields, effective: Partial<Record<OrderedField, number | undefined>>, issues: IssueList): void {
+  for (const pair of ORDERED_PAIRS) {
+    const first = effective[pair.first] ?? BUILTIN_DEFAULTS[pair.first];
+    const max = effective[pair.max] ?? BUILTIN_DEFAULTS[pair.max];
+    if (max >= first) continue;
+    if (entry[pair.max] !== undefined) issues.add([...base, pair.max], `must be at least ${pair.first} (${first})`);
+    else if (entry[pair.first] !== undefined) issues.add([...base, pair.first], `must be at most ${pair.max} (${max})`);
   }
 }
 
-/** The schema's defaults, read from the schema so that they are written down once. */
-const BUILTIN_BACKOFF = {
-  min: serverConfigSchema.shape.restart_backoff_ms.parse(undefined),
-  max: serverConfigSchema.shape.restart_backoff_max_ms.parse(undefined),
+/** The schema's defaults of those fields, read from the schema so that they are written down once. */
+const BUILTIN_DEFAULTS: Record<OrderedField, number> = {
+  restart_backoff_ms: serverConfigSchema.shape.restart_backoff_ms.parse(undefined),
+  restart_backoff_max_ms: serverConfigSchema.shape.restart_backoff_max_ms.parse(undefined),
+  circuit_open_ms: serverConfigSchema.shape.circuit_open_ms.parse(undefined),
+  circuit_open_max_ms: serverConfigSchema.shape.circuit_open_max_ms.parse(undefined),
 };
 
 /**

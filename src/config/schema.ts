@@ -227,6 +227,16 @@ const serverFields = {
   restart_backoff_max_ms: milliseconds(1),
   /** Consecutive quick failures after which the server is reported as crash_loop. */
   max_restarts: integer(0, Number.MAX_SAFE_INTEGER),
+  /**
+   * Consecutive failed requests (connection refused or lost, timeout, HTTP 5xx, an answer that is
+   * not MCP; for stdio: timeouts) after which the server's circuit opens: requests then fail at
+   * once with 503 instead of waiting for a server that is down. 0 = no circuit breaker.
+   */
+  circuit_failure_threshold: integer(0, Number.MAX_SAFE_INTEGER),
+  /** How long an open circuit refuses requests before one trial request is let through, in ms. */
+  circuit_open_ms: milliseconds(1),
+  /** The longest open period, in ms: each failed trial doubles the period up to this. */
+  circuit_open_max_ms: milliseconds(1),
 };
 
 /**
@@ -738,6 +748,9 @@ export const serverConfigSchema = z.strictObject({
   restart_backoff_ms: serverFields.restart_backoff_ms.default(500),
   restart_backoff_max_ms: serverFields.restart_backoff_max_ms.default(30_000),
   max_restarts: serverFields.max_restarts.default(5),
+  circuit_failure_threshold: serverFields.circuit_failure_threshold.default(5),
+  circuit_open_ms: serverFields.circuit_open_ms.default(30_000),
+  circuit_open_max_ms: serverFields.circuit_open_max_ms.default(120_000),
 });
 
 /** One resolved upstream server. */

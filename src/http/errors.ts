@@ -48,6 +48,8 @@ export type GatewayErrorKind =
 /** An error a request handler throws or returns; rendered by httpError(). */
 export class GatewayError extends Error {
   override readonly name = 'GatewayError';
+  /** Seconds the client should wait before trying again: sent as `Retry-After` when set. */
+  retryAfterSecs: number | undefined;
   constructor(
     readonly kind: GatewayErrorKind,
     message: string,
@@ -59,13 +61,18 @@ export class GatewayError extends Error {
   }
 
   static fromUpstream(error: UpstreamError, id: JsonRpcId | null): GatewayError {
-    return new GatewayError(error.kind, error.message, id);
+    const gatewayError = new GatewayError(error.kind, error.message, id);
+    // Whole seconds (RFC 9110 delay-seconds), rounded up so that a client waiting that long is not early.
+    if (error.retryAfterMs !== undefined) gatewayError.retryAfterSecs = Math.max(1, Math.ceil(error.retryAfterMs / 1000));
+    return gatewayError;
   }
 }
 
 export interface HttpError {
   status: number;
   body: JsonRpcErrorResponse;
+  /** Headers that belong to this error (`Retry-After`), when it has any. */
+  headers?: Record<string, string>;
 }
 
 function statusAndCode(kind: GatewayErrorKind): { status: number; code: number } {
@@ -135,6 +142,8 @@ function statusAndCode(kind: GatewayErrorKind): { status: number; code: number }
     case 'protocol':
       return { status: 502, code: ErrorCode.UpstreamError };
     case 'unavailable':
+    case 'circuit_open':
+      // circuit_open: refused without trying, after consecutive failures (src/upstreams/circuit-breaker.ts).
       return { status: 503, code: ErrorCode.UpstreamError };
     case 'timeout':
       return { status: 504, code: ErrorCode.UpstreamTimeout };
@@ -146,7 +155,9 @@ function statusAndCode(kind: GatewayErrorKind): { status: number; code: number }
 export function httpError(error: GatewayError): HttpError {
   const { status, code } = statusAndCode(error.kind);
   const message = error.kind === 'internal' ? 'Internal error' : error.message;
-  return { status, body: errorResponse(error.id, code, message, error.data) };
+  const rendered: HttpError = { status, body: errorResponse(error.id, code, message, error.data) };
+  if (error.retryAfterSecs !== undefined) rendered.headers = { 'retry-after': String(error.retryAfterSecs) };
+  return rendered;
 }
 
 /**
@@ -154,8 +165,12 @@ export function httpError(error: GatewayError): HttpError {
  * the error object sent, for the audit line that records it.
  */
 export function sendError(reply: FastifyReply, error: GatewayError, headers: Record<string, string> = {}): JsonRpcErrorObject {
-  const { status, body } = httpError(error);
-  void reply.code(status).headers(headers).type('application/json').send(JSON.stringify(body));
+  const { status, body, headers: own } = httpError(error);
+  void reply
+    .code(status)
+    .headers(own ? { ...headers, ...own } : headers)
+    .type('application/json')
+    .send(JSON.stringify(body));
   return body.error;
 }
 

@@ -24,6 +24,8 @@ function serverHealth(gateway: Gateway) {
       transport: u.config.transport,
       healthy: s.healthy,
       state: s.state,
+      // 'open': requests fail fast without reaching the server; absent when it has no circuit breaker.
+      ...(s.circuit !== undefined ? { circuit: s.circuit } : {}),
       ...(s.lastError !== undefined ? { error: s.lastError } : {}),
       restarts: s.restarts,
     };

@@ -30,12 +30,16 @@ export interface Outcome {
   status: number;
   /** The client cancelled it: on a stream, no response is sent (MCP cancellation). */
   cancelled: boolean;
+  /** Headers of the error (`Retry-After`), sent like `status` only when it is the only answer. */
+  headers?: Record<string, string>;
 }
 
 /** A request answered with an error instead of by the upstream. */
 export function errorOutcome(error: GatewayError): Outcome {
-  const { status, body } = httpError(error);
-  return { response: body, status, cancelled: error.kind === 'cancelled' };
+  const { status, body, headers } = httpError(error);
+  const outcome: Outcome = { response: body, status, cancelled: error.kind === 'cancelled' };
+  if (headers) outcome.headers = headers;
+  return outcome;
 }
 
 export class PostResponse {
@@ -73,7 +77,7 @@ export class PostResponse {
     const body = batch ? outcomes.map((o) => o.response) : outcomes[0]?.response;
     void this.reply
       .code(only?.status ?? 200)
-      .headers(this.headers)
+      .headers(only?.headers ? { ...this.headers, ...only.headers } : this.headers)
       .type('application/json')
       .send(JSON.stringify(body));
   }

@@ -93,7 +93,7 @@ export interface AuditStats {
 export interface GatewayView {
   allUpstreams(): ReadonlyArray<{
     readonly config: Pick<ServerConfig, 'name' | 'transport'>;
-    status(): Pick<UpstreamStatus, 'healthy' | 'restarts'>;
+    status(): Pick<UpstreamStatus, 'healthy' | 'restarts' | 'circuit'>;
   }>;
   readonly sessions: { readonly size: number };
 }
@@ -272,6 +272,19 @@ export class Metrics {
         this.reset();
         for (const upstream of view()?.allUpstreams() ?? []) {
           this.set({ server: upstream.config.name, transport: upstream.config.transport }, upstream.status().healthy ? 1 : 0);
+        }
+      },
+    });
+    new Gauge({
+      name: 'mcp_guard_upstream_circuit_open',
+      help: "Whether the upstream server's circuit breaker has tripped (1: open or half-open, requests fail fast until a trial request succeeds) or not (0). Servers without a circuit breaker have no series.",
+      labelNames: ['server'],
+      registers,
+      collect() {
+        this.reset();
+        for (const upstream of view()?.allUpstreams() ?? []) {
+          const circuit = upstream.status().circuit;
+          if (circuit !== undefined) this.set({ server: upstream.config.name }, circuit === 'closed' ? 0 : 1);
         }
       },
     });

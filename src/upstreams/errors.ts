@@ -16,18 +16,26 @@ export type UpstreamErrorKind =
   /** The upstream no longer knows the session (HTTP 404 on Mcp-Session-Id). */
   | 'session_expired'
   /** The client cancelled the request. */
-  | 'cancelled';
+  | 'cancelled'
+  /**
+   * Refused without reaching the server: its circuit is open after consecutive failures
+   * (circuit-breaker.ts). Carries retryAfterMs.
+   */
+  | 'circuit_open';
 
 export class UpstreamError extends Error {
   override readonly name = 'UpstreamError';
+  /** When known, how long until the server may be tried again, in ms (an HTTP `Retry-After` for the client). */
+  readonly retryAfterMs: number | undefined;
   constructor(
     readonly kind: UpstreamErrorKind,
     /** The server's configured name. */
     readonly server: string,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; retryAfterMs?: number },
   ) {
     super(message, options);
+    this.retryAfterMs = options?.retryAfterMs;
   }
 }
 

@@ -24,6 +24,12 @@ export type UpstreamState =
   | 'crash_loop'
   | 'stopped';
 
+/**
+ * The circuit breaker's state (circuit-breaker.ts): `closed` lets requests through; `open` refuses
+ * them without trying, after consecutive failures; `half_open` lets one trial request through.
+ */
+export type CircuitState = 'closed' | 'open' | 'half_open';
+
 export interface UpstreamStatus {
   state: UpstreamState;
   /** True when a request sent now can be expected to reach the server. */
@@ -36,6 +42,8 @@ export interface UpstreamStatus {
   since: number;
   /** stdio: the pid of the running child. */
   pid?: number;
+  /** The circuit breaker's state; absent when the server has none (`circuit_failure_threshold = 0`). */
+  circuit?: CircuitState;
 }
 
 /** Messages that travel from an upstream to a client that are not replies. */

@@ -14,6 +14,9 @@ const SERVER_DEFAULTS = {
   restart_backoff_ms: 500,
   restart_backoff_max_ms: 30_000,
   max_restarts: 5,
+  circuit_failure_threshold: 5,
+  circuit_open_ms: 30_000,
+  circuit_open_max_ms: 120_000,
 };
 
 describe('exported types', () => {
@@ -36,6 +39,9 @@ describe('exported types', () => {
       restart_backoff_ms: number;
       restart_backoff_max_ms: number;
       max_restarts: number;
+      circuit_failure_threshold: number;
+      circuit_open_ms: number;
+      circuit_open_max_ms: number;
     }>();
     expectTypeOf<ServerSettings>().toEqualTypeOf<{
       host: string;
@@ -119,6 +125,9 @@ max_restarts = 0
         restart_backoff_ms: 100,
         restart_backoff_max_ms: 200,
         max_restarts: 0,
+        circuit_failure_threshold: 5,
+        circuit_open_ms: 30_000,
+        circuit_open_max_ms: 120_000,
       },
     ]);
   });
@@ -281,7 +290,16 @@ path_prefix = "/remote"
 url = "https://remote.example/mcp"
 `),
     );
-    const common = { timeout_ms: 1000, startup_timeout_ms: 2000, restart_backoff_ms: 100, restart_backoff_max_ms: 800, max_restarts: 2 };
+    const common = {
+      timeout_ms: 1000,
+      startup_timeout_ms: 2000,
+      restart_backoff_ms: 100,
+      restart_backoff_max_ms: 800,
+      max_restarts: 2,
+      circuit_failure_threshold: 5,
+      circuit_open_ms: 30_000,
+      circuit_open_max_ms: 120_000,
+    };
     expect(config.servers).toEqual([
       {
         name: 'child',

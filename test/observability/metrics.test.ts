@@ -64,14 +64,17 @@ async function scrape(metrics: Metrics): Promise<string> {
   return text;
 }
 
-function fakeGateway(servers: Array<{ name: string; transport: 'stdio' | 'http' | 'sse'; healthy: boolean; restarts: number }>, sessions = 0) {
+function fakeGateway(
+  servers: Array<{ name: string; transport: 'stdio' | 'http' | 'sse'; healthy: boolean; restarts: number; circuit?: 'closed' | 'open' | 'half_open' }>,
+  sessions = 0,
+) {
   const view = {
     servers,
     sessions: { size: sessions },
     allUpstreams: () =>
       view.servers.map((s) => ({
         config: { name: s.name, transport: s.transport },
-        status: () => ({ healthy: s.healthy, restarts: s.restarts }),
+        status: () => ({ healthy: s.healthy, restarts: s.restarts, ...(s.circuit ? { circuit: s.circuit } : {}) }),
       })),
   };
   const asView: GatewayView = view;
@@ -436,6 +439,26 @@ describe('Metrics: callbacks read at scrape time', () => {
     text = await scrape(m);
     expect(value(text, 'mcp_guard_upstream_restarts_total', { server: 'local' })).toBe(2);
   });
+
+  it('bindGateway: a circuit that is open or half-open is 1, closed 0; a server without a circuit breaker has no series', async () => {
+    const m = new Metrics({ defaultMetrics: false });
+    const { view, asView } = fakeGateway([
+      { name: 'local', transport: 'stdio', healthy: true, restarts: 0, circuit: 'closed' },
+      { name: 'api', transport: 'http', healthy: false, restarts: 0, circuit: 'open' },
+      { name: 'plain', transport: 'sse', healthy: true, restarts: 0 },
+    ]);
+    m.bindGateway(asView);
+    let text = await scrape(m);
+    expect(value(text, 'mcp_guard_upstream_circuit_open', { server: 'local' })).toBe(0);
+    expect(value(text, 'mcp_guard_upstream_circuit_open', { server: 'api' })).toBe(1);
+    expect(series(text, 'mcp_guard_upstream_circuit_open')).toHaveLength(2);
+    view.servers[1]!.circuit = 'half_open';
+    text = await scrape(m);
+    expect(value(text, 'mcp_guard_upstream_circuit_open', { server: 'api' })).toBe(1);
+    view.servers[1]!.circuit = 'closed';
+    text = await scrape(m);
+    expect(value(text, 'mcp_guard_upstream_circuit_open', { server: 'api' })).toBe(0);
+  });
 });
 
 describe('Metrics: its own registry', () => {
@@ -457,7 +480,7 @@ describe('Metrics: its own registry', () => {
     const without = await scrape(new Metrics({ defaultMetrics: false }));
     expect(without).not.toMatch(/^process_|^nodejs_/m);
     // With nothing recorded yet, the exposition is still valid and complete.
-    for (const family of ['mcp_guard_requests_total', 'mcp_guard_request_duration_seconds', 'mcp_guard_auth_total', 'mcp_guard_rate_limit_total', 'mcp_guard_active_identities', 'mcp_guard_upstream_requests_total', 'mcp_guard_upstream_latency_seconds', 'mcp_guard_tool_calls_total', 'mcp_guard_upstream_up', 'mcp_guard_upstream_restarts_total', 'mcp_guard_active_sessions', 'mcp_guard_rate_limited_total', 'mcp_guard_rate_limit_store_errors_total', 'mcp_guard_audit_dropped_total']) {
+    for (const family of ['mcp_guard_requests_total', 'mcp_guard_request_duration_seconds', 'mcp_guard_auth_total', 'mcp_guard_rate_limit_total', 'mcp_guard_active_identities', 'mcp_guard_upstream_requests_total', 'mcp_guard_upstream_latency_seconds', 'mcp_guard_tool_calls_total', 'mcp_guard_upstream_up', 'mcp_guard_upstream_circuit_open', 'mcp_guard_upstream_restarts_total', 'mcp_guard_active_sessions', 'mcp_guard_rate_limited_total', 'mcp_guard_rate_limit_store_errors_total', 'mcp_guard_audit_dropped_total']) {
       expect(without).toMatch(new RegExp(`^# TYPE ${family} `, 'm'));
     }
   });
@@ -595,7 +618,7 @@ describe('docs/metrics.md and the examples agree with the code', () => {
     m.rateLimitStoreError();
     m.upstreamRequest('s', 'ping', 0.001, 'ok');
     m.toolCall('s', 't', 'ok');
-    m.bindGateway(fakeGateway([{ name: 's', transport: 'stdio', healthy: true, restarts: 0 }]).asView);
+    m.bindGateway(fakeGateway([{ name: 's', transport: 'stdio', healthy: true, restarts: 0, circuit: 'closed' }]).asView);
     const text = await scrape(m);
     const names = new Set(await families());
     const labels = new Map<string, Set<string>>();
@@ -646,7 +669,7 @@ describe('docs/metrics.md and the examples agree with the code', () => {
   it('docs/metrics.md lists every family, and no family that does not exist', async () => {
     const docs = readFileSync(root('docs/metrics.md'), 'utf8');
     const exposed = await families();
-    expect(exposed).toHaveLength(14);
+    expect(exposed).toHaveLength(15);
     for (const family of exposed) expect(docs).toContain(`| \`${family}\` |`);
     const mentioned = new Set([...docs.matchAll(/mcp_guard_[a-z_]+/g)].map((m) => m[0].replace(/_(bucket|sum|count)$/, '')));
     expect([...mentioned].filter((name) => !exposed.includes(name))).toEqual([]);
