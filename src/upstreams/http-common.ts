@@ -55,6 +55,11 @@ export type HttpResponse = Dispatcher.ResponseData;
 
 /** How long close() waits for the upstream to acknowledge a DELETE or in-flight exchanges. */
 export const CLOSE_TIMEOUT_MS = 2_000;
+/**
+ * The largest body the gateway reads as one answer: the same limit as one SSE event
+ * (sse-stream.ts) and one stdout line of a stdio child (stdio.ts).
+ */
+export const MAX_BODY_BYTES = 32 * 1024 * 1024;
 /** Error bodies are read this far, for the log and for the session-expired check. */
 const ERROR_BODY_LIMIT = 4_096;
 /** Error body text that reaches the log, after sanitizing. */
@@ -266,12 +271,29 @@ export async function httpRequest(context: HttpContext, options: HttpRequestOpti
     });
   } catch (error) {
     if (options.signal.aborted) throw abortError(config.name, options.signal);
-    const failure = connectFailed(config.name, `${errorCode(error) ?? describeError(error)} (${options.url.host})`, error);
+    const failure = requestFailed(config.name, error, options.url);
     health.failed(failure);
     throw failure;
   }
   if (response.statusCode < 500) health.succeeded();
   return response;
+}
+
+/**
+ * What an HTTP exchange that failed before its response headers means. "Failed to connect" only
+ * when it may be true: a server that took the request and closed the connection without an answer
+ * (it crashed, a proxy gave up) may have acted on it, and one that answered with what is not HTTP
+ * was reached.
+ */
+function requestFailed(server: string, error: unknown, url: URL): UpstreamError {
+  const code = errorCode(error);
+  if (code === 'UND_ERR_SOCKET') {
+    return new UpstreamError('closed', server, `Upstream '${server}' closed the connection before answering (${url.host})`, { cause: error });
+  }
+  if (error instanceof Error && error.name === 'HTTPParserError') {
+    return new UpstreamError('protocol', server, `Upstream '${server}' answered with something that is not HTTP (${url.host})`, { cause: error });
+  }
+  return connectFailed(server, `${code ?? describeError(error)} (${url.host})`, error);
 }
 
 /** The UpstreamError for an aborted HTTP exchange. */
@@ -305,6 +327,10 @@ export async function readBody<T>(server: string, read: () => Promise<T>): Promi
     return await read();
   } catch (error) {
     if (error instanceof UpstreamError) throw error;
+    // sse-stream.ts's limit on one event (eventsource-parser's error): the server's fault, not a lost connection.
+    if ((error as { type?: unknown }).type === 'max-buffer-size-exceeded') {
+      throw new UpstreamError('protocol', server, `Upstream '${server}' sent an event over the size limit (${(error as Error).message})`, { cause: error });
+    }
     throw new UpstreamError('closed', server, `Upstream '${server}' closed the connection while answering`, { cause: error });
   }
 }
@@ -355,6 +381,33 @@ export function header(response: HttpResponse, name: string): string | undefined
 /** The media type of a response, without parameters, lower-cased. */
 export function mediaType(response: HttpResponse): string {
   return (header(response, 'content-type') ?? '').split(';', 1)[0]!.trim().toLowerCase();
+}
+
+/**
+ * Reads a whole answer as text. One over `limit` bytes is a protocol fault, refused from its
+ * Content-Length when it has one, else once that many bytes have arrived (the body is destroyed).
+ */
+export async function readText(response: HttpResponse, server: string, limit = MAX_BODY_BYTES): Promise<string> {
+  const tooLarge = (): UpstreamError =>
+    new UpstreamError('protocol', server, `Upstream '${server}' answered with a body over the limit of ${limit} bytes`);
+  const declared = header(response, 'content-length');
+  if (declared !== undefined && /^\d+$/.test(declared)) {
+    if (Number(declared) > limit) {
+      response.body.destroy();
+      throw tooLarge();
+    }
+    // undici reads no more than the declared length: the usual, fast path.
+    return response.body.text();
+  }
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  // Leaving the loop by throwing destroys the body.
+  for await (const chunk of response.body as AsyncIterable<Buffer>) {
+    bytes += chunk.length;
+    if (bytes > limit) throw tooLarge();
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, bytes).toString('utf8');
 }
 
 /** Reads at most `limit` bytes of a body as text, then releases it. */

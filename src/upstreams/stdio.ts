@@ -53,8 +53,18 @@ const STABLE_AFTER_MS = 30_000;
 const KILL_GRACE_MS = 2_000;
 /** Time the rest of a child's process group gets to let go of its pipes after the child exited. */
 const STRAGGLER_GRACE_MS = 2_000;
-/** A stdout line longer than this is dropped (a child writing garbage must not exhaust memory). */
+/**
+ * A stdout line longer than this is dropped (a child writing garbage must not exhaust memory); the
+ * same limit as one SSE event of the HTTP transports. Reading resumes at the next newline.
+ */
 const MAX_LINE_BYTES = 32 * 1024 * 1024;
+/** How much of each end of a dropped line is kept, to find the id of the request it answered. */
+const LINE_END_BYTES = 256;
+/**
+ * Bytes waiting to be written to a child's stdin beyond which requests are refused rather than
+ * queued: a child that does not read its input must not fill the gateway's memory.
+ */
+const STDIN_BACKLOG_BYTES = 8 * 1024 * 1024;
 /** stderr lines are logged up to this length. */
 const MAX_STDERR_LINE = 2_000;
 
@@ -108,6 +118,12 @@ export class StdioUpstream implements Upstream {
   private exitReason: string | undefined;
   private init: ChildInit | undefined;
   private restartTimer: NodeJS.Timeout | undefined;
+  /** Writes the current child's stdin has taken (their callbacks), and the watch on its backlog. */
+  private flushes = 0;
+  private readonly onFlushed = (error?: Error | null): void => {
+    if (!error) this.flushes++;
+  };
+  private stdinWatch: NodeJS.Timeout | undefined;
   private readyWaiters: Array<{ resolve: () => void; reject: (e: UpstreamError) => void }> = [];
   private readonly sessions = new Set<VirtualSession>();
   /** Server-to-client requests delivered to a client and not answered yet: child id -> session. */
@@ -172,20 +188,56 @@ export class StdioUpstream implements Upstream {
   /** @internal Sends a client request to the child; waits for the child to be ready first. */
   async request(session: VirtualSession, request: JsonRpcRequest, options: RequestOptions): Promise<JsonRpcResponse> {
     const timeoutMs = options.timeoutMs ?? this.config.timeout_ms;
-    if (this.state !== 'ready') await this.whenReady(timeoutMs);
+    if (!this.writable()) await this.whenReady(timeoutMs);
     const outgoing = this.correlator.begin(request, options, timeoutMs, session);
-    if (!this.write(outgoing.wire)) {
-      this.correlator.fail(outgoing.wire.id as number, this.unavailable());
-    }
+    const refused = this.send(outgoing.wire);
+    if (refused) this.correlator.fail(outgoing.wire.id as number, refused);
     return outgoing.response;
   }
 
-  /** @internal Writes a message to the child's stdin. False when there is no child to write to. */
+  /** @internal Writes a message to the child's stdin. False when it could not be written. */
   write(message: JsonRpcMessage): boolean {
-    const stdin = this.child?.stdin;
-    if (!stdin || stdin.destroyed || !stdin.writable) return false;
-    stdin.write(`${JSON.stringify(message)}\n`);
-    return true;
+    return this.send(message) === undefined;
+  }
+
+  /**
+   * Writes a message to the child's stdin, or says why it cannot: no child to write to, or a
+   * child that has left STDIN_BACKLOG_BYTES unread (refused, not queued: the gateway's memory).
+   */
+  private send(message: JsonRpcMessage): UpstreamError | undefined {
+    const child = this.child;
+    const stdin = child?.stdin;
+    if (!child || !stdin || stdin.destroyed || !stdin.writable) return this.unavailable();
+    if (stdin.writableLength >= STDIN_BACKLOG_BYTES) {
+      const name = this.config.name;
+      return new UpstreamError('unavailable', name, `Upstream '${name}' has not read ${stdin.writableLength} bytes of its input yet; request not sent`);
+    }
+    if (!stdin.write(`${JSON.stringify(message)}\n`, this.onFlushed)) this.watchStdin(child, stdin);
+    return undefined;
+  }
+
+  /**
+   * Called when the child's stdin is backed up: if it takes no write at all for timeout_ms, the
+   * child is not reading (every request written since has timed out, and so would the next ones):
+   * it is ended and restarted. A child that reads, however slowly, is left alone.
+   */
+  private watchStdin(child: ChildProcess, stdin: NonNullable<ChildProcess['stdin']>): void {
+    if (this.stdinWatch) return;
+    const limitMs = this.config.timeout_ms;
+    let flushed = this.flushes;
+    const check = (): void => {
+      this.stdinWatch = undefined;
+      if (this.child !== child || !stdin.writableNeedDrain) return;
+      if (this.flushes !== flushed) {
+        flushed = this.flushes;
+        this.stdinWatch = setTimeout(check, limitMs).unref();
+        return;
+      }
+      const name = this.config.name;
+      this.log.error({ waitingBytes: stdin.writableLength, forMs: limitMs }, 'upstream child is not reading its input; ending it');
+      this.endChild(child, `Upstream '${name}' stopped reading its input (${stdin.writableLength} bytes unread for ${limitMs} ms)`);
+    };
+    this.stdinWatch = setTimeout(check, limitMs).unref();
   }
 
   /** @internal A client answers a server-to-client request: only the client it was sent to may. */
@@ -256,12 +308,40 @@ export class StdioUpstream implements Upstream {
   }
 
   private unavailable(): UpstreamError {
-    const why = this.lastError ? `: ${this.lastError}` : '';
-    return new UpstreamError('unavailable', this.config.name, `Upstream '${this.config.name}' is not available (${this.state})${why}`);
+    const name = this.config.name;
+    const last = this.lastError ? `; last error: ${this.lastError}` : '';
+    return new UpstreamError('unavailable', name, `Upstream '${name}' is not available: ${this.notAvailableBecause()}${last}`);
+  }
+
+  /** Why no request can be written now, in words (a state name such as "ready" would mislead). */
+  private notAvailableBecause(): string {
+    switch (this.state) {
+      case 'idle':
+        return 'it has not been started';
+      case 'starting':
+        return 'it is starting';
+      case 'ready':
+        // The child has exited and its pipes are not closed yet: the restart follows their close.
+        return 'its process has ended';
+      case 'backoff':
+        return 'it is restarting';
+      case 'crash_loop':
+        return `it keeps failing soon after it starts (crash loop); it is restarted every ${this.config.restart_backoff_max_ms} ms`;
+      case 'stopped':
+        return 'the gateway is shutting down';
+    }
+  }
+
+  /** True when a request can be written to a running, initialized child now. */
+  private writable(): boolean {
+    const stdin = this.child?.stdin;
+    return this.state === 'ready' && stdin !== undefined && stdin !== null && !stdin.destroyed && stdin.writable;
   }
 
   private whenReady(timeoutMs: number): Promise<void> {
-    if (this.state === 'ready') return Promise.resolve();
+    // 'ready' with no stdin to write to: the child has just exited (its 'close' is still to come,
+    // then the restart); wait for that restart like any other.
+    if (this.writable()) return Promise.resolve();
     // A crash loop or a stopped server fails fast; a (re)start in progress is worth waiting for.
     if (this.state === 'crash_loop' || this.state === 'stopped') return Promise.reject(this.unavailable());
     if (this.state === 'idle') void this.start();
@@ -307,14 +387,8 @@ export class StdioUpstream implements Upstream {
       await this.initialize(child);
     } catch (err) {
       const message = err instanceof UpstreamError ? err.message : String(err);
-      if (this.child === child) {
-        // The child is alive but did not initialize: end it; its exit handler does the bookkeeping
-        // and reports this reason rather than the signal we sent.
-        this.exitReason = message;
-        // Reported at once (status(), check-upstream), not only once the child has gone.
-        this.lastError = message;
-        void terminateTree(child);
-      }
+      // The child is alive but did not initialize: end it.
+      if (this.child === child) this.endChild(child, message);
       throw err;
     }
     this.setState('ready');
@@ -324,6 +398,17 @@ export class StdioUpstream implements Upstream {
     this.readyWaiters = [];
     for (const w of waiters) w.resolve();
     this.resubscribe();
+  }
+
+  /**
+   * Ends a child the gateway gave up on; its exit handler does the bookkeeping (calls in flight
+   * fail, a restart is scheduled) and reports this reason rather than the signal we sent.
+   */
+  private endChild(child: ChildProcess, reason: string): void {
+    this.exitReason = reason;
+    // Reported at once (status(), check-upstream), not only once the child has gone.
+    this.lastError = reason;
+    void terminateTree(child);
   }
 
   private spawnChild(): ChildProcess {
@@ -349,7 +434,7 @@ export class StdioUpstream implements Upstream {
       }
     });
     child.stdin?.on('error', (err) => this.log.debug({ err: err.message }, 'child stdin error'));
-    this.readLines(child.stdout!, (line) => this.onLine(line));
+    this.readLines(child.stdout!, (line) => this.onLine(line), (line) => this.onOversizedLine(line));
     this.readLines(child.stderr!, (line) => {
       if (line.length > 0) this.log.info({ stream: 'stderr' }, line.length > MAX_STDERR_LINE ? `${line.slice(0, MAX_STDERR_LINE)}…` : line);
     });
@@ -393,6 +478,8 @@ export class StdioUpstream implements Upstream {
   private onExit(how: string): void {
     const reason = this.exitReason;
     this.exitReason = undefined;
+    if (this.stdinWatch) clearTimeout(this.stdinWatch);
+    this.stdinWatch = undefined;
     const message = reason ?? (how.startsWith('Failed') ? how : `Upstream '${this.config.name}' ${how}`);
     this.correlator.failAll(new UpstreamError('closed', this.config.name, `${message} while the request was in flight`));
     // Requests the dead child made to clients will never be answered: tell those clients.
@@ -438,36 +525,66 @@ export class StdioUpstream implements Upstream {
 
   // ---- reading the child ----------------------------------------------------------------------
 
-  private readLines(stream: NodeJS.ReadableStream, onLine: (line: string) => void): void {
+  /**
+   * Splits a stream into lines. A line over MAX_LINE_BYTES is not kept: its bytes are counted and
+   * dropped up to the next newline, where reading goes on as usual; `onOversized` then gets its
+   * length and its first and last bytes.
+   */
+  private readLines(stream: NodeJS.ReadableStream, onLine: (line: string) => void, onOversized?: (line: OversizedLine) => void): void {
     let buffered: Buffer[] = [];
     let size = 0;
-    let discarding = false;
+    let skipped: { head: Buffer; tail: Buffer; bytes: number } | undefined;
+    const skip = (line: { tail: Buffer; bytes: number }, piece: Buffer): void => {
+      line.bytes += piece.length;
+      line.tail = lastBytes(line.tail, piece);
+    };
     stream.on('data', (chunk: Buffer) => {
       let start = 0;
       let nl = chunk.indexOf(0x0a, start);
       while (nl !== -1) {
         const piece = chunk.subarray(start, nl);
-        if (!discarding) {
+        if (skipped) {
+          skip(skipped, piece);
+          this.log.error({ bytes: skipped.bytes, limitBytes: MAX_LINE_BYTES }, 'upstream wrote a line over the size limit; dropped');
+          onOversized?.({ head: skipped.head.toString('utf8'), tail: skipped.tail.toString('utf8'), bytes: skipped.bytes });
+          skipped = undefined;
+        } else {
           const line = size === 0 ? piece.toString('utf8') : Buffer.concat([...buffered, piece]).toString('utf8');
           onLine(line.endsWith('\r') ? line.slice(0, -1) : line);
         }
         buffered = [];
         size = 0;
-        discarding = false;
         start = nl + 1;
         nl = chunk.indexOf(0x0a, start);
       }
-      if (start < chunk.length && !discarding) {
-        const rest = chunk.subarray(start);
-        size += rest.length;
-        if (size > MAX_LINE_BYTES) {
-          this.log.error({ limitBytes: MAX_LINE_BYTES }, 'upstream wrote a line over the size limit; dropped');
-          buffered = [];
-          size = 0;
-          discarding = true;
-        } else buffered.push(Buffer.from(rest));
+      if (start >= chunk.length) return;
+      const rest = chunk.subarray(start);
+      if (skipped) return skip(skipped, rest);
+      size += rest.length;
+      if (size <= MAX_LINE_BYTES) {
+        buffered.push(Buffer.from(rest));
+        return;
       }
+      // Buffer.concat with a length copies only the first bytes.
+      skipped = { head: Buffer.concat([...buffered, rest], Math.min(size, LINE_END_BYTES)), tail: lastBytes(Buffer.alloc(0), rest), bytes: size };
+      buffered = [];
+      size = 0;
     });
+  }
+
+  /**
+   * A stdout line over the limit is lost, but when it is recognisably the response to a request in
+   * flight (its id at either end, as JSON-RPC libraries write it), that request fails now with a
+   * reason instead of waiting for its deadline.
+   */
+  private onOversizedLine(line: OversizedLine): void {
+    const wireId = responseIdOf(line.head, line.tail);
+    if (wireId === undefined || !this.correlator.get(wireId)) return;
+    const name = this.config.name;
+    this.correlator.fail(
+      wireId,
+      new UpstreamError('protocol', name, `Upstream '${name}' answered with a message of ${line.bytes} bytes, over the limit of ${MAX_LINE_BYTES} bytes`),
+    );
   }
 
   private onLine(line: string): void {
@@ -569,6 +686,40 @@ export class StdioUpstream implements Upstream {
     this.serverRequests.set(idKey(message.id), { session: target.session, id: message.id });
     target.deliver(message);
   }
+}
+
+/** What is known of a stdout line that was over the limit. */
+interface OversizedLine {
+  head: string;
+  tail: string;
+  bytes: number;
+}
+
+/** The last LINE_END_BYTES of what `tail` and then `piece` hold, copied. */
+function lastBytes(tail: Buffer, piece: Buffer): Buffer {
+  if (piece.length >= LINE_END_BYTES) return Buffer.from(piece.subarray(piece.length - LINE_END_BYTES));
+  const both = Buffer.concat([tail, piece]);
+  return Buffer.from(both.subarray(Math.max(0, both.length - LINE_END_BYTES)));
+}
+
+/** A response's members before its result or error: `{"jsonrpc":"2.0","id":7,"result":...` (or id, then jsonrpc). */
+const ID_FIRST = /^\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*(\d+)\s*,\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"(?:result|error)"\s*:/;
+/** A response that starts with its result or error... */
+const RESULT_FIRST = /^\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"(?:result|error)"\s*:/;
+/** ...and ends with its id (the MCP SDK's order): `...,"jsonrpc":"2.0","id":7}`. */
+const ID_LAST = /"id"\s*:\s*(\d+)\s*(?:,\s*"jsonrpc"\s*:\s*"2\.0"\s*)?\}\s*$/;
+
+/**
+ * The id of the response a line starts and ends with, if it is plainly one. Only top-level members
+ * can sit where these patterns look: right after the opening brace, or right before the closing
+ * one with no other brace in between.
+ */
+function responseIdOf(head: string, tail: string): number | undefined {
+  const first = ID_FIRST.exec(head);
+  if (first) return Number(first[1]);
+  if (!RESULT_FIRST.test(head)) return undefined;
+  const last = ID_LAST.exec(tail);
+  return last ? Number(last[1]) : undefined;
 }
 
 /** One client's view of the shared child. */

@@ -25,6 +25,7 @@ import {
   negotiatedVersion,
   parseMessages,
   readBody,
+  readText,
   requestHeaders,
   routeReplies,
   saysSessionUnknown,
@@ -181,7 +182,7 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
     const name = this.context.config.name;
     const type = mediaType(response);
     if (type === 'application/json') {
-      const text = await readBody(name, () => response.body.text());
+      const text = await readBody(name, () => readText(response, name));
       state.read = true;
       for (const message of parseMessages(text, name)) this.dispatch(message, wireId);
     } else if (type === 'text/event-stream') {
