@@ -293,6 +293,8 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
     },
     async stop() {
       lifecycle.stopping = true;
+      // Listen streams are POSTs that never end on their own: they must not hold the grace period.
+      gateway.endListens();
       const closing = app.close();
       if (inflight > 0) {
         await new Promise<void>((resolve) => {

@@ -42,7 +42,9 @@ import type { ServerConfig, ServerSettings } from './config/schema.js';
 import { GatewayError, httpError, sendError } from './http/errors.js';
 import { decodeBody, isRequest, type JsonRpcMessage, type JsonRpcRequest } from './jsonrpc/messages.js';
 import type { Gateway } from './mcp/gateway.js';
-import { checkModern, discoverResult, isModern, MODERN_METHODS, MODERN_PROTOCOL_VERSIONS, toLegacyRequest, toModernResult, type ModernContext } from './mcp/era.js';
+import { checkModern, discoverResult, isModern, MODERN_METHODS, MODERN_PROTOCOL_VERSIONS, toModernResult, type ModernContext } from './mcp/era.js';
+import { bindingOf } from './mcp/input-rounds.js';
+import { honored, Listener } from './mcp/subscriptions.js';
 import { errorOutcome, parseAccept, PostResponse, type Outcome } from './mcp/post-response.js';
 import type { DownstreamSession } from './mcp/sessions.js';
 import { SUPPORTED_PROTOCOL_VERSIONS } from './mcp/protocol.js';
@@ -123,10 +125,41 @@ async function handleModern(context: Context, decoded: { messages: JsonRpcMessag
     void reply.code(202).send();
     return;
   }
-  if (!MODERN_METHODS.has(message.method) || message.method === 'subscriptions/listen') {
-    throw new GatewayError('method_not_found', 'Method not found', message.id);
+  if (!MODERN_METHODS.has(message.method)) throw new GatewayError('method_not_found', 'Method not found', message.id);
+  if (message.method === 'subscriptions/listen') {
+    await listen(context, message, reply);
+    return;
   }
   await exchange(context, undefined, { messages: [message], batch: false }, reply, true, modern);
+}
+
+/**
+ * A 2026-07-28 `subscriptions/listen`: an SSE stream that acknowledges what the server can send
+ * of what was asked, then carries those change notifications until the client closes it
+ * (src/mcp/subscriptions.ts).
+ */
+async function listen({ gateway, target, request }: Context, message: JsonRpcRequest, reply: FastifyReply): Promise<void> {
+  let upstream: UpstreamSession;
+  try {
+    upstream = await gateway.sharedSession(target.server, target.forwardPath);
+  } catch (err) {
+    if (err instanceof UpstreamError) throw GatewayError.fromUpstream(err, message.id);
+    throw err;
+  }
+  const init = upstream.initializeResult;
+  const capabilities = 'result' in init ? init.result['capabilities'] : undefined;
+  const filter = honored(message.params?.['notifications'], capabilities !== null && typeof capabilities === 'object' ? (capabilities as Record<string, unknown>) : {});
+  reply.hijack();
+  const listener = new Listener(message.id, filter, new SseWriter(reply.raw, {}, { keepalive: true }));
+  listener.acknowledge();
+  try {
+    const stop = await gateway.listen(target.server, target.forwardPath, upstream, listener);
+    if (listener.open) reply.raw.once('close', stop);
+    else stop();
+  } catch (err) {
+    request.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'a listen stream could not subscribe to its resources upstream');
+    listener.close();
+  }
 }
 
 /** Stage 2: an identity limited to some servers reaches no other. */
@@ -255,8 +288,8 @@ async function exchange(
       }
       if (r.method === 'server/discover' && translate) return translate.discover(r);
       const started = performance.now();
-      const outcome = translate
-        ? await gateway.forward(toLegacyRequest(r), upstream, session, post, request.log, translate.signal)
+      const outcome = modern && translate
+        ? await gateway.forwardModern(r, upstream, post, translate.signal, modern.clientCapabilities, bindingOf(ownerKey(identity), server, r), request.log)
         : await gateway.forward(r, upstream, session, post, request.log);
       recorder.forwarded(request, identity, server, r, tool, outcome.response, (performance.now() - started) / 1000);
       const answer = translate ? translate.result(r, outcome) : outcome;

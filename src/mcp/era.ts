@@ -229,7 +229,8 @@ export function toLegacyRequest(request: JsonRpcRequest): JsonRpcRequest {
 export function toModernResult(method: string, result: Record<string, unknown>, serverInfo: unknown): Record<string, unknown> {
   const modern: Record<string, unknown> = { ...result };
   if (modern['resultType'] === undefined) modern['resultType'] = 'complete';
-  if (CACHEABLE_METHODS.has(method)) {
+  // Caching hints belong to complete results only.
+  if (CACHEABLE_METHODS.has(method) && modern['resultType'] === 'complete') {
     if (typeof modern['ttlMs'] !== 'number') modern['ttlMs'] = 0;
     if (modern['cacheScope'] !== 'public' && modern['cacheScope'] !== 'private') modern['cacheScope'] = 'private';
   }

@@ -15,7 +15,10 @@ import {
 import type { LineLogger, Logger } from '../observability/logger.js';
 import { UpstreamError } from '../upstreams/errors.js';
 import type { RequestOptions, ServerMessage, SessionHandlers, Upstream, UpstreamSession } from '../upstreams/upstream.js';
+import { toLegacyRequest } from './era.js';
+import { InputRounds, PendingCall, type CallBinding } from './input-rounds.js';
 import { errorOutcome, type Outcome, type PostResponse } from './post-response.js';
+import { ListenHub, type Listener } from './subscriptions.js';
 import { DownstreamSession, refuseServerRequest, SessionStore } from './sessions.js';
 
 /** How long relaying a client's `initialized` may wait for the upstream's GET stream. */
@@ -30,8 +33,12 @@ export type UpstreamFactory = (config: ServerConfig) => Upstream;
 
 export class Gateway {
   readonly sessions: SessionStore;
+  /** Legacy calls waiting for their 2026-07-28 client to give input (src/mcp/input-rounds.ts). */
+  readonly rounds = new InputRounds();
   private readonly upstreams = new Map<string, Upstream>();
   private readonly shared = new Map<string, Promise<UpstreamSession>>();
+  /** 2026-07-28 listen streams, per shared session key (src/mcp/subscriptions.ts). */
+  private readonly hubs = new Map<string, ListenHub>();
 
   constructor(
     readonly config: GatewayConfig,
@@ -68,6 +75,7 @@ export class Gateway {
   async close(): Promise<void> {
     const shared = [...this.shared.values()];
     this.shared.clear();
+    this.rounds.clear();
     await Promise.all([
       this.sessions.closeAll('shutdown'),
       ...shared.map((p) => p.then((s) => s.close()).catch(() => undefined)),
@@ -132,9 +140,15 @@ export class Gateway {
       onMessage: (m) => {
         // Nobody can answer a server request here: say so at once rather than let it wait.
         if ('id' in m) void session?.then((s) => refuseServerRequest(s, m.id, SESSIONLESS));
+        // Change notifications go to the listen streams of 2026-07-28 clients.
+        else this.hubs.get(key)?.deliver(m);
       },
       onClose: () => {
         if (this.shared.get(key) === session) this.shared.delete(key);
+        // The streams end without a result: their clients listen again, on the next session.
+        const hub = this.hubs.get(key);
+        this.hubs.delete(key);
+        hub?.closeAll();
       },
     };
     session = this.upstream(server.name).openSession({ forwardPath, handlers });
@@ -143,6 +157,31 @@ export class Gateway {
     });
     this.shared.set(key, session);
     return session;
+  }
+
+  /**
+   * Adds a 2026-07-28 listen stream on the shared session of a server and path: it receives the
+   * change notifications it asked for until it closes. Returns what removes it.
+   */
+  async listen(server: ServerConfig, forwardPath: string, upstream: UpstreamSession, listener: Listener): Promise<() => void> {
+    const key = `${server.name}\u0000${forwardPath}`;
+    let hub = this.hubs.get(key);
+    if (!hub || hub.upstream !== upstream) {
+      hub = new ListenHub(upstream);
+      this.hubs.set(key, hub);
+    }
+    const joined = hub;
+    await joined.add(listener);
+    return () => {
+      joined.remove(listener);
+      if (joined.size === 0 && this.hubs.get(key) === joined) this.hubs.delete(key);
+    };
+  }
+
+  /** Shutdown: every listen stream gets its empty result and ends, so none holds the grace period. */
+  endListens(): void {
+    for (const hub of this.hubs.values()) hub.endAll();
+    this.hubs.clear();
   }
 
   dropSharedSession(server: ServerConfig, forwardPath: string, session: UpstreamSession): void {
@@ -185,21 +224,18 @@ export class Gateway {
     session: DownstreamSession | undefined,
     post: PostResponse,
     log: LineLogger = this.log,
-    /** Cancels a session-less request (a 2026-07-28 client closing its response). */
-    signal?: AbortSignal,
   ): Promise<Outcome> {
     const key = idKey(request.id);
     if (session?.inflight.has(key)) {
       return errorOutcome(new GatewayError('invalid_request', `Invalid Request: id ${JSON.stringify(request.id)} is already in flight`, request.id));
     }
-    // Only a session's client can cancel by notifications/cancelled (it names its session's
-    // request): a session-less request needs no AbortController of its own.
+    // Only a session's client can cancel (notifications/cancelled names its session's request):
+    // a session-less request needs no AbortController.
     const controller = session ? new AbortController() : undefined;
     if (controller) session?.inflight.set(key, controller);
     try {
       const options: RequestOptions = { onMessage: (m) => this.relayToClient(m, upstream, session, post) };
       if (controller) options.signal = controller.signal;
-      else if (signal) options.signal = signal;
       const response = await upstream.request(request, options);
       return { response, status: 200, cancelled: false };
     } catch (err) {
@@ -207,6 +243,58 @@ export class Gateway {
     } finally {
       session?.inflight.delete(key);
       session?.touch();
+    }
+  }
+
+  /**
+   * Sends a 2026-07-28 client's request to a legacy server, or continues one that asked the client
+   * for input (its `requestState`). Ends with the server's answer, or with an `input_required`
+   * result when the server asks the client something first (src/mcp/input-rounds.ts). Never
+   * throws. `signal` aborts when the client closes this round's response: the call is cancelled.
+   */
+  async forwardModern(
+    request: JsonRpcRequest,
+    upstream: UpstreamSession,
+    post: PostResponse,
+    signal: AbortSignal,
+    capabilities: Record<string, unknown>,
+    binding: CallBinding,
+    log: LineLogger = this.log,
+  ): Promise<Outcome> {
+    let call: PendingCall;
+    const requestState = request.params?.['requestState'];
+    if (requestState !== undefined) {
+      const taken = this.rounds.take(requestState, binding);
+      if (typeof taken === 'string') return errorOutcome(new GatewayError('invalid_params', `Invalid params: ${taken}`, request.id));
+      call = taken;
+      call.respond(request.params?.['inputResponses']);
+    } else {
+      const controller = new AbortController();
+      const started = new PendingCall(binding, upstream, capabilities, controller);
+      call = started;
+      const options: RequestOptions = {
+        signal: controller.signal,
+        capabilities,
+        onMessage: (m) => ('id' in m ? started.serverRequest(m) : started.relay(m)),
+      };
+      upstream.request(toLegacyRequest(request), options).then(
+        (response) => started.settle({ response, status: 200, cancelled: false }),
+        (err: unknown) => started.settle(errorOutcome(toGatewayError(err, request.id, log))),
+      ).finally(() => this.rounds.expireWhenSettled(started));
+    }
+    call.relay = (m) => void post.push(m);
+    const cancel = (): void => call.controller.abort();
+    signal.addEventListener('abort', cancel, { once: true });
+    try {
+      const round = await call.next();
+      if ('inputRequired' in round) {
+        this.rounds.hold(call);
+        return { response: { jsonrpc: '2.0', id: request.id, result: round.inputRequired }, status: 200, cancelled: false };
+      }
+      // The answer carries the id of the request that started the call; this round's is another.
+      return { ...round.answer, response: { ...round.answer.response, id: request.id } };
+    } finally {
+      signal.removeEventListener('abort', cancel);
     }
   }
 

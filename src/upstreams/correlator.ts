@@ -30,6 +30,8 @@ export interface InFlight<Owner> {
   readonly owner: Owner;
   readonly startedAt: number;
   readonly onMessage: (message: ServerMessage) => void;
+  /** The request's own client capabilities (RequestOptions.capabilities), when it has them. */
+  readonly capabilities: Record<string, unknown> | undefined;
 }
 
 interface Pending<Owner> extends InFlight<Owner> {
@@ -83,6 +85,7 @@ export class Correlator<Owner = undefined> {
         owner,
         startedAt: Date.now(),
         onMessage: options.onMessage,
+        capabilities: options.capabilities,
         clientId: request.id,
         clientToken,
         resolve,

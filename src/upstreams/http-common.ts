@@ -526,13 +526,19 @@ export function deliver(target: (message: ServerMessage) => void, message: Serve
   }
 }
 
-/** The initialize the gateway sends for a session it owns (no client initialize to forward). */
+/**
+ * The initialize the gateway sends for a session it owns (no client initialize to forward). It
+ * declares sampling and elicitation: a server asks for them while handling a 2026-07-28 client's
+ * call, and the gateway relays them to that client as `input_required` rounds
+ * (src/mcp/input-rounds.ts). A plain session-less client cannot answer: such requests are
+ * refused at once (src/mcp/gateway.ts).
+ */
 export function gatewayInitialize(protocolVersion: string): JsonRpcRequest {
   return {
     jsonrpc: '2.0',
     id: 0,
     method: 'initialize',
-    params: { protocolVersion, capabilities: {}, clientInfo: { name: GATEWAY_NAME, version: GATEWAY_VERSION } },
+    params: { protocolVersion, capabilities: { sampling: {}, elicitation: {} }, clientInfo: { name: GATEWAY_NAME, version: GATEWAY_VERSION } },
   };
 }
 

@@ -671,7 +671,8 @@ export class StdioUpstream implements Upstream {
     let target: { session: VirtualSession; deliver: (m: ServerMessage) => void } | undefined;
     for (const entry of this.correlator.inFlight()) {
       const owner = entry.owner;
-      if (owner === null || (capability && !owner.hasCapability(capability))) continue;
+      if (owner === null) continue;
+      if (capability && !(entry.capabilities ? entry.capabilities[capability] !== undefined : owner.hasCapability(capability))) continue;
       target = { session: owner, deliver: entry.onMessage };
     }
     if (!target && capability === 'roots' && this.rootsSession) {

@@ -55,6 +55,12 @@ export interface RequestOptions {
    * the request was sent) and the promise rejects with an UpstreamError of kind "cancelled".
    */
   signal?: AbortSignal;
+  /**
+   * The client capabilities of a request without a session (a 2026-07-28 client declares them
+   * with each request): a request the server makes while this one runs is routed to it only for
+   * a capability it has. Absent: the session's own, from its initialize.
+   */
+  capabilities?: Record<string, unknown>;
   /** Overrides the server's timeout_ms. Progress notifications for the request restart the clock. */
   timeoutMs?: number;
   /**

@@ -20,7 +20,7 @@ const ENVELOPE = {
 async function modernClient(url: string, mode: 'auto' | 'pin' = 'auto'): Promise<Client> {
   const client = new Client(
     { name: 'modern-test', version: '1.0.0' },
-    { versionNegotiation: mode === 'auto' ? { mode: 'auto' } : { pin: MODERN } } as ConstructorParameters<typeof Client>[1],
+    { versionNegotiation: { mode: mode === 'auto' ? 'auto' : { pin: MODERN } } },
   );
   await client.connect(new StreamableHTTPClientTransport(new URL(url)));
   return client;
@@ -84,9 +84,72 @@ describe.each(['stdio', 'streamableHttp', 'sse'] as const)('a 2026-07-28 client 
     }
   });
 
+  it('relays a sampling request of the legacy server as input_required rounds (MRTR) and completes the call', async () => {
+    const client = new Client(
+      { name: 'modern-sampler', version: '1.0.0' },
+      { capabilities: { sampling: {} }, versionNegotiation: { mode: { pin: MODERN } } },
+    );
+    const asked: unknown[] = [];
+    client.setRequestHandler('sampling/createMessage', async (request: { params: unknown }) => {
+      asked.push(request.params);
+      return { role: 'assistant', content: { type: 'text', text: 'sampled by the modern client' }, model: 'test-model', stopReason: 'endTurn' };
+    });
+    await client.connect(new StreamableHTTPClientTransport(new URL(url)));
+    try {
+      expect(client.getProtocolEra()).toBe('modern');
+      const result = await client.callTool({ name: 'trigger-sampling-request', arguments: { prompt: 'hi there', maxTokens: 5 } });
+      expect(JSON.stringify(result.content)).toContain('sampled by the modern client');
+      expect(asked).toHaveLength(1);
+      expect(JSON.stringify(asked[0])).toContain('hi there');
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('relays an elicitation request the same way', async () => {
+    const client = new Client(
+      { name: 'modern-eliciter', version: '1.0.0' },
+      { capabilities: { elicitation: {} }, versionNegotiation: { mode: { pin: MODERN } } },
+    );
+    client.setRequestHandler('elicitation/create', async () => ({ action: 'accept', content: { name: 'Ada Lovelace', email: 'ada@example.com', age: 36, role: 'engineer' } }));
+    await client.connect(new StreamableHTTPClientTransport(new URL(url)));
+    try {
+      expect(client.getProtocolEra()).toBe('modern');
+      const result = await client.callTool({ name: 'trigger-elicitation-request', arguments: {} });
+      expect(JSON.stringify(result.content)).toContain('Ada Lovelace');
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('subscriptions/listen: acknowledges what the server can send and delivers resource updates on the stream', { timeout: 20_000 }, async () => {
+    if (transport === 'sse') return; // server-everything's SSE mode sends updates only to the session that toggled them
+    const client = await modernClient(url, 'pin');
+    const updates: string[] = [];
+    client.setNotificationHandler('notifications/resources/updated', (n: { params: { uri: string } }) => {
+      updates.push(n.params.uri);
+    });
+    try {
+      const uri = 'demo://resource/static/document/architecture.md';
+      const subscription = await client.listen({ resourceSubscriptions: [uri], toolsListChanged: true, promptsListChanged: true });
+      // server-everything announces resource subscriptions and list changes of tools and prompts.
+      expect(subscription.honoredFilter).toEqual({ toolsListChanged: true, promptsListChanged: true, resourceSubscriptions: [uri] });
+      await client.callTool({ name: 'toggle-subscriber-updates', arguments: {} });
+      const deadline = Date.now() + 12_000;
+      while (updates.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      expect(updates).toContain(uri);
+      await client.callTool({ name: 'toggle-subscriber-updates', arguments: {} });
+      await subscription.close();
+      expect(await subscription.closed).toBe('local');
+    } finally {
+      await client.close();
+    }
+  });
+
   it('works pinned to 2026-07-28 (no legacy fallback)', async () => {
     const client = await modernClient(url, 'pin');
     try {
+      expect(client.getProtocolEra()).toBe('modern');
       const { tools } = await client.listTools();
       expect(tools.length).toBeGreaterThan(0);
     } finally {
@@ -168,6 +231,50 @@ describe('the header and envelope rules of a 2026-07-28 request', () => {
       expect(res.status, method).toBe(404);
       expect(res.json.error.code, method).toBe(-32601);
     }
+  });
+
+  it('MRTR by hand: input_required, a retry bound to its call, single use, and capabilities respected', async () => {
+    const withSampling = { ...ENVELOPE, 'io.modelcontextprotocol/clientCapabilities': { sampling: {} } };
+    const sample = (id: number, prompt: string, extra: Record<string, unknown> = {}, meta: Record<string, unknown> = withSampling) => ({
+      jsonrpc: '2.0',
+      id,
+      method: 'tools/call',
+      params: { name: 'trigger-sampling-request', arguments: { prompt, maxTokens: 5 }, _meta: meta, ...extra },
+    });
+    const headers = { 'mcp-method': 'tools/call', 'mcp-name': 'trigger-sampling-request' };
+
+    const first = await post(url, sample(10, 'round one'), headers);
+    expect(first.status).toBe(200);
+    expect(first.json.id).toBe(10);
+    const { resultType, inputRequests, requestState } = first.json.result;
+    expect(resultType).toBe('input_required');
+    const keys = Object.keys(inputRequests);
+    expect(keys).toHaveLength(1);
+    expect(inputRequests[keys[0]!]).toMatchObject({ method: 'sampling/createMessage' });
+    expect(JSON.stringify(inputRequests[keys[0]!].params)).toContain('round one');
+    expect(first.json.result.ttlMs).toBeUndefined();
+
+    const answer = { [keys[0]!]: { role: 'assistant', content: { type: 'text', text: 'by hand' }, model: 'm', stopReason: 'endTurn' } };
+    // The state of this call does not continue another one.
+    const other = await post(url, sample(11, 'another prompt', { inputResponses: answer, requestState }), headers);
+    expect(other.status).toBe(400);
+    expect(other.json.error).toMatchObject({ code: -32602, message: expect.stringContaining('belongs to another request') });
+
+    const done = await post(url, sample(12, 'round one', { inputResponses: answer, requestState }), headers);
+    expect(done.status).toBe(200);
+    expect(done.json.id).toBe(12);
+    expect(done.json.result.resultType).toBe('complete');
+    expect(JSON.stringify(done.json.result.content)).toContain('by hand');
+
+    // Single use: the call is over.
+    const again = await post(url, sample(13, 'round one', { inputResponses: answer, requestState }), headers);
+    expect(again.json.error).toMatchObject({ code: -32602, message: expect.stringContaining('unknown or has expired') });
+
+    // A client that did not declare sampling is never asked: the server gets the refusal.
+    const undeclared = await post(url, sample(14, 'no sampling', {}, ENVELOPE), headers);
+    expect(undeclared.status).toBe(200);
+    expect(undeclared.json.result.resultType).toBe('complete');
+    expect(JSON.stringify(undeclared.json.result)).toMatch(/sampling/i);
   });
 
   it('a batch of modern requests: 400, -32600', async () => {
