@@ -17,16 +17,19 @@ const MAX_EVENT_CHARS = 32 * 1024 * 1024;
 /**
  * Hands each event of `body` to `onEvent`, in order, as soon as it is complete. Resolves 'ended'
  * when the body ends, 'stopped' as soon as `onEvent` returns false (the body is then destroyed).
- * Rejects when the body fails, or with whatever `onEvent` throws.
+ * Rejects when the body fails, or with whatever `onEvent` throws. `onRetry` gets each valid
+ * `retry:` field (the server's reconnection time, ms) when it is read.
  */
 export async function readEvents(
   body: AsyncIterable<Uint8Array | string>,
   onEvent: (event: SseEvent) => boolean | void,
+  onRetry?: (ms: number) => void,
 ): Promise<'ended' | 'stopped'> {
   const ready: SseEvent[] = [];
   let failure: Error | undefined;
   const parser = createParser({
     onEvent: (event) => ready.push(event),
+    onRetry,
     onError: (error) => {
       if (error.type === 'max-buffer-size-exceeded') failure = error;
     },

@@ -37,13 +37,20 @@ import {
   type HttpSession,
   type HttpUpstreamDeps,
 } from './http-common.js';
-import { eventMessages, readEvents } from './sse-stream.js';
+import { eventMessages, readEvents, type SseEvent } from './sse-stream.js';
 import type { ServerConfig } from '../config/schema.js';
 import type { OpenSessionOptions, RequestOptions, SessionHandlers, UpstreamSession } from './upstream.js';
 
 /** Reconnect pace of the GET stream. */
 const STREAM_RETRY_MIN_MS = 500;
 const STREAM_RETRY_MAX_MS = 10_000;
+/**
+ * The shortest wait before resuming a request's stream, whatever `retry` the server asked for: a
+ * server that asks for 0 and ends every stream at once must not make the gateway loop.
+ */
+const RESUME_FLOOR_MS = 100;
+/** setTimeout's limit: a longer wait would fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export class StreamableHttpUpstream extends HttpUpstream {
   constructor(config: ServerConfig, deps: HttpUpstreamDeps) {
@@ -185,23 +192,84 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
       const text = await readBody(name, () => readText(response, name));
       state.read = true;
       for (const message of parseMessages(text, name)) this.dispatch(message, wireId);
+      if (this.correlator.get(wireId) !== undefined) throw this.protocolError('answered without a response to the request');
     } else if (type === 'text/event-stream') {
-      await readBody(name, () =>
-        readEvents(response.body, (event) => {
-          for (const message of eventMessages(event, name)) this.dispatch(message, wireId);
-          // Stop at the response: the stream carries nothing else for this request.
-          return this.correlator.get(wireId) !== undefined;
-        }),
-      );
+      await this.readRequestStream(response, wireId, signal);
     } else {
       await discard(response.body);
       throw this.protocolError(`answered a request with content-type '${type}'`);
     }
-    if (this.correlator.get(wireId) !== undefined) {
-      throw type === 'text/event-stream'
-        ? new UpstreamError('closed', name, `Upstream '${name}' ended the stream before answering`)
-        : this.protocolError('answered without a response to the request');
+  }
+
+  /**
+   * Reads a request's SSE stream until the response to it has come or the request is over.
+   *
+   * A server may end the stream before answering once it has sent an event id, and deliver the
+   * rest on a GET that resumes after the last id it sent, `retry` ms later (spec 2025-11-25,
+   * "Resumability and Redelivery"; SEP-1699 polling). The resumed streams are read like the first
+   * one, for as long as the server keeps ending them. The request's deadline (restarted by
+   * progress) and its cancellation abort `stop`, which ends a pause or a resumed GET at once.
+   */
+  private async readRequestStream(response: HttpResponse, wireId: number, stop: ExchangeStop): Promise<void> {
+    const name = this.context.config.name;
+    // Per SSE exchange, not per event: the cursor and two closures.
+    const cursor: { lastEventId: string | undefined; retryMs: number | undefined; messages: number } = {
+      lastEventId: undefined,
+      retryMs: undefined,
+      messages: 0,
+    };
+    const onEvent = (event: SseEvent): boolean => {
+      // An empty id resets it: nothing to resume from (WHATWG HTML, "Server-sent events").
+      if (event.id !== undefined) cursor.lastEventId = event.id === '' ? undefined : event.id;
+      for (const message of eventMessages(event, name)) {
+        cursor.messages++;
+        this.dispatch(message, wireId);
+      }
+      // Stop at the response: the stream carries nothing else for this request.
+      return this.correlator.get(wireId) !== undefined;
+    };
+    const onRetry = (ms: number): void => {
+      cursor.retryMs = ms;
+    };
+    await readBody(name, () => readEvents(response.body, onEvent, onRetry));
+
+    // Resumed streams in a row that carried no message (a server that ends them at once, or holds
+    // them and sends nothing): each doubles the wait before the next.
+    let idle = 0;
+    while (this.correlator.get(wireId) !== undefined) {
+      const lastEventId = cursor.lastEventId;
+      if (lastEventId === undefined) throw this.endedEarly();
+      const wait = resumeDelay(cursor.retryMs, idle);
+      this.context.logger.debug({ id: wireId, waitMs: wait }, 'upstream ended a request stream before answering; resuming it');
+      await pause(wait, stop);
+      if (this.correlator.get(wireId) === undefined) return;
+      const resumed = await httpRequest(this.context, {
+        method: 'GET',
+        url: this.url,
+        headers: this.headers({ accept: 'text/event-stream', 'last-event-id': lastEventId }),
+        signal: stop,
+      });
+      if (resumed.statusCode === 405) {
+        // The server has no GET stream: what it did not send on the request's stream never comes.
+        await discard(resumed.body);
+        this.context.logger.warn({ status: 405 }, 'upstream ended a request stream before answering and cannot resume it');
+        throw this.endedEarly();
+      }
+      // 404: the session is gone (expired here, as for a POST).
+      await this.checkStatus(resumed, 'GET resuming a request stream');
+      if (mediaType(resumed) !== 'text/event-stream') {
+        await discard(resumed.body);
+        throw this.protocolError(`answered the GET resuming a request stream with '${mediaType(resumed)}'`);
+      }
+      const before = cursor.messages;
+      await readBody(name, () => readEvents(resumed.body, onEvent, onRetry));
+      idle = cursor.messages === before ? idle + 1 : 0;
     }
+  }
+
+  private endedEarly(): UpstreamError {
+    const name = this.context.config.name;
+    return new UpstreamError('closed', name, `Upstream '${name}' ended the stream before answering`);
   }
 
   /**
@@ -355,4 +423,33 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
     });
     return 'ended';
   }
+}
+
+/**
+ * How long to wait before resuming a request's stream: the server's `retry` (else
+ * STREAM_RETRY_MIN_MS), never under RESUME_FLOOR_MS; doubled for each resumed stream in a row
+ * that carried no message, up to STREAM_RETRY_MAX_MS or the server's own `retry` when longer. The
+ * spec makes `retry` the least a client waits; waiting more after a failed attempt is what
+ * WHATWG's reconnection allows ("exponential backoff").
+ */
+function resumeDelay(retryMs: number | undefined, idle: number): number {
+  const base = Math.min(Math.max(retryMs ?? STREAM_RETRY_MIN_MS, RESUME_FLOOR_MS), MAX_TIMER_MS);
+  return idle === 0 ? base : Math.max(base, Math.min(base * 2 ** idle, STREAM_RETRY_MAX_MS));
+}
+
+/**
+ * Waits `ms`, or less when `stop` aborts first (the request is over). Not unref'd, unlike the
+ * GET stream's backoff: a request is waiting on it.
+ */
+function pause(ms: number, stop: ExchangeStop): Promise<void> {
+  return new Promise((resolve) => {
+    if (stop.aborted) return resolve();
+    const done = (): void => {
+      clearTimeout(timer);
+      stop.off('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    stop.once('abort', done);
+  });
 }

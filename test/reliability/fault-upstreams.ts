@@ -20,6 +20,20 @@
  *   silent             no answer at all, not even headers; the POST's closing is recorded in `aborted`
  *   close_early        the socket is destroyed before any answer
  *   not_http           bytes that are not HTTP, then the socket is closed
+ *   poll {retry_ms,rounds,text}
+ *                      SEP-1699 polling: 200 text/event-stream with a priming event (id
+ *                      `poll:WIREID:0`, a `retry:` field when RETRY_MS is given), then the end of the
+ *                      stream. A GET resuming after `poll:WIREID:K` gets, for K < ROUNDS, a progress
+ *                      notification (when the call had a token) and a log notification, with id
+ *                      `poll:WIREID:K+1`, then the end; for K = ROUNDS, the answer "polled TEXT"
+ *   poll_idle {retry_ms}
+ *                      as poll, but every resuming GET is answered with an SSE stream ended at once,
+ *                      without an event
+ *   poll_hold {retry_ms}
+ *                      as poll, but the resuming GET is answered with an SSE stream held open without
+ *                      an event; its closing by the gateway is recorded in `aborted`
+ *   poll_gone          as poll, but the resuming GET is answered 404 (the session is gone)
+ *   (end_early's stream has the id `1`: a GET resuming after it is answered 405, as every GET)
  * legacy HTTP+SSE (`transport: 'sse'`, GET /sse, POST /message?sessionId=...):
  *   echo {text}        answered on the stream
  *   drop               the session's GET stream is destroyed, the call never answered
@@ -28,6 +42,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 
 /** Put in every error body the fixture sends: it must never reach a client. */
@@ -48,6 +63,8 @@ export interface FaultHttpUpstream {
   readonly aborted: Array<string | number>;
   /** Legacy SSE: GET streams opened so far. */
   streams: number;
+  /** Streamable HTTP: every GET with a Last-Event-ID, in order, with when it arrived (ms since epoch). */
+  readonly resumes: Array<{ lastEventId: string; at: number; headers: IncomingHttpHeaders }>;
   down: { status: number; type: string; body: string } | undefined;
   stop(): Promise<void>;
 }
@@ -95,14 +112,56 @@ function errorPage(status: number, json: boolean, id: Message['id'], authorizati
 export async function startFaultUpstream(transport: 'http' | 'sse', port = 0): Promise<FaultHttpUpstream> {
   const sockets = new Set<Socket>();
   const streams = new Map<string, ServerResponse>();
+  /** The calls of the poll tools, by wire id: what their resuming GETs serve. */
+  const polls = new Map<string, { tool: string; args: Record<string, any>; token: unknown }>();
   const upstream = {
     received: [] as Received[],
     aborted: [] as Array<string | number>,
+    resumes: [] as FaultHttpUpstream['resumes'],
     streams: 0,
     down: undefined as FaultHttpUpstream['down'],
   };
 
+  /** A GET resuming a poll tool's stream (SEP-1699); false when it resumes none (405 then). */
+  const resume = (req: IncomingMessage, res: ServerResponse): boolean => {
+    const lastEventId = req.headers['last-event-id'];
+    if (typeof lastEventId !== 'string') return false;
+    upstream.resumes.push({ lastEventId, at: Date.now(), headers: req.headers });
+    const [, wireId, step] = /^poll:(.+):(\d+)$/.exec(lastEventId) ?? [];
+    const poll = polls.get(wireId ?? '');
+    if (!poll || step === undefined) return false;
+    if (poll.tool === 'poll_gone') {
+      res.writeHead(404).end();
+      return true;
+    }
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    if (poll.tool === 'poll_idle') {
+      res.end();
+      return true;
+    }
+    if (poll.tool === 'poll_hold') {
+      res.write(': holding\n\n');
+      res.once('close', () => {
+        if (!res.writableEnded) upstream.aborted.push(Number(wireId));
+      });
+      return true;
+    }
+    const k = Number(step);
+    const event = (id: string, value: unknown) => `id: ${id}\nevent: message\ndata: ${JSON.stringify(value)}\n\n`;
+    const id = Number(wireId);
+    if (k >= Number(poll.args['rounds'] ?? 0)) {
+      res.end(event(`poll:${wireId}:${k + 1}`, text(id, `polled ${poll.args['text'] ?? ''}`)));
+      return true;
+    }
+    if (poll.token !== undefined) {
+      res.write(event(`poll:${wireId}:${k + 1}`, { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: poll.token, progress: k + 1 } }));
+    }
+    res.end(event(`poll:${wireId}:${k + 1}`, { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: `round ${k + 1}` } }));
+    return true;
+  };
+
   const streamable = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    if (req.method === 'GET' && resume(req, res)) return;
     if (req.method === 'GET') return void res.writeHead(405).end();
     if (req.method === 'DELETE') return void res.writeHead(200).end();
     const message = await readMessage(req);
@@ -175,6 +234,14 @@ export async function startFaultUpstream(transport: 'http' | 'sse', port = 0): P
         return void setTimeout(() => res.socket?.destroy(), 100);
       case 'end_early':
         return void res.writeHead(200, { 'content-type': 'text/event-stream' }).end('id: 1\ndata:\n\n');
+      case 'poll':
+      case 'poll_idle':
+      case 'poll_hold':
+      case 'poll_gone': {
+        polls.set(String(id), { tool: message.params?.['name'], args, token: message.params?.['_meta']?.['progressToken'] });
+        const retry = args['retry_ms'] === undefined ? '' : `retry: ${args['retry_ms']}\n`;
+        return void res.writeHead(200, { 'content-type': 'text/event-stream' }).end(`id: poll:${id}:0\n${retry}data:\n\n`);
+      }
       case 'silent':
         res.once('close', () => {
           if (!res.writableEnded && id !== undefined) upstream.aborted.push(id);

@@ -1,7 +1,9 @@
 /**
  * StreamableHttpUpstream against a real server-everything speaking streamable HTTP: sessions the
  * gateway owns and sessions a client initialized, id rewriting, progress, sampling, deadlines,
- * cancellation, the GET stream, DELETE on close, and a session lost to a server restart.
+ * cancellation, the GET stream, DELETE on close, and a session lost to a server restart; and,
+ * against a small node:http server, what the reference server cannot show: the wire, and a
+ * request's stream resumed after the server ended it (SEP-1699).
  */
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import { LATEST_PROTOCOL_VERSION } from '@modelcontextprotocol/sdk/types.js';
@@ -12,6 +14,7 @@ import { UpstreamError } from '../../src/upstreams/errors.js';
 import { targetUrl } from '../../src/upstreams/http-common.js';
 import { StreamableHttpUpstream } from '../../src/upstreams/streamable-http.js';
 import type { ServerMessage, UpstreamSession } from '../../src/upstreams/upstream.js';
+import { startFaultUpstream, type FaultHttpUpstream } from '../reliability/fault-upstreams.js';
 import {
   clientInitialize,
   EverythingServer,
@@ -366,6 +369,133 @@ describe('on the wire', () => {
     } finally {
       await wire.close();
     }
+  });
+});
+
+describe('resuming a request stream the server ended before answering (2025-11-25, SEP-1699)', () => {
+  // fault-upstreams.ts's poll tools: a priming event with an id (and a `retry:`), the end of the
+  // POST's stream, the rest on a GET with Last-Event-ID.
+  let fault: FaultHttpUpstream;
+  let polling: StreamableHttpUpstream;
+  let session: UpstreamSession;
+  const handlers = recordingHandlers();
+
+  beforeAll(async () => {
+    fault = await startFaultUpstream('http');
+    polling = new StreamableHttpUpstream(upstreamConfig('polling', 'http', fault.url), { logger: log.logger });
+    session = await polling.openSession({ forwardPath: '', handlers });
+  });
+
+  afterAll(async () => {
+    await polling?.close();
+    await fault?.stop();
+  });
+
+  /** The wire id the gateway gave the latest call of `tool`. */
+  function wireIdOf(tool: string): number {
+    const call = fault.received.filter((r) => r.method === 'tools/call' && r.params?.['name'] === tool).at(-1);
+    if (call === undefined) throw new Error(`no call of ${tool}`);
+    return call.id as number;
+  }
+  const resumesOf = (wireId: number) => fault.resumes.filter((r) => r.lastEventId.startsWith(`poll:${wireId}:`));
+  /** Ms between a start and each resuming GET, then between the GETs. */
+  const gaps = (started: number, resumes: Array<{ at: number }>) => resumes.map((r, i) => r.at - (i === 0 ? started : resumes[i - 1]!.at));
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  it('waits `retry` ms, resumes with Last-Event-ID and the session headers, relays what the resumed streams carry, and answers', async () => {
+    const seen: ServerMessage[] = [];
+    const started = Date.now();
+    const reply = await session.request(toolCall('poll-1', 'poll', { retry_ms: 300, rounds: 2, text: 'at last' }, 'client-token'), {
+      onMessage: (m) => seen.push(m),
+    });
+    expect(reply.id).toBe('poll-1');
+    expect(resultText(reply)).toBe('polled at last');
+    const wireId = wireIdOf('poll');
+    const resumes = resumesOf(wireId);
+    expect(resumes.map((r) => r.lastEventId)).toEqual([0, 1, 2].map((k) => `poll:${wireId}:${k}`));
+    // Each resumed stream carried messages: every wait is the server's retry, no longer.
+    for (const gap of gaps(started, resumes)) expect(gap).toBeGreaterThanOrEqual(295);
+    const version = 'result' in session.initializeResult ? session.initializeResult.result['protocolVersion'] : undefined;
+    for (const { headers } of resumes) {
+      expect(headers['accept']).toBe('text/event-stream');
+      expect(headers['mcp-session-id']).toEqual(expect.any(String));
+      expect(headers['mcp-protocol-version']).toBe(version);
+    }
+    // Progress (its token restored) and the log line of each round went to the request, in order.
+    expect(seen.map((m) => [m.method, m.params?.['progressToken'] ?? m.params?.['data']])).toEqual([
+      ['notifications/progress', 'client-token'],
+      ['notifications/message', 'round 1'],
+      ['notifications/progress', 'client-token'],
+      ['notifications/message', 'round 2'],
+    ]);
+    expect(handlers.messages).toEqual([]);
+  });
+
+  it('waits 500 ms when the server gave no retry, and never less than 100 ms whatever it asked for', async () => {
+    let started = Date.now();
+    expect(resultText(await session.request(toolCall(1, 'poll', { text: 'default' }), { onMessage: noMessages }))).toBe('polled default');
+    expect(gaps(started, resumesOf(wireIdOf('poll')))[0]).toBeGreaterThanOrEqual(495);
+    started = Date.now();
+    expect(resultText(await session.request(toolCall(2, 'poll', { retry_ms: 0, text: 'floor' }), { onMessage: noMessages }))).toBe('polled floor');
+    expect(gaps(started, resumesOf(wireIdOf('poll')))[0]).toBeGreaterThanOrEqual(95);
+  });
+
+  it('regression (a server that keeps ending the stream without an event must not make the gateway loop): waits twice as long each time, until the deadline', async () => {
+    const started = Date.now();
+    const error = await rejection(session.request(toolCall(3, 'poll_idle', { retry_ms: 0 }), { timeoutMs: 2_000, onMessage: noMessages }));
+    expect(error.kind).toBe('timeout');
+    const wireId = wireIdOf('poll_idle');
+    const resumes = resumesOf(wireId);
+    // 100 ms (the floor), then 200, 400, 800: the next would come after the deadline.
+    expect(resumes.length).toBeGreaterThanOrEqual(3);
+    expect(resumes.length).toBeLessThanOrEqual(4);
+    gaps(started, resumes).forEach((gap, i) => expect(gap).toBeGreaterThanOrEqual(100 * 2 ** i - 5));
+    expect(resumes.every((r) => r.lastEventId === `poll:${wireId}:0`)).toBe(true);
+    await eventually(() => expect(fault.received.some((r) => r.method === 'notifications/cancelled' && r.params?.['requestId'] === wireId)).toBe(true));
+    await sleep(300);
+    expect(resumesOf(wireId)).toHaveLength(resumes.length);
+  });
+
+  it('fails the call with kind closed when the resuming GET is answered 405 (no GET stream), and the session goes on', async () => {
+    const before = fault.resumes.length;
+    const error = await rejection(session.request(toolCall(4, 'end_early', {}), { onMessage: noMessages }));
+    expect(error.kind).toBe('closed');
+    expect(error.message).toBe("Upstream 'polling' ended the stream before answering");
+    expect(fault.resumes.slice(before).map((r) => r.lastEventId)).toEqual(['1']);
+    expect(resultText(await session.request(toolCall(5, 'echo', { text: 'still here' }), { onMessage: noMessages }))).toBe('echo still here');
+  });
+
+  it('cancels during the wait before resuming: the call fails at once and no GET is sent', async () => {
+    const abort = new AbortController();
+    const started = Date.now();
+    setTimeout(() => abort.abort(), 100);
+    const error = await rejection(session.request(toolCall(6, 'poll', { retry_ms: 800 }), { signal: abort.signal, onMessage: noMessages }));
+    expect(error.kind).toBe('cancelled');
+    expect(Date.now() - started).toBeLessThan(600);
+    const wireId = wireIdOf('poll');
+    await eventually(() => expect(fault.received.some((r) => r.method === 'notifications/cancelled' && r.params?.['requestId'] === wireId)).toBe(true));
+    await sleep(Math.max(0, started + 1_100 - Date.now()));
+    expect(resumesOf(wireId)).toEqual([]);
+  });
+
+  it('closes a resumed GET at the deadline and posts notifications/cancelled', async () => {
+    const error = await rejection(session.request(toolCall(7, 'poll_hold', { retry_ms: 0 }), { timeoutMs: 600, onMessage: noMessages }));
+    expect(error.kind).toBe('timeout');
+    const wireId = wireIdOf('poll_hold');
+    expect(resumesOf(wireId)).toHaveLength(1);
+    await eventually(() => expect(fault.aborted).toContain(wireId));
+    await eventually(() => expect(fault.received.some((r) => r.method === 'notifications/cancelled' && r.params?.['requestId'] === wireId)).toBe(true));
+  });
+
+  it('expires the session when the resuming GET is answered 404', async () => {
+    const own = recordingHandlers();
+    const doomed = await polling.openSession({ forwardPath: '', handlers: own });
+    // Another session: its wire ids start again at 1, so its GETs are told apart by order.
+    const before = fault.resumes.length;
+    const error = await rejection(doomed.request(toolCall(8, 'poll_gone', { retry_ms: 0 }), { onMessage: noMessages }));
+    expect(error.kind).toBe('session_expired');
+    expect(own.closes).toEqual(['upstream session expired']);
+    expect(fault.resumes.slice(before).map((r) => r.lastEventId)).toEqual([`poll:${wireIdOf('poll_gone')}:0`]);
   });
 });
 
