@@ -40,7 +40,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { mayReach, ownerKey, type Identity } from './auth/identity.js';
 import type { ServerConfig, ServerSettings } from './config/schema.js';
 import { GatewayError, httpError, sendError } from './http/errors.js';
-import { decodeBody, isRequest, type JsonRpcMessage, type JsonRpcRequest } from './jsonrpc/messages.js';
+import { decodeBody, isRequest, type JsonRpcId, type JsonRpcMessage, type JsonRpcRequest } from './jsonrpc/messages.js';
 import type { Gateway } from './mcp/gateway.js';
 import { checkModern, discoverResult, isModern, MODERN_METHODS, MODERN_PROTOCOL_VERSIONS, toModernResult, type ModernContext } from './mcp/era.js';
 import { bindingOf } from './mcp/input-rounds.js';
@@ -53,7 +53,7 @@ import { calledTool, filterToolsList } from './policy/tools.js';
 import type { Recorder } from './observability/recorder.js';
 import type { RateLimiter } from './ratelimit/limiter.js';
 import { UpstreamError } from './upstreams/errors.js';
-import type { UpstreamSession } from './upstreams/upstream.js';
+import type { Era, UpstreamSession } from './upstreams/upstream.js';
 
 /** Where a request goes: stage 1's result. */
 export interface Target {
@@ -125,12 +125,36 @@ async function handleModern(context: Context, decoded: { messages: JsonRpcMessag
     void reply.code(202).send();
     return;
   }
-  if (!MODERN_METHODS.has(message.method)) throw new GatewayError('method_not_found', 'Method not found', message.id);
-  if (message.method === 'subscriptions/listen') {
-    await listen(context, message, reply);
-    return;
+  // A modern server gets the request as it is (listen streams and input rounds included); for a
+  // legacy one the gateway answers what the legacy era has no counterpart for.
+  const direct = (await serverEra(context, message.id)) === 'modern';
+  if (!direct) {
+    if (!MODERN_METHODS.has(message.method)) throw new GatewayError('method_not_found', 'Method not found', message.id);
+    if (message.method === 'subscriptions/listen') {
+      await listen(context, message, reply);
+      return;
+    }
   }
-  await exchange(context, undefined, { messages: [message], batch: false }, reply, true, modern);
+  await exchange(context, undefined, { messages: [message], batch: false }, reply, true, modern, direct);
+}
+
+/** The era of the target server: probed once and remembered (src/upstreams/). */
+async function serverEra({ gateway, target }: Context, id: JsonRpcId): Promise<Era> {
+  try {
+    return (await gateway.upstream(target.server.name).era({ forwardPath: target.forwardPath })).era;
+  } catch (err) {
+    if (err instanceof UpstreamError) throw GatewayError.fromUpstream(err, id);
+    throw err;
+  }
+}
+
+/** The client's `Mcp-Param-*` headers: passed to a modern server as they are (the specification says so of unknown ones). */
+function paramHeaders(request: FastifyRequest): Record<string, string> | undefined {
+  let found: Record<string, string> | undefined;
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (name.startsWith('mcp-param-') && typeof value === 'string') (found ??= {})[name] = value;
+  }
+  return found;
 }
 
 /**
@@ -236,6 +260,39 @@ function authorize(identity: Identity, call: JsonRpcRequest, tool: string | unde
   return new GatewayError('tool_forbidden', `Forbidden: identity "${identity.id}" may not call tool ${JSON.stringify(tool)}`, call.id);
 }
 
+/**
+ * Stages 5 and 6 for one request: its tool authorized, its tool limits checked (when `limits`),
+ * then forwarded, recorded, and a tools/list answer cut to the identity's tools. `single`: it
+ * is the only answer of its response, which then carries the limit's headers.
+ */
+async function answer(
+  context: Context,
+  r: JsonRpcRequest,
+  reply: FastifyReply,
+  single: boolean,
+  limits: boolean,
+  forward: (r: JsonRpcRequest) => Promise<Outcome>,
+): Promise<Outcome> {
+  const { identity, recorder, request } = context;
+  const server = context.target.server.name;
+  const tool = calledTool(r);
+  const refused = authorize(identity, r, tool);
+  if (refused) {
+    recorder.denied(request, identity, server, 'tool not allowed', tool);
+    return errorOutcome(refused);
+  }
+  const limited = limits && tool !== undefined ? await context.limiter?.checkToolCall(request, identity, tool, r.id) : undefined;
+  if (limited) {
+    // Retry-After and RateLimit-* describe the response only when this is its one answer.
+    if (single) void reply.headers(limited.headers);
+    return errorOutcome(limited.error);
+  }
+  const started = performance.now();
+  const outcome = await forward(r);
+  if (!outcome.cached) recorder.forwarded(request, identity, server, r, tool, outcome.response, (performance.now() - started) / 1000);
+  return r.method === 'tools/list' ? { ...outcome, response: filterToolsList(identity.tools, outcome.response) } : outcome;
+}
+
 /** Stage 6: notifications and answers are relayed; requests are authorized, forwarded and answered. */
 async function exchange(
   context: Context,
@@ -244,9 +301,15 @@ async function exchange(
   reply: FastifyReply,
   retry: boolean,
   modern?: ModernContext,
+  /** A modern request to a modern server: no upstream session, the request goes as it is. */
+  direct = false,
 ): Promise<void> {
   const { gateway, target, identity, recorder, request } = context;
   const server = target.server.name;
+  if (direct && modern) {
+    await directExchange(context, decoded.messages.filter(isRequest), reply, modern);
+    return;
+  }
   let upstream: UpstreamSession;
   try {
     upstream = session ? session.upstream : await gateway.sharedSession(target.server, target.forwardPath);
@@ -270,31 +333,14 @@ async function exchange(
   }
   const headers: Record<string, string> = session ? { [SESSION_HEADER]: session.id } : {};
   const post = new PostResponse(reply, parseAccept(header(request, 'accept')), headers, modern ? modernRelay(modern) : undefined);
-  const translate = modern ? modernTranslation(upstream, reply) : undefined;
+  const translate = modern ? modernTranslation(upstream, clientGone(reply), modern) : undefined;
+  const forward = translate
+    ? async (r: JsonRpcRequest) =>
+        translate.result(r, await gateway.forwardModern(r, upstream, post, translate.signal, translate.capabilities, bindingOf(ownerKey(identity), server, r), request.log))
+    : (r: JsonRpcRequest) => gateway.forward(r, upstream, session, post, request.log);
+  // A retry only follows when every request was forwarded, so each has passed its limits once.
   const outcomes = await Promise.all(
-    requests.map(async (r) => {
-      const tool = calledTool(r);
-      const refused = authorize(identity, r, tool);
-      if (refused) {
-        recorder.denied(request, identity, server, 'tool not allowed', tool);
-        return errorOutcome(refused);
-      }
-      // A retry only follows when every request was forwarded, so each has passed its limits once.
-      const limited = retry && tool !== undefined ? await context.limiter?.checkToolCall(request, identity, tool, r.id) : undefined;
-      if (limited) {
-        // Retry-After and RateLimit-* describe the response only when this is its one answer.
-        if (!decoded.batch) void reply.headers(limited.headers);
-        return errorOutcome(limited.error);
-      }
-      if (r.method === 'server/discover' && translate) return translate.discover(r);
-      const started = performance.now();
-      const outcome = modern && translate
-        ? await gateway.forwardModern(r, upstream, post, translate.signal, modern.clientCapabilities, bindingOf(ownerKey(identity), server, r), request.log)
-        : await gateway.forward(r, upstream, session, post, request.log);
-      recorder.forwarded(request, identity, server, r, tool, outcome.response, (performance.now() - started) / 1000);
-      const answer = translate ? translate.result(r, outcome) : outcome;
-      return r.method === 'tools/list' ? { ...answer, response: filterToolsList(identity.tools, answer.response) } : answer;
-    }),
+    requests.map((r) => (r.method === 'server/discover' && translate ? translate.discover(r) : answer(context, r, reply, !decoded.batch, retry, forward))),
   );
   // The gateway's own shared session expired upstream: open a new one and try once more (unless
   // something was already streamed to the client: a second answer cannot follow on that response).
@@ -318,17 +364,13 @@ function modernRelay(modern: ModernContext): (message: JsonRpcMessage) => boolea
  * A modern request to a legacy upstream: its answer in the modern shape, and its cancellation
  * when the client closes the response (2026-07-28 has no notifications/cancelled on HTTP).
  */
-function modernTranslation(upstream: UpstreamSession, reply: FastifyReply) {
+function modernTranslation(upstream: UpstreamSession, signal: AbortSignal, modern: ModernContext) {
   const init = upstream.initializeResult;
   const initResult = 'result' in init ? init.result : {};
   const serverInfo = initResult['serverInfo'];
-  const controller = new AbortController();
-  const res = reply.raw;
-  res.once('close', () => {
-    if (!res.writableFinished) controller.abort();
-  });
   return {
-    signal: controller.signal,
+    signal,
+    capabilities: modern.clientCapabilities,
     discover: (r: JsonRpcRequest): Outcome => ({ response: { jsonrpc: '2.0', id: r.id, result: discoverResult(initResult) }, status: 200, cancelled: false }),
     result(r: JsonRpcRequest, outcome: Outcome): Outcome {
       const response = outcome.response;
@@ -336,6 +378,39 @@ function modernTranslation(upstream: UpstreamSession, reply: FastifyReply) {
       return { ...outcome, response: { ...response, result: toModernResult(r.method, response.result, serverInfo) } };
     },
   };
+}
+
+/** Aborts when the client closes its response before the answer: a 2026-07-28 cancellation. */
+function clientGone(reply: FastifyReply): AbortSignal {
+  const controller = new AbortController();
+  const res = reply.raw;
+  res.once('close', () => {
+    if (!res.writableFinished) controller.abort();
+  });
+  return controller.signal;
+}
+
+/**
+ * Stage 6 for a modern request to a modern server: the same policy as any request (tool
+ * authorization, tool limits, audit, tools/list filtering), then the request goes as it is,
+ * its answer comes back as it is: input rounds, listen streams and caching hints are the
+ * client's and the server's business.
+ */
+async function directExchange(context: Context, requests: JsonRpcRequest[], reply: FastifyReply, modern: ModernContext): Promise<void> {
+  const { gateway, target, request } = context;
+  const post = new PostResponse(reply, parseAccept(header(request, 'accept')), {}, modernRelay(modern));
+  const signal = clientGone(reply);
+  const owner = ownerKey(context.identity);
+  const forward = async (r: JsonRpcRequest): Promise<Outcome> => {
+    // Cacheable results within their TTL, shared only when the server marked them public.
+    const keys = gateway.cache.keys(target.server.name, target.forwardPath, r, owner);
+    const hit = keys && gateway.cache.get(keys, r.id);
+    if (hit) return { response: hit, status: 200, cancelled: false, cached: true };
+    const outcome = await gateway.call(r, target.server, target.forwardPath, post, signal, paramHeaders(request), request.log);
+    if (keys) gateway.cache.put(keys, outcome.response);
+    return outcome;
+  };
+  post.finish(await Promise.all(requests.map((r) => answer(context, r, reply, true, true, forward))), false);
 }
 
 /** GET: the client opens the standalone stream of server-to-client messages. */

@@ -462,15 +462,20 @@ function resolveServer(candidate: Candidate, issues: IssueList): ServerConfig | 
   }
   if (stdio && entry.command === undefined) issues.add([...base, 'command'], 'required for transport "stdio"');
   if (!stdio && entry.url === undefined) issues.add([...base, 'url'], `required for transport "${transport}"`);
+  // HTTP+SSE exists only in the legacy era. An "era" inherited from [upstream] is a default meant
+  // for the servers that can have it, like the fields of the other transport.
+  if (transport === 'sse' && entry.era === 'modern') issues.add([...base, 'era'], 'transport "sse" is legacy only: expected "auto" or "legacy"');
 
   // Tables (env, headers) are inherited or replaced whole, never merged: a server that sets its
   // own headers sends exactly those, so no credential meant for other servers leaks to it.
   const defaults = candidate.defaults ?? {};
   const inherit = <K extends keyof UpstreamFields>(field: K): UpstreamFields[K] => entry[field] ?? defaults[field];
+  const era = inherit('era');
   const fields = {
     name: candidate.name,
     path_prefix: candidate.path_prefix,
     transport,
+    era: transport === 'sse' && era === 'modern' ? undefined : era,
     timeout_ms: inherit('timeout_ms'),
     startup_timeout_ms: inherit('startup_timeout_ms'),
     restart_backoff_ms: inherit('restart_backoff_ms'),

@@ -38,6 +38,9 @@ export const GATEWAY_MANAGED_HEADERS = [
   'trailer',
   'mcp-session-id',
   'mcp-protocol-version',
+  // The 2026-07-28 request headers mirror each request's body (specification, streamable HTTP).
+  'mcp-method',
+  'mcp-name',
 ] as const;
 
 /** An error option that says "required" for a missing key and `text` for any other failure. */
@@ -113,6 +116,17 @@ export const transportSchema = z.enum(['stdio', 'http', 'sse'], {
 
 /** An upstream's transport. */
 export type Transport = z.output<typeof transportSchema>;
+
+/**
+ * Which era of MCP the gateway speaks to an upstream (docs/eras.md): found out by probing with
+ * `server/discover` ("auto"), or fixed, with no probe. sse servers are legacy whatever it says.
+ */
+export const eraSettingSchema = z.enum(['auto', 'legacy', 'modern'], {
+  error: problem('expected "auto", "legacy" or "modern"'),
+});
+
+/** A server's `era` setting. */
+export type EraSetting = z.output<typeof eraSettingSchema>;
 
 const SEGMENT = /^[A-Za-z0-9._~!$&'()*+,;=:@%-]+$/;
 const UNRESERVED = /^[A-Za-z0-9._~-]$/;
@@ -192,6 +206,12 @@ const serverFields = {
   path_prefix: pathPrefixSchema,
   /** How the gateway talks to the server: a child process over stdio, streamable HTTP, or legacy SSE. */
   transport: transportSchema,
+  /**
+   * The server's MCP era: "auto" probes it (`server/discover`) and remembers the answer for a day;
+   * "legacy" (initialize, sessions) and "modern" (2026-07-28, stateless) skip the probe. An sse
+   * server is always legacy: "modern" is an error there.
+   */
+  era: eraSettingSchema,
   /** stdio: the program to start. */
   command: text(),
   /** stdio: its arguments. */
@@ -735,6 +755,7 @@ export type UpstreamFields = z.output<typeof upstreamFieldsSchema>;
  */
 export const serverConfigSchema = z.strictObject({
   ...serverFields,
+  era: serverFields.era.default('auto'),
   command: serverFields.command.optional(),
   args: serverFields.args.default(() => []),
   env: serverFields.env.default(() => ({})),

@@ -1,6 +1,6 @@
 /**
  * Liveness, readiness and the route table. Unauthenticated by default: they expose server names,
- * prefixes, transports and health, never urls, commands or credentials. `[auth] protect_routes`
+ * prefixes, transports, eras and health, never urls, commands or credentials. `[auth] protect_routes`
  * puts /routes behind authentication, and then it lists only the servers the caller may reach.
  */
 import type { FastifyInstance, onRequestAsyncHookHandler } from 'fastify';
@@ -22,6 +22,8 @@ function serverHealth(gateway: Gateway) {
       name: u.config.name,
       path_prefix: u.config.path_prefix,
       transport: u.config.transport,
+      // The server's MCP era once known (probed, or configured): "legacy" or "modern".
+      ...(u.verdict !== undefined ? { era: u.verdict.era } : {}),
       healthy: s.healthy,
       state: s.state,
       // 'open': requests fail fast without reaching the server; absent when it has no circuit breaker.

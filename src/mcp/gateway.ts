@@ -7,16 +7,20 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { GatewayConfig, ServerConfig } from '../config/schema.js';
 import { GatewayError } from '../http/errors.js';
 import {
+  ErrorCode,
   idKey,
   type JsonRpcNotification,
   type JsonRpcRequest,
   type JsonRpcResponse,
 } from '../jsonrpc/messages.js';
 import type { LineLogger, Logger } from '../observability/logger.js';
+import { discoverRequest } from '../upstreams/era.js';
 import { UpstreamError } from '../upstreams/errors.js';
-import type { RequestOptions, ServerMessage, SessionHandlers, Upstream, UpstreamSession } from '../upstreams/upstream.js';
+import type { CallOptions, OpenSessionOptions, RequestOptions, ServerMessage, SessionHandlers, Upstream, UpstreamSession } from '../upstreams/upstream.js';
+import { ResultCache } from './cache.js';
 import { toLegacyRequest } from './era.js';
 import { InputRounds, PendingCall, type CallBinding } from './input-rounds.js';
+import { ModernBackedSession } from './modern-upstream.js';
 import { errorOutcome, type Outcome, type PostResponse } from './post-response.js';
 import { ListenHub, type Listener } from './subscriptions.js';
 import { DownstreamSession, refuseServerRequest, SessionStore } from './sessions.js';
@@ -35,6 +39,10 @@ export class Gateway {
   readonly sessions: SessionStore;
   /** Legacy calls waiting for their 2026-07-28 client to give input (src/mcp/input-rounds.ts). */
   readonly rounds = new InputRounds();
+  /** Cacheable results of modern servers (src/mcp/cache.ts). */
+  readonly cache = new ResultCache();
+  /** Discover results of servers configured as modern, by name. */
+  private readonly discovered = new Map<string, Promise<Record<string, unknown>>>();
   private readonly upstreams = new Map<string, Upstream>();
   private readonly shared = new Map<string, Promise<UpstreamSession>>();
   /** 2026-07-28 listen streams, per shared session key (src/mcp/subscriptions.ts). */
@@ -107,7 +115,7 @@ export class Gateway {
     };
     let upstream: UpstreamSession;
     try {
-      upstream = await this.upstream(server.name).openSession({ initialize: request, forwardPath, handlers });
+      upstream = await this.openUpstreamSession(server, { initialize: request, forwardPath, handlers });
     } catch (err) {
       throw toGatewayError(err, request.id, log);
     }
@@ -151,7 +159,7 @@ export class Gateway {
         hub?.closeAll();
       },
     };
-    session = this.upstream(server.name).openSession({ forwardPath, handlers });
+    session = this.openUpstreamSession(server, { forwardPath, handlers });
     session.catch(() => {
       if (this.shared.get(key) === session) this.shared.delete(key);
     });
@@ -190,6 +198,63 @@ export class Gateway {
     void current?.then((s) => {
       if (s === session && this.shared.get(key) === current) this.shared.delete(key);
     });
+  }
+
+  /**
+   * An upstream session for a legacy client (or the gateway's own): the server's own session when
+   * it speaks the legacy era, or a session the gateway keeps for it in front of a modern server
+   * (src/mcp/modern-upstream.ts). The era is probed once per server and remembered.
+   */
+  private async openUpstreamSession(server: ServerConfig, options: OpenSessionOptions): Promise<UpstreamSession> {
+    const upstream = this.upstream(server.name);
+    const verdict = await upstream.era({ forwardPath: options.forwardPath });
+    if (verdict.era === 'legacy') return upstream.openSession(options);
+    const known = verdict.discover ? verdict : { ...verdict, discover: await this.discover(server, options.forwardPath) };
+    return new ModernBackedSession(upstream, known, options.forwardPath, options.handlers, options.initialize, this.log.child({ server: server.name }));
+  }
+
+  /**
+   * The discover result of a server configured as modern (`era = "modern"`: never probed), asked
+   * once: a legacy client's initialize answer and its listen filter come from it.
+   */
+  private discover(server: ServerConfig, forwardPath: string): Promise<Record<string, unknown>> {
+    let found = this.discovered.get(server.name);
+    if (!found) {
+      found = this.upstream(server.name)
+        .call(discoverRequest('gateway-discover'), { forwardPath, onMessage: () => undefined })
+        .then((response) => {
+          if ('result' in response) return response.result;
+          throw new UpstreamError('protocol', server.name, `Upstream '${server.name}' answered server/discover with an error: ${response.error.message}`);
+        });
+      found.catch(() => this.discovered.delete(server.name));
+      this.discovered.set(server.name, found);
+    }
+    return found;
+  }
+
+  /**
+   * Sends a 2026-07-28 client's request to a modern server as it is (its envelope, MRTR rounds and
+   * listen streams pass through). Never throws: failures become JSON-RPC errors.
+   */
+  async call(
+    request: JsonRpcRequest,
+    server: ServerConfig,
+    forwardPath: string,
+    post: PostResponse,
+    signal: AbortSignal,
+    headers: Record<string, string> | undefined,
+    log: LineLogger = this.log,
+  ): Promise<Outcome> {
+    try {
+      const options: CallOptions = { forwardPath, signal, onMessage: (m) => void post.push(m) };
+      if (headers) options.headers = headers;
+      // A listen lasts until the client closes it: no deadline.
+      if (request.method === 'subscriptions/listen') options.timeoutMs = 0;
+      const response = await this.upstream(server.name).call(request, options);
+      return { response, status: modernStatus(response), cancelled: false };
+    } catch (err) {
+      return errorOutcome(toGatewayError(err, request.id, log));
+    }
   }
 
   /** Relays a client's notification or answer. */
@@ -308,6 +373,18 @@ export class Gateway {
     // Only the client a server request went to may answer it.
     else if ('id' in message) session?.expectAnswer(message.id);
   }
+}
+
+/**
+ * The HTTP status of a modern server's answer when it is the only one: the specification's
+ * statuses for its own errors (400 for the header, capability and version errors, 404 for an
+ * unknown method), 200 for anything else.
+ */
+function modernStatus(response: JsonRpcResponse): number {
+  if (!('error' in response)) return 200;
+  const code = response.error.code;
+  if (code === ErrorCode.HeaderMismatch || code === ErrorCode.MissingRequiredClientCapability || code === ErrorCode.UnsupportedProtocolVersion) return 400;
+  return code === ErrorCode.MethodNotFound ? 404 : 200;
 }
 
 /** Any failure as a GatewayError; unexpected ones are logged with their cause and shown as internal. */

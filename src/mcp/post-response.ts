@@ -30,6 +30,8 @@ export interface Outcome {
   status: number;
   /** The client cancelled it: on a stream, no response is sent (MCP cancellation). */
   cancelled: boolean;
+  /** Served from the gateway's cache (src/mcp/cache.ts): no upstream request was made. */
+  cached?: boolean;
   /** Headers of the error (`Retry-After`), sent like `status` only when it is the only answer. */
   headers?: Record<string, string>;
 }

@@ -93,5 +93,8 @@ export function filterToolsList(policy: ToolPolicy, response: JsonRpcResponse): 
     const name = typeof tool === 'object' && tool !== null ? (tool as { name?: unknown }).name : undefined;
     return typeof name === 'string' && policy.allows(name);
   });
-  return { ...response, result: { ...response.result, tools: allowed } };
+  const result: Record<string, unknown> = { ...response.result, tools: allowed };
+  // A list cut to one identity's tools is that identity's: no shared cache may keep it (2026-07-28).
+  if (result['cacheScope'] === 'public') result['cacheScope'] = 'private';
+  return { ...response, result };
 }

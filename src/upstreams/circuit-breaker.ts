@@ -22,7 +22,8 @@
  * Guarded: openSession (http and sse: it is the upstream's initialize; stdio sessions are answered
  * from the gateway's own handshake with the child and never reach it, so they pass), each
  * session's request, and its notifications while the circuit refuses (never counted: a write to a
- * hung child succeeds). Event streams, answers to the server's own requests and close pass through.
+ * hung child succeeds); a 2026-07-28 call() like a request, and an http server's era probe like
+ * its openSession. Event streams, answers to the server's own requests and close pass through.
  *
  * Hot path: while closed, a request costs one state check and one `.then` on the transport's own
  * promise, with handlers bound once per upstream and session: no closure, timer or async wrapper
@@ -32,9 +33,12 @@
 import type { ServerConfig, Transport } from '../config/schema.js';
 import type { JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../jsonrpc/messages.js';
 import type { Logger } from '../observability/logger.js';
+import { isFresh } from './era.js';
 import { UpstreamError } from './errors.js';
 import type {
+  CallOptions,
   CircuitState,
+  EraVerdict,
   OpenSessionOptions,
   RequestOptions,
   Upstream,
@@ -223,6 +227,8 @@ class Circuit {
 export class CircuitBreakerUpstream implements Upstream {
   readonly config: ServerConfig;
   private readonly circuit: Circuit;
+  /** The http era probe in flight through the circuit. */
+  private probing: Promise<EraVerdict> | undefined;
 
   constructor(
     private readonly inner: Upstream,
@@ -247,6 +253,49 @@ export class CircuitBreakerUpstream implements Upstream {
     const refusal = circuit.admit();
     if (refusal) return Promise.reject(refusal);
     return settled(() => this.inner.openSession(options)).then(this.trialOpened, circuit.trialFailed);
+  }
+
+  get verdict(): EraVerdict | undefined {
+    return this.inner.verdict;
+  }
+
+  /**
+   * An http server's era probe is its first contact, like openSession there: guarded, and its
+   * failure counts. A verdict the transport already holds is passed through without touching the
+   * circuit (it says nothing about the server now); stdio probes as part of starting the child,
+   * which supervision looks after.
+   */
+  era(options?: { forwardPath?: string; refresh?: boolean }): Promise<EraVerdict> {
+    const known = this.inner.verdict;
+    if (this.config.transport === 'stdio' || known?.source === 'config' || (!options?.refresh && isFresh(known))) return this.inner.era(options);
+    // One probe, counted once, however many callers wait for it.
+    if (this.probing) return this.probing;
+    const circuit = this.circuit;
+    let probe: Promise<EraVerdict>;
+    if (circuit.state === 'closed') probe = this.inner.era(options).then(circuit.passed, circuit.failed);
+    else {
+      const refusal = circuit.admit();
+      if (refusal) return Promise.reject(refusal);
+      probe = settled(() => this.inner.era(options)).then(circuit.trialPassed, circuit.trialFailed);
+    }
+    const shared = probe.finally(() => {
+      if (this.probing === shared) this.probing = undefined;
+    });
+    this.probing = shared;
+    return shared;
+  }
+
+  /**
+   * Guarded like a session's request: a JSON-RPC error is an answer, so a success. A server
+   * known to be legacy refuses the call itself, without reaching the server: not counted.
+   */
+  call(request: JsonRpcRequest, options: CallOptions): Promise<JsonRpcResponse> {
+    const circuit = this.circuit;
+    if (this.inner.verdict?.era === 'legacy') return this.inner.call(request, options);
+    if (circuit.state === 'closed') return this.inner.call(request, options).then(circuit.passed, circuit.failed);
+    const refusal = circuit.admit();
+    if (refusal) return Promise.reject(refusal);
+    return settled(() => this.inner.call(request, options)).then(circuit.trialPassed, circuit.trialFailed);
   }
 
   close(): Promise<void> {

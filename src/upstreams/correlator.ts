@@ -26,6 +26,8 @@ export interface Outgoing {
 /** What a transport can learn about a request in flight (used to route server-to-client requests). */
 export interface InFlight<Owner> {
   readonly wireId: number;
+  /** The id the request came with (restored on its response). */
+  readonly clientId: JsonRpcId;
   readonly method: string;
   readonly owner: Owner;
   readonly startedAt: number;
@@ -35,7 +37,6 @@ export interface InFlight<Owner> {
 }
 
 interface Pending<Owner> extends InFlight<Owner> {
-  readonly clientId: JsonRpcId;
   readonly clientToken: string | number | undefined;
   readonly resolve: (r: JsonRpcResponse) => void;
   readonly reject: (e: UpstreamError) => void;
@@ -148,6 +149,16 @@ export class Correlator<Owner = undefined> {
   /** The request in flight with this wire id, if any. */
   get(wireId: unknown): InFlight<Owner> | undefined {
     return typeof wireId === 'number' ? this.pending.get(wireId) : undefined;
+  }
+
+  /**
+   * Ends a request's deadline: it runs until it is answered or cancelled (a 2026-07-28
+   * `subscriptions/listen` once its stream has started).
+   */
+  endDeadline(wireId: number): void {
+    const entry = this.pending.get(wireId);
+    if (entry?.timer) clearTimeout(entry.timer);
+    if (entry) entry.timer = undefined;
   }
 
   /** Fails one request (a write that did not go through). */

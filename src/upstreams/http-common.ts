@@ -19,8 +19,12 @@ import {
 import type { Logger } from '../observability/logger.js';
 import { GATEWAY_NAME, GATEWAY_VERSION } from '../version.js';
 import type { Correlator } from './correlator.js';
+import { configuredVerdict, isFresh, withLegacyVersion } from './era.js';
+import type { ModernHttp } from './modern-http.js';
 import { connectFailed, UpstreamError } from './errors.js';
 import type {
+  CallOptions,
+  EraVerdict,
   OpenSessionOptions,
   RequestOptions,
   ServerMessage,
@@ -114,6 +118,11 @@ export abstract class HttpUpstream implements Upstream {
   protected readonly context: HttpContext;
   private readonly sessions = new Set<HttpSession>();
   private closed = false;
+  private eraVerdict: EraVerdict | undefined;
+  /** The probe in flight, shared by everyone who asks for the era meanwhile. */
+  private probing: Promise<EraVerdict> | undefined;
+  /** The 2026-07-28 side of the transport: probe and stateless calls. None for sse (legacy only). */
+  protected abstract readonly modern: ModernHttp | undefined;
 
   constructor(
     readonly config: ServerConfig,
@@ -135,6 +144,7 @@ export abstract class HttpUpstream implements Upstream {
       health: new UpstreamHealth(),
       forget: (session) => this.sessions.delete(session),
     };
+    this.eraVerdict = configuredVerdict(config);
   }
 
   protected abstract newSession(options: OpenSessionOptions): HttpSession;
@@ -145,13 +155,54 @@ export abstract class HttpUpstream implements Upstream {
     return this.context.health.snapshot();
   }
 
+  get verdict(): EraVerdict | undefined {
+    return this.eraVerdict;
+  }
+
+  /**
+   * The configured verdict (always legacy for sse), else the remembered one while fresh, else one
+   * probe of url + forwardPath shared by every caller that asks while it runs. A failed probe
+   * rejects and leaves the previous verdict as it was.
+   */
+  era(options: { forwardPath?: string; refresh?: boolean } = {}): Promise<EraVerdict> {
+    const known = this.eraVerdict;
+    if (known?.source === 'config' || (!options.refresh && isFresh(known))) return Promise.resolve(known!);
+    if (this.probing) return this.probing;
+    const modern = this.modern;
+    if (this.closed || !modern) return Promise.reject(this.shuttingDown());
+    const probing = modern.probe(options.forwardPath ?? '').then(
+      (verdict) => {
+        this.probing = undefined;
+        if (!this.closed) this.eraVerdict = verdict;
+        return verdict;
+      },
+      (error: unknown) => {
+        this.probing = undefined;
+        throw asUpstreamError(error, this.config.name);
+      },
+    );
+    this.probing = probing;
+    return probing;
+  }
+
+  call(request: JsonRpcRequest, options: CallOptions): Promise<JsonRpcResponse> {
+    const name = this.config.name;
+    if (this.closed) return Promise.reject(this.shuttingDown());
+    if (!this.modern || this.eraVerdict?.era === 'legacy') {
+      return Promise.reject(new UpstreamError('protocol', name, `Upstream '${name}' speaks the legacy era of MCP: it takes requests in sessions, not one by one`));
+    }
+    return this.modern.call(request, options);
+  }
+
   async openSession(options: OpenSessionOptions): Promise<UpstreamSession> {
-    if (this.closed) throw new UpstreamError('unavailable', this.config.name, `Upstream '${this.config.name}' is shutting down`);
+    if (this.closed) throw this.shuttingDown();
     let session: HttpSession | undefined;
     try {
       session = this.newSession(options);
       this.sessions.add(session);
       await session.open(options.initialize);
+      // A legacy verdict learns its version from the first initialize that answers.
+      if (this.eraVerdict?.version === undefined) this.eraVerdict = withLegacyVersion(this.eraVerdict, negotiatedVersion(session.initializeResult));
       return session;
     } catch (error) {
       await session?.close();
@@ -159,9 +210,14 @@ export abstract class HttpUpstream implements Upstream {
     }
   }
 
+  private shuttingDown(): UpstreamError {
+    return new UpstreamError('unavailable', this.config.name, `Upstream '${this.config.name}' is shutting down`);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.modern?.close();
     // One deadline for the whole close (session DELETEs, then the agent), so a frozen upstream
     // costs a shutdown CLOSE_TIMEOUT_MS, not twice that.
     const deadline = Date.now() + CLOSE_TIMEOUT_MS;
@@ -218,6 +274,11 @@ export function loggableUrl(url: URL): string {
  * already refuses, plus those a transport sets per request. Configured values never pass.
  */
 const MANAGED_HEADERS = new Set<string>([...GATEWAY_MANAGED_HEADERS, 'accept', 'content-type', 'last-event-id']);
+
+/** True for a header the transports set themselves (lower-case name): never configured or passed along. */
+export function isManagedHeader(name: string): boolean {
+  return MANAGED_HEADERS.has(name);
+}
 
 /** The configured headers (credentials for this upstream) that may go on the wire. */
 function configuredHeaders(config: ServerConfig): Record<string, string> {

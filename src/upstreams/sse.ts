@@ -42,6 +42,9 @@ const RECONNECT_ATTEMPTS = 5;
 const RECONNECT_FIRST_WAIT_MS = 500;
 
 export class SseUpstream extends HttpUpstream {
+  /** HTTP+SSE exists only in the legacy era: no probe, no stateless calls. */
+  protected readonly modern = undefined;
+
   constructor(config: ServerConfig, deps: HttpUpstreamDeps) {
     super(config, deps, 'sse');
   }

@@ -28,12 +28,16 @@ import {
   type JsonRpcRequest,
   type JsonRpcResponse,
 } from '../jsonrpc/messages.js';
+import { META, MODERN_PROTOCOL_VERSION } from '../mcp/era.js';
 import type { Logger } from '../observability/logger.js';
 import type { UpstreamDeps } from './upstream.js';
 import { GATEWAY_NAME, GATEWAY_VERSION } from '../version.js';
 import { Correlator, cancelNotification } from './correlator.js';
+import { configuredVerdict, discoverRequest, isFresh, probedVerdict, readProbeAnswer, type ProbeAnswer } from './era.js';
 import { UpstreamError } from './errors.js';
 import type {
+  CallOptions,
+  EraVerdict,
   OpenSessionOptions,
   RequestOptions,
   ServerMessage,
@@ -67,6 +71,30 @@ const LINE_END_BYTES = 256;
 const STDIN_BACKLOG_BYTES = 8 * 1024 * 1024;
 /** stderr lines are logged up to this length. */
 const MAX_STDERR_LINE = 2_000;
+/**
+ * How long a starting child has to answer the era probe (`server/discover`) before it is taken
+ * for a legacy server that ignores unknown requests; at most half of startup_timeout_ms, which
+ * bounds the whole start (probe and initialize). Legacy servers built on the SDKs answer an error
+ * at once; a modern one that answers later than this is still recognised while its initialize is
+ * in flight (see initializeOrAdopt).
+ */
+const PROBE_TIMEOUT_MS = 2_000;
+
+/** The owner of a 2026-07-28 call in the correlator: it belongs to no session. */
+const MODERN_CALL = 'modern-call';
+type CallOwner = VirtualSession | typeof MODERN_CALL | null;
+
+/** How a probe written to a child ended. */
+type ProbeOutcome = { kind: 'answer'; response: JsonRpcResponse } | { kind: 'silent' } | { kind: 'exited' } | { kind: 'gone' };
+
+/** A probe written to a child, until it ends. */
+interface PendingProbe {
+  child: ChildProcess;
+  id: string;
+  /** Written while the child starts (before initialize): its exit is then part of the probe. */
+  atStart: boolean;
+  settle(outcome: ProbeOutcome): void;
+}
 
 /**
  * The client capabilities the gateway declares to the child: the ones it can relay to a client.
@@ -132,8 +160,25 @@ export class StdioUpstream implements Upstream {
   private readonly subscriptions = new Map<string, Set<VirtualSession>>();
   /** The session that last told us its roots changed: the one to ask when the child asks for roots. */
   private rootsSession: VirtualSession | undefined;
-  private readonly correlator: Correlator<VirtualSession | null>;
+  private readonly correlator: Correlator<CallOwner>;
   private readonly log: Logger;
+  /**
+   * The era of the current child, and of the next one while it is fresh: configured, or probed
+   * when a child starts and kept across restarts for a day.
+   */
+  private eraVerdict: EraVerdict | undefined;
+  /** The current child speaks 2026-07-28: it was never initialized and takes call() only. */
+  private modernChild = false;
+  /** era({ refresh }) on an initialized legacy child: its next start probes again. */
+  private reprobe = false;
+  private probing: PendingProbe | undefined;
+  private probeCount = 0;
+  /**
+   * A start probe that went unanswered in time, while the same child's initialize is in flight:
+   * its late answer may still say that the child is modern.
+   */
+  private lateProbe: { child: ChildProcess; id: string; modern?: Extract<ProbeAnswer, { kind: 'modern' }> } | undefined;
+  private rediscovering: Promise<EraVerdict> | undefined;
   private readonly onRestart: ((server: string) => void) | undefined;
 
   constructor(
@@ -143,6 +188,7 @@ export class StdioUpstream implements Upstream {
     this.log = deps.logger.child({ server: config.name, transport: 'stdio' });
     this.onRestart = deps.onRestart;
     this.correlator = new Correlator(config.name, (wireId, reason) => this.write(cancelNotification(wireId, reason)));
+    this.eraVerdict = configuredVerdict(config);
   }
 
   status(): UpstreamStatus {
@@ -157,6 +203,56 @@ export class StdioUpstream implements Upstream {
     return s;
   }
 
+  get verdict(): EraVerdict | undefined {
+    return this.eraVerdict;
+  }
+
+  /**
+   * The verdict of the running child whatever its age (a child's era does not change while it
+   * runs), else the remembered one while fresh, else the one its next start reaches (starting
+   * the server when idle). `refresh` asks a running modern child again; an initialized legacy
+   * child cannot be asked (a dual-era child has pinned the legacy era), so its next start probes.
+   */
+  async era(options: { forwardPath?: string; refresh?: boolean } = {}): Promise<EraVerdict> {
+    const known = this.eraVerdict;
+    if (known?.source === 'config') return known;
+    const running = this.writable();
+    if (options.refresh) {
+      if (running && this.modernChild) return (this.rediscovering ??= this.rediscover().finally(() => (this.rediscovering = undefined)));
+      this.reprobe = true;
+      if (running && known) return known;
+    } else if (known && (running || isFresh(known))) {
+      return known;
+    }
+    await this.whenReady(this.config.startup_timeout_ms);
+    if (!this.eraVerdict) throw this.unavailable();
+    return this.eraVerdict;
+  }
+
+  /**
+   * Sends one 2026-07-28 request to a modern child: ids and progress tokens rewritten and restored
+   * as for legacy requests (the child is shared), notifications/cancelled on abort or timeout.
+   * A `subscriptions/listen` gets the notifications that name it in
+   * `_meta["io.modelcontextprotocol/subscriptionId"]` (the client's id restored there), has a
+   * deadline only until the first of them, and ends with the child's (empty) result, or when the
+   * child cancels it.
+   */
+  async call(request: JsonRpcRequest, options: CallOptions): Promise<JsonRpcResponse> {
+    if (this.eraVerdict?.era === 'legacy') throw this.legacyOnly();
+    const timeoutMs = options.timeoutMs ?? this.config.timeout_ms;
+    if (!this.writable()) await this.whenReady(timeoutMs);
+    if (!this.modernChild) throw this.legacyOnly();
+    const outgoing = this.correlator.begin(request, options, timeoutMs, MODERN_CALL);
+    const refused = this.send(outgoing.wire);
+    if (refused) this.correlator.fail(outgoing.wire.id as number, refused);
+    return outgoing.response;
+  }
+
+  private legacyOnly(): UpstreamError {
+    const name = this.config.name;
+    return new UpstreamError('protocol', name, `Upstream '${name}' speaks the legacy era of MCP: it takes requests in sessions, not one by one`);
+  }
+
   /** Spawns and initializes the child. Resolves once the first attempt has succeeded or failed. */
   async start(): Promise<void> {
     if (this.state !== 'idle') return;
@@ -165,6 +261,10 @@ export class StdioUpstream implements Upstream {
 
   async openSession(options: OpenSessionOptions): Promise<UpstreamSession> {
     await this.whenReady(this.config.startup_timeout_ms);
+    if (this.modernChild) {
+      const name = this.config.name;
+      throw new UpstreamError('protocol', name, `Upstream '${name}' speaks the 2026-07-28 era of MCP: it has no sessions`);
+    }
     const init = this.init;
     if (!init) throw this.unavailable();
     const session = new VirtualSession(this, options.handlers, options.initialize, init);
@@ -384,7 +484,8 @@ export class StdioUpstream implements Upstream {
       throw err;
     }
     try {
-      await this.initialize(child);
+      child = await this.settleEra(child);
+      if (!this.modernChild) await this.initializeOrAdopt(child);
     } catch (err) {
       const message = err instanceof UpstreamError ? err.message : String(err);
       // The child is alive but did not initialize: end it.
@@ -393,11 +494,145 @@ export class StdioUpstream implements Upstream {
     }
     this.setState('ready');
     this.lastError = undefined;
-    this.log.info({ pid: child.pid, protocolVersion: this.init?.protocolVersion }, 'upstream ready');
+    this.log.info({ pid: child.pid, era: this.eraVerdict?.era, protocolVersion: this.modernChild ? this.eraVerdict?.version : this.init?.protocolVersion }, 'upstream ready');
     const waiters = this.readyWaiters;
     this.readyWaiters = [];
     for (const w of waiters) w.resolve();
     this.resubscribe();
+  }
+
+  /**
+   * Decides the era of a child that has just started: the configured or fresh remembered
+   * verdict, else a probe before anything else is written to it (stdio "Backward Compatibility":
+   * a DiscoverResult is modern; an error, another result or silence is legacy). A child that
+   * exits on the probe (some SDKs end on any request before initialize) is legacy: it is started
+   * again and not probed. Returns the child to go on with.
+   */
+  private async settleEra(child: ChildProcess): Promise<ChildProcess> {
+    this.modernChild = false;
+    this.init = undefined;
+    const known = this.eraVerdict;
+    if (known && (known.source === 'config' || (!this.reprobe && isFresh(known)))) {
+      this.modernChild = known.era === 'modern';
+      return child;
+    }
+    this.reprobe = false;
+    this.lateProbe = undefined;
+    let version = MODERN_PROTOCOL_VERSION;
+    let outcome = await this.probeChild(child, version, true);
+    let answer = outcome.kind === 'answer' ? readProbeAnswer(outcome.response) : undefined;
+    if (answer?.kind === 'retry') {
+      version = answer.version;
+      outcome = await this.probeChild(child, version, true);
+      answer = outcome.kind === 'answer' ? readProbeAnswer(outcome.response) : undefined;
+    }
+    if (this.state === 'stopped' || outcome.kind === 'gone') throw this.unavailable();
+    const timeoutMs = this.probeTimeoutMs();
+    const why =
+      outcome.kind === 'silent' ? `no answer to server/discover within ${timeoutMs} ms`
+      : outcome.kind === 'exited' ? 'the child exited on server/discover'
+      : answer?.kind === 'legacy' ? answer.why
+      : answer?.kind === 'retry' ? 'server/discover refused every version it named'
+      : undefined;
+    this.eraVerdict = probedVerdict(answer?.kind === 'modern' ? answer : { kind: 'legacy', why: why ?? '' });
+    this.modernChild = answer?.kind === 'modern';
+    this.log.info({ era: this.eraVerdict.era, version: this.eraVerdict.version, ...(why ? { why } : {}) }, 'upstream era probed');
+    if (outcome.kind === 'exited') {
+      this.log.info('starting the upstream child again, without the probe');
+      return this.spawnChild();
+    }
+    return child;
+  }
+
+  /**
+   * Writes `server/discover` to a child and waits for its answer, its exit, or PROBE_TIMEOUT_MS.
+   * The probe has a string id and bypasses the correlator: nothing is sent when it times out
+   * (notifications/cancelled before initialize would be one more thing for a legacy server to
+   * refuse).
+   */
+  private probeChild(child: ChildProcess, version: string, atStart: boolean): Promise<ProbeOutcome> {
+    return new Promise((resolve) => {
+      const id = `mcp-guard-discover-${++this.probeCount}`;
+      const probe: PendingProbe = {
+        child,
+        id,
+        atStart,
+        settle: (outcome) => {
+          if (this.probing !== probe) return;
+          this.probing = undefined;
+          clearTimeout(timer);
+          child.off('exit', exited);
+          if (outcome.kind === 'silent' && atStart) this.lateProbe = { child, id };
+          resolve(outcome);
+        },
+      };
+      // The process's exit, not the close of its pipes: a descendant may hold those for a while.
+      // At start the exit is part of starting (settleEra starts the child again): the child is let
+      // go of here, so that its close is not booked as a failure with a restart.
+      const exited = (): void => {
+        if (atStart && this.probing === probe && this.child === child) this.child = undefined;
+        probe.settle({ kind: 'exited' });
+      };
+      const timer = setTimeout(() => probe.settle({ kind: 'silent' }), this.probeTimeoutMs());
+      this.probing = probe;
+      child.once('exit', exited);
+      // A write that fails (the child is going) is settled by its exit.
+      this.write(discoverRequest(id, version));
+    });
+  }
+
+  private probeTimeoutMs(): number {
+    return Math.max(1, Math.min(Math.floor(this.config.startup_timeout_ms / 2), PROBE_TIMEOUT_MS));
+  }
+
+  /** An answer to a probe (a string id the correlator does not know). False: not one. */
+  private probeAnswered(message: JsonRpcResponse): boolean {
+    const probe = this.probing;
+    if (probe && message.id === probe.id) {
+      probe.settle({ kind: 'answer', response: message });
+      return true;
+    }
+    const late = this.lateProbe;
+    if (late && message.id === late.id) {
+      const answer = readProbeAnswer(message);
+      if (answer.kind === 'modern') late.modern = answer;
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * Initializes a child taken for legacy. When it refuses (or never answers) initialize but has
+   * answered the probe late with a DiscoverResult, it is a modern server that was slow to start
+   * (npx fetching it): it is used as one, not failed and restarted as legacy forever.
+   */
+  private async initializeOrAdopt(child: ChildProcess): Promise<void> {
+    try {
+      await this.initialize(child);
+      if (this.lateProbe?.modern) this.log.info('upstream answered server/discover late but took initialize: kept as legacy');
+    } catch (error) {
+      const modern = this.lateProbe?.child === child ? this.lateProbe.modern : undefined;
+      if (!modern || this.child !== child) throw error;
+      this.eraVerdict = probedVerdict(modern);
+      this.modernChild = true;
+      this.log.info({ era: 'modern', version: modern.version }, 'upstream answered server/discover late and refused initialize: it is modern');
+    } finally {
+      this.lateProbe = undefined;
+    }
+  }
+
+  /** era({ refresh }) on a running modern child: asks it again; a failure keeps the verdict. */
+  private async rediscover(): Promise<EraVerdict> {
+    const child = this.child;
+    const name = this.config.name;
+    if (!child) throw this.unavailable();
+    const outcome = await this.probeChild(child, this.eraVerdict?.version ?? MODERN_PROTOCOL_VERSION, false);
+    if (outcome.kind === 'silent') throw new UpstreamError('timeout', name, `Upstream '${name}' did not answer server/discover within ${this.probeTimeoutMs()} ms`);
+    if (outcome.kind !== 'answer') throw this.unavailable();
+    const answer = readProbeAnswer(outcome.response);
+    if (answer.kind !== 'modern') throw new UpstreamError('protocol', name, `Upstream '${name}' answered server/discover with no usable DiscoverResult`);
+    if (this.child === child) this.eraVerdict = probedVerdict(answer);
+    return probedVerdict(answer);
   }
 
   /**
@@ -431,6 +666,7 @@ export class StdioUpstream implements Upstream {
       if (child.pid === undefined && this.child === child) {
         this.child = undefined;
         this.onExit(spawnError);
+        if (this.probing?.child === child) this.probing.settle({ kind: 'gone' });
       }
     });
     child.stdin?.on('error', (err) => this.log.debug({ err: err.message }, 'child stdin error'));
@@ -443,6 +679,12 @@ export class StdioUpstream implements Upstream {
       this.child = undefined;
       // Stragglers of the tree (a grandchild that outlived npx) end with it.
       killGroup(child, 'SIGKILL');
+      const probe = this.probing;
+      if (probe?.child === child) {
+        probe.settle({ kind: 'exited' });
+        // Exiting on the start probe is part of starting (settleEra starts it again), not a failure.
+        if (probe.atStart) return;
+      }
       this.onExit(spawnError ?? `exited (${signal ? `signal ${signal}` : `code ${code}`})`);
     });
     track(child);
@@ -460,9 +702,15 @@ export class StdioUpstream implements Upstream {
         clientInfo: { name: GATEWAY_NAME, version: GATEWAY_VERSION },
       },
     };
-    const outgoing = this.correlator.begin(request, { onMessage: () => undefined }, this.config.startup_timeout_ms, null);
+    // What the start has left of startup_timeout_ms after the era probe.
+    const { name, startup_timeout_ms: startupMs } = this.config;
+    const remainingMs = Math.max(1, this.childStartedAt + startupMs - Date.now());
+    const outgoing = this.correlator.begin(request, { onMessage: () => undefined }, remainingMs, null);
     if (!this.write(outgoing.wire)) this.correlator.fail(outgoing.wire.id as number, this.unavailable());
-    const response = await outgoing.response;
+    const response = await outgoing.response.catch((error: unknown) => {
+      if (error instanceof UpstreamError && error.kind === 'timeout') throw new UpstreamError('timeout', name, `Upstream '${name}' did not answer within ${startupMs} ms`);
+      throw error;
+    });
     if (this.child !== child) throw this.unavailable();
     if ('error' in response) {
       throw new UpstreamError('protocol', this.config.name, `Upstream '${this.config.name}' refused initialize: ${response.error.message}`);
@@ -472,6 +720,7 @@ export class StdioUpstream implements Upstream {
       throw new UpstreamError('protocol', this.config.name, `Upstream '${this.config.name}' answered unsupported protocol version ${String(version)}`);
     }
     this.init = { protocolVersion: version, result: response.result };
+    if (this.eraVerdict?.era === 'legacy' && this.eraVerdict.version !== version) this.eraVerdict = { ...this.eraVerdict, version };
     this.write({ jsonrpc: '2.0', method: 'notifications/initialized' });
   }
 
@@ -602,7 +851,7 @@ export class StdioUpstream implements Upstream {
       return;
     }
     if (isResponse(message)) {
-      if (!this.correlator.resolve(message)) this.log.debug({ id: message.id }, 'reply to no request in flight; ignored');
+      if (!this.correlator.resolve(message) && !this.probeAnswered(message)) this.log.debug({ id: message.id }, 'reply to no request in flight; ignored');
     } else if (isRequest(message)) {
       this.onServerRequest(message);
     } else {
@@ -612,6 +861,7 @@ export class StdioUpstream implements Upstream {
 
   private onServerNotification(message: JsonRpcNotification): void {
     if (this.correlator.routeNotification(message)) return;
+    if (this.modernChild && this.routeSubscription(message)) return;
     switch (message.method) {
       case 'notifications/resources/updated': {
         const uri = message.params?.['uri'];
@@ -636,6 +886,35 @@ export class StdioUpstream implements Upstream {
       default:
         this.broadcast(message);
     }
+  }
+
+  /**
+   * A modern child's notification for one `subscriptions/listen` call (stdio demultiplexes them
+   * by `_meta["io.modelcontextprotocol/subscriptionId"]`, the listen request's id), or the
+   * child's notifications/cancelled that ends one. False: not for a listen in flight.
+   */
+  private routeSubscription(message: JsonRpcNotification): boolean {
+    const params = message.params;
+    if (message.method === 'notifications/cancelled') {
+      const listen = this.correlator.get(params?.['requestId']);
+      if (listen?.owner !== MODERN_CALL || listen.method !== 'subscriptions/listen') return false;
+      const name = this.config.name;
+      this.correlator.fail(listen.wireId, new UpstreamError('closed', name, `Upstream '${name}' ended the subscription`));
+      return true;
+    }
+    const meta = params?.['_meta'];
+    if (typeof meta !== 'object' || meta === null) return false;
+    const listen = this.correlator.get((meta as Record<string, unknown>)[META.subscriptionId]);
+    if (listen?.owner !== MODERN_CALL || listen.method !== 'subscriptions/listen') return false;
+    // The stream has started: from now on it runs until it is ended, not until a deadline.
+    this.correlator.endDeadline(listen.wireId);
+    message.params = { ...params, _meta: { ...meta, [META.subscriptionId]: listen.clientId } };
+    try {
+      listen.onMessage(message);
+    } catch (error) {
+      this.log.error({ err: error, method: message.method }, 'message handler threw');
+    }
+    return true;
   }
 
   private broadcast(message: ServerMessage): void {
@@ -671,7 +950,8 @@ export class StdioUpstream implements Upstream {
     let target: { session: VirtualSession; deliver: (m: ServerMessage) => void } | undefined;
     for (const entry of this.correlator.inFlight()) {
       const owner = entry.owner;
-      if (owner === null) continue;
+      // 2026-07-28 calls cannot take requests from the server (MRTR replaced them).
+      if (owner === null || owner === MODERN_CALL) continue;
       if (capability && !(entry.capabilities ? entry.capabilities[capability] !== undefined : owner.hasCapability(capability))) continue;
       target = { session: owner, deliver: entry.onMessage };
     }

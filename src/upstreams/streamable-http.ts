@@ -38,6 +38,7 @@ import {
   type HttpUpstreamDeps,
 } from './http-common.js';
 import { eventMessages, readEvents, type SseEvent } from './sse-stream.js';
+import { ModernHttp } from './modern-http.js';
 import type { ServerConfig } from '../config/schema.js';
 import type { OpenSessionOptions, RequestOptions, SessionHandlers, UpstreamSession } from './upstream.js';
 
@@ -53,6 +54,9 @@ const RESUME_FLOOR_MS = 100;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export class StreamableHttpUpstream extends HttpUpstream {
+  /** 2026-07-28 servers: the era probe and stateless calls (modern-http.ts). */
+  protected readonly modern = new ModernHttp(this.context);
+
   constructor(config: ServerConfig, deps: HttpUpstreamDeps) {
     super(config, deps, 'http');
   }

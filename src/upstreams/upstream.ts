@@ -118,12 +118,71 @@ export interface UpstreamSession {
   close(): Promise<void>;
 }
 
+/** The era of MCP a server speaks (docs/eras.md). */
+export type Era = 'legacy' | 'modern';
+
+/** What the gateway knows of a server's era, and since when. */
+export interface EraVerdict {
+  era: Era;
+  /**
+   * modern: the protocol version both speak (2026-07-28). legacy: the version the server's
+   * initialize answered, once known.
+   */
+  version: string | undefined;
+  /** modern: the server's `server/discover` result, as it sent it. */
+  discover?: Record<string, unknown>;
+  /** When the verdict was reached (ms since epoch). A verdict older than a day is probed again. */
+  decidedAt: number;
+  /** `probe`: learned from the server. `config`: the server's `era` setting (never probed). */
+  source: 'probe' | 'config';
+}
+
+/** How one stateless (2026-07-28) request travels to a modern server. */
+export interface CallOptions {
+  /** Appended to the upstream url (prefix routing for http, query included); '' = url as is. */
+  forwardPath: string;
+  /**
+   * Cancels the request: over HTTP the response stream is closed (the 2026-07-28 cancellation),
+   * over stdio `notifications/cancelled` is sent. The promise rejects with kind "cancelled".
+   */
+  signal?: AbortSignal;
+  /** Overrides the server's timeout_ms. Progress notifications for the request restart the clock. */
+  timeoutMs?: number;
+  /**
+   * Notifications that belong to the request (progress with the client's token restored, log
+   * lines; for `subscriptions/listen`, the stream's change notifications) until it ends.
+   */
+  onMessage(message: JsonRpcNotification): void;
+  /** HTTP only: headers passed along as they are (the client's `Mcp-Param-*`), names lower-case. */
+  headers?: Record<string, string>;
+}
+
 export interface Upstream {
   readonly config: ServerConfig;
   /** stdio: spawns and initializes the child (resolves when ready or failed once). http/sse: no-op. */
   start(): Promise<void>;
   status(): UpstreamStatus;
+  /**
+   * The server's era: probed once (`server/discover`, the specification's fallback rules) and
+   * remembered with its date, probed again when older than a day or when `refresh` is set; the
+   * configured era when `era` is set; always legacy for sse. Rejects with an UpstreamError when
+   * the server cannot be reached (no verdict is remembered then). stdio: the probe runs when the
+   * child starts (era() starts an idle server and waits for it); a running child's verdict holds
+   * whatever its age; `refresh` asks a running modern child again, and makes the next start of
+   * a legacy child probe again (an initialized child cannot be asked).
+   */
+  era(options?: { forwardPath?: string; refresh?: boolean }): Promise<EraVerdict>;
+  /** The verdict already reached, without waiting or probing; undefined before the first one. */
+  readonly verdict: EraVerdict | undefined;
+  /** Legacy servers: opens a session (initialize). */
   openSession(options: OpenSessionOptions): Promise<UpstreamSession>;
+  /**
+   * Modern servers: sends one 2026-07-28 request as it is (its `_meta` envelope included; over
+   * HTTP with the `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers it requires) and
+   * resolves with the response, the request's own id restored. Rejects with an UpstreamError
+   * when there is no response. Throws kind "protocol" for a server whose verdict is legacy.
+   */
+  call(request: JsonRpcRequest, options: CallOptions): Promise<JsonRpcResponse>;
   /** Ends every session and, for stdio, the whole process tree. Never throws. */
   close(): Promise<void>;
 }

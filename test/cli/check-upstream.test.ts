@@ -60,7 +60,7 @@ function healthy(stdioMarker: string): string {
 function tableRows(stdout: string): Array<Record<string, string>> {
   const lines = stdout.trimEnd().split('\n');
   const header = lines[0]!.split(/\s{2,}/);
-  expect(header).toEqual(['NAME', 'TRANSPORT', 'STATUS', 'LATENCY', 'TOOLS', 'DETAIL']);
+  expect(header).toEqual(['NAME', 'TRANSPORT', 'ERA', 'STATUS', 'LATENCY', 'TOOLS', 'DETAIL']);
   const starts = header.map((h) => lines[0]!.indexOf(h));
   return lines.slice(1).map((line) => {
     const row: Record<string, string> = {};
@@ -75,10 +75,10 @@ describe('check-upstream', () => {
     const r = await runCli(['check-upstream', '-c', writeConfig(healthy(m)), '--timeout', '20']);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     const rows = tableRows(r.stdout);
-    expect(rows.map((row) => [row['NAME'], row['TRANSPORT'], row['STATUS']])).toEqual([
-      ['local', 'stdio', 'ok'],
-      ['remote', 'http', 'ok'],
-      ['legacy', 'sse', 'ok'],
+    expect(rows.map((row) => [row['NAME'], row['TRANSPORT'], row['ERA'], row['STATUS']])).toEqual([
+      ['local', 'stdio', 'legacy 2025-11-25', 'ok'],
+      ['remote', 'http', 'legacy 2025-11-25', 'ok'],
+      ['legacy', 'sse', 'legacy 2024-11-05', 'ok'],
     ]);
     for (const row of rows) {
       expect(Number(row['TOOLS'])).toBeGreaterThan(0);
@@ -101,7 +101,10 @@ describe('check-upstream', () => {
     for (const row of rows) {
       expect(row.tools).toBeGreaterThan(0);
       expect(row.latency_ms).toBeGreaterThanOrEqual(0);
+      expect(row.era).toBe('legacy');
+      expect(Date.parse(row.era_decided_at!)).toBeGreaterThan(Date.now() - 60_000);
     }
+    expect(rows.map((row) => row.protocol_version)).toEqual(['2025-11-25', '2025-11-25', '2024-11-05']);
     // Over stdio the gateway declares sampling, elicitation and roots, so server-everything adds
     // the tools that use them: never fewer tools than over http/sse.
     expect(rows[0]!.tools).toBeGreaterThanOrEqual(Math.max(rows[1]!.tools!, rows[2]!.tools!));
@@ -132,6 +135,9 @@ describe('check-upstream', () => {
     for (const name of ['dies', 'nothing_there', 'nothing_there_sse', 'no_such_command']) {
       expect(byName[name], name).toMatchObject({ ok: false, tools: null });
     }
+    // The era is known where the server answered the probe, or could not have been asked (sse).
+    expect(byName['nothing_there']).toMatchObject({ era: null, protocol_version: null, era_decided_at: null });
+    expect(byName['nothing_there_sse']).toMatchObject({ era: 'legacy', protocol_version: null });
     expect(byName['dies']!.error).toMatch(/'dies'.*exited \(code 3\)/);
     expect(byName['nothing_there']!.error).toMatch(/Failed to connect to 'nothing_there'/);
     expect(byName['nothing_there_sse']!.error).toMatch(/Failed to connect to 'nothing_there_sse'/);
@@ -147,6 +153,59 @@ describe('check-upstream', () => {
     expect(status['dies']!['TOOLS']).toBe('-');
     expect(status['nothing_there']!['DETAIL']).toMatch(/^Failed to connect to 'nothing_there'/);
     expect(await leftovers(m)).toEqual([]);
+  });
+
+  describe('a 2026-07-28 server (the v2 SDK fixture)', () => {
+    const FIXTURE = new URL('../fixtures/modern-server.mjs', import.meta.url).pathname;
+    let modern: { pid: number; url: string; stop: () => Promise<void> };
+    beforeAll(async () => {
+      const { spawn } = await import('node:child_process');
+      const child = spawn(NODE, [FIXTURE, 'http', '0', '--modern-only'], { stdio: ['ignore', 'pipe', 'ignore'] });
+      const port = await new Promise<number>((resolve, reject) => {
+        let out = '';
+        child.stdout!.on('data', (chunk: Buffer) => {
+          out += chunk.toString('utf8');
+          const match = /listening (\d+)/.exec(out);
+          if (match) resolve(Number(match[1]));
+        });
+        child.once('exit', () => reject(new Error('the fixture exited')));
+      });
+      modern = {
+        pid: child.pid!,
+        url: `http://127.0.0.1:${port}/mcp`,
+        stop: async () => {
+          if (child.exitCode !== null || child.signalCode !== null) return;
+          const exited = new Promise((resolve) => child.once('exit', resolve));
+          process.kill(child.pid!, 'SIGTERM');
+          await exited;
+        },
+      };
+    });
+    afterAll(async () => {
+      await modern?.stop();
+    });
+
+    it('is found modern over stdio and http and listed without a session; a configured era is shown as such', async () => {
+      const m = mark('modern');
+      const config = [
+        stdioServer('modern_stdio', NODE, [FIXTURE, 'stdio', '--modern-only', m]),
+        urlServer('modern_http', 'http', modern.url),
+        stdioServer('dual_as_legacy', NODE, [FIXTURE, 'stdio', m], 'era = "legacy"'),
+      ].join('\n');
+      const path = writeConfig(config);
+      const json = await runCli(['check-upstream', '-c', path, '--json', '--timeout', '20']);
+      expect(json.code, json.stdout + json.stderr).toBe(0);
+      const rows = JSON.parse(json.stdout) as Row[];
+      expect(rows.map((row) => [row.name, row.era, row.protocol_version, row.ok, row.tools])).toEqual([
+        ['modern_stdio', 'modern', '2026-07-28', true, 6],
+        ['modern_http', 'modern', '2026-07-28', true, 6],
+        ['dual_as_legacy', 'legacy', '2025-11-25', true, 6],
+      ]);
+      const table = await runCli(['check-upstream', '-c', path, '--timeout', '20']);
+      expect(table.code).toBe(0);
+      expect(tableRows(table.stdout).map((row) => row['ERA'])).toEqual(['modern 2026-07-28', 'modern 2026-07-28', 'legacy 2025-11-25']);
+      expect(await leftovers(m)).toEqual([]);
+    });
   });
 
   it('--timeout 2 with a stdio server that never answers: exit 1 in bounded time, nothing left running', async () => {

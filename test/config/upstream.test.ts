@@ -9,6 +9,7 @@ function parse(toml: string) {
 
 
 const SERVER_DEFAULTS = {
+  era: 'auto',
   timeout_ms: 60_000,
   startup_timeout_ms: 60_000,
   restart_backoff_ms: 500,
@@ -26,6 +27,7 @@ describe('exported types', () => {
       name: string;
       path_prefix: string;
       transport: Transport;
+      era: 'auto' | 'legacy' | 'modern';
       command?: string;
       args: string[];
       env: Record<string, string>;
@@ -103,6 +105,7 @@ transport = "http"
 url = "https://example.com/mcp"
 headers = { Authorization = "Bearer x" }
 strip_prefix = true
+era = "modern"
 timeout_ms = 1000
 startup_timeout_ms = 2000
 restart_backoff_ms = 100
@@ -114,6 +117,7 @@ max_restarts = 0
         name: 'main',
         path_prefix: '/main',
         transport: 'http',
+        era: 'modern',
         url: 'https://example.com/mcp',
         args: [],
         env: {},
@@ -291,6 +295,7 @@ url = "https://remote.example/mcp"
 `),
     );
     const common = {
+      era: 'auto',
       timeout_ms: 1000,
       startup_timeout_ms: 2000,
       restart_backoff_ms: 100,
