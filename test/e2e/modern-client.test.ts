@@ -7,7 +7,7 @@
  */
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { everythingStdio, q, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { everythingStdio, jsonOrUndefined, q, startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { EverythingServer } from '../helpers/everything.js';
 
 const MODERN = '2026-07-28';
@@ -39,14 +39,7 @@ async function post(url: string, body: unknown, headers: Record<string, string |
     else all[name] = value;
   }
   const res = await fetch(url, { method: 'POST', headers: all, body: JSON.stringify(body) });
-  const text = await res.text();
-  let json: any;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = text;
-  }
-  return { status: res.status, json, headers: res.headers };
+  return { status: res.status, json: jsonOrUndefined(await res.text()), headers: res.headers };
 }
 
 describe.each(['stdio', 'streamableHttp', 'sse'] as const)('a 2026-07-28 client through the gateway to server-everything over %s', (transport) => {
