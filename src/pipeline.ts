@@ -336,7 +336,7 @@ async function exchange(
   const translate = modern ? modernTranslation(upstream, clientGone(reply), modern) : undefined;
   const forward = translate
     ? async (r: JsonRpcRequest) =>
-        translate.result(r, await gateway.forwardModern(r, upstream, post, translate.signal, translate.capabilities, bindingOf(ownerKey(identity), server, r), request.log))
+        translate.result(r, await gateway.forwardModern(r, upstream, post, translate.signal, translate.capabilities, () => bindingOf(ownerKey(identity), server, r), request.log))
     : (r: JsonRpcRequest) => gateway.forward(r, upstream, session, post, request.log);
   // A retry only follows when every request was forwarded, so each has passed its limits once.
   const outcomes = await Promise.all(

@@ -184,3 +184,72 @@ export async function compareVariants(scenario, variants, body, { durationSecs, 
     };
   });
 }
+
+/**
+ * compareVariants for scenarios that bring their own load generator (one that checks every
+ * answer, such as `statelessLoop` in mcp-load.mjs), by the same method: the first request of each
+ * variant timed alone, a 2 s warm-up, then `rounds` rounds in an order that rotates each round;
+ * the first variant is the baseline of the ratios. Each variant: { name, pid (of the process
+ * serving it), run(secs) (one closed-loop run: { rps, p50, p99, requests, completed? }, throwing
+ * on any bad answer), first() (one request, checked), and optionally upstream: { pid, calls() }
+ * (the server behind a proxy: its CPU per request, and `calls()`, a running count of the requests
+ * it received, which shows how many of the variant's requests reached it) }.
+ */
+export async function compareLoops(scenario, variants, { durationSecs, rounds }) {
+  const runOf = async (v, secs) => {
+    const before = cpuMicros(v.pid);
+    const upstreamBefore = cpuMicros(v.upstream?.pid);
+    const callsBefore = v.upstream?.calls();
+    const result = await v.run(secs);
+    const after = cpuMicros(v.pid);
+    const upstreamAfter = cpuMicros(v.upstream?.pid);
+    // The CPU went on every request answered, the few after the window included.
+    const served = result.completed ?? result.requests;
+    const per = (a, b) => (a === undefined || b === undefined ? undefined : (b - a) / served);
+    return {
+      ...result,
+      cpuUs: per(before, after),
+      upstreamCpuUs: per(upstreamBefore, upstreamAfter),
+      upstreamCalls: callsBefore === undefined ? undefined : (v.upstream.calls() - callsBefore) / served,
+    };
+  };
+  const firstMs = [];
+  for (const v of variants) {
+    const started = performance.now();
+    await v.first();
+    firstMs.push(Math.round(performance.now() - started));
+  }
+  for (const v of variants) await runOf(v, 2);
+  const samples = variants.map(() => []);
+  for (let round = 0; round < rounds; round++) {
+    for (let k = 0; k < variants.length; k++) {
+      const i = (k + round) % variants.length;
+      samples[i].push(await runOf(variants[i], durationSecs));
+    }
+  }
+  const medianOf = (i, key) => (samples[i].some((s) => s[key] === undefined) ? undefined : median(samples[i].map((s) => s[key])));
+  const baseline = medianOf(0, 'rps');
+  const baselineCpu = medianOf(0, 'cpuUs');
+  return variants.map((v, i) => {
+    const rps = medianOf(i, 'rps');
+    const cpu = medianOf(i, 'cpuUs');
+    const upstreamCpu = medianOf(i, 'upstreamCpuUs');
+    const upstreamCalls = medianOf(i, 'upstreamCalls');
+    return {
+      scenario,
+      variant: v.name,
+      rps: Math.round(rps),
+      p50_ms: Number(medianOf(i, 'p50').toFixed(2)),
+      p99_ms: Number(medianOf(i, 'p99').toFixed(2)),
+      ratio: Number((rps / baseline).toFixed(3)),
+      cpu_us_per_req: cpu === undefined ? undefined : Math.round(cpu),
+      cpu_ratio: cpu === undefined || baselineCpu === undefined ? undefined : Number((baselineCpu / cpu).toFixed(3)),
+      // Only for variants with a server behind them (a table shows every column any row has).
+      ...(upstreamCpu === undefined ? {} : { upstream_cpu_us_per_req: Math.round(upstreamCpu) }),
+      ...(upstreamCalls === undefined ? {} : { upstream_calls_per_req: Number(upstreamCalls.toFixed(4)) }),
+      first_request_ms: firstMs[i],
+      rounds: samples[i].map((s) => Math.round(s.rps)),
+      cpu_rounds: cpu === undefined ? undefined : samples[i].map((s) => Math.round(s.cpuUs)),
+    };
+  });
+}

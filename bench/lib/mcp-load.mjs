@@ -14,6 +14,11 @@
  *   const sessions = await openSessions(url, 10);
  *   const r = await closedLoop(sessions, { durationSecs: 3 });  // { rps, p50, p99, requests }
  *   await closeSessions(sessions);
+ *
+ * `statelessLoop` drives requests that need no session (a 2026-07-28 request carries its whole
+ * context; a legacy one without Mcp-Session-Id goes through the gateway's own session) the same
+ * way: `connections` clients in a closed loop, every request with its own id, every answer read
+ * (JSON or SSE) and checked by the caller's `check`.
  */
 import { Client } from 'undici';
 
@@ -198,4 +203,50 @@ export async function closedLoop(sessions, { durationSecs, tool = 'tool-0' }) {
   }
   const sorted = Float64Array.from(latencies).sort();
   return { rps: latencies.length / durationSecs, p50: percentile(sorted, 50), p99: percentile(sorted, 99), requests: latencies.length };
+}
+
+/**
+ * A closed loop of session-less POSTs to `url` on `connections` keep-alive connections for
+ * `durationSecs`: `body(id)` is the request with JSON-RPC id `id` (unique in the process),
+ * `check(message, id)` returns a problem with its answer or undefined. Returns
+ * { rps, p50, p99 (ms), requests (inside the window), completed (all, the few answered after the
+ * window included: what the servers' CPU time was spent on) }; throws if any answer was not 200
+ * or failed its check.
+ */
+export async function statelessLoop({ url, connections, durationSecs, headers, body, check }) {
+  const { origin, pathname, search } = new URL(url);
+  const path = pathname + search;
+  const allHeaders = { 'content-type': 'application/json', accept: ACCEPT, ...headers };
+  const clients = Array.from({ length: connections }, () => newClient(origin));
+  const latencies = [];
+  const problems = [];
+  let failed = 0;
+  let completed = 0;
+  const end = performance.now() + durationSecs * 1000;
+  const loop = async (client) => {
+    while (performance.now() < end) {
+      const id = nextId++;
+      const t0 = performance.now();
+      try {
+        const res = await client.request({ path, method: 'POST', headers: allHeaders, body: body(id) });
+        const { message, at } = await readAnswer(res.statusCode, res.headers, res.body, id);
+        const problem = res.statusCode === 200 ? check(message, id) : 'not 200';
+        if (problem !== undefined) throw new Error(`HTTP ${res.statusCode}: ${problem}: ${JSON.stringify(message).slice(0, 300)}`);
+        completed++;
+        if (at <= end) latencies.push(at - t0);
+      } catch (err) {
+        failed++;
+        if (problems.length < 3) problems.push(err.message);
+        return; // this client stops; the run is reported as failed below
+      }
+    }
+  };
+  try {
+    await Promise.all(clients.map(loop));
+  } finally {
+    await Promise.all(clients.map((c) => c.close().catch(() => c.destroy())));
+  }
+  if (failed > 0) throw new Error(`${url}: ${failed} of ${failed + latencies.length} requests failed (${connections} clients); first: ${problems.join(' | ')}`);
+  const sorted = Float64Array.from(latencies).sort();
+  return { rps: latencies.length / durationSecs, p50: percentile(sorted, 50), p99: percentile(sorted, 99), requests: latencies.length, completed };
 }

@@ -32,8 +32,6 @@ interface Entry {
 
 export class ResultCache {
   private readonly entries = new Map<string, Entry>();
-  hits = 0;
-  misses = 0;
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -57,11 +55,7 @@ export class ResultCache {
   /** A fresh copy for this request (its id, the TTL left), or undefined. */
   get(keys: { shared: string; own: string }, id: JsonRpcRequest['id']): JsonRpcResult | undefined {
     const entry = this.fresh(keys.own) ?? this.fresh(keys.shared);
-    if (!entry) {
-      this.misses++;
-      return undefined;
-    }
-    this.hits++;
+    if (!entry) return undefined;
     const left = Math.max(0, entry.expiresAt - this.now());
     return { jsonrpc: '2.0', id, result: { ...entry.result, ttlMs: left } };
   }

@@ -323,19 +323,20 @@ export class Gateway {
     post: PostResponse,
     signal: AbortSignal,
     capabilities: Record<string, unknown>,
-    binding: CallBinding,
+    /** Who may continue the call: computed only when the call takes input rounds. */
+    bind: () => CallBinding,
     log: LineLogger = this.log,
   ): Promise<Outcome> {
     let call: PendingCall;
     const requestState = request.params?.['requestState'];
     if (requestState !== undefined) {
-      const taken = this.rounds.take(requestState, binding);
+      const taken = this.rounds.take(requestState, bind());
       if (typeof taken === 'string') return errorOutcome(new GatewayError('invalid_params', `Invalid params: ${taken}`, request.id));
       call = taken;
       call.respond(request.params?.['inputResponses']);
     } else {
       const controller = new AbortController();
-      const started = new PendingCall(binding, upstream, capabilities, controller);
+      const started = new PendingCall(upstream, capabilities, controller);
       call = started;
       const options: RequestOptions = {
         signal: controller.signal,
@@ -353,6 +354,7 @@ export class Gateway {
     try {
       const round = await call.next();
       if ('inputRequired' in round) {
+        call.binding ??= bind();
         this.rounds.hold(call);
         return { response: { jsonrpc: '2.0', id: request.id, result: round.inputRequired }, status: 200, cancelled: false };
       }

@@ -59,7 +59,12 @@ function sameBinding(a: CallBinding, b: CallBinding): boolean {
 
 /** One legacy call that asked, or may ask, its modern client for input. */
 export class PendingCall {
-  readonly token = randomBytes(24).toString('base64url');
+  /**
+   * Who may continue the call, and its requestState: made only when the call first asks for
+   * input (most calls never do; both cost microseconds on every call otherwise).
+   */
+  binding: CallBinding | undefined;
+  private handle: string | undefined;
   /** Server requests not yet handed to the client. */
   private readonly queue: JsonRpcRequest[] = [];
   /** Handed to the client and not answered yet: inputRequests key -> the server's request. */
@@ -71,13 +76,17 @@ export class PendingCall {
   relay: (message: ServerMessage) => void = () => undefined;
 
   constructor(
-    readonly binding: CallBinding,
     private readonly upstream: UpstreamSession,
     /** The modern client's declared capabilities (its `_meta`), checked for each server request. */
     private readonly capabilities: Record<string, unknown>,
     /** Cancels the legacy call (the client closed its response while waiting). */
     readonly controller: AbortController,
   ) {}
+
+  get token(): string {
+    this.handle ??= randomBytes(24).toString('base64url');
+    return this.handle;
+  }
 
   get settled(): boolean {
     return this.answer !== undefined;
@@ -169,7 +178,7 @@ export class InputRounds {
   take(requestState: unknown, binding: CallBinding): PendingCall | string {
     const entry = typeof requestState === 'string' ? this.calls.get(requestState) : undefined;
     if (!entry) return 'requestState is unknown or has expired: send the request again without it';
-    if (!sameBinding(entry.call.binding, binding)) return 'requestState belongs to another request';
+    if (!entry.call.binding || !sameBinding(entry.call.binding, binding)) return 'requestState belongs to another request';
     this.calls.delete(requestState as string);
     if (entry.timer) clearTimeout(entry.timer);
     return entry.call;

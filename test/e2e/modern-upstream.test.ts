@@ -7,8 +7,8 @@
  * - the v1 SDK client (legacy): the gateway holds the session, answers initialize from the
  *   server's discover result, turns input_required answers into real requests to the client,
  *   and listens for list changes on the client's behalf;
- * - the v2 client (auto mode): requests go through as they are, input rounds and listen streams
- *   included;
+ * - the v2 client (auto mode or pinned): requests go through as they are, input rounds
+ *   (elicitation and sampling) and listen streams included;
  * - a plain curl POST without a session.
  */
 import { Client as ModernClient, StreamableHTTPClientTransport as ModernTransport } from '@modelcontextprotocol/client';
@@ -124,6 +124,25 @@ describe.each(['stdio', 'http', 'stdio with era = "modern"'] as const)('a modern
       expect(client.getProtocolEra()).toBe('modern');
       expect(text(await client.callTool({ name: 'add', arguments: { a: 2, b: 3 } }))).toBe('5');
       expect(text(await client.callTool({ name: 'confirm', arguments: {} }))).toContain('true');
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('a modern client answers the server\'s sampling request (an input round) and the call completes', async () => {
+    const client = new ModernClient({ name: 'modern-e2e', version: '1.0.0' }, { capabilities: { sampling: {} }, versionNegotiation: { mode: { pin: MODERN } } });
+    const asked: unknown[] = [];
+    client.setRequestHandler('sampling/createMessage', async (request: { params: unknown }) => {
+      asked.push(request.params);
+      return { model: 'test-model', role: 'assistant', content: { type: 'text', text: 'modern sample' }, stopReason: 'endTurn' };
+    });
+    await client.connect(new ModernTransport(new URL(url)));
+    try {
+      expect(client.getProtocolEra()).toBe('modern');
+      expect(text(await client.callTool({ name: 'sample', arguments: { prompt: 'hello from the server' } }))).toBe('sampled: modern sample');
+      // One round: the server asked once, with its own prompt.
+      expect(asked).toHaveLength(1);
+      expect(JSON.stringify(asked[0])).toContain('hello from the server');
     } finally {
       await client.close();
     }
