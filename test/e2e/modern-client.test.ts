@@ -6,8 +6,11 @@
  * the specification (-32020, -32022, -32602, 404 -32601) the way a hand-written client meets them.
  */
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { everythingStdio, jsonOrUndefined, q, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { everythingStdio, jsonOrUndefined, q, startGateway, waitFor, type RunningGateway } from '../helpers/gateway.js';
 import { EverythingServer } from '../helpers/everything.js';
 
 const MODERN = '2026-07-28';
@@ -286,5 +289,48 @@ describe('the header and envelope rules of a 2026-07-28 request', () => {
     expect(res.status).toBe(200);
     expect(res.json.result.tools.length).toBeGreaterThan(0);
     expect(res.json.result.resultType).toBeUndefined();
+  });
+});
+
+describe('a 2026-07-28 client closing its response cancels the call upstream', () => {
+  const FAULT_SERVER = new URL('../reliability/fault-stdio-server.mjs', import.meta.url).pathname;
+  const MODERN_SERVER = new URL('../fixtures/modern-server.mjs', import.meta.url).pathname;
+  let dir: string;
+  let gw: RunningGateway;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'modern-cancel-'));
+    gw = await startGateway(
+      `[[upstream.servers]]\nname = "legacy"\npath_prefix = "/legacy"\ncommand = ${q(process.execPath)}\nargs = [${q(FAULT_SERVER)}, ${q(join(dir, 'received.log'))}, "modern-cancel"]\n` +
+        `[[upstream.servers]]\nname = "modern"\npath_prefix = "/modern"\ncommand = ${q(process.execPath)}\nargs = [${q(MODERN_SERVER)}, "stdio", "--modern-only"]\n`,
+    );
+  });
+  afterAll(async () => {
+    await gw?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A modern tools/call whose response the client abandons after `ms`. */
+  async function abandon(server: string, name: string, args: Record<string, unknown>, ms: number): Promise<void> {
+    const controller = new AbortController();
+    const pending = fetch(`${gw.url}/mcp/${server}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': MODERN, 'mcp-method': 'tools/call', 'mcp-name': name },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: args, _meta: ENVELOPE } }),
+      signal: controller.signal,
+    }).then((res) => res.text());
+    setTimeout(() => controller.abort(), ms);
+    await expect(pending).rejects.toThrow();
+  }
+
+  it('to a legacy server: notifications/cancelled for the call', async () => {
+    await abandon('legacy', 'hang', {}, 300);
+    const received = () => (existsSync(join(dir, 'received.log')) ? readFileSync(join(dir, 'received.log'), 'utf8') : '');
+    await waitFor(() => received().includes('"method":"notifications/cancelled"'), 5_000, 'the legacy server to receive notifications/cancelled');
+  });
+
+  it('to a modern server over stdio: notifications/cancelled, and the server stops the work', async () => {
+    await abandon('modern', 'slow', { ms: 10_000, tag: 'abandoned' }, 300);
+    await waitFor(() => gw.logs.some((line) => line.includes('event: cancelled abandoned')), 5_000, 'the modern server to see the call cancelled');
   });
 });
