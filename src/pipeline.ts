@@ -405,6 +405,7 @@ async function directExchange(context: Context, requests: JsonRpcRequest[], repl
     // Cacheable results within their TTL, shared only when the server marked them public.
     const keys = gateway.cache.keys(target.server.name, target.forwardPath, r, owner);
     const hit = keys && gateway.cache.get(keys, r.id);
+    if (keys) context.recorder.cacheLookup(target.server.name, hit !== undefined);
     if (hit) return { response: hit, status: 200, cancelled: false, cached: true };
     const outcome = await gateway.call(r, target.server, target.forwardPath, post, signal, paramHeaders(request), request.log);
     if (keys) gateway.cache.put(keys, outcome.response);

@@ -22,13 +22,17 @@ import type { UpstreamStatus } from '../upstreams/upstream.js';
 import { HotCounter, HotHistogram } from './hot-metrics.js';
 
 /**
- * Client-to-server request and notification methods of the MCP spec (2025-11-25), the only values
- * the `method` label of mcp_guard_upstream_requests_total takes besides "other". A test compares
- * this with the SDK's ClientRequestSchema and ClientNotificationSchema.
+ * Client-to-server request and notification methods of the MCP spec (2025-11-25, and the two
+ * requests 2026-07-28 adds), the only values the `method` label of
+ * mcp_guard_upstream_requests_total takes besides "other". A test compares this with the SDK's
+ * ClientRequestSchema and ClientNotificationSchema.
  */
 export const MCP_METHODS: readonly string[] = [
   'initialize',
   'ping',
+  // 2026-07-28
+  'server/discover',
+  'subscriptions/listen',
   'tools/list',
   'tools/call',
   'resources/list',
@@ -159,6 +163,7 @@ export class Metrics {
   private readonly upstreamRequests: HotCounter<'server' | 'method' | 'outcome'>;
   private readonly upstreamLatency: HotHistogram;
   private readonly toolCalls: HotCounter<'server' | 'tool' | 'outcome'>;
+  private readonly cacheLookups: HotCounter<'server' | 'result'>;
 
   constructor(options: MetricsOptions = {}) {
     this.maxToolsPerServer = options.maxToolsPerServer ?? 100;
@@ -221,6 +226,13 @@ export class Metrics {
       name: 'mcp_guard_tool_calls_total',
       help: 'tools/call requests by server, tool (names the server listed, else "__other__") and outcome.',
       labelNames: ['server', 'tool', 'outcome'],
+      registers,
+    });
+
+    this.cacheLookups = new HotCounter({
+      name: 'mcp_guard_cache_lookups_total',
+      help: 'Cacheable requests to 2026-07-28 servers (tools/list, resources/read, ...) by server and result: "hit" (answered from the gateway\'s cache) or "miss" (forwarded).',
+      labelNames: ['server', 'result'],
       registers,
     });
 
@@ -352,6 +364,11 @@ export class Metrics {
     const label = this.serverLabel(server);
     this.upstreamRequests.cell(label, methodLabel(method), outcome).value++;
     if (validDuration(seconds)) this.upstreamLatency.cell(label).observe(seconds);
+  }
+
+  /** A cacheable request looked up in the gateway's cache of modern results. */
+  cacheLookup(server: string, hit: boolean): void {
+    this.cacheLookups.cell(this.serverLabel(server), hit ? 'hit' : 'miss').value++;
   }
 
   /**

@@ -150,6 +150,11 @@ export class Recorder {
     this.audit.record({ ...base(request), event_type: 'request_refused', identity_id: null, success: false, reason });
   }
 
+  /** A cacheable request to a 2026-07-28 server was answered from the cache (hit) or forwarded (miss). */
+  cacheLookup(server: string, hit: boolean): void {
+    this.metrics?.cacheLookup(server, hit);
+  }
+
   /** One HTTP exchange on an MCP endpoint has ended (any status, streams included). */
   answered(request: FastifyRequest, status: number): void {
     this.metrics?.request(request.method, status, elapsedMs(request) / 1000, request.mcpServer ?? undefined);

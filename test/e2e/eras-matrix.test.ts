@@ -205,6 +205,10 @@ describe.each(['http', 'stdio'] as const)('the gateway caches a modern server\'s
     const other = await list('public', bob.key);
     expect(other.json.result.tools).toEqual(first.json.result.tools);
     expect(await received('public', 'tools/list')).toBe(1);
+    // One miss, two hits, in /metrics.
+    const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+    expect(metrics).toMatch(/^mcp_guard_cache_lookups_total\{server="public",result="miss"\} 1$/m);
+    expect(metrics).toMatch(/^mcp_guard_cache_lookups_total\{server="public",result="hit"\} 2$/m);
   });
 
   it('private: each identity\'s first tools/list reaches the server, the same identity\'s second does not', async () => {

@@ -187,7 +187,8 @@ describe('Metrics: request-level families', () => {
   it('knows every client request and notification method of the SDK it is built with', () => {
     const fromSdk = [...ClientRequestSchema.options, ...ClientNotificationSchema.options].map((o) => o.shape.method.value);
     expect(fromSdk.length).toBeGreaterThan(15);
-    expect([...MCP_METHODS].sort()).toEqual([...new Set(fromSdk)].sort());
+    // The v1 SDK speaks 2025-11-25; 2026-07-28 adds these two client requests.
+    expect([...MCP_METHODS].sort()).toEqual([...new Set([...fromSdk, 'server/discover', 'subscriptions/listen'])].sort());
   });
 
   it('uses buckets from sub-millisecond to 30 s', () => {
@@ -480,7 +481,7 @@ describe('Metrics: its own registry', () => {
     const without = await scrape(new Metrics({ defaultMetrics: false }));
     expect(without).not.toMatch(/^process_|^nodejs_/m);
     // With nothing recorded yet, the exposition is still valid and complete.
-    for (const family of ['mcp_guard_requests_total', 'mcp_guard_request_duration_seconds', 'mcp_guard_auth_total', 'mcp_guard_rate_limit_total', 'mcp_guard_active_identities', 'mcp_guard_upstream_requests_total', 'mcp_guard_upstream_latency_seconds', 'mcp_guard_tool_calls_total', 'mcp_guard_upstream_up', 'mcp_guard_upstream_circuit_open', 'mcp_guard_upstream_restarts_total', 'mcp_guard_active_sessions', 'mcp_guard_rate_limited_total', 'mcp_guard_rate_limit_store_errors_total', 'mcp_guard_audit_dropped_total']) {
+    for (const family of ['mcp_guard_requests_total', 'mcp_guard_request_duration_seconds', 'mcp_guard_auth_total', 'mcp_guard_rate_limit_total', 'mcp_guard_active_identities', 'mcp_guard_upstream_requests_total', 'mcp_guard_upstream_latency_seconds', 'mcp_guard_tool_calls_total', 'mcp_guard_cache_lookups_total', 'mcp_guard_upstream_up', 'mcp_guard_upstream_circuit_open', 'mcp_guard_upstream_restarts_total', 'mcp_guard_active_sessions', 'mcp_guard_rate_limited_total', 'mcp_guard_rate_limit_store_errors_total', 'mcp_guard_audit_dropped_total']) {
       expect(without).toMatch(new RegExp(`^# TYPE ${family} `, 'm'));
     }
   });
@@ -618,6 +619,7 @@ describe('docs/metrics.md and the examples agree with the code', () => {
     m.rateLimitStoreError();
     m.upstreamRequest('s', 'ping', 0.001, 'ok');
     m.toolCall('s', 't', 'ok');
+    m.cacheLookup('s', true);
     m.bindGateway(fakeGateway([{ name: 's', transport: 'stdio', healthy: true, restarts: 0, circuit: 'closed' }]).asView);
     const text = await scrape(m);
     const names = new Set(await families());
@@ -669,7 +671,7 @@ describe('docs/metrics.md and the examples agree with the code', () => {
   it('docs/metrics.md lists every family, and no family that does not exist', async () => {
     const docs = readFileSync(root('docs/metrics.md'), 'utf8');
     const exposed = await families();
-    expect(exposed).toHaveLength(15);
+    expect(exposed).toHaveLength(16);
     for (const family of exposed) expect(docs).toContain(`| \`${family}\` |`);
     const mentioned = new Set([...docs.matchAll(/mcp_guard_[a-z_]+/g)].map((m) => m[0].replace(/_(bucket|sum|count)$/, '')));
     expect([...mentioned].filter((name) => !exposed.includes(name))).toEqual([]);
