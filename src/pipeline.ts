@@ -20,9 +20,14 @@
  *                       before the body is parsed; batch length; id and method sizes); bad input
  *                       is a 4xx and is never forwarded, and what is forwarded is rebuilt from
  *                       its JSON-RPC members only.
- *   4. session          the gateway's own session id; initialize opens one, others must name a
- *                       live one on the same server opened by the same identity, or none at all
- *                       (a plain curl request).
+ *   4. era and session  a 2026-07-28 request (its _meta names a protocol version) has no
+ *                       session: its Mcp-Method / Mcp-Name / MCP-Protocol-Version headers are
+ *                       checked against the body first (handleModern; docs/eras.md), and it goes
+ *                       to a modern server as it is (directExchange) or to a legacy one on the
+ *                       gateway's own upstream session, translated. Otherwise: the gateway's own
+ *                       session id; initialize opens one, others must name a live one on the
+ *                       same server opened by the same identity, or none at all (a plain curl
+ *                       request).
  *   5. authorize        per request, batch elements included: a tools/call of a tool outside the
  *                       identity's policy is answered with an error here and never forwarded.
  *                       Then the tool limits: each tools/call (batch elements included) counts
