@@ -35,6 +35,8 @@ import { GATEWAY_NAME, GATEWAY_VERSION } from '../version.js';
 import { Correlator, cancelNotification } from './correlator.js';
 import { configuredVerdict, discoverRequest, isFresh, probedVerdict, readProbeAnswer, type ProbeAnswer } from './era.js';
 import { UpstreamError } from './errors.js';
+import { MAX_LINE_BYTES, readLines, responseIdOf, type OversizedLine } from './line-reader.js';
+import { killGroup, terminateTree, track } from './process-tree.js';
 import type {
   CallOptions,
   EraVerdict,
@@ -53,17 +55,6 @@ const INHERITED_ENV = ['HOME', 'LOGNAME', 'PATH', 'SHELL', 'TERM', 'USER', 'LANG
 
 /** A child that ran this long before exiting was healthy: its exit does not count as a quick failure. */
 const STABLE_AFTER_MS = 30_000;
-/** Time a child gets to exit after SIGTERM before SIGKILL. */
-const KILL_GRACE_MS = 2_000;
-/** Time the rest of a child's process group gets to let go of its pipes after the child exited. */
-const STRAGGLER_GRACE_MS = 2_000;
-/**
- * A stdout line longer than this is dropped (a child writing garbage must not exhaust memory); the
- * same limit as one SSE event of the HTTP transports. Reading resumes at the next newline.
- */
-const MAX_LINE_BYTES = 32 * 1024 * 1024;
-/** How much of each end of a dropped line is kept, to find the id of the request it answered. */
-const LINE_END_BYTES = 256;
 /**
  * Bytes waiting to be written to a child's stdin beyond which requests are refused rather than
  * queued: a child that does not read its input must not fill the gateway's memory.
@@ -670,10 +661,14 @@ export class StdioUpstream implements Upstream {
       }
     });
     child.stdin?.on('error', (err) => this.log.debug({ err: err.message }, 'child stdin error'));
-    this.readLines(child.stdout!, (line) => this.onLine(line), (line) => this.onOversizedLine(line));
-    this.readLines(child.stderr!, (line) => {
-      if (line.length > 0) this.log.info({ stream: 'stderr' }, line.length > MAX_STDERR_LINE ? `${line.slice(0, MAX_STDERR_LINE)}…` : line);
-    });
+    readLines(child.stdout!, (line) => this.onLine(line), (line) => this.onOversizedLine(line));
+    readLines(
+      child.stderr!,
+      (line) => {
+        if (line.length > 0) this.log.info({ stream: 'stderr' }, line.length > MAX_STDERR_LINE ? `${line.slice(0, MAX_STDERR_LINE)}…` : line);
+      },
+      (line) => this.log.error({ stream: 'stderr', bytes: line.bytes, limitBytes: MAX_LINE_BYTES }, 'upstream wrote a line over the size limit; dropped'),
+    );
     child.once('close', (code, signal) => {
       if (this.child !== child) return;
       this.child = undefined;
@@ -775,58 +770,12 @@ export class StdioUpstream implements Upstream {
   // ---- reading the child ----------------------------------------------------------------------
 
   /**
-   * Splits a stream into lines. A line over MAX_LINE_BYTES is not kept: its bytes are counted and
-   * dropped up to the next newline, where reading goes on as usual; `onOversized` then gets its
-   * length and its first and last bytes.
-   */
-  private readLines(stream: NodeJS.ReadableStream, onLine: (line: string) => void, onOversized?: (line: OversizedLine) => void): void {
-    let buffered: Buffer[] = [];
-    let size = 0;
-    let skipped: { head: Buffer; tail: Buffer; bytes: number } | undefined;
-    const skip = (line: { tail: Buffer; bytes: number }, piece: Buffer): void => {
-      line.bytes += piece.length;
-      line.tail = lastBytes(line.tail, piece);
-    };
-    stream.on('data', (chunk: Buffer) => {
-      let start = 0;
-      let nl = chunk.indexOf(0x0a, start);
-      while (nl !== -1) {
-        const piece = chunk.subarray(start, nl);
-        if (skipped) {
-          skip(skipped, piece);
-          this.log.error({ bytes: skipped.bytes, limitBytes: MAX_LINE_BYTES }, 'upstream wrote a line over the size limit; dropped');
-          onOversized?.({ head: skipped.head.toString('utf8'), tail: skipped.tail.toString('utf8'), bytes: skipped.bytes });
-          skipped = undefined;
-        } else {
-          const line = size === 0 ? piece.toString('utf8') : Buffer.concat([...buffered, piece]).toString('utf8');
-          onLine(line.endsWith('\r') ? line.slice(0, -1) : line);
-        }
-        buffered = [];
-        size = 0;
-        start = nl + 1;
-        nl = chunk.indexOf(0x0a, start);
-      }
-      if (start >= chunk.length) return;
-      const rest = chunk.subarray(start);
-      if (skipped) return skip(skipped, rest);
-      size += rest.length;
-      if (size <= MAX_LINE_BYTES) {
-        buffered.push(Buffer.from(rest));
-        return;
-      }
-      // Buffer.concat with a length copies only the first bytes.
-      skipped = { head: Buffer.concat([...buffered, rest], Math.min(size, LINE_END_BYTES)), tail: lastBytes(Buffer.alloc(0), rest), bytes: size };
-      buffered = [];
-      size = 0;
-    });
-  }
-
-  /**
    * A stdout line over the limit is lost, but when it is recognisably the response to a request in
    * flight (its id at either end, as JSON-RPC libraries write it), that request fails now with a
    * reason instead of waiting for its deadline.
    */
   private onOversizedLine(line: OversizedLine): void {
+    this.log.error({ bytes: line.bytes, limitBytes: MAX_LINE_BYTES }, 'upstream wrote a line over the size limit; dropped');
     const wireId = responseIdOf(line.head, line.tail);
     if (wireId === undefined || !this.correlator.get(wireId)) return;
     const name = this.config.name;
@@ -969,40 +918,6 @@ export class StdioUpstream implements Upstream {
   }
 }
 
-/** What is known of a stdout line that was over the limit. */
-interface OversizedLine {
-  head: string;
-  tail: string;
-  bytes: number;
-}
-
-/** The last LINE_END_BYTES of what `tail` and then `piece` hold, copied. */
-function lastBytes(tail: Buffer, piece: Buffer): Buffer {
-  if (piece.length >= LINE_END_BYTES) return Buffer.from(piece.subarray(piece.length - LINE_END_BYTES));
-  const both = Buffer.concat([tail, piece]);
-  return Buffer.from(both.subarray(Math.max(0, both.length - LINE_END_BYTES)));
-}
-
-/** A response's members before its result or error: `{"jsonrpc":"2.0","id":7,"result":...` (or id, then jsonrpc). */
-const ID_FIRST = /^\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*(\d+)\s*,\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"(?:result|error)"\s*:/;
-/** A response that starts with its result or error... */
-const RESULT_FIRST = /^\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"(?:result|error)"\s*:/;
-/** ...and ends with its id (the MCP SDK's order): `...,"jsonrpc":"2.0","id":7}`. */
-const ID_LAST = /"id"\s*:\s*(\d+)\s*(?:,\s*"jsonrpc"\s*:\s*"2\.0"\s*)?\}\s*$/;
-
-/**
- * The id of the response a line starts and ends with, if it is plainly one. Only top-level members
- * can sit where these patterns look: right after the opening brace, or right before the closing
- * one with no other brace in between.
- */
-function responseIdOf(head: string, tail: string): number | undefined {
-  const first = ID_FIRST.exec(head);
-  if (first) return Number(first[1]);
-  if (!RESULT_FIRST.test(head)) return undefined;
-  const last = ID_LAST.exec(tail);
-  return last ? Number(last[1]) : undefined;
-}
-
 /** One client's view of the shared child. */
 class VirtualSession implements UpstreamSession {
   readonly initializeResult: JsonRpcResponse;
@@ -1076,62 +991,4 @@ class VirtualSession implements UpstreamSession {
     this.closed = true;
     this.upstream.forget(this);
   }
-}
-
-/** Children whose process group may still hold processes: until their 'close'. */
-const liveChildren = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-/**
- * Follows a child until its tree is gone:
- * - 'close' waits for the child's pipes, so a descendant that outlives the child and keeps them
- *   open would keep a dead server looking alive (no restart, no error) until startup_timeout_ms or
- *   forever; STRAGGLER_GRACE_MS after the child's own exit, its group is killed.
- * - If the gateway exits without closing its upstreams (a second SIGTERM/SIGINT, a crash), every
- *   group still alive is killed on the way out: no orphaned tree survives the gateway.
- */
-function track(child: ChildProcess): void {
-  if (child.pid === undefined) return;
-  liveChildren.add(child);
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    process.once('exit', () => {
-      for (const c of liveChildren) killGroup(c, 'SIGKILL');
-    });
-  }
-  let straggler: NodeJS.Timeout | undefined;
-  child.once('exit', () => {
-    straggler = setTimeout(() => killGroup(child, 'SIGKILL'), STRAGGLER_GRACE_MS);
-    straggler.unref();
-  });
-  child.once('close', () => {
-    if (straggler) clearTimeout(straggler);
-    liveChildren.delete(child);
-  });
-}
-
-function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
-  if (child.pid === undefined) return;
-  try {
-    process.kill(-child.pid, signal);
-  } catch {
-    // The group is already gone.
-  }
-}
-
-/**
- * Ends a child and its descendants: stdin closed (the polite signal for a stdio server), SIGTERM to
- * the process group, SIGKILL after a grace period.
- */
-export async function terminateTree(child: ChildProcess): Promise<void> {
-  if (child.pid === undefined) return;
-  const exited = child.exitCode !== null || child.signalCode !== null
-    ? Promise.resolve()
-    : new Promise<void>((resolve) => child.once('close', () => resolve()));
-  child.stdin?.end();
-  killGroup(child, 'SIGTERM');
-  const timer = setTimeout(() => killGroup(child, 'SIGKILL'), KILL_GRACE_MS);
-  await exited;
-  clearTimeout(timer);
-  killGroup(child, 'SIGKILL');
 }
