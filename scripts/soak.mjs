@@ -30,12 +30,11 @@
  * Traffic goes to 127.0.0.1 only. Every process started here is ended by PID at the end, on
  * SIGINT/SIGTERM and on any exit (bench/lib/harness.mjs); the run stops by itself.
  */
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'undici';
-import { freePort, INSTANT_STDIO_UPSTREAM, ROOT, startInstantUpstream, tomlString, track } from '../bench/lib/harness.mjs';
+import { INSTANT_STDIO_UPSTREAM, ROOT, startGateway as startServe, startInstantUpstream, tomlString } from '../bench/lib/harness.mjs';
 
 // ---- settings ---------------------------------------------------------------------------------
 
@@ -82,72 +81,49 @@ const workDir = mkdtempSync(join(tmpdir(), 'mcp-guard-soak-'));
 process.on('exit', () => rmSync(workDir, { recursive: true, force: true }));
 
 async function startGateway(httpUpstreamUrl, keyPrefix, keyHash) {
-  const config = join(workDir, 'mcp-guard.toml');
-  writeFileSync(
-    config,
-    [
-      '[server]',
-      'host = "127.0.0.1"',
-      'metrics = true',
-      '',
-      '[auth]',
-      '[[auth.api_keys]]',
-      'id = "soak"',
-      `key_prefix = ${tomlString(keyPrefix)}`,
-      `key_hash = ${tomlString(keyHash)}`,
-      '',
-      // Far above anything the soak sends: the limiter runs on every request, never refuses.
-      '[rate_limit]',
-      'enabled = true',
-      'requests_per_second = 1000000',
-      'burst_size = 1000000',
-      'per_address_requests_per_second = 1000000',
-      'per_address_burst_size = 1000000',
-      '',
-      '[audit]',
-      `file = ${tomlString(join(workDir, 'audit.log'))}`,
-      'rotate_max_bytes = 20971520',
-      'max_backups = 2',
-      '',
-      '[[upstream.servers]]',
-      'name = "stdio"',
-      'path_prefix = "/stdio"',
-      'transport = "stdio"',
-      `command = ${tomlString(process.execPath)}`,
-      `args = [${tomlString(INSTANT_STDIO_UPSTREAM)}]`,
-      // Kills come faster than the 30 s after which a child counts as stable: with the defaults
-      // the backoff would double per kill and the server would end in crash_loop after 5.
-      'restart_backoff_ms = 100',
-      'restart_backoff_max_ms = 500',
-      'max_restarts = 100000',
-      '',
-      '[[upstream.servers]]',
-      'name = "http"',
-      'path_prefix = "/http"',
-      `url = ${tomlString(httpUpstreamUrl)}`,
-      '',
-    ].join('\n'),
-  );
-  const port = await freePort();
-  const child = track(
-    spawn(process.execPath, [join(ROOT, 'dist/main.js'), 'serve', '-c', config, '--port', String(port)], {
-      env: { ...process.env, MCP_GUARD_LOG_LEVEL: 'error' },
-      stdio: ['ignore', 'ignore', 'inherit'],
-    }),
-  );
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      if ((await fetch(`${url}/ready`)).status === 200) break;
-    } catch {
-      // not listening yet
-    }
-    if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode}`);
-    if (Date.now() > deadline) throw new Error('gateway not ready within 30 s');
-    await sleep(100);
-  }
-  return { url, child };
+  const toml = [
+    '[server]',
+    'host = "127.0.0.1"',
+    'metrics = true',
+    '',
+    '[auth]',
+    '[[auth.api_keys]]',
+    'id = "soak"',
+    `key_prefix = ${tomlString(keyPrefix)}`,
+    `key_hash = ${tomlString(keyHash)}`,
+    '',
+    // Far above anything the soak sends: the limiter runs on every request, never refuses.
+    '[rate_limit]',
+    'enabled = true',
+    'requests_per_second = 1000000',
+    'burst_size = 1000000',
+    'per_address_requests_per_second = 1000000',
+    'per_address_burst_size = 1000000',
+    '',
+    '[audit]',
+    `file = ${tomlString(join(workDir, 'audit.log'))}`,
+    'rotate_max_bytes = 20971520',
+    'max_backups = 2',
+    '',
+    '[[upstream.servers]]',
+    'name = "stdio"',
+    'path_prefix = "/stdio"',
+    'transport = "stdio"',
+    `command = ${tomlString(process.execPath)}`,
+    `args = [${tomlString(INSTANT_STDIO_UPSTREAM)}]`,
+    // Kills come faster than the 30 s after which a child counts as stable: with the defaults
+    // the backoff would double per kill and the server would end in crash_loop after 5.
+    'restart_backoff_ms = 100',
+    'restart_backoff_max_ms = 500',
+    'max_restarts = 100000',
+    '',
+    '[[upstream.servers]]',
+    'name = "http"',
+    'path_prefix = "/http"',
+    `url = ${tomlString(httpUpstreamUrl)}`,
+    '',
+  ].join('\n');
+  return startServe('soak', toml, { MCP_GUARD_LOG_LEVEL: 'error' });
 }
 
 // ---- /proc ----------------------------------------------------------------------------------------

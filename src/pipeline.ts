@@ -45,7 +45,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { mayReach, ownerKey, type Identity } from './auth/identity.js';
 import type { ServerConfig, ServerSettings } from './config/schema.js';
 import { GatewayError, httpError, sendError } from './http/errors.js';
-import { decodeBody, isRequest, type JsonRpcId, type JsonRpcMessage, type JsonRpcRequest } from './jsonrpc/messages.js';
+import { decodeBody, isRequest, objectOf, type JsonRpcId, type JsonRpcMessage, type JsonRpcRequest } from './jsonrpc/messages.js';
 import type { Gateway } from './mcp/gateway.js';
 import { checkModern, discoverResult, isModern, MODERN_METHODS, MODERN_PROTOCOL_VERSIONS, toModernResult, type ModernContext } from './mcp/era.js';
 import { bindingOf } from './mcp/input-rounds.js';
@@ -132,21 +132,27 @@ async function handleModern(context: Context, decoded: { messages: JsonRpcMessag
   }
   // A modern server gets the request as it is (listen streams and input rounds included); for a
   // legacy one the gateway answers what the legacy era has no counterpart for.
-  const direct = (await serverEra(context, message.id)) === 'modern';
-  if (!direct) {
-    if (!MODERN_METHODS.has(message.method)) throw new GatewayError('method_not_found', 'Method not found', message.id);
-    if (message.method === 'subscriptions/listen') {
-      await listen(context, message, reply);
-      return;
-    }
+  if ((await serverEra(context, message.id)) === 'modern') {
+    await directExchange(context, message, reply, modern);
+    return;
   }
-  await exchange(context, undefined, { messages: [message], batch: false }, reply, true, modern, direct);
+  if (!MODERN_METHODS.has(message.method)) throw new GatewayError('method_not_found', 'Method not found', message.id);
+  if (message.method === 'subscriptions/listen') {
+    await listen(context, message, reply);
+    return;
+  }
+  await exchange(context, undefined, { messages: [message], batch: false }, reply, true, modern);
 }
 
 /** The era of the target server: probed once and remembered (src/upstreams/). */
 async function serverEra({ gateway, target }: Context, id: JsonRpcId): Promise<Era> {
+  return (await reaching(gateway.upstream(target.server.name).era({ forwardPath: target.forwardPath }), id)).era;
+}
+
+/** What `work` gives, its upstream failure rethrown as the error of the request `id`. */
+async function reaching<T>(work: Promise<T>, id: JsonRpcId): Promise<T> {
   try {
-    return (await gateway.upstream(target.server.name).era({ forwardPath: target.forwardPath })).era;
+    return await work;
   } catch (err) {
     if (err instanceof UpstreamError) throw GatewayError.fromUpstream(err, id);
     throw err;
@@ -168,16 +174,9 @@ function paramHeaders(request: FastifyRequest): Record<string, string> | undefin
  * (src/mcp/subscriptions.ts).
  */
 async function listen({ gateway, target, request }: Context, message: JsonRpcRequest, reply: FastifyReply): Promise<void> {
-  let upstream: UpstreamSession;
-  try {
-    upstream = await gateway.sharedSession(target.server, target.forwardPath);
-  } catch (err) {
-    if (err instanceof UpstreamError) throw GatewayError.fromUpstream(err, message.id);
-    throw err;
-  }
+  const upstream = await reaching(gateway.sharedSession(target.server, target.forwardPath), message.id);
   const init = upstream.initializeResult;
-  const capabilities = 'result' in init ? init.result['capabilities'] : undefined;
-  const filter = honored(message.params?.['notifications'], capabilities !== null && typeof capabilities === 'object' ? (capabilities as Record<string, unknown>) : {});
+  const filter = honored(message.params?.['notifications'], objectOf('result' in init ? init.result['capabilities'] : undefined) ?? {});
   reply.hijack();
   const listener = new Listener(message.id, filter, new SseWriter(reply.raw, {}, { keepalive: true }));
   listener.acknowledge();
@@ -306,15 +305,9 @@ async function exchange(
   reply: FastifyReply,
   retry: boolean,
   modern?: ModernContext,
-  /** A modern request to a modern server: no upstream session, the request goes as it is. */
-  direct = false,
 ): Promise<void> {
   const { gateway, target, identity, recorder, request } = context;
   const server = target.server.name;
-  if (direct && modern) {
-    await directExchange(context, decoded.messages.filter(isRequest), reply, modern);
-    return;
-  }
   let upstream: UpstreamSession;
   try {
     upstream = session ? session.upstream : await gateway.sharedSession(target.server, target.forwardPath);
@@ -401,22 +394,21 @@ function clientGone(reply: FastifyReply): AbortSignal {
  * its answer comes back as it is: input rounds, listen streams and caching hints are the
  * client's and the server's business.
  */
-async function directExchange(context: Context, requests: JsonRpcRequest[], reply: FastifyReply, modern: ModernContext): Promise<void> {
+async function directExchange(context: Context, call: JsonRpcRequest, reply: FastifyReply, modern: ModernContext): Promise<void> {
   const { gateway, target, request } = context;
+  const server = target.server;
   const post = new PostResponse(reply, parseAccept(header(request, 'accept')), {}, modernRelay(modern));
-  const signal = clientGone(reply);
-  const owner = ownerKey(context.identity);
   const forward = async (r: JsonRpcRequest): Promise<Outcome> => {
     // Cacheable results within their TTL, shared only when the server marked them public.
-    const keys = gateway.cache.keys(target.server.name, target.forwardPath, r, owner);
+    const keys = gateway.cache.keys(server.name, target.forwardPath, r, ownerKey(context.identity));
     const hit = keys && gateway.cache.get(keys, r.id);
-    if (keys) context.recorder.cacheLookup(target.server.name, hit !== undefined);
+    if (keys) context.recorder.cacheLookup(server.name, hit !== undefined);
     if (hit) return { response: hit, status: 200, cancelled: false, cached: true };
-    const outcome = await gateway.call(r, target.server, target.forwardPath, post, signal, paramHeaders(request), request.log);
+    const outcome = await gateway.call(r, server, target.forwardPath, post, clientGone(reply), paramHeaders(request), request.log);
     if (keys) gateway.cache.put(keys, outcome.response);
     return outcome;
   };
-  post.finish(await Promise.all(requests.map((r) => answer(context, r, reply, true, true, forward))), false);
+  post.finish([await answer(context, call, reply, true, true, forward)], false);
 }
 
 /** GET: the client opens the standalone stream of server-to-client messages. */

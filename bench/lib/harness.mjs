@@ -136,58 +136,29 @@ export function tomlString(value) {
  * it, for its CPU time per request) }.
  */
 export async function compareVariants(scenario, variants, body, { durationSecs, rounds, connections }) {
-  const runOf = async (v, secs) => {
-    const before = cpuMicros(v.pid);
-    const result = await load({ url: v.url, body, headers: v.headers ?? {}, connections, durationSecs: secs });
-    const after = cpuMicros(v.pid);
-    return { ...result, cpuUs: before === undefined || after === undefined ? undefined : (after - before) / result.requests };
-  };
-  const firstMs = [];
-  for (const v of variants) {
-    const started = performance.now();
-    const res = await fetch(v.url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', ...(v.headers ?? {}) },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 0, ...body }),
-    });
-    await res.text();
-    if (res.status !== 200) throw new Error(`${v.name}: first request answered ${res.status}`);
-    firstMs.push(Math.round(performance.now() - started));
-  }
-  for (const v of variants) await runOf(v, 2);
-  const samples = variants.map(() => []);
-  for (let round = 0; round < rounds; round++) {
-    for (let k = 0; k < variants.length; k++) {
-      const i = (k + round) % variants.length;
-      samples[i].push(await runOf(variants[i], durationSecs));
-    }
-  }
-  const baseline = median(samples[0].map((s) => s.rps));
-  const cpuOf = (i) => (samples[i].some((s) => s.cpuUs === undefined) ? undefined : median(samples[i].map((s) => s.cpuUs)));
-  const baselineCpu = cpuOf(0);
-  return variants.map((v, i) => {
-    const rps = median(samples[i].map((s) => s.rps));
-    const cpu = cpuOf(i);
-    return {
-      scenario,
-      variant: v.name,
-      rps: Math.round(rps),
-      p50_ms: median(samples[i].map((s) => s.p50)),
-      p99_ms: median(samples[i].map((s) => s.p99)),
-      ratio: Number((rps / baseline).toFixed(3)),
-      // The process's CPU per request, and the baseline's divided by it (1 = as cheap; 0.5 = twice the CPU).
-      cpu_us_per_req: cpu === undefined ? undefined : Math.round(cpu),
-      cpu_ratio: cpu === undefined || baselineCpu === undefined ? undefined : Number((baselineCpu / cpu).toFixed(3)),
-      first_request_ms: firstMs[i],
-      rounds: samples[i].map((s) => Math.round(s.rps)),
-      cpu_rounds: cpu === undefined ? undefined : samples[i].map((s) => Math.round(s.cpuUs)),
-    };
-  });
+  return compareLoops(
+    scenario,
+    variants.map((v) => ({
+      name: v.name,
+      pid: v.pid,
+      run: (secs) => load({ url: v.url, body, headers: v.headers ?? {}, connections, durationSecs: secs }),
+      async first() {
+        const res = await fetch(v.url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', ...(v.headers ?? {}) },
+          body: JSON.stringify({ jsonrpc: '2.0', id: 0, ...body }),
+        });
+        await res.text();
+        if (res.status !== 200) throw new Error(`${v.name}: first request answered ${res.status}`);
+      },
+    })),
+    { durationSecs, rounds },
+  );
 }
 
 /**
- * compareVariants for scenarios that bring their own load generator (one that checks every
- * answer, such as `statelessLoop` in mcp-load.mjs), by the same method: the first request of each
+ * The method behind compareVariants, for any load generator (autocannon there; one that checks
+ * every answer, such as `statelessLoop` in mcp-load.mjs, elsewhere): the first request of each
  * variant timed alone, a 2 s warm-up, then `rounds` rounds in an order that rotates each round;
  * the first variant is the baseline of the ratios. Each variant: { name, pid (of the process
  * serving it), run(secs) (one closed-loop run: { rps, p50, p99, requests, completed? }, throwing

@@ -91,8 +91,14 @@ export function idKey(id: JsonRpcId): string {
   return typeof id === 'number' ? `n:${id}` : `s:${id}`;
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
+/** True for a JSON object (not null, not an array): what params, results and `_meta` must be. */
+export function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** The value when it is a JSON object, else undefined: for reading a peer's loosely typed members. */
+export function objectOf(v: unknown): Record<string, unknown> | undefined {
+  return isObject(v) ? v : undefined;
 }
 
 function isId(v: unknown): v is JsonRpcId {

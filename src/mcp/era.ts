@@ -19,7 +19,7 @@
  * has the decisions.
  */
 import { GatewayError } from '../http/errors.js';
-import type { JsonRpcMessage, JsonRpcNotification, JsonRpcRequest } from '../jsonrpc/messages.js';
+import { objectOf, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest } from '../jsonrpc/messages.js';
 
 /** The modern protocol versions the gateway speaks, newest first. */
 export const MODERN_PROTOCOL_VERSIONS: readonly string[] = ['2026-07-28'];
@@ -90,8 +90,7 @@ export type HeaderReader = (name: string) => string | undefined;
 
 function metaOf(message: JsonRpcMessage): Record<string, unknown> | undefined {
   if (!('method' in message)) return undefined;
-  const meta = message.params?.['_meta'];
-  return meta !== null && typeof meta === 'object' && !Array.isArray(meta) ? (meta as Record<string, unknown>) : undefined;
+  return objectOf(message.params?.['_meta']);
 }
 
 /**
@@ -171,16 +170,16 @@ export function checkModern(
       requested: version,
     });
   }
-  const capabilities = meta[META.clientCapabilities];
-  if (capabilities === null || typeof capabilities !== 'object' || Array.isArray(capabilities)) {
+  const capabilities = objectOf(meta[META.clientCapabilities]);
+  if (capabilities === undefined) {
     throw invalidEnvelope(`_meta["${META.clientCapabilities}"] is required (an object, {} for none)`, id);
   }
   const clientInfo = meta[META.clientInfo];
   const logLevel = meta[META.logLevel];
   const context: ModernContext = {
     version,
-    clientCapabilities: capabilities as Record<string, unknown>,
-    clientInfo: clientInfo !== null && typeof clientInfo === 'object' ? (clientInfo as Record<string, unknown>) : undefined,
+    clientCapabilities: capabilities,
+    clientInfo: objectOf(clientInfo),
     logLevel: typeof logLevel === 'string' ? logLevel : undefined,
   };
   if (!('id' in message)) return { message, context };
@@ -235,8 +234,7 @@ export function toModernResult(method: string, result: Record<string, unknown>, 
     if (modern['cacheScope'] !== 'public' && modern['cacheScope'] !== 'private') modern['cacheScope'] = 'private';
   }
   if (serverInfo !== undefined) {
-    const meta = result['_meta'];
-    modern['_meta'] = { ...(meta !== null && typeof meta === 'object' ? meta : {}), [META.serverInfo]: serverInfo };
+    modern['_meta'] = { ...objectOf(result['_meta']), [META.serverInfo]: serverInfo };
   }
   return modern;
 }
@@ -248,10 +246,9 @@ export function toModernResult(method: string, result: Record<string, unknown>, 
  * earlier drafts).
  */
 export function discoverResult(initializeResult: Record<string, unknown>): Record<string, unknown> {
-  const capabilities = initializeResult['capabilities'];
   const result: Record<string, unknown> = {
     supportedVersions: [...MODERN_PROTOCOL_VERSIONS],
-    capabilities: capabilities !== null && typeof capabilities === 'object' ? capabilities : {},
+    capabilities: objectOf(initializeResult['capabilities']) ?? {},
   };
   const serverInfo = initializeResult['serverInfo'];
   if (serverInfo !== undefined) result['serverInfo'] = serverInfo;

@@ -136,7 +136,7 @@ export class Gateway {
    * and forward path, opened by the gateway itself, reopened when the upstream forgets it.
    */
   sharedSession(server: ServerConfig, forwardPath: string): Promise<UpstreamSession> {
-    const key = `${server.name}\u0000${forwardPath}`;
+    const key = sharedKey(server, forwardPath);
     let session = this.shared.get(key);
     if (session) return session;
     if (this.shared.size >= MAX_SHARED_SESSIONS) {
@@ -172,7 +172,7 @@ export class Gateway {
    * change notifications it asked for until it closes. Returns what removes it.
    */
   async listen(server: ServerConfig, forwardPath: string, upstream: UpstreamSession, listener: Listener): Promise<() => void> {
-    const key = `${server.name}\u0000${forwardPath}`;
+    const key = sharedKey(server, forwardPath);
     let hub = this.hubs.get(key);
     if (!hub || hub.upstream !== upstream) {
       hub = new ListenHub(upstream);
@@ -193,7 +193,7 @@ export class Gateway {
   }
 
   dropSharedSession(server: ServerConfig, forwardPath: string, session: UpstreamSession): void {
-    const key = `${server.name}\u0000${forwardPath}`;
+    const key = sharedKey(server, forwardPath);
     const current = this.shared.get(key);
     void current?.then((s) => {
       if (s === session && this.shared.get(key) === current) this.shared.delete(key);
@@ -387,6 +387,11 @@ function modernStatus(response: JsonRpcResponse): number {
   const code = response.error.code;
   if (code === ErrorCode.HeaderMismatch || code === ErrorCode.MissingRequiredClientCapability || code === ErrorCode.UnsupportedProtocolVersion) return 400;
   return code === ErrorCode.MethodNotFound ? 404 : 200;
+}
+
+/** The key of the gateway's own upstream session (and its listen streams) for a server and path. */
+function sharedKey(server: ServerConfig, forwardPath: string): string {
+  return `${server.name}\u0000${forwardPath}`;
 }
 
 /** Any failure as a GatewayError; unexpected ones are logged with their cause and shown as internal. */

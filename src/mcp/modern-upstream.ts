@@ -20,7 +20,7 @@
  *   become one `subscriptions/listen` stream, opened again when what it asks for changes;
  * - `notifications/cancelled` from the client cancels the call (over HTTP: its stream closes).
  */
-import { ErrorCode, errorResponse, idKey, type JsonRpcId, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc/messages.js';
+import { ErrorCode, errorResponse, idKey, objectOf, type JsonRpcId, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc/messages.js';
 import type { Logger } from '../observability/logger.js';
 import { UpstreamError } from '../upstreams/errors.js';
 import type { EraVerdict, RequestOptions, SessionHandlers, Upstream, UpstreamSession } from '../upstreams/upstream.js';
@@ -37,17 +37,13 @@ const LISTEN_RETRY_MAX_MS = 30_000;
 /** The members a modern result has that a legacy client has no use for. */
 const MODERN_ONLY = ['resultType', 'ttlMs', 'cacheScope'];
 
-function objectOr(value: unknown): Record<string, unknown> | undefined {
-  return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
-}
-
 /** The `initialize` answer a legacy client gets for a modern server, from its discover result. */
 export function initializeFromDiscover(verdict: EraVerdict, requested: unknown, fallbackName: string): Record<string, unknown> {
   const discover = verdict.discover ?? {};
-  const serverInfo = objectOr(objectOr(discover['_meta'])?.[META.serverInfo]) ?? objectOr(discover['serverInfo']) ?? { name: fallbackName, version: '' };
+  const serverInfo = objectOf(objectOf(discover['_meta'])?.[META.serverInfo]) ?? objectOf(discover['serverInfo']) ?? { name: fallbackName, version: '' };
   const result: Record<string, unknown> = {
     protocolVersion: typeof requested === 'string' && SUPPORTED_PROTOCOL_VERSIONS.includes(requested) ? requested : LATEST_PROTOCOL_VERSION,
-    capabilities: objectOr(discover['capabilities']) ?? {},
+    capabilities: objectOf(discover['capabilities']) ?? {},
     serverInfo,
   };
   if (typeof discover['instructions'] === 'string') result['instructions'] = discover['instructions'];
@@ -94,11 +90,11 @@ export class ModernBackedSession implements UpstreamSession {
     private readonly log: Logger,
   ) {
     const params = initialize?.params ?? {};
-    this.capabilities = objectOr(params['capabilities']) ?? {};
+    this.capabilities = objectOf(params['capabilities']) ?? {};
     this.envelope = {
       [META.protocolVersion]: verdict.version ?? MODERN_PROTOCOL_VERSION,
       [META.clientCapabilities]: this.capabilities,
-      [META.clientInfo]: objectOr(params['clientInfo']) ?? { name: GATEWAY_NAME, version: GATEWAY_VERSION },
+      [META.clientInfo]: objectOf(params['clientInfo']) ?? { name: GATEWAY_NAME, version: GATEWAY_VERSION },
     };
     this.initializeResult = {
       jsonrpc: '2.0',
@@ -210,7 +206,7 @@ export class ModernBackedSession implements UpstreamSession {
 
   /** The request's `_meta`: the client's own keys, then the session's envelope. */
   private metaFor(request: JsonRpcRequest): Record<string, unknown> {
-    const meta: Record<string, unknown> = { ...objectOr(request.params?.['_meta']), ...this.envelope };
+    const meta: Record<string, unknown> = { ...objectOf(request.params?.['_meta']), ...this.envelope };
     if (this.logLevel !== undefined) meta[META.logLevel] = this.logLevel;
     return meta;
   }
@@ -224,21 +220,21 @@ export class ModernBackedSession implements UpstreamSession {
     options: RequestOptions,
     signal: AbortSignal,
   ): Promise<{ inputResponses: Record<string, unknown> } | { error: { code: number; message: string } }> {
-    const entries = Object.entries(objectOr(inputRequests) ?? {});
+    const entries = Object.entries(objectOf(inputRequests) ?? {});
     const inputResponses: Record<string, unknown> = {};
     try {
       await Promise.all(
         entries.map(async ([key, value]) => {
-          const asked = objectOr(value);
+          const asked = objectOf(value);
           const method = asked?.['method'];
           if (typeof method !== 'string') throw { code: ErrorCode.InternalError, message: `Upstream '${this.upstream.config.name}' sent an input request without a method` };
-          const params = objectOr(asked?.['params']);
+          const params = objectOf(asked?.['params']);
           inputResponses[key] = await this.ask(method, params, options, signal);
         }),
       );
     } catch (err) {
       if (err instanceof UpstreamError) throw err;
-      const error = objectOr(err);
+      const error = objectOf(err);
       return { error: { code: typeof error?.['code'] === 'number' ? error['code'] : ErrorCode.InternalError, message: typeof error?.['message'] === 'string' ? error['message'] : 'The client refused the input request' } };
     }
     return { inputResponses };
@@ -292,7 +288,7 @@ export class ModernBackedSession implements UpstreamSession {
         return;
       }
       const params = message.params;
-      const meta = objectOr(params?.['_meta']);
+      const meta = objectOf(params?.['_meta']);
       if (meta && META.subscriptionId in meta) {
         const rest = { ...meta };
         delete rest[META.subscriptionId];
@@ -321,8 +317,8 @@ export class ModernBackedSession implements UpstreamSession {
   }
 
   private filter(): Record<string, unknown> {
-    const capabilities = objectOr(this.verdict.discover?.['capabilities']) ?? {};
-    const announces = (name: string, flag: string): boolean => objectOr(capabilities[name])?.[flag] === true;
+    const capabilities = objectOf(this.verdict.discover?.['capabilities']) ?? {};
+    const announces = (name: string, flag: string): boolean => objectOf(capabilities[name])?.[flag] === true;
     const filter: Record<string, unknown> = {};
     if (this.listenWanted) {
       if (announces('tools', 'listChanged')) filter['toolsListChanged'] = true;

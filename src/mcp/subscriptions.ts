@@ -13,7 +13,7 @@
  * resource is subscribed upstream while at least one stream wants it, and unsubscribed after
  * the last one goes.
  */
-import type { JsonRpcId, JsonRpcNotification } from '../jsonrpc/messages.js';
+import { objectOf, type JsonRpcId, type JsonRpcNotification } from '../jsonrpc/messages.js';
 import type { UpstreamSession } from '../upstreams/upstream.js';
 import { META } from './era.js';
 import type { SseWriter } from './sse-writer.js';
@@ -41,11 +41,8 @@ const MAX_RESOURCE_SUBSCRIPTIONS = 100;
  * out of the acknowledgement, as the specification says.
  */
 export function honored(requested: unknown, capabilities: Record<string, unknown>): ListenFilter {
-  const asked = requested !== null && typeof requested === 'object' ? (requested as Record<string, unknown>) : {};
-  const capability = (name: string, flag: string): boolean => {
-    const value = capabilities[name];
-    return value !== null && typeof value === 'object' && (value as Record<string, unknown>)[flag] === true;
-  };
+  const asked = objectOf(requested) ?? {};
+  const capability = (name: string, flag: string): boolean => objectOf(capabilities[name])?.[flag] === true;
   const filter: ListenFilter = {};
   for (const [key, , name] of LIST_CHANGED) {
     if (asked[key] === true && capability(name, 'listChanged')) (filter as Record<string, unknown>)[key] = true;
@@ -102,11 +99,10 @@ export class Listener {
 
   private write(notification: JsonRpcNotification): void {
     const params = notification.params ?? {};
-    const meta = params['_meta'];
     this.stream.write({
       jsonrpc: '2.0',
       method: notification.method,
-      params: { ...params, _meta: { ...(meta !== null && typeof meta === 'object' ? meta : {}), [META.subscriptionId]: this.id } },
+      params: { ...params, _meta: { ...objectOf(params['_meta']), [META.subscriptionId]: this.id } },
     });
   }
 }

@@ -14,7 +14,7 @@
  * transport's to say (modern-http.ts, stdio.ts).
  */
 import type { EraSetting, ServerConfig } from '../config/schema.js';
-import type { JsonRpcRequest, JsonRpcResponse } from '../jsonrpc/messages.js';
+import { isObject, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc/messages.js';
 import { META, MODERN_PROTOCOL_VERSION, MODERN_PROTOCOL_VERSIONS } from '../mcp/era.js';
 import { GATEWAY_NAME, GATEWAY_VERSION } from '../version.js';
 import type { EraVerdict } from './upstream.js';
@@ -45,10 +45,6 @@ export type ProbeAnswer =
   | { kind: 'modern'; version: string; discover: Record<string, unknown> }
   | { kind: 'retry'; version: string }
   | { kind: 'legacy'; why: string };
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
 
 /** The first modern version the gateway speaks that `offered` names. */
 function mutualVersion(offered: unknown): string | undefined {

@@ -10,7 +10,7 @@
  * id and progress token travel as they are.
  */
 import type { JsonRpcMessage, JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../jsonrpc/messages.js';
-import { isNotification, isResponse, type JsonRpcErrorObject } from '../jsonrpc/messages.js';
+import { isNotification, isResponse, objectOf, type JsonRpcErrorObject } from '../jsonrpc/messages.js';
 import { MODERN_PROTOCOL_VERSION } from '../mcp/era.js';
 import { discoverRequest, encodeHeaderValue, mcpName, probedVerdict, readProbeAnswer, requestVersion, type ProbeAnswer } from './era.js';
 import { UpstreamError } from './errors.js';
@@ -295,11 +295,8 @@ function errorAnswer(text: string): JsonRpcResponse | undefined {
   } catch {
     return undefined;
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
-  const error = (value as { error?: unknown }).error;
-  if (typeof error !== 'object' || error === null) return undefined;
-  const { code, message } = error as { code?: unknown; message?: unknown };
-  if (typeof code !== 'number' || typeof message !== 'string') return undefined;
+  const error = objectOf(objectOf(value)?.['error']);
+  if (typeof error?.['code'] !== 'number' || typeof error['message'] !== 'string') return undefined;
   const id = (value as { id?: unknown }).id;
-  return { jsonrpc: '2.0', id: typeof id === 'string' || typeof id === 'number' ? id : null, error: error as JsonRpcErrorObject };
+  return { jsonrpc: '2.0', id: typeof id === 'string' || typeof id === 'number' ? id : null, error: error as unknown as JsonRpcErrorObject };
 }

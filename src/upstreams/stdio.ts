@@ -21,6 +21,7 @@ import {
   idKey,
   isRequest,
   isResponse,
+  objectOf,
   toMessage,
   type JsonRpcId,
   type JsonRpcMessage,
@@ -931,8 +932,7 @@ class VirtualSession implements UpstreamSession {
     init: ChildInit,
   ) {
     const params = initialize?.params ?? {};
-    const capabilities = params['capabilities'];
-    this.capabilities = typeof capabilities === 'object' && capabilities !== null ? (capabilities as Record<string, unknown>) : {};
+    this.capabilities = objectOf(params['capabilities']) ?? {};
     this.initializeResult = {
       jsonrpc: '2.0',
       id: initialize?.id ?? 0,
