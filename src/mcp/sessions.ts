@@ -17,13 +17,60 @@ export function refuseServerRequest(upstream: UpstreamSession, id: JsonRpcId, re
   void upstream.send(errorResponse(id, ErrorCode.MethodNotFound, reason)).catch(() => undefined);
 }
 
+/**
+ * A session's client requests in flight, by id key: aborting one cancels it upstream. Two arrays
+ * and a scan rather than a Map, which would keep every request alive past the young-generation GC
+ * (src/upstreams/id-table.ts says why); a session has few requests in flight at once.
+ */
+export class CallsInFlight {
+  private readonly keys: string[] = [];
+  private readonly controllers: AbortController[] = [];
+
+  get size(): number {
+    return this.keys.length;
+  }
+
+  has(key: string): boolean {
+    return this.keys.includes(key);
+  }
+
+  get(key: string): AbortController | undefined {
+    const at = this.keys.indexOf(key);
+    return at === -1 ? undefined : this.controllers[at];
+  }
+
+  set(key: string, controller: AbortController): void {
+    const at = this.keys.indexOf(key);
+    if (at !== -1) this.controllers[at] = controller;
+    else {
+      this.keys.push(key);
+      this.controllers.push(controller);
+    }
+  }
+
+  delete(key: string): void {
+    const at = this.keys.indexOf(key);
+    if (at === -1) return;
+    // The last takes the place of the one that ends: no shifting.
+    const last = this.keys.length - 1;
+    this.keys[at] = this.keys[last]!;
+    this.controllers[at] = this.controllers[last]!;
+    this.keys.pop();
+    this.controllers.pop();
+  }
+
+  values(): AbortController[] {
+    return [...this.controllers];
+  }
+}
+
 export class DownstreamSession {
   readonly id = randomUUID();
   lastActivity = Date.now();
   /** The client's standalone GET stream, when open. */
   eventStream: SseWriter | undefined;
   /** The client's requests in flight, by id: aborting one cancels it upstream. */
-  readonly inflight = new Map<string, AbortController>();
+  readonly inflight = new CallsInFlight();
   /** Server-to-client requests sent to this client and not answered yet. */
   private readonly serverRequests = new Set<string>();
   /**

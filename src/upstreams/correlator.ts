@@ -14,6 +14,7 @@ import {
   type JsonRpcResponse,
 } from '../jsonrpc/messages.js';
 import { UpstreamError } from './errors.js';
+import { IdTable } from './id-table.js';
 import type { RequestOptions, ServerMessage } from './upstream.js';
 
 /** A request on its way: what the transport writes, and what the core waits for. */
@@ -45,8 +46,8 @@ interface Pending<Owner> extends InFlight<Owner> {
 }
 
 export class Correlator<Owner = undefined> {
-  private nextId = 1;
-  private readonly pending = new Map<number, Pending<Owner>>();
+  /** By wire id; not a Map: see id-table.ts. */
+  private readonly pending = new IdTable<Pending<Owner>>();
 
   constructor(
     private readonly server: string,
@@ -59,8 +60,8 @@ export class Correlator<Owner = undefined> {
   }
 
   /** The requests in flight, oldest first. */
-  inFlight(): IterableIterator<InFlight<Owner>> {
-    return this.pending.values();
+  inFlight(): Array<InFlight<Owner>> {
+    return this.pending.ordered();
   }
 
   /**
@@ -68,7 +69,7 @@ export class Correlator<Owner = undefined> {
    * calls fail(wire.id, error).
    */
   begin(request: JsonRpcRequest, options: RequestOptions, timeoutMs: number, owner: Owner): Outgoing {
-    const wireId = this.nextId++;
+    const wireId = this.pending.claim();
     const params = request.params;
     const meta = params?.['_meta'] as Record<string, unknown> | undefined;
     const clientToken = meta?.['progressToken'] as string | number | undefined;
@@ -103,7 +104,7 @@ export class Correlator<Owner = undefined> {
       const signal = options.signal;
       if (signal) {
         const onAbort = (): void => {
-          if (!this.pending.has(wireId)) return;
+          if (this.pending.get(wireId) === undefined) return;
           this.settle(wireId, new UpstreamError('cancelled', this.server, 'Request cancelled by the client'));
           this.sendCancel(wireId, 'cancelled by the client');
         };
@@ -120,9 +121,7 @@ export class Correlator<Owner = undefined> {
 
   /** Delivers a reply from upstream. False when no request in flight has its id. */
   resolve(message: JsonRpcResponse): boolean {
-    const id = message.id;
-    if (typeof id !== 'number') return false;
-    const entry = this.pending.get(id);
+    const entry = this.pending.get(message.id);
     if (!entry) return false;
     this.drop(entry);
     message.id = entry.clientId;
@@ -148,7 +147,7 @@ export class Correlator<Owner = undefined> {
 
   /** The request in flight with this wire id, if any. */
   get(wireId: unknown): InFlight<Owner> | undefined {
-    return typeof wireId === 'number' ? this.pending.get(wireId) : undefined;
+    return this.pending.get(wireId);
   }
 
   /**
@@ -168,7 +167,7 @@ export class Correlator<Owner = undefined> {
 
   /** Fails every request in flight, or those of one owner. */
   failAll(error: UpstreamError, owner?: Owner): void {
-    for (const entry of [...this.pending.values()]) {
+    for (const entry of this.pending.ordered()) {
       if (owner === undefined || entry.owner === owner) this.settle(entry.wireId, error);
     }
   }

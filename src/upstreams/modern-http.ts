@@ -14,6 +14,7 @@ import { isNotification, isResponse, objectOf, type JsonRpcErrorObject } from '.
 import { MODERN_PROTOCOL_VERSION } from '../mcp/era.js';
 import { discoverRequest, encodeHeaderValue, mcpName, probedVerdict, readProbeAnswer, requestVersion, type ProbeAnswer } from './era.js';
 import { UpstreamError } from './errors.js';
+import { IdTable } from './id-table.js';
 import {
   abortError,
   asUpstreamError,
@@ -47,7 +48,8 @@ type Finish = (error: UpstreamError) => void;
 
 export class ModernHttp {
   private probes = 0;
-  private readonly calls = new Set<Finish>();
+  /** Each call's way to end it, while in flight (not a Set: see id-table.ts). */
+  private readonly calls = new IdTable<Finish>();
 
   constructor(private readonly context: HttpContext) {}
 
@@ -139,10 +141,11 @@ export class ModernHttp {
       const stop = new ExchangeStop();
       let timer: NodeJS.Timeout | undefined;
       let settled = false;
+      const slot = this.calls.claim();
       const finish = (error: UpstreamError | undefined, response?: JsonRpcResponse): void => {
         if (settled) return;
         settled = true;
-        this.calls.delete(fail);
+        this.calls.delete(slot);
         if (timer) clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
         // Closing the exchange is how a 2026-07-28 request is cancelled; after an answer it only
@@ -158,7 +161,7 @@ export class ModernHttp {
       if (timeoutMs > 0) {
         timer = setTimeout(() => finish(new UpstreamError('timeout', name, `Upstream '${name}' did not answer within ${timeoutMs} ms`)), timeoutMs);
       }
-      this.calls.add(fail);
+      this.calls.set(slot, fail);
       const onNotification = (message: JsonRpcNotification): void => {
         if (settled) return;
         if (listen) {
@@ -184,7 +187,7 @@ export class ModernHttp {
   close(): void {
     const name = this.context.config.name;
     const error = new UpstreamError('unavailable', name, `Upstream '${name}' is shutting down`);
-    for (const fail of [...this.calls]) fail(error);
+    for (const fail of this.calls.ordered()) fail(error);
   }
 
   private async exchange(
