@@ -22,7 +22,7 @@ import { registerHealthRoutes, type Lifecycle } from './http/health.js';
 import { registerMetricsRoute } from './http/metrics.js';
 import { registerCors } from './http/cors.js';
 import { registerOriginChecks } from './http/origin.js';
-import { registerSecurityHeaders } from './http/security-headers.js';
+import { setSecurityHeaders } from './http/security-headers.js';
 import { Gateway, type UpstreamFactory } from './mcp/gateway.js';
 import { AuditLog } from './observability/audit.js';
 import { LazyChildLogger, type Logger } from './observability/logger.js';
@@ -144,11 +144,12 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
   app.decorateRequest('receivedAt', 0);
   app.decorateRequest('mcpEndpoint', false);
   limiter?.register(app);
-  // Security headers first, so that every answer carries them, the shutdown 503 below included.
-  registerSecurityHeaders(app);
   // Callback-style: an async hook costs a promise per request.
   app.addHook('onRequest', (request, reply, done) => {
     request.receivedAt = performance.now();
+    // First, so that every answer carries them, the shutdown 503 below included.
+    setSecurityHeaders(reply);
+    void reply.header('x-request-id', request.id);
     // In flight for graceful shutdown from its first hook to the end of its answer: a request whose
     // body (or authentication) is still under way when SIGTERM comes is waited for too. GETs are
     // not: an event stream would hold the shutdown for the whole grace period.
@@ -159,8 +160,6 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
       if (request.mcpEndpoint) recorder.answered(request, reply.raw.statusCode);
       if (counted && --inflight === 0) drained?.();
     });
-    // On the raw response, so that answers streamed as SSE (hijacked from Fastify) carry it too.
-    reply.raw.setHeader('x-request-id', request.id);
     // Read while the connection is surely open (Node keeps the address once read): a client can be
     // gone before the later hooks run, e.g. when bytes after its request fail to parse.
     void request.ip;

@@ -177,8 +177,7 @@ async function listen({ gateway, target, request }: Context, message: JsonRpcReq
   const upstream = await reaching(gateway.sharedSession(target.server, target.forwardPath), message.id);
   const init = upstream.initializeResult;
   const filter = honored(message.params?.['notifications'], objectOf('result' in init ? init.result['capabilities'] : undefined) ?? {});
-  reply.hijack();
-  const listener = new Listener(message.id, filter, new SseWriter(reply.raw, {}, { keepalive: true }));
+  const listener = new Listener(message.id, filter, SseWriter.of(reply, {}, { keepalive: true }));
   listener.acknowledge();
   try {
     const stop = await gateway.listen(target.server, target.forwardPath, upstream, listener);
@@ -423,8 +422,7 @@ export function handleGet(context: Context, reply: FastifyReply): void {
     }
     const session = findSession(context, sessionId);
     if (session.eventStream?.open) throw new GatewayError('stream_conflict', 'Conflict: only one stream is allowed per session');
-    reply.hijack();
-    session.attachEventStream(new SseWriter(reply.raw, { [SESSION_HEADER]: session.id }, { keepalive: true }));
+    session.attachEventStream(SseWriter.of(reply, { [SESSION_HEADER]: session.id }, { keepalive: true }));
   } catch (err) {
     if (err instanceof GatewayError) sendError(reply, err);
     else throw err;

@@ -18,11 +18,14 @@
  * TLS-terminating proxy, and browsers ignore it over HTTP), `X-XSS-Protection` (obsolete).
  * Neither Fastify nor Node add `X-Powered-By` or `Server`, so nothing names the software.
  *
- * Set on the raw response at onRequest, so that streamed answers (written to the socket
- * directly) carry them too. What Node's HTTP parser refuses before any route runs is written to
- * the socket by renderClientError (src/http/errors.ts), with the same headers.
+ * Set on the Fastify reply by the app's first onRequest hook (src/app.ts), so every answer carries
+ * them; a streamed answer, which Fastify hands over (SseWriter.of), takes them along. Not with
+ * `res.setHeader`: a header set on the raw response sends Node's writeHead down its slow path,
+ * which validates and copies every header once more. What Node's HTTP parser refuses before any
+ * route runs is written to the socket by renderClientError (src/http/errors.ts), with the same
+ * headers.
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyReply } from 'fastify';
 
 export const SECURITY_HEADERS: ReadonlyArray<readonly [string, string]> = [
   ['x-content-type-options', 'nosniff'],
@@ -33,11 +36,6 @@ export const SECURITY_HEADERS: ReadonlyArray<readonly [string, string]> = [
   ['cross-origin-resource-policy', 'same-origin'],
 ];
 
-export function registerSecurityHeaders(app: FastifyInstance): void {
-  // Callback-style: an async hook costs a promise per request.
-  app.addHook('onRequest', (_request, reply, done) => {
-    const res = reply.raw;
-    for (const [name, value] of SECURITY_HEADERS) res.setHeader(name, value);
-    done();
-  });
+export function setSecurityHeaders(reply: FastifyReply): void {
+  for (const [name, value] of SECURITY_HEADERS) reply.header(name, value);
 }

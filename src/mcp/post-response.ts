@@ -85,10 +85,7 @@ export class PostResponse {
   }
 
   private stream(): SseWriter {
-    if (!this.sse) {
-      this.reply.hijack();
-      this.sse = new SseWriter(this.reply.raw, this.headers, { keepalive: true });
-    }
+    this.sse ??= SseWriter.of(this.reply, this.headers, { keepalive: true });
     return this.sse;
   }
 }

@@ -2,7 +2,8 @@
  * Writes Server-Sent Events to a client: one `message` event per JSON-RPC message, and comment
  * lines as keep-alives so that idle streams survive proxies and load balancers.
  */
-import type { ServerResponse } from 'node:http';
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { FastifyReply } from 'fastify';
 import type { JsonRpcMessage } from '../jsonrpc/messages.js';
 
 const KEEPALIVE_MS = 25_000;
@@ -24,12 +25,24 @@ export class SseWriter {
   private keepalive: NodeJS.Timeout | undefined;
   private ended = false;
 
+  /**
+   * Takes a reply over from Fastify and starts its stream. The headers set on the reply so far (the
+   * security headers, the request id, rate-limit headers) go first, since Fastify no longer
+   * writes them; the stream's own (SSE_HEADERS, then `headers`) win over them.
+   */
+  static of(reply: FastifyReply, headers: Record<string, string>, options: { keepalive: boolean }): SseWriter {
+    const inherited = reply.getHeaders() as OutgoingHttpHeaders;
+    reply.hijack();
+    return new SseWriter(reply.raw, headers, options, inherited);
+  }
+
   constructor(
     private readonly res: ServerResponse,
     headers: Record<string, string>,
     options: { keepalive: boolean },
+    inherited: OutgoingHttpHeaders = {},
   ) {
-    res.writeHead(200, { ...SSE_HEADERS, ...headers });
+    res.writeHead(200, { ...inherited, ...SSE_HEADERS, ...headers });
     res.flushHeaders();
     if (options.keepalive) {
       this.keepalive = setInterval(() => this.res.write(': keepalive\n\n'), KEEPALIVE_MS);
