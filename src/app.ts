@@ -10,6 +10,7 @@ import Fastify, {
   type FastifyReply,
   type FastifyRequest,
   type onRequestAsyncHookHandler,
+  type onRequestHookHandler,
 } from 'fastify';
 import { Authenticator, type AuthenticatorOptions } from './auth/authenticator.js';
 import { mayReach } from './auth/identity.js';
@@ -220,18 +221,25 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
 
   /**
    * Marks an MCP exchange, so that it is counted once it has ended (by the first hook's close
-   * listener), streams and early refusals included.
+   * listener), streams and early refusals included. Callback-style, like every hook that need not
+   * wait: an async one costs a promise per request.
    */
-  const observe: onRequestAsyncHookHandler = async (request) => {
+  const observe: onRequestHookHandler = (request, _reply, done) => {
     request.mcpEndpoint = true;
+    done();
+  };
+  const observeUnlessReserved: onRequestHookHandler = (request, _reply, done) => {
+    if (!RESERVED.test(request.url)) request.mcpEndpoint = true;
+    done();
   };
 
   // Every method reaches the MCP endpoints, so that the wrong one is a 405 rather than a 404.
   // Every MCP route runs pipeline stage 0 first, before the body is read: the address limit,
   // authentication, then the identity's limit.
-  const onRequest = [observe, limiter?.addressHook, authenticator.required ? authenticate : undefined, limiter?.identityHook].filter(
+  const stage0 = [limiter?.addressHook, authenticator.required ? authenticate : undefined, limiter?.identityHook].filter(
     (hook): hook is onRequestAsyncHookHandler => hook !== undefined,
   );
+  const onRequest = [observe, ...stage0];
   app.route({
     method: [...ALL_METHODS],
     url: '/mcp/:server_name',
@@ -259,7 +267,7 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
   app.route({
     method: [...ALL_METHODS],
     url: '/*',
-    onRequest: onRequest.map(unlessReserved),
+    onRequest: [observeUnlessReserved, ...stage0.map(unlessReserved)],
     handler: async (request, reply) => {
       if (RESERVED.test(request.url)) return notFound(request, reply, `Not found: ${request.url.split('?')[0]}`);
       if (request.url.length > MAX_FORWARDED_TARGET) {

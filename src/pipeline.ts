@@ -284,7 +284,8 @@ async function answer(
     recorder.denied(request, identity, server, 'tool not allowed', tool);
     return errorOutcome(refused);
   }
-  const limited = limits && tool !== undefined ? await context.limiter?.checkToolCall(request, identity, tool, r.id) : undefined;
+  // No await without a limiter: each one costs a microtask.
+  const limited = limits && tool !== undefined && context.limiter ? await context.limiter.checkToolCall(request, identity, tool, r.id) : undefined;
   if (limited) {
     // Retry-After and RateLimit-* describe the response only when this is its one answer.
     if (single) void reply.headers(limited.headers);
@@ -336,9 +337,9 @@ async function exchange(
         translate.result(r, await gateway.forwardModern(r, upstream, post, translate.signal, translate.capabilities, () => bindingOf(ownerKey(identity), server, r), request.log))
     : (r: JsonRpcRequest) => gateway.forward(r, upstream, session, post, request.log);
   // A retry only follows when every request was forwarded, so each has passed its limits once.
-  const outcomes = await Promise.all(
-    requests.map((r) => (r.method === 'server/discover' && translate ? translate.discover(r) : answer(context, r, reply, !decoded.batch, retry, forward))),
-  );
+  const one = (r: JsonRpcRequest): Outcome | Promise<Outcome> =>
+    r.method === 'server/discover' && translate ? translate.discover(r) : answer(context, r, reply, !decoded.batch, retry, forward);
+  const outcomes = requests.length === 1 ? [await one(requests[0]!)] : await Promise.all(requests.map(one));
   // The gateway's own shared session expired upstream: open a new one and try once more (unless
   // something was already streamed to the client: a second answer cannot follow on that response).
   if (!session && retry && !post.streaming && outcomes.every((o) => o.status === 404)) {

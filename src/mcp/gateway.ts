@@ -290,7 +290,7 @@ export class Gateway {
     post: PostResponse,
     log: LineLogger = this.log,
   ): Promise<Outcome> {
-    const key = idKey(request.id);
+    const key = session ? idKey(request.id) : '';
     if (session?.inflight.has(key)) {
       return errorOutcome(new GatewayError('invalid_request', `Invalid Request: id ${JSON.stringify(request.id)} is already in flight`, request.id));
     }

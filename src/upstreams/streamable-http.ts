@@ -68,6 +68,10 @@ export class StreamableHttpUpstream extends HttpUpstream {
 
 type SessionEnd = 'open' | 'expired' | 'closed';
 
+function succeeded(response: HttpResponse): boolean {
+  return response.statusCode >= 200 && response.statusCode < 300;
+}
+
 class StreamableHttpSession implements UpstreamSession, HttpSession {
   private result: JsonRpcResponse | undefined;
   private readonly url: URL;
@@ -302,7 +306,7 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
       body: JSON.stringify(message),
       signal,
     });
-    await this.checkStatus(response, 'POST');
+    if (!succeeded(response)) await this.checkStatus(response, 'POST');
     return response;
   }
 
@@ -318,7 +322,7 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
 
   /** Throws for a response that is not 2xx; a session the upstream no longer knows ends here. */
   private async checkStatus(response: HttpResponse, what: string): Promise<void> {
-    if (response.statusCode >= 200 && response.statusCode < 300) return;
+    if (succeeded(response)) return;
     const { error, body } = await statusError(this.context, response, what);
     const hadSession = this.sessionId !== undefined;
     if (hadSession && (response.statusCode === 404 || saysSessionUnknown(response.statusCode, body))) {
