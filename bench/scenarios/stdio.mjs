@@ -8,6 +8,8 @@
  *   supergateway  --outputTransport streamableHttp --stateful: one upstream child per session.
  *   mcp-guard     `mcp-guard serve` with one stdio server (defaults: metrics on, no auth, no
  *                 audit): one shared upstream child, one gateway session per client.
+ *   bare-bridge   the ceiling of our stack: Fastify and one shared child with wire ids, nothing
+ *                 else (bench/lib/bare-stdio-bridge.mjs). What mcp-guard could reach at best.
  *
  * A client is one MCP client with its own session on its own connection: initialize,
  * notifications/initialized, then tools/call in a closed loop, every request with a unique id
@@ -109,6 +111,18 @@ async function startSupergateway(marker) {
   ];
   const p = await startProxy('supergateway', args, port, '/healthz', marker);
   return { ...p, version, url: `${p.base}/mcp` };
+}
+
+/**
+ * The ceiling of our stack (bench/lib/bare-stdio-bridge.mjs): Fastify and one child, wire ids and
+ * nothing else. Not a product: it shows what any gateway built on Fastify can reach at each client
+ * count on this machine, which the target against mcp-proxy has to be read against.
+ */
+async function startBareBridge(marker) {
+  const port = await freePort();
+  const args = [join(ROOT, 'bench/lib/bare-stdio-bridge.mjs'), String(port), process.execPath, INSTANT_STDIO_UPSTREAM];
+  const p = await startProxy('bare-bridge', args, port, '/ping', marker);
+  return { ...p, version: '-', url: `${p.base}/mcp` };
 }
 
 /** MCP Guard with its defaults and one stdio server; the marker reaches the child through `env`. */
@@ -270,6 +284,7 @@ export async function run(settings) {
     proxies.push(await startMcpProxy(`${runMarker}-mcp-proxy`));
     proxies.push(await startSupergateway(`${runMarker}-supergateway`));
     proxies.push(await startMcpGuard(`${runMarker}-mcp-guard`));
+    proxies.push(await startBareBridge(`${runMarker}-bare-bridge`));
     const rows = [];
     for (const clients of CLIENT_COUNTS) rows.push(...(await compareAt(clients, proxies, settings)));
     return rows;
