@@ -15,6 +15,7 @@ import {
 } from '../jsonrpc/messages.js';
 import type { LineLogger, Logger } from '../observability/logger.js';
 import { discoverRequest } from '../upstreams/era.js';
+import { Cancellation } from '../upstreams/cancellation.js';
 import { UpstreamError } from '../upstreams/errors.js';
 import type { CallOptions, OpenSessionOptions, RequestOptions, ServerMessage, SessionHandlers, Upstream, UpstreamSession } from '../upstreams/upstream.js';
 import { ResultCache } from './cache.js';
@@ -295,8 +296,8 @@ export class Gateway {
       return errorOutcome(new GatewayError('invalid_request', `Invalid Request: id ${JSON.stringify(request.id)} is already in flight`, request.id));
     }
     // Only a session's client can cancel (notifications/cancelled names its session's request):
-    // a session-less request needs no AbortController.
-    const controller = session ? new AbortController() : undefined;
+    // a session-less request needs no Cancellation (src/upstreams/cancellation.ts: not an AbortController).
+    const controller = session ? new Cancellation() : undefined;
     if (controller) session?.inflight.set(key, controller);
     try {
       const options: RequestOptions = { onMessage: (m) => this.relayToClient(m, upstream, session, post) };

@@ -8,6 +8,7 @@ import { ErrorCode, errorResponse, idKey, type JsonRpcId } from '../jsonrpc/mess
 import type { Logger } from '../observability/logger.js';
 import type { ServerMessage, UpstreamSession } from '../upstreams/upstream.js';
 import type { SseWriter } from './sse-writer.js';
+import type { Cancellation } from '../upstreams/cancellation.js';
 
 /** Notifications held for a client without a GET stream, at most. */
 const MAX_HELD_NOTIFICATIONS = 100;
@@ -24,7 +25,7 @@ export function refuseServerRequest(upstream: UpstreamSession, id: JsonRpcId, re
  */
 export class CallsInFlight {
   private readonly keys: string[] = [];
-  private readonly controllers: AbortController[] = [];
+  private readonly controllers: Cancellation[] = [];
 
   get size(): number {
     return this.keys.length;
@@ -34,12 +35,12 @@ export class CallsInFlight {
     return this.keys.includes(key);
   }
 
-  get(key: string): AbortController | undefined {
+  get(key: string): Cancellation | undefined {
     const at = this.keys.indexOf(key);
     return at === -1 ? undefined : this.controllers[at];
   }
 
-  set(key: string, controller: AbortController): void {
+  set(key: string, controller: Cancellation): void {
     const at = this.keys.indexOf(key);
     if (at !== -1) this.controllers[at] = controller;
     else {
@@ -59,7 +60,7 @@ export class CallsInFlight {
     this.controllers.pop();
   }
 
-  values(): AbortController[] {
+  values(): Cancellation[] {
     return [...this.controllers];
   }
 }
@@ -71,14 +72,18 @@ export class DownstreamSession {
   eventStream: SseWriter | undefined;
   /** The client's requests in flight, by id: aborting one cancels it upstream. */
   readonly inflight = new CallsInFlight();
-  /** Server-to-client requests sent to this client and not answered yet. */
-  private readonly serverRequests = new Set<string>();
+  /**
+   * Server-to-client requests sent to this client and not answered yet. Created with the first:
+   * most sessions never get one, and an empty Set with its hash table is about 150 B per session.
+   */
+  private serverRequests: Set<string> | undefined;
   /**
    * Notifications that arrived while the client had no GET stream open, delivered when it opens
    * one: a server announces list changes right after the handshake, usually just before the
-   * client's GET arrives. Bounded: the oldest are dropped first.
+   * client's GET arrives. Bounded: the oldest are dropped first. Created with the first, like
+   * serverRequests.
    */
-  private readonly held: ServerMessage[] = [];
+  private held: ServerMessage[] | undefined;
   closed = false;
 
   constructor(
@@ -95,12 +100,12 @@ export class DownstreamSession {
 
   /** Remembers a server request sent to this client, so that only this client may answer it. */
   expectAnswer(id: JsonRpcId): void {
-    this.serverRequests.add(idKey(id));
+    (this.serverRequests ??= new Set()).add(idKey(id));
   }
 
   /** True (once) when the client answers a server request that was sent to it. */
   takeAnswer(id: JsonRpcId | null): boolean {
-    return id !== null && this.serverRequests.delete(idKey(id));
+    return id !== null && this.serverRequests !== undefined && this.serverRequests.delete(idKey(id));
   }
 
   /**
@@ -113,7 +118,7 @@ export class DownstreamSession {
       if ('id' in message) this.expectAnswer(message.id);
     } else if ('id' in message) {
       refuseServerRequest(this.upstream, message.id, 'The client has no open stream to receive server requests');
-    } else if (this.held.push(message) > MAX_HELD_NOTIFICATIONS) {
+    } else if ((this.held ??= []).push(message) > MAX_HELD_NOTIFICATIONS) {
       this.held.shift();
     }
   }
@@ -125,7 +130,9 @@ export class DownstreamSession {
   attachEventStream(stream: SseWriter): void {
     this.eventStream = stream;
     this.touch();
-    for (const message of this.held.splice(0)) stream.write(message);
+    const held = this.held;
+    this.held = undefined;
+    if (held) for (const message of held) stream.write(message);
     void this.upstream.openEventStream();
     stream.onClose(() => {
       if (this.eventStream !== stream) return;

@@ -12,6 +12,7 @@
 import type { Logger } from '../observability/logger.js';
 import type { ServerConfig } from '../config/schema.js';
 import type { JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../jsonrpc/messages.js';
+import type { CancelSignal } from './cancellation.js';
 
 export type UpstreamState =
   /** Not started yet (http/sse upstreams connect lazily, per session). */
@@ -54,7 +55,7 @@ export interface RequestOptions {
    * Aborting it cancels the request: the transport sends `notifications/cancelled` upstream (when
    * the request was sent) and the promise rejects with an UpstreamError of kind "cancelled".
    */
-  signal?: AbortSignal;
+  signal?: CancelSignal;
   /**
    * The client capabilities of a request without a session (a 2026-07-28 client declares them
    * with each request): a request the server makes while this one runs is routed to it only for
@@ -145,7 +146,7 @@ export interface CallOptions {
    * Cancels the request: over HTTP the response stream is closed (the 2026-07-28 cancellation),
    * over stdio `notifications/cancelled` is sent. The promise rejects with kind "cancelled".
    */
-  signal?: AbortSignal;
+  signal?: CancelSignal;
   /** Overrides the server's timeout_ms. Progress notifications for the request restart the clock. */
   timeoutMs?: number;
   /**
