@@ -4,7 +4,9 @@
  * cache and the claim checks; this file decides what is accepted and turns every refusal into one
  * stable reason the gateway can log and count.
  */
-import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions, type JWTVerifyResult } from 'jose';
+// Types only: jose itself is imported by the first JwtVerifier (a gateway without [auth.jwt]
+// does not load it: about 3 MB of a process's private memory).
+import type { JWTPayload, JWTVerifyGetKey, JWTVerifyOptions, JWTVerifyResult } from 'jose';
 import { ASYMMETRIC_JWT_ALGORITHMS, type JwtConfig } from '../config/schema.js';
 
 /**
@@ -90,6 +92,14 @@ class KeysUnavailable extends Error {
  * In mode "jwks" the key set is fetched on first use, kept for `cache_duration_secs`, and fetched
  * again early when a token names a `kid` the cached set lacks (at most once per cooldown).
  */
+type Jose = typeof import('jose');
+let jose: Promise<Jose> | undefined;
+
+/** jose, imported once, when the first verifier is made. */
+function loadJose(): Promise<Jose> {
+  return (jose ??= import('jose'));
+}
+
 export class JwtVerifier {
   readonly #config: JwtConfig;
   /** jwtVerify bound to the key (a secret, or the JWKS resolver) and the checks. */
@@ -112,30 +122,38 @@ export class JwtVerifier {
       ...(config.issuer !== undefined && { issuer: config.issuer }),
       ...(config.audience !== undefined && { audience: config.audience }),
     };
+    const loading = loadJose();
+    // Errors of a failed import surface on verify(), as a refusal; never unhandled here.
+    loading.catch(() => undefined);
     if (config.mode === 'simple') {
       if (config.secret === undefined) throw new TypeError('auth.jwt.secret is required for mode "simple"');
       const secret = new TextEncoder().encode(config.secret);
-      this.#verifySignature = (token) => jwtVerify(token, secret, checks);
+      this.#verifySignature = async (token) => (await loading).jwtVerify(token, secret, checks);
       this.#deadlineMs = undefined;
     } else {
       if (config.jwks_url === undefined) throw new TypeError('auth.jwt.jwks_url is required for mode "jwks"');
-      // Once, here: the resolver owns the key cache, and a resolver per request would refetch every time.
-      const jwks = createRemoteJWKSet(new URL(config.jwks_url), {
-        cacheMaxAge: config.cache_duration_secs * 1000,
-        cooldownDuration: cooldownMs,
-        timeoutDuration: timeoutMs,
+      const jwksUrl = new URL(config.jwks_url);
+      // Once: the resolver owns the key cache, and a resolver per request would refetch every time.
+      const resolver = loading.then(({ createRemoteJWKSet, errors }) => {
+        const jwks = createRemoteJWKSet(jwksUrl, {
+          cacheMaxAge: config.cache_duration_secs * 1000,
+          cooldownDuration: cooldownMs,
+          timeoutDuration: timeoutMs,
+        });
+        const getKey: JWTVerifyGetKey = async (header, token) => {
+          try {
+            return await jwks(header, token);
+          } catch (error) {
+            if (error instanceof errors.JWKSNoMatchingKey || error instanceof errors.JWKSMultipleMatchingKeys) throw error;
+            // Everything else the resolver throws is about getting keys, never about the token:
+            // a timeout, a refused connection, a non-200 answer, a body that is not a key set.
+            throw new KeysUnavailable(describeFetchError(error));
+          }
+        };
+        return getKey;
       });
-      const getKey: JWTVerifyGetKey = async (header, token) => {
-        try {
-          return await jwks(header, token);
-        } catch (error) {
-          if (error instanceof errors.JWKSNoMatchingKey || error instanceof errors.JWKSMultipleMatchingKeys) throw error;
-          // Everything else the resolver throws is about getting keys, never about the token:
-          // a timeout, a refused connection, a non-200 answer, a body that is not a key set.
-          throw new KeysUnavailable(describeFetchError(error));
-        }
-      };
-      this.#verifySignature = (token) => jwtVerify(token, getKey, checks);
+      resolver.catch(() => undefined);
+      this.#verifySignature = async (token) => (await loading).jwtVerify(token, await resolver, checks);
       // jose may fetch twice for one token (a stale cache, then an unknown kid); one bound covers both.
       this.#deadlineMs = timeoutMs + DEADLINE_MARGIN_MS;
     }
@@ -156,7 +174,7 @@ export class JwtVerifier {
     try {
       payload = (await this.#withDeadline(this.#verifySignature(token))).payload;
     } catch (error) {
-      return refusal(error, token);
+      return refusal(error, token, await loadJose().catch(() => undefined));
     }
     return this.#claims(payload);
   }
@@ -233,12 +251,12 @@ function listClaim(payload: JWTPayload, claim: string): string[] | undefined {
 }
 
 /** Maps what jwtVerify threw to a reason; anything unrecognised is a malformed token. */
-function refusal(error: unknown, token: string): JwtResult & { ok: false } {
+function refusal(error: unknown, token: string, jose: Jose | undefined): JwtResult & { ok: false } {
   const fail = (reason: JwtFailure, detail?: string): JwtResult & { ok: false } =>
     detail === undefined ? { ok: false, reason } : { ok: false, reason, detail: safeDetail(detail, token) };
 
   if (error instanceof KeysUnavailable) return fail('keys_unavailable', error.message);
-  if (!(error instanceof errors.JOSEError)) {
+  if (jose === undefined || !(error instanceof jose.errors.JOSEError)) {
     // jose throws TypeError for keys it will not use (an RSA modulus under 2048 bits, for one).
     return fail('malformed', error instanceof Error ? error.message : undefined);
   }
@@ -246,7 +264,7 @@ function refusal(error: unknown, token: string): JwtResult & { ok: false } {
     case 'ERR_JWT_EXPIRED':
       return fail('expired', error.message);
     case 'ERR_JWT_CLAIM_VALIDATION_FAILED': {
-      const { claim, reason } = error as errors.JWTClaimValidationFailed;
+      const { claim, reason } = error as InstanceType<Jose['errors']['JWTClaimValidationFailed']>;
       switch (claim) {
         case 'exp':
           return reason === 'missing' ? fail('missing_claim', 'exp') : fail('invalid_claims', error.message);
