@@ -303,7 +303,12 @@ export function requestHeaders(context: HttpContext, own: Record<string, string 
 
 /** The deadline of a POST that expects no answer (a notification, the client's reply). */
 export function sendSignal(config: ServerConfig): AbortSignal {
-  return AbortSignal.timeout(config.timeout_ms > 0 ? config.timeout_ms : 30_000);
+  return AbortSignal.timeout(sendTimeoutMs(config));
+}
+
+/** How long a POST that expects no answer may take: the server's timeout_ms, else 30 s. */
+export function sendTimeoutMs(config: ServerConfig): number {
+  return config.timeout_ms > 0 ? config.timeout_ms : 30_000;
 }
 
 export interface HttpRequestOptions {

@@ -13,8 +13,16 @@
  *
  * Ids increase; one whose slot is still taken by a long request is skipped, so lookups stay one
  * array read. The table doubles when it is half full and never shrinks.
+ *
+ * It starts small (DEFAULT_CAPACITY): every upstream HTTP session has a table of its own (its
+ * correlator), and most hold one request at a time. At 64 slots the two arrays were about 1 KB
+ * per session, most of what an idle HTTP session cost beyond a stdio one (the `memory` bench). A
+ * busy table (a stdio child's, a shared session's) doubles a few times to what its load needs and
+ * then stays there: growing is a copy, once per doubling, never per request.
  */
 const EMPTY = -1;
+/** Two requests in flight before the first doubling: a session's initialize, then one at a time. */
+const DEFAULT_CAPACITY = 4;
 
 export class IdTable<T> {
   private keys: number[];
@@ -23,8 +31,11 @@ export class IdTable<T> {
   private count = 0;
   private next = 1;
 
-  constructor(capacity = 64) {
-    const size = 2 ** Math.ceil(Math.log2(Math.max(2, capacity)));
+  constructor(capacity = DEFAULT_CAPACITY) {
+    // Doubled from 2 rather than 2 ** n: a power is a double to V8, and `mask` would then be kept
+    // as a boxed number (a heap number more per table, an unboxing per lookup).
+    let size = 2;
+    while (size < capacity) size *= 2;
     this.keys = new Array<number>(size).fill(EMPTY);
     this.values = new Array<T | undefined>(size).fill(undefined);
     this.mask = size - 1;

@@ -12,7 +12,6 @@ import {
   CLOSE_TIMEOUT_MS,
   HttpUpstream,
   asUpstreamError,
-  delay,
   deliver,
   discard,
   EXCHANGE_OVER,
@@ -29,7 +28,7 @@ import {
   requestHeaders,
   routeReplies,
   saysSessionUnknown,
-  sendSignal,
+  sendTimeoutMs,
   statusError,
   targetUrl,
   type HttpContext,
@@ -56,13 +55,25 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 export class StreamableHttpUpstream extends HttpUpstream {
   /** 2026-07-28 servers: the era probe and stateless calls (modern-http.ts). */
   protected readonly modern = new ModernHttp(this.context);
+  /**
+   * The url of every session opened without a forwarded path (the usual case): one URL for them
+   * all rather than one parsed per session (a URL and its context are about 200 B, with its href).
+   * Only read: undici takes its origin and path. Sessions with a forwarded path parse their own,
+   * since a client chooses the path and a cache of them would grow as it pleases.
+   */
+  private baseUrl: URL | undefined;
 
   constructor(config: ServerConfig, deps: HttpUpstreamDeps) {
     super(config, deps, 'http');
   }
 
   protected newSession(options: OpenSessionOptions): HttpSession {
-    return new StreamableHttpSession(this.context, options);
+    const { config } = this.context;
+    const url =
+      options.forwardPath === ''
+        ? (this.baseUrl ??= targetUrl(config.url ?? '', '', config.name))
+        : targetUrl(config.url ?? '', options.forwardPath, config.name);
+    return new StreamableHttpSession(this.context, options, url);
   }
 }
 
@@ -71,6 +82,41 @@ type SessionEnd = 'open' | 'expired' | 'closed';
 function succeeded(response: HttpResponse): boolean {
   return response.statusCode >= 200 && response.statusCode < 300;
 }
+
+/** A session's standalone GET stream: `stop` ends it; `ready` settles once it is connected, refused or failed once. */
+interface EventStream {
+  readonly stop: ExchangeStop | undefined;
+  readonly ready: Promise<void>;
+}
+
+/**
+ * The GET stream of a session whose server answered it 405 (it has none): nothing to stop, ready.
+ * One object for every such session, in place of its own stop and promise, which would otherwise
+ * stay for the session's life only to say "asked already, do not ask again" until the client's
+ * stream closes (a server without GET streams, like the `memory` bench's, had ~900 B per session
+ * in them with an AbortController: its EventTarget, listener maps and a hidden class of its own).
+ */
+const NO_EVENT_STREAM: EventStream = { stop: undefined, ready: Promise.resolve() };
+
+/**
+ * What a POST that expects no answer (a notification, the client's reply) is aborted with at its
+ * deadline, sendTimeoutMs() (http-common.ts): the reason AbortSignal.timeout() gives, which
+ * abortError() makes an UpstreamError of kind 'timeout'. send() runs that deadline on a timer of
+ * its own, cleared once the POST is done, rather than with sendSignal(): an AbortSignal.timeout()
+ * keeps its timer (and, through a WeakRef, which scavenges treat as strong, its signal) until the
+ * deadline, 30 s or more, or until a full GC finds the signal unreachable. Every session's
+ * notifications/initialized left its signal, its listener maps and its timer to be promoted to the
+ * old generation, as garbage that stayed until the next full GC.
+ */
+function sendTimedOut(): DOMException {
+  return new DOMException('The operation was aborted due to timeout', 'TimeoutError');
+}
+
+/**
+ * The reason given when the GET stream is closed. One shared object, as for EXCHANGE_OVER: it
+ * only ends the exchange and is never shown.
+ */
+const EVENT_STREAM_CLOSED = new Error('the event stream is closed');
 
 class StreamableHttpSession implements UpstreamSession, HttpSession {
   private result: JsonRpcResponse | undefined;
@@ -84,15 +130,17 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
   private postHeaders: Record<string, string> | undefined;
   /** The initialize request must never be cancelled (spec: basic/utilities/cancellation). */
   private initializeWireId: number | undefined;
-  /** The GET stream while open; `ready` settles once it is connected, refused or failed once. */
-  private eventStream: { controller: AbortController; ready: Promise<void> } | undefined;
+  /** The GET stream while open (or known to be refused: NO_EVENT_STREAM). */
+  private eventStream: EventStream | undefined;
   private end: SessionEnd = 'open';
 
   constructor(
     private readonly context: HttpContext,
     options: OpenSessionOptions,
+    /** targetUrl(config.url, options.forwardPath): possibly shared with other sessions, never changed. */
+    url: URL,
   ) {
-    this.url = targetUrl(context.config.url ?? '', options.forwardPath, context.config.name);
+    this.url = url;
     this.handlers = options.handlers;
     this.correlator = new Correlator(context.config.name, (wireId, reason) => this.sendCancel(wireId, reason));
   }
@@ -144,30 +192,39 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
 
   async send(message: JsonRpcNotification | JsonRpcResponse): Promise<void> {
     if (this.end !== 'open') throw this.endedError();
+    const stop = new ExchangeStop();
+    const deadline = setTimeout(() => stop.abort(sendTimedOut()), sendTimeoutMs(this.context.config));
+    // Like AbortSignal.timeout()'s timer: it must not hold the process open.
+    deadline.unref();
     try {
-      const response = await this.post(message, sendSignal(this.context.config));
+      const response = await this.post(message, stop);
       // 202 is the rule for notifications and responses; a body, if any, carries nothing for us.
       await discard(response.body);
     } catch (error) {
       const failure = asUpstreamError(error, this.context.config.name);
       this.context.logger.warn({ err: failure, kind: failure.kind }, 'could not send a message upstream');
       throw failure;
+    } finally {
+      clearTimeout(deadline);
     }
   }
 
   openEventStream(): Promise<void> {
     if (this.end !== 'open') return Promise.resolve();
     if (this.eventStream) return this.eventStream.ready;
-    const controller = new AbortController();
+    // An ExchangeStop rather than an AbortController, as for a request's exchange: an
+    // AbortSignal (an EventTarget with its listener maps) held for the life of the stream is
+    // several times the size (http-common.ts says what else it costs).
+    const stop = new ExchangeStop();
     let settle!: () => void;
     const ready = new Promise<void>((resolve) => (settle = resolve));
-    this.eventStream = { controller, ready };
-    void this.runEventStream(controller.signal, settle).finally(settle);
+    this.eventStream = { stop, ready };
+    void this.runEventStream(stop, settle).finally(settle);
     return ready;
   }
 
   closeEventStream(): void {
-    this.eventStream?.controller.abort();
+    this.eventStream?.stop?.abort(EVENT_STREAM_CLOSED);
     this.eventStream = undefined;
   }
 
@@ -382,29 +439,34 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
    * closeEventStream(): reconnects with backoff and resumes with Last-Event-ID when the server
    * gave ids.
    */
-  private async runEventStream(signal: AbortSignal, settled: () => void): Promise<void> {
+  private async runEventStream(stop: ExchangeStop, settled: () => void): Promise<void> {
     const cursor: { lastEventId?: string } = {};
     let wait = STREAM_RETRY_MIN_MS;
-    while (!signal.aborted && this.end === 'open') {
+    while (!stop.aborted && this.end === 'open') {
       try {
-        const outcome = await this.readEventStream(signal, cursor, () => {
+        const outcome = await this.readEventStream(stop, cursor, () => {
           wait = STREAM_RETRY_MIN_MS;
           settled();
         });
-        if (outcome === 'unsupported') return;
+        if (outcome === 'unsupported') {
+          // Not asked again while the client's stream stays open, as before; what marks it is shared.
+          if (this.eventStream?.stop === stop) this.eventStream = NO_EVENT_STREAM;
+          return;
+        }
         this.context.logger.debug('upstream event stream ended; reconnecting');
       } catch (error) {
         settled();
-        if (signal.aborted || this.end !== 'open') return;
+        if (stop.aborted || this.end !== 'open') return;
         this.context.logger.warn({ err: error }, 'upstream event stream failed; reconnecting');
       }
-      await delay(wait, signal);
+      // Unref'd: a backoff must not hold the process open.
+      await pause(wait, stop, true);
       wait = Math.min(wait * 2, STREAM_RETRY_MAX_MS);
     }
   }
 
   private async readEventStream(
-    signal: AbortSignal,
+    signal: ExchangeStop,
     cursor: { lastEventId?: string },
     connected: () => void,
   ): Promise<'unsupported' | 'ended'> {
@@ -446,10 +508,10 @@ function resumeDelay(retryMs: number | undefined, idle: number): number {
 }
 
 /**
- * Waits `ms`, or less when `stop` aborts first (the request is over). Not unref'd, unlike the
- * GET stream's backoff: a request is waiting on it.
+ * Waits `ms`, or less when `stop` aborts first (the request is over, the stream closed). Unref'd
+ * only for the GET stream's backoff: a request's pause is one a request is waiting on.
  */
-function pause(ms: number, stop: ExchangeStop): Promise<void> {
+function pause(ms: number, stop: ExchangeStop, unref = false): Promise<void> {
   return new Promise((resolve) => {
     if (stop.aborted) return resolve();
     const done = (): void => {
@@ -458,6 +520,7 @@ function pause(ms: number, stop: ExchangeStop): Promise<void> {
       resolve();
     };
     const timer = setTimeout(done, ms);
+    if (unref) timer.unref();
     stop.once('abort', done);
   });
 }

@@ -53,6 +53,23 @@ describe('IdTable', () => {
     expect(table.ordered()).toEqual(ids.map((_, i) => `v${i}`));
   });
 
+  it('starts small by default and grows as requests pile up, keeping every entry', () => {
+    const table = new IdTable<string>();
+    const ids = Array.from({ length: 100 }, (_, i) => add(table, `v${i}`));
+    ids.forEach((id, i) => expect(table.get(id)).toBe(`v${i}`));
+    for (const id of ids.slice(0, 99)) table.delete(id);
+    expect(table.ordered()).toEqual(['v99']);
+    // One at a time, as a session's requests usually come: ids go on increasing.
+    let last = ids[99]!;
+    for (let i = 0; i < 20; i++) {
+      const id = add(table, `w${i}`);
+      expect(id).toBeGreaterThan(last);
+      table.delete(id);
+      last = id;
+    }
+    expect(table.size).toBe(1);
+  });
+
   it('lists values oldest first, whatever slots they sit in', () => {
     const table = new IdTable<string>(4);
     const first = add(table, 'first');

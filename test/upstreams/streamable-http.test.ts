@@ -372,6 +372,77 @@ describe('on the wire', () => {
   });
 });
 
+describe('on the wire: the GET stream and the deadline of a notification', () => {
+  const seen: Array<{ method: string; body: string }> = [];
+  let fake: Server;
+  let url: string;
+
+  beforeAll(async () => {
+    fake = createServer((req, res) => {
+      let text = '';
+      req.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
+      req.on('end', () => {
+        seen.push({ method: req.method ?? '', body: text });
+        if (req.method === 'DELETE') return void res.writeHead(200).end();
+        if (req.method === 'GET') return void res.writeHead(405).end();
+        const body = JSON.parse(text) as { id?: unknown; method?: string };
+        if (body.method === 'initialize') {
+          res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'wire-2' });
+          return void res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { protocolVersion: '2025-06-18', capabilities: {}, serverInfo: { name: 'fake', version: '1' } } }));
+        }
+        if (body.method === 'notifications/hold') return; // never acknowledged
+        res.writeHead(202).end();
+      });
+    });
+    await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(fake.address() as { port: number }).port}/mcp`;
+  });
+
+  afterAll(async () => {
+    fake.closeAllConnections();
+    await new Promise((resolve) => fake.close(resolve));
+  });
+
+  it('asks for the GET stream once while it is open after a 405, and again once it has been closed', async () => {
+    const wire = new StreamableHttpUpstream(upstreamConfig('fake', 'http', url), { logger: log.logger });
+    try {
+      const session = await wire.openSession({ forwardPath: '', handlers: recordingHandlers() });
+      const gets = (): number => seen.filter((s) => s.method === 'GET').length;
+      const before = gets();
+      await session.openEventStream();
+      await eventually(() => expect(gets()).toBe(before + 1));
+      // Refused: settled at once from now on, and not asked again while the stream is "open".
+      await session.openEventStream();
+      await new Promise((r) => setTimeout(r, 700)); // past the first reconnect (500 ms)
+      expect(gets()).toBe(before + 1);
+      // The client's stream closed and came back: the server may have one now.
+      session.closeEventStream();
+      await session.openEventStream();
+      await eventually(() => expect(gets()).toBe(before + 2));
+      await session.close();
+    } finally {
+      await wire.close();
+    }
+  });
+
+  it('fails a notification the server never acknowledges at the deadline, with kind timeout', async () => {
+    const wire = new StreamableHttpUpstream(upstreamConfig('fake', 'http', url, { timeout_ms: 300 }), { logger: log.logger });
+    try {
+      const session = await wire.openSession({ forwardPath: '', handlers: recordingHandlers() });
+      const started = Date.now();
+      const error = await rejection(session.send({ jsonrpc: '2.0', method: 'notifications/hold' }));
+      expect(error.kind).toBe('timeout');
+      expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+      expect(Date.now() - started).toBeLessThan(5_000);
+      // A notification that is acknowledged is not held by the deadline of the one before.
+      await session.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+      await session.close();
+    } finally {
+      await wire.close();
+    }
+  });
+});
+
 describe('resuming a request stream the server ended before answering (2025-11-25, SEP-1699)', () => {
   // fault-upstreams.ts's poll tools: a priming event with an id (and a `retry:`), the end of the
   // POST's stream, the rest on a GET with Last-Event-ID.
