@@ -9,8 +9,13 @@
  *   idle_rss_mb       the gateway's RSS after /ready, a few warm-up requests and a settle; median
  *                     of the same starts. Baseline: the bare node:http server after the same.
  *   sessions_<kind>   RSS with SESSIONS MCP sessions open through one upstream kind, each with its
- *                     GET stream held open, minus the idle RSS of the same gateway process, in MB
- *                     per 1,000 sessions. A fresh gateway for each kind.
+ *                     GET stream held open, minus the RSS of the same gateway process warmed up on
+ *                     that path (WARM_SESSIONS sessions opened and closed, then a settle), in MB per
+ *                     1,000 sessions. A fresh gateway for each kind. The warm-up takes out one-time
+ *                     costs that are not per session: the session path's compiled code, and V8's
+ *                     young generation, which grows from 16 to its 32 MB maximum at the first GCs
+ *                     under load and stays there. cold_mb is the same growth from the idle reading
+ *                     before that warm-up, as it was measured until 2026-11-21.
  *
  * MB are MiB (VmRSS kB / 1024); idle_rss_mb also gives RssAnon (VmRSS less the pages mapped from
  * the node binary and libraries, which every node process has). No GC is forced (the gateway runs
@@ -33,6 +38,7 @@ import { freePort, INSTANT_STDIO_UPSTREAM, median, ROOT, startInstantUpstream, t
 const STARTS = 5;
 const SESSIONS = 1000;
 const CONCURRENCY = 50;
+const WARM_SESSIONS = 100;
 const SETTLE_MS = 1000;
 const SESSIONS_SETTLE_MS = 2000;
 const READY_DEADLINE_MS = 30_000;
@@ -193,7 +199,15 @@ async function sessionsCost(config, server) {
   const sessions = new SessionSet(`${gateway.url}/mcp/${server}`);
   try {
     await warmGateway(gateway.url);
-    const idle = await settledRss(pid, SETTLE_MS);
+    const cold = await settledRss(pid, SETTLE_MS);
+    const warm = new SessionSet(`${gateway.url}/mcp/${server}`);
+    try {
+      const warmErrors = [...(await warm.open(WARM_SESSIONS, CONCURRENCY)), ...(await warm.close(CONCURRENCY))];
+      if (warmErrors.length) throw new Error(`${server}: warm-up: ${warmErrors.length} sessions failed; first: ${warmErrors[0].message}`);
+    } finally {
+      await warm.agent.destroy().catch(() => undefined);
+    }
+    const idle = await settledRss(pid, SESSIONS_SETTLE_MS);
     const half = SESSIONS / 2;
     let openMs = performance.now();
     let errors = await sessions.open(half, CONCURRENCY);
@@ -224,6 +238,8 @@ async function sessionsCost(config, server) {
       target: `<= ${PER_1000_TARGET_MB}`,
       meets_target: perThousand <= PER_1000_TARGET_MB,
       idle_mb: round1(idle),
+      cold_idle_mb: round1(cold),
+      cold_mb: round1(((full - cold) * 1000) / SESSIONS),
       at_500_mb: round1(atHalf),
       at_1000_mb: round1(full),
       // The second 500 alone, per 1,000: free of one-time costs (code warm-up, connection pools).
