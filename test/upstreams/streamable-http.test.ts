@@ -5,7 +5,7 @@
  * against a small node:http server, what the reference server cannot show: the wire, and a
  * request's stream resumed after the server ended it (SEP-1699).
  */
-import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import { LATEST_PROTOCOL_VERSION } from '@modelcontextprotocol/sdk/types.js';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -26,6 +26,26 @@ import {
   toolCall,
   upstreamConfig,
 } from '../helpers/everything.js';
+
+/** A local HTTP server that hands `answer` each request with its whole body; start() resolves with its /mcp url. */
+function fakeServer(answer: (req: IncomingMessage, res: ServerResponse, text: string) => void) {
+  const server = createServer((req, res) => {
+    let text = '';
+    req.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
+    req.on('end', () => answer(req, res, text));
+  });
+  return {
+    async start(): Promise<string> {
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      return `http://127.0.0.1:${(server.address() as { port: number }).port}/mcp`;
+    },
+    async stop(): Promise<void> {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
 
 const SECRET = 'Bearer upstream-secret-5a9c';
 const log = memoryLogger();
@@ -295,36 +315,27 @@ describe('on the wire', () => {
     closed: Promise<void>;
   }
   const seen: Seen[] = [];
-  let fake: Server;
   let url: string;
+  const fake = fakeServer((req, res, text) => {
+    const body = text ? (JSON.parse(text) as Seen['body']) : undefined;
+    seen.push({ method: req.method ?? '', headers: req.headers, body, closed: new Promise((r) => res.once('close', () => r())) });
+    if (req.method === 'DELETE') return void res.writeHead(200).end();
+    if (req.method === 'GET') return void res.writeHead(405).end();
+    if (body?.method === 'initialize') {
+      res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'fake-session' });
+      return void res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { protocolVersion: '2025-06-18', capabilities: {}, serverInfo: { name: 'fake', version: '1' } } }));
+    }
+    if (body?.id === undefined) return void res.writeHead(202).end();
+    // A request: open its stream and never answer.
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write(': working\n\n');
+  });
 
   beforeAll(async () => {
-    fake = createServer((req, res) => {
-      let text = '';
-      req.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
-      req.on('end', () => {
-        const body = text ? (JSON.parse(text) as Seen['body']) : undefined;
-        seen.push({ method: req.method ?? '', headers: req.headers, body, closed: new Promise((r) => res.once('close', () => r())) });
-        if (req.method === 'DELETE') return void res.writeHead(200).end();
-        if (req.method === 'GET') return void res.writeHead(405).end();
-        if (body?.method === 'initialize') {
-          res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'fake-session' });
-          return void res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { protocolVersion: '2025-06-18', capabilities: {}, serverInfo: { name: 'fake', version: '1' } } }));
-        }
-        if (body?.id === undefined) return void res.writeHead(202).end();
-        // A request: open its stream and never answer.
-        res.writeHead(200, { 'content-type': 'text/event-stream' });
-        res.write(': working\n\n');
-      });
-    });
-    await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', resolve));
-    url = `http://127.0.0.1:${(fake.address() as { port: number }).port}/mcp`;
+    url = await fake.start();
   });
 
-  afterAll(async () => {
-    fake.closeAllConnections();
-    await new Promise((resolve) => fake.close(resolve));
-  });
+  afterAll(() => fake.stop());
 
   it('sends the session headers, aborts the POST at the deadline and posts notifications/cancelled', async () => {
     const wire = new StreamableHttpUpstream(upstreamConfig('fake', 'http', url, { headers: { 'X-Api-Key': 'k-123', 'Content-Type': 'text/plain' } }), {
@@ -374,34 +385,25 @@ describe('on the wire', () => {
 
 describe('on the wire: the GET stream and the deadline of a notification', () => {
   const seen: Array<{ method: string; body: string }> = [];
-  let fake: Server;
   let url: string;
+  const fake = fakeServer((req, res, text) => {
+    seen.push({ method: req.method ?? '', body: text });
+    if (req.method === 'DELETE') return void res.writeHead(200).end();
+    if (req.method === 'GET') return void res.writeHead(405).end();
+    const body = JSON.parse(text) as { id?: unknown; method?: string };
+    if (body.method === 'initialize') {
+      res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'wire-2' });
+      return void res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { protocolVersion: '2025-06-18', capabilities: {}, serverInfo: { name: 'fake', version: '1' } } }));
+    }
+    if (body.method === 'notifications/hold') return; // never acknowledged
+    res.writeHead(202).end();
+  });
 
   beforeAll(async () => {
-    fake = createServer((req, res) => {
-      let text = '';
-      req.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
-      req.on('end', () => {
-        seen.push({ method: req.method ?? '', body: text });
-        if (req.method === 'DELETE') return void res.writeHead(200).end();
-        if (req.method === 'GET') return void res.writeHead(405).end();
-        const body = JSON.parse(text) as { id?: unknown; method?: string };
-        if (body.method === 'initialize') {
-          res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'wire-2' });
-          return void res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { protocolVersion: '2025-06-18', capabilities: {}, serverInfo: { name: 'fake', version: '1' } } }));
-        }
-        if (body.method === 'notifications/hold') return; // never acknowledged
-        res.writeHead(202).end();
-      });
-    });
-    await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', resolve));
-    url = `http://127.0.0.1:${(fake.address() as { port: number }).port}/mcp`;
+    url = await fake.start();
   });
 
-  afterAll(async () => {
-    fake.closeAllConnections();
-    await new Promise((resolve) => fake.close(resolve));
-  });
+  afterAll(() => fake.stop());
 
   it('asks for the GET stream once while it is open after a 405, and again once it has been closed', async () => {
     const wire = new StreamableHttpUpstream(upstreamConfig('fake', 'http', url), { logger: log.logger });
