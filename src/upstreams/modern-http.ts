@@ -13,6 +13,7 @@ import type { JsonRpcMessage, JsonRpcNotification, JsonRpcRequest, JsonRpcRespon
 import { isNotification, isResponse, objectOf, type JsonRpcErrorObject } from '../jsonrpc/messages.js';
 import { MODERN_PROTOCOL_VERSION } from '../mcp/era.js';
 import { discoverRequest, encodeHeaderValue, mcpName, probedVerdict, readProbeAnswer, requestVersion, type ProbeAnswer } from './era.js';
+import { Cancellation } from './cancellation.js';
 import { UpstreamError } from './errors.js';
 import { IdTable } from './id-table.js';
 import {
@@ -20,7 +21,6 @@ import {
   asUpstreamError,
   discard,
   EXCHANGE_OVER,
-  ExchangeStop,
   httpRequest,
   isManagedHeader,
   logSnippet,
@@ -138,7 +138,7 @@ export class ModernHttp {
     const signal = options.signal;
 
     return new Promise<JsonRpcResponse>((resolve, reject) => {
-      const stop = new ExchangeStop();
+      const stop = new Cancellation();
       let timer: NodeJS.Timeout | undefined;
       let settled = false;
       const slot = this.calls.claim();
@@ -194,7 +194,7 @@ export class ModernHttp {
     url: URL,
     headers: Record<string, string>,
     request: JsonRpcRequest,
-    stop: ExchangeStop,
+    stop: Cancellation,
     onNotification: (message: JsonRpcNotification) => void,
   ): Promise<JsonRpcResponse> {
     const name = this.context.config.name;

@@ -10,6 +10,7 @@
 import type { ServerConfig } from '../config/schema.js';
 import type { JsonRpcMessage, JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../jsonrpc/messages.js';
 import { cancelNotification, Correlator } from './correlator.js';
+import { Cancellation } from './cancellation.js';
 import { UpstreamError } from './errors.js';
 import {
   HttpUpstream,
@@ -18,7 +19,6 @@ import {
   deliver,
   discard,
   EXCHANGE_OVER,
-  ExchangeStop,
   handshake,
   httpRequest,
   loggableUrl,
@@ -29,6 +29,7 @@ import {
   statusError,
   targetUrl,
   type HttpContext,
+  type StopSignal,
   type HttpSession,
   type HttpUpstreamDeps,
 } from './http-common.js';
@@ -309,7 +310,7 @@ class SseSession implements UpstreamSession, HttpSession {
     const { wire, response } = this.correlator.begin(request, options, timeoutMs, connection);
     // The reply comes on the stream; the POST only says "accepted". A POST to a session the
     // server has forgotten may never be answered at all: the deadline aborts it too.
-    const post = new ExchangeStop();
+    const post = new Cancellation();
     const stop = (): void => post.abort(EXCHANGE_OVER);
     response.then(stop, stop);
     this.post(connection, wire, post).catch((error: unknown) => {
@@ -321,7 +322,7 @@ class SseSession implements UpstreamSession, HttpSession {
   }
 
   /** POSTs one message to the stream's endpoint; resolves when the server accepted it (2xx). */
-  private async post(connection: Connection, message: JsonRpcMessage, signal: AbortSignal | ExchangeStop): Promise<void> {
+  private async post(connection: Connection, message: JsonRpcMessage, signal: StopSignal): Promise<void> {
     const name = this.context.config.name;
     if (connection.lost || !connection.endpoint) throw this.closedError('The upstream closed the SSE stream');
     const response = await httpRequest(this.context, {

@@ -7,6 +7,7 @@
 import { LATEST_PROTOCOL_VERSION } from '../mcp/protocol.js';
 import type { JsonRpcMessage, JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../jsonrpc/messages.js';
 import { cancelNotification, Correlator } from './correlator.js';
+import { Cancellation } from './cancellation.js';
 import { UpstreamError } from './errors.js';
 import {
   CLOSE_TIMEOUT_MS,
@@ -15,7 +16,6 @@ import {
   deliver,
   discard,
   EXCHANGE_OVER,
-  ExchangeStop,
   handshake,
   header,
   httpRequest,
@@ -32,6 +32,7 @@ import {
   statusError,
   targetUrl,
   type HttpContext,
+  type StopSignal,
   type HttpResponse,
   type HttpSession,
   type HttpUpstreamDeps,
@@ -85,7 +86,7 @@ function succeeded(response: HttpResponse): boolean {
 
 /** A session's standalone GET stream: `stop` ends it; `ready` settles once it is connected, refused or failed once. */
 interface EventStream {
-  readonly stop: ExchangeStop | undefined;
+  readonly stop: Cancellation | undefined;
   readonly ready: Promise<void>;
 }
 
@@ -171,7 +172,7 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
     // has been read already (the usual case: then there is nothing left to stop). The reason is
     // one shared object, because abort() without one builds a DOMException with a stack trace:
     // measurable when it happened on every request.
-    const exchange = new ExchangeStop();
+    const exchange = new Cancellation();
     const state = { read: false };
     const stop = (): void => {
       if (!state.read) exchange.abort(EXCHANGE_OVER);
@@ -192,7 +193,7 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
 
   async send(message: JsonRpcNotification | JsonRpcResponse): Promise<void> {
     if (this.end !== 'open') throw this.endedError();
-    const stop = new ExchangeStop();
+    const stop = new Cancellation();
     const deadline = setTimeout(() => stop.abort(sendTimedOut()), sendTimeoutMs(this.context.config));
     // Like AbortSignal.timeout()'s timer: it must not hold the process open.
     deadline.unref();
@@ -212,10 +213,10 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
   openEventStream(): Promise<void> {
     if (this.end !== 'open') return Promise.resolve();
     if (this.eventStream) return this.eventStream.ready;
-    // An ExchangeStop rather than an AbortController, as for a request's exchange: an
+    // An Cancellation rather than an AbortController, as for a request's exchange: an
     // AbortSignal (an EventTarget with its listener maps) held for the life of the stream is
     // several times the size (http-common.ts says what else it costs).
-    const stop = new ExchangeStop();
+    const stop = new Cancellation();
     let settle!: () => void;
     const ready = new Promise<void>((resolve) => (settle = resolve));
     this.eventStream = { stop, ready };
@@ -239,7 +240,7 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
   }
 
   /** One request's POST and the reading of its answer, until the response has arrived. */
-  private async exchange(wire: JsonRpcRequest, signal: ExchangeStop, state: { read: boolean }): Promise<void> {
+  private async exchange(wire: JsonRpcRequest, signal: Cancellation, state: { read: boolean }): Promise<void> {
     const wireId = wire.id as number;
     const response = await this.post(wire, signal);
     if (wire.method === 'initialize') {
@@ -275,7 +276,7 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
    * one, for as long as the server keeps ending them. The request's deadline (restarted by
    * progress) and its cancellation abort `stop`, which ends a pause or a resumed GET at once.
    */
-  private async readRequestStream(response: HttpResponse, wireId: number, stop: ExchangeStop): Promise<void> {
+  private async readRequestStream(response: HttpResponse, wireId: number, stop: Cancellation): Promise<void> {
     const name = this.context.config.name;
     // Per SSE exchange, not per event: the cursor and two closures.
     const cursor: { lastEventId: string | undefined; retryMs: number | undefined; messages: number } = {
@@ -350,7 +351,7 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
   }
 
   /** A POST of one message with the session's headers; resolves with a 2xx response. */
-  private async post(message: JsonRpcMessage, signal: AbortSignal | ExchangeStop): Promise<HttpResponse> {
+  private async post(message: JsonRpcMessage, signal: StopSignal): Promise<HttpResponse> {
     const response = await httpRequest(this.context, {
       method: 'POST',
       url: this.url,
@@ -439,7 +440,7 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
    * closeEventStream(): reconnects with backoff and resumes with Last-Event-ID when the server
    * gave ids.
    */
-  private async runEventStream(stop: ExchangeStop, settled: () => void): Promise<void> {
+  private async runEventStream(stop: Cancellation, settled: () => void): Promise<void> {
     const cursor: { lastEventId?: string } = {};
     let wait = STREAM_RETRY_MIN_MS;
     while (!stop.aborted && this.end === 'open') {
@@ -466,7 +467,7 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
   }
 
   private async readEventStream(
-    signal: ExchangeStop,
+    signal: Cancellation,
     cursor: { lastEventId?: string },
     connected: () => void,
   ): Promise<'unsupported' | 'ended'> {
@@ -511,16 +512,16 @@ function resumeDelay(retryMs: number | undefined, idle: number): number {
  * Waits `ms`, or less when `stop` aborts first (the request is over, the stream closed). Unref'd
  * only for the GET stream's backoff: a request's pause is one a request is waiting on.
  */
-function pause(ms: number, stop: ExchangeStop, unref = false): Promise<void> {
+function pause(ms: number, stop: Cancellation, unref = false): Promise<void> {
   return new Promise((resolve) => {
     if (stop.aborted) return resolve();
     const done = (): void => {
       clearTimeout(timer);
-      stop.off('abort', done);
+      stop.removeEventListener('abort', done);
       resolve();
     };
     const timer = setTimeout(done, ms);
     if (unref) timer.unref();
-    stop.once('abort', done);
+    stop.addEventListener('abort', done);
   });
 }
