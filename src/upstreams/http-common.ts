@@ -4,7 +4,7 @@
  * gateway's own initialize handshake, how replies and progress are routed through the correlator,
  * the health record behind status(), and the Upstream class that owns the sessions.
  */
-import { Agent, type Dispatcher } from 'undici';
+import { Agent } from 'undici';
 import { GATEWAY_MANAGED_HEADERS, type ServerConfig } from '../config/schema.js';
 import {
   isNotification,
@@ -22,6 +22,7 @@ import type { Correlator } from './correlator.js';
 import { configuredVerdict, isFresh, withLegacyVersion } from './era.js';
 import type { ModernHttp } from './modern-http.js';
 import { connectFailed, UpstreamError } from './errors.js';
+import { BodyTooLarge, exchange, type ExchangeResponse } from './exchange.js';
 import type {
   CallOptions,
   EraVerdict,
@@ -55,7 +56,7 @@ export interface HttpSession extends UpstreamSession {
   open(initialize: JsonRpcRequest | undefined): Promise<void>;
 }
 
-export type HttpResponse = Dispatcher.ResponseData;
+export type HttpResponse = ExchangeResponse;
 
 /** How long close() waits for the upstream to acknowledge a DELETE or in-flight exchanges. */
 export const CLOSE_TIMEOUT_MS = 2_000;
@@ -329,15 +330,13 @@ export async function httpRequest(context: HttpContext, options: HttpRequestOpti
   let response: HttpResponse;
   try {
     const target = dispatchTarget(options.url);
-    response = await agent.request({
+    response = await exchange(agent, {
       origin: target.origin,
       path: target.path,
       method: options.method,
       headers: options.headers,
       body: options.body ?? null,
-      // undici takes any signal with addEventListener/removeEventListener, aborted and reason
-      // (util.addAbortListener), a Cancellation as well as an AbortSignal; its types name only these.
-      signal: options.signal as AbortSignal,
+      signal: options.signal,
     });
   } catch (error) {
     if (options.signal.aborted) throw abortError(config.name, options.signal);
@@ -457,23 +456,15 @@ export async function readText(response: HttpResponse, server: string, limit = M
   const tooLarge = (): UpstreamError =>
     new UpstreamError('protocol', server, `Upstream '${server}' answered with a body over the limit of ${limit} bytes`);
   const declared = header(response, 'content-length');
-  if (declared !== undefined && /^\d+$/.test(declared)) {
-    if (Number(declared) > limit) {
-      response.body.destroy();
-      throw tooLarge();
-    }
-    // undici reads no more than the declared length: the usual, fast path.
-    return response.body.text();
+  if (declared !== undefined && /^\d+$/.test(declared) && Number(declared) > limit) {
+    response.body.destroy();
+    throw tooLarge();
   }
-  const chunks: Buffer[] = [];
-  let bytes = 0;
-  // Leaving the loop by throwing destroys the body.
-  for await (const chunk of response.body as AsyncIterable<Buffer>) {
-    bytes += chunk.length;
-    if (bytes > limit) throw tooLarge();
-    chunks.push(chunk);
+  try {
+    return await response.body.text(limit);
+  } catch (error) {
+    throw error instanceof BodyTooLarge ? tooLarge() : error;
   }
-  return Buffer.concat(chunks, bytes).toString('utf8');
 }
 
 /** Reads at most `limit` bytes of a body as text, then releases it. */
@@ -482,7 +473,7 @@ export async function readLimited(body: HttpResponse['body'], limit = ERROR_BODY
   let text = '';
   let bytes = 0;
   try {
-    for await (const chunk of body as AsyncIterable<Buffer>) {
+    for await (const chunk of body) {
       text += decoder.decode(chunk.subarray(0, limit - bytes), { stream: true });
       bytes += chunk.length;
       if (bytes >= limit) break;
@@ -495,7 +486,7 @@ export async function readLimited(body: HttpResponse['body'], limit = ERROR_BODY
 
 /** Discards a body so that its connection can be reused; never throws. */
 export async function discard(body: HttpResponse['body']): Promise<void> {
-  await body.dump({ limit: 64 * 1024 }).catch(() => undefined);
+  await body.dump(64 * 1024).catch(() => undefined);
 }
 
 /**
