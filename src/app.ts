@@ -28,6 +28,7 @@ import { Gateway, type UpstreamFactory } from './mcp/gateway.js';
 import { AuditLog } from './observability/audit.js';
 import { LazyChildLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
+import { lazySchemaCompilers } from './optional.js';
 import { Recorder } from './observability/recorder.js';
 import { handleDelete, handleGet, handlePost, type Context, type Target } from './pipeline.js';
 import { RateLimiter } from './ratelimit/limiter.js';
@@ -117,6 +118,8 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
     // request.log is made when a request first logs, not for every request.
     childLoggerFactory: (logger, bindings, options) => new LazyChildLogger(logger as Logger, bindings, options),
     bodyLimit: config.server.max_request_size,
+    // ajv and fast-json-stringify load only if a route ever declares a schema (none does).
+    schemaController: { compilersFactory: lazySchemaCompilers },
     // A request id from a trusted proxy is kept (for correlation); anything else gets a fresh one.
     genReqId: (req) => {
       const incoming = req.headers['x-request-id'];

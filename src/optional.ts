@@ -49,3 +49,27 @@ export function argon2(): typeof import('argon2') {
 export function pinoPretty(): typeof import('pino-pretty') {
   return load('pino-pretty') as typeof import('pino-pretty');
 }
+
+type CompilersFactory = NonNullable<NonNullable<import('fastify').FastifyServerOptions['schemaController']>['compilersFactory']>;
+
+/**
+ * Fastify's schema compilers (ajv and fast-json-stringify, about 140 files), loaded the first
+ * time a route with a schema is registered. No route of the gateway declares one, so they never
+ * load; Fastify itself would load both at start. Resolved from Fastify's own location, as its
+ * dependencies.
+ */
+export const lazySchemaCompilers = {
+  buildValidator: lazyFactory('@fastify/ajv-compiler'),
+  buildSerializer: lazyFactory('@fastify/fast-json-stringify-compiler'),
+} as unknown as CompilersFactory;
+
+type Factory = (...args: unknown[]) => unknown;
+
+/** A compiler factory that requires `id` (a Fastify dependency exporting a factory of factories) on its first call. */
+function lazyFactory(id: string): Factory {
+  let factory: Factory | undefined;
+  return (...args) => {
+    factory ??= (createRequire(requireModule.resolve('fastify'))(id) as () => Factory)();
+    return factory(...args);
+  };
+}

@@ -4,7 +4,9 @@
  * gateway's own initialize handshake, how replies and progress are routed through the correlator,
  * the health record behind status(), and the Upstream class that owns the sessions.
  */
-import { Agent } from 'undici';
+import type { Agent } from 'undici';
+// Only undici's Agent is loaded, not its whole index (src/types/undici-agent.d.ts says why).
+import UndiciAgent from 'undici/lib/dispatcher/agent.js';
 import { GATEWAY_MANAGED_HEADERS, type ServerConfig } from '../config/schema.js';
 import {
   isNotification,
@@ -130,7 +132,7 @@ export abstract class HttpUpstream implements Upstream {
     deps: HttpUpstreamDeps,
     transport: 'http' | 'sse',
   ) {
-    const agent = new Agent({
+    const agent = new UndiciAgent({
       connect: { timeout: connectTimeout(config) },
       // No undici timeouts on headers or bodies: the correlator's deadline governs each request,
       // and an SSE stream may legitimately stay silent for hours.
