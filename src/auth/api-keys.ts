@@ -16,6 +16,7 @@ import { hash, timingSafeEqual } from 'node:crypto';
 import { LEGACY_SHA256_PATTERN, type ApiKeyConfig } from '../config/schema.js';
 import { argon2 } from '../optional.js';
 import { isWellFormedToken, keyPrefixOf } from './key-format.js';
+import { touch, type Touched } from '../lru.js';
 
 /** Tuning of an ApiKeyVerifier; the defaults suit a gateway with a handful of CPU cores. */
 export interface ApiKeyVerifierOptions {
@@ -54,7 +55,7 @@ export interface ApiKeyVerifierStats {
   cacheSize: number;
 }
 
-interface CacheEntry {
+interface CacheEntry extends Touched {
   key: ApiKeyConfig;
   expiresAt: number;
 }
@@ -183,17 +184,21 @@ export class ApiKeyVerifier {
   private cached(id: string): ApiKeyConfig | undefined {
     const entry = this.cache.get(id);
     if (!entry) return undefined;
-    this.cache.delete(id);
-    if (entry.expiresAt <= this.now()) return undefined;
-    // Re-inserted: now the most recently used. Its expiry does not move.
-    this.cache.set(id, entry);
+    const now = this.now();
+    if (entry.expiresAt <= now) {
+      this.cache.delete(id);
+      return undefined;
+    }
+    // Now the most recently used (to within a second: src/lru.ts). Its expiry does not move.
+    touch(this.cache, id, entry, now);
     return entry.key;
   }
 
   private remember(id: string, key: ApiKeyConfig): void {
     if (this.cacheSize === 0 || this.cacheTtlMs === 0) return;
     this.cache.delete(id);
-    this.cache.set(id, { key, expiresAt: this.now() + this.cacheTtlMs });
+    const now = this.now();
+    this.cache.set(id, { key, expiresAt: now + this.cacheTtlMs, touched: now });
     while (this.cache.size > this.cacheSize) {
       const oldest = this.cache.keys().next();
       if (oldest.done) break;

@@ -17,6 +17,7 @@ import { ApiKeyVerifier, type ApiKeyVerifierOptions } from './api-keys.js';
 import { FailureLimiter } from './failure-limiter.js';
 import { ANONYMOUS, type AuthProvider, type Identity } from './identity.js';
 import { JwtVerifier, type JwtIdentityClaims, type JwtVerifierOptions } from './jwt.js';
+import { touch } from '../lru.js';
 
 export type AuthOutcome =
   | {
@@ -71,7 +72,7 @@ export class Authenticator {
   private readonly certsBySubject = new Map<string, Identity>();
   private readonly scopePolicies = new Map<string, ToolPolicy>();
   /** Verified JWTs by SHA-256 of the token (never the token), least recently used first. */
-  private readonly verifiedTokens = new Map<string, { identity: Identity; until: number }>();
+  private readonly verifiedTokens = new Map<string, { identity: Identity; until: number; touched: number }>();
   private readonly failures: FailureLimiter;
   private readonly now: () => number;
 
@@ -145,9 +146,9 @@ export class Authenticator {
     }
     const digest = hash('sha256', token, 'base64');
     const known = this.verifiedTokens.get(digest);
-    if (known && known.until > this.now()) {
-      this.verifiedTokens.delete(digest);
-      this.verifiedTokens.set(digest, known);
+    const now = this.now();
+    if (known && known.until > now) {
+      touch(this.verifiedTokens, digest, known, now);
       return { ok: true, identity: known.identity, verified: false };
     }
     const result = await (this.jwt as JwtVerifier).verify(token);
@@ -185,7 +186,7 @@ export class Authenticator {
    */
   private rememberToken(digest: string, identity: Identity, until: number): void {
     this.verifiedTokens.delete(digest);
-    this.verifiedTokens.set(digest, { identity, until });
+    this.verifiedTokens.set(digest, { identity, until, touched: this.now() });
     if (this.verifiedTokens.size > MAX_CACHED_TOKENS) {
       const oldest = this.verifiedTokens.keys().next().value;
       if (oldest !== undefined) this.verifiedTokens.delete(oldest);

@@ -20,6 +20,7 @@ import type { AuthProvider } from '../auth/identity.js';
 import type { ServerConfig } from '../config/schema.js';
 import type { UpstreamStatus } from '../upstreams/upstream.js';
 import { HotCounter, HotHistogram } from './hot-metrics.js';
+import { touch, TOUCH_MS, type Touched } from '../lru.js';
 
 /**
  * Client-to-server request and notification methods of the MCP spec (2025-11-25, and the two
@@ -148,8 +149,8 @@ export class Metrics {
 
   /** Tool label values per server, from the server's own tools/list results. */
   private readonly tools = new Map<string, Set<string>>();
-  /** Identity id -> last seen (ms), oldest first (a touched id moves to the end). */
-  private readonly identities = new Map<string, number>();
+  /** Identity id -> when last seen (ms, to within a second: src/lru.ts), oldest first. */
+  private readonly identities = new Map<string, Touched>();
   private auditStats: (() => AuditStats) | undefined;
   private gateway: GatewayView | undefined;
 
@@ -402,11 +403,17 @@ export class Metrics {
   /** An authenticated request from this identity (its id, never a credential). */
   identitySeen(id: string): void {
     const now = this.now();
-    this.identities.delete(id);
-    this.identities.set(id, now);
-    if (this.identities.size > this.maxIdentities) {
-      const oldest = this.identities.keys().next();
-      if (!oldest.done) this.identities.delete(oldest.value);
+    const seen = this.identities.get(id);
+    if (seen !== undefined) {
+      // Seen within the last second: nothing to move or forget (src/lru.ts).
+      if (now - seen.touched < TOUCH_MS) return;
+      touch(this.identities, id, seen, now);
+    } else {
+      this.identities.set(id, { touched: now });
+      if (this.identities.size > this.maxIdentities) {
+        const oldest = this.identities.keys().next();
+        if (!oldest.done) this.identities.delete(oldest.value);
+      }
     }
     this.forgetIdentities(now);
   }
@@ -439,7 +446,7 @@ export class Metrics {
   private forgetIdentities(now: number): void {
     const cutoff = now - this.identityWindowMs;
     for (const [id, seen] of this.identities) {
-      if (seen >= cutoff) break;
+      if (seen.touched >= cutoff) break;
       this.identities.delete(id);
     }
   }

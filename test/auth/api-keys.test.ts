@@ -174,7 +174,9 @@ describe('ApiKeyVerifier', () => {
 
   it('the cache holds at most cacheSize entries, dropping the least recently used', async () => {
     const [a, b, c] = await Promise.all([newKey('a'), newKey('b'), newKey('c')]);
-    const verifier = new ApiKeyVerifier([a!.config, b!.config, c!.config], { cacheSize: 2 });
+    // A hit moves its entry at most once per second (src/lru.ts): a clock a second apart per step.
+    let clock = 0;
+    const verifier = new ApiKeyVerifier([a!.config, b!.config, c!.config], { cacheSize: 2, now: () => (clock += 1_000) });
     for (const k of [a!, b!]) await verifier.verify(k.key);
     expectOk(await verifier.verify(a!.key), 'a', true); // a is now the most recently used
     expectOk(await verifier.verify(c!.key), 'c', false); // evicts b
@@ -185,6 +187,21 @@ describe('ApiKeyVerifier', () => {
     expect(verifier.stats).toMatchObject({ argon2Verifications: 4, cacheSize: 2 });
     expectOk(await verifier.verify(a!.key), 'a', false);
     expect(verifier.stats.argon2Verifications).toBe(5);
+  });
+
+  it('a hit within a second of the last one that moved it does not move it again', async () => {
+    const [a, b, c] = await Promise.all([newKey('a'), newKey('b'), newKey('c')]);
+    let clock = 0;
+    const verifier = new ApiKeyVerifier([a!.config, b!.config, c!.config], { cacheSize: 2, now: () => clock });
+    for (const k of [a!, b!]) await verifier.verify(k.key);
+    clock = 999;
+    expectOk(await verifier.verify(a!.key), 'a', true); // not moved: a is still the oldest
+    expectOk(await verifier.verify(c!.key), 'c', false); // evicts a
+    clock = 1_000;
+    expectOk(await verifier.verify(b!.key), 'b', true); // moved now: c is the oldest
+    expectOk(await verifier.verify(a!.key), 'a', false); // evicts c
+    expectOk(await verifier.verify(b!.key), 'b', true);
+    expect(verifier.stats.argon2Verifications).toBe(4);
   });
 
   it('the cache is keyed by the SHA-256 of the token, never the token', async () => {
