@@ -278,6 +278,20 @@ per_address_burst_size = 4
     expect(other.status).toBe(200);
     await other.arrayBuffer();
   });
+
+  it('IPv6 clients are counted by their /64, and an IPv4-mapped address as the IPv4 address it is', async () => {
+    const from = async (remoteAddress: string) =>
+      (await gw.app.app.inject({ method: 'POST', url: '/mcp', payload: LIST, headers: { 'content-type': 'application/json', ...bearer(dave.key) }, remoteAddress })).statusCode;
+    const sameNetwork = [];
+    for (let i = 1; i <= 5; i++) sameNetwork.push(await from(`2001:db8:0:7::${i}`));
+    expect(sameNetwork).toEqual([200, 200, 200, 200, 429]);
+    expect(await from('2001:db8:0:8::1')).toBe(200);
+    const v4 = [];
+    for (let i = 0; i < 3; i++) v4.push(await from('192.0.2.9'));
+    v4.push(await from('::ffff:192.0.2.9'));
+    v4.push(await from('::FFFF:192.0.2.9'));
+    expect(v4).toEqual([200, 200, 200, 200, 429]);
+  });
 });
 
 describe('the window', () => {
