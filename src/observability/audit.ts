@@ -159,6 +159,30 @@ export function redactLine(line: string, record: unknown, rules: readonly Redact
   }
 }
 
+/**
+ * The caller's event as record() saw it, every field present (undefined when absent): one shape
+ * for every event, which V8 copies and reads faster than the spread it replaced (1-2 us per
+ * tool call in profiles). Arguments are not even kept unless asked for: they often hold personal
+ * data.
+ */
+function copyOf(event: AuditEvent, withArguments: boolean): AuditEvent {
+  return {
+    event_type: event.event_type,
+    identity_id: event.identity_id,
+    server: event.server,
+    method: event.method,
+    tool: event.tool,
+    success: event.success,
+    duration_ms: event.duration_ms,
+    request_id: event.request_id,
+    client_ip: event.client_ip,
+    reason: event.reason,
+    provider: event.provider,
+    error: event.error,
+    arguments: withArguments ? event.arguments : undefined,
+  };
+}
+
 /** An event as queued: the caller's fields (copied) and when record() was called. */
 interface Queued {
   at: number;
@@ -193,6 +217,8 @@ export class AuditLog {
   private readonly closeTimeoutMs: number;
   private scheduled = false;
   private closed = false;
+  private lastAt = Number.NaN;
+  private lastTimestamp = '';
   private closing: Promise<void> | undefined;
   private readonly drainSoon = (): void => {
     setImmediate(() => this.drain(DRAIN_CHUNK));
@@ -258,8 +284,7 @@ export class AuditLog {
         this.warning?.warn('queue-full', { dropped: this.counters.dropped }, this.closed ? 'audit log closed: event dropped' : 'audit queue full: events dropped');
         return;
       }
-      // Arguments are not even kept unless asked for: they often hold personal data.
-      const copy: AuditEvent = this.includeArguments ? { ...event } : { ...event, arguments: undefined };
+      const copy = copyOf(event, this.includeArguments);
       const at = this.nowMs();
       this.queue.push({ at: Number.isFinite(at) ? at : Date.now(), event: copy });
       this.counters.recorded++;
@@ -344,6 +369,15 @@ export class AuditLog {
     }
   }
 
+  /** The ISO time of `at`: events of one drain mostly share their millisecond, and so their string. */
+  private timestamp(at: number): string {
+    if (at !== this.lastAt) {
+      this.lastAt = at;
+      this.lastTimestamp = new Date(at).toISOString();
+    }
+    return this.lastTimestamp;
+  }
+
   /**
    * The line of one event. Every core field is present, null when unknown, so that each line has
    * the same columns; the context fields (provider, reason, error, arguments) are omitted when absent.
@@ -351,7 +385,7 @@ export class AuditLog {
   private serialise({ at, event }: Queued): string | undefined {
     try {
       const record: Record<string, unknown> = {
-        timestamp: new Date(at).toISOString(),
+        timestamp: this.timestamp(at),
         event_type: event.event_type,
         identity_id: event.identity_id ?? null,
         server: event.server ?? null,
