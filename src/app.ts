@@ -74,11 +74,20 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 export const MAX_FORWARDED_TARGET = 8_192;
 
 /** The gateway's own paths under the catch-all (an unknown /health/x) answer 404 without credentials. */
-function unlessReserved(hook: onRequestAsyncHookHandler): onRequestAsyncHookHandler {
-  return async function (request, reply) {
-    if (!RESERVED.test(request.url)) await hook.call(this, request, reply);
+function unlessReserved(hook: Stage0Hook): onRequestHookHandler {
+  return function (request, reply, done) {
+    if (RESERVED.test(request.url)) {
+      done();
+      return;
+    }
+    // A callback-style hook calls done itself; an async one ignores it and returns its promise.
+    const result: unknown = (hook as onRequestHookHandler).call(this, request, reply, done);
+    if (result instanceof Promise) result.then(() => done(), done);
   };
 }
+
+/** A stage 0 hook: callback-style (the rate limits) or async (authentication). */
+type Stage0Hook = onRequestHookHandler | onRequestAsyncHookHandler;
 
 /**
  * Throws when the audit log cannot be opened (its file's directory is missing): nothing is
@@ -240,7 +249,7 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
   // Every MCP route runs pipeline stage 0 first, before the body is read: the address limit,
   // authentication, then the identity's limit.
   const stage0 = [limiter?.addressHook, authenticator.required ? authenticate : undefined, limiter?.identityHook].filter(
-    (hook): hook is onRequestAsyncHookHandler => hook !== undefined,
+    (hook): hook is Stage0Hook => hook !== undefined,
   );
   const onRequest = [observe, ...stage0];
   app.route({

@@ -284,8 +284,9 @@ async function answer(
     recorder.denied(request, identity, server, 'tool not allowed', tool);
     return errorOutcome(refused);
   }
-  // No await without a limiter: each one costs a microtask.
-  const limited = limits && tool !== undefined && context.limiter ? await context.limiter.checkToolCall(request, identity, tool, r.id) : undefined;
+  // No await unless a tool limit applies (checkToolCall gives undefined otherwise): each one costs a microtask.
+  const checking = limits && tool !== undefined ? context.limiter?.checkToolCall(request, identity, tool, r.id) : undefined;
+  const limited = checking === undefined ? undefined : await checking;
   if (limited) {
     // Retry-After and RateLimit-* describe the response only when this is its one answer.
     if (single) void reply.headers(limited.headers);

@@ -1,24 +1,25 @@
 /**
- * The rate limits of the MCP endpoints, on @fastify/rate-limit: per client address before
- * authentication, per identity right after it, and per tool on each tools/call once the body is
- * decoded (pipeline.ts says where each runs, docs/rate-limits.md what each counts).
+ * The rate limits of the MCP endpoints: per client address before authentication, per identity
+ * right after it, and per tool on each tools/call once the body is decoded (pipeline.ts says
+ * where each runs, docs/rate-limits.md what each counts).
  *
- * How the plugin is used, and why:
- * - It is registered with `global: false`: only the MCP routes are limited, never /health,
- *   /ready, /metrics, /routes or /.well-known.
- * - The identity limit is the plugin's own hook, `app.rateLimit()`: keyGenerator = the identity,
- *   `max` and `timeWindow` as functions (a key's `rate_limit` override), draft-spec RateLimit-*
- *   headers and Retry-After, errorResponseBuilder and onExceeding/onExceeded for the decision.
- * - The address and tool limits are `app.createRateLimit()` checkers, called from hooks of our
- *   own. A second `app.rateLimit()` hook cannot be used: every hook of one registration marks
- *   the request with the same "already limited" symbol, so the identity hook would silently skip
- *   every request the address hook had counted. Tool limits need the decoded body and count once
- *   per tools/call of a batch, which no route hook can express.
- * - The store is the plugin's own (LRU or Redis Lua script) behind a small adapter (store.ts).
- *   `skipOnError` stays false: a store failure reaches us as a StoreError and `on_store_error`
- *   decides, with a counter and a log line at most every 10 s, instead of a silent pass.
+ * What is @fastify/rate-limit's, and what is ours:
+ * - The counting is the plugin's: its stores (an LRU in this process, or its Lua script on a
+ *   Redis every replica shares; store.ts adapts them) and its key normalisation (an IPv6 client by
+ *   its /64). Same fixed windows, same counts, same Redis keys as its own hooks would keep.
+ * - The hooks are ours, and call the store directly. The plugin's route hook and its
+ *   `createRateLimit()` checkers go through an async function with an await per step (key,
+ *   max, window, a Promise around the store's callback), about 15 us per request for the two
+ *   limits every request meets (docs/performance.md). Here an in-memory count is a synchronous
+ *   callback: the hooks are callback-style and await nothing; a Redis count waits for its reply.
+ * - What the client sees is what the plugin's draft-spec mode sends: RateLimit-Limit,
+ *   RateLimit-Remaining and RateLimit-Reset (seconds) on every answer the identity limit let
+ *   through, and on a refusal Retry-After as well, with a JSON-RPC error (429).
+ * - A store failure reaches us as a StoreError and `on_store_error` decides, with a counter and
+ *   a log line at most every 10 s, instead of a silent pass.
  */
-import type { FastifyInstance, FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
+import type { FastifyRateLimitStore } from '@fastify/rate-limit';
+import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from 'fastify';
 import type { Redis } from 'ioredis';
 import { ownerKey, type Identity } from '../auth/identity.js';
 import type { RateLimitConfig } from '../config/schema.js';
@@ -68,14 +69,10 @@ export interface LimitRefusal {
 /** Retry-After of a 503 when the store fails and `on_store_error = "deny"`. */
 const STORE_RETRY_AFTER_S = 1;
 
-type Checker = ReturnType<FastifyInstance['createRateLimit']>;
-type LibraryHook = ReturnType<FastifyInstance['rateLimit']>;
-
-/** What the identity hook's errorResponseBuilder throws; never leaves this module. */
-class LimitExceeded extends Error {
-  constructor(readonly refusal: LimitRefusal) {
-    super(refusal.error.message);
-  }
+/** One count of a key in a store: how many requests its window has seen, and ms until it ends. */
+interface Count {
+  current: number;
+  ttl: number;
 }
 
 /** The part of an identity's counter keys that names it; anonymous callers are told apart by address. */
@@ -102,10 +99,10 @@ export class RateLimiter {
   onStoreError: StoreErrorListener | undefined;
 
   private readonly redis: Redis | undefined;
-  private app: FastifyInstance | undefined;
-  private identityCheck: LibraryHook | undefined;
-  private addressCheck: Checker | undefined;
-  private toolChecks: Checker[] = [];
+  /** One store per limit: in memory each has its own LRU, so a flood of addresses cannot evict identity counters. */
+  private readonly addressStore: FastifyRateLimitStore;
+  private readonly identityStore: FastifyRateLimitStore;
+  private readonly toolStores: FastifyRateLimitStore[];
   private storeFailing = false;
   /** At most one warning about the store per 10 s; the next one says how many were left out. */
   private readonly storeWarning: RateLimitedWarning;
@@ -122,16 +119,14 @@ export class RateLimiter {
       // Without a listener ioredis prints every reconnection failure to the console.
       this.redis.on('error', (error: Error) => this.warnStore('rate limit store connection failed', error));
     }
+    const Store = storeClass(this.redis);
+    this.addressStore = new Store({});
+    this.identityStore = new Store({});
+    this.toolStores = this.plan.tools.map(() => new Store({}));
   }
 
-  /** Registers the plugin and, once it is loaded, the limiters; connects to Redis when the app starts. */
+  /** Connects to Redis when the app starts, and lets go of it when the app closes. */
   register(app: FastifyInstance): void {
-    this.app = app;
-    void app.register(rateLimitPlugin(), { global: false, enableDraftSpec: true, skipOnError: false, store: storeClass(this.redis) });
-    app.after((error) => {
-      if (error) throw error;
-      this.createLimiters(app);
-    });
     app.addHook('onReady', async () => {
       this.log.info({ limits: this.summary(), store: this.config.store, onStoreError: this.config.on_store_error }, 'rate limits enabled');
       if (this.redis) await this.connect(this.redis);
@@ -142,41 +137,57 @@ export class RateLimiter {
   }
 
   /** Stage 0a (before authentication): the client address's limit. */
-  readonly addressHook: onRequestAsyncHookHandler = async (request, reply) => {
-    const refusal = await this.check('address', this.ready(this.addressCheck), request, undefined, {}, null);
-    if (refusal) sendError(reply, refusal.error, refusal.headers);
+  readonly addressHook: onRequestHookHandler = (request, reply, done) => {
+    const key = `address:${addressPart(request.ip)}`;
+    this.check('address', this.addressStore, key, this.plan.address, request, undefined, {}, null, (refusal) => {
+      if (refusal) sendError(reply, refusal.error, refusal.headers);
+      else done();
+    });
   };
 
-  /** Stage 0c (right after authentication): the identity's limit. Skipped when authentication refused. */
-  readonly identityHook: onRequestAsyncHookHandler = async (request, reply) => {
+  /**
+   * Stage 0c (right after authentication): the identity's limit, whose state every answer it
+   * lets through carries in RateLimit-* headers. Skipped when authentication refused.
+   */
+  readonly identityHook: onRequestHookHandler = (request, reply, done) => {
     if (reply.sent) return;
-    const hook = this.ready(this.identityCheck);
-    try {
-      await hook.call(this.ready(this.app), request, reply);
-    } catch (error) {
-      if (error instanceof LimitExceeded) {
-        sendError(reply, error.refusal.error, error.refusal.headers);
+    const identity = identityOf(request);
+    const limit = this.identityLimit(identity);
+    this.check('identity', this.identityStore, `identity:${identityPart(request)}`, limit, request, identity, {}, null, (refusal, count) => {
+      if (refusal) {
+        sendError(reply, refusal.error, refusal.headers);
         return;
       }
-      if (!(error instanceof StoreError)) throw error;
-      const refusal = this.storeFailed('identity', error, request, identityOf(request), {}, null);
-      if (refusal) sendError(reply, refusal.error, refusal.headers);
-      return;
-    }
-    this.storeAnswered();
+      if (count) {
+        void reply.header('ratelimit-limit', limit.max);
+        void reply.header('ratelimit-remaining', Math.max(0, limit.max - count.current));
+        void reply.header('ratelimit-reset', Math.ceil(count.ttl / 1000));
+      }
+      done();
+    });
   };
 
   /**
    * Stage 5b: the tool limits of one tools/call (each request of a batch is checked on its own).
    * Every limit whose pattern matches counts the call, in config order, up to the first refusal.
+   * Undefined, not a promise, when no tool limit matches the tool (the usual case).
    */
-  async checkToolCall(request: FastifyRequest, identity: Identity, tool: string, id: JsonRpcId): Promise<LimitRefusal | undefined> {
-    for (const [index, limit] of this.plan.tools.entries()) {
-      if (!limit.matches.allows(tool)) continue;
-      const refusal = await this.check('tool', this.ready(this.toolChecks[index]), request, identity, { tool, pattern: limit.pattern }, id);
-      if (refusal) return refusal;
-    }
-    return undefined;
+  checkToolCall(request: FastifyRequest, identity: Identity, tool: string, id: JsonRpcId): Promise<LimitRefusal | undefined> | undefined {
+    const first = this.plan.tools.findIndex((limit) => limit.matches.allows(tool));
+    if (first === -1) return undefined;
+    return new Promise((resolve) => {
+      const next = (index: number): void => {
+        const limit = this.plan.tools[index];
+        if (limit === undefined) return resolve(undefined);
+        if (!limit.matches.allows(tool)) return next(index + 1);
+        const key = `tool:${limit.pattern}:${identityPart(request)}`;
+        this.check('tool', this.toolStores[index]!, key, limit, request, identity, { tool, pattern: limit.pattern }, id, (refusal) => {
+          if (refusal) resolve(refusal);
+          else next(index + 1);
+        });
+      };
+      next(first);
+    });
   }
 
   /** The identity limit that applies to a request: its API key's or client certificate's own `rate_limit`, or the default. */
@@ -185,54 +196,37 @@ export class RateLimiter {
     return own ?? this.plan.identity;
   }
 
-  private createLimiters(app: FastifyInstance): void {
-    const limitOf = (request: FastifyRequest) => this.identityLimit(identityOf(request));
-    this.identityCheck = app.rateLimit({
-      keyGenerator: (request) => `identity:${identityPart(request)}`,
-      max: (request) => limitOf(request).max,
-      timeWindow: (request) => limitOf(request).windowMs,
-      errorResponseBuilder: (request, context) => new LimitExceeded(this.exceeded(limitOf(request), context.ttl, null)),
-      onExceeding: (request) => this.decide('identity', true, request, identityOf(request), {}),
-      onExceeded: (request) => this.decide('identity', false, request, identityOf(request), {}),
-    });
-    const { address, tools } = this.plan;
-    this.addressCheck = app.createRateLimit({
-      keyGenerator: (request) => `address:${addressPart(request.ip)}`,
-      max: address.max,
-      timeWindow: address.windowMs,
-    });
-    this.toolChecks = tools.map((limit) =>
-      app.createRateLimit({
-        keyGenerator: (request) => `tool:${limit.pattern}:${identityPart(request)}`,
-        max: limit.max,
-        timeWindow: limit.windowMs,
-      }),
-    );
-  }
-
-  /** One checker call: allowed (undefined) or the refusal, with the store failure policy applied. */
-  private async check(
+  /**
+   * Counts one request against `limit` and calls `verdict`: synchronously for the in-memory
+   * store, when Redis answers for the shared one. A store failure is `on_store_error`'s to decide.
+   */
+  private check(
     scope: LimitScope,
-    checker: Checker,
+    store: FastifyRateLimitStore,
+    key: string,
+    limit: Limit,
     request: FastifyRequest,
     identity: Identity | undefined,
     detail: DecisionDetail,
     id: JsonRpcId | null,
-  ): Promise<LimitRefusal | undefined> {
-    let result;
-    try {
-      result = await checker(request);
-    } catch (error) {
-      if (error instanceof StoreError) return this.storeFailed(scope, error, request, identity, detail, id);
-      throw error;
-    }
-    this.storeAnswered();
-    // No allowList is configured, so every request is counted.
-    if (result.isAllowed) return undefined;
-    this.decide(scope, !result.isExceeded, request, identity, detail);
-    if (!result.isExceeded) return undefined;
-    const what = detail.tool === undefined ? '' : ` for tool ${JSON.stringify(detail.tool)}`;
-    return this.exceeded({ max: result.max, windowMs: result.timeWindow }, result.ttl, id, what);
+    verdict: (refusal: LimitRefusal | undefined, count?: Count) => void,
+  ): void {
+    store.incr(
+      key,
+      (error, count) => {
+        if (error || !count) {
+          verdict(this.storeFailed(scope, error instanceof StoreError ? error : new StoreError(error), request, identity, detail, id));
+          return;
+        }
+        this.storeAnswered();
+        const allowed = count.current <= limit.max;
+        this.decide(scope, allowed, request, identity, detail);
+        if (allowed) verdict(undefined, count);
+        else verdict(this.exceeded(limit, count.ttl, id, detail.tool === undefined ? '' : ` for tool ${JSON.stringify(detail.tool)}`));
+      },
+      limit.windowMs,
+      limit.max,
+    );
   }
 
   private exceeded(limit: Limit, ttlMs: number, id: JsonRpcId | null, what = ''): LimitRefusal {

@@ -1,10 +1,10 @@
 /**
  * Where the counters live: @fastify/rate-limit's own stores (an LRU in this process, or a Lua
- * script on a Redis every replica shares), behind a small adapter passed as the plugin's `store`.
+ * script on a Redis every replica shares), behind a small adapter that limiter.ts counts through.
  *
- * Why an adapter rather than the plugin's `redis` option: a limiter made with `app.rateLimit()` or
- * `app.createRateLimit()` gets a child store whose Redis keys embed the (absent) route:
- * `fastify-rate-limit-undefinedundefined-<key>`. The adapter keeps one readable namespace
+ * Why an adapter rather than the plugin's `redis` option: the plugin's own child stores embed the
+ * route in their Redis keys (`fastify-rate-limit-undefinedundefined-<key>` for a limiter without
+ * one). The adapter keeps one readable namespace
  * (`mcp-guard:ratelimit:<key>`, the key saying which limit it counts), tags store failures as
  * StoreError, so that the limiter tells "Redis is down" apart from a bug, and hands out a copy
  * of each count (see incr).
@@ -28,12 +28,12 @@ export class StoreError extends Error {
   }
 }
 
-/** A store as the plugin calls it: `incr` per request, `child` per limiter. */
+/** A store of the plugin: `incr` per request. */
 type Store = Pick<FastifyRateLimitStore, 'incr'>;
 
 /**
- * The plugin's `store` option: a constructor it calls once, then `child()` once per limiter. In
- * memory each limiter gets its own LRU (a flood of addresses cannot evict identity counters); on
+ * The store class limiter.ts makes one of per limit, with the plugin's store interface. In
+ * memory each limit gets its own LRU (a flood of addresses cannot evict identity counters); on
  * Redis they share the client and the namespace, and their keys differ by prefix.
  */
 export function storeClass(redis: Redis | undefined): FastifyRateLimitStoreCtor {
@@ -45,16 +45,23 @@ export function storeClass(redis: Redis | undefined): FastifyRateLimitStoreCtor 
     private readonly inner = open();
 
     incr(key: string, callback: Parameters<FastifyRateLimitStore['incr']>[1], timeWindow: number, max: number): void {
+      let answered = false;
       try {
         this.inner.incr(
           key,
-          // A copy: LocalStore hands out its live counter object, which the next incr of the same
-          // key changes before the plugin reads it when calls overlap (the tools/calls of a batch).
-          (error, result) => (error || !result ? callback(new StoreError(error)) : callback(null, { current: result.current, ttl: result.ttl })),
+          (error, result) => {
+            answered = true;
+            // A copy: LocalStore hands out its live counter object, which the next incr of the same
+            // key changes before the limiter reads it when calls overlap (the tools/calls of a batch).
+            if (error || !result) callback(new StoreError(error));
+            else callback(null, { current: result.current, ttl: result.ttl });
+          },
           timeWindow,
           max,
         );
       } catch (error) {
+        // The in-memory store calls back synchronously: what the callback threw is not the store's.
+        if (answered) throw error;
         // ioredis throws synchronously for some argument problems; the limiter sees one kind of failure.
         callback(new StoreError(error));
       }

@@ -49,6 +49,7 @@ describe('identity limits (3 per 30 s), per-key overrides, tool limits', () => {
   let tooler: Issued;
   let batcher: Issued;
   let watched: Issued;
+  let prefixed: Issued;
 
   beforeAll(async () => {
     await ensureBuilt();
@@ -57,13 +58,14 @@ describe('identity limits (3 per 30 s), per-key overrides, tool limits', () => {
     expect(printed.code, printed.stderr).toBe(0);
     carol = { key: printed.stdout.split('\n').find((l) => l.startsWith('mcp_'))!, block: printed.stdout.slice(printed.stdout.indexOf('[[auth.api_keys]]')) };
     expect(carol.block).toContain('\nrate_limit = 0.2\n');
-    [alice, bob, tooler, batcher, watched] = await Promise.all([
+    [alice, bob, tooler, batcher, watched, prefixed] = await Promise.all([
       issue('alice'),
       issue('bob'),
       // 1 rps in a 30 s window: 30 requests, so that only the tool limit can refuse them.
       issue('tooler', 'rate_limit = 1'),
       issue('batcher', 'rate_limit = 1'),
       issue('watched', 'rate_limit = 1'),
+      issue('prefixed'),
     ]);
     gw = await startGateway(`
 [upstream]
@@ -78,6 +80,7 @@ ${carol.block}
 ${tooler.block}
 ${batcher.block}
 ${watched.block}
+${prefixed.block}
 
 [rate_limit]
 requests_per_second = 0.1
@@ -114,6 +117,19 @@ burst_size = 2
     expect(res.headers.get('content-type')).toMatch(/^application\/json/);
     expect(res.json).toEqual({ jsonrpc: '2.0', id: null, error: { code: -32012, message: `Too Many Requests: rate limit of 3 requests per 30 s exceeded; retry in ${retryAfter} s` } });
     expect(listsReached()).toBe(before);
+  });
+
+  it('the same limit and headers on a path routed by prefix (the catch-all route and its stage 0 hooks)', async () => {
+    for (let i = 1; i <= 3; i++) {
+      const res = await curlPost(`${gw.url}/tenant/a/mcp`, LIST, bearer(prefixed.key));
+      expect(res.status, res.text).toBe(200);
+      expect(res.headers.get('ratelimit-remaining')).toBe(String(3 - i));
+    }
+    const refused = await curlPost(`${gw.url}/tenant/a/mcp`, LIST, bearer(prefixed.key));
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get('retry-after')).toMatch(/^\d+$/);
+    // The limit is the identity's, whatever the path: /mcp is refused too.
+    expect((await curlPost(`${gw.url}/mcp`, LIST, bearer(prefixed.key))).status).toBe(429);
   });
 
   it('another identity is unaffected', async () => {
