@@ -4,7 +4,7 @@
  * runs, reported as a ratio against a baseline measured in the same run (shared machines are
  * noisy; absolute numbers are only comparable within one run).
  *
- *   npm run bench -- [--scenarios http,stdio,scale,auth,observability,memory,eras] [--duration SECONDS] [--rounds N] [--connections N]
+ *   npm run bench -- [--scenarios http,stdio,scale,auth,observability,memory,eras,gc] [--duration SECONDS] [--rounds N] [--connections N]
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
@@ -20,6 +20,7 @@ const SCENARIOS = {
   observability: () => import('./scenarios/observability.mjs'),
   memory: () => import('./scenarios/memory.mjs'),
   eras: () => import('./scenarios/eras.mjs'),
+  gc: () => import('./scenarios/gc.mjs'),
 };
 
 const { values } = parseArgs({

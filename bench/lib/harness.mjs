@@ -45,23 +45,30 @@ export async function startInstantUpstream(tools = 5) {
   return { url: `http://127.0.0.1:${port}/mcp`, child };
 }
 
-/** Starts the bare Fastify + undici passthrough in front of `upstreamUrl`; resolves with its URL. */
-export async function startBareProxy(upstreamUrl) {
-  const child = fork(join(ROOT, 'bench/lib/bare-proxy.mjs'), [upstreamUrl], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+/**
+ * Starts the bare Fastify + undici passthrough in front of `upstreamUrl`; resolves with its URL.
+ * `agent`: the variant that calls the agent's own request() with the origin and path worked out
+ * once (bare-proxy.mjs says why both exist).
+ */
+export async function startBareProxy(upstreamUrl, { agent = false, nodeArgs = [], pipeStdout = false } = {}) {
+  const child = fork(join(ROOT, 'bench/lib/bare-proxy.mjs'), [upstreamUrl, '0', ...(agent ? ['--agent'] : [])], {
+    execArgv: nodeArgs,
+    stdio: ['ignore', pipeStdout ? 'pipe' : 'ignore', 'inherit', 'ipc'],
+  });
   children.add(child);
   const [{ port }] = await once(child, 'message');
   return { url: `http://127.0.0.1:${port}/mcp`, child };
 }
 
 /** Starts `mcp-guard serve` on a config; resolves once /ready answers 200. */
-export async function startGateway(name, toml, env = {}) {
+export async function startGateway(name, toml, env = {}, { nodeArgs = [], pipeStdout = false } = {}) {
   const dir = mkdtempSync(join(tmpdir(), `mcp-guard-bench-${name}-`));
   const config = join(dir, 'mcp-guard.toml');
   writeFileSync(config, toml);
   const port = await freePort();
-  const child = spawn(process.execPath, [join(ROOT, 'dist/main.js'), 'serve', '-c', config, '--port', String(port)], {
+  const child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist/main.js'), 'serve', '-c', config, '--port', String(port)], {
     env: { ...process.env, MCP_GUARD_LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'ignore', 'inherit'],
+    stdio: ['ignore', pipeStdout ? 'pipe' : 'ignore', 'inherit'],
   });
   children.add(child);
   const url = `http://127.0.0.1:${port}`;

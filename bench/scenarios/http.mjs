@@ -1,6 +1,8 @@
 /**
  * Where the gateway stands against the ceiling of its own stack, with an instant HTTP upstream:
  *   bare      a Fastify + undici passthrough with no features (the baseline of the ratios)
+ *   bare-agent  the same, calling the agent's request() with a ready origin and path, as the
+ *             gateway does (bench/lib/bare-proxy.mjs)
  *   direct    the upstream itself, no proxy at all
  *   gateway   mcp-guard with nothing on: no auth, no limits, no audit, [server] metrics = false
  *   default   mcp-guard as configured out of the box (metrics on)
@@ -20,6 +22,7 @@ const { generateApiKey, hashApiKey } = await import(`${ROOT}/dist/auth/key-forma
 export async function run(settings) {
   const upstream = await startInstantUpstream();
   const bare = await startBareProxy(upstream.url);
+  const bareAgent = await startBareProxy(upstream.url, { agent: true });
   const dir = mkdtempSync(join(tmpdir(), 'mcp-guard-bench-http-'));
   const server = `[[upstream.servers]]\nname = "instant"\npath_prefix = "/instant"\nurl = ${tomlString(upstream.url)}\n`;
   const key = generateApiKey();
@@ -36,6 +39,7 @@ export async function run(settings) {
   ]);
   const variants = [
     { name: 'bare', url: bare.url, pid: bare.child.pid },
+    { name: 'bare-agent', url: bareAgent.url, pid: bareAgent.child.pid },
     { name: 'direct', url: upstream.url, pid: upstream.child.pid },
     { name: 'gateway', url: `${gateway.url}/mcp/instant`, pid: gateway.child.pid },
     { name: 'default', url: `${defaults.url}/mcp/instant`, pid: defaults.child.pid },
