@@ -231,3 +231,21 @@ export async function compareLoops(scenario, variants, { durationSecs, rounds })
     };
   });
 }
+
+/**
+ * The `full` configuration of the http and gc scenarios around one `[[upstream.servers]]` block:
+ * an API key (the one returned, to send as a Bearer token), rate limits never reached, audit to a
+ * file in `dir`, and metrics.
+ */
+export async function fullPipelineToml(server, dir) {
+  const { generateApiKey, hashApiKey } = await import(`${ROOT}/dist/auth/key-format.js`);
+  const key = generateApiKey();
+  const toml = [
+    server,
+    `[audit]\nfile = ${tomlString(join(dir, 'audit.log'))}\n`,
+    `[[auth.api_keys]]\nid = "bench"\nkey_prefix = "${key.prefix}"\nkey_hash = ${tomlString(await hashApiKey(key.key))}\n`,
+    '[rate_limit]\nrequests_per_second = 1000000\nburst_size = 1000000\nper_address_requests_per_second = 1000000\nper_address_burst_size = 1000000\n',
+  ].join('\n');
+  return { toml, headers: { authorization: `Bearer ${key.key}` } };
+}
+

@@ -15,9 +15,7 @@
 import { join } from 'node:path';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { load, median, ROOT, startBareProxy, startGateway, startInstantUpstream, tomlString } from '../lib/harness.mjs';
-
-const { generateApiKey, hashApiKey } = await import(`${ROOT}/dist/auth/key-format.js`);
+import { fullPipelineToml, load, median, startBareProxy, startGateway, startInstantUpstream, tomlString } from '../lib/harness.mjs';
 
 const PROMOTED_LIMIT = 200;
 const TRACE = ['--trace-gc-nvp'];
@@ -44,21 +42,15 @@ export async function run(settings) {
   const upstream = await startInstantUpstream();
   const dir = mkdtempSync(join(tmpdir(), 'mcp-guard-bench-gc-'));
   const server = `[[upstream.servers]]\nname = "instant"\npath_prefix = "/instant"\nurl = ${tomlString(upstream.url)}\n`;
-  const key = generateApiKey();
-  const full = [
-    server,
-    `[audit]\nfile = ${tomlString(join(dir, 'audit.log'))}\n`,
-    `[[auth.api_keys]]\nid = "bench"\nkey_prefix = "${key.prefix}"\nkey_hash = ${tomlString(await hashApiKey(key.key))}\n`,
-    '[rate_limit]\nrequests_per_second = 1000000\nburst_size = 1000000\nper_address_requests_per_second = 1000000\nper_address_burst_size = 1000000\n',
-  ].join('\n');
+  const full = await fullPipelineToml(server, dir);
   const options = { nodeArgs: TRACE, pipeStdout: true };
   const bare = await startBareProxy(upstream.url, options);
   const gateway = await startGateway('gc-gateway', `[server]\nmetrics = false\n${server}`, {}, options);
-  const fullGateway = await startGateway('gc-full', full, {}, options);
+  const fullGateway = await startGateway('gc-full', full.toml, {}, options);
   const variants = [
     { name: 'bare', url: bare.url, lines: scavenges(bare.child) },
     { name: 'gateway', url: `${gateway.url}/mcp/instant`, lines: scavenges(gateway.child) },
-    { name: 'full', url: `${fullGateway.url}/mcp/instant`, headers: { authorization: `Bearer ${key.key}` }, lines: scavenges(fullGateway.child) },
+    { name: 'full', url: `${fullGateway.url}/mcp/instant`, headers: full.headers, lines: scavenges(fullGateway.child) },
   ];
   const body = { method: 'tools/call', params: { name: 'tool-0', arguments: { n: 1 } } };
   const samples = variants.map(() => []);

@@ -14,10 +14,8 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { compareVariants, median, ROOT, startBareProxy, startGateway, startInstantUpstream, tomlString } from '../lib/harness.mjs';
+import { compareVariants, fullPipelineToml, median, startBareProxy, startGateway, startInstantUpstream, tomlString } from '../lib/harness.mjs';
 import { rateLoad } from '../lib/rate-load.mjs';
-
-const { generateApiKey, hashApiKey } = await import(`${ROOT}/dist/auth/key-format.js`);
 
 export async function run(settings) {
   const upstream = await startInstantUpstream();
@@ -25,17 +23,11 @@ export async function run(settings) {
   const bareAgent = await startBareProxy(upstream.url, { agent: true });
   const dir = mkdtempSync(join(tmpdir(), 'mcp-guard-bench-http-'));
   const server = `[[upstream.servers]]\nname = "instant"\npath_prefix = "/instant"\nurl = ${tomlString(upstream.url)}\n`;
-  const key = generateApiKey();
-  const full = [
-    server,
-    `[audit]\nfile = ${tomlString(join(dir, 'audit.log'))}\n`,
-    `[[auth.api_keys]]\nid = "bench"\nkey_prefix = "${key.prefix}"\nkey_hash = ${tomlString(await hashApiKey(key.key))}\n`,
-    '[rate_limit]\nrequests_per_second = 1000000\nburst_size = 1000000\nper_address_requests_per_second = 1000000\nper_address_burst_size = 1000000\n',
-  ].join('\n');
+  const full = await fullPipelineToml(server, dir);
   const [gateway, defaults, fullGateway] = await Promise.all([
     startGateway('http-gateway', `[server]\nmetrics = false\n${server}`),
     startGateway('http-default', server),
-    startGateway('http-full', full),
+    startGateway('http-full', full.toml),
   ]);
   const variants = [
     { name: 'bare', url: bare.url, pid: bare.child.pid },
@@ -43,7 +35,7 @@ export async function run(settings) {
     { name: 'direct', url: upstream.url, pid: upstream.child.pid },
     { name: 'gateway', url: `${gateway.url}/mcp/instant`, pid: gateway.child.pid },
     { name: 'default', url: `${defaults.url}/mcp/instant`, pid: defaults.child.pid },
-    { name: 'full', url: `${fullGateway.url}/mcp/instant`, pid: fullGateway.child.pid, headers: { authorization: `Bearer ${key.key}` } },
+    { name: 'full', url: `${fullGateway.url}/mcp/instant`, pid: fullGateway.child.pid, headers: full.headers },
   ];
   const body = { method: 'tools/call', params: { name: 'tool-0', arguments: { n: 1 } } };
   const rows = await compareVariants('http', variants, body, settings);

@@ -45,6 +45,19 @@ function abandoned(res: ServerResponse): Promise<void> {
   return new Promise((resolve) => res.once('close', () => (res.writableFinished ? undefined : resolve())));
 }
 
+/** An SSE answer that sends one event and stays open; `gone` resolves when the server sees it dropped. */
+async function openStream() {
+  let gone!: Promise<void>;
+  handle = (_req, res) => {
+    gone = abandoned(res);
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write('data: one\n\n');
+  };
+  const stop = new Cancellation();
+  const response = await send({ signal: stop });
+  return { stop, response, gone };
+}
+
 describe('exchange', () => {
   it('resolves at the headers with the status, lower-case headers and the body as text', async () => {
     let seen = '';
@@ -114,14 +127,7 @@ describe('exchange', () => {
   });
 
   it('fails the reader of a stream with the reason when the signal aborts after the headers', async () => {
-    let gone!: Promise<void>;
-    handle = (_req, res) => {
-      gone = abandoned(res);
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.write('data: one\n\n');
-    };
-    const stop = new Cancellation();
-    const response = await send({ signal: stop });
+    const { stop, response, gone } = await openStream();
     const chunks: string[] = [];
     const reason = new Error('cancelled');
     await expect(
@@ -137,14 +143,7 @@ describe('exchange', () => {
   });
 
   it('lets go of a stream left early, and a later abort changes nothing', async () => {
-    let gone!: Promise<void>;
-    handle = (_req, res) => {
-      gone = abandoned(res);
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.write('data: one\n\n');
-    };
-    const stop = new Cancellation();
-    const response = await send({ signal: stop });
+    const { stop, response, gone } = await openStream();
     for await (const chunk of response.body) {
       expect(chunk.toString()).toBe('data: one\n\n');
       break;
