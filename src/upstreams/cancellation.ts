@@ -5,8 +5,8 @@
  * may send notifications/cancelled for it, or close the session): an AbortController there,
  * with its EventTarget and listener bookkeeping, was the largest single cost of a stdio request
  * in profiles (about 8% of the gateway's CPU at 10 clients). The HTTP transports stop each
- * exchange with one too: undici takes it as a signal (anything with addEventListener, aborted and
- * reason), and it costs less than an AbortController or an EventEmitter.
+ * exchange with one too (src/upstreams/exchange.ts listens to it), and it costs less than an
+ * AbortController or an EventEmitter.
  */
 export interface CancelSignal {
   readonly aborted: boolean;

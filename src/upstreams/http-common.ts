@@ -353,8 +353,9 @@ export async function httpRequest(context: HttpContext, options: HttpRequestOpti
 /**
  * A URL's origin and path with query, as the agent takes them. undici's top-level request() works
  * them out from the URL on every call (its origin getter alone cost 5-7 us per request in
- * profiles); the URLs the transports send to live as long as their session and are never changed,
- * so each is worked out once.
+ * profiles); the URLs the transports send to live as long as their session (or, for calls without
+ * a forwarded path, as the upstream) and are never changed, so each is worked out once. The
+ * WeakMap lets go of an entry with its URL.
  */
 const targets = new WeakMap<URL, { origin: string; path: string }>();
 

@@ -50,6 +50,8 @@ export class ModernHttp {
   private probes = 0;
   /** Each call's way to end it, while in flight (not a Set: see id-table.ts). */
   private readonly calls = new IdTable<Finish>();
+  /** The url of every call without a forwarded path: never changed once made. */
+  private baseUrl: URL | undefined;
 
   constructor(private readonly context: HttpContext) {}
 
@@ -128,7 +130,9 @@ export class ModernHttp {
     const name = config.name;
     let url: URL;
     try {
-      url = targetUrl(config.url ?? '', options.forwardPath, name);
+      // Calls without a forwarded path share one URL (as streamable-http.ts's sessions do), which
+      // http-common.ts also turns into an origin and a path once.
+      url = options.forwardPath === '' ? (this.baseUrl ??= targetUrl(config.url ?? '', '', name)) : targetUrl(config.url ?? '', options.forwardPath, name);
     } catch (error) {
       return Promise.reject(asUpstreamError(error, name));
     }
