@@ -237,7 +237,11 @@ async function compareAt(clients, proxies, { durationSecs, rounds }) {
     const runOf = async (i, secs) => {
       const pids = [proxies[i].child.pid, ...upstreams[i]];
       const before = cpuMicros(pids);
-      const result = await closedLoop(sessions[i], { durationSecs: secs });
+      // Which proxy failed is in the message: a peer proxy that drops a connection now and then
+      // ("other side closed", seen once at 1 client) must not read as MCP Guard's failure.
+      const result = await closedLoop(sessions[i], { durationSecs: secs }).catch((error) => {
+        throw new Error(`${proxies[i].name} at ${clients} clients: ${error.message}`, { cause: error });
+      });
       const after = cpuMicros(pids);
       return { ...result, cpuUs: before === undefined || after === undefined ? undefined : (after - before) / result.requests };
     };
