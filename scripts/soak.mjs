@@ -34,7 +34,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'undici';
-import { INSTANT_STDIO_UPSTREAM, ROOT, startGateway as startServe, startInstantUpstream, tomlString } from '../bench/lib/harness.mjs';
+import { INSTANT_STDIO_UPSTREAM, ROOT, serverToml, startGateway as startServe, startInstantUpstream, tomlString } from '../bench/lib/harness.mjs';
 
 // ---- settings ---------------------------------------------------------------------------------
 
@@ -105,23 +105,10 @@ async function startGateway(httpUpstreamUrl, keyPrefix, keyHash) {
     'rotate_max_bytes = 20971520',
     'max_backups = 2',
     '',
-    '[[upstream.servers]]',
-    'name = "stdio"',
-    'path_prefix = "/stdio"',
-    'transport = "stdio"',
-    `command = ${tomlString(process.execPath)}`,
-    `args = [${tomlString(INSTANT_STDIO_UPSTREAM)}]`,
     // Kills come faster than the 30 s after which a child counts as stable: with the defaults
     // the backoff would double per kill and the server would end in crash_loop after 5.
-    'restart_backoff_ms = 100',
-    'restart_backoff_max_ms = 500',
-    'max_restarts = 100000',
-    '',
-    '[[upstream.servers]]',
-    'name = "http"',
-    'path_prefix = "/http"',
-    `url = ${tomlString(httpUpstreamUrl)}`,
-    '',
+    serverToml('stdio', undefined, ['restart_backoff_ms = 100', 'restart_backoff_max_ms = 500', 'max_restarts = 100000']),
+    serverToml('http', httpUpstreamUrl),
   ].join('\n');
   return startServe('soak', toml, { MCP_GUARD_LOG_LEVEL: 'error' });
 }

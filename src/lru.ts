@@ -16,10 +16,24 @@ export interface Touched {
   touched: number;
 }
 
-/** Marks `entry` (the value of `key`) as just used: moved to the recent end unless it moved less than TOUCH_MS ago. */
-export function touch<K, E extends Touched>(map: Map<K, E>, key: K, entry: E, now: number): void {
-  if (now - entry.touched < TOUCH_MS) return;
+/**
+ * Marks `entry` (the value of `key`) as just used: moved to the recent end unless it moved less
+ * than TOUCH_MS ago. True when it moved.
+ */
+export function touch<K, E extends Touched>(map: Map<K, E>, key: K, entry: E, now: number): boolean {
+  if (now - entry.touched < TOUCH_MS) return false;
   entry.touched = now;
   map.delete(key);
   map.set(key, entry);
+  return true;
+}
+
+/** Puts `entry` at the recent end (replacing any entry of `key`), then evicts the oldest down to `capacity`. */
+export function insert<K, E extends Touched>(map: Map<K, E>, key: K, entry: E, capacity: number): void {
+  map.delete(key);
+  map.set(key, entry);
+  for (const oldest of map.keys()) {
+    if (map.size <= capacity) break;
+    map.delete(oldest);
+  }
 }

@@ -233,6 +233,18 @@ export async function compareLoops(scenario, variants, { durationSecs, rounds })
 }
 
 /**
+ * One `[[upstream.servers]]` block named `name`, at path_prefix `/name`: the streamable HTTP
+ * server at `url`, or the instant stdio server when `url` is undefined. `extra`: more TOML lines
+ * for the block.
+ */
+export function serverToml(name, url, extra = []) {
+  const source = url === undefined
+    ? ['transport = "stdio"', `command = ${tomlString(process.execPath)}`, `args = [${tomlString(INSTANT_STDIO_UPSTREAM)}]`]
+    : [`url = ${tomlString(url)}`];
+  return [`[[upstream.servers]]`, `name = "${name}"`, `path_prefix = "/${name}"`, ...source, ...extra, ''].join('\n');
+}
+
+/**
  * The `full` configuration of the http and gc scenarios around one `[[upstream.servers]]` block:
  * an API key (the one returned, to send as a Bearer token), rate limits never reached, audit to a
  * file in `dir`, and metrics.

@@ -12,7 +12,7 @@ import { createServer } from 'node:http';
 import { once } from 'node:events';
 import argon2 from 'argon2';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
-import { compareVariants, ROOT, startGateway, startInstantUpstream, tomlString } from '../lib/harness.mjs';
+import { compareVariants, ROOT, serverToml, startGateway, startInstantUpstream, tomlString } from '../lib/harness.mjs';
 
 const { generateApiKey, hashApiKey } = await import(`${ROOT}/dist/auth/key-format.js`);
 
@@ -50,7 +50,7 @@ async function keyBlocks(count) {
 export async function run(settings) {
   const upstream = await startInstantUpstream();
   const jwks = await jwksServer();
-  const server = `[[upstream.servers]]\nname = "instant"\npath_prefix = "/instant"\nurl = ${tomlString(upstream.url)}\n`;
+  const server = serverToml('instant', upstream.url);
   const [one, thousand] = [await keyBlocks(1), await keyBlocks(1000)];
   const variants = [
     { name: 'open', toml: server, token: undefined },

@@ -32,7 +32,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { compareLoops, ROOT, startGateway, startInstantUpstream, tomlString, track } from '../lib/harness.mjs';
+import { compareLoops, ROOT, serverToml, startGateway, startInstantUpstream, track } from '../lib/harness.mjs';
 import { statelessLoop } from '../lib/mcp-load.mjs';
 
 const FIXTURE = join(ROOT, 'test/fixtures/modern-server.mjs');
@@ -122,10 +122,9 @@ function echoCheck(modern) {
 
 export async function run(settings) {
   const [cachedFixture, uncachedFixture, instant] = await Promise.all([startFixture(CACHED_TTL_MS), startFixture(0), startInstantUpstream()]);
-  const server = (name, url) => `[[upstream.servers]]\nname = "${name}"\npath_prefix = "/${name}"\nurl = ${tomlString(url)}\n`;
   const gateway = await startGateway(
     'eras',
-    [server('cached', cachedFixture.url), server('uncached', uncachedFixture.url), server('instant', instant.url)].join('\n'),
+    [serverToml('cached', cachedFixture.url), serverToml('uncached', uncachedFixture.url), serverToml('instant', instant.url)].join('\n'),
   );
   const { connections } = settings;
 

@@ -15,7 +15,7 @@
 import { join } from 'node:path';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { fullPipelineToml, load, median, startBareProxy, startGateway, startInstantUpstream, tomlString } from '../lib/harness.mjs';
+import { fullPipelineToml, load, median, serverToml, startBareProxy, startGateway, startInstantUpstream } from '../lib/harness.mjs';
 
 const PROMOTED_LIMIT = 200;
 const TRACE = ['--trace-gc-nvp'];
@@ -41,7 +41,7 @@ function field(line, name) {
 export async function run(settings) {
   const upstream = await startInstantUpstream();
   const dir = mkdtempSync(join(tmpdir(), 'mcp-guard-bench-gc-'));
-  const server = `[[upstream.servers]]\nname = "instant"\npath_prefix = "/instant"\nurl = ${tomlString(upstream.url)}\n`;
+  const server = serverToml('instant', upstream.url);
   const full = await fullPipelineToml(server, dir);
   const options = { nodeArgs: TRACE, pipeStdout: true };
   const bare = await startBareProxy(upstream.url, options);

@@ -14,7 +14,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { compareVariants, fullPipelineToml, median, startBareProxy, startGateway, startInstantUpstream, tomlString } from '../lib/harness.mjs';
+import { compareVariants, fullPipelineToml, median, serverToml, startBareProxy, startGateway, startInstantUpstream } from '../lib/harness.mjs';
 import { rateLoad } from '../lib/rate-load.mjs';
 
 export async function run(settings) {
@@ -22,7 +22,7 @@ export async function run(settings) {
   const bare = await startBareProxy(upstream.url);
   const bareAgent = await startBareProxy(upstream.url, { agent: true });
   const dir = mkdtempSync(join(tmpdir(), 'mcp-guard-bench-http-'));
-  const server = `[[upstream.servers]]\nname = "instant"\npath_prefix = "/instant"\nurl = ${tomlString(upstream.url)}\n`;
+  const server = serverToml('instant', upstream.url);
   const full = await fullPipelineToml(server, dir);
   const [gateway, defaults, fullGateway] = await Promise.all([
     startGateway('http-gateway', `[server]\nmetrics = false\n${server}`),

@@ -33,7 +33,7 @@ import { get } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SessionSet } from '../lib/sessions.mjs';
-import { freePort, INSTANT_STDIO_UPSTREAM, median, ROOT, startInstantUpstream, tomlString, track } from '../lib/harness.mjs';
+import { freePort, median, ROOT, serverToml, startInstantUpstream, track } from '../lib/harness.mjs';
 
 const STARTS = 5;
 const SESSIONS = 1000;
@@ -259,20 +259,7 @@ export async function run() {
   const config = join(dir, 'mcp-guard.toml');
   writeFileSync(
     config,
-    [
-      '[[upstream.servers]]',
-      'name = "stdio"',
-      'path_prefix = "/stdio"',
-      'transport = "stdio"',
-      `command = ${tomlString(process.execPath)}`,
-      `args = [${tomlString(INSTANT_STDIO_UPSTREAM)}]`,
-      '',
-      '[[upstream.servers]]',
-      'name = "http"',
-      'path_prefix = "/http"',
-      `url = ${tomlString(upstream.url)}`,
-      '',
-    ].join('\n'),
+    [serverToml('stdio'), serverToml('http', upstream.url)].join('\n'),
   );
   try {
     const { gateway, bare } = await startsAndIdle(config);

@@ -9,14 +9,14 @@
 import { mkdtempSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { compareVariants, ROOT, startGateway, startInstantUpstream, tomlString } from '../lib/harness.mjs';
+import { compareVariants, ROOT, serverToml, startGateway, startInstantUpstream, tomlString } from '../lib/harness.mjs';
 
 const { generateApiKey, hashApiKey } = await import(`${ROOT}/dist/auth/key-format.js`);
 
 export async function run(settings) {
   const upstream = await startInstantUpstream();
   const dir = mkdtempSync(join(tmpdir(), 'mcp-guard-bench-audit-'));
-  const server = `[[upstream.servers]]\nname = "instant"\npath_prefix = "/instant"\nurl = ${tomlString(upstream.url)}\n`;
+  const server = serverToml('instant', upstream.url);
   const audit = (name) => `[audit]\nfile = ${tomlString(join(dir, `${name}.log`))}\n`;
   const key = generateApiKey();
   const keyBlock = `[[auth.api_keys]]\nid = "bench"\nkey_prefix = "${key.prefix}"\nkey_hash = ${tomlString(await hashApiKey(key.key))}\n`;

@@ -30,7 +30,7 @@ import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { freePort, INSTANT_STDIO_UPSTREAM, median, ROOT, startGateway, tomlString, track } from '../lib/harness.mjs';
+import { freePort, INSTANT_STDIO_UPSTREAM, median, ROOT, serverToml, startGateway, tomlString, track } from '../lib/harness.mjs';
 import { closedLoop, closeSessions, openSessions } from '../lib/mcp-load.mjs';
 
 const CLIENT_COUNTS = [1, 10, 100];
@@ -128,16 +128,7 @@ async function startBareBridge(marker) {
 /** MCP Guard with its defaults and one stdio server; the marker reaches the child through `env`. */
 async function startMcpGuard(marker) {
   const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
-  const toml = [
-    '[[upstream.servers]]',
-    'name = "instant"',
-    'path_prefix = "/instant"',
-    'transport = "stdio"',
-    `command = ${tomlString(process.execPath)}`,
-    `args = [${tomlString(INSTANT_STDIO_UPSTREAM)}]`,
-    `env = { ${MARKER} = ${tomlString(marker)} }`,
-    '',
-  ].join('\n');
+  const toml = serverToml('instant', undefined, [`env = { ${MARKER} = ${tomlString(marker)} }`]);
   const gw = await startGateway('stdio', toml);
   return { name: 'mcp-guard', child: gw.child, base: gw.url, marker, version, url: `${gw.url}/mcp/instant` };
 }

@@ -16,7 +16,7 @@ import { hash, timingSafeEqual } from 'node:crypto';
 import { LEGACY_SHA256_PATTERN, type ApiKeyConfig } from '../config/schema.js';
 import { argon2 } from '../optional.js';
 import { isWellFormedToken, keyPrefixOf } from './key-format.js';
-import { touch, type Touched } from '../lru.js';
+import { insert, touch, type Touched } from '../lru.js';
 
 /** Tuning of an ApiKeyVerifier; the defaults suit a gateway with a handful of CPU cores. */
 export interface ApiKeyVerifierOptions {
@@ -196,14 +196,8 @@ export class ApiKeyVerifier {
 
   private remember(id: string, key: ApiKeyConfig): void {
     if (this.cacheSize === 0 || this.cacheTtlMs === 0) return;
-    this.cache.delete(id);
     const now = this.now();
-    this.cache.set(id, { key, expiresAt: now + this.cacheTtlMs, touched: now });
-    while (this.cache.size > this.cacheSize) {
-      const oldest = this.cache.keys().next();
-      if (oldest.done) break;
-      this.cache.delete(oldest.value);
-    }
+    insert(this.cache, id, { key, expiresAt: now + this.cacheTtlMs, touched: now }, this.cacheSize);
   }
 
   private async lookup(token: string, digest: Buffer): Promise<ApiKeyResult> {

@@ -17,7 +17,7 @@ import { ApiKeyVerifier, type ApiKeyVerifierOptions } from './api-keys.js';
 import { FailureLimiter } from './failure-limiter.js';
 import { ANONYMOUS, type AuthProvider, type Identity } from './identity.js';
 import { JwtVerifier, type JwtIdentityClaims, type JwtVerifierOptions } from './jwt.js';
-import { touch } from '../lru.js';
+import { insert, touch } from '../lru.js';
 
 export type AuthOutcome =
   | {
@@ -185,12 +185,7 @@ export class Authenticator {
    * the JWKS stops admitting its tokens within that minute.
    */
   private rememberToken(digest: string, identity: Identity, until: number): void {
-    this.verifiedTokens.delete(digest);
-    this.verifiedTokens.set(digest, { identity, until, touched: this.now() });
-    if (this.verifiedTokens.size > MAX_CACHED_TOKENS) {
-      const oldest = this.verifiedTokens.keys().next().value;
-      if (oldest !== undefined) this.verifiedTokens.delete(oldest);
-    }
+    insert(this.verifiedTokens, digest, { identity, until, touched: this.now() }, MAX_CACHED_TOKENS);
   }
 
   private jwtIdentity(claims: JwtIdentityClaims): Identity {

@@ -20,7 +20,7 @@ import type { AuthProvider } from '../auth/identity.js';
 import type { ServerConfig } from '../config/schema.js';
 import type { UpstreamStatus } from '../upstreams/upstream.js';
 import { HotCounter, HotHistogram } from './hot-metrics.js';
-import { touch, TOUCH_MS, type Touched } from '../lru.js';
+import { insert, touch, type Touched } from '../lru.js';
 
 /**
  * Client-to-server request and notification methods of the MCP spec (2025-11-25, and the two
@@ -404,17 +404,9 @@ export class Metrics {
   identitySeen(id: string): void {
     const now = this.now();
     const seen = this.identities.get(id);
-    if (seen !== undefined) {
-      // Seen within the last second: nothing to move or forget (src/lru.ts).
-      if (now - seen.touched < TOUCH_MS) return;
-      touch(this.identities, id, seen, now);
-    } else {
-      this.identities.set(id, { touched: now });
-      if (this.identities.size > this.maxIdentities) {
-        const oldest = this.identities.keys().next();
-        if (!oldest.done) this.identities.delete(oldest.value);
-      }
-    }
+    if (seen === undefined) insert(this.identities, id, { touched: now }, this.maxIdentities);
+    // Seen within the last second: nothing moved, nothing to forget (src/lru.ts).
+    else if (!touch(this.identities, id, seen, now)) return;
     this.forgetIdentities(now);
   }
 

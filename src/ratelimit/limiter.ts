@@ -18,7 +18,6 @@
  * - A store failure reaches us as a StoreError and `on_store_error` decides, with a counter and
  *   a log line at most every 10 s, instead of a silent pass.
  */
-import type { FastifyRateLimitStore } from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from 'fastify';
 import type { Redis } from 'ioredis';
 import { ownerKey, type Identity } from '../auth/identity.js';
@@ -30,7 +29,7 @@ import { RateLimitedWarning, type Logger } from '../observability/logger.js';
 import type { RateLimitScope } from '../observability/metrics.js';
 import { planLimits, windowSeconds, type IdentityRateLimit, type Limit, type LimitPlan } from './limits.js';
 import { rateLimitPlugin } from '../optional.js';
-import { createRedisClient, StoreError, storeClass } from './store.js';
+import { CounterStore, createRedisClient, StoreError, type Count } from './store.js';
 
 /** Which limit decided (the same values as the metrics' scope label). */
 export type LimitScope = RateLimitScope;
@@ -69,12 +68,6 @@ export interface LimitRefusal {
 /** Retry-After of a 503 when the store fails and `on_store_error = "deny"`. */
 const STORE_RETRY_AFTER_S = 1;
 
-/** One count of a key in a store: how many requests its window has seen, and ms until it ends. */
-interface Count {
-  current: number;
-  ttl: number;
-}
-
 /** The part of an identity's counter keys that names it; anonymous callers are told apart by address. */
 function identityPart(request: FastifyRequest): string {
   const identity = identityOf(request);
@@ -100,9 +93,9 @@ export class RateLimiter {
 
   private readonly redis: Redis | undefined;
   /** One store per limit: in memory each has its own LRU, so a flood of addresses cannot evict identity counters. */
-  private readonly addressStore: FastifyRateLimitStore;
-  private readonly identityStore: FastifyRateLimitStore;
-  private readonly toolStores: FastifyRateLimitStore[];
+  private readonly addressStore: CounterStore;
+  private readonly identityStore: CounterStore;
+  private readonly toolStores: CounterStore[];
   private storeFailing = false;
   /** At most one warning about the store per 10 s; the next one says how many were left out. */
   private readonly storeWarning: RateLimitedWarning;
@@ -119,10 +112,9 @@ export class RateLimiter {
       // Without a listener ioredis prints every reconnection failure to the console.
       this.redis.on('error', (error: Error) => this.warnStore('rate limit store connection failed', error));
     }
-    const Store = storeClass(this.redis);
-    this.addressStore = new Store({});
-    this.identityStore = new Store({});
-    this.toolStores = this.plan.tools.map(() => new Store({}));
+    this.addressStore = new CounterStore(this.redis);
+    this.identityStore = new CounterStore(this.redis);
+    this.toolStores = this.plan.tools.map(() => new CounterStore(this.redis));
   }
 
   /** Connects to Redis when the app starts, and lets go of it when the app closes. */
@@ -147,10 +139,10 @@ export class RateLimiter {
 
   /**
    * Stage 0c (right after authentication): the identity's limit, whose state every answer it
-   * lets through carries in RateLimit-* headers. Skipped when authentication refused.
+   * lets through carries in RateLimit-* headers. Fastify skips it when authentication refused (a
+   * hook does not run once the reply is sent).
    */
   readonly identityHook: onRequestHookHandler = (request, reply, done) => {
-    if (reply.sent) return;
     const identity = identityOf(request);
     const limit = this.identityLimit(identity);
     this.check('identity', this.identityStore, `identity:${identityPart(request)}`, limit, request, identity, {}, null, (refusal, count) => {
@@ -202,7 +194,7 @@ export class RateLimiter {
    */
   private check(
     scope: LimitScope,
-    store: FastifyRateLimitStore,
+    store: CounterStore,
     key: string,
     limit: Limit,
     request: FastifyRequest,
@@ -211,22 +203,17 @@ export class RateLimiter {
     id: JsonRpcId | null,
     verdict: (refusal: LimitRefusal | undefined, count?: Count) => void,
   ): void {
-    store.incr(
-      key,
-      (error, count) => {
-        if (error || !count) {
-          verdict(this.storeFailed(scope, error instanceof StoreError ? error : new StoreError(error), request, identity, detail, id));
-          return;
-        }
-        this.storeAnswered();
-        const allowed = count.current <= limit.max;
-        this.decide(scope, allowed, request, identity, detail);
-        if (allowed) verdict(undefined, count);
-        else verdict(this.exceeded(limit, count.ttl, id, detail.tool === undefined ? '' : ` for tool ${JSON.stringify(detail.tool)}`));
-      },
-      limit.windowMs,
-      limit.max,
-    );
+    store.incr(key, limit.windowMs, limit.max, (count) => {
+      if (count instanceof StoreError) {
+        verdict(this.storeFailed(scope, count, request, identity, detail, id));
+        return;
+      }
+      this.storeAnswered();
+      const allowed = count.current <= limit.max;
+      this.decide(scope, allowed, request, identity, detail);
+      if (allowed) verdict(undefined, count);
+      else verdict(this.exceeded(limit, count.ttl, id, detail.tool === undefined ? '' : ` for tool ${JSON.stringify(detail.tool)}`));
+    });
   }
 
   private exceeded(limit: Limit, ttlMs: number, id: JsonRpcId | null, what = ''): LimitRefusal {
@@ -326,10 +313,5 @@ export class RateLimiter {
     for (const [id, limit] of this.plan.keyOverrides) summary[`key ${id}`] = describe(limit);
     for (const limit of this.plan.tools) summary[`tool ${limit.pattern}`] = describe(limit);
     return summary;
-  }
-
-  private ready<T>(value: T | undefined): T {
-    if (value === undefined) throw new Error('rate limiter used before the app is ready');
-    return value;
   }
 }

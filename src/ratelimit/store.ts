@@ -1,15 +1,11 @@
 /**
  * Where the counters live: @fastify/rate-limit's own stores (an LRU in this process, or a Lua
- * script on a Redis every replica shares), behind a small adapter that limiter.ts counts through.
- *
- * Why an adapter rather than the plugin's `redis` option: the plugin's own child stores embed the
- * route in their Redis keys (`fastify-rate-limit-undefinedundefined-<key>` for a limiter without
- * one). The adapter keeps one readable namespace
- * (`mcp-guard:ratelimit:<key>`, the key saying which limit it counts), tags store failures as
- * StoreError, so that the limiter tells "Redis is down" apart from a bug, and hands out a copy
- * of each count (see incr).
+ * script on a Redis every replica shares), behind CounterStore, which limiter.ts counts through.
+ * It keeps one readable Redis namespace (`mcp-guard:ratelimit:<key>`, the key saying which limit
+ * it counts), tags store failures as StoreError, so that the limiter tells "Redis is down" apart
+ * from a bug, and hands out a copy of each count (see incr).
  */
-import type { FastifyRateLimitStore, FastifyRateLimitStoreCtor } from '@fastify/rate-limit';
+import type { FastifyRateLimitStore } from '@fastify/rate-limit';
 import type { Redis } from 'ioredis';
 import type { RateLimitConfig } from '../config/schema.js';
 import { ioredis, rateLimitStores } from '../optional.js';
@@ -28,49 +24,51 @@ export class StoreError extends Error {
   }
 }
 
-/** A store of the plugin: `incr` per request. */
-type Store = Pick<FastifyRateLimitStore, 'incr'>;
+/** One count of a key: how many requests its window has seen, and ms until the window ends. */
+export interface Count {
+  current: number;
+  ttl: number;
+}
 
 /**
- * The store class limiter.ts makes one of per limit, with the plugin's store interface. In
- * memory each limit gets its own LRU (a flood of addresses cannot evict identity counters); on
- * Redis they share the client and the namespace, and their keys differ by prefix.
+ * The counter of one limit: one of the plugin's stores. In memory each limit gets its own LRU (a
+ * flood of addresses cannot evict identity counters); on Redis they share the client and the
+ * namespace, and their keys differ by prefix.
  */
-export function storeClass(redis: Redis | undefined): FastifyRateLimitStoreCtor {
-  const { LocalStore, RedisStore } = rateLimitStores();
-  const open = (): Store =>
-    redis ? new RedisStore(false, false, redis, REDIS_NAMESPACE) : new LocalStore(false, false, MEMORY_KEYS_PER_LIMIT);
+export class CounterStore {
+  private readonly inner: Pick<FastifyRateLimitStore, 'incr'>;
 
-  return class GuardStore implements FastifyRateLimitStore {
-    private readonly inner = open();
+  constructor(redis: Redis | undefined) {
+    const { LocalStore, RedisStore } = rateLimitStores();
+    this.inner = redis ? new RedisStore(false, false, redis, REDIS_NAMESPACE) : new LocalStore(false, false, MEMORY_KEYS_PER_LIMIT);
+  }
 
-    incr(key: string, callback: Parameters<FastifyRateLimitStore['incr']>[1], timeWindow: number, max: number): void {
-      let answered = false;
-      try {
-        this.inner.incr(
-          key,
-          (error, result) => {
-            answered = true;
-            // A copy: LocalStore hands out its live counter object, which the next incr of the same
-            // key changes before the limiter reads it when calls overlap (the tools/calls of a batch).
-            if (error || !result) callback(new StoreError(error));
-            else callback(null, { current: result.current, ttl: result.ttl });
-          },
-          timeWindow,
-          max,
-        );
-      } catch (error) {
-        // The in-memory store calls back synchronously: what the callback threw is not the store's.
-        if (answered) throw error;
-        // ioredis throws synchronously for some argument problems; the limiter sees one kind of failure.
-        callback(new StoreError(error));
-      }
+  /**
+   * Counts one request for `key` in a window of `windowMs` and calls back with the count, or a
+   * StoreError: synchronously for the in-memory store, when Redis answers for the shared one.
+   */
+  incr(key: string, windowMs: number, max: number, callback: (result: Count | StoreError) => void): void {
+    let answered = false;
+    try {
+      this.inner.incr(
+        key,
+        (error, result) => {
+          answered = true;
+          // A copy: LocalStore hands out its live counter object, which the next incr of the same
+          // key changes before the limiter reads it when calls overlap (the tools/calls of a batch).
+          if (error || !result) callback(new StoreError(error));
+          else callback({ current: result.current, ttl: result.ttl });
+        },
+        windowMs,
+        max,
+      );
+    } catch (error) {
+      // The in-memory store calls back synchronously: what the callback threw is not the store's.
+      if (answered) throw error;
+      // ioredis throws synchronously for some argument problems; the limiter sees one kind of failure.
+      callback(new StoreError(error));
     }
-
-    child(): FastifyRateLimitStore {
-      return new GuardStore();
-    }
-  };
+  }
 }
 
 /**

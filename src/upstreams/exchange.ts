@@ -64,7 +64,7 @@ export class ResponseBody implements AsyncIterable<Buffer> {
   constructor(private readonly controller: Controller) {}
 
   /** True once the whole body has arrived, or it has failed. */
-  get settled(): boolean {
+  private get settled(): boolean {
     return this.ended || this.failure !== undefined;
   }
 
@@ -109,8 +109,9 @@ export class ResponseBody implements AsyncIterable<Buffer> {
     if (this.controller.paused) this.controller.resume();
     for (;;) {
       if (this.queued > limit) {
-        this.destroy(new BodyTooLarge(limit));
-        throw new BodyTooLarge(limit);
+        const tooLarge = new BodyTooLarge(limit);
+        this.destroy(tooLarge);
+        throw tooLarge;
       }
       if (this.ended) break;
       if (this.failure !== undefined) throw this.failure;
@@ -180,8 +181,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
     private readonly resolve: (response: ExchangeResponse) => void,
     private readonly reject: (error: unknown) => void,
   ) {
-    if (signal.aborted) this.done = true;
-    else signal.addEventListener('abort', this.onAbort, { once: true });
+    // exchange() does not make a handler for a signal that has aborted already.
+    signal.addEventListener('abort', this.onAbort, { once: true });
   }
 
   /** Runs when the signal aborts, whatever state the exchange is in. */
@@ -199,7 +200,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
 
   onRequestStart(controller: Controller): void {
     this.controller = controller;
-    if (this.done && !this.body) controller.abort(this.signal.reason as Error);
+    // Aborted while the request waited for a connection: onAbort has rejected already.
+    if (this.done) controller.abort(this.signal.reason as Error);
   }
 
   onResponseStart(controller: Controller, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
