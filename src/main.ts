@@ -9,7 +9,7 @@ import type { GatewayConfig } from './config/schema.js';
 import type { Logger } from './observability/logger.js';
 import { GATEWAY_VERSION } from './version.js';
 
-// The gateway itself (Fastify, the MCP SDK, undici, zod) is imported by the command that needs it:
+// The gateway itself (Fastify, undici, the config validator) is imported by the command that needs it:
 // --help, --version and usage errors answer at once instead of after loading all of it.
 
 const USAGE = `Usage: mcp-guard <command> [options]
@@ -94,6 +94,12 @@ function configPath(values: { config?: string | undefined }): string {
 async function load(values: { config?: string | undefined }): Promise<GatewayConfig> {
   const { loadConfig } = await import('./config/load.js');
   return loadConfig(configPath(values));
+}
+
+/** The same for `serve`, in a child process, so that the validator does not stay resident (load-isolated.ts). */
+async function loadForServe(values: { config?: string | undefined }): Promise<GatewayConfig> {
+  const { loadConfigIsolated } = await import('./config/load-isolated.js');
+  return loadConfigIsolated(configPath(values));
 }
 
 /** --port: decimal digits only (Number() would also take '', ' 80', '0x50' and '1e3'). */
@@ -209,7 +215,11 @@ async function main(argv: string[]): Promise<number> {
     }
     default: {
       const listenPort = values.port === undefined ? undefined : port(values.port);
-      const config = await load(values);
+      // The app's modules load while the child process validates the config (start-up no longer
+      // than with the config loaded in-process); serve() finds them loaded. A failed import shows there.
+      const app = import('./app.js');
+      app.catch(() => undefined);
+      const config = await loadForServe(values);
       if (values.host !== undefined) config.server.host = values.host;
       if (listenPort !== undefined) config.server.port = listenPort;
       const { createLogger } = await import('./observability/logger.js');

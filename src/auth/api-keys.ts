@@ -13,7 +13,8 @@
  * The key list is fixed for the verifier's life: a new config means a new verifier (and cache).
  */
 import { hash, timingSafeEqual } from 'node:crypto';
-import { LEGACY_SHA256_PATTERN, type ApiKeyConfig } from '../config/schema.js';
+import { LEGACY_SHA256_PATTERN } from '../config/constants.js';
+import type { ApiKeyConfig } from '../config/schema.js';
 import { argon2 } from '../optional.js';
 import { isWellFormedToken, keyPrefixOf } from './key-format.js';
 import { insert, touch, type Touched } from '../lru.js';

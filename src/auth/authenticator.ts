@@ -11,7 +11,8 @@
  * alone decides: the certificate is never a fallback for a bad token.
  */
 import { hash } from 'node:crypto';
-import { normaliseFingerprint, type AuthConfig } from '../config/schema.js';
+import { normaliseFingerprint } from '../config/constants.js';
+import type { AuthConfig } from '../config/schema.js';
 import { ToolPolicy } from '../policy/tools.js';
 import { ApiKeyVerifier, type ApiKeyVerifierOptions } from './api-keys.js';
 import { FailureLimiter } from './failure-limiter.js';

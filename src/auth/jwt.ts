@@ -7,7 +7,8 @@
 // Types only: jose itself is imported by the first JwtVerifier (a gateway without [auth.jwt]
 // does not load it: about 3 MB of a process's private memory).
 import type { JWTPayload, JWTVerifyGetKey, JWTVerifyOptions, JWTVerifyResult } from 'jose';
-import { ASYMMETRIC_JWT_ALGORITHMS, type JwtConfig } from '../config/schema.js';
+import { ASYMMETRIC_JWT_ALGORITHMS } from '../config/constants.js';
+import type { JwtConfig } from '../config/schema.js';
 
 /**
  * Tokens longer than this are refused before they are parsed or any key is fetched. Real access

@@ -7,7 +7,7 @@
  * carries 256 bits, so the prefix costs the key nothing.
  */
 import { createHash, randomBytes, randomInt } from 'node:crypto';
-import { ARGON2ID_PHC_PATTERN } from '../config/schema.js';
+import { ARGON2ID_PHC_PATTERN } from '../config/constants.js';
 import { argon2 } from '../optional.js';
 
 const PREFIX_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';

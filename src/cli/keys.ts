@@ -4,7 +4,7 @@
  */
 import { stringify } from 'smol-toml';
 import { generateApiKey, hashApiKey, isWellFormedToken, MAX_TOKEN_LENGTH } from '../auth/key-format.js';
-import { IDENTITY_ID_PATTERN } from '../config/schema.js';
+import { IDENTITY_ID_PATTERN } from '../config/constants.js';
 
 /** What keygen needs, once the command line has been checked. */
 export interface KeygenOptions {

@@ -19,7 +19,8 @@ import type { ServerOptions } from 'node:https';
 import type { Server } from 'node:net';
 import { createSecureContext, type TLSSocket } from 'node:tls';
 import { ConfigError, type ConfigIssue } from '../config/errors.js';
-import { normaliseFingerprint, type TlsSettings } from '../config/schema.js';
+import { normaliseFingerprint } from '../config/constants.js';
+import type { TlsSettings } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 
 export type ClientAuth = 'none' | 'optional' | 'require';

@@ -7,7 +7,8 @@
 import type { Agent } from 'undici';
 // Only undici's Agent is loaded, not its whole index (src/types/undici-agent.d.ts says why).
 import UndiciAgent from 'undici/lib/dispatcher/agent.js';
-import { GATEWAY_MANAGED_HEADERS, type ServerConfig } from '../config/schema.js';
+import { GATEWAY_MANAGED_HEADERS } from '../config/constants.js';
+import type { ServerConfig } from '../config/schema.js';
 import {
   isNotification,
   isResponse,

@@ -2,9 +2,12 @@
  * What a running gateway loads. Idle memory is mostly the code of the libraries loaded
  * (docs/performance.md, `memory`), so the ones a configuration does not use must stay unloaded:
  * the whole of undici (the gateway uses its Agent only), Fastify's schema compilers (no route has a
- * schema), and the packages of features that are off (rate limits, Redis, API key hashing, pretty
- * logs). A dependency that starts loading one of them again fails here, not in a benchmark.
+ * schema), the config validator (zod, run in a child process at start-up: src/config/load-isolated.ts),
+ * and the packages of features that are off (rate limits, Redis, API key hashing, pretty logs). A
+ * dependency that starts loading one of them again fails here, not in a benchmark.
  */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -57,8 +60,18 @@ describe('footprint', () => {
     expect(inPackage('undici').filter((f) => f.endsWith('/undici/index.js') || f.includes('/lib/web/'))).toEqual([]);
     // Fastify's precompiled error serializer takes two small files of fast-json-stringify; its compiler stays out.
     expect(inPackage('fast-json-stringify').filter((f) => f.endsWith('/fast-json-stringify/index.js'))).toEqual([]);
+    // The config was validated (the gateway serves it) in a child process, whose zod went with it.
+    expect(files).not.toContain('esm:zod');
     for (const unused of ['ajv', '@fastify/ajv-compiler', '@fastify/fast-json-stringify-compiler', '@fastify/rate-limit', 'ioredis', 'argon2', 'pino-pretty', '@modelcontextprotocol/sdk']) {
       expect(inPackage(unused), unused).toEqual([]);
     }
+  });
+
+  it('the preload does see zod when a process loads it (the check above can fail)', async () => {
+    const out = join(tempDir(), 'loaded.txt');
+    const code = `import('zod').then(() => { process.kill(process.pid, 'SIGUSR2'); setTimeout(() => {}, 100); })`;
+    const child = spawn(NODE, ['--require', PRELOAD, '-e', code], { cwd: ROOT, env: { ...process.env, LOADED_MODULES_OUT: out }, stdio: 'ignore' });
+    await once(child, 'exit');
+    expect(readFileSync(out, 'utf8').split('\n')).toContain('esm:zod');
   });
 });
