@@ -144,6 +144,18 @@ export class StdioUpstream implements Upstream {
     if (!error) this.flushes++;
   };
   private stdinWatch: NodeJS.Timeout | undefined;
+  /**
+   * The stdin corked for the current turn of the event loop: every message written in one turn
+   * goes to the child in one write. Each write to a pipe wakes the child, and that wake-up is
+   * most of what a write costs (a CPU profile at 10 clients: 23% of the gateway's time in
+   * writeUtf8String, one write per request).
+   */
+  private corked: NonNullable<ChildProcess['stdin']> | undefined;
+  private readonly uncork = (): void => {
+    const stdin = this.corked;
+    this.corked = undefined;
+    stdin?.uncork();
+  };
   private readyWaiters: Array<{ resolve: () => void; reject: (e: UpstreamError) => void }> = [];
   private readonly sessions = new Set<VirtualSession>();
   /** Server-to-client requests delivered to a client and not answered yet: child id -> session. */
@@ -303,6 +315,12 @@ export class StdioUpstream implements Upstream {
     if (stdin.writableLength >= STDIN_BACKLOG_BYTES) {
       const name = this.config.name;
       return new UpstreamError('unavailable', name, `Upstream '${name}' has not read ${stdin.writableLength} bytes of its input yet; request not sent`);
+    }
+    if (this.corked !== stdin) {
+      // A previous child's stream needs no flush: it is gone.
+      if (this.corked === undefined) setImmediate(this.uncork);
+      this.corked = stdin;
+      stdin.cork();
     }
     if (!stdin.write(`${JSON.stringify(message)}\n`, this.onFlushed)) this.watchStdin(child, stdin);
     return undefined;

@@ -81,6 +81,31 @@ describe('stdio supervision', () => {
     expect(u.status().restarts).toBe(1);
   });
 
+  it('requests sent in one turn of the event loop reach the child in one write, each answered', async () => {
+    const u = upstream(`command = ${q(NODE)}\nargs = [${q(EVERYTHING)}, "stdio"]`);
+    await u.start();
+    const session = await u.openSession({ forwardPath: '', handlers });
+    // The writes the child's stdin hands to the pipe: each is a write(2), and a wake-up of the child.
+    const stdin = (u as unknown as { child: { stdin: { _write: Function; _writev: Function } } }).child.stdin;
+    let writes = 0;
+    for (const method of ['_write', '_writev'] as const) {
+      const original = stdin[method];
+      stdin[method] = function (this: unknown, ...args: unknown[]) {
+        writes++;
+        return original.apply(this, args);
+      };
+    }
+    const call = (n: number) =>
+      session.request({ jsonrpc: '2.0', id: `c${n}`, method: 'tools/call', params: { name: 'echo', arguments: { message: `m${n}` } } }, { onMessage: () => undefined });
+    const answers = await Promise.all(Array.from({ length: 20 }, (_, n) => call(n)));
+    expect(writes).toBe(1);
+    expect(answers.map((a) => a.id)).toEqual(Array.from({ length: 20 }, (_, n) => `c${n}`));
+    expect(answers.map((a) => (a as { result: { content: [{ text: string }] } }).result.content[0].text)).toEqual(Array.from({ length: 20 }, (_, n) => `Echo: m${n}`));
+    // The next turn's request is written too: the stream was uncorked.
+    expect(await call(20)).toMatchObject({ id: 'c20', result: { content: [{ text: 'Echo: m20' }] } });
+    expect(writes).toBe(2);
+  });
+
   it('skips stdout lines that are not JSON-RPC and keeps serving', async () => {
     const script = `
       const rl = require('readline').createInterface({ input: process.stdin });
