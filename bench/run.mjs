@@ -4,7 +4,10 @@
  * runs, reported as a ratio against a baseline measured in the same run (shared machines are
  * noisy; absolute numbers are only comparable within one run).
  *
- *   npm run bench -- [--scenarios http,stdio,scale,auth,observability,memory,eras,gc] [--duration SECONDS] [--rounds N] [--connections N]
+ *   npm run bench -- [--scenarios all | http,stdio,scale,auth,memory,observability,eras,gc] [--duration SECONDS] [--rounds N] [--connections N]
+ *
+ * Without --scenarios it runs the ones the targets are measured by (DEFAULT: about 5 minutes on 2
+ * cores); `all` adds what recording costs (observability), the two MCP eras (eras) and the GC guard (gc).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
@@ -23,9 +26,11 @@ const SCENARIOS = {
   gc: () => import('./scenarios/gc.mjs'),
 };
 
+const DEFAULT = ['http', 'stdio', 'scale', 'auth', 'memory'];
+
 const { values } = parseArgs({
   options: {
-    scenarios: { type: 'string', default: Object.keys(SCENARIOS).join(',') },
+    scenarios: { type: 'string', default: DEFAULT.join(',') },
     // The defaults keep a full run within about 5 minutes on 2 cores; more rounds, steadier medians.
     duration: { type: 'string', default: '2' },
     rounds: { type: 'string', default: '3' },
@@ -33,7 +38,7 @@ const { values } = parseArgs({
   },
 });
 const settings = { durationSecs: Number(values.duration), rounds: Number(values.rounds), connections: Number(values.connections) };
-const selected = values.scenarios.split(',').map((s) => s.trim()).filter(Boolean);
+const selected = values.scenarios === 'all' ? Object.keys(SCENARIOS) : values.scenarios.split(',').map((s) => s.trim()).filter(Boolean);
 for (const name of selected) if (!SCENARIOS[name]) throw new Error(`unknown scenario ${name} (known: ${Object.keys(SCENARIOS).join(', ')})`);
 
 const machine = { cores: cpus().length, cpu: cpus()[0]?.model, memory_gib: Math.round(totalmem() / 2 ** 30), node: process.version, platform: process.platform };

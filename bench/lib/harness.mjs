@@ -166,13 +166,16 @@ export async function compareVariants(scenario, variants, body, { durationSecs, 
 /**
  * The method behind compareVariants, for any load generator (autocannon there; one that checks
  * every answer, such as `statelessLoop` in mcp-load.mjs, elsewhere): the first request of each
- * variant timed alone, a 2 s warm-up, then `rounds` rounds in an order that rotates each round;
+ * variant timed alone, a WARMUP_SECS warm-up, then `rounds` rounds in an order that rotates each round;
  * the first variant is the baseline of the ratios. Each variant: { name, pid (of the process
  * serving it), run(secs) (one closed-loop run: { rps, p50, p99, requests, completed? }, throwing
  * on any bad answer), first() (one request, checked), and optionally upstream: { pid, calls() }
  * (the server behind a proxy: its CPU per request, and `calls()`, a running count of the requests
  * it received, which shows how many of the variant's requests reached it) }.
  */
+/** Each variant's warm-up before the rounds: long enough for the hot path to be optimised (thousands of requests). */
+const WARMUP_SECS = 1;
+
 export async function compareLoops(scenario, variants, { durationSecs, rounds }) {
   const runOf = async (v, secs) => {
     const before = cpuMicros(v.pid);
@@ -197,7 +200,7 @@ export async function compareLoops(scenario, variants, { durationSecs, rounds })
     await v.first();
     firstMs.push(Math.round(performance.now() - started));
   }
-  for (const v of variants) await runOf(v, 2);
+  for (const v of variants) await runOf(v, WARMUP_SECS);
   const samples = variants.map(() => []);
   for (let round = 0; round < rounds; round++) {
     for (let k = 0; k < variants.length; k++) {

@@ -74,8 +74,15 @@ async function readAnswer(statusCode, headers, body, id) {
   return { message, at };
 }
 
+/**
+ * One client's connection. It is closed after 1 s idle, well before any server's own keep-alive
+ * timeout (Node's is 5 s): between rounds a client sits idle while the other proxies run, and a
+ * request sent on a connection the server is closing at that moment fails with "other side
+ * closed" (it failed whole runs at supergateway and mcp-proxy). Each round then starts on new
+ * connections, for every proxy alike; inside a round a connection is never idle.
+ */
 function newClient(origin) {
-  return new Client(origin, { pipelining: 1, keepAliveTimeout: 60_000, headersTimeout: STEP_TIMEOUT_MS, bodyTimeout: STEP_TIMEOUT_MS });
+  return new Client(origin, { pipelining: 1, keepAliveTimeout: 1_000, keepAliveMaxTimeout: 1_000, headersTimeout: STEP_TIMEOUT_MS, bodyTimeout: STEP_TIMEOUT_MS });
 }
 
 /** Opens one MCP session: initialize (checked) and notifications/initialized (must be 2xx). */

@@ -6,23 +6,28 @@
  *                     server, and one HTTP upstream, the instant HTTP server) until GET /ready
  *                     answers 200; median of STARTS starts. Baseline: `node -e` with a bare
  *                     node:http server, from spawn until it answers its first request.
- *   idle_rss_mb       the gateway's RSS after /ready, a few warm-up requests and a settle; median
- *                     of the same starts. Baseline: the bare node:http server after the same.
+ *   idle_rss_mb       the gateway's RSS at rest: after /ready, a few warm-up requests and 12 s
+ *                     without traffic, by which time V8's memory reducer has shrunk the young
+ *                     generation and compacted; median of the same starts. Baselines: the bare
+ *                     node:http server after the same, and the stack floor (bare-proxy.mjs
+ *                     --floor: Fastify, undici, pino and prom-client's default metrics, loaded and
+ *                     used, nothing else), left idle side by side with the gateway. `warm_mb` is
+ *                     the reading 1 s after the warm-up, before the reducer (how idle RSS was
+ *                     measured until 2026-11-21).
  *   sessions_<kind>   RSS with SESSIONS MCP sessions open through one upstream kind, each with its
  *                     GET stream held open, minus the RSS of the same gateway process warmed up on
  *                     that path (WARM_SESSIONS sessions opened and closed, then a settle), in MB per
- *                     1,000 sessions. A fresh gateway for each kind. The warm-up takes out one-time
- *                     costs that are not per session: the session path's compiled code, and V8's
- *                     young generation, which grows from 16 to its 32 MB maximum at the first GCs
- *                     under load and stays there. cold_mb is the same growth from the idle reading
- *                     before that warm-up, as it was measured until 2026-11-21.
+ *                     1,000 sessions. A fresh gateway for each kind, started with its young
+ *                     generation at its maximum size (SESSIONS_NODE_ARGS): V8 grows it while
+ *                     sessions open, by up to 24 MB, which is GC headroom rather than memory held
+ *                     per session, and which would land on whichever sessions opened when the
+ *                     heuristic fired. cold_mb is the growth from the reading before the warm-up.
  *
  * MB are MiB (VmRSS kB / 1024); idle_rss_mb also gives RssAnon (VmRSS less the pages mapped from
  * the node binary and libraries, which every node process has). No GC is forced (the gateway runs
  * as in production, without --expose-gc): RSS is read after a settle time, median of three
  * readings; a forced GC would show a figure no running gateway has. slope_mb (the second 500
- * sessions alone, per 1,000) is free of one-time costs and of how much of V8's young generation
- * happened to be resident at idle. The HTTP upstream
+ * sessions alone, per 1,000) is free of one-time costs. The HTTP upstream
  * answers GET with 405: the gateway still gives the client its GET stream (200, SSE), tries the
  * upstream's GET once, sees 405 as "no event stream" and does not retry.
  */
@@ -35,12 +40,23 @@ import { join } from 'node:path';
 import { SessionSet } from '../lib/sessions.mjs';
 import { freePort, median, ROOT, serverToml, startInstantUpstream, track } from '../lib/harness.mjs';
 
-const STARTS = 5;
+const BARE_PROXY = join(ROOT, 'bench/lib/bare-proxy.mjs');
+
+const STARTS = 3;
 const SESSIONS = 1000;
 const CONCURRENCY = 50;
 const WARM_SESSIONS = 100;
 const SETTLE_MS = 1000;
+// The idle readings: 1 s after the warm-up, and after V8's memory reducer, which shrinks the young
+// generation and compacts once allocation has stopped for about 8 s.
+const WARM_READ_MS = 1000;
+const IDLE_READ_MS = 12_000;
 const SESSIONS_SETTLE_MS = 2000;
+// The sessions gateway starts with V8's young generation at its maximum (16 MB semi-spaces, the
+// default maximum on 64-bit). V8 grows it from 1 MB when many objects survive their first GC, as
+// they do while hundreds of sessions open: up to 24 MB of RSS that would otherwise land on the
+// sessions opened first, or not, depending on when the heuristic fired (docs/performance.md).
+const SESSIONS_NODE_ARGS = ['--min-semi-space-size=16'];
 const READY_DEADLINE_MS = 30_000;
 const STOP_DEADLINE_MS = 30_000;
 const IDLE_TARGET_MB = 60;
@@ -148,15 +164,15 @@ async function activeSessions(url) {
   return Number(match[1]);
 }
 
-function gatewayArgs(config, port) {
-  return [join(ROOT, 'dist/main.js'), 'serve', '-c', config, '--port', String(port)];
+function gatewayArgs(config, port, nodeArgs = []) {
+  return [...nodeArgs, join(ROOT, 'dist/main.js'), 'serve', '-c', config, '--port', String(port)];
 }
 const GATEWAY_ENV = { MCP_GUARD_LOG_LEVEL: 'warn' };
 
-async function startGateway(config) {
+async function startGateway(config, nodeArgs = []) {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const { child, ms } = await spawnUntilReady('gateway', gatewayArgs(config, port), `${url}/ready`, GATEWAY_ENV);
+  const { child, ms } = await spawnUntilReady('gateway', gatewayArgs(config, port, nodeArgs), `${url}/ready`, GATEWAY_ENV);
   return { child, url, ms };
 }
 
@@ -168,33 +184,73 @@ async function startBare() {
   return { child, url, ms };
 }
 
-/** Start-up and idle RSS, gateway and bare node taking turns. */
-async function startsAndIdle(config) {
-  const gateway = { ms: [], rss: [], anon: [] };
-  const bare = { ms: [], rss: [], anon: [] };
-  for (let i = 0; i < STARTS; i++) {
-    // Alternate which goes first, so that drift on a shared machine hits both alike.
-    const order = i % 2 ? ['bare', 'gateway'] : ['gateway', 'bare'];
-    for (const which of order) {
-      const proc = which === 'gateway' ? await startGateway(config) : await startBare();
-      try {
-        await (which === 'gateway' ? warmGateway(proc.url) : warmBare(proc.url));
-        const rss = await settledRss(proc.child.pid, SETTLE_MS);
-        const into = which === 'gateway' ? gateway : bare;
-        into.ms.push(proc.ms);
-        into.rss.push(rss);
-        into.anon.push(statusMb(proc.child.pid, 'RssAnon'));
-      } finally {
-        await stop(proc.child);
+async function startFloor(upstreamUrl) {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const { child, ms } = await spawnUntilReady('stack floor', [BARE_PROXY, upstreamUrl, String(port), '--floor'], `${url}/metrics`);
+  return { child, url, ms };
+}
+
+/** The stack floor's warm-up: what warmGateway sends, through the passthrough, and /metrics. */
+async function warmFloor(url) {
+  for (let i = 0; i < 10; i++) {
+    for (let j = 0; j < 2; j++) {
+      const res = await fetch(`${url}/mcp`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: i + 1, method: 'tools/call', params: { name: 'tool-0', arguments: { n: i } } }),
+      });
+      await check(res, 'warm-up stack floor');
+    }
+    await check(await fetch(`${url}/metrics`), 'warm-up stack floor /metrics');
+  }
+}
+
+const KINDS = {
+  gateway: { start: (config) => startGateway(config), warm: warmGateway },
+  bare_node: { start: () => startBare(), warm: warmBare },
+  stack_floor: { start: (_config, upstreamUrl) => startFloor(upstreamUrl), warm: warmFloor },
+};
+
+/**
+ * Start-up time and RSS of the gateway, bare node and the stack floor, STARTS of each: every
+ * process is started alone (the kinds take turns, so that drift hits them alike) and warmed up,
+ * then all are left idle side by side. RSS is read WARM_READ_MS after the last warm-up (the
+ * earlier `idle` reading; the first processes have then been idle a few seconds longer, still
+ * short of the memory reducer) and again IDLE_READ_MS after it, once the reducer has run.
+ */
+async function startsAndIdle(config, upstreamUrl) {
+  const kinds = Object.keys(KINDS);
+  const procs = [];
+  try {
+    for (let i = 0; i < STARTS; i++) {
+      for (let j = 0; j < kinds.length; j++) {
+        const kind = kinds[(i + j) % kinds.length];
+        const proc = await KINDS[kind].start(config, upstreamUrl);
+        procs.push({ kind, ...proc });
+        await KINDS[kind].warm(proc.url);
       }
     }
+    const warmed = performance.now();
+    const warm = await Promise.all(procs.map((p) => settledRss(p.child.pid, WARM_READ_MS)));
+    await sleep(Math.max(0, IDLE_READ_MS - (performance.now() - warmed)));
+    const idle = await Promise.all(procs.map((p) => settledRss(p.child.pid, 0)));
+    const out = Object.fromEntries(kinds.map((k) => [k, { ms: [], warm: [], rss: [], anon: [] }]));
+    for (const [i, p] of procs.entries()) {
+      out[p.kind].ms.push(p.ms);
+      out[p.kind].warm.push(warm[i]);
+      out[p.kind].rss.push(idle[i]);
+      out[p.kind].anon.push(statusMb(p.child.pid, 'RssAnon'));
+    }
+    return out;
+  } finally {
+    await Promise.all(procs.map((p) => stop(p.child)));
   }
-  return { gateway, bare };
 }
 
 /** A fresh gateway: idle RSS, then SESSIONS sessions with GET streams through one server. */
 async function sessionsCost(config, server) {
-  const gateway = await startGateway(config);
+  const gateway = await startGateway(config, SESSIONS_NODE_ARGS);
   const pid = gateway.child.pid;
   const sessions = new SessionSet(`${gateway.url}/mcp/${server}`);
   try {
@@ -262,11 +318,12 @@ export async function run() {
     [serverToml('stdio'), serverToml('http', upstream.url)].join('\n'),
   );
   try {
-    const { gateway, bare } = await startsAndIdle(config);
+    const { gateway, bare_node: bare, stack_floor: floor } = await startsAndIdle(config, upstream.url);
     const startMs = median(gateway.ms);
     const bareMs = median(bare.ms);
     const idle = median(gateway.rss);
     const bareIdle = median(bare.rss);
+    const floorIdle = median(floor.rss);
     const rows = [
       {
         scenario: 'memory',
@@ -275,7 +332,7 @@ export async function run() {
         unit: 'ms to /ready',
         baseline: Math.round(bareMs),
         ratio: Number((startMs / bareMs).toFixed(2)),
-        rounds: { gateway: gateway.ms.map(Math.round), bare_node: bare.ms.map(Math.round) },
+        rounds: { gateway: gateway.ms.map(Math.round), bare_node: bare.ms.map(Math.round), stack_floor: floor.ms.map(Math.round) },
       },
       {
         scenario: 'memory',
@@ -286,10 +343,24 @@ export async function run() {
         ratio: Number((idle / bareIdle).toFixed(2)),
         target: `<= ${IDLE_TARGET_MB}`,
         meets_target: idle <= IDLE_TARGET_MB,
+        // The chosen libraries alone (bare-proxy.mjs --floor), and the gateway over them.
+        stack_floor_mb: round1(floorIdle),
+        over_floor_mb: round1(idle - floorIdle),
         // Anonymous (private) pages only: VmRSS less the node binary and libraries mapped from files.
         anon_mb: round1(median(gateway.anon)),
         baseline_anon_mb: round1(median(bare.anon)),
-        rounds: { gateway: gateway.rss.map(round1), bare_node: bare.rss.map(round1), gateway_anon: gateway.anon.map(round1), bare_node_anon: bare.anon.map(round1) },
+        stack_floor_anon_mb: round1(median(floor.anon)),
+        // The reading WARM_READ_MS after the warm-up, before the memory reducer (the method until 2026-11-21).
+        warm_mb: round1(median(gateway.warm)),
+        stack_floor_warm_mb: round1(median(floor.warm)),
+        rounds: {
+          gateway: gateway.rss.map(round1),
+          bare_node: bare.rss.map(round1),
+          stack_floor: floor.rss.map(round1),
+          gateway_warm: gateway.warm.map(round1),
+          stack_floor_warm: floor.warm.map(round1),
+          gateway_anon: gateway.anon.map(round1),
+        },
       },
     ];
     for (const server of ['stdio', 'http']) rows.push(await sessionsCost(config, server));
