@@ -100,7 +100,7 @@ describe('stdio supervision', () => {
     const answers = await Promise.all(Array.from({ length: 20 }, (_, n) => call(n)));
     expect(writes).toBe(1);
     expect(answers.map((a) => a.id)).toEqual(Array.from({ length: 20 }, (_, n) => `c${n}`));
-    expect(answers.map((a) => (a as { result: { content: [{ text: string }] } }).result.content[0].text)).toEqual(Array.from({ length: 20 }, (_, n) => `Echo: m${n}`));
+    expect(answers.map((a) => (a as unknown as { result: { content: [{ text: string }] } }).result.content[0].text)).toEqual(Array.from({ length: 20 }, (_, n) => `Echo: m${n}`));
     // The next turn's request is written too: the stream was uncorked.
     expect(await call(20)).toMatchObject({ id: 'c20', result: { content: [{ text: 'Echo: m20' }] } });
     expect(writes).toBe(2);
