@@ -136,18 +136,22 @@ async function check(res, what) {
   return text;
 }
 
+/** One sessionless tools/call to `endpoint`; resolves with the answer's text once it is checked. */
+async function toolCall(endpoint, i, what) {
+  const res = await fetch(endpoint, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: i + 1, method: 'tools/call', params: { name: 'tool-0', arguments: { n: i } } }),
+  });
+  const text = await check(res, what);
+  if (!text.includes('"result"')) throw new Error(`${what}: ${text.slice(0, 200)}`);
+  return text;
+}
+
 /** A few requests through each upstream (sessionless tools/call) and to /ready. */
 async function warmGateway(url) {
   for (let i = 0; i < 10; i++) {
-    for (const server of ['stdio', 'http']) {
-      const res = await fetch(`${url}/mcp/${server}`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-        body: JSON.stringify({ jsonrpc: '2.0', id: i + 1, method: 'tools/call', params: { name: 'tool-0', arguments: { n: i } } }),
-      });
-      const text = await check(res, `warm-up ${server}`);
-      if (!text.includes('"result"')) throw new Error(`warm-up ${server}: ${text.slice(0, 200)}`);
-    }
+    for (const server of ['stdio', 'http']) await toolCall(`${url}/mcp/${server}`, i, `warm-up ${server}`);
     await check(await fetch(`${url}/ready`), 'warm-up /ready');
   }
 }
@@ -194,14 +198,7 @@ async function startFloor(upstreamUrl) {
 /** The stack floor's warm-up: what warmGateway sends, through the passthrough, and /metrics. */
 async function warmFloor(url) {
   for (let i = 0; i < 10; i++) {
-    for (let j = 0; j < 2; j++) {
-      const res = await fetch(`${url}/mcp`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-        body: JSON.stringify({ jsonrpc: '2.0', id: i + 1, method: 'tools/call', params: { name: 'tool-0', arguments: { n: i } } }),
-      });
-      await check(res, 'warm-up stack floor');
-    }
+    for (let j = 0; j < 2; j++) await toolCall(`${url}/mcp`, i, 'warm-up stack floor');
     await check(await fetch(`${url}/metrics`), 'warm-up stack floor /metrics');
   }
 }
