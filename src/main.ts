@@ -128,8 +128,8 @@ function timeoutMs(text: string | undefined): number {
  */
 const SHUTDOWN_MARGIN_MS = 15_000;
 
-async function serve(config: GatewayConfig, log: Logger): Promise<number> {
-  const { buildApp } = await import('./app.js');
+async function serve(config: GatewayConfig, log: Logger, app: Promise<typeof import('./app.js')>): Promise<number> {
+  const { buildApp } = await app;
   for (const warning of config.warnings) log.warn(warning);
   const gateway = buildApp(config, { logger: log });
   const address = await gateway.app.listen({ host: config.server.host, port: config.server.port });
@@ -216,14 +216,15 @@ async function main(argv: string[]): Promise<number> {
     default: {
       const listenPort = values.port === undefined ? undefined : port(values.port);
       // The app's modules load while the child process validates the config (start-up no longer
-      // than with the config loaded in-process); serve() finds them loaded. A failed import shows there.
+      // than with the config loaded in-process). A failed import is reported by serve(); until
+      // then it is not an unhandled rejection.
       const app = import('./app.js');
       app.catch(() => undefined);
       const config = await loadForServe(values);
       if (values.host !== undefined) config.server.host = values.host;
       if (listenPort !== undefined) config.server.port = listenPort;
       const { createLogger } = await import('./observability/logger.js');
-      return serve(config, createLogger());
+      return serve(config, createLogger(), app);
     }
   }
 }

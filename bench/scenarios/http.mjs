@@ -53,16 +53,17 @@ export async function run(settings) {
       samples[i].push(await rateLoad({ url: v.url, body, headers: v.headers, rate, durationSecs: settings.durationSecs }));
     }
   }
-  const p50 = samples.map((s) => median(s.map((x) => x.p50)));
-  const p99 = samples.map((s) => median(s.map((x) => x.p99)));
+  const at = (i, key) => median(samples[i].map((x) => x[key]));
   const direct = variants.findIndex((v) => v.name === 'direct');
-  for (const [i, row] of rows.entries()) {
-    if (!timed.includes(i)) continue;
-    row.half_load_rps = rate;
-    row.half_load_p50_ms = p50[i];
-    row.half_load_p99_ms = p99[i];
-    row.added_p50_ms = Number((p50[i] - p50[direct]).toFixed(3));
-    row.added_p99_ms = Number((p99[i] - p99[direct]).toFixed(3));
+  for (const i of timed) {
+    const [p50, p99] = [at(i, 'p50'), at(i, 'p99')];
+    Object.assign(rows[i], {
+      half_load_rps: rate,
+      half_load_p50_ms: p50,
+      half_load_p99_ms: p99,
+      added_p50_ms: Number((p50 - at(direct, 'p50')).toFixed(3)),
+      added_p99_ms: Number((p99 - at(direct, 'p99')).toFixed(3)),
+    });
   }
   return rows;
 }

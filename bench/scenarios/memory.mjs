@@ -46,7 +46,6 @@ const STARTS = 3;
 const SESSIONS = 1000;
 const CONCURRENCY = 50;
 const WARM_SESSIONS = 100;
-const SETTLE_MS = 1000;
 // The idle readings: 1 s after the warm-up, and after V8's memory reducer, which shrinks the young
 // generation and compacts once allocation has stopped for about 8 s.
 const WARM_READ_MS = 1000;
@@ -252,7 +251,7 @@ async function sessionsCost(config, server) {
   const sessions = new SessionSet(`${gateway.url}/mcp/${server}`);
   try {
     await warmGateway(gateway.url);
-    const cold = await settledRss(pid, SETTLE_MS);
+    const cold = await settledRss(pid, WARM_READ_MS);
     const warm = new SessionSet(`${gateway.url}/mcp/${server}`);
     try {
       const warmErrors = [...(await warm.open(WARM_SESSIONS, CONCURRENCY)), ...(await warm.close(CONCURRENCY))];

@@ -21,7 +21,6 @@ import {
   ASYMMETRIC_JWT_ALGORITHMS,
   HMAC_JWT_ALGORITHMS,
   FINGERPRINT_SHA256_PATTERN,
-  normaliseFingerprint,
 } from './constants.js';
 
 // Re-exported for load.ts and the tests, which see the configuration whole.
