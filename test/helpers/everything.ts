@@ -23,16 +23,29 @@ process.once('exit', () => {
   for (const child of running) child.kill('SIGKILL');
 });
 
-/** A port that nothing listens on right now (the kernel's choice, released at once). */
+/**
+ * A port that nothing listens on right now, from below the kernel's ephemeral range (32768 and up
+ * on Linux). Every listen(0) of the test files running in parallel (gateways on --port 0, fake
+ * upstreams, JWKS servers) draws from that range, so a port taken from it and left unused for a
+ * while, as the refused upstreams of the fault tests are, can meanwhile become another test's
+ * server: CI once saw "answered HTTP 404" where a refused connection was expected. Below the range
+ * only other freePort() callers compete, at random among 12,000 ports.
+ */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
+  for (let attempt = 1; ; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const server = createServer();
+        server.once('error', reject);
+        server.listen(port, '127.0.0.1', () => server.close(() => resolve()));
+      });
+      return port;
+    } catch (error) {
+      // Taken (a service of the machine, another test): try another, a bounded number of times.
+      if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 100) throw error;
+    }
+  }
 }
 
 export class EverythingServer {

@@ -7,7 +7,7 @@
  * server always start their own.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
+import { freePort } from './everything.js';
 import { tmpdir } from 'node:os';
 
 export interface RedisServer {
@@ -24,15 +24,6 @@ export interface RedisServer {
   pause(): void;
   /** SIGCONT after pause(). */
   resume(): void;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  if (address === null || typeof address === 'string') throw new Error('no port');
-  return address.port;
 }
 
 function launch(port: number): Promise<ChildProcess> {
