@@ -177,7 +177,7 @@ export function nestedDeeperThan(text: string, max: number): boolean {
 }
 
 /** The index of the quote that ends the string opened at `open`, or -1 when it never ends. */
-function closingQuote(text: string, open: number): number {
+export function closingQuote(text: string, open: number): number {
   let at = open;
   for (;;) {
     at = text.indexOf('"', at + 1);

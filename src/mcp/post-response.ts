@@ -6,7 +6,7 @@
  */
 import type { FastifyReply } from 'fastify';
 import { httpError, type GatewayError } from '../http/errors.js';
-import type { JsonRpcMessage, JsonRpcResponse } from '../jsonrpc/messages.js';
+import { ErrorCode, errorResponse, type JsonRpcMessage, type JsonRpcResponse } from '../jsonrpc/messages.js';
 import { SseWriter } from './sse-writer.js';
 
 /** What the client's Accept header allows. */
@@ -34,6 +34,11 @@ export interface Outcome {
   cached?: boolean;
   /** Headers of the error (`Retry-After`), sent like `status` only when it is the only answer. */
   headers?: Record<string, string>;
+}
+
+/** The internal error that stands for a response that cannot be written (the request's own id). */
+function internalError(response: JsonRpcResponse): JsonRpcResponse {
+  return errorResponse(response.id, ErrorCode.InternalError, 'Internal error');
 }
 
 /** A request answered with an error instead of by the upstream. */
@@ -71,21 +76,33 @@ export class PostResponse {
   finish(outcomes: Outcome[], batch: boolean): void {
     if (this.sse || !this.accept.json) {
       const sse = this.stream();
-      for (const o of outcomes) if (!o.cancelled) sse.write(o.response);
+      // A response the stream cannot write (SseWriter.write) still gets an answer with its id.
+      for (const o of outcomes) if (!o.cancelled && !sse.write(o.response, true) && sse.open) sse.write(internalError(o.response), true);
       sse.end();
       return;
     }
     const only = outcomes.length === 1 && !batch ? outcomes[0] : undefined;
     const body = batch ? outcomes.map((o) => o.response) : outcomes[0]?.response;
+    let text: string;
+    let status = only?.status ?? 200;
+    try {
+      text = JSON.stringify(body);
+    } catch {
+      // Upstream input is depth-bounded before it gets here (src/upstreams/inbound.ts); should a
+      // response still not be writable, each request gets an internal error with its own id.
+      text = JSON.stringify(batch ? outcomes.map((o) => internalError(o.response)) : outcomes[0] && internalError(outcomes[0].response));
+      status = 500;
+    }
     void this.reply
-      .code(only?.status ?? 200)
+      .code(status)
       .headers(only?.headers ? { ...this.headers, ...only.headers } : this.headers)
       .type('application/json')
-      .send(JSON.stringify(body));
+      .send(text);
   }
 
   private stream(): SseWriter {
-    this.sse ??= SseWriter.of(this.reply, this.headers, { keepalive: true });
+    // A flood before the responses skips what does not fit rather than cutting the answer.
+    this.sse ??= SseWriter.of(this.reply, this.headers, { keepalive: true, overflow: 'skip' });
     return this.sse;
   }
 }

@@ -9,7 +9,8 @@ import type { JsonRpcMessage } from '../jsonrpc/messages.js';
 const KEEPALIVE_MS = 25_000;
 /**
  * A client that stops reading while its upstream keeps talking would make the gateway buffer
- * without end: past this many unsent bytes the stream is ended (the client reconnects).
+ * without end: past this many unsent bytes the stream is ended (the client reconnects), or, for
+ * the answer to a POST (`overflow: 'skip'`), what precedes the responses is not sent on it.
  */
 export const MAX_BUFFERED_BYTES = 8 * 1024 * 1024;
 
@@ -97,11 +98,23 @@ export class KeepaliveTicker {
 /** The keep-alives of every SseWriter of the process. */
 const keepalives = new KeepaliveTicker(KEEPALIVE_MS);
 
+export interface SseOptions {
+  keepalive: boolean;
+  /**
+   * Past MAX_BUFFERED_BYTES unsent: 'end' the stream (the default: a GET stream, which the client
+   * reopens), or 'skip' the message (a POST's answer: ending it would lose the response, which a
+   * flood of notifications from the upstream must not cost the client). write(m, true) always writes.
+   */
+  overflow?: 'end' | 'skip';
+}
+
 export class SseWriter implements Ticking {
   /** Links in the keep-alive ticker (KeepaliveTicker), while this stream is in it. */
   tickPrev: Ticking | undefined;
   tickNext: Ticking | undefined;
   private ended = false;
+  /** overflow: 'skip' (SseOptions). */
+  private readonly skipOverflow: boolean;
   /**
    * What runs when the response closes, after stop(): onClose's listeners, chained. One 'close'
    * listener of our own on the response rather than a res.once per caller: each once() costs a
@@ -114,7 +127,7 @@ export class SseWriter implements Ticking {
    * security headers, the request id, rate-limit headers) go first, since Fastify no longer
    * writes them; the stream's own (SSE_HEADERS, then `headers`) win over them.
    */
-  static of(reply: FastifyReply, headers: Record<string, string>, options: { keepalive: boolean }): SseWriter {
+  static of(reply: FastifyReply, headers: Record<string, string>, options: SseOptions): SseWriter {
     const inherited = reply.getHeaders() as OutgoingHttpHeaders;
     reply.hijack();
     return new SseWriter(reply.raw, headers, options, inherited);
@@ -123,9 +136,10 @@ export class SseWriter implements Ticking {
   constructor(
     private readonly res: ServerResponse,
     headers: Record<string, string>,
-    options: { keepalive: boolean },
+    options: SseOptions,
     inherited: OutgoingHttpHeaders = {},
   ) {
+    this.skipOverflow = options.overflow === 'skip';
     res.writeHead(200, { ...inherited, ...SSE_HEADERS, ...headers });
     res.flushHeaders();
     if (options.keepalive) keepalives.add(this);
@@ -138,14 +152,28 @@ export class SseWriter implements Ticking {
     return !this.ended && !this.res.destroyed && this.res.writable;
   }
 
-  write(message: JsonRpcMessage): boolean {
+  /**
+   * Sends one message; false when the stream cannot carry it (closed, backed up; `always`: sent
+   * even when backed up, for a response, which is never more than one per request). Never throws: it
+   * runs in the upstream's read loop (a stdio child's stdout reader), where a throw would end the
+   * gateway. Upstream input is depth-bounded before it gets here (src/upstreams/inbound.ts); a
+   * message JSON.stringify still cannot write is not sent.
+   */
+  write(message: JsonRpcMessage, always = false): boolean {
     if (!this.open) return false;
-    if (this.res.writableLength > MAX_BUFFERED_BYTES) {
+    if (!always && this.res.writableLength > MAX_BUFFERED_BYTES) {
+      if (this.skipOverflow) return false;
       this.res.destroy();
       this.stop();
       return false;
     }
-    this.res.write(`event: message\ndata: ${JSON.stringify(message)}\n\n`);
+    let data: string;
+    try {
+      data = JSON.stringify(message);
+    } catch {
+      return false;
+    }
+    this.res.write(`event: message\ndata: ${data}\n\n`);
     return true;
   }
 

@@ -26,6 +26,7 @@ import { configuredVerdict, isFresh, withLegacyVersion } from './era.js';
 import type { ModernHttp } from './modern-http.js';
 import { connectFailed, UpstreamError } from './errors.js';
 import { BodyTooLarge, exchange, type ExchangeResponse } from './exchange.js';
+import { nestedTooDeep, tooDeepError } from './inbound.js';
 import type {
   CallOptions,
   EraVerdict,
@@ -538,8 +539,18 @@ export function saysSessionUnknown(status: number, body: string): boolean {
   }
 }
 
-/** Decodes a body or an SSE event's data: one JSON-RPC message or a batch. */
-export function parseMessages(text: string, server: string): JsonRpcMessage[] {
+/**
+ * Decodes a body or an SSE event's data: one JSON-RPC message or a batch. Text nested deeper than
+ * MAX_UPSTREAM_DEPTH is not parsed (inbound.ts): it goes to `onTooDeep` when given (an SSE event:
+ * dropped, or its request failed, and the stream goes on), else it is a protocol fault (a JSON
+ * body: the request it answers fails).
+ */
+export function parseMessages(text: string, server: string, onTooDeep?: (text: string) => void): JsonRpcMessage[] {
+  if (nestedTooDeep(text)) {
+    if (!onTooDeep) throw tooDeepError(server);
+    onTooDeep(text);
+    return [];
+  }
   let value: unknown;
   try {
     value = JSON.parse(text);

@@ -36,6 +36,7 @@ import {
   type HttpResponse,
 } from './http-common.js';
 import { eventMessages, readEvents } from './sse-stream.js';
+import { dropTooDeep, nestedTooDeep } from './inbound.js';
 import type { CallOptions, EraVerdict } from './upstream.js';
 
 /** A JSON-RPC error body of a 4xx answer is read this far (a -32022 lists versions, a -32020 the mismatch). */
@@ -59,17 +60,21 @@ export class ModernHttp {
    * Sends `server/discover` to url + forwardPath and reads the answer by the specification's
    * rules (era.ts). Rejects, so that nothing is remembered, when the answer says nothing about
    * the era: HTTP 401/403 (an auth wall in front of any server), 5xx (a modern server can fail
-   * too), no connection, no answer within startup_timeout_ms, a 2xx that is not an answer.
+   * too), no connection, no answer within timeout_ms, a 2xx that is not an answer.
+   *
+   * timeout_ms, not startup_timeout_ms: the probe is a request, made while a client waits for it
+   * (finding 10 of issue 16). One deadline for the probe and its corrective retry.
    */
   async probe(forwardPath: string): Promise<EraVerdict> {
     const { config, logger } = this.context;
     const url = targetUrl(config.url ?? '', forwardPath, config.name);
+    const signal = AbortSignal.timeout(config.timeout_ms);
     let version = MODERN_PROTOCOL_VERSION;
-    let answer = await this.discover(url, version);
+    let answer = await this.discover(url, version, signal);
     // One corrective retry with the version the server named (-32022).
     if (answer.kind === 'retry') {
       version = answer.version;
-      answer = await this.discover(url, version);
+      answer = await this.discover(url, version, signal);
       if (answer.kind === 'retry') answer = { kind: 'legacy', why: 'server/discover refused every version it named' };
     }
     const verdict = probedVerdict(answer);
@@ -77,11 +82,10 @@ export class ModernHttp {
     return verdict;
   }
 
-  private async discover(url: URL, version: string): Promise<ProbeAnswer> {
+  private async discover(url: URL, version: string, signal: AbortSignal): Promise<ProbeAnswer> {
     const { config } = this.context;
     const name = config.name;
     const probe = discoverRequest(`mcp-guard-discover-${++this.probes}`, version);
-    const signal = AbortSignal.timeout(config.startup_timeout_ms);
     const response = await httpRequest(this.context, {
       method: 'POST',
       url,
@@ -254,9 +258,15 @@ export class ModernHttp {
       return answer;
     }
     if (type === 'text/event-stream') {
+      // An event nested too deep: a response in it fails the call (thrown out of the read), other
+      // messages are dropped (inbound.ts).
+      const onTooDeep = (text: string): void =>
+        dropTooDeep(text, name, this.context.logger, (_id, error) => {
+          throw error;
+        });
       await readBody(name, () =>
         readEvents(response.body, (event) => {
-          for (const message of eventMessages(event, name)) if (!take(message)) return false;
+          for (const message of eventMessages(event, name, onTooDeep)) if (!take(message)) return false;
           return true;
         }),
       );
@@ -296,6 +306,8 @@ export class ModernHttp {
  * with a numeric code and a message is enough (the answer goes back with the request's id).
  */
 function errorAnswer(text: string): JsonRpcResponse | undefined {
+  // Its data would go to the client as it is: nested too deep, it is no answer (inbound.ts).
+  if (nestedTooDeep(text)) return undefined;
   let value: unknown;
   try {
     value = JSON.parse(text);

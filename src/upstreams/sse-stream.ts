@@ -50,10 +50,11 @@ export async function readEvents(
 /**
  * The JSON-RPC messages an event carries. MCP sends them as `message` events (or unnamed, which
  * means the same); events with empty data are the streamable transport's priming events
- * (2025-11-25, "Resumability"), which only carry an id.
+ * (2025-11-25, "Resumability"), which only carry an id. An event nested too deep yields none and
+ * goes to `onTooDeep` (parseMessages).
  */
-export function eventMessages(event: SseEvent, server: string): JsonRpcMessage[] {
+export function eventMessages(event: SseEvent, server: string, onTooDeep?: (text: string) => void): JsonRpcMessage[] {
   if (event.event !== undefined && event.event !== 'message') return [];
   if (event.data.trim() === '') return [];
-  return parseMessages(event.data, server);
+  return parseMessages(event.data, server, onTooDeep);
 }

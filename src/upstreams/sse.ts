@@ -26,6 +26,7 @@ import {
   requestHeaders,
   routeReplies,
   sendSignal,
+  sendTimeoutMs,
   statusError,
   targetUrl,
   type HttpContext,
@@ -34,6 +35,8 @@ import {
   type HttpUpstreamDeps,
 } from './http-common.js';
 import { eventMessages, readEvents, type SseEvent } from './sse-stream.js';
+import { waitAtMost } from './deadline.js';
+import { dropTooDeep, failInFlight } from './inbound.js';
 import type { OpenSessionOptions, RequestOptions, SessionHandlers, UpstreamSession } from './upstream.js';
 
 /** The only protocol version the HTTP+SSE transport was specified for. */
@@ -93,11 +96,11 @@ class SseSession implements UpstreamSession, HttpSession {
   async open(initialize: JsonRpcRequest | undefined): Promise<void> {
     this.clientInitialize = initialize && structuredClone(initialize);
     // The client sends its own notifications/initialized through send().
-    this.result = await this.establish(initialize === undefined);
+    this.result = await this.establish(initialize === undefined, this.clientWaitMs());
   }
 
   async request(request: JsonRpcRequest, options: RequestOptions): Promise<JsonRpcResponse> {
-    const connection = await this.connection();
+    const connection = await this.connection(options.timeoutMs ?? this.context.config.timeout_ms);
     if (options.signal?.aborted) {
       throw new UpstreamError('cancelled', this.context.config.name, 'Request cancelled by the client');
     }
@@ -105,7 +108,7 @@ class SseSession implements UpstreamSession, HttpSession {
   }
 
   async send(message: JsonRpcNotification | JsonRpcResponse): Promise<void> {
-    const connection = await this.connection();
+    const connection = await this.connection(sendTimeoutMs(this.context.config));
     try {
       await this.post(connection, message, sendSignal(this.context.config));
     } catch (error) {
@@ -130,12 +133,25 @@ class SseSession implements UpstreamSession, HttpSession {
     this.context.forget(this);
   }
 
-  /** The live connection, re-established when the stream was lost. */
-  private connection(): Promise<Connection> {
+  /**
+   * The live connection, re-established when the stream was lost. A caller waits for that at most
+   * `waitMs` (its request's deadline; undefined or 0: as long as it takes), while the rebuilding,
+   * which other callers may share, goes on (finding 10 of issue 16).
+   */
+  private connection(waitMs?: number): Promise<Connection> {
     if (this.closed) return Promise.reject(this.closedError('The session is closed'));
     if (this.current) return Promise.resolve(this.current);
     this.connecting ??= this.reconnect().finally(() => (this.connecting = undefined));
-    return this.connecting;
+    return waitMs ? waitAtMost(this.connecting, waitMs, this.context.config.name) : this.connecting;
+  }
+
+  /**
+   * How long establishing a stream may take while a client waits for it (its initialize, or a
+   * request on the gateway's own session): startup_timeout_ms, and never longer than timeout_ms.
+   */
+  private clientWaitMs(): number {
+    const { startup_timeout_ms: startup, timeout_ms: timeout } = this.context.config;
+    return Math.min(startup, timeout);
   }
 
   /**
@@ -145,7 +161,8 @@ class SseSession implements UpstreamSession, HttpSession {
    */
   private async reconnect(): Promise<Connection> {
     if (!this.clientInitialize) {
-      await this.establish(true);
+      // Only ever asked for by a request (the gateway's own session is rebuilt lazily).
+      await this.establish(true, this.clientWaitMs());
       return this.liveConnection();
     }
     const deadline = Date.now() + this.context.config.startup_timeout_ms;
@@ -153,8 +170,9 @@ class SseSession implements UpstreamSession, HttpSession {
     for (let attempt = 1; ; attempt++) {
       if (this.closed) throw this.closedError('The session is closed');
       try {
-        // The replayed initialize's answer is discarded: the client already has one.
-        await this.establish(true);
+        // The replayed initialize's answer is discarded: the client already has one. Nobody waits
+        // for the rebuilding itself (a request that comes meanwhile waits at most its deadline).
+        await this.establish(true, this.context.config.startup_timeout_ms);
         this.context.logger.info({ attempt }, 'upstream session re-established');
         return this.liveConnection();
       } catch (error) {
@@ -177,9 +195,12 @@ class SseSession implements UpstreamSession, HttpSession {
     return this.current;
   }
 
-  /** A new stream and the initialize handshake on it; the stream becomes the current one. */
-  private async establish(announce: boolean): Promise<JsonRpcResponse> {
-    const connection = await this.connect();
+  /**
+   * A new stream and the initialize handshake on it, each within `limitMs`; the stream becomes the
+   * current one.
+   */
+  private async establish(announce: boolean, limitMs: number): Promise<JsonRpcResponse> {
+    const connection = await this.connect(limitMs);
     try {
       const response = await handshake(
         {
@@ -190,7 +211,7 @@ class SseSession implements UpstreamSession, HttpSession {
           initialize: this.clientInitialize,
           protocolVersion: SSE_PROTOCOL_VERSION,
           announce,
-          timeoutMs: this.context.config.startup_timeout_ms,
+          timeoutMs: limitMs,
           onMessage: (message) => deliver(this.handlers.onMessage, message, this.context.logger),
         },
       );
@@ -206,13 +227,12 @@ class SseSession implements UpstreamSession, HttpSession {
     }
   }
 
-  /** Opens the GET stream and waits (up to startup_timeout_ms) for its `endpoint` event. */
-  private async connect(): Promise<Connection> {
+  /** Opens the GET stream and waits (up to `limitMs`) for its `endpoint` event. */
+  private async connect(limitMs: number): Promise<Connection> {
     const name = this.context.config.name;
-    const startup = this.context.config.startup_timeout_ms;
     const connection: Connection = { abort: new AbortController(), endpoint: undefined, lost: false };
     this.connections.add(connection);
-    const timer = setTimeout(() => connection.abort.abort(new UpstreamError('timeout', name, `Upstream '${name}' sent no endpoint within ${startup} ms`)), startup);
+    const timer = setTimeout(() => connection.abort.abort(new UpstreamError('timeout', name, `Upstream '${name}' sent no endpoint within ${limitMs} ms`)), limitMs);
     try {
       const response = await httpRequest(this.context, {
         method: 'GET',
@@ -250,7 +270,9 @@ class SseSession implements UpstreamSession, HttpSession {
     }
     let messages: JsonRpcMessage[];
     try {
-      messages = eventMessages(event, this.context.config.name);
+      messages = eventMessages(event, this.context.config.name, (text) =>
+        dropTooDeep(text, this.context.config.name, this.context.logger, failInFlight(this.correlator)),
+      );
     } catch (error) {
       // It cannot be matched to a request, and the stream still serves the others.
       this.context.logger.warn({ err: error }, 'dropped an upstream event that is not JSON-RPC');

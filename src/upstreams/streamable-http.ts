@@ -38,6 +38,7 @@ import {
   type HttpUpstreamDeps,
 } from './http-common.js';
 import { eventMessages, readEvents, type SseEvent } from './sse-stream.js';
+import { dropTooDeep, failInFlight } from './inbound.js';
 import { ModernHttp } from './modern-http.js';
 import type { ServerConfig } from '../config/schema.js';
 import type { OpenSessionOptions, RequestOptions, SessionHandlers, UpstreamSession } from './upstream.js';
@@ -157,7 +158,9 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
       protocolVersion: LATEST_PROTOCOL_VERSION,
       // The client sends its own notifications/initialized through send().
       announce: initialize === undefined,
-      timeoutMs: this.context.config.startup_timeout_ms,
+      // A request a client waits for (its own initialize, or the gateway's for its request):
+      // timeout_ms, as any request (finding 10 of issue 16).
+      timeoutMs: this.context.config.timeout_ms,
       onMessage: (message) => deliver(this.handlers.onMessage, message, this.context.logger),
     });
     this.result = response;
@@ -278,7 +281,7 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
    */
   private async readRequestStream(response: HttpResponse, wireId: number, stop: Cancellation): Promise<void> {
     const name = this.context.config.name;
-    // Per SSE exchange, not per event: the cursor and two closures.
+    // Per SSE exchange, not per event: the cursor and three closures.
     const cursor: { lastEventId: string | undefined; retryMs: number | undefined; messages: number } = {
       lastEventId: undefined,
       retryMs: undefined,
@@ -287,7 +290,7 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
     const onEvent = (event: SseEvent): boolean => {
       // An empty id resets it: nothing to resume from (WHATWG HTML, "Server-sent events").
       if (event.id !== undefined) cursor.lastEventId = event.id === '' ? undefined : event.id;
-      for (const message of eventMessages(event, name)) {
+      for (const message of eventMessages(event, name, onTooDeep)) {
         cursor.messages++;
         this.dispatch(message, wireId);
       }
@@ -297,6 +300,7 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
     const onRetry = (ms: number): void => {
       cursor.retryMs = ms;
     };
+    const onTooDeep = (text: string): void => this.dropTooDeep(text);
     await readBody(name, () => readEvents(response.body, onEvent, onRetry));
 
     // Resumed streams in a row that carried no message (a server that ends them at once, or holds
@@ -348,6 +352,14 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
     if (!rest) return;
     const owner = ownerWireId === undefined ? undefined : this.correlator.get(ownerWireId);
     deliver(owner?.onMessage ?? this.handlers.onMessage, rest, this.context.logger);
+  }
+
+  /**
+   * An event nested too deep (inbound.ts): the request it answers fails, anything else is dropped;
+   * the stream goes on.
+   */
+  private dropTooDeep(text: string): void {
+    dropTooDeep(text, this.context.config.name, this.context.logger, failInFlight(this.correlator));
   }
 
   /** A POST of one message with the session's headers; resolves with a 2xx response. */
@@ -488,9 +500,10 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
       throw this.protocolError(`answered the event stream GET with '${mediaType(response)}'`);
     }
     connected();
+    const onTooDeep = (text: string): void => this.dropTooDeep(text);
     await readEvents(response.body, (event) => {
       if (event.id !== undefined) cursor.lastEventId = event.id;
-      for (const message of eventMessages(event, this.context.config.name)) this.dispatch(message, undefined);
+      for (const message of eventMessages(event, this.context.config.name, onTooDeep)) this.dispatch(message, undefined);
     });
     return 'ended';
   }
