@@ -14,10 +14,10 @@ import { hash } from 'node:crypto';
 import { normaliseFingerprint } from '../config/constants.js';
 import type { AuthConfig } from '../config/schema.js';
 import { ToolPolicy } from '../policy/tools.js';
-import { ApiKeyVerifier, type ApiKeyVerifierOptions } from './api-keys.js';
+import { ApiKeyVerifier, type ApiKeyVerifierOptions, type ApiKeyVerifierStats } from './api-keys.js';
 import { FailureLimiter } from './failure-limiter.js';
 import { ANONYMOUS, type AuthProvider, type Identity } from './identity.js';
-import { JwtVerifier, type JwtIdentityClaims, type JwtVerifierOptions } from './jwt.js';
+import { JwtVerifier, type JwtIdentityClaims, type JwtResult, type JwtVerifierOptions } from './jwt.js';
 import { insert, touch } from '../lru.js';
 
 export type AuthOutcome =
@@ -55,6 +55,9 @@ export interface AuthenticatorOptions {
   now?: () => number;
 }
 
+/** A JWT verification's outcome: the identity, or why not. */
+type JwtOutcome = { ok: true; identity: Identity } | Extract<JwtResult, { ok: false }>;
+
 /** Distinct scope sets remembered with their compiled tool policy. */
 const MAX_CACHED_SCOPE_SETS = 1_000;
 /** Verified JWTs remembered (by digest), so that a client reusing its token pays one signature check per minute. */
@@ -74,6 +77,8 @@ export class Authenticator {
   private readonly scopePolicies = new Map<string, ToolPolicy>();
   /** Verified JWTs by SHA-256 of the token (never the token), least recently used first. */
   private readonly verifiedTokens = new Map<string, { identity: Identity; until: number; touched: number }>();
+  /** JWT verifications under way by digest, so that concurrent requests with one new token share one. */
+  private readonly pendingTokens = new Map<string, Promise<JwtOutcome>>();
   private readonly failures: FailureLimiter;
   private readonly now: () => number;
 
@@ -129,19 +134,23 @@ export class Authenticator {
     const useJwt = this.jwt !== undefined && (this.apiKeys === undefined || (!token.startsWith('mcp_') && JwtVerifier.looksLikeJwt(token)));
     const provider: AuthProvider = useJwt ? 'jwt' : 'api_key';
 
-    // A known-good API key is checked by digest only, so an address that is throttled for
-    // failures (a NAT shared with a key guesser) can still use it.
-    const blocked = this.failures.blockedFor(address);
-    if (blocked > 0 && !(provider === 'api_key' && this.apiKeys?.isCached(token))) {
-      return { ok: false, kind: 'throttled', reason: 'too many failed attempts from this address', provider, retryAfter: blocked, credentialSent: true };
-    }
-
+    // A credential this gateway has already proved (an API key by its digest, a JWT from the
+    // verified-token cache) is served first, without any verification: even an address throttled
+    // for failures (a NAT shared with a key guesser) can still use it.
     if (provider === 'api_key' && this.apiKeys) {
-      const result = await this.apiKeys.verify(token);
+      const known = this.apiKeys.known(token);
+      if (known) return { ok: true, identity: this.keyIdentities.get(known.key.id) as Identity, verified: !known.cached };
+      const blocked = this.failures.blockedFor(address);
+      if (blocked > 0) return this.throttled(provider, blocked);
+      // The failure budget is reserved before argon2 starts, and released once it is done.
+      let reserved = false;
+      const result = await this.apiKeys.verify(token, () => (reserved = this.failures.reserve(address)));
+      if (reserved) this.failures.release(address);
       if (result.ok) return { ok: true, identity: this.keyIdentities.get(result.key.id) as Identity, verified: !result.cached };
       if (result.reason === 'busy') {
         return { ok: false, kind: 'busy', reason: 'too many key verifications in progress', provider, retryAfter: 1, credentialSent: true };
       }
+      if (result.reason === 'not_admitted') return this.throttled(provider, Math.max(1, this.failures.blockedFor(address)));
       this.failures.fail(address);
       return { ok: false, kind: 'unauthenticated', reason: `api key: ${result.reason.replace(/_/g, ' ')}`, provider, credentialSent: true };
     }
@@ -152,16 +161,47 @@ export class Authenticator {
       touch(this.verifiedTokens, digest, known, now);
       return { ok: true, identity: known.identity, verified: false };
     }
-    const result = await (this.jwt as JwtVerifier).verify(token);
-    if (result.ok) {
-      const identity = this.jwtIdentity(result.claims);
-      this.rememberToken(digest, identity, Math.min(result.claims.expiresAt, this.now() + TOKEN_CACHE_MS));
-      return { ok: true, identity, verified: true };
+    const blocked = this.failures.blockedFor(address);
+    if (blocked > 0) return this.throttled(provider, blocked);
+    // One verification per token at a time (a burst of one new token costs one), reserved
+    // against the failure budget of the address that started it.
+    let pending = this.pendingTokens.get(digest);
+    if (!pending) {
+      if (!this.failures.reserve(address)) return this.throttled(provider, Math.max(1, this.failures.blockedFor(address)));
+      pending = this.verifyJwt(token, digest).finally(() => {
+        this.pendingTokens.delete(digest);
+        this.failures.release(address);
+      });
+      this.pendingTokens.set(digest, pending);
     }
+    const result = await pending;
+    if (result.ok) return { ok: true, identity: result.identity, verified: true };
     // The key set being unreachable is the gateway's problem, not the caller's fault.
     if (result.reason !== 'keys_unavailable') this.failures.fail(address);
     const detail = result.detail ? ` (${result.detail})` : '';
     return { ok: false, kind: 'unauthenticated', reason: `jwt: ${result.reason.replace(/_/g, ' ')}${detail}`, provider, credentialSent: true };
+  }
+
+  /** The API key verifier's argon2 work (started in all, admitted now and at most at once) and its capacity; undefined without API keys. */
+  get stats(): ApiKeyVerifierStats | undefined {
+    return this.apiKeys?.stats;
+  }
+
+  private throttled(provider: AuthProvider, retryAfter: number): AuthOutcome {
+    return { ok: false, kind: 'throttled', reason: 'too many failed attempts from this address', provider, retryAfter, credentialSent: true };
+  }
+
+  /** Verifies a JWT and, when it passes, remembers its identity. Never rejects. */
+  private async verifyJwt(token: string, digest: string): Promise<JwtOutcome> {
+    try {
+      const result = await (this.jwt as JwtVerifier).verify(token);
+      if (!result.ok) return result;
+      const identity = this.jwtIdentity(result.claims);
+      this.rememberToken(digest, identity, Math.min(result.claims.expiresAt, this.now() + TOKEN_CACHE_MS));
+      return { ok: true, identity };
+    } catch {
+      return { ok: false, reason: 'malformed' };
+    }
   }
 
   /**

@@ -83,7 +83,11 @@ describe('ApiKeyVerifier', () => {
 
   it('accepts the right key; refuses a wrong one with the same prefix (mismatch) or another prefix (unknown_prefix)', async () => {
     const verifier = new ApiKeyVerifier([real.config]);
+    expect(await verifier.verify(sameprefixGuess(real.key))).toEqual({ ok: false, reason: 'mismatch' });
+    expect(verifier.stats.argon2Verifications).toBe(1);
     expectOk(await verifier.verify(real.key), 'real', false);
+    expect(verifier.stats.argon2Verifications).toBe(2);
+    // Once the key is proved, its token is known: another token with its prefix is not it, for free.
     expect(await verifier.verify(sameprefixGuess(real.key))).toEqual({ ok: false, reason: 'mismatch' });
     expect(await verifier.verify(generateApiKey().key)).toEqual({ ok: false, reason: 'unknown_prefix' });
     expect(await verifier.verify('not-a-generated-key')).toEqual({ ok: false, reason: 'unknown_prefix' });
@@ -97,16 +101,21 @@ describe('ApiKeyVerifier', () => {
     expect(verifier.stats.argon2Verifications).toBe(1);
     expect(verifier.isCached(real.key)).toBe(true);
     for (let i = 0; i < 100; i++) expectOk(await verifier.verify(real.key), 'real', true);
-    expect(verifier.stats).toEqual({ argon2Verifications: 1, maxConcurrent: 1, cacheSize: 1 });
+    expect(verifier.stats).toMatchObject({ argon2Verifications: 1, maxConcurrent: 1, cacheSize: 1, hashesInFlight: 0 });
   });
 
-  it('failures are not cached: a wrong key costs argon2 each time', async () => {
-    const verifier = new ApiKeyVerifier([real.config]);
-    const guess = sameprefixGuess(real.key);
-    expect(await verifier.verify(guess)).toEqual({ ok: false, reason: 'mismatch' });
-    expect(await verifier.verify(guess)).toEqual({ ok: false, reason: 'mismatch' });
-    expect(verifier.stats).toMatchObject({ argon2Verifications: 2, cacheSize: 0 });
-    expect(verifier.isCached(guess)).toBe(false);
+  it('a refused token is remembered (bounded): the same wrong key again costs no argon2, and is never a success', async () => {
+    const verifier = new ApiKeyVerifier([real.config], { refusedCacheSize: 2 });
+    const [a, b, c] = [sameprefixGuess(real.key), sameprefixGuess(real.key), sameprefixGuess(real.key)];
+    for (let i = 0; i < 3; i++) expect(await verifier.verify(a)).toEqual({ ok: false, reason: 'mismatch' });
+    expect(verifier.stats).toMatchObject({ argon2Verifications: 1, cacheSize: 0 });
+    expect(verifier.isCached(a)).toBe(false);
+    // At most refusedCacheSize of them: c evicts the least recently used (a), which costs argon2 again.
+    for (const guess of [b, c, a]) expect(await verifier.verify(guess)).toEqual({ ok: false, reason: 'mismatch' });
+    expect(verifier.stats.argon2Verifications).toBe(4);
+    const forgetful = new ApiKeyVerifier([real.config], { refusedCacheSize: 0 });
+    for (let i = 0; i < 2; i++) await forgetful.verify(a);
+    expect(forgetful.stats.argon2Verifications).toBe(2);
   });
 
   it('1,000 configured keys: first use costs exactly one argon2, an unknown prefix none', async () => {
@@ -147,17 +156,18 @@ describe('ApiKeyVerifier', () => {
 
     expectOk(await verifier.verify('third-hand-made-key'), 'hand-2', false);
     expect(verifier.stats.argon2Verifications).toBe(3);
-    // A generated key whose prefix was not configured: its prefix is unknown, so the fallbacks are tried.
+    // A generated key whose prefix was not configured: its prefix is unknown, so the fallbacks are
+    // tried, less hand-2 (proved: its token is known, and it is not this one).
     expectOk(await verifier.verify(keygenKeyWithoutPrefix), 'hand-3', false);
-    expect(verifier.stats.argon2Verifications).toBe(7);
+    expect(verifier.stats.argon2Verifications).toBe(6);
     expect(await verifier.verify('no-such-key')).toEqual({ ok: false, reason: 'mismatch' });
-    expect(verifier.stats.argon2Verifications).toBe(11);
+    expect(verifier.stats.argon2Verifications).toBe(8);
     // The known prefix leads to its own key only, even when the secret is wrong.
     expect(await verifier.verify(sameprefixGuess(real.key))).toEqual({ ok: false, reason: 'mismatch' });
-    expect(verifier.stats.argon2Verifications).toBe(12);
+    expect(verifier.stats.argon2Verifications).toBe(9);
   });
 
-  it('a cached success expires after cacheTtlMs: then one new argon2', async () => {
+  it('a cached success expires after cacheTtlMs: then the token is known as the one that proved its key (cached: false, no argon2)', async () => {
     let now = 1_000_000;
     const verifier = new ApiKeyVerifier([real.config], { cacheTtlMs: 60_000, now: () => now });
     expectOk(await verifier.verify(real.key), 'real', false);
@@ -165,11 +175,12 @@ describe('ApiKeyVerifier', () => {
     expectOk(await verifier.verify(real.key), 'real', true);
     expect(verifier.stats.argon2Verifications).toBe(1);
     now += 1;
-    expect(verifier.isCached(real.key)).toBe(false);
+    // Not cached (so one auth_success audit line again), and cached again from here.
     expectOk(await verifier.verify(real.key), 'real', false);
-    expect(verifier.stats.argon2Verifications).toBe(2);
     expectOk(await verifier.verify(real.key), 'real', true);
-    expect(verifier.stats.argon2Verifications).toBe(2);
+    now += 60_000;
+    expect(verifier.known(real.key)).toMatchObject({ key: { id: 'real' }, cached: false });
+    expect(verifier.stats.argon2Verifications).toBe(1);
   });
 
   it('the cache holds at most cacheSize entries, dropping the least recently used', async () => {
@@ -183,10 +194,11 @@ describe('ApiKeyVerifier', () => {
     expect(verifier.stats).toMatchObject({ argon2Verifications: 3, cacheSize: 2 });
     expectOk(await verifier.verify(a!.key), 'a', true);
     expectOk(await verifier.verify(c!.key), 'c', true);
-    expectOk(await verifier.verify(b!.key), 'b', false); // evicts a
-    expect(verifier.stats).toMatchObject({ argon2Verifications: 4, cacheSize: 2 });
+    // b was evicted: not cached, known as proved (no argon2), cached again, which evicts a.
+    expectOk(await verifier.verify(b!.key), 'b', false);
+    expect(verifier.stats).toMatchObject({ argon2Verifications: 3, cacheSize: 2 });
     expectOk(await verifier.verify(a!.key), 'a', false);
-    expect(verifier.stats.argon2Verifications).toBe(5);
+    expect(verifier.stats.argon2Verifications).toBe(3);
   });
 
   it('a hit within a second of the last one that moved it does not move it again', async () => {
@@ -201,7 +213,8 @@ describe('ApiKeyVerifier', () => {
     expectOk(await verifier.verify(b!.key), 'b', true); // moved now: c is the oldest
     expectOk(await verifier.verify(a!.key), 'a', false); // evicts c
     expectOk(await verifier.verify(b!.key), 'b', true);
-    expect(verifier.stats.argon2Verifications).toBe(4);
+    expectOk(await verifier.verify(c!.key), 'c', false);
+    expect(verifier.stats.argon2Verifications).toBe(3);
   });
 
   it('the cache is keyed by the SHA-256 of the token, never the token', async () => {
@@ -215,7 +228,8 @@ describe('ApiKeyVerifier', () => {
   });
 
   it('a flood of wrong keys with a known prefix: at most maxConcurrentHashes at once, the overflow is busy, a cached key is not held up', async () => {
-    const verifier = new ApiKeyVerifier([real.config], { maxConcurrentHashes: 2, maxQueuedHashes: 5 });
+    const other = await newKey('other');
+    const verifier = new ApiKeyVerifier([real.config, other.config], { maxConcurrentHashes: 2, maxQueuedHashes: 5 });
     expectOk(await verifier.verify(real.key), 'real', false);
     const order: string[] = [];
     const track = (label: string, p: Promise<ApiKeyResult>) =>
@@ -223,7 +237,8 @@ describe('ApiKeyVerifier', () => {
         order.push(r.ok ? label : `${label}:${r.reason}`);
         return r;
       });
-    const flood = Array.from({ length: 20 }, (_, i) => track(`guess-${i}`, verifier.verify(sameprefixGuess(real.key))));
+    // Guesses at the key not yet proved (a proved key's guesses cost nothing at all).
+    const flood = Array.from({ length: 20 }, (_, i) => track(`guess-${i}`, verifier.verify(sameprefixGuess(other.key))));
     const valid = track('valid', verifier.verify(real.key));
     const results = await Promise.all(flood);
     expectOk(await valid, 'real', true);
@@ -233,23 +248,73 @@ describe('ApiKeyVerifier', () => {
     expect(reasons.filter((r) => r === 'busy')).toHaveLength(13);
     expect(reasons.filter((r) => r === 'mismatch')).toHaveLength(7);
     expect(verifier.stats.maxConcurrent).toBeLessThanOrEqual(2);
-    expect(verifier.stats.argon2Verifications).toBe(1 + 7);
+    expect(verifier.stats).toMatchObject({ argon2Verifications: 1 + 7, maxInFlight: 7, hashCapacity: 7, hashesInFlight: 0 });
     // The cached key, asked after the whole flood, is answered before any of the flood's argon2 finishes.
     const firstMismatch = order.findIndex((l) => l.endsWith(':mismatch'));
     expect(order.indexOf('valid')).toBeGreaterThanOrEqual(0);
     expect(order.indexOf('valid')).toBeLessThan(firstMismatch);
     // Once the flood is over, the semaphore is free again.
-    expect(await verifier.verify(sameprefixGuess(real.key))).toEqual({ ok: false, reason: 'mismatch' });
+    expect(await verifier.verify(sameprefixGuess(other.key))).toEqual({ ok: false, reason: 'mismatch' });
+    expect(verifier.stats.argon2Verifications).toBe(1 + 7 + 1);
+  });
+
+  describe('finding 9: what an unknown key may cost with keys without key_prefix', () => {
+    const handmade = ['alpha-hand-made-key', 'beta-hand-made-key', 'gamma-hand-made-key', 'delta-hand-made-key'];
+    let unprefixed: ApiKeyConfig[];
+    beforeAll(async () => {
+      unprefixed = await Promise.all(handmade.map(async (key, i) => entry({ id: `hand-${i}`, key_hash: await cheapHash(key) })));
+    });
+
+    it('one argon2 per key not yet proved, none once every key is proved', async () => {
+      const verifier = new ApiKeyVerifier(unprefixed);
+      const cost = async (token: string) => {
+        const before = verifier.stats.argon2Verifications;
+        await verifier.verify(token);
+        return verifier.stats.argon2Verifications - before;
+      };
+      expect(await cost('unknown-1')).toBe(4);
+      expectOk(await verifier.verify(handmade[2]!), 'hand-2', false);
+      expect(await cost('unknown-2')).toBe(3);
+      for (const key of handmade) await verifier.verify(key);
+      expect(await cost('unknown-3')).toBe(0);
+      expect(await verifier.verify('unknown-4')).toEqual({ ok: false, reason: 'mismatch' });
+      // The proved keys are served without argon2, whatever their cache says.
+      for (let i = 0; i < handmade.length; i++) expectOk(await verifier.verify(handmade[i]!), `hand-${i}`, true);
+      expect(await cost(handmade[0]!)).toBe(0);
+    });
+
+    it('the capacity counts verifications, not requests: a token whose verifications do not fit is busy at once, and the work in flight never exceeds it', async () => {
+      const verifier = new ApiKeyVerifier(unprefixed, { maxConcurrentHashes: 1, maxQueuedHashes: 5 });
+      // 6 verifications of room, 4 per unknown token: the first is admitted, the next ones do not fit.
+      const results = await Promise.all(Array.from({ length: 5 }, (_, i) => verifier.verify(`unknown-${i}`)));
+      expect(results.map((r) => (r.ok ? 'ok' : r.reason))).toEqual(['mismatch', 'busy', 'busy', 'busy', 'busy']);
+      expect(verifier.stats).toMatchObject({ argon2Verifications: 4, maxInFlight: 4, hashCapacity: 6, hashesInFlight: 0, maxConcurrent: 1 });
+      // A token that needs more than the whole capacity is still served when nothing else runs.
+      const tight = new ApiKeyVerifier(unprefixed, { maxConcurrentHashes: 1, maxQueuedHashes: 1 });
+      expectOk(await tight.verify(handmade[3]!), 'hand-3', false);
+      expect(tight.stats).toMatchObject({ argon2Verifications: 4, hashesInFlight: 0 });
+    });
+
+    it('admit is asked once, just before argon2 work, and can refuse it', async () => {
+      const verifier = new ApiKeyVerifier(unprefixed);
+      let asked = 0;
+      expect(await verifier.verify('unknown-x', () => (asked++, false))).toEqual({ ok: false, reason: 'not_admitted' });
+      expect(verifier.stats.argon2Verifications).toBe(0);
+      expectOk(await verifier.verify(handmade[0]!, () => (asked++, true)), 'hand-0', false);
+      // A proved key asks nothing.
+      expectOk(await verifier.verify(handmade[0]!, () => (asked++, false)), 'hand-0', true);
+      expect(asked).toBe(2);
+    });
   });
 
   it('concurrent verifications of one token share one check (one argon2)', async () => {
     const verifier = new ApiKeyVerifier([real.config]);
-    const results = await Promise.all(Array.from({ length: 10 }, () => verifier.verify(real.key)));
-    for (const r of results) expect(r).toMatchObject({ ok: true, key: { id: 'real' } });
-    expect(verifier.stats.argon2Verifications).toBe(1);
     const guess = sameprefixGuess(real.key);
     const failures = await Promise.all(Array.from({ length: 10 }, () => verifier.verify(guess)));
     for (const r of failures) expect(r).toEqual({ ok: false, reason: 'mismatch' });
+    expect(verifier.stats.argon2Verifications).toBe(1);
+    const results = await Promise.all(Array.from({ length: 10 }, () => verifier.verify(real.key)));
+    for (const r of results) expect(r).toMatchObject({ ok: true, key: { id: 'real' } });
     expect(verifier.stats.argon2Verifications).toBe(2);
   });
 
@@ -270,11 +335,15 @@ describe('ApiKeyVerifier', () => {
     const verifier = new ApiKeyVerifier([corrupt]);
     expect(await verifier.verify(key)).toEqual({ ok: false, reason: 'mismatch' });
     expect(verifier.stats.argon2Verifications).toBe(1);
+    // Not remembered as refused: argon2 could not check, so the next attempt checks again.
+    expect(await verifier.verify(key)).toEqual({ ok: false, reason: 'mismatch' });
+    expect(verifier.stats.argon2Verifications).toBe(2);
   });
 
   it('refuses bad options and two keys with the same prefix', () => {
     expect(() => new ApiKeyVerifier([], { maxConcurrentHashes: 0 })).toThrow(RangeError);
     expect(() => new ApiKeyVerifier([], { maxQueuedHashes: -1 })).toThrow(RangeError);
+    expect(() => new ApiKeyVerifier([], { refusedCacheSize: -1 })).toThrow(RangeError);
     expect(() => new ApiKeyVerifier([], { cacheSize: 1.5 })).toThrow(RangeError);
     expect(() => new ApiKeyVerifier([real.config, { ...real.config, id: 'twin' }])).toThrow(/key_prefix/);
   });

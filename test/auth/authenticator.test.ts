@@ -1,4 +1,6 @@
 /** The Authenticator's own decisions: header parsing, which verifier a token goes to, throttling. */
+import { randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { SignJWT } from 'jose';
 import { describe, expect, it, vi } from 'vitest';
 import { Authenticator, bearerToken } from '../../src/auth/authenticator.js';
@@ -6,6 +8,9 @@ import { FailureLimiter } from '../../src/auth/failure-limiter.js';
 import { JwtVerifier } from '../../src/auth/jwt.js';
 import { generateApiKey, legacyHash } from '../../src/auth/key-format.js';
 import { authSchema } from '../../src/config/schema.js';
+
+/** The argon2 module object the verifier loads (src/optional.ts requires it too), so its calls can be counted. */
+const argon2 = createRequire(import.meta.url)('argon2') as typeof import('argon2');
 
 describe('bearerToken', () => {
   it('takes "Bearer <token>" with any case of the scheme, and nothing else', () => {
@@ -93,6 +98,59 @@ describe('Authenticator', () => {
     expect(await auth.authenticate('Bearer aaa.bbb.ccc', '10.0.0.4')).toMatchObject({ kind: 'throttled' });
     // The address next door is not affected.
     expect((await auth.authenticate(`Bearer ${legacyKey}`, '10.0.0.5')).ok).toBe(true);
+  });
+
+  it('finding 8: 90 concurrent wrong keys from one address start no more argon2 verifications than max_failures_per_minute', async () => {
+    const { key: real, prefix } = generateApiKey();
+    const cheap = await argon2.hash(real, { type: argon2.argon2id, memoryCost: 1024, timeCost: 1, parallelism: 1 });
+    const auth = new Authenticator(authSchema.parse({ api_keys: [{ id: 'real', key_prefix: prefix, key_hash: cheap }], max_failures_per_minute: 30 }), {
+      // Room for all of them in the hashing queue: only the failure budget may stop them.
+      apiKeys: { maxConcurrentHashes: 2, maxQueuedHashes: 200 },
+    });
+    const guess = () => `${prefix}_${randomBytes(32).toString('base64url')}`;
+    const verify = vi.spyOn(argon2, 'verify');
+    try {
+      const outcomes = await Promise.all(Array.from({ length: 90 }, () => auth.authenticate(`Bearer ${guess()}`, '10.0.1.1')));
+      const kinds = outcomes.map((o) => (o.ok ? 'ok' : o.kind));
+      expect(verify).toHaveBeenCalledTimes(30);
+      expect(kinds.filter((k) => k === 'unauthenticated')).toHaveLength(30);
+      expect(kinds.filter((k) => k === 'throttled')).toHaveLength(60);
+      for (const o of outcomes) if (!o.ok && o.kind === 'throttled') expect(o.retryAfter).toBeGreaterThanOrEqual(1);
+      // The budget is spent: the address is throttled, its next guess costs nothing, and another address is not affected.
+      expect(await auth.authenticate(`Bearer ${guess()}`, '10.0.1.1')).toMatchObject({ kind: 'throttled', retryAfter: 60 });
+      expect((await auth.authenticate(`Bearer ${real}`, '10.0.1.2')).ok).toBe(true);
+      expect(verify).toHaveBeenCalledTimes(31);
+    } finally {
+      verify.mockRestore();
+    }
+  });
+
+  it('finding 8: a JWT the gateway has already proved is served to an address throttled for failures, like a proved API key', async () => {
+    const secret = 'z'.repeat(32);
+    const auth = new Authenticator(authSchema.parse({ jwt: { mode: 'simple', secret }, max_failures_per_minute: 2 }));
+    const sign = (sub: string) =>
+      new SignJWT({ sub }).setProtectedHeader({ alg: 'HS256' }).setExpirationTime('1h').sign(new TextEncoder().encode(secret));
+    const proved = await sign('alice');
+    expect((await auth.authenticate(`Bearer ${proved}`, '10.0.2.1')).ok).toBe(true);
+    for (let i = 0; i < 2; i++) await auth.authenticate('Bearer aaa.bbb.ccc', '10.0.2.1');
+    expect(await auth.authenticate('Bearer aaa.bbb.ccc', '10.0.2.1')).toMatchObject({ kind: 'throttled' });
+    expect(await auth.authenticate(`Bearer ${proved}`, '10.0.2.1')).toMatchObject({ ok: true, identity: { id: 'alice' }, verified: false });
+    // A token the gateway has not proved yet is not verified from the throttled address.
+    expect(await auth.authenticate(`Bearer ${await sign('bob')}`, '10.0.2.1')).toMatchObject({ kind: 'throttled' });
+  });
+
+  it('concurrent requests with one new JWT share one verification', async () => {
+    const secret = 'w'.repeat(32);
+    const auth = new Authenticator(authSchema.parse({ jwt: { mode: 'simple', secret } }));
+    const verify = vi.spyOn(JwtVerifier.prototype, 'verify');
+    try {
+      const token = await new SignJWT({ sub: 'u' }).setProtectedHeader({ alg: 'HS256' }).setExpirationTime('1h').sign(new TextEncoder().encode(secret));
+      const outcomes = await Promise.all(Array.from({ length: 10 }, () => auth.authenticate(`Bearer ${token}`, '10.0.3.1')));
+      for (const o of outcomes) expect(o).toMatchObject({ ok: true, identity: { id: 'u' } });
+      expect(verify).toHaveBeenCalledTimes(1);
+    } finally {
+      verify.mockRestore();
+    }
   });
 
   it('an unreachable JWKS refuses tokens without blaming the caller (no throttling for it)', async () => {
