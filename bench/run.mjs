@@ -4,7 +4,7 @@
  * runs, reported as a ratio against a baseline measured in the same run (shared machines are
  * noisy; absolute numbers are only comparable within one run).
  *
- *   npm run bench -- [--scenarios all | http,stdio,scale,auth,memory,observability,eras,gc] [--duration SECONDS] [--rounds N] [--connections N]
+ *   npm run bench -- [--scenarios all | http,stdio,scale,auth,memory,isolation,observability,eras,gc] [--duration SECONDS] [--rounds N] [--connections N]
  *
  * Without --scenarios it runs the ones the targets are measured by (DEFAULT: about 5 minutes on 2
  * cores); `all` adds what recording costs (observability), the two MCP eras (eras) and the GC guard (gc).
@@ -24,9 +24,10 @@ const SCENARIOS = {
   memory: () => import('./scenarios/memory.mjs'),
   eras: () => import('./scenarios/eras.mjs'),
   gc: () => import('./scenarios/gc.mjs'),
+  isolation: () => import('./scenarios/isolation.mjs'),
 };
 
-const DEFAULT = ['http', 'stdio', 'scale', 'auth', 'memory'];
+const DEFAULT = ['http', 'stdio', 'scale', 'auth', 'memory', 'isolation'];
 
 const { values } = parseArgs({
   options: {

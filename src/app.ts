@@ -16,12 +16,13 @@ import { Authenticator, type AuthenticatorOptions } from './auth/authenticator.j
 import { mayReach } from './auth/identity.js';
 import type { GatewayConfig, ServerConfig } from './config/schema.js';
 import { authenticationHook, identityOf, registerProtectedResourceMetadata } from './http/auth.js';
-import { GatewayError, renderClientError, sendError } from './http/errors.js';
+import { GatewayError, renderClientError, renderFrameworkError, sendError } from './http/errors.js';
 import { applyListenerLimits } from './http/listener.js';
 import { loadTls, watchTls } from './http/tls.js';
 import { registerHealthRoutes, type Lifecycle } from './http/health.js';
 import { registerMetricsRoute } from './http/metrics.js';
 import { registerCors } from './http/cors.js';
+import { lingerForBody } from './http/linger.js';
 import { registerOriginChecks } from './http/origin.js';
 import { setSecurityHeaders } from './http/security-headers.js';
 import { Gateway, type UpstreamFactory } from './mcp/gateway.js';
@@ -46,6 +47,8 @@ export interface App {
   limiter: RateLimiter | undefined;
   /** The audit log and the metrics, fed together (src/observability/recorder.ts). */
   recorder: Recorder;
+  /** Who is calling: its `stats` show the argon2 work in flight (API keys). */
+  authenticator: Authenticator;
   /** Starts every upstream; readiness follows. */
   start(): Promise<void>;
   /** Graceful stop: refuse new requests, let those in flight finish within the grace period, end upstreams. */
@@ -65,7 +68,6 @@ export interface AppOptions {
 /** Paths the gateway owns even when a server's prefix is "/". */
 const RESERVED = /^\/(health|live|ready|metrics|routes|\.well-known)(\/|$|\?)/;
 const ALL_METHODS = ['GET', 'POST', 'DELETE', 'PUT', 'PATCH', 'OPTIONS'] as const;
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /**
  * The longest path and query a prefix route forwards (characters). An upstream's HTTP parser limits
  * its request line and headers together (Node: 16 KB), so a longer target would be refused there
@@ -101,7 +103,11 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
   const metrics = config.server.metrics ? new Metrics({ servers: config.servers.map((s) => s.name) }) : undefined;
   const audit = AuditLog.create(config.audit, { log, ...(options.auditStdout ? { stdout: options.auditStdout } : {}) });
   const recorder = new Recorder(audit, metrics);
-  const upstreamDeps = { logger: log, onRestart: (server: string) => recorder.lifecycle('upstream_restart', { server }) };
+  const upstreamDeps = {
+    logger: log,
+    onRestart: (server: string) => recorder.lifecycle('upstream_restart', { server }),
+    onContained: (server: string, method: string, reason: string) => recorder.withheld(server, method, reason),
+  };
   const gateway = new Gateway(config, options.createUpstream ?? ((server) => createUpstream(server, upstreamDeps)), log);
   const router = new Router(config.servers);
   const authenticator = new Authenticator(config.auth, options.auth);
@@ -129,17 +135,17 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
     bodyLimit: config.server.max_request_size,
     // ajv and fast-json-stringify load only if a route ever declares a schema (none does).
     schemaController: { compilersFactory: lazySchemaCompilers },
-    // A request id from a trusted proxy is kept (for correlation); anything else gets a fresh one.
-    genReqId: (req) => {
-      const incoming = req.headers['x-request-id'];
-      return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
-    },
+    // Always the gateway's own id (the audit line's request_id): a client may neither choose nor
+    // collide it. Its own x-request-id is kept apart, as client_request_id (src/observability/recorder.ts).
+    genReqId: () => randomUUID(),
     // While closing, the first hook below answers 503 itself: with a JSON-RPC body and the
     // security headers, which Fastify's own closing answer lacks.
     return503OnClosing: false,
     forceCloseConnections: 'idle',
     // What the HTTP parser refuses (slow, oversized or malformed requests) gets a JSON-RPC error too.
     clientErrorHandler: renderClientError,
+    // What the router refuses before any hook (a path it cannot decode, `/ev/%u002e`) too.
+    frameworkErrors: renderFrameworkError,
     // With [server.tls] the port serves HTTPS only (src/http/tls.ts). The https server has the
     // same API as the http one this instance is typed with.
     ...(tls ? { https: tls.options } : {}),
@@ -197,6 +203,8 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
     if (status >= 500) request.log.error({ err: error }, 'request failed');
     const kind = status === 413 ? 'payload_too_large' : status === 415 ? 'unsupported_media_type' : status < 500 ? 'invalid_request' : 'internal';
     const message = status === 413 ? `Payload Too Large: the body exceeds ${config.server.max_request_size} bytes` : status < 500 ? `Bad Request: ${error.message}` : 'Internal error';
+    // Answered before the body was read: the client is still sending, and must be able to read it.
+    if (status === 413) lingerForBody(request, reply);
     sendError(reply, new GatewayError(kind, message));
   });
 
@@ -205,7 +213,12 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
   if (config.auth) registerProtectedResourceMetadata(app, config.auth);
 
   const notFound = (request: FastifyRequest, reply: FastifyReply, error: string): void => {
-    // Only the servers this caller may reach: a restricted identity does not learn the others.
+    // Only the servers this caller may reach: a restricted identity does not learn the others, and
+    // a caller that has not proved an identity (the gateway's own paths skip authentication) learns none.
+    if (authenticator.required && request.identity === null) {
+      void reply.code(404).send({ error });
+      return;
+    }
     const identity = identityOf(request);
     void reply.code(404).send({ error, available: router.names().filter((name) => mayReach(identity, name)) });
   };
@@ -305,6 +318,7 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
     lifecycle,
     limiter,
     recorder,
+    authenticator,
     async start() {
       recorder.lifecycle('gateway_start');
       await gateway.start();

@@ -19,7 +19,12 @@
  *   3. decode           JSON-RPC envelope checks within the [server] limits (nesting depth, checked
  *                       before the body is parsed; batch length; id and method sizes); bad input
  *                       is a 4xx and is never forwarded, and what is forwarded is rebuilt from
- *                       its JSON-RPC members only.
+ *                       its JSON-RPC members only. Then (3b, src/mcp/request-check.ts; for a
+ *                       2026-07-28 request right after its header checks) the params of known
+ *                       methods against the SDK's schemas (-32602), and no request-only method
+ *                       sent as a notification (-32600): such a message would skip authorization
+ *                       and the audit log, and a malformed one cost a timeout and a circuit
+ *                       failure upstream. Refused, recorded, never forwarded.
  *   4. era and session  a 2026-07-28 request (its _meta names a protocol version) has no
  *                       session: its Mcp-Method / Mcp-Name / MCP-Protocol-Version headers are
  *                       checked against the body first (handleModern; docs/eras.md), and it goes
@@ -33,10 +38,14 @@
  *                       Then the tool limits: each tools/call (batch elements included) counts
  *                       against the limits whose tool_pattern matches; a limited one is answered
  *                       in place (HTTP 429 when it is the only request) and never forwarded.
- *                       After authorization, so a refused call uses up nothing.
+ *                       After authorization, so a refused call uses up nothing. A request about
+ *                       a task that is not the identity's (tasks/get|result|cancel, a related
+ *                       task in _meta, a tasks/list cursor) is answered here exactly as an
+ *                       unknown task (src/mcp/tasks.ts).
  *   6. forward          each request with its deadline; related messages stream back on the
  *                       same response when the client accepts SSE. tools/list results are
- *                       filtered to the identity's tools on the way back.
+ *                       filtered to the identity's tools on the way back; a created task is
+ *                       recorded as the identity's, tasks/list pages are cut to its tasks.
  *   7. record           src/observability/recorder.ts: each refusal (server, tool, limit) and each
  *                       forwarded request becomes its audit line and its metric series, in one
  *                       call, so the two never disagree. Authentication records its own outcome.
@@ -49,6 +58,7 @@ import { decodeBody, isRequest, objectOf, type JsonRpcId, type JsonRpcMessage, t
 import type { Gateway } from './mcp/gateway.js';
 import { checkModern, discoverResult, isModern, MODERN_METHODS, MODERN_PROTOCOL_VERSIONS, toModernResult, type ModernContext } from './mcp/era.js';
 import { bindingOf } from './mcp/input-rounds.js';
+import { checkMessages, type SchemaEra } from './mcp/request-check.js';
 import { honored, Listener } from './mcp/subscriptions.js';
 import { errorOutcome, parseAccept, PostResponse, type Outcome } from './mcp/post-response.js';
 import type { DownstreamSession } from './mcp/sessions.js';
@@ -100,6 +110,7 @@ export async function handlePost(context: Context, reply: FastifyReply): Promise
       await handleModern(context, messages, reply);
       return;
     }
+    checkWellFormed(context, messages, 'legacy');
     const sessionId = header(request, SESSION_HEADER);
     const initialize = messages.messages.find((m): m is JsonRpcRequest => isRequest(m) && m.method === 'initialize');
     if (initialize) {
@@ -125,6 +136,7 @@ export async function handlePost(context: Context, reply: FastifyReply): Promise
  */
 async function handleModern(context: Context, decoded: { messages: JsonRpcMessage[]; batch: boolean }, reply: FastifyReply): Promise<void> {
   const { message, context: modern } = checkModern(decoded.messages, decoded.batch, (name) => header(context.request, name));
+  checkWellFormed(context, decoded, 'modern');
   // No modern notification needs relaying: cancellation is the client closing its response.
   if (!('id' in message)) {
     void reply.code(202).send();
@@ -173,14 +185,17 @@ function paramHeaders(request: FastifyRequest): Record<string, string> | undefin
  * of what was asked, then carries those change notifications until the client closes it
  * (src/mcp/subscriptions.ts).
  */
-async function listen({ gateway, target, request }: Context, message: JsonRpcRequest, reply: FastifyReply): Promise<void> {
-  const upstream = await reaching(gateway.sharedSession(target.server, target.forwardPath), message.id);
+async function listen({ gateway, target, request, identity }: Context, message: JsonRpcRequest, reply: FastifyReply): Promise<void> {
+  const owner = ownerKey(identity);
+  const upstream = await reaching(gateway.sharedSession(target.server, target.forwardPath, owner), message.id);
+  // In use from now on through its listen hub, not through this request.
+  gateway.releaseShared(target.server, target.forwardPath, owner);
   const init = upstream.initializeResult;
   const filter = honored(message.params?.['notifications'], objectOf('result' in init ? init.result['capabilities'] : undefined) ?? {});
   const listener = new Listener(message.id, filter, SseWriter.of(reply, {}, { keepalive: true }));
   listener.acknowledge();
   try {
-    const stop = await gateway.listen(target.server, target.forwardPath, upstream, listener);
+    const stop = await gateway.listen(target.server, target.forwardPath, owner, upstream, listener);
     if (listener.open) reply.raw.once('close', stop);
     else stop();
   } catch (err) {
@@ -215,6 +230,18 @@ function decode(request: FastifyRequest, limits: ServerSettings): { messages: Js
   return decoded;
 }
 
+/**
+ * Stage 3b (src/mcp/request-check.ts): the params of known methods against the SDK's schemas, and
+ * no request-only method sent as a notification. A refused body is recorded and never forwarded:
+ * the upstream sees nothing of it, and its circuit counts nothing.
+ */
+function checkWellFormed({ identity, recorder, request, target }: Context, decoded: { messages: JsonRpcMessage[]; batch: boolean }, era: SchemaEra): void {
+  const refusal = checkMessages(decoded.messages, era, decoded.batch);
+  if (refusal === undefined) return;
+  recorder.malformed(request, identity, target.server.name, refusal.method, refusal.reason, httpError(refusal.error).body.error);
+  throw refusal.error;
+}
+
 function checkProtocolVersion(request: FastifyRequest): void {
   const version = header(request, VERSION_HEADER);
   if (version !== undefined && !SUPPORTED_PROTOCOL_VERSIONS.includes(version)) {
@@ -241,7 +268,7 @@ function findSession({ gateway, target, identity }: Context, sessionId: string):
 }
 
 async function openSession(
-  { gateway, target, identity, request }: Context,
+  { gateway, target, identity, request, recorder }: Context,
   initialize: JsonRpcRequest,
   count: number,
   sessionId: string | undefined,
@@ -251,7 +278,12 @@ async function openSession(
   if (sessionId !== undefined) {
     throw new GatewayError('invalid_request', 'Invalid Request: initialize opens a new session; send it without Mcp-Session-Id', initialize.id);
   }
-  const { response, session } = await gateway.initialize(target.server, target.forwardPath, initialize, ownerKey(identity), request.log);
+  const { response, session } = await gateway.initialize(target.server, target.forwardPath, initialize, ownerKey(identity), request.log).catch((err: unknown) => {
+    if (err instanceof GatewayError && (err.kind === 'session_quota' || err.kind === 'too_many_sessions')) {
+      recorder.sessionRefused(request, identity, target.server.name, err.kind === 'session_quota' ? 'session quota' : 'max_sessions');
+    }
+    throw err;
+  });
   const headers: Record<string, string> = session ? { [SESSION_HEADER]: session.id } : {};
   const post = new PostResponse(reply, parseAccept(header(request, 'accept')), headers);
   post.finish([{ response, status: 200, cancelled: false }], false);
@@ -284,6 +316,12 @@ async function answer(
     recorder.denied(request, identity, server, 'tool not allowed', tool);
     return errorOutcome(refused);
   }
+  // Another identity's task is answered as an unknown one, never forwarded (src/mcp/tasks.ts).
+  const task = context.gateway.tasks.check(server, identity, r);
+  if (task && 'refused' in task) {
+    recorder.denied(request, identity, server, task.reason);
+    return task.refused;
+  }
   // No await unless a tool limit applies (checkToolCall gives undefined otherwise): each one costs a microtask.
   const checking = limits && tool !== undefined ? context.limiter?.checkToolCall(request, identity, tool, r.id) : undefined;
   const limited = checking === undefined ? undefined : await checking;
@@ -293,9 +331,12 @@ async function answer(
     return errorOutcome(limited.error);
   }
   const started = performance.now();
-  const outcome = await forward(r);
+  const outcome = await forward(task ? task.forward : r);
   if (!outcome.cached) recorder.forwarded(request, identity, server, r, tool, outcome.response, (performance.now() - started) / 1000);
-  return r.method === 'tools/list' ? { ...outcome, response: filterToolsList(identity.tools, outcome.response) } : outcome;
+  if (r.method === 'tools/list') return { ...outcome, response: filterToolsList(identity.tools, outcome.response) };
+  // A created task becomes the caller's; a tasks/list page is cut to the caller's tasks.
+  const response = context.gateway.tasks.result(server, identity, r, outcome.response);
+  return response === outcome.response ? outcome : { ...outcome, response };
 }
 
 /** Stage 6: notifications and answers are relayed; requests are authorized, forwarded and answered. */
@@ -309,9 +350,11 @@ async function exchange(
 ): Promise<void> {
   const { gateway, target, identity, recorder, request } = context;
   const server = target.server.name;
+  // Without a session, the identity's own upstream session for this server (never another's).
+  const owner = ownerKey(identity);
   let upstream: UpstreamSession;
   try {
-    upstream = session ? session.upstream : await gateway.sharedSession(target.server, target.forwardPath);
+    upstream = session ? session.upstream : await gateway.sharedSession(target.server, target.forwardPath, owner);
   } catch (err) {
     const first = decoded.messages.find(isRequest);
     if (!(err instanceof UpstreamError)) throw err;
@@ -321,6 +364,25 @@ async function exchange(
     for (const r of decoded.messages.filter(isRequest)) recorder.forwarded(request, identity, server, r, calledTool(r), body, 0);
     throw error;
   }
+  try {
+    await exchangeOn(context, session, upstream, decoded, reply, retry, modern);
+  } finally {
+    if (!session) gateway.releaseShared(target.server, target.forwardPath, owner);
+  }
+}
+
+/** exchange() on the upstream session it found. */
+async function exchangeOn(
+  context: Context,
+  session: DownstreamSession | undefined,
+  upstream: UpstreamSession,
+  decoded: { messages: JsonRpcMessage[]; batch: boolean },
+  reply: FastifyReply,
+  retry: boolean,
+  modern?: ModernContext,
+): Promise<void> {
+  const { gateway, target, identity, request } = context;
+  const server = target.server.name;
   const requests: JsonRpcRequest[] = [];
   for (const message of decoded.messages) {
     if (isRequest(message)) requests.push(message);
@@ -344,7 +406,7 @@ async function exchange(
   // The gateway's own shared session expired upstream: open a new one and try once more (unless
   // something was already streamed to the client: a second answer cannot follow on that response).
   if (!session && retry && !post.streaming && outcomes.every((o) => o.status === 404)) {
-    gateway.dropSharedSession(target.server, target.forwardPath, upstream);
+    gateway.dropSharedSession(target.server, target.forwardPath, ownerKey(identity), upstream);
     await exchange(context, session, { messages: requests, batch: decoded.batch }, reply, false, modern);
     return;
   }
@@ -405,7 +467,7 @@ async function directExchange(context: Context, call: JsonRpcRequest, reply: Fas
     const hit = keys && gateway.cache.get(keys, r.id);
     if (keys) context.recorder.cacheLookup(server.name, hit !== undefined);
     if (hit) return { response: hit, status: 200, cancelled: false, cached: true };
-    const outcome = await gateway.call(r, server, target.forwardPath, post, clientGone(reply), paramHeaders(request), request.log);
+    const outcome = await gateway.call(r, server, target.forwardPath, post, clientGone(reply), paramHeaders(request), ownerKey(context.identity), request.log);
     if (keys) gateway.cache.put(keys, outcome.response);
     return outcome;
   };

@@ -81,9 +81,12 @@ async function countTools(list: (request: JsonRpcRequest) => Promise<JsonRpcResp
   return tools;
 }
 
+/** The owner of check-upstream's own sessions and calls (src/upstreams/upstream.ts OpenSessionOptions.owner). */
+const CHECK_OWNER = 'gateway:check-upstream';
+
 /** A legacy server: a session (initialize), then tools/list in it. */
 async function countLegacy(upstream: Upstream): Promise<number | { error: string }> {
-  const session = await upstream.openSession({ forwardPath: '', handlers: { onMessage: () => undefined, onClose: () => undefined } });
+  const session = await upstream.openSession({ forwardPath: '', owner: CHECK_OWNER, handlers: { onMessage: () => undefined, onClose: () => undefined } });
   try {
     if ('error' in session.initializeResult) return { error: `initialize failed: ${session.initializeResult.error.message}` };
     return await countTools(
@@ -99,7 +102,7 @@ async function countLegacy(upstream: Upstream): Promise<number | { error: string
 async function countModern(upstream: Upstream, verdict: EraVerdict): Promise<number | { error: string }> {
   const envelope = gatewayEnvelope(verdict.version ?? '2026-07-28');
   return countTools(
-    (request) => upstream.call(request, { forwardPath: '', onMessage: () => undefined }),
+    (request) => upstream.call(request, { forwardPath: '', owner: CHECK_OWNER, onMessage: () => undefined }),
     (page, cursor) => ({ jsonrpc: '2.0', id: page + 1, method: 'tools/list', params: { ...(cursor ? { cursor } : {}), _meta: envelope } }),
   );
 }

@@ -41,7 +41,7 @@ export interface ParseConfigOptions {
 }
 
 /** Fields that only configure a stdio child: an error on an http/sse server. */
-const STDIO_ONLY_FIELDS = ['command', 'args', 'env', 'cwd', 'relay_roots'] as const;
+const STDIO_ONLY_FIELDS = ['command', 'args', 'env', 'cwd', 'relay_roots', 'isolation', 'child_idle_ms', 'max_children'] as const;
 /** Fields that only configure an http/sse connection: an error on a stdio server. */
 const HTTP_ONLY_FIELDS = ['url', 'headers', 'strip_prefix'] as const;
 /** [upstream] fields that describe one server rather than defaults: ignored when [upstream] is not a server. */
@@ -419,8 +419,8 @@ function checkUnique(identities: Identity[], issues: IssueList): void {
   for (const candidate of identities) {
     const sameName = byName.get(candidate.name);
     if (!sameName) byName.set(candidate.name, candidate);
-    else if (candidate.origin === 'env') issues.add(candidate.base, 'a server with this name is already configured');
-    else issues.add([...candidate.base, 'name'], `same name as ${describeCandidate(sameName)}`);
+    else if (candidate.origin === 'env') issues.add(candidate.base, `a server named ${JSON.stringify(candidate.name)} is already configured`);
+    else issues.add([...candidate.base, 'name'], `same name ${JSON.stringify(candidate.name)} as ${describeCandidate(sameName)}`);
 
     if (candidate.path_prefix === undefined) continue;
     const samePrefix = byPrefix.get(candidate.path_prefix);
@@ -428,7 +428,7 @@ function checkUnique(identities: Identity[], issues: IssueList): void {
     else {
       issues.add(
         [...candidate.base, 'path_prefix'],
-        `same path_prefix as ${describeCandidate(samePrefix)} (compared without a trailing "/")`,
+        `same path_prefix ${JSON.stringify(candidate.path_prefix)} as ${describeCandidate(samePrefix)} (compared without a trailing "/")`,
       );
     }
   }
@@ -485,7 +485,16 @@ function resolveServer(candidate: Candidate, issues: IssueList): ServerConfig | 
     circuit_open_ms: inherit('circuit_open_ms'),
     circuit_open_max_ms: inherit('circuit_open_max_ms'),
     ...(stdio
-      ? { command: entry.command, args: entry.args, env: inherit('env'), cwd: inherit('cwd'), relay_roots: inherit('relay_roots') }
+      ? {
+          command: entry.command,
+          args: entry.args,
+          env: inherit('env'),
+          cwd: inherit('cwd'),
+          relay_roots: inherit('relay_roots'),
+          isolation: inherit('isolation'),
+          child_idle_ms: inherit('child_idle_ms'),
+          max_children: inherit('max_children'),
+        }
       : { url: entry.url, headers: inherit('headers'), strip_prefix: inherit('strip_prefix') }),
   };
   const defined = Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== undefined));
@@ -545,19 +554,21 @@ function checkAuth(auth: AuthConfig, servers: ServerConfig[], issues: IssueList,
     list?.forEach((name, i) => {
       if (!names.has(name)) issues.add([...path, i], `no server named "${name}" is configured`);
     });
-  const unique = (field: 'id' | 'key_prefix' | 'key_hash', what: string) => {
+  // The duplicated value is named, except a key_hash: an unsalted legacy hash of a weak key is
+  // as good as the key, and validate's output ends up in CI logs.
+  const unique = (field: 'id' | 'key_prefix' | 'key_hash', what: string, named: boolean) => {
     const seen = new Map<string, number>();
     keys.forEach((key, i) => {
       const value = key[field];
       if (value === undefined) return;
       const first = seen.get(value);
       if (first === undefined) seen.set(value, i);
-      else issues.add(['auth', 'api_keys', i, field], `same ${what} as auth.api_keys[${first}]`);
+      else issues.add(['auth', 'api_keys', i, field], `same ${what}${named ? ` ${JSON.stringify(value)}` : ''} as auth.api_keys[${first}]`);
     });
   };
-  unique('id', 'id');
-  unique('key_prefix', 'key_prefix');
-  unique('key_hash', 'key_hash');
+  unique('id', 'id', true);
+  unique('key_prefix', 'key_prefix', true);
+  unique('key_hash', 'key_hash', false);
   const legacy: string[] = [];
   keys.forEach((key, i) => {
     checkServers(['auth', 'api_keys', i, 'servers'], key.servers);
@@ -594,12 +605,12 @@ function checkClientCerts(auth: AuthConfig, server: ServerSettings, servers: Ser
   certs.forEach((cert, i) => {
     const at = (field: string) => ['auth', 'client_certs', i, field];
     const key = keyIds.get(cert.id);
-    if (key !== undefined) issues.add(at('id'), `same id as auth.api_keys[${key}]`);
+    if (key !== undefined) issues.add(at('id'), `same id ${JSON.stringify(cert.id)} as auth.api_keys[${key}]`);
     const same = (seen: Map<string, number>, value: string | undefined, field: string, what: string) => {
       if (value === undefined) return;
       const first = seen.get(value);
       if (first === undefined) seen.set(value, i);
-      else issues.add(at(field), `same ${what} as auth.client_certs[${first}]`);
+      else issues.add(at(field), `same ${what} ${JSON.stringify(value)} as auth.client_certs[${first}]`);
     };
     same(ids, cert.id, 'id', 'id');
     same(subjects, cert.subject_cn, 'subject_cn', 'subject_cn');

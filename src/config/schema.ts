@@ -214,6 +214,17 @@ const serverFields = {
    * client's (server-filesystem replaces its allowed directories with them).
    */
   relay_roots: z.boolean({ error: problem('expected true or false') }),
+  /**
+   * stdio: who shares a child. "identity" (default): one child per identity, started on its
+   * first request, so no caller sees another's tasks, logs or server requests; "session": one
+   * child per client session (servers that keep per-connection state, such as a browser);
+   * "shared": one child for everyone.
+   */
+  isolation: z.enum(['identity', 'session', 'shared'], { error: problem('expected "identity", "session" or "shared"') }),
+  /** stdio, isolation "identity" or "session": a child with no session and no call for this long ends, in ms. */
+  child_idle_ms: milliseconds(1),
+  /** stdio, isolation "identity" or "session": children at most; beyond, requests get 503 with Retry-After. */
+  max_children: integer(1, 100_000),
   /** http / sse: the server's endpoint. */
   url: urlSchema,
   /** http / sse: headers sent with every request to this server (its credentials); never the client's. */
@@ -285,6 +296,17 @@ export const serverSettingsSchema = z.strictObject({
   session_idle_timeout_ms: milliseconds(1).default(1_800_000),
   /** Most client sessions open at once; further `initialize` requests are refused. */
   max_sessions: integer(1, Number.MAX_SAFE_INTEGER).default(10_000),
+  /**
+   * Most client sessions one identity may have open at once; its further `initialize` requests
+   * get 429. Absent: a tenth of max_sessions (at least 1). Not applied to the anonymous identity
+   * (no authentication: every client is that one identity, and max_sessions bounds them).
+   */
+  max_sessions_per_identity: integer(1, Number.MAX_SAFE_INTEGER).optional(),
+  /**
+   * A session whose client sends nothing after its `initialize` (not even
+   * `notifications/initialized`) for this long is closed, with its upstream session, in ms.
+   */
+  session_handshake_timeout_ms: milliseconds(1).default(30_000),
   /** Collect Prometheus metrics and serve GET /metrics. */
   metrics: z.boolean({ error: problem('expected true or false') }).default(true),
   /**
@@ -719,6 +741,9 @@ export const serverConfigSchema = z.strictObject({
   env: serverFields.env.default(() => ({})),
   cwd: serverFields.cwd.optional(),
   relay_roots: serverFields.relay_roots.default(false),
+  isolation: serverFields.isolation.default('identity'),
+  child_idle_ms: serverFields.child_idle_ms.default(300_000),
+  max_children: serverFields.max_children.default(32),
   url: serverFields.url.optional(),
   headers: serverFields.headers.default(() => ({})),
   strip_prefix: serverFields.strip_prefix.default(false),

@@ -3,12 +3,12 @@
  * JSON-RPC code in a single exhaustive switch. Internal failures never reach a client with their
  * cause; the cause goes to the log.
  */
-import type { FastifyReply } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { maxHeaderSize, STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { ErrorCode, errorResponse, type JsonRpcErrorObject, type JsonRpcErrorResponse, type JsonRpcId } from '../jsonrpc/messages.js';
 import type { UpstreamError, UpstreamErrorKind } from '../upstreams/errors.js';
-import { SECURITY_HEADERS } from './security-headers.js';
+import { SECURITY_HEADERS, setSecurityHeaders } from './security-headers.js';
 
 /** The security headers as raw header lines, for answers written to the socket before any route. */
 const SECURITY_HEADER_LINES = SECURITY_HEADERS.map(([name, value]) => `${name}: ${value}\r\n`).join('');
@@ -33,6 +33,8 @@ export type GatewayErrorKind =
   | 'method_not_found'
   | 'stream_conflict'
   | 'too_many_sessions'
+  /** One identity has `max_sessions_per_identity` sessions open. */
+  | 'session_quota'
   | 'shutting_down'
   | 'unauthenticated'
   | 'auth_throttled'
@@ -113,6 +115,9 @@ function statusAndCode(kind: GatewayErrorKind): { status: number; code: number }
     case 'too_many_sessions':
     case 'shutting_down':
       return { status: 503, code: ErrorCode.UpstreamError };
+    case 'session_quota':
+      // The identity's own quota, not the gateway's capacity: 429, like its rate limit.
+      return { status: 429, code: ErrorCode.RateLimited };
     case 'unauthenticated':
       return { status: 401, code: ErrorCode.Unauthorized };
     case 'auth_throttled':
@@ -194,6 +199,27 @@ export function renderClientError(error: Error & { code?: string }, socket: Dupl
     );
   }
   socket.destroy();
+}
+
+/**
+ * What Fastify's router refuses before any route or hook runs (its `frameworkErrors`): a path it
+ * cannot decode (`/ev/%u002e`), a route parameter over its length limit. The same JSON-RPC error
+ * body as every other refusal, with the headers the first hook would have set.
+ */
+export function renderFrameworkError(error: Error & { code?: string }, request: FastifyRequest, reply: FastifyReply): void {
+  setSecurityHeaders(reply);
+  void reply.header('x-request-id', request.id);
+  switch (error.code) {
+    case 'FST_ERR_BAD_URL':
+      sendError(reply, new GatewayError('invalid_request', 'Bad Request: the path is not a valid URL (a malformed percent-escape)'));
+      return;
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      sendError(reply, new GatewayError('uri_too_long', 'URI Too Long: a path segment is too long'));
+      return;
+    default:
+      request.log.error({ err: error }, 'request failed');
+      sendError(reply, new GatewayError('internal', 'Internal error'));
+  }
 }
 
 /** The GatewayError for an error code of Node's HTTP parser or server. */

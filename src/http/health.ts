@@ -30,6 +30,8 @@ function serverHealth(gateway: Gateway) {
       ...(s.circuit !== undefined ? { circuit: s.circuit } : {}),
       ...(s.lastError !== undefined ? { error: s.lastError } : {}),
       restarts: s.restarts,
+      // stdio with isolation "identity" or "session": how many children run now.
+      ...(s.children !== undefined ? { children: s.children } : {}),
     };
   });
 }

@@ -3,6 +3,7 @@
  * upstream sessions that serve session-less requests, and how one client request travels to its
  * upstream and back. The order of the stages around it lives in src/pipeline.ts.
  */
+import { ANONYMOUS, ownerKey } from '../auth/identity.js';
 import type { GatewayConfig, ServerConfig } from '../config/schema.js';
 import { GatewayError } from '../http/errors.js';
 import {
@@ -15,6 +16,7 @@ import {
 import type { LineLogger, Logger } from '../observability/logger.js';
 import { discoverRequest } from '../upstreams/era.js';
 import { Cancellation } from '../upstreams/cancellation.js';
+import { waitAtMost } from '../upstreams/deadline.js';
 import { UpstreamError } from '../upstreams/errors.js';
 import type { CallOptions, OpenSessionOptions, RequestOptions, ServerMessage, SessionHandlers, Upstream, UpstreamSession } from '../upstreams/upstream.js';
 import { ResultCache } from './cache.js';
@@ -23,15 +25,34 @@ import { InputRounds, PendingCall, type CallBinding } from './input-rounds.js';
 import { ModernBackedSession } from './modern-upstream.js';
 import { errorOutcome, type Outcome, type PostResponse } from './post-response.js';
 import { ListenHub, type Listener } from './subscriptions.js';
-import { DownstreamSession, refuseServerRequest, SessionStore } from './sessions.js';
+import { DownstreamSession, refuseServerRequest, SessionStore, type SessionRefusal } from './sessions.js';
+import { TaskOwners } from './tasks.js';
 
 /** How long relaying a client's `initialized` may wait for the upstream's GET stream. */
 const EVENT_STREAM_WAIT_MS = 2_000;
 
 const SESSIONLESS = 'Session-less clients cannot receive server requests';
 
-/** Shared sessions for session-less requests, per server and forward path; bounded. */
-const MAX_SHARED_SESSIONS = 256;
+/** The gateway's own sessions for session-less requests, per server, forward path and owner; bounded. */
+const MAX_SHARED_SESSIONS = 1_024;
+/**
+ * A session-less caller's upstream session ends after this long unused: opening one again is an
+ * initialize round trip (for stdio, a virtual session on the child: nothing), and an idle one
+ * holds the server's per-session state for nobody.
+ */
+const SHARED_IDLE_MS = 60_000;
+const SHARED_SWEEP_MS = 15_000;
+
+interface SharedEntry {
+  session: Promise<UpstreamSession>;
+  /** The session once open. */
+  resolved?: UpstreamSession;
+  /** Requests using it now (sharedSession() until releaseShared()). */
+  inUse: number;
+  lastUsed: number;
+  /** Whose it is (the owner in its key). */
+  owner: string;
+}
 
 export type UpstreamFactory = (config: ServerConfig) => Upstream;
 
@@ -41,10 +62,16 @@ export class Gateway {
   readonly rounds = new InputRounds();
   /** Cacheable results of modern servers (src/mcp/cache.ts). */
   readonly cache = new ResultCache();
+  /** Which identity each task belongs to (src/mcp/tasks.ts). */
+  readonly tasks = new TaskOwners();
+  /** `[server] max_sessions_per_identity`, or its default: a tenth of max_sessions. */
+  private readonly sessionQuota: number;
   /** Discover results of servers configured as modern, by name. */
   private readonly discovered = new Map<string, Promise<Record<string, unknown>>>();
   private readonly upstreams = new Map<string, Upstream>();
-  private readonly shared = new Map<string, Promise<UpstreamSession>>();
+  private readonly shared = new Map<string, SharedEntry>();
+  private sharedSweep: NodeJS.Timeout | undefined;
+  private closing = false;
   /** 2026-07-28 listen streams, per shared session key (src/mcp/subscriptions.ts). */
   private readonly hubs = new Map<string, ListenHub>();
 
@@ -55,9 +82,14 @@ export class Gateway {
   ) {
     for (const server of config.servers) this.upstreams.set(server.name, createUpstream(server));
     this.sessions = new SessionStore(
-      { maxSessions: config.server.max_sessions, idleTimeoutMs: config.server.session_idle_timeout_ms },
+      {
+        maxSessions: config.server.max_sessions,
+        idleTimeoutMs: config.server.session_idle_timeout_ms,
+        handshakeTimeoutMs: config.server.session_handshake_timeout_ms,
+      },
       log,
     );
+    this.sessionQuota = config.server.max_sessions_per_identity ?? Math.max(1, Math.ceil(config.server.max_sessions / 10));
   }
 
   upstream(name: string): Upstream {
@@ -81,7 +113,9 @@ export class Gateway {
    * the others wait in turn.
    */
   async close(): Promise<void> {
-    const shared = [...this.shared.values()];
+    this.closing = true;
+    if (this.sharedSweep) clearTimeout(this.sharedSweep);
+    const shared = [...this.shared.values()].map((entry) => entry.session);
     this.shared.clear();
     this.rounds.clear();
     await Promise.all([
@@ -103,11 +137,16 @@ export class Gateway {
     owner: string,
     log: LineLogger = this.log,
   ): Promise<{ response: JsonRpcResponse; session?: DownstreamSession }> {
-    if (this.sessions.full) throw new GatewayError('too_many_sessions', 'Too many sessions; try again later', request.id);
+    // Without authentication every client is the anonymous identity: only max_sessions applies.
+    const refusal = this.sessions.reserve(owner, owner === ANONYMOUS_OWNER ? Infinity : this.sessionQuota);
+    if (refusal) throw sessionRefusal(refusal, this.sessions, owner, request.id);
     let session: DownstreamSession | undefined;
     const handlers: SessionHandlers = {
       onMessage: (m) => {
-        if (session) session.deliver(m);
+        // A task's status (or a message about a task) reaches only the task's owner.
+        if (!session) return;
+        if (this.tasks.deliverable(server.name, owner, m)) session.deliver(m);
+        else if ('id' in m) refuseServerRequest(upstream, m.id, 'Not the client of this task');
       },
       onClose: (reason) => {
         if (session) void this.sessions.close(session, reason);
@@ -115,12 +154,14 @@ export class Gateway {
     };
     let upstream: UpstreamSession;
     try {
-      upstream = await this.openUpstreamSession(server, { initialize: request, forwardPath, handlers });
+      upstream = await this.openUpstreamSession(server, { initialize: request, forwardPath, handlers, owner });
     } catch (err) {
+      this.sessions.release(owner);
       throw toGatewayError(err, request.id, log);
     }
     const response = upstream.initializeResult;
     if ('error' in response) {
+      this.sessions.release(owner);
       await upstream.close();
       return { response };
     }
@@ -132,18 +173,23 @@ export class Gateway {
   }
 
   /**
-   * The upstream session that serves requests sent without a session (plain curl). One per server
-   * and forward path, opened by the gateway itself, reopened when the upstream forgets it.
+   * The upstream session that serves requests sent without a session (plain curl), for one
+   * identity: one per server, forward path and owner, opened by the gateway itself, reopened when
+   * the upstream forgets it. Never shared by two identities: what a server keeps per session
+   * (tasks, log level, subscriptions, a stdio child's virtual session) stays with its owner.
+   * Bounded (MAX_SHARED_SESSIONS) and closed when idle for SHARED_IDLE_MS; a session in use
+   * (a request in flight, see releaseShared, or a listen stream) is never closed as idle.
    */
-  sharedSession(server: ServerConfig, forwardPath: string): Promise<UpstreamSession> {
-    const key = sharedKey(server, forwardPath);
-    let session = this.shared.get(key);
-    if (session) return session;
-    if (this.shared.size >= MAX_SHARED_SESSIONS) {
-      const [oldestKey, oldest] = this.shared.entries().next().value as [string, Promise<UpstreamSession>];
-      this.shared.delete(oldestKey);
-      void oldest.then((s) => s.close()).catch(() => undefined);
+  sharedSession(server: ServerConfig, forwardPath: string, owner: string): Promise<UpstreamSession> {
+    const key = sharedKey(server, forwardPath, owner);
+    const found = this.shared.get(key);
+    if (found) {
+      found.inUse++;
+      found.lastUsed = Date.now();
+      return found.session;
     }
+    if (this.shared.size >= MAX_SHARED_SESSIONS) this.evictShared();
+    let session: Promise<UpstreamSession> | undefined;
     const handlers: SessionHandlers = {
       onMessage: (m) => {
         // Nobody can answer a server request here: say so at once rather than let it wait.
@@ -152,27 +198,89 @@ export class Gateway {
         else this.hubs.get(key)?.deliver(m);
       },
       onClose: () => {
-        if (this.shared.get(key) === session) this.shared.delete(key);
+        if (this.shared.get(key)?.session === session) this.shared.delete(key);
         // The streams end without a result: their clients listen again, on the next session.
         const hub = this.hubs.get(key);
         this.hubs.delete(key);
         hub?.closeAll();
       },
     };
-    session = this.openUpstreamSession(server, { forwardPath, handlers });
-    session.catch(() => {
-      if (this.shared.get(key) === session) this.shared.delete(key);
-    });
-    this.shared.set(key, session);
+    session = this.openUpstreamSession(server, { forwardPath, handlers, owner });
+    const entry: SharedEntry = { session, inUse: 1, lastUsed: Date.now(), owner };
+    session.then(
+      (opened) => (entry.resolved = opened),
+      () => {
+        if (this.shared.get(key) === entry) this.shared.delete(key);
+      },
+    );
+    this.shared.set(key, entry);
+    this.sweepSharedSoon();
     return session;
   }
 
+  /** The request that took a shared session from sharedSession() is done with it. */
+  releaseShared(server: ServerConfig, forwardPath: string, owner: string): void {
+    const entry = this.shared.get(sharedKey(server, forwardPath, owner));
+    if (!entry) return;
+    entry.inUse = Math.max(0, entry.inUse - 1);
+    entry.lastUsed = Date.now();
+  }
+
   /**
-   * Adds a 2026-07-28 listen stream on the shared session of a server and path: it receives the
-   * change notifications it asked for until it closes. Returns what removes it.
+   * Room for one more shared session, taken from the identity that holds the most: its least
+   * recently used idle one goes, else its oldest. One caller opening a session per path and
+   * query (`/prefix?n=1`, `?n=2`, ...) evicts its own, never another identity's (whose session
+   * holds its tasks and subscriptions upstream).
    */
-  async listen(server: ServerConfig, forwardPath: string, upstream: UpstreamSession, listener: Listener): Promise<() => void> {
-    const key = sharedKey(server, forwardPath);
+  private evictShared(): void {
+    const held = new Map<string, number>();
+    let hog = '';
+    for (const entry of this.shared.values()) {
+      const count = (held.get(entry.owner) ?? 0) + 1;
+      held.set(entry.owner, count);
+      if (count > (held.get(hog) ?? 0)) hog = entry.owner;
+    }
+    let victim: string | undefined;
+    let first: string | undefined;
+    let oldest = Infinity;
+    for (const [key, entry] of this.shared) {
+      if (entry.owner !== hog) continue;
+      first ??= key;
+      if (entry.inUse === 0 && !this.hubs.has(key) && entry.lastUsed < oldest) {
+        oldest = entry.lastUsed;
+        victim = key;
+      }
+    }
+    this.closeShared(victim ?? first!);
+  }
+
+  private closeShared(key: string): void {
+    const entry = this.shared.get(key);
+    if (!entry) return;
+    this.shared.delete(key);
+    void entry.session.then((s) => s.close()).catch(() => undefined);
+  }
+
+  /** Shared sessions idle for SHARED_IDLE_MS end; the sweep runs only while there are some. */
+  private sweepSharedSoon(): void {
+    if (this.sharedSweep || this.closing) return;
+    this.sharedSweep = setTimeout(() => {
+      this.sharedSweep = undefined;
+      const cutoff = Date.now() - SHARED_IDLE_MS;
+      for (const [key, entry] of [...this.shared]) {
+        if (entry.inUse === 0 && !this.hubs.has(key) && entry.lastUsed < cutoff) this.closeShared(key);
+      }
+      if (this.shared.size > 0) this.sweepSharedSoon();
+    }, SHARED_SWEEP_MS);
+    this.sharedSweep.unref();
+  }
+
+  /**
+   * Adds a 2026-07-28 listen stream on the shared session of a server, path and owner: it
+   * receives the change notifications it asked for until it closes. Returns what removes it.
+   */
+  async listen(server: ServerConfig, forwardPath: string, owner: string, upstream: UpstreamSession, listener: Listener): Promise<() => void> {
+    const key = sharedKey(server, forwardPath, owner);
     let hub = this.hubs.get(key);
     if (!hub || hub.upstream !== upstream) {
       hub = new ListenHub(upstream);
@@ -183,6 +291,8 @@ export class Gateway {
     return () => {
       joined.remove(listener);
       if (joined.size === 0 && this.hubs.get(key) === joined) this.hubs.delete(key);
+      const entry = this.shared.get(key);
+      if (entry) entry.lastUsed = Date.now();
     };
   }
 
@@ -192,25 +302,32 @@ export class Gateway {
     this.hubs.clear();
   }
 
-  dropSharedSession(server: ServerConfig, forwardPath: string, session: UpstreamSession): void {
-    const key = sharedKey(server, forwardPath);
-    const current = this.shared.get(key);
-    void current?.then((s) => {
-      if (s === session && this.shared.get(key) === current) this.shared.delete(key);
-    });
+  dropSharedSession(server: ServerConfig, forwardPath: string, owner: string, session: UpstreamSession): void {
+    const key = sharedKey(server, forwardPath, owner);
+    // At once: the retry that follows must open a new session, not find this one again.
+    if (this.shared.get(key)?.resolved === session) this.shared.delete(key);
   }
 
   /**
    * An upstream session for a legacy client (or the gateway's own): the server's own session when
    * it speaks the legacy era, or a session the gateway keeps for it in front of a modern server
    * (src/mcp/modern-upstream.ts). The era is probed once per server and remembered.
+   *
+   * A client waits for it at most the server's timeout_ms, probe and handshake together, from the
+   * moment its request asks (finding 10 of issue 16): startup_timeout_ms is a stdio child's and an
+   * SSE stream's, not a client's. Clients that join the same opening (the gateway's own session)
+   * wait no longer than the first one's deadline; a session that opens after it is closed.
    */
-  private async openUpstreamSession(server: ServerConfig, options: OpenSessionOptions): Promise<UpstreamSession> {
+  private openUpstreamSession(server: ServerConfig, options: OpenSessionOptions): Promise<UpstreamSession> {
+    return waitAtMost(this.reachUpstreamSession(server, options), server.timeout_ms, server.name, (late) => void late.close());
+  }
+
+  private async reachUpstreamSession(server: ServerConfig, options: OpenSessionOptions): Promise<UpstreamSession> {
     const upstream = this.upstream(server.name);
     const verdict = await upstream.era({ forwardPath: options.forwardPath });
     if (verdict.era === 'legacy') return upstream.openSession(options);
     const known = verdict.discover ? verdict : { ...verdict, discover: await this.discover(server, options.forwardPath) };
-    return new ModernBackedSession(upstream, known, options.forwardPath, options.handlers, options.initialize, this.log.child({ server: server.name }));
+    return new ModernBackedSession(upstream, known, options.forwardPath, options.handlers, options.initialize, this.log.child({ server: server.name }), options.owner);
   }
 
   /**
@@ -221,7 +338,7 @@ export class Gateway {
     let found = this.discovered.get(server.name);
     if (!found) {
       found = this.upstream(server.name)
-        .call(discoverRequest('gateway-discover'), { forwardPath, onMessage: () => undefined })
+        .call(discoverRequest('gateway-discover'), { forwardPath, owner: GATEWAY_OWNER, onMessage: () => undefined })
         .then((response) => {
           if ('result' in response) return response.result;
           throw new UpstreamError('protocol', server.name, `Upstream '${server.name}' answered server/discover with an error: ${response.error.message}`);
@@ -243,10 +360,11 @@ export class Gateway {
     post: PostResponse,
     signal: AbortSignal,
     headers: Record<string, string> | undefined,
+    owner: string,
     log: LineLogger = this.log,
   ): Promise<Outcome> {
     try {
-      const options: CallOptions = { forwardPath, signal, onMessage: (m) => void post.push(m) };
+      const options: CallOptions = { forwardPath, signal, owner, onMessage: (m) => void post.push(m) };
       if (headers) options.headers = headers;
       // A listen lasts until the client closes it: no deadline.
       if (request.method === 'subscriptions/listen') options.timeoutMs = 0;
@@ -341,7 +459,13 @@ export class Gateway {
       const options: RequestOptions = {
         signal: controller.signal,
         capabilities,
-        onMessage: (m) => ('id' in m ? started.serverRequest(m) : started.relay(m)),
+        // 2026-07-28 clients have no tasks: a message about one is not theirs (src/mcp/tasks.ts).
+        onMessage: (m) => {
+          if (!this.tasks.deliverable(undefined, undefined, m)) {
+            if ('id' in m) refuseServerRequest(upstream, m.id, 'Not the client of this task');
+          } else if ('id' in m) started.serverRequest(m);
+          else started.relay(m);
+        },
       };
       upstream.request(toLegacyRequest(request), options).then(
         (response) => started.settle({ response, status: 200, cancelled: false }),
@@ -369,6 +493,11 @@ export class Gateway {
   private relayToClient(message: ServerMessage, upstream: UpstreamSession, session: DownstreamSession | undefined, post: PostResponse): void {
     if ('id' in message && !session) {
       refuseServerRequest(upstream, message.id, SESSIONLESS);
+      return;
+    }
+    // A message about another identity's task is not this client's, whichever call it came with.
+    if (!this.tasks.deliverable(session?.server, session?.owner, message)) {
+      if ('id' in message) refuseServerRequest(upstream, message.id, 'Not the client of this task');
       return;
     }
     if (!post.push(message)) session?.deliver(message);
@@ -412,9 +541,28 @@ function atMost(promise: Promise<void>, ms: number): Promise<void> {
   });
 }
 
-/** The key of the gateway's own upstream session (and its listen streams) for a server and path. */
-function sharedKey(server: ServerConfig, forwardPath: string): string {
-  return `${server.name}\u0000${forwardPath}`;
+/** The key of the gateway's own upstream session (and its listen streams) for a server, path and owner. */
+function sharedKey(server: ServerConfig, forwardPath: string, owner: string): string {
+  return `${server.name}\u0000${forwardPath}\u0000${owner}`;
+}
+
+/** The owner of what the gateway asks a server for itself (a discover), on no caller's behalf. */
+const GATEWAY_OWNER = 'gateway:';
+
+const ANONYMOUS_OWNER = ownerKey(ANONYMOUS);
+
+/**
+ * An initialize refused for want of a slot: 503 when the gateway has max_sessions open (its
+ * capacity: try later, or elsewhere), 429 when this identity has its quota (its own doing: end a
+ * session first). Retry-After says when a slot would free itself if nobody did anything.
+ */
+function sessionRefusal(refusal: SessionRefusal, sessions: SessionStore, owner: string, id: JsonRpcResponse['id']): GatewayError {
+  const error =
+    refusal === 'full'
+      ? new GatewayError('too_many_sessions', 'Too many sessions; try again later', id)
+      : new GatewayError('session_quota', 'Too many sessions for this identity: end one (DELETE) or try again later', id);
+  error.retryAfterSecs = sessions.retryAfterSecs(refusal === 'full' ? undefined : owner);
+  return error;
 }
 
 /** Any failure as a GatewayError; unexpected ones are logged with their cause and shown as internal. */

@@ -88,6 +88,8 @@ export class ModernBackedSession implements UpstreamSession {
     private readonly handlers: SessionHandlers,
     initialize: JsonRpcRequest | undefined,
     private readonly log: Logger,
+    /** Who the session is for (OpenSessionOptions.owner): every call it makes carries it. */
+    private readonly owner: string,
   ) {
     const params = initialize?.params ?? {};
     this.capabilities = objectOf(params['capabilities']) ?? {};
@@ -178,6 +180,7 @@ export class ModernBackedSession implements UpstreamSession {
       for (let round = 1; ; round++) {
         const callOptions = {
           forwardPath: this.forwardPath,
+          owner: this.owner,
           signal: controller.signal,
           onMessage: (m: JsonRpcNotification) => options.onMessage(m),
           ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
@@ -302,7 +305,7 @@ export class ModernBackedSession implements UpstreamSession {
     };
     // A listen has no deadline: it lasts until it is closed.
     this.upstream
-      .call(request, { forwardPath: this.forwardPath, signal: controller.signal, timeoutMs: 0, onMessage })
+      .call(request, { forwardPath: this.forwardPath, owner: this.owner, signal: controller.signal, timeoutMs: 0, onMessage })
       .catch((err: unknown) => this.log.debug({ err: err instanceof Error ? err.message : String(err) }, 'listen stream ended'))
       .finally(() => {
         if (this.listen !== controller || controller.signal.aborted || this.closed) return;

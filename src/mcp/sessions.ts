@@ -85,6 +85,11 @@ export class DownstreamSession {
    */
   private held: ServerMessage[] | undefined;
   closed = false;
+  /**
+   * The client has come back after its initialize (notifications/initialized, any request, its
+   * GET stream): until then the session is half-open, and is closed after the handshake timeout.
+   */
+  established = false;
 
   constructor(
     readonly server: string,
@@ -94,8 +99,10 @@ export class DownstreamSession {
     readonly owner: string,
   ) {}
 
+  /** Client activity on the session (never the server's): it is alive, and its handshake done. */
   touch(): void {
     this.lastActivity = Date.now();
+    this.established = true;
   }
 
   /** Remembers a server request sent to this client, so that only this client may answer it. */
@@ -152,17 +159,29 @@ export class DownstreamSession {
 export interface SessionLimits {
   maxSessions: number;
   idleTimeoutMs: number;
+  /** A session whose client sends nothing after its initialize for this long is closed. */
+  handshakeTimeoutMs: number;
 }
+
+/** Why a session cannot open now: the gateway is full, or the identity has its quota. */
+export type SessionRefusal = 'full' | 'quota';
 
 export class SessionStore {
   private readonly sessions = new Map<string, DownstreamSession>();
+  /** Sessions per owner, open or reserved (reserve() until add() or release()). */
+  private readonly perOwner = new Map<string, number>();
+  /** Slots reserved by initializes still waiting for their upstream session. */
+  private reserved = 0;
   private readonly sweeper: NodeJS.Timeout;
 
   constructor(
     private readonly limits: SessionLimits,
     private readonly log: Logger,
   ) {
-    this.sweeper = setInterval(() => this.sweep(), Math.min(60_000, Math.max(1_000, limits.idleTimeoutMs / 2)));
+    // Often enough that an idle session ends within half its timeout after it, and a half-open
+    // one within half the handshake timeout after it (15 s with the default 30 s).
+    const every = Math.min(60_000, Math.max(1_000, limits.idleTimeoutMs / 2), Math.max(100, limits.handshakeTimeoutMs / 2));
+    this.sweeper = setInterval(() => this.sweep(), every);
     this.sweeper.unref();
   }
 
@@ -171,14 +190,56 @@ export class SessionStore {
   }
 
   get full(): boolean {
-    return this.sessions.size >= this.limits.maxSessions;
+    return this.sessions.size + this.reserved >= this.limits.maxSessions;
+  }
+
+  /** Sessions of one owner, open or being opened. */
+  countOf(owner: string): number {
+    return this.perOwner.get(owner) ?? 0;
+  }
+
+  /**
+   * Holds a slot for a session of `owner` while its upstream session opens, so that concurrent
+   * initializes cannot all pass the limits: add() then takes it, or release() gives it back.
+   * `quota`: the most sessions this owner may have.
+   */
+  reserve(owner: string, quota: number): SessionRefusal | undefined {
+    if (this.full) return 'full';
+    const count = this.countOf(owner);
+    if (count >= quota) return 'quota';
+    this.perOwner.set(owner, count + 1);
+    this.reserved++;
+    return undefined;
+  }
+
+  /** A reserved slot that did not become a session. */
+  release(owner: string): void {
+    this.reserved = Math.max(0, this.reserved - 1);
+    this.uncount(owner);
+  }
+
+  /**
+   * Seconds until a slot frees itself if no client does anything: the soonest a session (of
+   * `owner`, or any) would be closed as half-open or idle. At least 1.
+   */
+  retryAfterSecs(owner?: string): number {
+    let soonest = Infinity;
+    for (const session of this.sessions.values()) {
+      if (owner !== undefined && session.owner !== owner) continue;
+      const at = session.lastActivity + (session.established ? this.limits.idleTimeoutMs : this.limits.handshakeTimeoutMs);
+      if (at < soonest) soonest = at;
+    }
+    if (soonest === Infinity) return 1;
+    return Math.max(1, Math.ceil((soonest - Date.now()) / 1000));
   }
 
   get(id: string): DownstreamSession | undefined {
     return this.sessions.get(id);
   }
 
+  /** A session opened on a slot that reserve() held for its owner. */
   add(session: DownstreamSession): void {
+    this.reserved = Math.max(0, this.reserved - 1);
     this.sessions.set(session.id, session);
   }
 
@@ -187,6 +248,7 @@ export class SessionStore {
     if (session.closed) return;
     session.closed = true;
     this.sessions.delete(session.id);
+    this.uncount(session.owner);
     this.log.debug({ sessionId: session.id, server: session.server, reason }, 'session closed');
     session.eventStream?.end();
     for (const ac of session.inflight.values()) ac.abort();
@@ -198,11 +260,25 @@ export class SessionStore {
     clearInterval(this.sweeper);
   }
 
-  /** Sessions with nothing open and nothing in flight for longer than the idle timeout end. */
+  private uncount(owner: string): void {
+    const count = (this.perOwner.get(owner) ?? 0) - 1;
+    if (count > 0) this.perOwner.set(owner, count);
+    else this.perOwner.delete(owner);
+  }
+
+  /**
+   * Sessions with nothing open and nothing in flight for longer than the idle timeout end, and
+   * half-open ones (no word from the client since its initialize: it never sent `initialized`,
+   * or its next requests went to another gateway) after the handshake timeout.
+   */
   private sweep(): void {
-    const cutoff = Date.now() - this.limits.idleTimeoutMs;
+    const now = Date.now();
+    const cutoff = now - this.limits.idleTimeoutMs;
+    const handshakeCutoff = now - this.limits.handshakeTimeoutMs;
     for (const session of this.sessions.values()) {
-      if (session.lastActivity < cutoff && !session.eventStream?.open && session.inflight.size === 0) {
+      if (!session.established && session.lastActivity < handshakeCutoff) {
+        void this.close(session, 'half-open');
+      } else if (session.lastActivity < cutoff && !session.eventStream?.open && session.inflight.size === 0) {
         void this.close(session, 'idle');
       }
     }

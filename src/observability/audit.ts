@@ -28,6 +28,7 @@ export const AUDIT_EVENT_TYPES = [
   'gateway_start',
   'gateway_stop',
   'upstream_restart',
+  'upstream_message_withheld',
 ] as const;
 
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
@@ -46,8 +47,10 @@ export interface AuditEvent {
   success: boolean;
   /** From the request's arrival to its outcome, in milliseconds. */
   duration_ms?: number;
-  /** Fastify's request id: the `x-request-id` header and the `reqId` of the operational log. */
+  /** The gateway's own request id: the `x-request-id` response header and the `reqId` of the operational log. */
   request_id?: string;
+  /** The `x-request-id` the client sent, when it was up to 128 safe characters: for correlation only. */
+  client_request_id?: string | undefined;
   client_ip?: string;
   /** Why, in a few words: "jwt: expired", "tool not allowed", "restart 2 of 5". */
   reason?: string;
@@ -97,16 +100,29 @@ export interface RedactionRule {
   readonly replacement: string;
 }
 
+/** Names of JSON keys whose value is a credential: Authorization, Cookie, API keys, passwords, secrets, OAuth tokens. */
+const CREDENTIAL_KEYS = '(?:proxy-)?authorization|(?:set-)?cookie|x-api-key|api[-_]?key|password|passwd|(?:client[-_]?)?secret|(?:access|refresh|id)[-_]?token|token';
+const CREDENTIAL_KEY = new RegExp(`^(?:${CREDENTIAL_KEYS})$`, 'i');
+
+/**
+ * A JSON.stringify replacer: the whole value of a credential-named key, whatever its type (a
+ * string, or an array or object of them: `"password": ["s"]`), becomes "[REDACTED]". Used where
+ * a line can hold free-form JSON (tool arguments); the string-valued case is also a line rule.
+ */
+function redactCredentialField(key: string, value: unknown): unknown {
+  return key !== '' && CREDENTIAL_KEY.test(key) ? '[REDACTED]' : value;
+}
+
 /**
  * Always applied, first, and not removable. Each one is safe on a serialised JSON line: it
  * replaces characters that cannot be JSON structure (no `"` or `\`), so the line stays valid.
  */
 export const BUILT_IN_REDACTIONS: readonly RedactionRule[] = [
   // The string value of a credential-named key wherever it appears, e.g. in a headers object of
-  // tool arguments: Authorization, Cookie, API keys, passwords, secrets, OAuth tokens.
+  // tool arguments. Values of other types are replaced while serialising (redactCredentialField).
   {
     name: 'credential-fields',
-    pattern: /"((?:proxy-)?authorization|(?:set-)?cookie|x-api-key|api[-_]?key|password|passwd|(?:client[-_]?)?secret|(?:access|refresh|id)[-_]?token|token)":"(?:[^"\\]|\\.)*"/gi,
+    pattern: new RegExp(`"(${CREDENTIAL_KEYS})":"(?:[^"\\\\]|\\\\.)*"`, 'gi'),
     replacement: '"$1":"[REDACTED]"',
   },
   // Credentials after an HTTP auth scheme, in any text (a tab inside a JSON string is written `\t`).
@@ -154,7 +170,10 @@ export function redactLine(line: string, record: unknown, rules: readonly Redact
     return redacted;
   } catch {
     const all = [...BUILT_IN_REDACTIONS, ...rules];
-    const perValue = JSON.stringify(record, (_key, value: unknown) => (typeof value === 'string' ? applyRules(value, all) : value));
+    const perValue = JSON.stringify(record, (key, value: unknown) => {
+      const kept = redactCredentialField(key, value);
+      return typeof kept === 'string' ? applyRules(kept, all) : kept;
+    });
     return applyRules(perValue, BUILT_IN_REDACTIONS);
   }
 }
@@ -175,6 +194,7 @@ function copyOf(event: AuditEvent, withArguments: boolean): AuditEvent {
     success: event.success,
     duration_ms: event.duration_ms,
     request_id: event.request_id,
+    client_request_id: event.client_request_id,
     client_ip: event.client_ip,
     reason: event.reason,
     provider: event.provider,
@@ -396,13 +416,16 @@ export class AuditLog {
         request_id: event.request_id ?? null,
         client_ip: event.client_ip ?? null,
       };
+      if (event.client_request_id !== undefined) record['client_request_id'] = event.client_request_id;
       if (event.provider !== undefined) record['provider'] = event.provider;
       if (event.reason !== undefined) record['reason'] = event.reason;
       if (event.error !== undefined) record['error'] = { code: event.error.code, message: event.error.message };
-      if (this.includeArguments && event.arguments !== undefined) record['arguments'] = event.arguments;
+      const withArguments = this.includeArguments && event.arguments !== undefined;
+      if (withArguments) record['arguments'] = event.arguments;
       let line: string;
       try {
-        line = JSON.stringify(record);
+        // Only arguments hold free-form JSON: the replacer runs for them alone.
+        line = withArguments ? JSON.stringify(record, redactCredentialField) : JSON.stringify(record);
       } catch {
         // Arguments that JSON cannot hold (a cycle, a BigInt): the event is still worth a line.
         record['arguments'] = '[unserializable]';

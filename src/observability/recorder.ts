@@ -27,9 +27,22 @@ export function elapsedMs(request: FastifyRequest): number {
   return request.receivedAt ? performance.now() - request.receivedAt : 0;
 }
 
+/** An `x-request-id` the client may send: kept for correlation only, never as the request's own id. */
+const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/**
+ * The client's `x-request-id`, when it is up to 128 safe characters (anything else is left out):
+ * the audit line's `client_request_id`. `request_id` is always the gateway's own id, so a client
+ * can neither choose nor collide it.
+ */
+export function clientRequestId(request: FastifyRequest): string | undefined {
+  const value = request.headers['x-request-id'];
+  return typeof value === 'string' && CLIENT_REQUEST_ID.test(value) ? value : undefined;
+}
+
 /** What every event of one request shares. */
-function base(request: FastifyRequest): Pick<AuditEvent, 'request_id' | 'client_ip' | 'duration_ms'> {
-  return { request_id: request.id, client_ip: request.ip, duration_ms: elapsedMs(request) };
+function base(request: FastifyRequest): Pick<AuditEvent, 'request_id' | 'client_request_id' | 'client_ip' | 'duration_ms'> {
+  return { request_id: request.id, client_request_id: clientRequestId(request), client_ip: request.ip, duration_ms: elapsedMs(request) };
 }
 
 /** Upstream failures worth an `upstream_error` event (not the client's own cancellation). */
@@ -82,6 +95,23 @@ export class Recorder {
     });
   }
 
+  /**
+   * An initialize refused for want of a session slot: the identity's quota (`session quota`) or
+   * the gateway's `max_sessions`.
+   */
+  sessionRefused(request: FastifyRequest, identity: Identity, server: string, reason: 'session quota' | 'max_sessions'): void {
+    this.audit.record({
+      ...base(request),
+      event_type: 'rate_limited',
+      identity_id: identity.id,
+      provider: identity.provider,
+      server,
+      method: 'initialize',
+      success: false,
+      reason,
+    });
+  }
+
   /** A rate limit let the request through. */
   rateAllowed(scope: RateLimitScope): void {
     this.metrics?.rateLimit(true, scope);
@@ -99,6 +129,25 @@ export class Recorder {
       ...(tool !== undefined ? { method: 'tools/call', tool } : {}),
       success: false,
       reason,
+    });
+  }
+
+  /**
+   * A message of an authenticated identity refused before any upstream saw it (src/mcp/request-check.ts):
+   * params the protocol's schema refuses (`invalid params`), or a request-only method sent as a
+   * notification (`request sent as a notification`), which would otherwise leave no trace at all.
+   */
+  malformed(request: FastifyRequest, identity: Identity, server: string, method: string, reason: string, error: JsonRpcErrorObject): void {
+    this.audit.record({
+      ...base(request),
+      event_type: 'request_refused',
+      identity_id: identity.id,
+      provider: identity.provider,
+      server,
+      method,
+      success: false,
+      reason,
+      error: { code: error.code, message: error.message },
     });
   }
 
@@ -127,6 +176,7 @@ export class Recorder {
       success: true,
       duration_ms: seconds * 1000,
       request_id: request.id,
+      client_request_id: clientRequestId(request),
       client_ip: request.ip,
     };
     if (error) event.error = { code: error.code, message: error.message };
@@ -158,6 +208,14 @@ export class Recorder {
   /** One HTTP exchange on an MCP endpoint has ended (any status, streams included). */
   answered(request: FastifyRequest, status: number): void {
     this.metrics?.request(request.method, status, elapsedMs(request) / 1000, request.mcpServer ?? undefined);
+  }
+
+  /**
+   * A server message that no client got: a shared stdio child sent a log line or a request that
+   * cannot be attributed to one identity (src/upstreams/stdio.ts deliverAttributed).
+   */
+  withheld(server: string, method: string, reason: string): void {
+    this.audit.record({ event_type: 'upstream_message_withheld', success: false, server, method, reason });
   }
 
   /** Lifecycle events. */

@@ -2,6 +2,7 @@ import type { ServerConfig } from '../config/schema.js';
 import { CircuitBreakerUpstream } from './circuit-breaker.js';
 import { SseUpstream } from './sse.js';
 import { StdioUpstream } from './stdio.js';
+import { IsolatedStdioUpstream } from './stdio-pool.js';
 import { StreamableHttpUpstream } from './streamable-http.js';
 import type { Upstream, UpstreamDeps } from './upstream.js';
 
@@ -17,7 +18,7 @@ export function createUpstream(config: ServerConfig, deps: UpstreamDeps): Upstre
 function createTransport(config: ServerConfig, deps: UpstreamDeps): Upstream {
   switch (config.transport) {
     case 'stdio':
-      return new StdioUpstream(config, deps);
+      return config.isolation === 'shared' ? new StdioUpstream(config, deps) : new IsolatedStdioUpstream(config, deps);
     case 'http':
       return new StreamableHttpUpstream(config, deps);
     case 'sse':

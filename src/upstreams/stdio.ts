@@ -37,6 +37,7 @@ import { Correlator, cancelNotification } from './correlator.js';
 import { configuredVerdict, discoverRequest, isFresh, probedVerdict, readProbeAnswer, type ProbeAnswer } from './era.js';
 import { UpstreamError } from './errors.js';
 import { MAX_LINE_BYTES, readLines, responseIdOf, type OversizedLine } from './line-reader.js';
+import { dropTooDeep, failInFlight, nestedTooDeep } from './inbound.js';
 import { killGroup, terminateTree, track } from './process-tree.js';
 import type {
   CallOptions,
@@ -72,9 +73,24 @@ const MAX_STDERR_LINE = 2_000;
  */
 const PROBE_TIMEOUT_MS = 2_000;
 
-/** The owner of a 2026-07-28 call in the correlator: it belongs to no session. */
-const MODERN_CALL = 'modern-call';
-type CallOwner = VirtualSession | typeof MODERN_CALL | null;
+/** The owner of a 2026-07-28 call in the correlator: it belongs to no session, only to its caller. */
+class ModernCall {
+  constructor(readonly owner: string) {}
+}
+/** Who a request in flight is for: a client's session, a 2026-07-28 caller, or the gateway itself (null). */
+type CallOwner = VirtualSession | ModernCall | null;
+
+/** The identity (owner key) a request in flight is for; undefined for the gateway's own. */
+function ownerOf(owner: CallOwner): string | undefined {
+  return owner === null ? undefined : owner.owner;
+}
+
+/** Notifications about the server as a whole, which every client may see. */
+const SERVER_WIDE = new Set([
+  'notifications/tools/list_changed',
+  'notifications/prompts/list_changed',
+  'notifications/resources/list_changed',
+]);
 
 /** How a probe written to a child ended. */
 type ProbeOutcome = { kind: 'answer'; response: JsonRpcResponse } | { kind: 'silent' } | { kind: 'exited' } | { kind: 'gone' };
@@ -184,6 +200,9 @@ export class StdioUpstream implements Upstream {
   private lateProbe: { child: ChildProcess; id: string; modern?: Extract<ProbeAnswer, { kind: 'modern' }> } | undefined;
   private rediscovering: Promise<EraVerdict> | undefined;
   private readonly onRestart: ((server: string) => void) | undefined;
+  private readonly onContained: UpstreamDeps['onContained'];
+  /** When a client last sent something or a session ended (ms since epoch): an isolated child's idle clock. */
+  lastActive = Date.now();
 
   constructor(
     readonly config: ServerConfig,
@@ -191,6 +210,7 @@ export class StdioUpstream implements Upstream {
   ) {
     this.log = deps.logger.child({ server: config.name, transport: 'stdio' });
     this.onRestart = deps.onRestart;
+    this.onContained = deps.onContained;
     this.correlator = new Correlator(config.name, (wireId, reason) => this.write(cancelNotification(wireId, reason)));
     this.eraVerdict = configuredVerdict(config);
   }
@@ -211,6 +231,24 @@ export class StdioUpstream implements Upstream {
     return this.eraVerdict;
   }
 
+  /** A session is open on the child or a call is in flight: an isolated child is not idle. */
+  get busy(): boolean {
+    return this.sessions.size > 0 || this.correlator.size > 0;
+  }
+
+  /** A request is in flight on the child (an isolated child with one may not be ended to make room). */
+  get working(): boolean {
+    return this.correlator.size > 0;
+  }
+
+  /** Ends every session on the child, telling each one's client (its downstream session ends too). */
+  endSessions(reason: string): void {
+    for (const session of [...this.sessions]) {
+      session.detach();
+      session.handlers.onClose(reason);
+    }
+  }
+
   /**
    * The verdict of the running child whatever its age (a child's era does not change while it
    * runs), else the remembered one while fresh, else the one its next start reaches (starting
@@ -228,7 +266,8 @@ export class StdioUpstream implements Upstream {
     } else if (known && (running || isFresh(known))) {
       return known;
     }
-    await this.whenReady(this.config.startup_timeout_ms);
+    // A client waits for this: at most timeout_ms; the start goes on within startup_timeout_ms.
+    await this.whenReady(this.config.timeout_ms);
     if (!this.eraVerdict) throw this.unavailable();
     return this.eraVerdict;
   }
@@ -246,7 +285,8 @@ export class StdioUpstream implements Upstream {
     const timeoutMs = options.timeoutMs ?? this.config.timeout_ms;
     if (!this.writable()) await this.whenReady(timeoutMs);
     if (!this.modernChild) throw this.legacyOnly();
-    const outgoing = this.correlator.begin(request, options, timeoutMs, MODERN_CALL);
+    this.lastActive = Date.now();
+    const outgoing = this.correlator.begin(request, options, timeoutMs, new ModernCall(options.owner));
     const refused = this.send(outgoing.wire);
     if (refused) this.correlator.fail(outgoing.wire.id as number, refused);
     return outgoing.response;
@@ -264,14 +304,15 @@ export class StdioUpstream implements Upstream {
   }
 
   async openSession(options: OpenSessionOptions): Promise<UpstreamSession> {
-    await this.whenReady(this.config.startup_timeout_ms);
+    // As in era(): the client's timeout_ms, not the child's startup_timeout_ms (finding 10).
+    await this.whenReady(this.config.timeout_ms);
     if (this.modernChild) {
       const name = this.config.name;
       throw new UpstreamError('protocol', name, `Upstream '${name}' speaks the 2026-07-28 era of MCP: it has no sessions`);
     }
     const init = this.init;
     if (!init) throw this.unavailable();
-    const session = new VirtualSession(this, options.handlers, options.initialize, init);
+    const session = new VirtualSession(this, options.handlers, options.initialize, init, options.owner);
     this.sessions.add(session);
     return session;
   }
@@ -291,6 +332,7 @@ export class StdioUpstream implements Upstream {
 
   /** @internal Sends a client request to the child; waits for the child to be ready first. */
   async request(session: VirtualSession, request: JsonRpcRequest, options: RequestOptions): Promise<JsonRpcResponse> {
+    this.lastActive = Date.now();
     const timeoutMs = options.timeoutMs ?? this.config.timeout_ms;
     if (!this.writable()) await this.whenReady(timeoutMs);
     const outgoing = this.correlator.begin(request, options, timeoutMs, session);
@@ -397,6 +439,7 @@ export class StdioUpstream implements Upstream {
   /** @internal A session ends: fail its calls, release its subscriptions and pending server requests. */
   forget(session: VirtualSession): void {
     this.sessions.delete(session);
+    this.lastActive = Date.now();
     if (this.rootsSession === session) this.rootsSession = undefined;
     this.correlator.failAll(new UpstreamError('closed', this.config.name, 'Session closed'), session);
     for (const [key, pending] of this.serverRequests) {
@@ -804,8 +847,17 @@ export class StdioUpstream implements Upstream {
     );
   }
 
+  /**
+   * One line of the child's stdout. A line nested deeper than MAX_UPSTREAM_DEPTH is not parsed
+   * (inbound.ts): the request it answers fails, anything else is dropped. Nothing a handler throws
+   * on the child's message may escape: it would end the gateway from the stdout reader.
+   */
   private onLine(line: string): void {
     if (line.trim() === '') return;
+    if (nestedTooDeep(line)) {
+      dropTooDeep(line, this.config.name, this.log, failInFlight(this.correlator));
+      return;
+    }
     let value: unknown;
     try {
       value = JSON.parse(line);
@@ -818,12 +870,16 @@ export class StdioUpstream implements Upstream {
       this.log.warn({ reason: message }, 'upstream wrote an invalid JSON-RPC message; ignored');
       return;
     }
-    if (isResponse(message)) {
-      if (!this.correlator.resolve(message) && !this.probeAnswered(message)) this.log.debug({ id: message.id }, 'reply to no request in flight; ignored');
-    } else if (isRequest(message)) {
-      this.onServerRequest(message);
-    } else {
-      this.onServerNotification(message);
+    try {
+      if (isResponse(message)) {
+        if (!this.correlator.resolve(message) && !this.probeAnswered(message)) this.log.debug({ id: message.id }, 'reply to no request in flight; ignored');
+      } else if (isRequest(message)) {
+        this.onServerRequest(message);
+      } else {
+        this.onServerNotification(message);
+      }
+    } catch (error) {
+      this.log.error({ err: error, method: 'method' in message ? message.method.slice(0, 100) : undefined }, 'message handler threw');
     }
   }
 
@@ -844,16 +900,65 @@ export class StdioUpstream implements Upstream {
         session?.handlers.onMessage(message);
         return;
       }
-      case 'notifications/message': {
-        // A log line while exactly one call is in flight most likely belongs to that call.
-        const only = this.soleInFlight();
-        if (only) only.onMessage(message);
-        else this.broadcast(message);
+      case 'notifications/progress':
+        // Its token names no request in flight (one that ended or was cancelled): for nobody. It
+        // carries the gateway's own token, which means nothing to any client.
+        this.log.debug({ method: message.method }, 'progress for no request in flight; dropped');
         return;
-      }
       default:
-        this.broadcast(message);
+        if (SERVER_WIDE.has(message.method)) this.broadcast(message);
+        else this.deliverAttributed(message);
     }
+  }
+
+  /**
+   * A notification that names no request (a log line, a task's status, a method we do not know):
+   * to the one identity it can be attributed to, never to a guess. Only while every session and
+   * every call on the child is one identity's: then, while exactly one call is in flight it
+   * belongs to that call; while several are, to that identity's sessions; with none, to every
+   * session. Otherwise (a shared child serving several identities) it goes to nobody and is
+   * reported (onContained): the one call in flight of B is no proof that a line is not about an
+   * idle session of A's (A's simulated logging, A's task). An isolated child serves one identity:
+   * everything is attributed.
+   */
+  private deliverAttributed(message: JsonRpcNotification): void {
+    const calls = this.correlator.inFlight().filter((entry) => entry.owner !== null);
+    const owners = this.sessionOwners();
+    for (const entry of calls) owners.add(ownerOf(entry.owner)!);
+    if (owners.size > 1) {
+      this.contain(message.method, 'several identities have sessions or calls on this server');
+      return;
+    }
+    if (calls.length === 1) {
+      calls[0]!.onMessage(message);
+      return;
+    }
+    if (calls.length === 0) {
+      this.broadcast(message);
+      return;
+    }
+    const [owner] = owners;
+    let delivered = false;
+    for (const session of this.sessions) {
+      if (session.owner !== owner) continue;
+      session.handlers.onMessage(message);
+      delivered = true;
+    }
+    // Only 2026-07-28 calls of that identity: the newest of them.
+    if (!delivered) calls[calls.length - 1]!.onMessage(message);
+  }
+
+  /** The identities with a session on this child. */
+  private sessionOwners(): Set<string> {
+    const owners = new Set<string>();
+    for (const session of this.sessions) owners.add(session.owner);
+    return owners;
+  }
+
+  /** A server message kept from every client: it could not be attributed to one identity. */
+  private contain(method: string, reason: string): void {
+    this.log.info({ method, reason }, 'server message not attributable to one identity; withheld from every client');
+    this.onContained?.(this.config.name, method, reason);
   }
 
   /**
@@ -865,7 +970,7 @@ export class StdioUpstream implements Upstream {
     const params = message.params;
     if (message.method === 'notifications/cancelled') {
       const listen = this.correlator.get(params?.['requestId']);
-      if (listen?.owner !== MODERN_CALL || listen.method !== 'subscriptions/listen') return false;
+      if (!(listen?.owner instanceof ModernCall) || listen.method !== 'subscriptions/listen') return false;
       const name = this.config.name;
       this.correlator.fail(listen.wireId, new UpstreamError('closed', name, `Upstream '${name}' ended the subscription`));
       return true;
@@ -873,7 +978,7 @@ export class StdioUpstream implements Upstream {
     const meta = params?.['_meta'];
     if (typeof meta !== 'object' || meta === null) return false;
     const listen = this.correlator.get((meta as Record<string, unknown>)[META.subscriptionId]);
-    if (listen?.owner !== MODERN_CALL || listen.method !== 'subscriptions/listen') return false;
+    if (!(listen?.owner instanceof ModernCall) || listen.method !== 'subscriptions/listen') return false;
     // The stream has started: from now on it runs until it is ended, not until a deadline.
     this.correlator.endDeadline(listen.wireId);
     message.params = { ...params, _meta: { ...meta, [META.subscriptionId]: listen.clientId } };
@@ -887,16 +992,6 @@ export class StdioUpstream implements Upstream {
 
   private broadcast(message: ServerMessage): void {
     for (const session of this.sessions) session.handlers.onMessage(message);
-  }
-
-  private soleInFlight(): { onMessage: (m: ServerMessage) => void } | undefined {
-    let found: { onMessage: (m: ServerMessage) => void } | undefined;
-    for (const entry of this.correlator.inFlight()) {
-      if (entry.owner === null) continue;
-      if (found) return undefined;
-      found = entry;
-    }
-    return found;
   }
 
   /**
@@ -915,11 +1010,25 @@ export class StdioUpstream implements Upstream {
       this.write({ jsonrpc: '2.0', id: message.id, result: { roots: [] } });
       return;
     }
+    // Nothing on the wire says which call (or which session's background work) caused it: with
+    // several identities on the child, any choice could hand one identity's prompt (and its
+    // answer) to another, as deliverAttributed says of log lines.
+    const owners = this.sessionOwners();
+    for (const entry of this.correlator.inFlight()) {
+      const owner = ownerOf(entry.owner);
+      if (owner !== undefined) owners.add(owner);
+    }
+    if (owners.size > 1) {
+      this.contain(message.method, 'several identities have sessions or calls on this server');
+      if (message.method === 'roots/list') this.write({ jsonrpc: '2.0', id: message.id, result: { roots: [] } });
+      else this.write(errorResponse(message.id, ErrorCode.MethodNotFound, `${message.method} cannot be attributed to one client of this shared server`));
+      return;
+    }
     let target: { session: VirtualSession; deliver: (m: ServerMessage) => void } | undefined;
     for (const entry of this.correlator.inFlight()) {
       const owner = entry.owner;
       // 2026-07-28 calls cannot take requests from the server (MRTR replaced them).
-      if (owner === null || owner === MODERN_CALL) continue;
+      if (owner === null || owner instanceof ModernCall) continue;
       if (capability && !(entry.capabilities ? entry.capabilities[capability] !== undefined : owner.hasCapability(capability))) continue;
       target = { session: owner, deliver: entry.onMessage };
     }
@@ -948,6 +1057,8 @@ class VirtualSession implements UpstreamSession {
     readonly handlers: SessionHandlers,
     initialize: JsonRpcRequest | undefined,
     init: ChildInit,
+    /** The identity it is for (OpenSessionOptions.owner). */
+    readonly owner: string,
   ) {
     const params = initialize?.params ?? {};
     this.capabilities = objectOf(params['capabilities']) ?? {};

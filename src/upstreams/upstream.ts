@@ -41,8 +41,10 @@ export interface UpstreamStatus {
   restarts: number;
   /** When `state` last changed (ms since epoch). */
   since: number;
-  /** stdio: the pid of the running child. */
+  /** stdio: the pid of the running child (isolated servers: only while exactly one runs). */
   pid?: number;
+  /** stdio with isolation "identity" or "session": how many children run now. */
+  children?: number;
   /** The circuit breaker's state; absent when the server has none (`circuit_failure_threshold = 0`). */
   circuit?: CircuitState;
 }
@@ -96,6 +98,12 @@ export interface OpenSessionOptions {
   /** Appended to the upstream url (prefix routing for http/sse, query included); '' = url as is. */
   forwardPath: string;
   handlers: SessionHandlers;
+  /**
+   * Who the session is for: the owner key of the identity that opened it (src/auth/identity.ts
+   * ownerKey). Upstream state never crosses owners: an isolated stdio server gives each owner its
+   * own child, the circuit breaker counts a failure against its owner first.
+   */
+  owner: string;
 }
 
 export interface UpstreamSession {
@@ -156,6 +164,8 @@ export interface CallOptions {
   onMessage(message: JsonRpcNotification): void;
   /** HTTP only: headers passed along as they are (the client's `Mcp-Param-*`), names lower-case. */
   headers?: Record<string, string>;
+  /** Who sends it: the owner key of the caller's identity (see OpenSessionOptions.owner). */
+  owner: string;
 }
 
 export interface Upstream {
@@ -193,4 +203,10 @@ export interface UpstreamDeps {
   logger: Logger;
   /** Called each time a supervised child is restarted (stdio), for the audit log. */
   onRestart?: (server: string) => void;
+  /**
+   * Called when a server message is kept from every client because it cannot be attributed to one
+   * identity (a shared stdio child: a log line or a server request while several identities'
+   * calls are in flight), for the audit log and metrics. `method` is the message's own.
+   */
+  onContained?: (server: string, method: string, reason: string) => void;
 }

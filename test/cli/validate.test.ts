@@ -49,10 +49,29 @@ describe('validate', () => {
     expect(r.stdout).toBe('');
     expect(r.stderr).toMatch(/invalid configuration/);
     expect(r.stderr).toContain('upstream.servers[1].url: required for transport "http"');
-    expect(r.stderr).toMatch(/upstream\.servers\[2\]\.name: same name as upstream\.servers\[0\]/);
+    expect(r.stderr).toContain('upstream.servers[2].name: same name "ok" as upstream.servers[0]');
     expect(r.stderr).toContain('upstream.servers[3].comand: unknown key');
     // No usage text: the command line was right, the file was not.
     expect(r.stderr).not.toMatch(/Usage:/);
+  });
+
+  it('finding 11: two servers named "local" (and two prefixes, two key ids): each message names the duplicated value', async () => {
+    const path = writeConfig(
+      [
+        server('local'),
+        server('a'),
+        server('b'),
+        '[[upstream.servers]]\nname = "c"\npath_prefix = "/a/"\ncommand = "node"\n',
+        '[[upstream.servers]]\nname = "local"\npath_prefix = "/other"\ncommand = "node"\n',
+        '[auth]\n[[auth.api_keys]]\nid = "ci-bot"\nkey_hash = "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="\n',
+        '[[auth.api_keys]]\nid = "ci-bot"\nkey_hash = "LCa0a2j/xo/5m0U8HTBBNBNCLXBkg7+g+YpeiGJm564="\n',
+      ].join('\n'),
+    );
+    const r = await runCli(['validate', '-c', path]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('upstream.servers[4].name: same name "local" as upstream.servers[0]');
+    expect(r.stderr).toContain('upstream.servers[3].path_prefix: same path_prefix "/a" as upstream.servers[1] (compared without a trailing "/")');
+    expect(r.stderr).toContain('auth.api_keys[1].id: same id "ci-bot" as auth.api_keys[0]');
   });
 
   it('TOML that does not parse: exit 1 with the file, line and column', async () => {

@@ -128,18 +128,18 @@ describe('MCP_GUARD_ADDITIONAL_SERVERS', () => {
 
   it('refuses a name that the file already has, even when the entry is otherwise broken', () => {
     expect(errorsOf(FILE, withServers({ filesystem: { path_prefix: '/other', url: 'http://a' } }))).toEqual([
-      'MCP_GUARD_ADDITIONAL_SERVERS.filesystem: a server with this name is already configured',
+      'MCP_GUARD_ADDITIONAL_SERVERS.filesystem: a server named "filesystem" is already configured',
     ]);
     expect(errorsOf(FILE, withServers({ filesystem: { url: 5 } }))).toEqual([
       'MCP_GUARD_ADDITIONAL_SERVERS.filesystem.path_prefix: required',
       'MCP_GUARD_ADDITIONAL_SERVERS.filesystem.url: expected an absolute http:// or https:// URL',
-      'MCP_GUARD_ADDITIONAL_SERVERS.filesystem: a server with this name is already configured',
+      'MCP_GUARD_ADDITIONAL_SERVERS.filesystem: a server named "filesystem" is already configured',
     ]);
   });
 
   it('refuses a prefix that the file already has', () => {
     expect(errorsOf(FILE, withServers({ other: { path_prefix: '/fs/', url: 'http://a' } }))).toEqual([
-      'MCP_GUARD_ADDITIONAL_SERVERS.other.path_prefix: same path_prefix as upstream.servers[0] (compared without a trailing "/")',
+      'MCP_GUARD_ADDITIONAL_SERVERS.other.path_prefix: same path_prefix "/fs" as upstream.servers[0] (compared without a trailing "/")',
     ]);
   });
 
@@ -182,8 +182,8 @@ describe('MCP_GUARD_ADDITIONAL_SERVERS', () => {
       expect(
         errorsOf('[upstream]\ncommand = "x"\n', withServers({ default: { path_prefix: '/d', url: 'http://d' }, root: { path_prefix: '/', url: 'http://r' } })),
       ).toEqual([
-        'MCP_GUARD_ADDITIONAL_SERVERS.default: a server with this name is already configured',
-        'MCP_GUARD_ADDITIONAL_SERVERS.root.path_prefix: same path_prefix as [upstream] (compared without a trailing "/")',
+        'MCP_GUARD_ADDITIONAL_SERVERS.default: a server named "default" is already configured',
+        'MCP_GUARD_ADDITIONAL_SERVERS.root.path_prefix: same path_prefix "/" as [upstream] (compared without a trailing "/")',
       ]);
     });
   });

@@ -61,8 +61,8 @@ key_hash = "${HASH}"
 
   it('refuses duplicate ids, prefixes and hashes, and servers that are not configured', () => {
     expect(errorsOf(CLASHING_KEYS)).toEqual([
-      'auth.api_keys[1].id: same id as auth.api_keys[0]',
-      'auth.api_keys[1].key_prefix: same key_prefix as auth.api_keys[0]',
+      'auth.api_keys[1].id: same id "a" as auth.api_keys[0]',
+      'auth.api_keys[1].key_prefix: same key_prefix "mcp_ab12cd34" as auth.api_keys[0]',
       'auth.api_keys[1].key_hash: same key_hash as auth.api_keys[0]',
       'auth.api_keys[0].servers[1]: no server named "nope" is configured',
     ]);

@@ -81,7 +81,7 @@ strip_prefx = true
       'upstream.timeout_ms: expected a whole number of milliseconds from 1 to 2147483647',
       'upstream.servers[1].path_prefix: "/health" and the paths below it are reserved for the gateway\'s own endpoint',
       'upstream.servers[2].strip_prefx: unknown key',
-      'upstream.servers[2].name: same name as upstream.servers[0]',
+      'upstream.servers[2].name: same name "a" as upstream.servers[0]',
       'upstream.servers[0].command: required for transport "stdio"',
       'upstream.servers[2].url: required for transport "http"',
       'MCP_GUARD_ADDITIONAL_SERVERS.x.transport: required: "stdio" (with command), "http" or "sse" (with url)',

@@ -98,8 +98,8 @@ describe('path_prefix', () => {
 
   it('must be unique after normalisation', () => {
     expect(errorsOf(servers('/api', '/api/', '/x', '/', '/'))).toEqual([
-      'upstream.servers[1].path_prefix: same path_prefix as upstream.servers[0] (compared without a trailing "/")',
-      'upstream.servers[4].path_prefix: same path_prefix as upstream.servers[3] (compared without a trailing "/")',
+      'upstream.servers[1].path_prefix: same path_prefix "/api" as upstream.servers[0] (compared without a trailing "/")',
+      'upstream.servers[4].path_prefix: same path_prefix "/" as upstream.servers[3] (compared without a trailing "/")',
     ]);
   });
 

@@ -18,6 +18,7 @@ describe('[server]', () => {
       shutdown_grace_ms: 10_000,
       session_idle_timeout_ms: 1_800_000,
       max_sessions: 10_000,
+      session_handshake_timeout_ms: 30_000,
       metrics: true,
       max_batch_length: 100,
       max_json_depth: 64,
@@ -39,6 +40,8 @@ max_request_size = 2048
 shutdown_grace_ms = 0
 session_idle_timeout_ms = 60000
 max_sessions = 3
+max_sessions_per_identity = 2
+session_handshake_timeout_ms = 5000
 metrics = false
 max_batch_length = 1
 max_json_depth = 1000
@@ -54,6 +57,8 @@ ${UPSTREAM}`);
       shutdown_grace_ms: 0,
       session_idle_timeout_ms: 60_000,
       max_sessions: 3,
+      max_sessions_per_identity: 2,
+      session_handshake_timeout_ms: 5000,
       metrics: false,
       max_batch_length: 1,
       max_json_depth: 1000,
@@ -73,6 +78,8 @@ max_request_size = 0
 shutdown_grace_ms = -1
 session_idle_timeout_ms = 1.5
 max_sessions = "many"
+max_sessions_per_identity = 0
+session_handshake_timeout_ms = 0
 ${UPSTREAM}`);
     expect(errors).toEqual([
       'server.host: expected a non-empty string',
@@ -81,6 +88,8 @@ ${UPSTREAM}`);
       'server.shutdown_grace_ms: expected a whole number of milliseconds from 0 to 2147483647',
       'server.session_idle_timeout_ms: expected a whole number of milliseconds from 1 to 2147483647',
       'server.max_sessions: expected an integer of at least 1',
+      'server.max_sessions_per_identity: expected an integer of at least 1',
+      'server.session_handshake_timeout_ms: expected a whole number of milliseconds from 1 to 2147483647',
     ]);
     expect(errors.join('\n')).not.toMatch(/Invalid input|received/);
   });

@@ -18,6 +18,9 @@ const SERVER_DEFAULTS = {
   circuit_failure_threshold: 5,
   circuit_open_ms: 30_000,
   circuit_open_max_ms: 120_000,
+  isolation: 'identity',
+  child_idle_ms: 300_000,
+  max_children: 32,
 };
 
 describe('exported types', () => {
@@ -33,6 +36,9 @@ describe('exported types', () => {
       env: Record<string, string>;
       cwd?: string;
       relay_roots: boolean;
+      isolation: 'identity' | 'session' | 'shared';
+      child_idle_ms: number;
+      max_children: number;
       url?: string;
       headers: Record<string, string>;
       strip_prefix: boolean;
@@ -52,6 +58,8 @@ describe('exported types', () => {
       shutdown_grace_ms: number;
       session_idle_timeout_ms: number;
       max_sessions: number;
+      max_sessions_per_identity?: number | undefined;
+      session_handshake_timeout_ms: number;
       metrics: boolean;
       max_batch_length: number;
       max_json_depth: number;
@@ -132,6 +140,9 @@ max_restarts = 0
         circuit_failure_threshold: 5,
         circuit_open_ms: 30_000,
         circuit_open_max_ms: 120_000,
+        isolation: 'identity',
+        child_idle_ms: 300_000,
+        max_children: 32,
       },
     ]);
   });
@@ -304,6 +315,9 @@ url = "https://remote.example/mcp"
       circuit_failure_threshold: 5,
       circuit_open_ms: 30_000,
       circuit_open_max_ms: 120_000,
+      isolation: 'identity',
+      child_idle_ms: 300_000,
+      max_children: 32,
     };
     expect(config.servers).toEqual([
       {
@@ -583,10 +597,59 @@ describe('server names', () => {
     );
   });
 
-  it('must be unique', () => {
+  it('finding 11: must be unique, and the message names the duplicated name', () => {
     expect(errorsOf(named('a', 'b', 'a', 'a'))).toEqual([
-      'upstream.servers[2].name: same name as upstream.servers[0]',
-      'upstream.servers[3].name: same name as upstream.servers[0]',
+      'upstream.servers[2].name: same name "a" as upstream.servers[0]',
+      'upstream.servers[3].name: same name "a" as upstream.servers[0]',
+    ]);
+  });
+});
+
+describe('stdio isolation settings', () => {
+  it('are inherited from [upstream] by stdio servers, and each server may set its own', () => {
+    const config = parse(`
+[upstream]
+isolation = "session"
+child_idle_ms = 1000
+max_children = 4
+
+[[upstream.servers]]
+name = "a"
+path_prefix = "/a"
+command = "node"
+
+[[upstream.servers]]
+name = "b"
+path_prefix = "/b"
+command = "node"
+isolation = "shared"
+`);
+    expect(config.servers.map((s) => [s.name, s.isolation, s.child_idle_ms, s.max_children])).toEqual([
+      ['a', 'session', 1000, 4],
+      ['b', 'shared', 1000, 4],
+    ]);
+  });
+
+  it('refuses an unknown mode, a zero max_children, and isolation on an http server, each at its key', () => {
+    expect(
+      errorsOf(`
+[[upstream.servers]]
+name = "a"
+path_prefix = "/a"
+command = "node"
+isolation = "per-user"
+max_children = 0
+
+[[upstream.servers]]
+name = "b"
+path_prefix = "/b"
+url = "http://127.0.0.1:1/mcp"
+isolation = "identity"
+`),
+    ).toEqual([
+      'upstream.servers[0].isolation: expected "identity", "session" or "shared"',
+      'upstream.servers[0].max_children: expected an integer from 1 to 100000',
+      'upstream.servers[1].isolation: not used by transport "http"',
     ]);
   });
 });

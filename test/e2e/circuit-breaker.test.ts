@@ -4,7 +4,11 @@
  * /routes and /metrics show it; and once the server is back, the first request after the open
  * period goes through and everything works again, without restarting the gateway.
  */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { generateApiKey, hashApiKey } from '../../src/auth/key-format.js';
 import { EverythingServer, freePort } from '../helpers/everything.js';
 import { curlPost, q, startGateway, waitFor, type RunningGateway } from '../helpers/gateway.js';
 import { connectSdk, resultText, type SdkConnection } from '../helpers/sdk-client.js';
@@ -41,9 +45,9 @@ async function json(url: string): Promise<{ status: number; body: any }> {
   return { status: res.status, body: await res.json() };
 }
 
-async function circuitGauge(base: string): Promise<number | undefined> {
+async function circuitGauge(base: string, server = 'flaky'): Promise<number | undefined> {
   const text = await (await fetch(`${base}/metrics`)).text();
-  const match = /^mcp_guard_upstream_circuit_open\{server="flaky"\} (\d+)$/m.exec(text);
+  const match = new RegExp(`^mcp_guard_upstream_circuit_open\\{server="${server}"\\} (\\d+)$`, 'm').exec(text);
   return match ? Number(match[1]) : undefined;
 }
 
@@ -136,5 +140,114 @@ describe('circuit breaker through the gateway', () => {
     const connection = await connectSdk(`${url}/mcp/flaky`);
     clients.push(connection);
     expect(resultText(await connection.client.callTool({ name: 'echo', arguments: { message: 'again' } }))).toBe('Echo: again');
+  });
+});
+
+describe('finding 5: one identity opens the circuit for everyone', () => {
+  const TIMEOUT_MS = 1500;
+  const keys = { a: generateApiKey(), b: generateApiKey(), c: generateApiKey() };
+  const as = (key: { key: string }) => ({ authorization: `Bearer ${key.key}` });
+  const call = (id: number, name: string, args: Record<string, unknown>) => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name, arguments: args } });
+  /** Well-formed, and longer than the server's timeout_ms. */
+  const slow = (id: number) => call(id, 'trigger-long-running-operation', { duration: 20, steps: 1 });
+  let dir: string;
+
+  async function gatewayWithKeys(aTools: string[]): Promise<string> {
+    upstream = await EverythingServer.start('streamableHttp');
+    dir = mkdtempSync(join(tmpdir(), 'mcp-guard-circuit-'));
+    const key = async (id: string, k: { prefix: string; key: string }, extra = '') =>
+      `[[auth.api_keys]]\nid = ${q(id)}\nkey_prefix = ${q(k.prefix)}\nkey_hash = ${q(await hashApiKey(k.key))}\n${extra}`;
+    gw = await startGateway(`
+[[upstream.servers]]
+name = "everything"
+path_prefix = "/everything"
+url = ${q(upstream.url)}
+timeout_ms = ${TIMEOUT_MS}
+circuit_failure_threshold = 2
+circuit_open_ms = 60000
+
+[auth]
+protect_metrics = false
+
+${await key('a', keys.a, `allowed_tools = ${JSON.stringify(aTools)}`)}
+${await key('b', keys.b)}
+${await key('c', keys.c)}
+
+[audit]
+file = ${q(join(dir, 'audit.log'))}
+`);
+    return `${gw.url}/mcp/everything`;
+  }
+
+  afterEach(() => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the exact attack: tools/list with params._meta = [] gets -32602 at once, is audited, and never counts: the circuit stays closed for another identity', async () => {
+    const endpoint = await gatewayWithKeys(['echo']);
+    const attack = (id: number) => ({ jsonrpc: '2.0', id, method: 'tools/list', params: { _meta: [] } });
+    for (let id = 1; id <= 4; id++) {
+      const res = await curlPost(endpoint, attack(id), as(keys.a));
+      expect(res.status).toBe(400);
+      expect(res.json).toEqual({ jsonrpc: '2.0', id, error: { code: -32602, message: 'Invalid params: tools/list: params._meta must be an object' } });
+    }
+    const ready = await json(`${gw!.url}/ready`);
+    expect(ready.status).toBe(200);
+    expect(ready.body.servers[0]).toMatchObject({ name: 'everything', healthy: true, circuit: 'closed' });
+    const other = await curlPost(endpoint, tools(5), as(keys.b));
+    expect(other.status).toBe(200);
+    expect(other.json.result.tools.map((t: { name: string }) => t.name)).toContain('trigger-long-running-operation');
+    // Nor against the sender: its own well-formed requests go through (cut to its one tool).
+    const own = await curlPost(endpoint, tools(6), as(keys.a));
+    expect(own.json.result.tools.map((t: { name: string }) => t.name)).toEqual(['echo']);
+
+    await gw!.app.recorder.audit.flush();
+    const refused = readFileSync(join(dir, 'audit.log'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((e) => e['event_type'] === 'request_refused');
+    expect(refused).toHaveLength(4);
+    expect(refused[0]).toMatchObject({
+      identity_id: 'a',
+      provider: 'api_key',
+      server: 'everything',
+      method: 'tools/list',
+      success: false,
+      reason: 'invalid params',
+      error: { code: -32602, message: 'Invalid params: tools/list: params._meta must be an object' },
+    });
+  });
+
+  it("a well-formed request that times out, sent again and again by A, opens A's circuit only (B's call succeeds); failures of two identities still open it for everyone", async () => {
+    const endpoint = await gatewayWithKeys(['echo', 'trigger-long-running-operation']);
+    for (let id = 1; id <= 2; id++) {
+      const res = await curlPost(endpoint, slow(id), as(keys.a));
+      expect(res.status).toBe(504);
+      expect(res.json.error.message).toBe(`Upstream 'everything' did not answer within ${TIMEOUT_MS} ms`);
+    }
+    const refusedA = await curlPost(endpoint, call(3, 'echo', { message: 'a' }), as(keys.a));
+    expect(refusedA.status).toBe(503);
+    expect(refusedA.json.error.message).toMatch(/^Upstream 'everything' is unavailable to this identity: circuit open after 2 consecutive failures \(last: .*did not answer within/);
+    expect(Number(refusedA.headers.get('retry-after'))).toBeGreaterThan(50);
+
+    // B (and C) are not A: their calls reach the server, and the server's circuit is closed.
+    for (const [id, key] of [[4, keys.b], [5, keys.c]] as const) {
+      const res = await curlPost(endpoint, call(id, 'echo', { message: 'mine' }), as(key));
+      expect(res.status).toBe(200);
+      expect(res.json.result.content[0].text).toBe('Echo: mine');
+    }
+    expect((await json(`${gw!.url}/ready`)).body.servers[0]).toMatchObject({ healthy: true, circuit: 'closed' });
+    expect(await circuitGauge(gw!.url, 'everything')).toBe(0);
+
+    // Two identities in a row find the server failing: that is the server's, for everyone.
+    expect((await curlPost(endpoint, slow(6), as(keys.b))).status).toBe(504);
+    expect((await curlPost(endpoint, slow(7), as(keys.c))).status).toBe(504);
+    const refusedB = await curlPost(endpoint, call(8, 'echo', { message: 'b' }), as(keys.b));
+    expect(refusedB.status).toBe(503);
+    expect(refusedB.json.error.message).toMatch(/^Upstream 'everything' is unavailable: circuit open after 2 consecutive failures/);
+    const ready = await json(`${gw!.url}/ready`);
+    expect(ready.status).toBe(503);
+    expect(ready.body.servers[0]).toMatchObject({ healthy: false, circuit: 'open' });
   });
 });

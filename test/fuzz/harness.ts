@@ -221,6 +221,14 @@ export async function startFuzzGateway(): Promise<FuzzGateway> {
     });
     const id = res.headers['mcp-session-id'];
     if (res.statusCode !== 200 || typeof id !== 'string') throw new Error(`initialize on ${server}: ${res.statusCode} ${res.body}`);
+    // The handshake completed, as a real client does: a half-open session is closed after
+    // session_handshake_timeout_ms, long before the fuzz runs end.
+    await app.app.inject({
+      method: 'POST',
+      url: `/mcp/${server}`,
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'mcp-session-id': id },
+      payload: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }),
+    });
     return id;
   };
   const sessions = { web: await open('web', KEY), local: await open('local', KEY), webOtherIdentity: await open('web', WEB_ONLY_KEY) };

@@ -135,6 +135,28 @@ describe('arguments', () => {
     });
   });
 
+  it('finding 8: a credential-named field holding an array, an object, a number or null is redacted whole', async () => {
+    const args = {
+      password: ['s3cret-in-array'],
+      headers: { Authorization: { scheme: 'Token', value: 'opaque-in-object' }, cookie: [['sid', 'cookie-in-nested-array']] },
+      login: { passwd: 424242, api_key: null, token: true, client_secret: { deep: { deeper: 'secret-in-depth' } } },
+      note: 'keep-me',
+      list: [{ access_token: ['tok-in-list'] }],
+    };
+    for (const rules of [[], [{ name: 'greedy', pattern: 'keep[^,]*', replacement: 'x"y' }]]) {
+      const lines = await linesOf({ include_arguments: true, redaction_rules: rules }, { ...TOOL_CALL, arguments: args });
+      const text = JSON.stringify(lines);
+      for (const secret of ['s3cret-in-array', 'opaque-in-object', 'cookie-in-nested-array', '424242', 'secret-in-depth', 'tok-in-list']) expect(text).not.toContain(secret);
+      expect(lines[0]?.['arguments']).toEqual({
+        password: '[REDACTED]',
+        headers: { Authorization: '[REDACTED]', cookie: '[REDACTED]' },
+        login: { passwd: '[REDACTED]', api_key: '[REDACTED]', token: '[REDACTED]', client_secret: '[REDACTED]' },
+        note: rules.length === 0 ? 'keep-me' : 'x"y',
+        list: [{ access_token: '[REDACTED]' }],
+      });
+    }
+  });
+
   it('that JSON cannot hold still give a line', async () => {
     const cyclic: Record<string, unknown> = { a: 1 };
     cyclic['self'] = cyclic;

@@ -60,6 +60,9 @@ beforeAll(async () => {
   const toml =
     `[server]\nshutdown_grace_ms = 2000\n\n` +
     stdioServer('faulty', 'timeout_ms = 1500\nrestart_backoff_ms = 100') +
+    // The same server for answers of tens of MB: reading one takes about a second on a quiet
+    // machine and more on a busy one, so its deadline is far from what the tests time.
+    stdioServer('bulky', 'timeout_ms = 30000\nrestart_backoff_ms = 100') +
     // Its test makes more than circuit_failure_threshold requests fail in a row on purpose.
     stdioServer('deaf', 'timeout_ms = 2000\nrestart_backoff_ms = 100\ncircuit_failure_threshold = 0') +
     stdioServer('crashy', 'restart_backoff_ms = 100\nrestart_backoff_max_ms = 400\nmax_restarts = 2\nstartup_timeout_ms = 5000', ['--crash-unless', crashFlag]) +
@@ -73,7 +76,7 @@ beforeAll(async () => {
   base = await gw.address();
   await waitFor(async () => {
     const { body } = await ready(base);
-    return ['faulty', 'deaf', 'wrapped'].every((name) => body.servers.find((s: { name: string }) => s.name === name)?.healthy);
+    return ['faulty', 'bulky', 'deaf', 'wrapped'].every((name) => body.servers.find((s: { name: string }) => s.name === name)?.healthy);
   }, 15_000, 'the stdio servers to be ready');
 }, 60_000);
 
@@ -215,23 +218,23 @@ describe('a stdio child writing what is not a message', () => {
   });
 
   it('drops a 50 MB line up to its newline and goes on reading after it', async () => {
-    const pid = pidOf(await expectEcho('faulty', 'before'));
-    const res = await call('faulty', 'noise', { mb: 50 });
+    const pid = pidOf(await expectEcho('bulky', 'before'));
+    const res = await call('bulky', 'noise', { mb: 50 });
     expect(res.status, res.text).toBe(200);
     expect(resultText(res.json.result)).toBe(`noise done pid ${pid}`);
     await waitFor(() => gatewayLogged('upstream wrote a line over the size limit; dropped').some((l) => l['bytes'] === 50 * MiB), 5_000, 'the dropped line to be logged');
-    expect(pidOf(await expectEcho('faulty'))).toBe(pid);
+    expect(pidOf(await expectEcho('bulky'))).toBe(pid);
   });
 
   it('fails a call whose answer is over the 32 MiB limit at once (502), not at its deadline', async () => {
-    const res = await call('faulty', 'huge_answer', { mb: 40 });
-    expect(expectFailure(res, 502, -32000, 'faulty')).toMatch(/^Upstream 'faulty' answered with a message of \d+ bytes, over the limit of 33554432 bytes$/);
-    await expectEcho('faulty');
+    const res = await call('bulky', 'huge_answer', { mb: 40 });
+    expect(expectFailure(res, 502, -32000, 'bulky')).toMatch(/^Upstream 'bulky' answered with a message of \d+ bytes, over the limit of 33554432 bytes$/);
+    await expectEcho('bulky');
   });
 
   it('passes valid answers of 5 MB and of just under 32 MiB intact', async () => {
     for (const bytes of [5_000_000, 32 * MiB - 1024]) {
-      const res = await call('faulty', 'big', { bytes });
+      const res = await call('bulky', 'big', { bytes });
       expect(res.status).toBe(200);
       const text = resultText(res.json.result);
       expect(text.length).toBe(bytes);

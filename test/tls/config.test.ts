@@ -101,11 +101,11 @@ fingerprint_sha256 = "AB:CD"
     // With the schema problems fixed, the checks across entries.
     const valid = toml.split('[[auth.client_certs]]\nid = "d"')[0]!;
     expect(configErrors(valid)).toEqual([
-      'auth.client_certs[1].id: same id as auth.client_certs[0]',
-      'auth.client_certs[1].subject_cn: same subject_cn as auth.client_certs[0]',
+      'auth.client_certs[1].id: same id "a" as auth.client_certs[0]',
+      'auth.client_certs[1].subject_cn: same subject_cn "svc" as auth.client_certs[0]',
       'auth.client_certs[1].servers[0]: no server named "nope" is configured',
-      'auth.client_certs[2].id: same id as auth.api_keys[0]',
-      'auth.client_certs[3].fingerprint_sha256: same fingerprint as auth.client_certs[2]',
+      'auth.client_certs[2].id: same id "shared" as auth.api_keys[0]',
+      `auth.client_certs[3].fingerprint_sha256: same fingerprint "${'AB'.repeat(32)}" as auth.client_certs[2]`,
     ]);
   });
 

@@ -8,8 +8,10 @@ import { createServer as createHttpServer, type Server as HttpServer } from 'nod
 import { createServer as createNetServer, type Server as NetServer } from 'node:net';
 import { LATEST_PROTOCOL_VERSION } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { ANONYMOUS, ownerKey } from '../../src/auth/identity.js';
 import { parseConfig } from '../../src/config/load.js';
 import { UpstreamError } from '../../src/upstreams/errors.js';
+import { MAX_OWNER_CIRCUITS } from '../../src/upstreams/circuit-breaker.js';
 import { createUpstream } from '../../src/upstreams/factory.js';
 import type { Upstream, UpstreamSession } from '../../src/upstreams/upstream.js';
 import { clientInitialize, EverythingServer, eventually, freePort, memoryLogger, recordingHandlers, resultText, toolCall } from '../helpers/everything.js';
@@ -43,7 +45,10 @@ function httpUpstream(name: string, url: string, circuit: string): Upstream {
   return upstream(name, `transport = "http"\nurl = ${q(url)}\nheaders = { Authorization = "Bearer breaker-secret" }\ntimeout_ms = 5000\n${circuit}`);
 }
 
-const openSession = (u: Upstream): Promise<UpstreamSession> => u.openSession({ forwardPath: '', handlers: recordingHandlers() });
+/** Without [auth] every caller is this one owner: its failures are the server's, as they always were. */
+const EVERYONE = ownerKey(ANONYMOUS);
+
+const openSession = (u: Upstream, owner = EVERYONE, forwardPath = ''): Promise<UpstreamSession> => u.openSession({ forwardPath, handlers: recordingHandlers(), owner });
 
 /** The UpstreamError a promise rejects with. */
 async function failure(promise: Promise<unknown>): Promise<UpstreamError> {
@@ -133,7 +138,7 @@ describe('circuit breaker: opening', () => {
     const everything = await EverythingServer.start('streamableHttp');
     servers.push(everything);
     const u = httpUpstream('answers', everything.url, 'circuit_failure_threshold = 2');
-    const session = await u.openSession({ forwardPath: '', initialize: clientInitialize(1, LATEST_PROTOCOL_VERSION), handlers: recordingHandlers() });
+    const session = await u.openSession({ forwardPath: '', initialize: clientInitialize(1, LATEST_PROTOCOL_VERSION), handlers: recordingHandlers(), owner: EVERYONE });
     for (let i = 0; i < 4; i++) {
       const response = await session.request(toolCall(10 + i, 'no-such-tool', {}), { onMessage: () => undefined });
       expect('error' in response || response.result['isError'] === true).toBe(true);
@@ -152,7 +157,7 @@ describe('circuit breaker: opening', () => {
     expect(u.status().circuit).toBe('closed');
 
     // A client that ends its session with requests in flight: they fail, but not for the server.
-    const ending = await u.openSession({ forwardPath: '', initialize: clientInitialize(2, LATEST_PROTOCOL_VERSION), handlers: recordingHandlers() });
+    const ending = await u.openSession({ forwardPath: '', initialize: clientInitialize(2, LATEST_PROTOCOL_VERSION), handlers: recordingHandlers(), owner: EVERYONE });
     const inFlight = [0, 1, 2].map((i) => failure(ending.request(toolCall(50 + i, 'trigger-long-running-operation', { duration: 5, steps: 1 }), { onMessage: () => undefined })));
     await ending.close();
     for (const error of await Promise.all(inFlight)) expect(error.kind).toBe('closed');
@@ -311,5 +316,121 @@ describe('circuit breaker: stdio', () => {
     expect(kinds.has('circuit_open')).toBe(false);
     expect(u.status().circuit).toBe('closed');
     expect(u.status().restarts).toBeGreaterThanOrEqual(3);
+  });
+});
+
+describe('finding 5: one identity opens the circuit for everyone', () => {
+  const A = 'api_key:a';
+  const B = 'api_key:b';
+  const C = 'api_key:c';
+  const none = { onMessage: () => undefined };
+  /** server-everything's long-running tool: well-formed, and longer than the server's timeout_ms. */
+  const slow = (session: UpstreamSession, id: number) => failure(session.request(toolCall(id, 'trigger-long-running-operation', { duration: 10, steps: 1 }), none));
+  const echo = (session: UpstreamSession, id: number, message = 'fine') => session.request(toolCall(id, 'echo', { message }), none);
+
+  /** Long enough for an echo on a busy 2-core machine, short enough for a test. */
+  const TIMEOUT_MS = 1000;
+
+  async function slowServer(name: string, openMs = 60_000): Promise<Upstream> {
+    const everything = await EverythingServer.start('streamableHttp');
+    servers.push(everything);
+    return upstream(name, `transport = "http"\nurl = ${q(everything.url)}\ntimeout_ms = ${TIMEOUT_MS}\ncircuit_failure_threshold = 2\ncircuit_open_ms = ${openMs}`);
+  }
+
+  it("a request that times out, again and again, opens only its owner's circuit: another owner's calls go through", async () => {
+    const u = await slowServer('timeouts');
+    const a = await openSession(u, A);
+    const b = await openSession(u, B);
+    for (let i = 0; i < 2; i++) expect((await slow(a, i)).kind).toBe('timeout');
+    const refused = await failure(echo(a, 3));
+    expect(refused.kind).toBe('circuit_open');
+    expect(refused.message).toMatch(/^Upstream 'timeouts' is unavailable to this identity: circuit open after 2 consecutive failures \(last: Upstream 'timeouts' did not answer within 1000 ms\); retrying in (60|59) s$/);
+    expect(refused.retryAfterMs).toBeGreaterThan(59_000);
+    // Its new sessions too; nobody else's.
+    expect((await failure(openSession(u, A))).kind).toBe('circuit_open');
+    expect(resultText(await echo(b, 4))).toBe('Echo: fine');
+    expect(resultText(await echo(await openSession(u, C), 5))).toBe('Echo: fine');
+    expect(u.status()).toMatchObject({ circuit: 'closed', healthy: true });
+    expect(levelOf('upstream circuit opened for one identity')).toBe(40);
+  });
+
+  it('failures of two owners in a row open it for everyone: the server fails for more than one caller', async () => {
+    const u = await slowServer('two-owners');
+    const [a, b, c] = await Promise.all([openSession(u, A), openSession(u, B), openSession(u, C)]);
+    expect((await slow(a, 1)).kind).toBe('timeout');
+    expect(u.status().circuit).toBe('closed');
+    expect((await slow(b, 2)).kind).toBe('timeout');
+    const refused = await failure(echo(c, 3));
+    expect(refused.kind).toBe('circuit_open');
+    expect(refused.message).toMatch(/^Upstream 'two-owners' is unavailable: circuit open after 2 consecutive failures/);
+    expect(u.status()).toMatchObject({ circuit: 'open', healthy: false });
+  });
+
+  it('a failure no request can cause (nothing listens) counts for everyone at once', async () => {
+    const port = await freePort();
+    const u = httpUpstream('unreachable', `http://127.0.0.1:${port}/mcp`, 'circuit_failure_threshold = 2\ncircuit_open_ms = 60000');
+    for (let i = 0; i < 2; i++) expect((await failure(openSession(u, A))).kind).toBe('connect');
+    const refused = await failure(openSession(u, B));
+    expect(refused.kind).toBe('circuit_open');
+    expect(refused.message).toMatch(/^Upstream 'unreachable' is unavailable: circuit open after 2 consecutive failures \(last: Failed to connect/);
+  });
+
+  it("an owner cannot hold the server's circuit open by being its trial: trials are one per owner, and one owner's failed trial does not reopen it", async () => {
+    const u = await slowServer('trials', 500);
+    const [a, b] = await Promise.all([openSession(u, A), openSession(u, B)]);
+    expect((await slow(a, 1)).kind).toBe('timeout');
+    expect((await slow(b, 2)).kind).toBe('timeout');
+    expect(u.status().circuit).toBe('open');
+    await eventually(() => expect(u.status().circuit).toBe('half_open'), 3_000);
+    // A's trial is in flight, and stays so until it times out: B is not kept waiting for it.
+    const aTrial = slow(a, 3);
+    expect((await failure(echo(a, 4))).message).toMatch(/a trial request is in flight$/);
+    expect((await aTrial).kind).toBe('timeout');
+    expect(u.status().circuit).toBe('half_open');
+    expect(resultText(await echo(b, 5))).toBe('Echo: fine');
+    expect(u.status()).toMatchObject({ circuit: 'closed', healthy: true });
+  });
+
+  it("counts an owner's 5xx against that owner: its own requests get the 503, another's still reach the server", async () => {
+    let reached = 0;
+    const port = await listen(
+      createHttpServer((req, res) => {
+        reached++;
+        req.resume();
+        res.writeHead(req.url?.endsWith('/fail') ? 500 : 404).end();
+      }),
+    );
+    const u = httpUpstream('owned', `http://127.0.0.1:${port}/mcp`, 'circuit_failure_threshold = 2\ncircuit_open_ms = 60000');
+    for (let i = 0; i < 2; i++) expect((await failure(openSession(u, A, '/fail'))).message).toBe("Upstream 'owned' answered HTTP 500");
+    const before = reached;
+    expect((await failure(openSession(u, A, '/fail'))).kind).toBe('circuit_open');
+    expect(reached).toBe(before);
+    expect((await failure(openSession(u, B, '/fail'))).message).toBe("Upstream 'owned' answered HTTP 500");
+    expect(reached).toBe(before + 1);
+  });
+
+  it(`remembers at most ${MAX_OWNER_CIRCUITS} owners with failures, the oldest forgotten first`, async () => {
+    const port = await listen(
+      createHttpServer((req, res) => {
+        req.resume();
+        res.writeHead(req.url?.endsWith('/fail') ? 500 : 404).end();
+      }),
+    );
+    const u = httpUpstream('many', `http://127.0.0.1:${port}/mcp`, 'circuit_failure_threshold = 2\ncircuit_open_ms = 60000');
+    // Each owner fails once; an answer to someone else in between keeps the server's count at one.
+    const failOnce = async (owner: string) => {
+      expect((await failure(openSession(u, owner, '/fail'))).kind).toBe('protocol');
+      expect((await failure(openSession(u, 'api_key:good', '/ok'))).message).toBe("Upstream 'many' answered HTTP 404");
+    };
+    for (let i = 0; i <= MAX_OWNER_CIRCUITS; i++) await failOnce(`api_key:owner-${i}`);
+    // owner-0 was forgotten: its second failure is its first again, so its next request still goes.
+    await failOnce('api_key:owner-0');
+    await failOnce('api_key:owner-0');
+    // That was its second failure since it was forgotten: now its circuit is open.
+    expect((await failure(openSession(u, 'api_key:owner-0', '/fail'))).kind).toBe('circuit_open');
+    // The newest is remembered: its second failure opens its circuit.
+    await failOnce(`api_key:owner-${MAX_OWNER_CIRCUITS}`);
+    expect((await failure(openSession(u, `api_key:owner-${MAX_OWNER_CIRCUITS}`, '/fail'))).kind).toBe('circuit_open');
+    expect(u.status().circuit).toBe('closed');
   });
 });

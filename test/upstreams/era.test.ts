@@ -165,7 +165,7 @@ function modern(id: string | number, method: string, params: Record<string, unkn
 
 function callOptions(extra: Partial<CallOptions> = {}): CallOptions & { messages: JsonRpcNotification[] } {
   const messages: JsonRpcNotification[] = [];
-  return { forwardPath: '', onMessage: (m) => messages.push(m), messages, ...extra };
+  return { forwardPath: '', owner: 'test', onMessage: (m) => messages.push(m), messages, ...extra };
 }
 
 async function failure(promise: Promise<unknown>): Promise<UpstreamError> {
@@ -220,7 +220,7 @@ describe('era over streamable HTTP', () => {
     const u = http(everything.url);
     const verdict = await u.era();
     expect(verdict).toMatchObject({ era: 'legacy', version: undefined, source: 'probe' });
-    const session = await u.openSession({ forwardPath: '', handlers });
+    const session = await u.openSession({ owner: 'test', forwardPath: '', handlers });
     expect(u.verdict).toMatchObject({ era: 'legacy', version: '2025-11-25', decidedAt: verdict.decidedAt });
     await session.close();
   });
@@ -256,7 +256,8 @@ describe('era over streamable HTTP', () => {
     expect(refused.verdict).toBeUndefined();
     const silent = await fakeServer(() => undefined);
     try {
-      const u = http(silent.url, 'startup_timeout_ms = 300');
+      // The probe is a request a client waits for: timeout_ms bounds it, not startup_timeout_ms (finding 10).
+      const u = http(silent.url, 'timeout_ms = 300');
       const started = Date.now();
       expect((await failure(u.era())).kind).toBe('timeout');
       expect(Date.now() - started).toBeLessThan(2_000);
@@ -326,7 +327,7 @@ describe('era over streamable HTTP', () => {
     const before = dual.received('server/discover');
     const legacy = http(dual.url, 'era = "legacy"');
     expect(await legacy.era()).toMatchObject({ era: 'legacy', source: 'config', version: undefined });
-    const session = await legacy.openSession({ forwardPath: '', handlers });
+    const session = await legacy.openSession({ owner: 'test', forwardPath: '', handlers });
     expect(legacy.verdict).toMatchObject({ era: 'legacy', version: '2025-11-25' });
     await session.close();
     expect((await failure(legacy.call(modern(1, 'tools/list'), callOptions()))).kind).toBe('protocol');
@@ -497,7 +498,7 @@ describe('era over stdio', () => {
     expect(u.verdict).toMatchObject({ era: 'modern', version: MODERN, source: 'probe', discover: { supportedVersions: [MODERN] } });
     expect(await u.era()).toBe(u.verdict);
     expect(events()).toEqual(['recv server/discover']);
-    const error = await failure(u.openSession({ forwardPath: '', handlers }));
+    const error = await failure(u.openSession({ owner: 'test', forwardPath: '', handlers }));
     expect(error.kind).toBe('protocol');
     expect(error.message).toMatch(/no sessions/);
   });
@@ -515,7 +516,7 @@ describe('era over stdio', () => {
     await u.start();
     expect(Date.now() - started).toBeLessThan(5_000);
     expect(u.verdict).toMatchObject({ era: 'legacy', version: '2025-11-25', source: 'probe' });
-    const session = await u.openSession({ forwardPath: '', handlers });
+    const session = await u.openSession({ owner: 'test', forwardPath: '', handlers });
     const response = await session.request({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echo', arguments: { message: 'x' } } }, { onMessage: () => undefined });
     expect(textOf(response)).toBe('Echo: x');
     expect(u.status().restarts).toBe(0);
@@ -542,7 +543,7 @@ describe('era over stdio', () => {
     expect(took).toBeLessThan(3_000);
     expect(u.verdict).toMatchObject({ era: 'legacy', version: '2025-06-18' });
     expect(lines.some((l) => l.includes('no answer to server/discover within 200 ms'))).toBe(true);
-    const session = await u.openSession({ forwardPath: '', handlers });
+    const session = await u.openSession({ owner: 'test', forwardPath: '', handlers });
     expect(await session.request({ jsonrpc: '2.0', id: 1, method: 'tools/list' }, { onMessage: () => undefined })).toMatchObject({ result: { tools: [] } });
   });
 
@@ -566,7 +567,7 @@ describe('era over stdio', () => {
     expect(u.verdict).toMatchObject({ era: 'legacy', version: '2025-11-25' });
     await waitFor(() => events().length === 5, 5_000, 'the child to log what it received');
     expect(events()).toEqual(['started', 'recv server/discover', 'started', 'recv initialize', 'recv notifications/initialized']);
-    const session = await u.openSession({ forwardPath: '', handlers });
+    const session = await u.openSession({ owner: 'test', forwardPath: '', handlers });
     const call = () => session.request({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'x', arguments: {} } }, { onMessage: () => undefined });
     const first = textOf(await call());
     process.kill(u.status().pid!, 'SIGKILL');

@@ -56,7 +56,7 @@ describe('a session the gateway owns', () => {
   let session: UpstreamSession;
 
   beforeAll(async () => {
-    session = await upstream.openSession({ forwardPath: '', handlers: recordingHandlers() });
+    session = await upstream.openSession({ owner: 'test', forwardPath: '', handlers: recordingHandlers() });
   });
 
   afterAll(async () => {
@@ -130,7 +130,7 @@ describe('a session a client initialized', () => {
   let session: UpstreamSession;
 
   beforeAll(async () => {
-    session = await upstream.openSession({ initialize: clientInitialize('init-1', '2024-11-05'), forwardPath: '', handlers: recordingHandlers() });
+    session = await upstream.openSession({ owner: 'test', initialize: clientInitialize('init-1', '2024-11-05'), forwardPath: '', handlers: recordingHandlers() });
     await session.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
   });
 
@@ -180,7 +180,7 @@ describe('connection loss', () => {
   it('fails a call at once when the server dies, and reconnects a gateway session after a restart', async () => {
     const restarting = new SseUpstream(upstreamConfig('restarting', 'sse', own.url, { timeout_ms: 30_000 }), { logger: log.logger });
     try {
-      const session = await restarting.openSession({ forwardPath: '', handlers: recordingHandlers() });
+      const session = await restarting.openSession({ owner: 'test', forwardPath: '', handlers: recordingHandlers() });
       const call = session.request(toolCall(1, 'trigger-long-running-operation', { duration: 20, steps: 20 }), { onMessage: noMessages });
       const failed = rejection(call).then((error) => ({ error, at: Date.now() }));
       await new Promise((r) => setTimeout(r, 300));
@@ -208,7 +208,7 @@ describe('connection loss', () => {
     const keeping = new SseUpstream(upstreamConfig('keeping', 'sse', own.url), { logger: log.logger });
     try {
       const handlers = recordingHandlers();
-      const session = await keeping.openSession({ initialize: clientInitialize('init', '2024-11-05'), forwardPath: '', handlers });
+      const session = await keeping.openSession({ owner: 'test', initialize: clientInitialize('init', '2024-11-05'), forwardPath: '', handlers });
       await session.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
       await own.restart();
       const reply = await eventually(() => session.request(toolCall('after', 'echo', { message: 'kept' }), { onMessage: noMessages }), 8_000);
@@ -229,7 +229,7 @@ describe('connection loss', () => {
     const lost = new SseUpstream(upstreamConfig('lost', 'sse', own.url, { startup_timeout_ms: 2_000 }), { logger: log.logger });
     try {
       const handlers = recordingHandlers();
-      await lost.openSession({ initialize: clientInitialize('init', '2024-11-05'), forwardPath: '', handlers });
+      await lost.openSession({ owner: 'test', initialize: clientInitialize('init', '2024-11-05'), forwardPath: '', handlers });
       await own.stop();
       await eventually(() => expect(handlers.closes).toEqual(['upstream connection lost']), 5_000);
     } finally {
@@ -244,7 +244,7 @@ describe('failures', () => {
     const port = await freePort();
     const refused = new SseUpstream(upstreamConfig('nowhere', 'sse', `http://127.0.0.1:${port}/sse`), { logger: log.logger });
     try {
-      const error = await rejection(refused.openSession({ forwardPath: '', handlers: recordingHandlers() }));
+      const error = await rejection(refused.openSession({ owner: 'test', forwardPath: '', handlers: recordingHandlers() }));
       expect(error.kind).toBe('connect');
       expect(error.message).toContain("Failed to connect to 'nowhere'");
       expect(refused.status().healthy).toBe(false);
@@ -287,7 +287,7 @@ describe('failures', () => {
     it('refuses an endpoint on another origin and never posts there', async () => {
       const foreign = new SseUpstream(upstreamConfig('foreign', 'sse', `http://127.0.0.1:${port}/foreign`), { logger: log.logger });
       try {
-        const error = await rejection(foreign.openSession({ forwardPath: '', handlers: recordingHandlers() }));
+        const error = await rejection(foreign.openSession({ owner: 'test', forwardPath: '', handlers: recordingHandlers() }));
         expect(error.kind).toBe('protocol');
         expect(error.message).toContain('another origin');
         expect(posts).toBe(0);
@@ -302,7 +302,7 @@ describe('failures', () => {
       });
       try {
         const started = Date.now();
-        const error = await rejection(hanging.openSession({ forwardPath: '', handlers: recordingHandlers() }));
+        const error = await rejection(hanging.openSession({ owner: 'test', forwardPath: '', handlers: recordingHandlers() }));
         expect(error.kind).toBe('timeout');
         expect(Date.now() - started).toBeLessThan(1_500);
         await eventually(() => expect(hungPostClosed).toBeDefined());
@@ -316,7 +316,7 @@ describe('failures', () => {
       const forgetful = new SseUpstream(upstreamConfig('forgetful', 'sse', `http://127.0.0.1:${port}/forgetful`), { logger: log.logger });
       try {
         const started = Date.now();
-        const error = await rejection(forgetful.openSession({ forwardPath: '', handlers: recordingHandlers() }));
+        const error = await rejection(forgetful.openSession({ owner: 'test', forwardPath: '', handlers: recordingHandlers() }));
         expect(error.kind).toBe('session_expired');
         expect(Date.now() - started).toBeLessThan(1_000);
       } finally {
@@ -330,7 +330,7 @@ describe('failures', () => {
       });
       try {
         const started = Date.now();
-        const error = await rejection(silent.openSession({ forwardPath: '', handlers: recordingHandlers() }));
+        const error = await rejection(silent.openSession({ owner: 'test', forwardPath: '', handlers: recordingHandlers() }));
         expect(error.kind).toBe('timeout');
         expect(Date.now() - started).toBeLessThan(1_500);
       } finally {

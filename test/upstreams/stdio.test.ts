@@ -45,7 +45,7 @@ describe('stdio supervision', () => {
     expect(status.restarts).toBe(2);
     expect(status.lastError).toMatch(/exited \(code 3\)/);
     const started = Date.now();
-    const err = await u.openSession({ forwardPath: '', handlers }).catch((e: unknown) => e);
+    const err = await u.openSession({ owner: 'test', forwardPath: '', handlers }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UpstreamError);
     expect((err as UpstreamError).kind).toBe('unavailable');
     expect(Date.now() - started).toBeLessThan(100);
@@ -73,7 +73,7 @@ describe('stdio supervision', () => {
   it('a request waits for a restart in progress instead of failing', async () => {
     const u = upstream(`command = ${q(NODE)}\nargs = [${q(EVERYTHING)}, "stdio"]\nrestart_backoff_ms = 200`);
     await u.start();
-    const session = await u.openSession({ forwardPath: '', handlers });
+    const session = await u.openSession({ owner: 'test', forwardPath: '', handlers });
     process.kill(u.status().pid!, 'SIGKILL');
     await waitFor(() => u.status().state !== 'ready', 5_000, 'the child to be seen dead');
     const response = await session.request({ jsonrpc: '2.0', id: 'after', method: 'tools/call', params: { name: 'echo', arguments: { message: 'back' } } }, { onMessage: () => undefined });
@@ -84,7 +84,7 @@ describe('stdio supervision', () => {
   it('requests sent in one turn of the event loop reach the child in one write, each answered', async () => {
     const u = upstream(`command = ${q(NODE)}\nargs = [${q(EVERYTHING)}, "stdio"]`);
     await u.start();
-    const session = await u.openSession({ forwardPath: '', handlers });
+    const session = await u.openSession({ owner: 'test', forwardPath: '', handlers });
     // The writes the child's stdin hands to the pipe: each is a write(2), and a wake-up of the child.
     const stdin = (u as unknown as { child: { stdin: { _write: Function; _writev: Function } } }).child.stdin;
     let writes = 0;
@@ -117,7 +117,7 @@ describe('stdio supervision', () => {
       });`;
     const u = upstream(`command = ${q(NODE)}\nargs = ["-e", ${q(script)}]`);
     await u.start();
-    const session = await u.openSession({ forwardPath: '', handlers });
+    const session = await u.openSession({ owner: 'test', forwardPath: '', handlers });
     const response = await session.request({ jsonrpc: '2.0', id: 5, method: 'tools/list' }, { onMessage: () => undefined });
     expect(response).toEqual({ jsonrpc: '2.0', id: 5, result: { tools: [] } });
     expect(logs.some((l) => l.includes('not JSON'))).toBe(true);
@@ -127,7 +127,7 @@ describe('stdio supervision', () => {
     const toolsOf = async (fields: string): Promise<string[]> => {
       const u = upstream(`command = ${q(NODE)}\nargs = [${q(EVERYTHING)}, "stdio"]\n${fields}`);
       await u.start();
-      const session = await u.openSession({ forwardPath: '', handlers });
+      const session = await u.openSession({ owner: 'test', forwardPath: '', handlers });
       // server-everything registers get-roots-list only for a client that declared roots.
       await new Promise((r) => setTimeout(r, 300));
       const response = await session.request({ jsonrpc: '2.0', id: 1, method: 'tools/list' }, { onMessage: () => undefined });

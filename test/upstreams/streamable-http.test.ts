@@ -90,7 +90,7 @@ describe('a session the gateway owns', () => {
   let session: UpstreamSession;
 
   beforeAll(async () => {
-    session = await upstream.openSession({ forwardPath: '', handlers: recordingHandlers() });
+    session = await upstream.openSession({ owner: 'test', forwardPath: '', handlers: recordingHandlers() });
   });
 
   afterAll(async () => {
@@ -165,7 +165,7 @@ describe('a session a client initialized', () => {
   const handlers = recordingHandlers();
 
   beforeAll(async () => {
-    session = await upstream.openSession({ initialize: clientInitialize('init-1', LATEST_PROTOCOL_VERSION), forwardPath: '', handlers });
+    session = await upstream.openSession({ owner: 'test', initialize: clientInitialize('init-1', LATEST_PROTOCOL_VERSION), forwardPath: '', handlers });
     await session.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
   });
 
@@ -221,7 +221,7 @@ describe('a session a client initialized', () => {
 
 describe('close', () => {
   it('deletes the upstream session, after which its id is unknown', async () => {
-    const session = await upstream.openSession({ forwardPath: '', handlers: recordingHandlers() });
+    const session = await upstream.openSession({ owner: 'test', forwardPath: '', handlers: recordingHandlers() });
     const id = lastSessionId();
     const direct = (): Promise<{ status: number; body: string }> =>
       request(server.url, {
@@ -255,7 +255,7 @@ describe('failures', () => {
     const refused = new StreamableHttpUpstream(upstreamConfig('nowhere', 'http', `http://127.0.0.1:${port}/mcp`), { logger: log.logger });
     try {
       expect(refused.status().healthy).toBe(true);
-      const error = await rejection(refused.openSession({ forwardPath: '', handlers: recordingHandlers() }));
+      const error = await rejection(refused.openSession({ owner: 'test', forwardPath: '', handlers: recordingHandlers() }));
       expect(error.kind).toBe('connect');
       expect(error.message).toContain("Failed to connect to 'nowhere': ECONNREFUSED");
       expect(refused.status()).toMatchObject({ healthy: false, lastError: error.message });
@@ -269,7 +269,7 @@ describe('failures', () => {
     const restarting = new StreamableHttpUpstream(upstreamConfig('restarting', 'http', own.url), { logger: log.logger });
     try {
       const handlers = recordingHandlers();
-      const session = await restarting.openSession({ forwardPath: '', handlers });
+      const session = await restarting.openSession({ owner: 'test', forwardPath: '', handlers });
       expect(resultText(await session.request(toolCall(1, 'echo', { message: 'before' }), { onMessage: noMessages }))).toBe('Echo: before');
       await own.restart();
       const error = await rejection(session.request(toolCall(2, 'echo', { message: 'after' }), { onMessage: noMessages }));
@@ -278,7 +278,7 @@ describe('failures', () => {
       const again = await rejection(session.request(toolCall(3, 'echo', { message: 'again' }), { onMessage: noMessages }));
       expect(again.kind).toBe('session_expired');
       // A new session works against the restarted server.
-      const fresh = await restarting.openSession({ forwardPath: '', handlers: recordingHandlers() });
+      const fresh = await restarting.openSession({ owner: 'test', forwardPath: '', handlers: recordingHandlers() });
       expect(resultText(await fresh.request(toolCall(4, 'echo', { message: 'fresh' }), { onMessage: noMessages }))).toBe('Echo: fresh');
     } finally {
       await restarting.close();
@@ -290,7 +290,7 @@ describe('failures', () => {
     const own = await EverythingServer.start('streamableHttp');
     const dying = new StreamableHttpUpstream(upstreamConfig('dying', 'http', own.url), { logger: log.logger });
     try {
-      const session = await dying.openSession({ forwardPath: '', handlers: recordingHandlers() });
+      const session = await dying.openSession({ owner: 'test', forwardPath: '', handlers: recordingHandlers() });
       const call = session.request(toolCall(1, 'trigger-long-running-operation', { duration: 10, steps: 10 }), { onMessage: noMessages });
       const failed = rejection(call).then((error) => ({ error, at: Date.now() }));
       await new Promise((r) => setTimeout(r, 300));
@@ -342,7 +342,7 @@ describe('on the wire', () => {
       logger: log.logger,
     });
     try {
-      const session = await wire.openSession({ forwardPath: '', handlers: recordingHandlers() });
+      const session = await wire.openSession({ owner: 'test', forwardPath: '', handlers: recordingHandlers() });
       const error = await rejection(session.request(toolCall('c', 'slow', {}), { timeoutMs: 150, onMessage: noMessages }));
       expect(error.kind).toBe('timeout');
       const call = seen.find((s) => s.body?.method === 'tools/call')!;
@@ -408,7 +408,7 @@ describe('on the wire: the GET stream and the deadline of a notification', () =>
   it('asks for the GET stream once while it is open after a 405, and again once it has been closed', async () => {
     const wire = new StreamableHttpUpstream(upstreamConfig('fake', 'http', url), { logger: log.logger });
     try {
-      const session = await wire.openSession({ forwardPath: '', handlers: recordingHandlers() });
+      const session = await wire.openSession({ owner: 'test', forwardPath: '', handlers: recordingHandlers() });
       const gets = (): number => seen.filter((s) => s.method === 'GET').length;
       const before = gets();
       await session.openEventStream();
@@ -430,7 +430,7 @@ describe('on the wire: the GET stream and the deadline of a notification', () =>
   it('fails a notification the server never acknowledges at the deadline, with kind timeout', async () => {
     const wire = new StreamableHttpUpstream(upstreamConfig('fake', 'http', url, { timeout_ms: 300 }), { logger: log.logger });
     try {
-      const session = await wire.openSession({ forwardPath: '', handlers: recordingHandlers() });
+      const session = await wire.openSession({ owner: 'test', forwardPath: '', handlers: recordingHandlers() });
       const started = Date.now();
       const error = await rejection(session.send({ jsonrpc: '2.0', method: 'notifications/hold' }));
       expect(error.kind).toBe('timeout');
@@ -456,7 +456,7 @@ describe('resuming a request stream the server ended before answering (2025-11-2
   beforeAll(async () => {
     fault = await startFaultUpstream('http');
     polling = new StreamableHttpUpstream(upstreamConfig('polling', 'http', fault.url), { logger: log.logger });
-    session = await polling.openSession({ forwardPath: '', handlers });
+    session = await polling.openSession({ owner: 'test', forwardPath: '', handlers });
   });
 
   afterAll(async () => {
@@ -562,7 +562,7 @@ describe('resuming a request stream the server ended before answering (2025-11-2
 
   it('expires the session when the resuming GET is answered 404', async () => {
     const own = recordingHandlers();
-    const doomed = await polling.openSession({ forwardPath: '', handlers: own });
+    const doomed = await polling.openSession({ owner: 'test', forwardPath: '', handlers: own });
     // Another session: its wire ids start again at 1, so its GETs are told apart by order.
     const before = fault.resumes.length;
     const error = await rejection(doomed.request(toolCall(8, 'poll_gone', { retry_ms: 0 }), { onMessage: noMessages }));

@@ -1,0 +1,355 @@
+/**
+ * Issue 16, an adversarial review of the isolation work: identity B (an API key) tries to see,
+ * steer or break identity A's work, or the gateway, with real server-everything upstreams (stdio
+ * and streamable HTTP). Each describe block is one attack; a test asserts the secure behaviour
+ * (it failed while the hole was open, and stays as a regression test).
+ */
+import { createServer, request as httpRequest, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { EverythingServer } from '../helpers/everything.js';
+import { curlPost, everythingStdio, q, startGateway, waitFor, type RunningGateway } from '../helpers/gateway.js';
+import { bearer, connect, makeKey, type Caller, type Key } from '../helpers/identities.js';
+
+/** A raw POST with JSON and SSE accepted; an SSE body is read whole, its response message returned. */
+async function post(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: any; text: string }> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
+    body: JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json: any;
+  if ((res.headers.get('content-type') ?? '').includes('text/event-stream')) {
+    const messages = text
+      .split('\n')
+      .filter((line) => line.startsWith('data:') && line.slice(5).trim() !== '')
+      .map((line) => JSON.parse(line.slice(5)));
+    json = messages.length === 1 ? messages[0] : messages.find((m) => 'result' in m || 'error' in m) ?? messages;
+  } else if (text !== '') {
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = undefined;
+    }
+  }
+  return { status: res.status, json, text };
+}
+
+const startTask = (id: number, topic: string) => ({
+  jsonrpc: '2.0',
+  id,
+  method: 'tools/call',
+  params: { name: 'simulate-research-query', arguments: { topic }, task: { ttl: 120_000 } },
+});
+
+const MODERN_ENVELOPE = {
+  'io.modelcontextprotocol/protocolVersion': '2026-07-28',
+  'io.modelcontextprotocol/clientCapabilities': {},
+  'io.modelcontextprotocol/clientInfo': { name: 'attacker', version: '1.0.0' },
+};
+
+describe.each(['stdio', 'http'] as const)('attack over %s: B uses what it learnt of A (session id, task id) in every request shape', (transport) => {
+  let alice: Key;
+  let bob: Key;
+  let gw: RunningGateway;
+  let everything: EverythingServer | undefined;
+  let url: string;
+  let taskId: string;
+  let aliceSession: string;
+
+  beforeAll(async () => {
+    [alice, bob] = await Promise.all([makeKey('alice'), makeKey('bob')]);
+    if (transport === 'http') everything = await EverythingServer.start('streamableHttp');
+    const server = everything
+      ? `[[upstream.servers]]\nname = "everything"\npath_prefix = "/everything"\nurl = ${q(everything.url)}\ntimeout_ms = 30000\n`
+      : everythingStdio('everything', 'timeout_ms = 30000');
+    gw = await startGateway(`${server}\n[auth]\n${alice.block}\n${bob.block}\n`);
+    url = `${gw.url}/mcp/everything`;
+    // A's session-less task, and a session of A's (B learns both ids, e.g. from a shared log).
+    const started = await post(url, startTask(1, 'alice-secret-topic'), bearer(alice));
+    taskId = started.json?.result?.task?.taskId;
+    expect(taskId, started.text).toBeTypeOf('string');
+    const init = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...bearer(alice) },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'alice', version: '1' } } }),
+    });
+    aliceSession = init.headers.get('mcp-session-id')!;
+    await init.text();
+    expect(aliceSession).toBeTypeOf('string');
+  }, 60_000);
+
+  afterAll(async () => {
+    await gw?.stop();
+    await everything?.stop();
+  });
+
+  it("B cannot use A's Mcp-Session-Id: POST, GET and DELETE are 404, and A's session lives on", async () => {
+    const session = { 'mcp-session-id': aliceSession, 'mcp-protocol-version': '2025-11-25' };
+    const posted = await post(url, { jsonrpc: '2.0', id: 2, method: 'tools/list' }, { ...bearer(bob), ...session });
+    expect(posted.status).toBe(404);
+    const got = await fetch(url, { headers: { accept: 'text/event-stream', ...bearer(bob), ...session } });
+    expect(got.status).toBe(404);
+    await got.text();
+    const deleted = await fetch(url, { method: 'DELETE', headers: { ...bearer(bob), ...session } });
+    expect(deleted.status).toBe(404);
+    await deleted.text();
+    const mine = await post(url, { jsonrpc: '2.0', id: 3, method: 'tools/list' }, { ...bearer(alice), ...session });
+    expect(mine.status).toBe(200);
+    expect(mine.json.result.tools.length).toBeGreaterThan(0);
+  });
+
+  it("a batch mixing an allowed call with tasks/get|result|cancel of A's task, a related-task _meta and a forged cursor: only B's own call is answered", async () => {
+    const batch = [
+      { jsonrpc: '2.0', id: 10, method: 'tools/call', params: { name: 'echo', arguments: { message: 'hi' } } },
+      { jsonrpc: '2.0', id: 11, method: 'tasks/get', params: { taskId } },
+      { jsonrpc: '2.0', id: 12, method: 'tasks/result', params: { taskId } },
+      { jsonrpc: '2.0', id: 13, method: 'tasks/cancel', params: { taskId } },
+      {
+        jsonrpc: '2.0',
+        id: 14,
+        method: 'tools/call',
+        params: { name: 'echo', arguments: { message: 'x' }, _meta: { 'io.modelcontextprotocol/related-task': { taskId } } },
+      },
+      // The reference server's own cursor is a task id: B forges one naming A's task.
+      { jsonrpc: '2.0', id: 15, method: 'tasks/list', params: { cursor: taskId } },
+      { jsonrpc: '2.0', id: 16, method: 'tasks/list' },
+    ];
+    const res = await post(url, batch, bearer(bob));
+    expect(res.status).toBe(200);
+    const byId = new Map<number, any>((res.json as any[]).map((m) => [m.id, m]));
+    expect(byId.get(10).result.content[0].text).toBe('Echo: hi');
+    for (const id of [11, 12, 13, 14, 15]) expect(byId.get(id).error?.code, `id ${id}: ${JSON.stringify(byId.get(id))}`).toBe(-32602);
+    expect(JSON.stringify(byId.get(16))).not.toContain(taskId);
+    expect(res.text).not.toContain('alice-secret-topic');
+    // A's task was not cancelled.
+    const status = await post(url, { jsonrpc: '2.0', id: 17, method: 'tasks/get', params: { taskId } }, bearer(alice));
+    expect(status.json.result?.taskId).toBe(taskId);
+    expect(status.json.result?.status).not.toBe('cancelled');
+  }, 30_000);
+
+  it("a 2026-07-28 request (protocol version in _meta) reaches neither A's task nor A's session", async () => {
+    for (const method of ['tasks/get', 'tasks/result', 'tasks/cancel']) {
+      const res = await post(
+        url,
+        { jsonrpc: '2.0', id: 20, method, params: { taskId, _meta: MODERN_ENVELOPE } },
+        { ...bearer(bob), 'mcp-protocol-version': '2026-07-28', 'mcp-method': method },
+      );
+      expect(res.json?.error, `${method}: ${res.text}`).toBeDefined();
+      expect(res.text).not.toContain('alice-secret-topic');
+    }
+    // A modern request naming A's session id: sessions do not exist in that era, and B's is not A's.
+    const res = await post(
+      url,
+      { jsonrpc: '2.0', id: 21, method: 'tools/call', params: { name: 'echo', arguments: { message: 'x' }, _meta: { ...MODERN_ENVELOPE, 'io.modelcontextprotocol/related-task': { taskId } } } },
+      { ...bearer(bob), 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': 'echo', 'mcp-session-id': aliceSession },
+    );
+    expect(res.json?.error?.code, res.text).toBe(-32602);
+    const status = await post(url, { jsonrpc: '2.0', id: 22, method: 'tasks/get', params: { taskId } }, bearer(alice));
+    expect(status.json.result?.status).not.toBe('cancelled');
+  }, 30_000);
+});
+
+describe('attack: notifications/cancelled naming the request id of another identity\'s call (isolation = "shared")', () => {
+  let alice: Key;
+  let bob: Key;
+  let gw: RunningGateway;
+  const open: Caller[] = [];
+
+  beforeAll(async () => {
+    [alice, bob] = await Promise.all([makeKey('alice'), makeKey('bob')]);
+    gw = await startGateway(`${everythingStdio('everything', 'isolation = "shared"\ntimeout_ms = 30000')}\n[auth]\n${alice.block}\n${bob.block}\n`);
+  }, 60_000);
+
+  afterEach(async () => {
+    await Promise.all(open.splice(0).map((c) => c.close()));
+  });
+
+  afterAll(async () => {
+    await gw?.stop();
+  });
+
+  it("B's cancellation of every small id, on B's own session and without one, leaves A's call running", async () => {
+    const url = `${gw.url}/mcp/everything`;
+    const a = await connect(url, alice);
+    open.push(a);
+    const b = await connect(url, bob);
+    open.push(b);
+    let progressed = 0;
+    const along = a.client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 2, steps: 4 } }, undefined, {
+      onprogress: () => {
+        progressed++;
+      },
+    });
+    await waitFor(() => progressed >= 1, 20_000, "A's call to be in flight");
+    // Client ids and the gateway's wire ids alike are small integers: B names them all.
+    const cancels = Array.from({ length: 20 }, (_, i) => ({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: i, reason: 'bob' } }));
+    const onSession = await post(url, cancels, { ...bearer(bob), 'mcp-session-id': b.transport.sessionId!, 'mcp-protocol-version': '2025-11-25' });
+    expect(onSession.status).toBe(202);
+    const sessionless = await post(url, cancels, bearer(bob));
+    expect(sessionless.status).toBe(202);
+    const result = await along;
+    expect((result.content as Array<{ text: string }>)[0]!.text).toMatch(/completed/i);
+  }, 60_000);
+});
+
+describe('attack: a log line of A in shared mode, sent while only B has a call in flight (isolation = "shared")', () => {
+  let alice: Key;
+  let bob: Key;
+  let gw: RunningGateway;
+  const open: Caller[] = [];
+
+  beforeAll(async () => {
+    [alice, bob] = await Promise.all([makeKey('alice'), makeKey('bob')]);
+    gw = await startGateway(`${everythingStdio('everything', 'isolation = "shared"\ntimeout_ms = 30000')}\n[auth]\n${alice.block}\n${bob.block}\n`);
+  }, 60_000);
+
+  afterEach(async () => {
+    await Promise.all(open.splice(0).map((c) => c.close()));
+  });
+
+  afterAll(async () => {
+    await gw?.stop();
+  });
+
+  it('is withheld from B (it cannot be attributed to B\'s call), not guessed to be B\'s', async () => {
+    const url = `${gw.url}/mcp/everything`;
+    const a = await connect(url, alice);
+    open.push(a);
+    const b = await connect(url, bob);
+    open.push(b);
+    await a.client.setLoggingLevel('debug');
+    // A turns on the server's simulated logging (a line every 5 s, to the child's one session).
+    await a.client.callTool({ name: 'toggle-simulated-logging', arguments: {} });
+    try {
+      // B's one call in flight spans at least two of those lines.
+      const withheld = (): number => gw.logs.filter((l) => l.includes('withheld from every client') && l.includes('notifications/message')).length;
+      const before = withheld();
+      await b.client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 12, steps: 12 } }, undefined, { onprogress: () => undefined, timeout: 30_000 });
+      expect(b.logs).toEqual([]);
+      expect(withheld()).toBeGreaterThan(before);
+    } finally {
+      await a.client.callTool({ name: 'toggle-simulated-logging', arguments: {} });
+    }
+  }, 60_000);
+});
+
+describe("attack: flooding session-less requests with distinct query strings to evict A's upstream session", () => {
+  let alice: Key;
+  let bob: Key;
+  let gw: RunningGateway;
+  let everything: EverythingServer;
+
+  beforeAll(async () => {
+    [alice, bob] = await Promise.all([makeKey('alice'), makeKey('bob')]);
+    everything = await EverythingServer.start('streamableHttp');
+    gw = await startGateway(`
+${everythingStdio('local', 'timeout_ms = 30000')}
+
+[[upstream.servers]]
+name = "web"
+path_prefix = "/web"
+url = ${q(everything.url)}
+timeout_ms = 30000
+
+[auth]
+${alice.block}
+${bob.block}
+`);
+  }, 60_000);
+
+  afterAll(async () => {
+    await gw?.stop();
+    await everything?.stop();
+  });
+
+  it("B's flood of gateway-owned sessions (one per path and query) never ends A's, and A's task stays reachable", async () => {
+    const web = `${gw.url}/mcp/web`;
+    const started = await post(web, startTask(1, 'alice-topic'), bearer(alice));
+    const taskId = started.json?.result?.task?.taskId as string;
+    expect(taskId, started.text).toBeTypeOf('string');
+    // Each distinct query string is a new gateway-owned session for B (a virtual session on B's
+    // own stdio child: no upstream round trip). More of them than the gateway keeps in all.
+    for (let i = 0; i < 1_100; i += 50) {
+      const batch = Array.from({ length: 50 }, (_, j) => curlPost(`${gw.url}/local?n=${i + j}`, { jsonrpc: '2.0', id: 1, method: 'ping' }, bearer(bob)));
+      for (const res of await Promise.all(batch)) expect(res.status).toBe(200);
+    }
+    const status = await post(web, { jsonrpc: '2.0', id: 2, method: 'tasks/get', params: { taskId } }, bearer(alice));
+    expect(status.json.result?.taskId, status.text).toBe(taskId);
+  }, 120_000);
+});
+
+describe("attack: B's own requests open the server's circuit for A", () => {
+  let alice: Key;
+  let bob: Key;
+  let gw: RunningGateway;
+  let everything: EverythingServer;
+  let lb: Server;
+
+  beforeAll(async () => {
+    [alice, bob] = await Promise.all([makeKey('alice'), makeKey('bob')]);
+    everything = await EverythingServer.start('streamableHttp');
+    const target = new URL(everything.url);
+    // A load balancer in front of server-everything: only its MCP path is routed; any other path
+    // is answered 503 ("no target"), as balancers do.
+    lb = createServer((req, res) => {
+      if ((req.url ?? '').split('?')[0] !== target.pathname) {
+        res.writeHead(503, { 'content-type': 'text/plain' }).end('no healthy target');
+        return;
+      }
+      const upstream = httpRequest({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      });
+      upstream.on('error', () => res.destroy());
+      req.pipe(upstream);
+    });
+    await new Promise<void>((resolve) => lb.listen(0, '127.0.0.1', resolve));
+    const lbUrl = `http://127.0.0.1:${(lb.address() as AddressInfo).port}${target.pathname}`;
+    gw = await startGateway(`
+${everythingStdio('local', 'timeout_ms = 1500\ncircuit_failure_threshold = 2\ncircuit_open_ms = 60000')}
+
+[[upstream.servers]]
+name = "web"
+path_prefix = "/web"
+strip_prefix = true
+url = ${q(lbUrl)}
+timeout_ms = 10000
+circuit_failure_threshold = 2
+circuit_open_ms = 60000
+
+[auth]
+${alice.block}
+${bob.block}
+`);
+  }, 60_000);
+
+  afterAll(async () => {
+    await gw?.stop();
+    await new Promise<void>((resolve) => lb?.close(() => resolve()));
+    await everything?.stop();
+  });
+
+  it("B's calls that time out open B's own circuit only: A is still served", async () => {
+    const url = `${gw.url}/mcp/local`;
+    const long = { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'trigger-long-running-operation', arguments: { duration: 5, steps: 1 } } };
+    for (let i = 0; i < 2; i++) {
+      const res = await curlPost(url, long, bearer(bob));
+      expect(res.json.error, res.text).toBeDefined();
+    }
+    const third = await curlPost(url, { jsonrpc: '2.0', id: 2, method: 'tools/list' }, bearer(bob));
+    expect(third.status).toBe(503);
+    expect(third.json.error.message).toMatch(/to this identity/);
+    const alices = await curlPost(url, { jsonrpc: '2.0', id: 3, method: 'tools/list' }, bearer(alice));
+    expect(alices.status, alices.text).toBe(200);
+  }, 60_000);
+
+  it("B's requests on a path the upstream refuses (the era probe follows B's path) do not open the circuit for A", async () => {
+    // Before anyone has reached "web", B's requests name a path of B's choosing under its prefix.
+    for (let i = 0; i < 3; i++) await curlPost(`${gw.url}/web/nowhere`, { jsonrpc: '2.0', id: 1, method: 'tools/list' }, bearer(bob));
+    const alices = await curlPost(`${gw.url}/mcp/web`, { jsonrpc: '2.0', id: 2, method: 'tools/list' }, bearer(alice));
+    expect(alices.status, alices.text).toBe(200);
+    expect(alices.json.result.tools.length).toBeGreaterThan(0);
+  }, 60_000);
+});
