@@ -65,6 +65,12 @@ const STDIN_BACKLOG_BYTES = 8 * 1024 * 1024;
 /** stderr lines are logged up to this length. */
 const MAX_STDERR_LINE = 2_000;
 /**
+ * Server-to-client requests a child may have waiting on its clients at once. Beyond, a new one is
+ * answered with an error at once: a hostile or broken server sending requests that no client
+ * answers must not grow the gateway's memory without bound.
+ */
+const MAX_PENDING_SERVER_REQUESTS = 1_000;
+/**
  * How long a starting child has to answer the era probe (`server/discover`) before it is taken
  * for a legacy server that ignores unknown requests; at most half of startup_timeout_ms, which
  * bounds the whole start (probe and initialize). Legacy servers built on the SDKs answer an error
@@ -1039,6 +1045,11 @@ export class StdioUpstream implements Upstream {
     if (!target) {
       if (message.method === 'roots/list') this.write({ jsonrpc: '2.0', id: message.id, result: { roots: [] } });
       else this.write(errorResponse(message.id, ErrorCode.MethodNotFound, `No connected client can handle ${message.method}`));
+      return;
+    }
+    if (this.serverRequests.size >= MAX_PENDING_SERVER_REQUESTS) {
+      this.log.warn({ method: message.method, pending: this.serverRequests.size }, 'too many server requests waiting on clients; refused');
+      this.write(errorResponse(message.id, ErrorCode.InternalError, `Too many requests waiting on clients (${MAX_PENDING_SERVER_REQUESTS}); ${message.method} refused`));
       return;
     }
     this.serverRequests.set(idKey(message.id), { session: target.session, id: message.id });

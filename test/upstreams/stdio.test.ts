@@ -137,3 +137,29 @@ describe('stdio supervision', () => {
     expect(await toolsOf('relay_roots = true')).toContain('get-roots-list');
   });
 });
+
+describe('a hostile child sending server requests nobody answers', () => {
+  const HOSTILE = new URL('../fixtures/hostile-upstream.mjs', import.meta.url).pathname;
+
+  it('keeps at most 1,000 waiting on clients and refuses the rest at once: the gateway\'s memory stays bounded', async () => {
+    const u = upstream(`command = ${q(NODE)}\nargs = [${q(HOSTILE)}, "stdio"]`);
+    const delivered: unknown[] = [];
+    // A client that declared sampling and never answers.
+    const session = await u.openSession({
+      owner: 'test',
+      forwardPath: '',
+      initialize: { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: { sampling: {} }, clientInfo: { name: 't', version: '1' } } },
+      handlers,
+    });
+    const items = Array.from({ length: 1_500 }, (_, i) => ({
+      b64: Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: `s${i}`, method: 'sampling/createMessage', params: { messages: [], maxTokens: 1 } })).toString('base64'),
+    }));
+    const response = await session.request(
+      { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'emit', arguments: { script: JSON.stringify({ items, answer: 'result' }) } } },
+      { onMessage: (m) => delivered.push(m) },
+    );
+    expect('result' in response).toBe(true);
+    expect(delivered).toHaveLength(1_000);
+    await waitFor(() => logs.some((l) => l.includes('too many server requests waiting on clients')), 5_000, 'the refusals to be logged');
+  });
+});
