@@ -7,7 +7,8 @@
  *   npm run bench -- [--scenarios all | http,stdio,scale,auth,memory,isolation,observability,eras,gc] [--duration SECONDS] [--rounds N] [--connections N]
  *
  * Without --scenarios it runs the ones the targets are measured by (DEFAULT: about 5 minutes on 2
- * cores); `all` adds what recording costs (observability), the two MCP eras (eras) and the GC guard (gc).
+ * cores); `all` adds what recording costs (observability), the two MCP eras (eras), the GC guard
+ * (gc) and what stdio isolation costs (isolation: a child per identity against one shared child).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
@@ -27,7 +28,7 @@ const SCENARIOS = {
   isolation: () => import('./scenarios/isolation.mjs'),
 };
 
-const DEFAULT = ['http', 'stdio', 'scale', 'auth', 'memory', 'isolation'];
+const DEFAULT = ['http', 'stdio', 'scale', 'auth', 'memory'];
 
 const { values } = parseArgs({
   options: {
