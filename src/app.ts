@@ -107,8 +107,10 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
     logger: log,
     onRestart: (server: string) => recorder.lifecycle('upstream_restart', { server }),
     onContained: (server: string, method: string, reason: string) => recorder.withheld(server, method, reason),
+    // Read when an isolated stdio server must end a child: the gateway exists by then.
+    ownerHasTasks: (server: string, owner: string): boolean => gateway.tasks.holds(server, owner),
   };
-  const gateway = new Gateway(config, options.createUpstream ?? ((server) => createUpstream(server, upstreamDeps)), log);
+  const gateway: Gateway = new Gateway(config, options.createUpstream ?? ((server) => createUpstream(server, upstreamDeps)), log);
   const router = new Router(config.servers);
   const authenticator = new Authenticator(config.auth, options.auth);
   const authenticate = authenticationHook(authenticator, config.auth, recorder);

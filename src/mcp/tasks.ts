@@ -82,6 +82,21 @@ export class TaskOwners {
   }
 
   /**
+   * True when `owner` has a task on `server` that may still be running (its entry has not
+   * expired). A scan: for the rare moments that need it (an isolated stdio server choosing which
+   * child to end at max_children), never on a request's path.
+   */
+  holds(server: string, owner: string): boolean {
+    if (!this.perOwner.has(owner)) return false;
+    const prefix = taskKey(server, '');
+    const now = Date.now();
+    for (const [key, entry] of this.tasks) {
+      if (entry.owner === owner && entry.expires > now && key.startsWith(prefix)) return true;
+    }
+    return false;
+  }
+
+  /**
    * Stage 5 for a request of `identity` to `server`: undefined when it goes as it is (any request
    * not about a task, or about one of the caller's own). The owner key is made only when needed.
    */

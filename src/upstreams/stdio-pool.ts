@@ -200,20 +200,36 @@ export class IsolatedStdioUpstream implements Upstream {
   private evictIdle(): boolean {
     const held = new Map<string, number>();
     for (const owner of this.owners.values()) held.set(owner, (held.get(owner) ?? 0) + 1);
+    const withTasks = new Map<string, boolean>();
+    const hasTasks = (owner: string): boolean => {
+      let known = withTasks.get(owner);
+      if (known === undefined) withTasks.set(owner, (known = this.deps.ownerHasTasks?.(this.config.name, owner) ?? false));
+      return known;
+    };
+    // An owner's tasks live in its child: a child whose owner has none goes first.
+    const victim = this.biggestIdle(held, (owner) => !hasTasks(owner)) ?? this.biggestIdle(held, () => true);
+    if (!victim) return false;
+    this.retire(victim[0], victim[1], 'its process was ended to make room for another caller (max_children)');
+    return true;
+  }
+
+  /**
+   * Among idle children whose owner passes `eligible`, the least recently used one of the owner
+   * holding the most children (Map order is least recently used first).
+   */
+  private biggestIdle(held: Map<string, number>, eligible: (owner: string) => boolean): [string, StdioUpstream] | undefined {
     let victim: [string, StdioUpstream] | undefined;
     let most = 0;
     for (const [key, child] of this.children) {
       if (child.working || this.pending.has(child)) continue;
-      const count = held.get(this.owners.get(child) ?? '') ?? 0;
-      // Map order is least recently used first: the first idle child of the biggest holder.
-      if (count > most) {
+      const owner = this.owners.get(child) ?? '';
+      const count = held.get(owner) ?? 0;
+      if (count > most && eligible(owner)) {
         most = count;
         victim = [key, child];
       }
     }
-    if (!victim) return false;
-    this.retire(victim[0], victim[1], 'its process was ended to make room for another caller (max_children)');
-    return true;
+    return victim;
   }
 
   private full(): UpstreamError {
@@ -250,7 +266,11 @@ export class IsolatedStdioUpstream implements Upstream {
       this.sweeper = undefined;
       const cutoff = Date.now() - this.config.child_idle_ms;
       for (const [key, child] of [...this.children]) {
-        if (!child.busy && !this.pending.has(child) && child.lastActive < cutoff) this.retire(key, child);
+        if (child.busy || this.pending.has(child) || child.lastActive >= cutoff) continue;
+        // A task of its owner may still be running in it: it stays (within max_children, which
+        // ends such children last) until the task is forgotten (src/mcp/tasks.ts).
+        if (this.deps.ownerHasTasks?.(this.config.name, this.owners.get(child) ?? '')) continue;
+        this.retire(key, child);
       }
       if (this.children.size > 0) this.sweepSoon();
     }, every);

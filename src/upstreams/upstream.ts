@@ -183,8 +183,16 @@ export interface Upstream {
    * a legacy child probe again (an initialized child cannot be asked).
    */
   era(options?: { forwardPath?: string; refresh?: boolean }): Promise<EraVerdict>;
-  /** The verdict already reached, without waiting or probing; undefined before the first one. */
+  /**
+   * The verdict already reached, without waiting or probing; undefined before the first one.
+   * http: the url's own (forward path ''), else the latest reached for any path (shown only).
+   */
   readonly verdict: EraVerdict | undefined;
+  /**
+   * http: the verdict already reached for requests to this forward path (each path is probed on
+   * its own: src/upstreams/era.ts PathVerdicts). Absent: `verdict` holds for every request.
+   */
+  verdictFor?(forwardPath: string): EraVerdict | undefined;
   /** Legacy servers: opens a session (initialize). */
   openSession(options: OpenSessionOptions): Promise<UpstreamSession>;
   /**
@@ -209,4 +217,10 @@ export interface UpstreamDeps {
    * calls are in flight), for the audit log and metrics. `method` is the message's own.
    */
   onContained?: (server: string, method: string, reason: string) => void;
+  /**
+   * True when `owner` has a task on `server` that may still be running (src/mcp/tasks.ts): an
+   * isolated stdio server that must end an idle child to make room ends one whose owner has none
+   * first, since a task lives in its child and ends with it.
+   */
+  ownerHasTasks?: (server: string, owner: string) => boolean;
 }

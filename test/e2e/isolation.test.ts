@@ -183,6 +183,46 @@ ${bob.block}
   }, 60_000);
 });
 
+describe('stdio isolation at max_children: a child holding its owner\'s task is ended last', () => {
+  let alice: Key;
+  let bob: Key;
+  let carol: Key;
+  let gw: RunningGateway;
+
+  beforeAll(async () => {
+    [alice, bob, carol] = await Promise.all([makeKey('alice'), makeKey('bob'), makeKey('carol')]);
+    gw = await startGateway(`
+${everythingStdio('everything', 'timeout_ms = 30000\nmax_children = 2\nchild_idle_ms = 600000')}
+
+[auth]
+${alice.block}
+${bob.block}
+${carol.block}
+`);
+  }, 60_000);
+
+  afterAll(async () => {
+    await gw?.stop();
+  });
+
+  it('makes room by ending the child of an identity without tasks, though it was used more recently', async () => {
+    const started = await curlPost(
+      `${gw.url}/mcp/everything`,
+      { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'simulate-research-query', arguments: { topic: 'alice-topic' }, task: { ttl: 60_000 } } },
+      bearer(alice),
+    );
+    const taskId = started.json.result?.task?.taskId as string;
+    expect(taskId, started.text).toBeTypeOf('string');
+    // Bob's child is the more recently used of the two; Carol needs room.
+    expect((await curlPost(`${gw.url}/mcp/everything`, { jsonrpc: '2.0', id: 2, method: 'tools/list' }, bearer(bob))).status).toBe(200);
+    expect((await curlPost(`${gw.url}/mcp/everything`, { jsonrpc: '2.0', id: 3, method: 'tools/list' }, bearer(carol))).status).toBe(200);
+    expect((await route(gw, 'everything'))['children']).toBe(2);
+    // Alice's child, and her task in it, are still there.
+    const status = await curlPost(`${gw.url}/mcp/everything`, { jsonrpc: '2.0', id: 4, method: 'tasks/get', params: { taskId } }, bearer(alice));
+    expect(status.json.result?.taskId, status.text).toBe(taskId);
+  }, 60_000);
+});
+
 describe('stdio isolation = "session": one child per client session', () => {
   let alice: Key;
   let gw: RunningGateway;
