@@ -3,6 +3,8 @@
  * server list), learns its era (docs/eras.md: the `server/discover` probe, unless `era` is set),
  * does the era's handshake (legacy: initialize) and a full (paginated) tools/list, and reports
  * one row per server. Servers are checked concurrently so one slow server does not hide the others.
+ * An http/sse server that answers with an HTTP error gets a second look (hintFor): the usual cause
+ * is the wrong transport or path, and the row says which.
  */
 import type { GatewayConfig, ServerConfig } from '../config/schema.js';
 import type { JsonRpcRequest, JsonRpcResponse } from '../jsonrpc/messages.js';
@@ -51,17 +53,98 @@ export async function checkServer(config: ServerConfig, timeoutMs: number, logge
       error,
     };
   };
+  const failed = async (error: string) => result(false, null, `${error}${await hintFor(config, error, timeoutMs - (performance.now() - started))}`);
   try {
     await upstream.start();
     const status = upstream.status();
-    if (status.state !== 'ready' && status.state !== 'idle') return result(false, null, status.lastError ?? `not ready (${status.state})`);
+    if (status.state !== 'ready' && status.state !== 'idle') return await failed(status.lastError ?? `not ready (${status.state})`);
     const verdict = await upstream.era();
     const counted = verdict.era === 'modern' ? await countModern(upstream, verdict) : await countLegacy(upstream);
     return typeof counted === 'number' ? result(true, counted, null) : result(false, null, counted.error);
   } catch (err) {
-    return result(false, null, err instanceof Error ? err.message : String(err));
+    return await failed(err instanceof Error ? err.message : String(err));
   } finally {
     await upstream.close();
+  }
+}
+
+/** How the upstream layer words an HTTP error status (src/upstreams/http-common.ts). */
+const ANSWERED_HTTP = /answered HTTP (\d{3})$/;
+
+/** The longest a hint's own request may take, in ms. */
+const HINT_TIMEOUT_MS = 5_000;
+
+/**
+ * What is likely wrong with an http/sse server that answered an HTTP error status, as text to
+ * append to the error ('' when nothing better can be said). A legacy SSE server configured as
+ * "http" refuses the POST (404 or 405) but answers a GET with an event stream; a streamable HTTP
+ * server configured as "sse" refuses the GET without a session (400 or 405) but answers a POST of
+ * initialize. One request tells them apart (with the server's configured headers, its credentials);
+ * a 404 that neither explains is the url's path.
+ */
+async function hintFor(config: ServerConfig, error: string, budgetMs: number): Promise<string> {
+  const status = Number(ANSWERED_HTTP.exec(error)?.[1]);
+  if (!config.url || config.transport === 'stdio' || !(status >= 400 && status < 500) || status === 401 || status === 403) return '';
+  const timeout = Math.min(HINT_TIMEOUT_MS, budgetMs);
+  const wrongTransport = timeout > 0 && (config.transport === 'http' ? await answersSse(config, timeout) : await answersPost(config, timeout));
+  if (wrongTransport) {
+    return config.transport === 'http'
+      ? ': the url answers GET with an event stream: is this an SSE server? try transport = "sse"'
+      : ': the url answers a POST of initialize: is this a streamable HTTP server? try transport = "http"';
+  }
+  if (status === 404) return ": nothing is served there: check the url's path";
+  if (status === 405 && config.transport === 'http') return ': the url refuses POST: is this an SSE server? try transport = "sse", or check the url\'s path';
+  return '';
+}
+
+/** True when a GET of the url answers with an event stream, as a legacy SSE endpoint does. */
+async function answersSse(config: ServerConfig, timeoutMs: number): Promise<boolean> {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
+  try {
+    const response = await fetch(config.url!, { headers: { ...config.headers, accept: 'text/event-stream' }, signal: controller.signal, redirect: 'manual' });
+    return response.ok && (response.headers.get('content-type') ?? '').toLowerCase().startsWith('text/event-stream');
+  } catch {
+    return false;
+  } finally {
+    // The stream would stay open: the status and headers are all that is needed.
+    controller.abort();
+    clearTimeout(timer);
+  }
+}
+
+/** True when a POST of initialize to the url gets a JSON-RPC answer, as from a streamable HTTP endpoint. */
+async function answersPost(config: ServerConfig, timeoutMs: number): Promise<boolean> {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
+  const initialize = {
+    jsonrpc: '2.0',
+    id: 1,
+    method: 'initialize',
+    params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'mcp-guard check-upstream', version: '1' } },
+  };
+  try {
+    const response = await fetch(config.url!, {
+      method: 'POST',
+      headers: { ...config.headers, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      body: JSON.stringify(initialize),
+      signal: controller.signal,
+      redirect: 'manual',
+    });
+    const type = (response.headers.get('content-type') ?? '').toLowerCase();
+    const answered = response.ok && (type.startsWith('application/json') || type.startsWith('text/event-stream'));
+    // The session this opened is ended at once, so that nothing is left on the server.
+    const session = response.headers.get('mcp-session-id');
+    controller.abort();
+    if (answered && session) {
+      await fetch(config.url!, { method: 'DELETE', headers: { ...config.headers, 'mcp-session-id': session }, signal: AbortSignal.timeout(timeoutMs) }).then((deleted) => deleted.body?.cancel(), () => undefined);
+    }
+    return answered;
+  } catch {
+    return false;
+  } finally {
+    controller.abort();
+    clearTimeout(timer);
   }
 }
 

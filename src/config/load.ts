@@ -12,10 +12,13 @@ import { ConfigError, formatKeyPath, type ConfigIssue, type KeyPath } from './er
 import { interpolateTree, type Environment } from './env.js';
 import {
   additionalServerSchema,
+  apiKeySchema,
+  auditSchema,
+  clientCertSchema,
   configFileSchema,
+  jwtSchema,
   SERVER_NAME_PATTERN,
   serverConfigSchema,
-  serverEntrySchema,
   upstreamFieldsSchema,
   LEGACY_SHA256_PATTERN,
   normaliseFingerprint,
@@ -104,12 +107,15 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
 
   const additional = readAdditionalServers(env, issues);
   const resolved = file ? resolveServers(file, additional, issues) : undefined;
-  if (auth && resolved) checkAuth(auth, resolved.servers, issues, resolved.warnings);
-  if (auth && resolved && server) checkClientCerts(auth, server, resolved.servers, issues);
+  // These read the document itself (its valid fields), so that a schema error anywhere else does
+  // not hide them until the next run.
+  checkAuth(tree, resolved?.names, issues, resolved?.warnings ?? []);
+  checkClientCerts(tree, resolved?.names, issues);
   checkKeyRateLimits(tree, issues);
-  if (limits.audit) checkAudit(limits.audit, issues);
+  checkAudit(tree, issues);
   if (issues.all.length > 0 || !resolved || !server) throw new ConfigError(issues.all);
-  return { server, ...resolved, ...(auth ? { auth } : {}), ...limits };
+  const { single, servers, warnings } = resolved;
+  return { server, single, servers, warnings, ...(auth ? { auth } : {}), ...limits };
 }
 
 /** Collects issues in the order found, once each. */
@@ -133,6 +139,16 @@ class IssueList {
     const formatted = formatKeyPath(path);
     this.record(formatted, message);
     this.covered.push(formatted);
+  }
+
+  /**
+   * Adds unless that key already has a problem: a later stage would only restate it about a value
+   * the schema refused (and left out), e.g. "required" after "expected a non-empty string".
+   */
+  addIfNew(path: KeyPath, message: string): void {
+    const formatted = formatKeyPath(path);
+    if (this.all.some((issue) => issue.path === formatted)) return;
+    this.add(path, message, formatted);
   }
 
   private record(path: string, message: string): void {
@@ -227,42 +243,69 @@ function describeReadError(path: string, error: unknown): string {
   }
 }
 
-/** A part of the document that either validated or did not (its issues are already reported). */
-type Piece<T> = { ok: true; value: T } | { ok: false };
+/**
+ * A table of the document: its valid fields and the keys it sets to an invalid value, or not a
+ * table at all. What did not validate is already reported.
+ */
+type Piece<T> = { ok: true; value: T; invalid: ReadonlySet<string> } | { ok: false };
+
+const NONE: ReadonlySet<string> = new Set();
 
 interface FileView {
   /** undefined: no [upstream] fields at all (servers aside). */
   upstream: Piece<UpstreamFields> | undefined;
-  servers: Piece<z.output<typeof serverEntrySchema>>[];
+  servers: Piece<UpstreamFields>[];
+}
+
+/**
+ * The fields of a table that are valid on their own, each parsed by its own schema: what the
+ * checks after the schema can still rely on when another field (already reported) is not valid.
+ */
+function validFields<S extends Record<string, z.ZodType>>(shape: S, value: unknown): { [K in keyof S]?: z.output<S[K]> } {
+  const fields: Record<string, unknown> = {};
+  if (isTable(value)) {
+    for (const [key, schema] of Object.entries(shape)) {
+      if (value[key] === undefined) continue;
+      const parsed = schema.safeParse(value[key]);
+      if (parsed.success) fields[key] = parsed.data;
+    }
+  }
+  return fields as { [K in keyof S]?: z.output<S[K]> };
+}
+
+/** The valid server fields of a table, and the (known) keys whose values are not. */
+function serverPiece(value: unknown): Piece<UpstreamFields> {
+  if (!isTable(value)) return { ok: false };
+  const fields = validFields(upstreamFieldsSchema.shape, value);
+  const invalid = Object.keys(upstreamFieldsSchema.shape).filter((key) => value[key] !== undefined && !(key in fields));
+  return { ok: true, value: fields, invalid: new Set(invalid) };
 }
 
 function viewOf(upstream: z.output<typeof configFileSchema>['upstream']): FileView {
   if (!upstream) return { upstream: undefined, servers: [] };
   const { servers = [], ...fields } = upstream;
   return {
-    upstream: Object.keys(fields).length > 0 ? { ok: true, value: fields } : undefined,
-    servers: servers.map((value) => ({ ok: true, value })),
+    upstream: Object.keys(fields).length > 0 ? { ok: true, value: fields, invalid: NONE } : undefined,
+    servers: servers.map((value) => ({ ok: true, value, invalid: NONE })),
   };
 }
 
 /**
- * When the file as a whole did not validate, the parts that did are still checked against each
- * other (unique names and prefixes, transports), so that a second run does not find new problems.
+ * When the file as a whole did not validate, the fields that did are still checked against each
+ * other (unique names and prefixes, transports, a missing command or url), so that a second run
+ * does not find new problems.
  */
 function salvage(document: unknown): FileView {
   const upstream = isTable(document) ? document['upstream'] : undefined;
   if (upstream === undefined) return { upstream: undefined, servers: [] };
   if (!isTable(upstream)) return { upstream: { ok: false }, servers: [] };
   const { servers, ...fields } = upstream;
-  const piece = <T>(result: z.ZodSafeParseResult<T>): Piece<T> =>
-    result.success ? { ok: true, value: result.data } : { ok: false };
-  // Unknown keys are already reported; dropping them lets the rest of the entry be checked.
-  const entrySchema = serverEntrySchema.strip();
-  const fieldsSchema = upstreamFieldsSchema.strip();
+  // Unknown keys and invalid values are already reported; leaving them out lets the rest of the
+  // entry be checked (an entry without a valid name or path_prefix included).
   return {
-    upstream: Object.keys(fields).length > 0 ? piece(fieldsSchema.safeParse(fields)) : undefined,
+    upstream: Object.keys(fields).length > 0 ? serverPiece(fields) : undefined,
     servers: Array.isArray(servers)
-      ? servers.map((entry) => piece(entrySchema.safeParse(entry)))
+      ? servers.map(serverPiece)
       : // A malformed `servers` still means the user meant several servers: not single mode.
         servers === undefined
         ? []
@@ -277,7 +320,7 @@ function isTable(value: unknown): value is Record<string, unknown> {
 interface AdditionalServer {
   name: string;
   base: KeyPath;
-  entry: Piece<z.output<typeof additionalServerSchema>>;
+  entry: Piece<UpstreamFields>;
 }
 
 function readAdditionalServers(env: Environment, issues: IssueList): AdditionalServer[] {
@@ -303,11 +346,11 @@ function readAdditionalServers(env: Environment, issues: IssueList): AdditionalS
     const interpolated = interpolateTree(value, env, base);
     for (const problem of interpolated.problems) issues.addCovering(problem.path, problem.message);
     const parsed = additionalServerSchema.safeParse(interpolated.value, { error: describeIssue('JSON') });
-    if (parsed.success) return { name, base, entry: { ok: true, value: parsed.data } };
+    if (parsed.success) return { name, base, entry: { ok: true, value: parsed.data, invalid: NONE } };
     addZodIssues(issues, base, parsed.error);
-    // As in salvage(): with unknown keys dropped, the rest of the entry can still be checked.
-    const stripped = additionalServerSchema.strip().safeParse(interpolated.value);
-    return { name, base, entry: stripped.success ? { ok: true, value: stripped.data } : { ok: false } };
+    // As in salvage(): the valid fields of the entry can still be checked (its name is its key).
+    const piece = serverPiece(interpolated.value);
+    return { name, base, entry: piece.ok ? { ...piece, value: { ...piece.value, name: undefined } } : piece };
   });
 }
 
@@ -330,28 +373,36 @@ interface Identity {
   /** The key path of its table: `upstream`, `upstream.servers[1]`, `MCP_GUARD_ADDITIONAL_SERVERS.x`. */
   base: KeyPath;
   origin: 'upstream' | 'file' | 'env';
-  name: string;
-  /** undefined when the entry is invalid: its name (a JSON key) is still known. */
+  /** undefined when the entry has no valid name (already reported). */
+  name?: string | undefined;
+  /** undefined when the entry has no valid path_prefix (already reported). */
   path_prefix?: string | undefined;
 }
 
 /** A server about to be resolved: where its keys are, and what it inherits. */
 interface Candidate extends Identity {
-  path_prefix: string;
-  /** The fields set on the server itself. */
+  /** The (valid) fields set on the server itself. */
   entry: UpstreamFields;
-  /** The [upstream] defaults it inherits (none for [upstream] itself); undefined when [upstream] is invalid. */
-  defaults: UpstreamFields | undefined;
+  /** The keys the server sets to an invalid value (already reported). */
+  invalid: ReadonlySet<string>;
+  /** The (valid) [upstream] defaults it inherits; none for [upstream] itself. */
+  defaults: UpstreamFields;
+  /**
+   * Whether every field of the entry and of its defaults was valid: otherwise an ordered pair
+   * could be compared with a default in place of the value meant, and blame the wrong key.
+   */
+  whole: boolean;
 }
 
 function resolveServers(
   file: FileView,
   additional: AdditionalServer[],
   issues: IssueList,
-): { single: boolean; servers: ServerConfig[]; warnings: string[] } {
+): { single: boolean; servers: ServerConfig[]; warnings: string[]; names: ReadonlySet<string> | undefined } {
   const warnings: string[] = [];
   const upstream = file.upstream;
   const upstreamFields = upstream?.ok ? upstream.value : undefined;
+  const upstreamWhole = upstream === undefined || (upstream.ok && upstream.invalid.size === 0);
   const single = file.servers.length === 0 && additional.length === 0;
   const candidates: Candidate[] = [];
   // Additional entries that did not validate still have a name, which must not clash.
@@ -362,14 +413,16 @@ function resolveServers(
     name: fields.name ?? 'default',
     path_prefix: fields.path_prefix ?? '/',
     entry: fields,
+    invalid: upstream?.ok ? upstream.invalid : NONE,
     defaults: {},
+    whole: upstreamWhole,
   });
 
   if (single) {
     if (!upstream) issues.add(['upstream'], 'at least one upstream server is required');
     else if (upstreamFields) candidates.push(upstreamAsServer(upstreamFields));
   } else {
-    const defaults = upstream === undefined ? {} : upstreamFields;
+    const defaults = upstreamFields ?? {};
     const ignored = SERVER_ONLY_FIELDS.filter((field) => upstreamFields?.[field] !== undefined);
     const listed = `[upstream] ${ignored.join(', ')} ${ignored.length === 1 ? 'is' : 'are'} ignored`;
     if (file.servers.length > 0) {
@@ -383,25 +436,37 @@ function resolveServers(
         `${listed}: [upstream] sets no transport, command or url, so it only provides defaults for ${ADDITIONAL_SERVERS_VARIABLE}`,
       );
     }
-    if (upstreamFields) checkOrderedPairs(['upstream'], upstreamFields, upstreamFields, issues);
+    if (upstreamFields && upstreamWhole) checkOrderedPairs(['upstream'], upstreamFields, upstreamFields, issues);
     file.servers.forEach((piece, index) => {
       if (!piece.ok) return;
       const { name, path_prefix } = piece.value;
-      candidates.push({ base: ['upstream', 'servers', index], origin: 'file', name, path_prefix, entry: piece.value, defaults });
+      const whole = piece.invalid.size === 0 && upstreamWhole;
+      const { invalid } = piece;
+      candidates.push({ base: ['upstream', 'servers', index], origin: 'file', name, path_prefix, entry: piece.value, invalid, defaults, whole });
     });
     for (const { name, base, entry } of additional) {
       if (!entry.ok) invalidAdditional.push({ base, origin: 'env', name });
-      else candidates.push({ base, origin: 'env', name, path_prefix: entry.value.path_prefix, entry: entry.value, defaults });
+      else {
+        const whole = entry.invalid.size === 0 && upstreamWhole;
+        const { invalid } = entry;
+        candidates.push({ base, origin: 'env', name, path_prefix: entry.value.path_prefix, entry: entry.value, invalid, defaults, whole });
+      }
     }
   }
 
-  checkUnique([...candidates, ...invalidAdditional], issues);
+  const identities = [...candidates, ...invalidAdditional];
+  checkUnique(identities, issues);
   const servers: ServerConfig[] = [];
   for (const candidate of candidates) {
     const server = resolveServer(candidate, issues);
     if (server) servers.push(server);
   }
-  return { single, servers, warnings };
+  // The names of every configured server, valid or not (what [auth] may refer to); unknown when
+  // some server's name is (an entry that is not a table, or has no valid name).
+  const unnamed =
+    upstream?.ok === false || file.servers.some((piece) => !piece.ok) || identities.some((identity) => identity.name === undefined);
+  const names = unnamed ? undefined : new Set(identities.map((identity) => identity.name as string));
+  return { single, servers, warnings, names };
 }
 
 function definesServer(fields: UpstreamFields): boolean {
@@ -417,8 +482,10 @@ function checkUnique(identities: Identity[], issues: IssueList): void {
   const byName = new Map<string, Identity>();
   const byPrefix = new Map<string, Identity>();
   for (const candidate of identities) {
-    const sameName = byName.get(candidate.name);
-    if (!sameName) byName.set(candidate.name, candidate);
+    const sameName = candidate.name === undefined ? undefined : byName.get(candidate.name);
+    if (candidate.name === undefined) {
+      // No valid name: reported by the schema.
+    } else if (!sameName) byName.set(candidate.name, candidate);
     else if (candidate.origin === 'env') issues.add(candidate.base, `a server named ${JSON.stringify(candidate.name)} is already configured`);
     else issues.add([...candidate.base, 'name'], `same name ${JSON.stringify(candidate.name)} as ${describeCandidate(sameName)}`);
 
@@ -436,13 +503,16 @@ function checkUnique(identities: Identity[], issues: IssueList): void {
 
 /** Infers a missing transport from the one field that gives it away, as the seed guide's examples expect. */
 function transportOf(candidate: Candidate, issues: IssueList): Transport | undefined {
-  const { entry, base } = candidate;
+  const { entry, base, invalid } = candidate;
   if (entry.transport) return entry.transport;
-  if (entry.command !== undefined && entry.url === undefined) return 'stdio';
-  if (entry.url !== undefined && entry.command === undefined) return 'http';
-  issues.add(
+  // A command or url with an invalid value (already reported) still says which transport is meant.
+  const command = entry.command !== undefined || invalid.has('command');
+  const url = entry.url !== undefined || invalid.has('url');
+  if (command && !url) return 'stdio';
+  if (url && !command) return 'http';
+  issues.addIfNew(
     [...base, 'transport'],
-    entry.command === undefined
+    !command
       ? 'required: "stdio" (with command), "http" or "sse" (with url)'
       : 'required when both command and url are set',
   );
@@ -460,15 +530,15 @@ function resolveServer(candidate: Candidate, issues: IssueList): ServerConfig | 
   for (const field of stdio ? HTTP_ONLY_FIELDS : STDIO_ONLY_FIELDS) {
     if (entry[field] !== undefined) issues.add([...base, field], `not used by transport "${transport}"`);
   }
-  if (stdio && entry.command === undefined) issues.add([...base, 'command'], 'required for transport "stdio"');
-  if (!stdio && entry.url === undefined) issues.add([...base, 'url'], `required for transport "${transport}"`);
+  if (stdio && entry.command === undefined) issues.addIfNew([...base, 'command'], 'required for transport "stdio"');
+  if (!stdio && entry.url === undefined) issues.addIfNew([...base, 'url'], `required for transport "${transport}"`);
   // HTTP+SSE exists only in the legacy era. An "era" inherited from [upstream] is a default meant
   // for the servers that can have it, like the fields of the other transport.
   if (transport === 'sse' && entry.era === 'modern') issues.add([...base, 'era'], 'transport "sse" is legacy only: expected "auto" or "legacy"');
 
   // Tables (env, headers) are inherited or replaced whole, never merged: a server that sets its
   // own headers sends exactly those, so no credential meant for other servers leaks to it.
-  const defaults = candidate.defaults ?? {};
+  const defaults = candidate.defaults;
   const inherit = <K extends keyof UpstreamFields>(field: K): UpstreamFields[K] => entry[field] ?? defaults[field];
   const era = inherit('era');
   const fields = {
@@ -500,12 +570,11 @@ function resolveServer(candidate: Candidate, issues: IssueList): ServerConfig | 
   const defined = Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== undefined));
   const resolved = serverConfigSchema.safeParse(defined);
   if (!resolved.success) {
-    // Only reachable with a field already reported (a missing command or url).
+    // Only reachable with a field already reported (a missing command, url, name or path_prefix).
     if (issues.all.length === 0) throw new Error(`config: ${describeCandidate(candidate)} did not resolve`);
     return undefined;
   }
-  // With [upstream] invalid, its defaults are unknown and a comparison could blame the wrong key.
-  if (candidate.defaults) checkOrderedPairs(base, entry, resolved.data, issues);
+  if (candidate.whole) checkOrderedPairs(base, entry, resolved.data, issues);
   return resolved.data;
 }
 
@@ -540,19 +609,28 @@ const BUILTIN_DEFAULTS: Record<OrderedField, number> = {
   circuit_open_max_ms: serverConfigSchema.shape.circuit_open_max_ms.parse(undefined),
 };
 
+/** The valid fields of each entry of an array of tables (an entry that is not a table: none). */
+function entriesOf<S extends Record<string, z.ZodType>>(shape: S, list: unknown): { [K in keyof S]?: z.output<S[K]> }[] {
+  return Array.isArray(list) ? list.map((entry) => validFields(shape, entry)) : [];
+}
+
 /**
  * What [auth] must satisfy beyond its schema: something to authenticate with, ids, prefixes and
- * hashes that identify one key each, and server lists that name configured servers.
+ * hashes that identify one key each, and server lists that name configured servers (`names`;
+ * undefined when some server's name is unknown). Read from the document's valid fields, so that
+ * it runs whatever else is wrong.
  */
-function checkAuth(auth: AuthConfig, servers: ServerConfig[], issues: IssueList, warnings: string[]): void {
-  const keys = auth.api_keys ?? [];
-  if (keys.length === 0 && !auth.jwt && (auth.client_certs ?? []).length === 0) {
+function checkAuth(document: unknown, names: ReadonlySet<string> | undefined, issues: IssueList, warnings: string[]): void {
+  const auth = isTable(document) ? document['auth'] : undefined;
+  if (!isTable(auth)) return;
+  const none = (list: unknown) => list === undefined || (Array.isArray(list) && list.length === 0);
+  if (none(auth['api_keys']) && auth['jwt'] === undefined && none(auth['client_certs'])) {
     issues.add(['auth'], 'configure [[auth.api_keys]], [auth.jwt] or [[auth.client_certs]] (or remove [auth] to run without authentication)');
   }
-  const names = new Set(servers.map((s) => s.name));
+  const keys = entriesOf(apiKeySchema.shape, auth['api_keys']);
   const checkServers = (path: KeyPath, list: string[] | undefined) =>
     list?.forEach((name, i) => {
-      if (!names.has(name)) issues.add([...path, i], `no server named "${name}" is configured`);
+      if (names && !names.has(name)) issues.add([...path, i], `no server named "${name}" is configured`);
     });
   // The duplicated value is named, except a key_hash: an unsalted legacy hash of a weak key is
   // as good as the key, and validate's output ends up in CI logs.
@@ -572,15 +650,15 @@ function checkAuth(auth: AuthConfig, servers: ServerConfig[], issues: IssueList,
   const legacy: string[] = [];
   keys.forEach((key, i) => {
     checkServers(['auth', 'api_keys', i, 'servers'], key.servers);
-    if (LEGACY_SHA256_PATTERN.test(key.key_hash)) legacy.push(key.id);
+    if (key.key_hash !== undefined && LEGACY_SHA256_PATTERN.test(key.key_hash)) legacy.push(key.id ?? `[${i}]`);
   });
   if (legacy.length > 0) {
     warnings.push(
       `auth.api_keys ${legacy.join(', ')}: unsalted SHA-256 key_hash is deprecated; re-hash with \`mcp-guard hash-key\` (argon2id) or issue new keys with \`mcp-guard keygen\``,
     );
   }
-  const jwt = auth.jwt;
-  if (jwt?.jwks_url?.startsWith('http://')) {
+  const jwt = validFields(jwtSchema.shape, auth['jwt']);
+  if (jwt.jwks_url?.startsWith('http://')) {
     warnings.push('auth.jwt.jwks_url uses http://: the signing keys can be replaced in transit; use https:// outside a trusted network');
   }
 }
@@ -590,21 +668,29 @@ function checkAuth(auth: AuthConfig, servers: ServerConfig[], issues: IssueList,
  * entry names one certificate (ids unique across client_certs and api_keys, so that an id in an
  * audit line is one identity), and its servers are configured.
  */
-function checkClientCerts(auth: AuthConfig, server: ServerSettings, servers: ServerConfig[], issues: IssueList): void {
-  const certs = auth.client_certs ?? [];
-  if (certs.length === 0) return;
-  if (server.tls?.client_ca_path === undefined) {
-    const why = server.tls === undefined ? 'there is no [server.tls]' : '[server.tls] has no client_ca_path';
+function checkClientCerts(document: unknown, names: ReadonlySet<string> | undefined, issues: IssueList): void {
+  const auth = isTable(document) ? document['auth'] : undefined;
+  const certs = isTable(auth) ? entriesOf(clientCertSchema.shape, auth['client_certs']) : [];
+  if (!isTable(document) || !isTable(auth) || certs.length === 0) return;
+  const section = document['server'];
+  const tls = isTable(section) ? section['tls'] : undefined;
+  // A [server] or [server.tls] that is not a table is reported by the schema: whether it would
+  // verify client certificates is unknown.
+  const known = (section === undefined || isTable(section)) && (tls === undefined || isTable(tls));
+  if (known && (!isTable(tls) || tls['client_ca_path'] === undefined)) {
+    const why = tls === undefined ? 'there is no [server.tls]' : '[server.tls] has no client_ca_path';
     issues.add(['auth', 'client_certs'], `needs [server.tls] client_ca_path: client certificates are only verified then (${why})`);
   }
-  const keyIds = new Map((auth.api_keys ?? []).map((key, i) => [key.id, i]));
+  const keyIds = new Map<string, number>();
+  entriesOf(apiKeySchema.shape, auth['api_keys']).forEach((key, i) => {
+    if (key.id !== undefined && !keyIds.has(key.id)) keyIds.set(key.id, i);
+  });
   const ids = new Map<string, number>();
   const subjects = new Map<string, number>();
   const fingerprints = new Map<string, number>();
-  const names = new Set(servers.map((s) => s.name));
   certs.forEach((cert, i) => {
     const at = (field: string) => ['auth', 'client_certs', i, field];
-    const key = keyIds.get(cert.id);
+    const key = cert.id === undefined ? undefined : keyIds.get(cert.id);
     if (key !== undefined) issues.add(at('id'), `same id ${JSON.stringify(cert.id)} as auth.api_keys[${key}]`);
     const same = (seen: Map<string, number>, value: string | undefined, field: string, what: string) => {
       if (value === undefined) return;
@@ -616,7 +702,7 @@ function checkClientCerts(auth: AuthConfig, server: ServerSettings, servers: Ser
     same(subjects, cert.subject_cn, 'subject_cn', 'subject_cn');
     same(fingerprints, cert.fingerprint_sha256 === undefined ? undefined : normaliseFingerprint(cert.fingerprint_sha256), 'fingerprint_sha256', 'fingerprint');
     cert.servers?.forEach((name, j) => {
-      if (!names.has(name)) issues.add([...at('servers'), j], `no server named "${name}" is configured`);
+      if (names && !names.has(name)) issues.add([...at('servers'), j], `no server named "${name}" is configured`);
     });
   });
 }
@@ -641,9 +727,17 @@ function checkKeyRateLimits(document: unknown, issues: IssueList): void {
   }
 }
 
-/** An enabled audit log must write somewhere: an audit section that records nothing is a mistake. */
-function checkAudit(audit: AuditConfig, issues: IssueList): void {
-  if (audit.enabled && !audit.stdout && audit.file === undefined && audit.export_url === undefined) {
+/**
+ * An enabled audit log must write somewhere: an audit section that records nothing is a mistake.
+ * Read from the document's valid fields; not decided when one of the keys it depends on is invalid.
+ */
+function checkAudit(document: unknown, issues: IssueList): void {
+  const section = isTable(document) ? document['audit'] : undefined;
+  if (!isTable(section)) return;
+  const audit = validFields(auditSchema.shape, section);
+  const decisive = ['enabled', 'stdout', 'file', 'export_url'] as const;
+  if (decisive.some((key) => section[key] !== undefined && audit[key] === undefined)) return;
+  if ((audit.enabled ?? true) && !audit.stdout && audit.file === undefined && audit.export_url === undefined) {
     issues.add(['audit'], 'configure at least one sink: stdout = true, file or export_url (or enabled = false)');
   }
 }

@@ -295,4 +295,25 @@ describe('check-upstream', () => {
     expect(existsSync(started)).toBe(false);
     expect(await leftovers(m, 0)).toEqual([]);
   });
+
+  it('the wrong transport or path: each row says what is likely wrong, not a bare HTTP status', async () => {
+    const base = (url: string) => url.slice(0, url.lastIndexOf('/'));
+    const config = [
+      // An SSE server configured as streamable HTTP.
+      urlServer('sse_as_http', 'http', sse.url),
+      // A streamable HTTP server configured as SSE.
+      urlServer('http_as_sse', 'sse', http.url),
+      // The right transport, a path where nothing is served.
+      urlServer('wrong_path', 'http', `${base(http.url)}/nothing-here`),
+      urlServer('wrong_path_sse', 'sse', `${base(sse.url)}/nothing-here`),
+    ].join('\n');
+    const r = await runCli(['check-upstream', '-c', writeConfig(config), '--json', '--timeout', '20']);
+    expect(r.code, r.stdout + r.stderr).toBe(1);
+    const byName = Object.fromEntries((JSON.parse(r.stdout) as Row[]).map((row) => [row.name, row]));
+    for (const row of Object.values(byName)) expect(row, row.name).toMatchObject({ ok: false, tools: null });
+    expect(byName['sse_as_http']!.error).toMatch(/is this an SSE server\? try transport = "sse"/);
+    expect(byName['http_as_sse']!.error).toMatch(/is this a streamable HTTP server\? try transport = "http"/);
+    expect(byName['wrong_path']!.error).toMatch(/HTTP 404.*check the url's path/);
+    expect(byName['wrong_path_sse']!.error).toMatch(/HTTP 404.*check the url's path/);
+  });
 });

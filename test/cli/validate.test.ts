@@ -55,6 +55,34 @@ describe('validate', () => {
     expect(r.stderr).not.toMatch(/Usage:/);
   });
 
+  it('problems of every stage in one run: a schema error hides no missing command, empty [auth] or sinkless [audit]', async () => {
+    const path = writeConfig(
+      [
+        '[server]\nport = "3000"\nlisten = "0.0.0.0"\n',
+        // No command (found when the server is resolved), beside an invalid value.
+        '[[upstream.servers]]\nname = "local"\npath_prefix = "/local"\ntransport = "stdio"\ntimeout_ms = "30s"\n',
+        // An invalid path_prefix, and no url.
+        '[[upstream.servers]]\nname = "web"\npath_prefix = "web"\ntransport = "http"\n',
+        '[auth]\n',
+        '[audit]\nenabled = true\n',
+      ].join('\n'),
+    );
+    const r = await runCli(['validate', '-c', path]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    const listed = r.stderr.split('\n').filter((line) => /^\s*(server|upstream|auth|audit)\b/.test(line)).map((line) => line.trim());
+    expect(listed).toEqual([
+      'server.port: expected an integer from 0 to 65535',
+      'server.listen: unknown key',
+      'upstream.servers[0].timeout_ms: expected a whole number of milliseconds from 1 to 2147483647',
+      'upstream.servers[1].path_prefix: must start with "/"',
+      'upstream.servers[0].command: required for transport "stdio"',
+      'upstream.servers[1].url: required for transport "http"',
+      'auth: configure [[auth.api_keys]], [auth.jwt] or [[auth.client_certs]] (or remove [auth] to run without authentication)',
+      'audit: configure at least one sink: stdout = true, file or export_url (or enabled = false)',
+    ]);
+  });
+
   it('finding 11: two servers named "local" (and two prefixes, two key ids): each message names the duplicated value', async () => {
     const path = writeConfig(
       [

@@ -68,10 +68,14 @@ key_hash = "${HASH}"
     ]);
   });
 
-  it('refuses bad ids and prefixes, and a per-key rate_limit without [rate_limit] (it would not be enforced); entries are cross-checked once each is valid', () => {
+  it('refuses bad ids and prefixes, and a per-key rate_limit without [rate_limit] (it would not be enforced); the valid entries are still cross-checked in the same run', () => {
     expect(errorsOf(`${CLASHING_KEYS}[[auth.api_keys]]\nid = "bad id"\nkey_prefix = "MCP_1"\nkey_hash = "${HASH2}"\nrate_limit = 10\n`)).toEqual([
       'auth.api_keys[2].id: must be 1 to 128 letters, digits or ._@:+-',
       'auth.api_keys[2].key_prefix: expected "mcp_" and 8 lowercase letters or digits, as printed by `mcp-guard keygen`',
+      'auth.api_keys[1].id: same id "a" as auth.api_keys[0]',
+      'auth.api_keys[1].key_prefix: same key_prefix "mcp_ab12cd34" as auth.api_keys[0]',
+      'auth.api_keys[1].key_hash: same key_hash as auth.api_keys[0]',
+      'auth.api_keys[0].servers[1]: no server named "nope" is configured',
       'auth.api_keys[2].rate_limit: needs [rate_limit] to be enforced (there is no [rate_limit] section)',
     ]);
   });
