@@ -205,12 +205,16 @@ async function main(argv: string[]): Promise<number> {
       const { keygen, keygenOptions } = await import('./cli/keys.js');
       const options = keygenOptions(values);
       if ('error' in options) throw new UsageError(options.error);
+      // argon2 is a native module: a broken one would crash this process silently (argon2-check.ts).
+      await (await import('./auth/argon2-check.js')).checkArgon2Isolated();
       process.stdout.write(await keygen(options));
       return 0;
     }
     case 'hash-key': {
       const { hashKey, readKey } = await import('./cli/keys.js');
-      process.stdout.write(await hashKey(await readKey(positionals[1])));
+      const key = await readKey(positionals[1]);
+      await (await import('./auth/argon2-check.js')).checkArgon2Isolated();
+      process.stdout.write(await hashKey(key));
       return 0;
     }
     default: {

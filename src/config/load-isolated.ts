@@ -10,14 +10,22 @@
  * The resolved config is plain data (objects, arrays, strings, numbers, booleans); it comes back
  * over the IPC channel by structured clone (`serialization: 'advanced'`). A ConfigError comes back
  * as its list of issues. The short-lived commands (validate, check-upstream) call loadConfig()
- * in-process.
+ * in-process. With argon2 API key hashes in the config, the child also checks that argon2 works
+ * with this Node before answering (src/auth/argon2-check.ts): a broken native module crashes
+ * that child, not the gateway, and start-up ends with a message instead of the first request.
  */
 import { fork } from 'node:child_process';
+import { ARGON2_CHECK_TIMEOUT_MS, brokenArgon2Message, crashDescription } from '../auth/argon2-check.js';
 import { ConfigError, type ConfigIssue } from './errors.js';
 import type { GatewayConfig } from './schema.js';
 
-/** What the loader (load-child.ts) sends back: the config, the issues of a ConfigError, or a failure. */
-export type LoadAnswer = { config: GatewayConfig } | { issues: ConfigIssue[] } | { failure: string };
+/**
+ * What the loader (load-child.ts) sends back: the config, the issues of a ConfigError, a failure,
+ * or the message of an argon2 that does not work (src/auth/argon2-check.ts).
+ */
+export type LoadAnswer = { config: GatewayConfig } | { issues: ConfigIssue[] } | { failure: string } | { argon2: string };
+/** Sent by the loader before its answer when it checks argon2 (the config has argon2 API key hashes). */
+export type LoadProgress = { checking: 'argon2' };
 
 /** loadConfig(path) with process.env, run in a child process; rejects with a ConfigError as loadConfig does. */
 export function loadConfigIsolated(path: string): Promise<GatewayConfig> {
@@ -30,14 +38,31 @@ export function loadConfigIsolated(path: string): Promise<GatewayConfig> {
       stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
     });
     let answer: LoadAnswer | undefined;
-    child.once('message', (message: LoadAnswer) => {
-      answer = message;
+    let checkingArgon2 = false;
+    let timedOut = false;
+    let timer: NodeJS.Timeout | undefined;
+    child.on('message', (message: LoadAnswer | LoadProgress) => {
+      if (!('checking' in message)) {
+        answer = message;
+        return;
+      }
+      // The argon2 check is bounded in time: a hung native module must not hold start-up forever.
+      checkingArgon2 = true;
+      timer = setTimeout(() => {
+        timedOut = true;
+        child.kill('SIGKILL');
+      }, ARGON2_CHECK_TIMEOUT_MS);
     });
     child.once('error', reject);
     child.once('exit', (code, signal) => {
-      if (answer === undefined) reject(new Error(`the config loader stopped (${signal ?? `exit code ${code}`}) without an answer`));
+      clearTimeout(timer);
+      if (answer === undefined && checkingArgon2) {
+        const what = timedOut ? `hashing a test value did not finish within ${ARGON2_CHECK_TIMEOUT_MS / 1000} s` : crashDescription(code, signal);
+        reject(new Error(brokenArgon2Message(what)));
+      } else if (answer === undefined) reject(new Error(`the config loader stopped (${signal ?? `exit code ${code}`}) without an answer`));
       else if ('issues' in answer) reject(new ConfigError(answer.issues));
       else if ('failure' in answer) reject(new Error(`the config loader failed: ${answer.failure}`));
+      else if ('argon2' in answer) reject(new Error(answer.argon2));
       else resolve(answer.config);
     });
   });
