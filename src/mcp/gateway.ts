@@ -42,6 +42,8 @@ const MAX_SHARED_SESSIONS = 1_024;
  */
 const SHARED_IDLE_MS = 60_000;
 const SHARED_SWEEP_MS = 15_000;
+/** Discover results of servers configured as modern, kept for this many server and path pairs at most. */
+const MAX_DISCOVERED = 1_024;
 
 interface SharedEntry {
   session: Promise<UpstreamSession>;
@@ -66,7 +68,7 @@ export class Gateway {
   readonly tasks = new TaskOwners();
   /** `[server] max_sessions_per_identity`, or its default: a tenth of max_sessions. */
   private readonly sessionQuota: number;
-  /** Discover results of servers configured as modern, by name. */
+  /** Discover results of servers configured as modern, by name and forward path. */
   private readonly discovered = new Map<string, Promise<Record<string, unknown>>>();
   private readonly upstreams = new Map<string, Upstream>();
   private readonly shared = new Map<string, SharedEntry>();
@@ -332,19 +334,26 @@ export class Gateway {
 
   /**
    * The discover result of a server configured as modern (`era = "modern"`: never probed), asked
-   * once: a legacy client's initialize answer and its listen filter come from it.
+   * once per forward path, as era verdicts are (src/upstreams/era.ts PathVerdicts): with prefix
+   * routing each path may be another endpoint, and one caller's choice of path must not decide
+   * what the others are answered. Bounded: the oldest path is forgotten first.
    */
   private discover(server: ServerConfig, forwardPath: string): Promise<Record<string, unknown>> {
-    let found = this.discovered.get(server.name);
+    const key = `${server.name}\u0000${forwardPath}`;
+    let found = this.discovered.get(key);
     if (!found) {
-      found = this.upstream(server.name)
+      const asked = this.upstream(server.name)
         .call(discoverRequest('gateway-discover'), { forwardPath, owner: GATEWAY_OWNER, onMessage: () => undefined })
         .then((response) => {
           if ('result' in response) return response.result;
           throw new UpstreamError('protocol', server.name, `Upstream '${server.name}' answered server/discover with an error: ${response.error.message}`);
         });
-      found.catch(() => this.discovered.delete(server.name));
-      this.discovered.set(server.name, found);
+      found = asked;
+      asked.catch(() => {
+        if (this.discovered.get(key) === asked) this.discovered.delete(key);
+      });
+      if (this.discovered.size >= MAX_DISCOVERED) this.discovered.delete(this.discovered.keys().next().value as string);
+      this.discovered.set(key, asked);
     }
     return found;
   }

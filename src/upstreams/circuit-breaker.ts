@@ -394,8 +394,8 @@ class Circuit {
 export class CircuitBreakerUpstream implements Upstream {
   readonly config: ServerConfig;
   private readonly circuit: Circuit;
-  /** The http era probe in flight through the circuit. */
-  private probing: Promise<EraVerdict> | undefined;
+  /** The http era probe in flight through the circuit, per forward path (as the transport's). */
+  private readonly probing = new Map<string, Promise<EraVerdict>>();
 
   constructor(
     private readonly inner: Upstream,
@@ -425,6 +425,10 @@ export class CircuitBreakerUpstream implements Upstream {
     return this.inner.verdict;
   }
 
+  verdictFor(forwardPath: string): EraVerdict | undefined {
+    return this.inner.verdictFor ? this.inner.verdictFor(forwardPath) : this.inner.verdict;
+  }
+
   /**
    * An http server's era probe is its first contact, like openSession there: guarded, and its
    * failure counts, against the server (the gateway sends it, whoever's request waits for it). A
@@ -433,20 +437,24 @@ export class CircuitBreakerUpstream implements Upstream {
    * looks after.
    */
   era(options?: { forwardPath?: string; refresh?: boolean }): Promise<EraVerdict> {
-    const known = this.inner.verdict;
-    if (this.config.transport === 'stdio' || known?.source === 'config' || (!options?.refresh && isFresh(known))) return this.inner.era(options);
-    // One probe, counted once, however many callers wait for it.
-    if (this.probing) return this.probing;
+    if (this.config.transport === 'stdio') return this.inner.era(options);
+    const path = options?.forwardPath ?? '';
+    const known = this.verdictFor(path);
+    if (known?.source === 'config' || (!options?.refresh && isFresh(known))) return Promise.resolve(known!);
+    // One probe per path, counted once, however many callers wait for it; a caller of another
+    // path never waits for it nor shares its failure.
+    const running = this.probing.get(path);
+    if (running) return running;
     // A probe of a path the client chose (prefix routing: url + its path and query) fails as that
     // path does: a 5xx, timeout or non-MCP answer there says nothing of the server, and counting
     // it as the server's let one identity open the circuit for all. Only an unreachable server is.
-    const chosen = (options?.forwardPath ?? '') !== '';
+    const chosen = path !== '';
     const verdict = chosen ? (error: unknown): Verdict => (error instanceof UpstreamError && error.kind === 'connect' ? 'failure' : 'neither') : undefined;
     const probe = guarded(this.circuit, undefined, () => this.inner.era(options), verdict);
     const shared = probe.finally(() => {
-      if (this.probing === shared) this.probing = undefined;
+      if (this.probing.get(path) === shared) this.probing.delete(path);
     });
-    this.probing = shared;
+    this.probing.set(path, shared);
     return shared;
   }
 
@@ -455,7 +463,7 @@ export class CircuitBreakerUpstream implements Upstream {
    * known to be legacy refuses the call itself, without reaching the server: not counted.
    */
   call(request: JsonRpcRequest, options: CallOptions): Promise<JsonRpcResponse> {
-    if (this.inner.verdict?.era === 'legacy') return this.inner.call(request, options);
+    if (this.verdictFor(options.forwardPath)?.era === 'legacy') return this.inner.call(request, options);
     return guarded(this.circuit, options.owner, () => this.inner.call(request, options));
   }
 

@@ -100,6 +100,78 @@ export function isFresh(verdict: EraVerdict | undefined, now = Date.now()): verd
   return verdict !== undefined && (verdict.source === 'config' || now - verdict.decidedAt < VERDICT_MAX_AGE_MS);
 }
 
+/** How many forward paths' verdicts one http upstream keeps besides its url's own. */
+export const MAX_PATH_VERDICTS = 256;
+
+interface PathEntry {
+  verdict: EraVerdict;
+  /** Read since the last eviction pass: kept for one more (a second chance). */
+  used: boolean;
+}
+
+/**
+ * The probed verdicts of one http upstream, one per forward path (prefix routing: url + the
+ * client's path and query). Each path is probed on its own, so that no caller's choice of path
+ * decides the era of requests to another: a path that answers 404 (legacy by the fallback rules)
+ * or never answers is that path's affair. The url's own verdict (forward path '', every request
+ * without prefix routing) is a field, never evicted; other paths live in a Map of at most
+ * MAX_PATH_VERDICTS, the least recently used going first (a read sets a flag, an eviction pass
+ * gives a flagged entry a second chance), so that a read is one Map get and a flood of new paths
+ * costs its own probes and at worst another probe for an evicted path, never a wrong verdict.
+ */
+export class PathVerdicts {
+  private base: EraVerdict | undefined;
+  private readonly paths = new Map<string, PathEntry>();
+  private latest: EraVerdict | undefined;
+
+  constructor(private readonly max = MAX_PATH_VERDICTS) {}
+
+  /** The verdict remembered for requests to `forwardPath`, whatever its age. */
+  get(forwardPath: string): EraVerdict | undefined {
+    if (forwardPath === '') return this.base;
+    const entry = this.paths.get(forwardPath);
+    if (entry === undefined) return undefined;
+    entry.used = true;
+    return entry.verdict;
+  }
+
+  set(forwardPath: string, verdict: EraVerdict): void {
+    this.latest = verdict;
+    if (forwardPath === '') {
+      this.base = verdict;
+      return;
+    }
+    const entry = this.paths.get(forwardPath);
+    if (entry !== undefined) {
+      entry.verdict = verdict;
+      entry.used = true;
+      return;
+    }
+    if (this.paths.size >= this.max) this.evictOne();
+    this.paths.set(forwardPath, { verdict, used: false });
+  }
+
+  /** What the server as a whole shows (/routes, /ready, check-upstream): its url's, else the latest. */
+  get shown(): EraVerdict | undefined {
+    return this.base ?? this.latest;
+  }
+
+  /** How many paths have a verdict besides the url's own. */
+  get size(): number {
+    return this.paths.size;
+  }
+
+  private evictOne(): void {
+    // Oldest first; a used entry goes to the back unflagged. Ends within one pass plus one.
+    for (const [path, entry] of this.paths) {
+      this.paths.delete(path);
+      if (!entry.used) return;
+      entry.used = false;
+      this.paths.set(path, entry);
+    }
+  }
+}
+
 /** A legacy verdict with the version its server's initialize answered, when it had none yet. */
 export function withLegacyVersion(verdict: EraVerdict | undefined, version: string | undefined): EraVerdict | undefined {
   if (verdict?.era !== 'legacy' || verdict.version !== undefined || version === undefined) return verdict;

@@ -22,7 +22,7 @@ import type { Logger } from '../observability/logger.js';
 import { GATEWAY_NAME, GATEWAY_VERSION } from '../version.js';
 import type { CancelSignal } from './cancellation.js';
 import type { Correlator } from './correlator.js';
-import { configuredVerdict, isFresh, withLegacyVersion } from './era.js';
+import { configuredVerdict, isFresh, PathVerdicts, withLegacyVersion } from './era.js';
 import type { ModernHttp } from './modern-http.js';
 import { connectFailed, UpstreamError } from './errors.js';
 import { BodyTooLarge, exchange, type ExchangeResponse } from './exchange.js';
@@ -123,9 +123,12 @@ export abstract class HttpUpstream implements Upstream {
   protected readonly context: HttpContext;
   private readonly sessions = new Set<HttpSession>();
   private closed = false;
-  private eraVerdict: EraVerdict | undefined;
-  /** The probe in flight, shared by everyone who asks for the era meanwhile. */
-  private probing: Promise<EraVerdict> | undefined;
+  /** The `era` setting's verdict (always legacy for sse): every path has it, nothing is probed. */
+  private configured: EraVerdict | undefined;
+  /** Probed verdicts, one per forward path (era.ts PathVerdicts says why). */
+  private readonly verdicts = new PathVerdicts();
+  /** The probe in flight per forward path, shared by everyone who asks for that path's era meanwhile. */
+  private readonly probing = new Map<string, Promise<EraVerdict>>();
   /** The 2026-07-28 side of the transport: probe and stateless calls. None for sse (legacy only). */
   protected abstract readonly modern: ModernHttp | undefined;
 
@@ -149,7 +152,7 @@ export abstract class HttpUpstream implements Upstream {
       health: new UpstreamHealth(),
       forget: (session) => this.sessions.delete(session),
     };
-    this.eraVerdict = configuredVerdict(config);
+    this.configured = configuredVerdict(config);
   }
 
   protected abstract newSession(options: OpenSessionOptions): HttpSession;
@@ -160,40 +163,51 @@ export abstract class HttpUpstream implements Upstream {
     return this.context.health.snapshot();
   }
 
+  /** The configured verdict, else the url's own probed one, else the latest probed for any path. */
   get verdict(): EraVerdict | undefined {
-    return this.eraVerdict;
+    return this.configured ?? this.verdicts.shown;
+  }
+
+  /** The verdict for requests to url + forwardPath: the configured one, else that path's own. */
+  verdictFor(forwardPath: string): EraVerdict | undefined {
+    return this.configured ?? this.verdicts.get(forwardPath);
   }
 
   /**
-   * The configured verdict (always legacy for sse), else the remembered one while fresh, else one
-   * probe of url + forwardPath shared by every caller that asks while it runs. A failed probe
-   * rejects and leaves the previous verdict as it was.
+   * The configured verdict (always legacy for sse), else the one remembered for this forward path
+   * while fresh, else one probe of url + forwardPath shared by every caller that asks for the same
+   * path while it runs. A failed probe rejects and leaves the path's previous verdict as it was.
+   * Each path is probed on its own: with prefix routing a client chooses the path, and a path
+   * that answers 404 (legacy by the fallback rules) or never answers must not decide the era of
+   * requests to other paths, nor make them wait for its probe.
    */
   era(options: { forwardPath?: string; refresh?: boolean } = {}): Promise<EraVerdict> {
-    const known = this.eraVerdict;
+    const path = options.forwardPath ?? '';
+    const known = this.verdictFor(path);
     if (known?.source === 'config' || (!options.refresh && isFresh(known))) return Promise.resolve(known!);
-    if (this.probing) return this.probing;
+    const running = this.probing.get(path);
+    if (running) return running;
     const modern = this.modern;
     if (this.closed || !modern) return Promise.reject(this.shuttingDown());
-    const probing = modern.probe(options.forwardPath ?? '').then(
+    const probing = modern.probe(path).then(
       (verdict) => {
-        this.probing = undefined;
-        if (!this.closed) this.eraVerdict = verdict;
+        this.probing.delete(path);
+        if (!this.closed) this.verdicts.set(path, verdict);
         return verdict;
       },
       (error: unknown) => {
-        this.probing = undefined;
+        this.probing.delete(path);
         throw asUpstreamError(error, this.config.name);
       },
     );
-    this.probing = probing;
+    this.probing.set(path, probing);
     return probing;
   }
 
   call(request: JsonRpcRequest, options: CallOptions): Promise<JsonRpcResponse> {
     const name = this.config.name;
     if (this.closed) return Promise.reject(this.shuttingDown());
-    if (!this.modern || this.eraVerdict?.era === 'legacy') {
+    if (!this.modern || this.verdictFor(options.forwardPath)?.era === 'legacy') {
       return Promise.reject(new UpstreamError('protocol', name, `Upstream '${name}' speaks the legacy era of MCP: it takes requests in sessions, not one by one`));
     }
     return this.modern.call(request, options);
@@ -207,12 +221,21 @@ export abstract class HttpUpstream implements Upstream {
       this.sessions.add(session);
       await session.open(options.initialize);
       // A legacy verdict learns its version from the first initialize that answers.
-      if (this.eraVerdict?.version === undefined) this.eraVerdict = withLegacyVersion(this.eraVerdict, negotiatedVersion(session.initializeResult));
+      this.learnVersion(options.forwardPath, session.initializeResult);
       return session;
     } catch (error) {
       await session?.close();
       throw asUpstreamError(error, this.config.name);
     }
+  }
+
+  private learnVersion(forwardPath: string, initializeResult: JsonRpcResponse): void {
+    const known = this.verdictFor(forwardPath);
+    if (known === undefined || known.version !== undefined) return;
+    const learnt = withLegacyVersion(known, negotiatedVersion(initializeResult));
+    if (learnt === known || learnt === undefined) return;
+    if (known.source === 'config') this.configured = learnt;
+    else this.verdicts.set(forwardPath, learnt);
   }
 
   private shuttingDown(): UpstreamError {

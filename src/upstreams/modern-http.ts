@@ -58,9 +58,10 @@ export class ModernHttp {
 
   /**
    * Sends `server/discover` to url + forwardPath and reads the answer by the specification's
-   * rules (era.ts). Rejects, so that nothing is remembered, when the answer says nothing about
-   * the era: HTTP 401/403 (an auth wall in front of any server), 5xx (a modern server can fail
-   * too), no connection, no answer within timeout_ms, a 2xx that is not an answer.
+   * rules (era.ts): the verdict of that path only (http-common.ts keeps one per path). Rejects,
+   * so that nothing is remembered, when the answer says nothing about the era: HTTP 401/403 (an
+   * auth wall in front of any server), 5xx (a modern server can fail too), no connection, no
+   * answer within timeout_ms, a 2xx that is not an answer.
    *
    * timeout_ms, not startup_timeout_ms: the probe is a request, made while a client waits for it
    * (finding 10 of issue 16). One deadline for the probe and its corrective retry.
@@ -78,7 +79,9 @@ export class ModernHttp {
       if (answer.kind === 'retry') answer = { kind: 'legacy', why: 'server/discover refused every version it named' };
     }
     const verdict = probedVerdict(answer);
-    logger.info({ era: verdict.era, version: verdict.version, ...(answer.kind === 'legacy' ? { why: answer.why } : {}) }, 'upstream era probed');
+    // The path probed (its query left out: it may carry a key), since each has its own verdict.
+    const path = url.pathname;
+    logger.info({ era: verdict.era, version: verdict.version, path, ...(answer.kind === 'legacy' ? { why: answer.why } : {}) }, 'upstream era probed');
     return verdict;
   }
 

@@ -4,6 +4,7 @@
  * and streamable HTTP). Each describe block is one attack; a test asserts the secure behaviour
  * (it failed while the hole was open, and stays as a regression test).
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -351,5 +352,119 @@ ${bob.block}
     const alices = await curlPost(`${gw.url}/mcp/web`, { jsonrpc: '2.0', id: 2, method: 'tools/list' }, bearer(alice));
     expect(alices.status, alices.text).toBe(200);
     expect(alices.json.result.tools.length).toBeGreaterThan(0);
+  }, 60_000);
+});
+
+describe('era verdict poisoning through the probe path', () => {
+  // A 2026-07-28-only server (the v2 fixture, `--modern-only`: it refuses legacy traffic) behind
+  // a reverse proxy that routes one path to it: /mcp/good. /mcp/hang is held unanswered and any
+  // other path is a 404, as a proxy answers a path with no route. The gateway reaches it by
+  // prefix with strip_prefix, so the client's path under the prefix is the path probed.
+  const FIXTURE = new URL('../fixtures/modern-server.mjs', import.meta.url).pathname;
+  let alice: Key;
+  let bob: Key;
+  let gw: RunningGateway;
+  let fixture: ChildProcess;
+  let fixturePort = 0;
+  const events: string[] = [];
+  let front: Server;
+  const held: Array<() => void> = [];
+  let hangs = 0;
+
+  beforeAll(async () => {
+    [alice, bob] = await Promise.all([makeKey('alice'), makeKey('bob')]);
+    fixture = spawn(process.execPath, [FIXTURE, 'http', '0', '--modern-only'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    fixture.stderr!.on('data', (chunk: Buffer) => {
+      err += chunk.toString('utf8');
+      let nl;
+      while ((nl = err.indexOf('\n')) !== -1) {
+        const line = err.slice(0, nl);
+        err = err.slice(nl + 1);
+        if (line.startsWith('event: ')) events.push(line.slice('event: '.length));
+      }
+    });
+    fixturePort = await new Promise<number>((resolve, reject) => {
+      let out = '';
+      fixture.stdout!.on('data', (chunk: Buffer) => {
+        out += chunk.toString('utf8');
+        const match = /listening (\d+)/.exec(out);
+        if (match) resolve(Number(match[1]));
+      });
+      fixture.once('exit', (code) => reject(new Error(`fixture exited (${code})`)));
+    });
+    front = createServer((req, res) => {
+      const path = (req.url ?? '').split('?')[0];
+      if (path === '/mcp/hang') {
+        hangs++;
+        held.push(() => res.destroy());
+        return;
+      }
+      if (path !== '/mcp/good') {
+        req.resume();
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('no route');
+        return;
+      }
+      const upstream = httpRequest({ host: '127.0.0.1', port: fixturePort, path: '/mcp', method: req.method, headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      });
+      upstream.on('error', () => res.destroy());
+      req.pipe(upstream);
+    });
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(front.address() as AddressInfo).port}/mcp`;
+    // Two servers on the same front, so that each test starts with nothing probed.
+    const server = (name: string) => `[[upstream.servers]]\nname = "${name}"\npath_prefix = "/${name}"\nstrip_prefix = true\nurl = ${q(url)}\ntimeout_ms = 8000\n`;
+    gw = await startGateway(`${server('m1')}\n${server('m2')}\n[auth]\n${alice.block}\n${bob.block}\n`);
+  }, 60_000);
+
+  afterAll(async () => {
+    await gw?.stop();
+    for (const release of held.splice(0)) release();
+    await new Promise<void>((resolve) => front?.close(() => resolve()));
+    if (fixture && fixture.exitCode === null && fixture.signalCode === null) {
+      const exited = new Promise((resolve) => fixture.once('exit', resolve));
+      fixture.kill('SIGTERM');
+      await exited;
+    }
+  });
+
+  const modernHeaders = (method: string, name?: string) => ({ 'mcp-protocol-version': '2026-07-28', 'mcp-method': method, ...(name ? { 'mcp-name': name } : {}) });
+  const modernEcho = (id: number, text: string) => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'echo', arguments: { text }, _meta: MODERN_ENVELOPE } });
+
+  /** A's requests to the good path, in both eras: answered by the modern server, never initialized. */
+  async function aliceIsServed(prefix: string): Promise<void> {
+    const modern = await post(`${gw.url}/${prefix}/good`, modernEcho(10, 'alice'), { ...bearer(alice), ...modernHeaders('tools/call', 'echo') });
+    expect(modern.status, modern.text).toBe(200);
+    expect(modern.json?.result?.content?.[0]?.text, modern.text).toBe('echo: alice');
+    const legacy = await curlPost(`${gw.url}/${prefix}/good`, { jsonrpc: '2.0', id: 11, method: 'tools/list' }, bearer(alice));
+    expect(legacy.status, legacy.text).toBe(200);
+    expect(legacy.json?.result?.tools?.map((t: { name: string }) => t.name), legacy.text).toContain('echo');
+    // The gateway spoke 2026-07-28 to it throughout: no legacy handshake reached the server.
+    expect(events).not.toContain('recv initialize');
+  }
+
+  it("B's probe of a path that answers 404 does not make the server legacy for A's requests to another path", async () => {
+    // B first, before anyone has reached the server: its path answers 404, legacy by the fallback.
+    const bobs = await post(`${gw.url}/m1/nowhere`, modernEcho(1, 'bob'), { ...bearer(bob), ...modernHeaders('tools/call', 'echo') });
+    expect(bobs.json?.result, bobs.text).toBeUndefined();
+    const bobLegacy = await curlPost(`${gw.url}/m1/nowhere`, { jsonrpc: '2.0', id: 2, method: 'tools/list' }, bearer(bob));
+    expect(bobLegacy.json?.result, bobLegacy.text).toBeUndefined();
+    await aliceIsServed('m1');
+    // B's path keeps its own verdict; its requests still fail there, and A's still pass.
+    const again = await post(`${gw.url}/m1/nowhere`, modernEcho(3, 'bob'), { ...bearer(bob), ...modernHeaders('tools/call', 'echo') });
+    expect(again.json?.result, again.text).toBeUndefined();
+    await aliceIsServed('m1');
+  }, 60_000);
+
+  it("A's request does not wait for, nor fail with, B's probe of a path that never answers", async () => {
+    const bobs = post(`${gw.url}/m2/hang`, modernEcho(1, 'bob'), { ...bearer(bob), ...modernHeaders('tools/call', 'echo') });
+    await waitFor(() => hangs === 1, 10_000, "B's probe to reach the held path");
+    // B's probe is in flight (for up to timeout_ms); A's request to the good path has its own.
+    await aliceIsServed('m2');
+    expect(hangs).toBe(1);
+    for (const release of held.splice(0)) release();
+    expect((await bobs).json?.result).toBeUndefined();
   }, 60_000);
 });

@@ -16,7 +16,8 @@ import { UpstreamError } from '../../src/upstreams/errors.js';
 import { createUpstream } from '../../src/upstreams/factory.js';
 import { StdioUpstream } from '../../src/upstreams/stdio.js';
 import { StreamableHttpUpstream } from '../../src/upstreams/streamable-http.js';
-import type { CallOptions, Upstream } from '../../src/upstreams/upstream.js';
+import { PathVerdicts } from '../../src/upstreams/era.js';
+import type { CallOptions, EraVerdict, Upstream } from '../../src/upstreams/upstream.js';
 import { EverythingServer, freePort } from '../helpers/everything.js';
 import { EVERYTHING, NODE, q, startGateway, waitFor } from '../helpers/gateway.js';
 
@@ -322,6 +323,44 @@ describe('era over streamable HTTP', () => {
       await fake.close();
     }
   });
+
+  it.each(['transport', 'behind the circuit breaker'] as const)(
+    'keeps one verdict per forward path (%s): a path that answers 404 is legacy alone, and callers of other paths neither wait for nor share its probe',
+    async (how) => {
+      // Prefix routing: the client's path under the prefix is appended to the url and probed.
+      const fake = await fakeServer((body, req, res) => {
+        const path = (req.url ?? '').split('?')[0];
+        if (path === '/mcp/bad') return void res.writeHead(404, { 'content-type': 'text/plain' }).end('no route');
+        if (path === '/mcp/held') return; // never answered
+        json(res, 200, { jsonrpc: '2.0', id: body.id, result: body.method === 'server/discover' ? DISCOVER_RESULT : { tools: [] } });
+      });
+      try {
+        const config = serverConfig(`url = ${q(fake.url)}\ntimeout_ms = 1500`);
+        const u = how === 'transport' ? http(fake.url, 'timeout_ms = 1500') : track(createUpstream(config, { logger: capture().logger }));
+        expect(await u.era({ forwardPath: '/bad' })).toMatchObject({ era: 'legacy', source: 'probe' });
+        expect(await u.era({ forwardPath: '/good' })).toMatchObject({ era: 'modern' });
+        expect(await u.era()).toMatchObject({ era: 'modern' });
+        expect(u.verdictFor!('/bad')).toMatchObject({ era: 'legacy' });
+        expect(u.verdictFor!('/good')).toMatchObject({ era: 'modern' });
+        // /routes shows the url's own verdict.
+        expect(u.verdict).toMatchObject({ era: 'modern' });
+        // A call goes out where its path is modern, and is refused without a request where it is legacy.
+        expect(await u.call(modern(1, 'tools/list'), callOptions({ forwardPath: '/good' }))).toMatchObject({ id: 1, result: { tools: [] } });
+        const sent = fake.bodies.length;
+        expect((await failure(u.call(modern(2, 'tools/list'), callOptions({ forwardPath: '/bad' })))).message).toMatch(/legacy era/);
+        expect(fake.bodies).toHaveLength(sent);
+        // A probe that hangs is its path's alone: another path's probe runs meanwhile.
+        const held = failure(u.era({ forwardPath: '/held' }));
+        await waitFor(() => fake.bodies.length === sent + 1, 5_000, 'the held probe to arrive');
+        expect(await u.era({ forwardPath: '/other?tenant=1' })).toMatchObject({ era: 'modern' });
+        expect((await held).kind).toBe('timeout');
+        expect(u.verdictFor!('/held')).toBeUndefined();
+        if (how !== 'transport') expect(u.status().circuit).toBe('closed');
+      } finally {
+        await fake.close();
+      }
+    },
+  );
 
   it('with era configured, never probes: legacy sessions and modern calls go out as configured', async () => {
     const before = dual.received('server/discover');
@@ -650,6 +689,45 @@ describe('era over stdio', () => {
     expect(await u.call(modern(1, 'tools/list'), callOptions())).toMatchObject({ id: 1, result: { tools: [] } });
   });
 
+  it('recognises the modern-only v2 fixture that reads nothing for 3 s (npx -y fetching it), and keeps it modern across restarts', async () => {
+    // The probe's own window (2 s) ends before the child reads anything; what it answers once it
+    // starts decides, not the silence.
+    const { logger, lines } = capture();
+    const u = stdio(`${fixture('--modern-only', '--start-delay', '3000')}\nrestart_backoff_ms = 50`, logger);
+    await u.start();
+    expect(u.status()).toMatchObject({ state: 'ready', healthy: true, restarts: 0 });
+    expect(u.verdict).toMatchObject({ era: 'modern', version: MODERN });
+    expect(await u.call(modern(1, 'tools/call', { name: 'echo', arguments: { text: 'slow start' } }), callOptions())).toMatchObject({ id: 1 });
+    expect(lines.some((line) => line.includes('crash'))).toBe(false);
+    // The verdict it remembers is modern: the next child is not initialized and refused again.
+    process.kill(u.status().pid!, 'SIGKILL');
+    await waitFor(() => u.status().state === 'ready' && u.status().restarts === 1, 15_000, 'the child to start again');
+    expect(u.verdict).toMatchObject({ era: 'modern' });
+    expect(textOf(await u.call(modern(2, 'tools/call', { name: 'echo', arguments: { text: 'again' } }), callOptions()))).toBe('echo: again');
+  });
+
+  it('asks a child that was silent through the probe and refused initialize again, and probes its next start', async () => {
+    // Ignores server/discover, refuses initialize: not modern, but its silence decides nothing.
+    const script = [
+      "process.stderr.write('event: started\\n');",
+      "require('readline').createInterface({ input: process.stdin }).on('line', (line) => {",
+      '  const m = JSON.parse(line);',
+      "  process.stderr.write('event: recv ' + m.method + '\\n');",
+      "  if (m.method === 'initialize') process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id: m.id, error: { code: -32602, message: 'no' } }) + '\\n');",
+      '});',
+    ].join('\n');
+    const { logger, events, lines } = capture();
+    const u = stdio(`command = ${q(NODE)}\nargs = ["-e", ${q(script)}]\nstartup_timeout_ms = 400\nrestart_backoff_ms = 50`, logger);
+    await u.start();
+    expect(u.status().state).not.toBe('ready');
+    expect(u.status().lastError).toMatch(/refused initialize/);
+    // The second start probes again rather than taking the remembered legacy verdict.
+    await waitFor(() => events().filter((e) => e === 'recv server/discover').length >= 3, 10_000, 'the next start to probe');
+    expect(events().slice(0, 5)).toEqual(['started', 'recv server/discover', 'recv initialize', 'recv server/discover', 'started']);
+    expect(lines.some((line) => line.includes('asking it again'))).toBe(true);
+    await u.close();
+  });
+
   it('with era configured, never probes', async () => {
     const legacy = capture();
     const l = stdio(`${fixture()}\nera = "legacy"`, legacy.logger);
@@ -764,5 +842,35 @@ describe('era and call() behind the circuit breaker', () => {
     } finally {
       await fake.close();
     }
+  });
+});
+
+describe('PathVerdicts', () => {
+  const verdict = (era: 'legacy' | 'modern'): EraVerdict => ({ era, version: undefined, decidedAt: Date.now(), source: 'probe' });
+
+  it('keeps at most its bound of paths, the least recently read going first; the url\'s own is never evicted', () => {
+    const verdicts = new PathVerdicts(3);
+    verdicts.set('', verdict('modern'));
+    verdicts.set('/a', verdict('legacy'));
+    verdicts.set('/b', verdict('legacy'));
+    verdicts.set('/c', verdict('legacy'));
+    expect(verdicts.get('/a')).toMatchObject({ era: 'legacy' });
+    verdicts.set('/d', verdict('legacy'));
+    expect(verdicts.size).toBe(3);
+    expect(verdicts.get('/b')).toBeUndefined();
+    for (const path of ['/a', '/c', '/d']) expect(verdicts.get(path), path).toBeDefined();
+    // A flood of new paths costs only paths: the url's own verdict stays, and is what is shown.
+    for (let i = 0; i < 1_000; i++) verdicts.set(`/flood/${i}`, verdict('legacy'));
+    expect(verdicts.size).toBe(3);
+    expect(verdicts.get('')).toMatchObject({ era: 'modern' });
+    expect(verdicts.shown).toMatchObject({ era: 'modern' });
+  });
+
+  it('shows the latest verdict while the url\'s own is unknown', () => {
+    const verdicts = new PathVerdicts();
+    expect(verdicts.shown).toBeUndefined();
+    verdicts.set('/a', verdict('legacy'));
+    verdicts.set('/b', verdict('modern'));
+    expect(verdicts.shown).toMatchObject({ era: 'modern' });
   });
 });
