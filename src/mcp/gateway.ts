@@ -25,7 +25,7 @@ import { InputRounds, PendingCall, type CallBinding } from './input-rounds.js';
 import { ModernBackedSession } from './modern-upstream.js';
 import { errorOutcome, type Outcome, type PostResponse } from './post-response.js';
 import { ListenHub, type Listener } from './subscriptions.js';
-import { DownstreamSession, refuseServerRequest, SessionStore, type SessionRefusal } from './sessions.js';
+import { CANCELLED_BY_CLIENT, DownstreamSession, refuseServerRequest, SessionStore, type SessionRefusal } from './sessions.js';
 import { TaskOwners } from './tasks.js';
 
 /** How long relaying a client's `initialized` may wait for the upstream's GET stream. */
@@ -431,7 +431,11 @@ export class Gateway {
       const response = await upstream.request(request, options);
       return { response, status: 200, cancelled: false };
     } catch (err) {
-      return errorOutcome(toGatewayError(err, request.id, log));
+      const outcome = errorOutcome(toGatewayError(err, request.id, log));
+      // Only what the client itself cancelled (notifications/cancelled) goes unanswered, on a
+      // stream or as JSON; a call its session's closing aborted is answered with the error.
+      if (controller) outcome.cancelled = controller.reason === CANCELLED_BY_CLIENT;
+      return outcome;
     } finally {
       session?.inflight.delete(key);
       session?.touch();

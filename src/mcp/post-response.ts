@@ -28,7 +28,7 @@ export function parseAccept(header: string | undefined): Acceptable {
 export interface Outcome {
   response: JsonRpcResponse;
   status: number;
-  /** The client cancelled it: on a stream, no response is sent (MCP cancellation). */
+  /** The client cancelled it: no response is sent, on a stream or as JSON (MCP cancellation). */
   cancelled: boolean;
   /** Served from the gateway's cache (src/mcp/cache.ts): no upstream request was made. */
   cached?: boolean;
@@ -81,6 +81,15 @@ export class PostResponse {
       sse.end();
       return;
     }
+    // A request its client cancelled gets no response (MCP cancellation: the receiver should not
+    // send one; a client that did get one would find no request it is waiting for). Nothing left
+    // to answer: 202 with no body, as for a POST of notifications only.
+    const answered = outcomes.filter((o) => !o.cancelled);
+    if (answered.length === 0) {
+      void this.reply.code(202).headers(this.headers).send();
+      return;
+    }
+    outcomes = answered;
     const only = outcomes.length === 1 && !batch ? outcomes[0] : undefined;
     const body = batch ? outcomes.map((o) => o.response) : outcomes[0]?.response;
     let text: string;

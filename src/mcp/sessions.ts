@@ -65,6 +65,14 @@ export class CallsInFlight {
   }
 }
 
+/**
+ * The reason a request in flight is aborted with when its client sent notifications/cancelled
+ * for it: such a request gets no response at all (src/mcp/gateway.ts forward). Aborted for any
+ * other reason (its session closed by a DELETE, the upstream or shutdown), it is answered with
+ * an error, on a stream too.
+ */
+export const CANCELLED_BY_CLIENT = Symbol('cancelled by the client');
+
 export class DownstreamSession {
   readonly id = randomUUID();
   lastActivity = Date.now();
@@ -149,10 +157,10 @@ export class DownstreamSession {
     });
   }
 
-  /** notifications/cancelled from the client. */
+  /** notifications/cancelled from the client: the request gets no response (CANCELLED_BY_CLIENT). */
   cancel(requestId: unknown): void {
     if (typeof requestId !== 'string' && typeof requestId !== 'number') return;
-    this.inflight.get(idKey(requestId))?.abort();
+    this.inflight.get(idKey(requestId))?.abort(CANCELLED_BY_CLIENT);
   }
 }
 

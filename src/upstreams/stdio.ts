@@ -663,14 +663,25 @@ export class StdioUpstream implements Upstream {
   /**
    * Initializes a child taken for legacy. When it refuses (or never answers) initialize but has
    * answered the probe late with a DiscoverResult, it is a modern server that was slow to start
-   * (npx fetching it): it is used as one, not failed and restarted as legacy forever.
+   * (npx fetching it): it is used as one, not failed and restarted as legacy forever. A child
+   * that went silent through the probe and then refuses initialize has started by now, and may
+   * answer the late probe after the refusal (the v2 SDK does): it is asked again before the start
+   * fails, and if it still is not modern its next start probes again rather than being taken for
+   * legacy for as long as the verdict stays fresh.
    */
   private async initializeOrAdopt(child: ChildProcess): Promise<void> {
     try {
       await this.initialize(child);
       if (this.lateProbe?.modern) this.log.info('upstream answered server/discover late but took initialize: kept as legacy');
     } catch (error) {
-      const modern = this.lateProbe?.child === child ? this.lateProbe.modern : undefined;
+      const late = this.lateProbe?.child === child ? this.lateProbe : undefined;
+      let modern = late?.modern;
+      const refused = error instanceof UpstreamError && error.kind === 'protocol';
+      if (!modern && late && refused && this.child === child) {
+        this.log.info('upstream went silent through server/discover and then refused initialize: asking it again');
+        modern = (await this.probeAgain(child)) ?? late.modern;
+        if (!modern) this.reprobe = true;
+      }
       if (!modern || this.child !== child) throw error;
       this.eraVerdict = probedVerdict(modern);
       this.modernChild = true;
@@ -678,6 +689,18 @@ export class StdioUpstream implements Upstream {
     } finally {
       this.lateProbe = undefined;
     }
+  }
+
+  /** server/discover to a started child (one retry on the version it names); its DiscoverResult, if modern. */
+  private async probeAgain(child: ChildProcess): Promise<Extract<ProbeAnswer, { kind: 'modern' }> | undefined> {
+    let answer: ProbeAnswer | undefined;
+    for (let version = MODERN_PROTOCOL_VERSION, attempt = 0; attempt < 2; attempt++) {
+      const outcome = await this.probeChild(child, version, false);
+      answer = outcome.kind === 'answer' ? readProbeAnswer(outcome.response) : undefined;
+      if (answer?.kind !== 'retry') break;
+      version = answer.version;
+    }
+    return answer?.kind === 'modern' ? answer : undefined;
   }
 
   /** era({ refresh }) on a running modern child: asks it again; a failure keeps the verdict. */
