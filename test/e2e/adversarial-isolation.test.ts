@@ -309,7 +309,7 @@ describe("attack: B's own requests open the server's circuit for A", () => {
     await new Promise<void>((resolve) => lb.listen(0, '127.0.0.1', resolve));
     const lbUrl = `http://127.0.0.1:${(lb.address() as AddressInfo).port}${target.pathname}`;
     gw = await startGateway(`
-${everythingStdio('local', 'timeout_ms = 1500\ncircuit_failure_threshold = 2\ncircuit_open_ms = 60000')}
+${everythingStdio('local', 'timeout_ms = 3000\ncircuit_failure_threshold = 2\ncircuit_open_ms = 60000')}
 
 [[upstream.servers]]
 name = "web"
@@ -334,7 +334,10 @@ ${bob.block}
 
   it("B's calls that time out open B's own circuit only: A is still served", async () => {
     const url = `${gw.url}/mcp/local`;
-    const long = { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'trigger-long-running-operation', arguments: { duration: 5, steps: 1 } } };
+    // Each identity's child started first: what times out below is B's call, not a busy
+    // machine's slow start of a child.
+    for (const key of [alice, bob]) expect((await curlPost(url, { jsonrpc: '2.0', id: 0, method: 'tools/list' }, bearer(key))).status).toBe(200);
+    const long = { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'trigger-long-running-operation', arguments: { duration: 10, steps: 1 } } };
     for (let i = 0; i < 2; i++) {
       const res = await curlPost(url, long, bearer(bob));
       expect(res.json.error, res.text).toBeDefined();

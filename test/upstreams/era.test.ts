@@ -668,8 +668,10 @@ describe('era over stdio', () => {
   });
 
   it('recognises a modern server that answers the probe late and refuses initialize (a slow npx start)', async () => {
-    // Reads nothing for its first 400 ms (the probe times out at 300), then answers in order:
-    // server/discover, and initialize with the error of a modern-only server.
+    // Reads nothing for its first 2.5 s, counted from its own start (the probe, counted from the
+    // spawn, times out at 2 s: the smaller of 2 s and half of startup_timeout_ms), then answers in
+    // order: server/discover, and initialize with the error of a modern-only server. The start
+    // has 8 s in all, so a busy machine's slow Node start leaves the order as it is.
     const script = [
       'setTimeout(() => {',
       "  require('readline').createInterface({ input: process.stdin }).on('line', (line) => {",
@@ -679,10 +681,10 @@ describe('era over stdio', () => {
       "    else if (m.method === 'initialize') send({ error: { code: -32022, message: 'Unsupported protocol version', data: { supported: ['2026-07-28'] } } });",
       "    else if (m.method === 'tools/list') send({ result: { tools: [], resultType: 'complete' } });",
       '  });',
-      '}, 400);',
+      '}, 2500);',
     ].join('\n');
     const { logger } = capture();
-    const u = stdio(`command = ${q(NODE)}\nargs = ["-e", ${q(script)}]\nstartup_timeout_ms = 600`, logger);
+    const u = stdio(`command = ${q(NODE)}\nargs = ["-e", ${q(script)}]\nstartup_timeout_ms = 8000`, logger);
     await u.start();
     expect(u.status().state).toBe('ready');
     expect(u.verdict).toMatchObject({ era: 'modern', version: MODERN });
