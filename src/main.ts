@@ -8,6 +8,7 @@ import { ConfigError } from './config/errors.js';
 import type { GatewayConfig } from './config/schema.js';
 import type { Logger } from './observability/logger.js';
 import { GATEWAY_VERSION } from './version.js';
+import { errorMessage } from './error-message.js';
 
 // The gateway itself (Fastify, undici, the config validator) is imported by the command that needs it:
 // --help, --version and usage errors answer at once instead of after loading all of it.
@@ -244,7 +245,7 @@ main(process.argv.slice(2)).then(
       process.stderr.write(`mcp-guard: invalid configuration:\n${err.issues.map((i) => `  ${i.path}: ${i.message}`).join('\n')}\n`);
       process.exit(1);
     }
-    process.stderr.write(`mcp-guard: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`mcp-guard: ${errorMessage(err)}\n`);
     process.exit(1);
   },
 );

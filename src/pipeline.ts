@@ -69,6 +69,7 @@ import type { Recorder } from './observability/recorder.js';
 import type { RateLimiter } from './ratelimit/limiter.js';
 import { UpstreamError } from './upstreams/errors.js';
 import type { Era, UpstreamSession } from './upstreams/upstream.js';
+import { errorMessage } from './error-message.js';
 
 /** Where a request goes: stage 1's result. */
 export interface Target {
@@ -199,7 +200,7 @@ async function listen({ gateway, target, request, identity }: Context, message: 
     if (listener.open) reply.raw.once('close', stop);
     else stop();
   } catch (err) {
-    request.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'a listen stream could not subscribe to its resources upstream');
+    request.log.warn({ err: errorMessage(err) }, 'a listen stream could not subscribe to its resources upstream');
     listener.close();
   }
 }

@@ -16,6 +16,7 @@
  */
 import { fork } from 'node:child_process';
 import { argon2 } from '../optional.js';
+import { errorMessage } from '../error-message.js';
 
 /** How long the check may take, loading the addon included, before it counts as failed. */
 export const ARGON2_CHECK_TIMEOUT_MS = 10_000;
@@ -62,7 +63,7 @@ export async function selfTestArgon2(lanes: readonly number[]): Promise<void> {
       if (!(await verify(phc, 'mcp-guard argon2 self-test'))) throw new Error('a hash it made does not verify');
     }
   } catch (error) {
-    throw new Error(brokenArgon2Message(`it failed hashing a test value (${error instanceof Error ? error.message : String(error)})`));
+    throw new Error(brokenArgon2Message(`it failed hashing a test value (${errorMessage(error)})`));
   }
 }
 

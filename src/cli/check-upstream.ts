@@ -12,6 +12,7 @@ import type { Logger } from '../observability/logger.js';
 import { gatewayEnvelope } from '../upstreams/era.js';
 import { createUpstream } from '../upstreams/factory.js';
 import type { EraVerdict, Upstream } from '../upstreams/upstream.js';
+import { errorMessage } from '../error-message.js';
 
 export interface CheckResult {
   name: string;
@@ -62,7 +63,7 @@ export async function checkServer(config: ServerConfig, timeoutMs: number, logge
     const counted = verdict.era === 'modern' ? await countModern(upstream, verdict) : await countLegacy(upstream);
     return typeof counted === 'number' ? result(true, counted, null) : result(false, null, counted.error);
   } catch (err) {
-    return await failed(err instanceof Error ? err.message : String(err));
+    return await failed(errorMessage(err));
   } finally {
     await upstream.close();
   }

@@ -7,6 +7,7 @@ import { argon2Lanes, selfTestArgon2 } from '../auth/argon2-check.js';
 import { ConfigError } from './errors.js';
 import { loadConfig } from './load.js';
 import type { LoadAnswer, LoadProgress } from './load-isolated.js';
+import { errorMessage } from '../error-message.js';
 
 let answer: LoadAnswer;
 try {
@@ -26,6 +27,6 @@ try {
     }
   }
 } catch (error) {
-  answer = error instanceof ConfigError ? { issues: error.issues } : { failure: error instanceof Error ? error.message : String(error) };
+  answer = error instanceof ConfigError ? { issues: error.issues } : { failure: errorMessage(error) };
 }
 process.send!(answer, () => process.disconnect());

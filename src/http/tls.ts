@@ -22,6 +22,7 @@ import { ConfigError, type ConfigIssue } from '../config/errors.js';
 import { normaliseFingerprint } from '../config/constants.js';
 import type { TlsSettings } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
+import { errorMessage } from '../error-message.js';
 
 export type ClientAuth = 'none' | 'optional' | 'require';
 
@@ -158,7 +159,7 @@ function describeKeyError(error: unknown, text: string, passphraseSet: boolean):
 function opensslReason(error: unknown): string {
   const reason = (error as { reason?: unknown } | undefined)?.reason;
   if (typeof reason === 'string' && reason !== '') return reason;
-  const message = error instanceof Error ? error.message : String(error);
+  const message = errorMessage(error);
   return message.replace(/^error:[0-9A-Fa-f]+:[^:]*:[^:]*:/, '').slice(0, 200);
 }
 

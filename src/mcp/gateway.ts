@@ -27,6 +27,7 @@ import { errorOutcome, type Outcome, type PostResponse } from './post-response.j
 import { ListenHub, type Listener } from './subscriptions.js';
 import { CANCELLED_BY_CLIENT, DownstreamSession, refuseServerRequest, SessionStore, type SessionRefusal } from './sessions.js';
 import { TaskOwners } from './tasks.js';
+import { errorMessage } from '../error-message.js';
 
 /** How long relaying a client's `initialized` may wait for the upstream's GET stream. */
 const EVENT_STREAM_WAIT_MS = 2_000;
@@ -399,14 +400,14 @@ export class Gateway {
         // not waited for.
         await atMost(upstream.openEventStream(), EVENT_STREAM_WAIT_MS);
       }
-      await upstream.send(message).catch((err) => log.warn({ err: describe(err) }, 'could not relay a notification'));
+      await upstream.send(message).catch((err) => log.warn({ err: errorMessage(err) }, 'could not relay a notification'));
       return;
     }
     if (!session?.takeAnswer(message.id)) {
       log.warn({ id: message.id }, 'dropped an answer to a server request this session was not sent');
       return;
     }
-    await upstream.send(message).catch((err) => log.warn({ err: describe(err) }, 'could not relay an answer'));
+    await upstream.send(message).catch((err) => log.warn({ err: errorMessage(err) }, 'could not relay an answer'));
   }
 
   /** Sends one client request upstream; never throws: every failure becomes a JSON-RPC error. */
@@ -586,6 +587,3 @@ export function toGatewayError(err: unknown, id: JsonRpcResponse['id'], log: Lin
   return new GatewayError('internal', 'Internal error', id);
 }
 
-function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}

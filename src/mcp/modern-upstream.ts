@@ -27,6 +27,7 @@ import type { EraVerdict, RequestOptions, SessionHandlers, Upstream, UpstreamSes
 import { GATEWAY_NAME, GATEWAY_VERSION } from '../version.js';
 import { META, MODERN_PROTOCOL_VERSION } from './era.js';
 import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from './protocol.js';
+import { errorMessage } from '../error-message.js';
 
 /** The most input rounds one call may take (the official SDK's default is 10). */
 export const MAX_ROUNDS = 10;
@@ -306,7 +307,7 @@ export class ModernBackedSession implements UpstreamSession {
     // A listen has no deadline: it lasts until it is closed.
     this.upstream
       .call(request, { forwardPath: this.forwardPath, owner: this.owner, signal: controller.signal, timeoutMs: 0, onMessage })
-      .catch((err: unknown) => this.log.debug({ err: err instanceof Error ? err.message : String(err) }, 'listen stream ended'))
+      .catch((err: unknown) => this.log.debug({ err: errorMessage(err) }, 'listen stream ended'))
       .finally(() => {
         if (this.listen !== controller || controller.signal.aborted || this.closed) return;
         // The server ended it: open it again after a while, at a slower pace each time.

@@ -15,6 +15,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import type { AuditConfig } from '../config/schema.js';
 import type { RateLimitedWarning } from './logger.js';
+import { delay } from '../delay.js';
 
 /** Counters the sinks add to; AuditLog.stats reads them. */
 export interface SinkCounters {
@@ -640,7 +641,7 @@ export class ExportSink implements AuditSink {
       if (this.stop.signal.aborted) break;
       this.counters.exportFailures++;
       if (attempt >= this.settings.export_max_retries) break;
-      await sleep(exportBackoffMs(attempt), this.stop.signal);
+      await delay(exportBackoffMs(attempt), { signal: this.stop.signal });
       if (this.stop.signal.aborted) break;
     }
     if (!batch.settled && !this.stop.signal.aborted) this.warning.warn('export-gave-up', { sink: 'export', events: batch.lines.length }, 'audit export: batch dropped after its retries');
@@ -673,17 +674,3 @@ export class ExportSink implements AuditSink {
   }
 }
 
-/** Waits `ms`, or less if `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((done) => {
-    const finish = (): void => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', finish);
-      done();
-    };
-    const timer = setTimeout(finish, ms);
-    timer.unref();
-    signal.addEventListener('abort', finish, { once: true });
-  });
-}

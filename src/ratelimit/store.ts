@@ -9,6 +9,7 @@ import type { FastifyRateLimitStore } from '@fastify/rate-limit';
 import type { Redis } from 'ioredis';
 import type { RateLimitConfig } from '../config/schema.js';
 import { ioredis, rateLimitStores } from '../optional.js';
+import { errorMessage } from '../error-message.js';
 
 /** Prefix of every counter in Redis. */
 export const REDIS_NAMESPACE = 'mcp-guard:ratelimit:';
@@ -20,7 +21,7 @@ export const MEMORY_KEYS_PER_LIMIT = 10_000;
 export class StoreError extends Error {
   override readonly name = 'StoreError';
   constructor(override readonly cause: unknown) {
-    super(cause instanceof Error ? cause.message : String(cause));
+    super(errorMessage(cause));
   }
 }
 

@@ -66,6 +66,7 @@ import type {
   UpstreamSession,
   UpstreamStatus,
 } from './upstream.js';
+import { errorMessage } from '../error-message.js';
 
 /** What one settled request says about the server. */
 export type Verdict = 'failure' | 'success' | 'neither';
@@ -135,7 +136,7 @@ class Breaker {
 
   remember(error: unknown): void {
     this.failures++;
-    this.lastFailure = error instanceof Error ? error.message : String(error);
+    this.lastFailure = errorMessage(error);
   }
 
   open(ms: number): boolean {

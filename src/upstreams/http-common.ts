@@ -38,6 +38,8 @@ import type {
   UpstreamState,
   UpstreamStatus,
 } from './upstream.js';
+import { errorMessage } from '../error-message.js';
+import { delay } from '../delay.js';
 
 export interface HttpUpstreamDeps {
   logger: Logger;
@@ -407,7 +409,7 @@ function requestFailed(server: string, error: unknown, url: URL): UpstreamError 
   if (error instanceof Error && error.name === 'HTTPParserError') {
     return new UpstreamError('protocol', server, `Upstream '${server}' answered with something that is not HTTP (${url.host})`, { cause: error });
   }
-  return connectFailed(server, `${code ?? describeError(error)} (${url.host})`, error);
+  return connectFailed(server, `${code ?? errorMessage(error)} (${url.host})`, error);
 }
 
 /** The UpstreamError for an aborted HTTP exchange. */
@@ -428,9 +430,6 @@ function errorCode(error: unknown): string | undefined {
   return e.cause === undefined ? undefined : errorCode(e.cause);
 }
 
-function describeError(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
 /**
  * Reads a response body with `read`; a body that fails half way (the server died, the connection
@@ -452,7 +451,7 @@ export async function readBody<T>(server: string, read: () => Promise<T>): Promi
 /** Any thrown value as an UpstreamError (a failure in our own code counts as 'protocol'). */
 export function asUpstreamError(error: unknown, server: string): UpstreamError {
   if (error instanceof UpstreamError) return error;
-  return new UpstreamError('protocol', server, `Upstream '${server}': ${describeError(error)}`, { cause: error });
+  return new UpstreamError('protocol', server, `Upstream '${server}': ${errorMessage(error)}`, { cause: error });
 }
 
 /**
@@ -676,17 +675,3 @@ export function negotiatedVersion(response: JsonRpcResponse): string | undefined
   return typeof version === 'string' ? version : undefined;
 }
 
-/** A timer for backoff waits that ends early (without throwing) when `signal` aborts. */
-export function delay(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    timer.unref();
-    function done(): void {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
-}

@@ -15,7 +15,6 @@ import { UpstreamError } from './errors.js';
 import {
   HttpUpstream,
   asUpstreamError,
-  delay,
   deliver,
   discard,
   EXCHANGE_OVER,
@@ -38,6 +37,7 @@ import { eventMessages, readEvents, type SseEvent } from './sse-stream.js';
 import { waitAtMost } from './deadline.js';
 import { dropTooDeep, failInFlight } from './inbound.js';
 import type { OpenSessionOptions, RequestOptions, SessionHandlers, UpstreamSession } from './upstream.js';
+import { delay } from '../delay.js';
 
 /** The only protocol version the HTTP+SSE transport was specified for. */
 const SSE_PROTOCOL_VERSION = '2024-11-05';

@@ -42,6 +42,7 @@ import { dropTooDeep, failInFlight } from './inbound.js';
 import { ModernHttp } from './modern-http.js';
 import type { ServerConfig } from '../config/schema.js';
 import type { OpenSessionOptions, RequestOptions, SessionHandlers, UpstreamSession } from './upstream.js';
+import { delay } from '../delay.js';
 
 /** Reconnect pace of the GET stream. */
 const STREAM_RETRY_MIN_MS = 500;
@@ -311,7 +312,7 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
       if (lastEventId === undefined) throw this.endedEarly();
       const wait = resumeDelay(cursor.retryMs, idle);
       this.context.logger.debug({ id: wireId, waitMs: wait }, 'upstream ended a request stream before answering; resuming it');
-      await pause(wait, stop);
+      await delay(wait, { signal: stop, unref: false });
       if (this.correlator.get(wireId) === undefined) return;
       const resumed = await httpRequest(this.context, {
         method: 'GET',
@@ -473,7 +474,7 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
         this.context.logger.warn({ err: error }, 'upstream event stream failed; reconnecting');
       }
       // Unref'd: a backoff must not hold the process open.
-      await pause(wait, stop, true);
+      await delay(wait, { signal: stop });
       wait = Math.min(wait * 2, STREAM_RETRY_MAX_MS);
     }
   }
@@ -521,20 +522,3 @@ function resumeDelay(retryMs: number | undefined, idle: number): number {
   return idle === 0 ? base : Math.max(base, Math.min(base * 2 ** idle, STREAM_RETRY_MAX_MS));
 }
 
-/**
- * Waits `ms`, or less when `stop` aborts first (the request is over, the stream closed). Unref'd
- * only for the GET stream's backoff: a request's pause is one a request is waiting on.
- */
-function pause(ms: number, stop: Cancellation, unref = false): Promise<void> {
-  return new Promise((resolve) => {
-    if (stop.aborted) return resolve();
-    const done = (): void => {
-      clearTimeout(timer);
-      stop.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    if (unref) timer.unref();
-    stop.addEventListener('abort', done);
-  });
-}
