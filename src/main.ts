@@ -22,6 +22,7 @@ Commands:
   keygen --id ID       make an API key; print it once and the [[auth.api_keys]] entry to add to the config
   hash-key [KEY]       print the argon2id key_hash of KEY; without KEY, of the first line of stdin
                        (stdin keeps the key out of shell history and \`ps\`)
+  schema               print the JSON Schema of the config file (for editors)
 
 Options:
   -c, --config FILE    config file (default: $MCP_GUARD_CONFIG, else ./mcp-guard.toml)
@@ -58,6 +59,7 @@ const COMMAND_OPTIONS: Record<string, readonly string[]> = {
   validate: ['config'],
   keygen: ['id', 'tools', 'rate-limit'],
   'hash-key': [],
+  schema: [],
 };
 
 /** hash-key's argument is a secret: its usage errors never quote what was typed. */
@@ -211,6 +213,9 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(await keygen(options));
       return 0;
     }
+    case 'schema':
+      process.stdout.write((await import('./cli/schema.js')).configJsonSchemaText());
+      return 0;
     case 'hash-key': {
       const { hashKey, readKey } = await import('./cli/keys.js');
       const key = await readKey(positionals[1]);
