@@ -242,7 +242,8 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
         await handleDelete(context, reply);
         return;
       default:
-        void reply.code(405).header('allow', 'GET, POST, DELETE').send({ error: `Method ${context.request.method} not allowed` });
+        // JSON-RPC-shaped like every other refusal of an MCP endpoint (src/http/errors.ts).
+        sendError(reply, new GatewayError('method_not_allowed', `Method Not Allowed: ${context.request.method}; an MCP endpoint takes POST, GET and DELETE`), { allow: 'GET, POST, DELETE' });
     }
   };
 

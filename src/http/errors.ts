@@ -32,6 +32,8 @@ export type GatewayErrorKind =
   /** 2026-07-28: a method the server does not implement (404, so that it is told from a session error). */
   | 'method_not_found'
   | 'stream_conflict'
+  /** An HTTP method an MCP endpoint does not take (it takes POST, GET and DELETE). */
+  | 'method_not_allowed'
   | 'too_many_sessions'
   /** One identity has `max_sessions_per_identity` sessions open. */
   | 'session_quota'
@@ -112,6 +114,8 @@ function statusAndCode(kind: GatewayErrorKind): { status: number; code: number }
       return { status: 404, code: ErrorCode.MethodNotFound };
     case 'stream_conflict':
       return { status: 409, code: ErrorCode.InvalidRequest };
+    case 'method_not_allowed':
+      return { status: 405, code: ErrorCode.InvalidRequest };
     case 'too_many_sessions':
     case 'shutting_down':
       return { status: 503, code: ErrorCode.UpstreamError };

@@ -180,6 +180,8 @@ describe('bad input on an MCP endpoint', () => {
     const put = await fetch(mcp(), { method: 'PUT', body: '{}' });
     expect(put.status).toBe(405);
     expect(put.headers.get('allow')).toBe('GET, POST, DELETE');
+    // JSON-RPC-shaped, like every other refusal of an MCP endpoint.
+    expect(await put.json()).toEqual({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Method Not Allowed: PUT; an MCP endpoint takes POST, GET and DELETE' } });
   });
 
   it('a session opened on one server is unknown on another', async () => {
