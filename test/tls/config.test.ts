@@ -93,12 +93,19 @@ fingerprint_sha256 = ${q(FINGERPRINT)}
 id = "f"
 fingerprint_sha256 = "AB:CD"
 `;
+    // Every problem in one run: the entries' own, and the checks across entries.
     expect(configErrors(toml)).toEqual([
       'auth.client_certs[4]: set subject_cn or fingerprint_sha256 (the certificate this identity is)',
       'auth.client_certs[5].fingerprint_sha256: set subject_cn or fingerprint_sha256, not both',
       'auth.client_certs[6].fingerprint_sha256: expected 64 hex digits, optionally as 32 ":"-separated pairs',
+      'auth.client_certs[1].id: same id "a" as auth.client_certs[0]',
+      'auth.client_certs[1].subject_cn: same subject_cn "svc" as auth.client_certs[0]',
+      'auth.client_certs[1].servers[0]: no server named "nope" is configured',
+      'auth.client_certs[2].id: same id "shared" as auth.api_keys[0]',
+      `auth.client_certs[3].fingerprint_sha256: same fingerprint "${'AB'.repeat(32)}" as auth.client_certs[2]`,
+      `auth.client_certs[5].fingerprint_sha256: same fingerprint "${'AB'.repeat(32)}" as auth.client_certs[2]`,
     ]);
-    // With the schema problems fixed, the checks across entries.
+    // With the entries' own problems fixed, the checks across entries alone.
     const valid = toml.split('[[auth.client_certs]]\nid = "d"')[0]!;
     expect(configErrors(valid)).toEqual([
       'auth.client_certs[1].id: same id "a" as auth.client_certs[0]',
