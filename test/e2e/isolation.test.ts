@@ -10,6 +10,27 @@ import { EverythingServer } from '../helpers/everything.js';
 import { curlPost, everythingStdio, startGateway, waitFor, type RunningGateway } from '../helpers/gateway.js';
 import { bearer, connect, makeKey, resultText as text, route, type Caller, type Key } from '../helpers/identities.js';
 
+/**
+ * Finding 3's attack: Alice (who declared sampling) has a call in flight, the window in which a
+ * shared child used to pick her; Bob (who did not) asks the server to sample. His prompt must not
+ * reach her, and he gets no sampled answer. Returns Alice's client, her call done.
+ */
+async function bobAsksWhileAliceWorks(gw: RunningGateway, alice: Key, bob: Key, open: Caller[]): Promise<Caller> {
+  const a = await connect(`${gw.url}/mcp/everything`, alice, { sampling: true });
+  open.push(a);
+  const b = await connect(`${gw.url}/mcp/everything`, bob);
+  open.push(b);
+  const along = a.client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 2, steps: 2 } });
+  const bobs = await b.client.callTool({ name: 'trigger-sampling-request', arguments: { prompt: 'bob-secret-prompt', maxTokens: 10 } }).then(
+    (r) => text(r),
+    (e: Error) => e.message,
+  );
+  expect(bobs).not.toContain('sampled:');
+  await along;
+  expect(a.sampled).toEqual([]);
+  return a;
+}
+
 describe('stdio isolation = "identity" (the default): one child per identity', () => {
   let alice: Key;
   let bob: Key;
@@ -85,20 +106,7 @@ ${bob.block}
   });
 
   it('finding 3: a sampling request goes only to the identity whose call made it', async () => {
-    const a = await connect(`${gw.url}/mcp/everything`, alice, { sampling: true });
-    open.push(a);
-    const b = await connect(`${gw.url}/mcp/everything`, bob);
-    open.push(b);
-    // Alice has a call in flight (the window in which a shared child used to pick her).
-    const along = a.client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 2, steps: 2 } });
-    // Bob, who declared no sampling, asks the server to sample: his prompt must not reach Alice.
-    const bobs = await b.client.callTool({ name: 'trigger-sampling-request', arguments: { prompt: 'bob-secret-prompt', maxTokens: 10 } }).then(
-      (r) => text(r),
-      (e: Error) => e.message,
-    );
-    expect(bobs).not.toContain('sampled:');
-    await along;
-    expect(a.sampled).toEqual([]);
+    const a = await bobAsksWhileAliceWorks(gw, alice, bob, open);
     // Alice's own sampling request does reach her.
     const own = await a.client.callTool({ name: 'trigger-sampling-request', arguments: { prompt: 'alice-prompt', maxTokens: 10 } });
     expect(text(own)).toContain('alice-prompt');
@@ -328,18 +336,7 @@ ${carol.block}
   });
 
   it('finding 3: a sampling request made while two identities have calls in flight is refused, not given to either', async () => {
-    const a = await connect(`${gw.url}/mcp/everything`, alice, { sampling: true });
-    open.push(a);
-    const b = await connect(`${gw.url}/mcp/everything`, bob);
-    open.push(b);
-    const along = a.client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 2, steps: 2 } });
-    const bobs = await b.client.callTool({ name: 'trigger-sampling-request', arguments: { prompt: 'bob-secret-prompt', maxTokens: 10 } }).then(
-      (r) => text(r),
-      (e: Error) => e.message,
-    );
-    expect(bobs).not.toContain('sampled:');
-    await along;
-    expect(a.sampled).toEqual([]);
+    const a = await bobAsksWhileAliceWorks(gw, alice, bob, open);
     expect(gw.logs.some((l) => l.includes('withheld from every client') && l.includes('sampling/createMessage'))).toBe(true);
     // Alone on the server (Bob's session ended), Alice's own sampling request is hers without
     // doubt, and reaches her.
