@@ -23,7 +23,8 @@ export const LINGER_MS = 5_000;
  */
 export function lingerForBody(request: FastifyRequest, reply: FastifyReply): void {
   const raw = request.raw;
-  if (raw.complete || raw.socket === null || raw.socket.destroyed) return;
+  // No connection to keep (an injected request's stand-in socket has no destroy()): nothing to do.
+  if (raw.complete || !raw.socket || raw.socket.destroyed || typeof raw.socket.destroy !== 'function') return;
   const declared = Number(raw.headers['content-length']);
   // A chunked body has no declared length: the time bound alone applies to it.
   if (Number.isFinite(declared) && declared > LINGER_MAX_BYTES) return;
