@@ -8,7 +8,7 @@
  */
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -34,6 +34,16 @@ function stdioServer(name: string, command: string, args: string[], extra = ''):
 function everythingViaShell(name: string, m: string, prelude = ''): string {
   // The trailing `; exit $?` keeps sh from exec-ing node, so the tree really has two levels.
   return stdioServer(name, 'sh', ['-c', `${prelude}${q(NODE)} ${q(EVERYTHING)} stdio ${m}; exit $?`]);
+}
+
+/**
+ * everythingViaShell with the child's input copied to a file on its way (`tee`, in the same process
+ * group): `calls()` counts the long-running calls that have reached the child.
+ */
+function everythingTeed(name: string, m: string): { config: string; calls: () => number } {
+  const file = join(tempDir(), `${m}.stdin`);
+  const calls = (): number => (existsSync(file) ? readFileSync(file, 'utf8').split('trigger-long-running-operation').length - 1 : 0);
+  return { config: everythingViaShell(name, m, `tee -a ${q(file)} | `), calls };
 }
 
 function post(base: string, path: string, body: unknown): Promise<{ status: number; json: any; text: string }> {
@@ -72,7 +82,8 @@ const longCall = (id: number, duration: number) => ({
 describe('serve: shutdown', () => {
   it('SIGTERM: the in-flight call completes, new connections are refused, exit 0 within the grace period, no process of the tree remains', async () => {
     const m = mark('sigterm');
-    const gw = serve(`[server]\nshutdown_grace_ms = 8000\n\n${everythingViaShell('everything', m)}`);
+    const child = everythingTeed('everything', m);
+    const gw = serve(`[server]\nshutdown_grace_ms = 8000\n\n${child.config}`);
     const base = await gw.address();
     expect(base).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     await waitReady(base);
@@ -89,7 +100,7 @@ describe('serve: shutdown', () => {
     expect(list.json.result.tools.length).toBeGreaterThan(0);
 
     const inflight = post(base, '/mcp/everything', longCall(2, 2));
-    await sleep(400);
+    await waitFor(() => child.calls() > 0, 10_000, 'the call to reach the child');
     const sentAt = gw.signal('SIGTERM');
 
     await waitFor(() => refused(base), 2_000, 'new connections to be refused');
@@ -133,11 +144,12 @@ describe('serve: shutdown', () => {
 
   it('a call longer than the grace period: exit 0 soon after the grace period, the client gets an answer, nothing remains', async () => {
     const m = mark('grace');
-    const gw = serve(`[server]\nshutdown_grace_ms = 1000\n\n${everythingViaShell('everything', m)}`);
+    const child = everythingTeed('everything', m);
+    const gw = serve(`[server]\nshutdown_grace_ms = 1000\n\n${child.config}`);
     const base = await gw.address();
     await waitReady(base);
     const inflight = post(base, '/mcp/everything', longCall(7, 30)).catch((err: Error) => ({ status: 0, json: undefined, text: String(err) }));
-    await sleep(400);
+    await waitFor(() => child.calls() > 0, 10_000, 'the call to reach the child');
     const sentAt = gw.signal('SIGTERM');
     const exit = await gw.waitExit(10_000);
     const shutdownMs = Math.round(exit.at - sentAt);
@@ -160,7 +172,9 @@ describe('serve: shutdown', () => {
     const client = new Client({ name: 'cli-test', version: '1.0.0' });
     await client.connect(new StreamableHTTPClientTransport(new URL(`${base}/mcp/everything`)));
     expect((await client.listTools()).tools.length).toBeGreaterThan(0);
-    await sleep(300); // the standalone GET stream is open by now
+    // Must stay: the SDK opens its standalone GET stream without telling; 300 ms lets it open (if it has
+    // not, the test is weaker, never flaky).
+    await sleep(300);
 
     const sentAt = gw.signal('SIGTERM');
     const exit = await gw.waitExit(10_000);
@@ -218,6 +232,7 @@ describe('serve: shutdown', () => {
       // The upstream freezes: it keeps its connections but answers nothing (not even the DELETE).
       process.kill(upstream.pid!, 'SIGSTOP');
       void client.callTool({ name: 'echo', arguments: { message: 'into the void' } }).catch(() => undefined);
+      // Must stay: the frozen upstream cannot show the call arrived; 300 ms lets it reach the gateway.
       await sleep(300);
       const sentAt = gw.signal('SIGTERM');
       const exit = await gw.waitExit(30_000);
@@ -234,13 +249,15 @@ describe('serve: shutdown', () => {
 
   it('a second signal exits at once, still ending the whole tree', async () => {
     const m = mark('twice');
-    const gw = serve(`[server]\nshutdown_grace_ms = 20000\n\n${everythingViaShell('everything', m)}`);
+    const child = everythingTeed('everything', m);
+    const gw = serve(`[server]\nshutdown_grace_ms = 20000\n\n${child.config}`);
     const base = await gw.address();
     await waitReady(base);
     void post(base, '/mcp/everything', longCall(3, 30)).catch(() => undefined);
-    await sleep(400);
+    await waitFor(() => child.calls() > 0, 10_000, 'the call to reach the child');
     gw.signal('SIGTERM');
     await gw.waitForLog('shutting down');
+    // Must stay: an exit that does not happen has no barrier; 200 ms is a wide margin for a wrong one.
     await sleep(200);
     expect(gw.running).toBe(true); // waiting for the call
     const sentAt = gw.signal('SIGINT');

@@ -29,9 +29,11 @@ function text(result: unknown): string {
 }
 
 /** The fixture over HTTP on a free port, modern-only; resolves once it accepts connections. */
-async function startHttpFixture(): Promise<{ url: string; child: ChildProcess }> {
+async function startHttpFixture(): Promise<{ url: string; child: ChildProcess; stderr: () => string }> {
   const port = await freePort();
   const child = spawn(NODE, [FIXTURE, 'http', String(port), '--modern-only'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
   const url = `http://127.0.0.1:${port}/mcp`;
   await waitFor(
     async () => {
@@ -45,11 +47,13 @@ async function startHttpFixture(): Promise<{ url: string; child: ChildProcess }>
     10_000,
     'the modern fixture to listen',
   );
-  return { url, child };
+  return { url, child, stderr: () => stderr };
 }
 
 describe.each(['stdio', 'http', 'stdio with era = "modern"'] as const)('a modern-only server over %s behind the gateway', (transport) => {
-  let fixture: { url: string; child: ChildProcess } | undefined;
+  let fixture: { url: string; child: ChildProcess; stderr: () => string } | undefined;
+  /** How many subscriptions/listen the fixture has received (its `event: recv` lines: its stderr, or the gateway's log of a child's). */
+  const listens = (): number => (fixture ? fixture.stderr().split('\n') : gw.logs).filter((l) => l.includes('event: recv subscriptions/listen')).length;
   let gw: RunningGateway;
   let url: string;
 
@@ -105,10 +109,11 @@ describe.each(['stdio', 'http', 'stdio with era = "modern"'] as const)('a modern
     client.setNotificationHandler(ToolListChangedNotificationSchema, async () => {
       changed++;
     });
+    const listensBefore = listens();
     await client.connect(new LegacyTransport(new URL(url)));
     try {
-      // The SDK opens the GET stream after initialized; give the gateway's listen time to start.
-      await new Promise((r) => setTimeout(r, 500));
+      // The SDK opens the GET stream after initialized; the gateway then opens its listen on the server.
+      await waitFor(() => listens() > listensBefore, 10_000, 'the gateway\'s subscriptions/listen to reach the server');
       await client.callTool({ name: 'notify', arguments: {} });
       await waitFor(() => changed > 0, 5_000, 'notifications/tools/list_changed');
     } finally {

@@ -154,8 +154,10 @@ describe('SDK client -> gateway -> stdio server-everything', () => {
   it('cancels a call the client aborts; the session goes on', async () => {
     const client = await connect();
     const controller = new AbortController();
-    const call = client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 10, steps: 2 } }, undefined, { signal: controller.signal });
-    await new Promise((r) => setTimeout(r, 200));
+    let progressed = 0;
+    // 20 steps in 10 s: a first progress after 0.5 s proves the call is running in the child.
+    const call = client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 10, steps: 20 } }, undefined, { signal: controller.signal, onprogress: () => progressed++ });
+    await waitFor(() => progressed > 0, 10_000, 'the first progress of the call');
     controller.abort();
     await expect(call).rejects.toThrow();
     const sessions = gw.app.gateway.sessions;
@@ -212,12 +214,16 @@ describe('SDK client -> gateway -> stdio server-everything', () => {
     const upstream = gw.app.gateway.upstream('everything');
     const pid = upstream.status().pid;
     expect(pid).toBeTypeOf('number');
+    const callMs = 15_000;
+    let progressed = 0;
+    // 30 steps in 15 s: a first progress after 0.5 s proves the call is running in the child.
+    const call = client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: callMs / 1000, steps: 30 } }, undefined, { onprogress: () => progressed++ });
+    await waitFor(() => progressed > 0, 10_000, 'the first progress of the call');
     const started = Date.now();
-    const call = client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 15, steps: 3 } });
-    await new Promise((r) => setTimeout(r, 300));
     process.kill(pid!, 'SIGKILL');
     await expect(call).rejects.toThrow(/exited/);
-    expect(Date.now() - started).toBeLessThan(5_000);
+    // "At once": well before the call would have ended on its own.
+    expect(Date.now() - started).toBeLessThan(callMs / 3);
     await waitFor(() => upstream.status().healthy && upstream.status().pid !== pid, 15_000, 'the child to restart');
     expect(upstream.status().restarts).toBeGreaterThanOrEqual(1);
     // The same session goes on working against the new child.

@@ -16,6 +16,8 @@ let upstreams: Upstreams;
 let gw: RunningGateway;
 let capped: RunningGateway;
 
+const KEEP_ALIVE_TIMEOUT_MS = 1000;
+
 beforeAll(async () => {
   upstreams = await startUpstreams({ record: true });
   const server = `
@@ -32,7 +34,7 @@ max_batch_length = 3
 max_json_depth = 5
 headers_timeout_ms = 1000
 request_timeout_ms = 2000
-keep_alive_timeout_ms = 1000
+keep_alive_timeout_ms = ${KEEP_ALIVE_TIMEOUT_MS}
 ${server}`);
   capped = await startGateway(`[server]\nmax_connections = 2\n${server}`);
 });
@@ -261,7 +263,8 @@ describe('slow clients: headers_timeout_ms, request_timeout_ms', () => {
       if (!raw.socket.destroyed) raw.socket.write(head[sent++ % head.length]!);
     }, 1000);
     try {
-      await sleep(300);
+      // The first byte at once (the drip's next comes a second later): the slow request has begun.
+      await new Promise<void>((resolve, reject) => raw.socket.write(head[sent++]!, (err) => (err ? reject(err) : resolve())));
       // Another client meanwhile: served as usual.
       const other = await post(JSON.stringify(ping('other')));
       expect(other).toEqual({ status: 200, json: { jsonrpc: '2.0', id: 'other', result: {} } });
@@ -300,7 +303,8 @@ describe('keep-alive: keep_alive_timeout_ms', () => {
     const request = 'GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n';
     raw.socket.write(request);
     await waitFor(() => raw.received().includes('"status":"ok"'), 5_000, 'first answer');
-    await sleep(400);
+    // Time is the behaviour: a pause well inside keep_alive_timeout_ms leaves the connection open.
+    await sleep(KEEP_ALIVE_TIMEOUT_MS * 0.4);
     raw.socket.write(request);
     await waitFor(() => raw.received().split('HTTP/1.1 200').length === 3, 5_000, 'second answer on the same connection');
     await closedWithin(raw, 10_000, 'idle keep-alive connection');

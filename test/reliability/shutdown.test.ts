@@ -148,6 +148,7 @@ describe('graceful shutdown under load', () => {
     };
     const heldA = await hold('held-a');
     const heldB = await hold('held-b');
+    // Must stay: the trickled half request (2) shows nowhere until its body completes; 100 ms on loopback.
     await sleep(100);
 
     // 3. SIGTERM.

@@ -274,8 +274,8 @@ describe('a stdio request at the moment its child is killed', () => {
     expect(sh, JSON.stringify(childrenOf(gw.pid))).toBeDefined();
     process.kill(sh!.pid, 'SIGKILL');
     // The server (the sh's child) keeps the pipes for STRAGGLER_GRACE_MS: the gateway knows its
-    // child exited, but the restart waits for the pipes.
-    await new Promise((r) => setTimeout(r, 100));
+    // child exited, but the restart waits for the pipes. Call once the gateway knows (within that window).
+    await waitFor(async () => !(await serverStatus('wrapped')).healthy, 5_000, 'the gateway to see its child exit');
     const res = await call('wrapped', 'echo', { text: 'at the kill' });
     expect(res.status, res.text).toBe(200);
     expect(resultText(res.json.result)).toContain('echo at the kill');

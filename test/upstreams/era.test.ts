@@ -478,13 +478,16 @@ describe('era over streamable HTTP', () => {
 
     it('cancels by closing the stream: the promise rejects at once with kind cancelled, and the server sees the close', async () => {
       const controller = new AbortController();
-      const call = u.call(modern(9, 'tools/call', { name: 'slow', arguments: { ms: 10_000, tag: 'http-cancel' } }), callOptions({ signal: controller.signal }));
+      // ms 4000 with a progress token: a first progress after 1 s proves the stream is open and read here.
+      const options = callOptions({ signal: controller.signal });
+      const call = u.call(modern(9, 'tools/call', { name: 'slow', arguments: { ms: 4_000, tag: 'http-cancel' } }, { progressToken: 'tok-cancel' }), options);
       await waitFor(() => dual.events.some((e) => e.startsWith('headers') && e.includes('tools/call')) && dual.received('tools/call') > 0, 5_000);
-      await new Promise((r) => setTimeout(r, 100));
+      await waitFor(() => options.messages.some((m) => m.method === 'notifications/progress'), 5_000, 'the first progress on the open stream');
       const started = Date.now();
       controller.abort();
       expect((await failure(call)).kind).toBe('cancelled');
-      expect(Date.now() - started).toBeLessThan(100);
+      // At once: well before the call's own end (4 s, 3 s after its first progress).
+      expect(Date.now() - started).toBeLessThan(1_000);
       await waitFor(() => dual.events.includes('cancelled http-cancel'), 5_000, 'the server to see the cancellation');
     });
 
@@ -498,11 +501,13 @@ describe('era over streamable HTTP', () => {
 
     it('keeps a subscriptions/listen open past its deadline and delivers its notifications until aborted', async () => {
       const controller = new AbortController();
-      const options = callOptions({ signal: controller.signal, timeoutMs: 500 });
+      const deadlineMs = 500;
+      const options = callOptions({ signal: controller.signal, timeoutMs: deadlineMs });
       const listen = u.call(modern('listen-1', 'subscriptions/listen', { notifications: { toolsListChanged: true } }), options);
       await waitFor(() => options.messages.length > 0, 5_000, 'the acknowledgement');
       expect(options.messages[0]).toMatchObject({ method: 'notifications/subscriptions/acknowledged', params: { _meta: { 'io.modelcontextprotocol/subscriptionId': 'listen-1' } } });
-      await new Promise((r) => setTimeout(r, 700));
+      // Time is the behaviour: the listen must outlive its deadline, so wait well past it.
+      await new Promise((r) => setTimeout(r, deadlineMs * 2));
       expect(textOf(await u.call(modern(11, 'tools/call', { name: 'notify', arguments: {} }), callOptions()))).toBe('notified');
       await waitFor(() => options.messages.some((m) => m.method === 'notifications/tools/list_changed'), 5_000, 'the change notification');
       expect(options.messages.find((m) => m.method === 'notifications/tools/list_changed')?.params).toMatchObject({ _meta: { 'io.modelcontextprotocol/subscriptionId': 'listen-1' } });
@@ -777,8 +782,10 @@ describe('era over stdio', () => {
 
     it('cancels with notifications/cancelled, and times out the same way', async () => {
       const controller = new AbortController();
+      const calls = (): number => recorded.events().filter((e) => e === 'recv tools/call').length;
+      const callsBefore = calls();
       const call = u.call(modern(3, 'tools/call', { name: 'slow', arguments: { ms: 10_000, tag: 'stdio-cancel' } }), callOptions({ signal: controller.signal }));
-      await new Promise((r) => setTimeout(r, 200));
+      await waitFor(() => calls() > callsBefore, 5_000, 'the child to receive the call');
       controller.abort();
       expect((await failure(call)).kind).toBe('cancelled');
       await waitFor(() => recorded.events().includes('cancelled stdio-cancel'), 5_000, 'the child to see the cancellation');
@@ -791,7 +798,8 @@ describe('era over stdio', () => {
 
     it('routes listen notifications by subscription id (the client id restored) past the deadline, and cancels the listen on abort', async () => {
       const controller = new AbortController();
-      const options = callOptions({ signal: controller.signal, timeoutMs: 400 });
+      const deadlineMs = 400;
+      const options = callOptions({ signal: controller.signal, timeoutMs: deadlineMs });
       const other = callOptions();
       const listen = u.call(modern('L1', 'subscriptions/listen', { notifications: { toolsListChanged: true } }), options);
       const second = new AbortController();
@@ -799,7 +807,8 @@ describe('era over stdio', () => {
       await waitFor(() => options.messages.length > 0 && other.messages.length > 0, 5_000, 'the acknowledgements');
       expect(options.messages[0]).toMatchObject({ method: 'notifications/subscriptions/acknowledged', params: { _meta: { 'io.modelcontextprotocol/subscriptionId': 'L1' } } });
       expect(other.messages[0]).toMatchObject({ params: { _meta: { 'io.modelcontextprotocol/subscriptionId': 'L2' } } });
-      await new Promise((r) => setTimeout(r, 600));
+      // Time is the behaviour: the listen must outlive its deadline, so wait well past it.
+      await new Promise((r) => setTimeout(r, deadlineMs * 2));
       await u.call(modern(5, 'tools/call', { name: 'notify', arguments: {} }), callOptions());
       await waitFor(() => options.messages.some((m) => m.method === 'notifications/tools/list_changed'), 5_000, 'the change notification');
       expect(options.messages.find((m) => m.method === 'notifications/tools/list_changed')?.params).toEqual({ _meta: { 'io.modelcontextprotocol/subscriptionId': 'L1' } });

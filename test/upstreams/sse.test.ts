@@ -20,6 +20,7 @@ import {
   toolCall,
   upstreamConfig,
 } from '../helpers/everything.js';
+import { waitFor } from '../helpers/gateway.js';
 
 const SECRET = 'Bearer upstream-secret-e31b';
 const log = memoryLogger();
@@ -106,7 +107,8 @@ describe('a session the gateway owns', () => {
       session.request(toolCall(1, 'trigger-long-running-operation', { duration: 3, steps: 3 }), { timeoutMs: 200, onMessage: noMessages }),
     );
     expect(error.kind).toBe('timeout');
-    expect(Date.now() - started).toBeLessThan(1_000);
+    // At the deadline, not at the call's own end (3 s): a wide margin for a busy machine.
+    expect(Date.now() - started).toBeLessThan(2_000);
   });
 
   it('fails an aborted request with kind cancelled', async () => {
@@ -181,9 +183,10 @@ describe('connection loss', () => {
     const restarting = new SseUpstream(upstreamConfig('restarting', 'sse', own.url, { timeout_ms: 30_000 }), { logger: log.logger });
     try {
       const session = await restarting.openSession({ owner: 'test', forwardPath: '', handlers: recordingHandlers() });
-      const call = session.request(toolCall(1, 'trigger-long-running-operation', { duration: 20, steps: 20 }), { onMessage: noMessages });
+      let progressed = 0;
+      const call = session.request(toolCall(1, 'trigger-long-running-operation', { duration: 20, steps: 20 }, 'dying'), { onMessage: () => progressed++ });
       const failed = rejection(call).then((error) => ({ error, at: Date.now() }));
-      await new Promise((r) => setTimeout(r, 300));
+      await waitFor(() => progressed > 0, 10_000, 'the first progress of the call (it is running on the server)');
       const started = Date.now();
       await own.stop();
       const { error, at } = await failed;

@@ -128,8 +128,8 @@ describe('stdio supervision', () => {
       const u = upstream(`command = ${q(NODE)}\nargs = [${q(EVERYTHING)}, "stdio"]\n${fields}`);
       await u.start();
       const session = await u.openSession({ owner: 'test', forwardPath: '', handlers });
-      // server-everything registers get-roots-list only for a client that declared roots.
-      await new Promise((r) => setTimeout(r, 300));
+      // server-everything registers get-roots-list only for a client that declared roots, synchronously
+      // on notifications/initialized: that came before this tools/list on the same ordered pipe.
       const response = await session.request({ jsonrpc: '2.0', id: 1, method: 'tools/list' }, { onMessage: () => undefined });
       return (response as unknown as { result: { tools: Array<{ name: string }> } }).result.tools.map((t) => t.name);
     };
