@@ -180,8 +180,11 @@ describe('finding 10: a hung HTTP upstream holds every client 60 s whatever time
 
   it('clients that share one probe and one opening each wait at most their own timeout_ms', async () => {
     // Three session-less clients, the later ones joining the work the first one started.
+    const probes = (): number => peer.seen.filter((line) => line === 'POST /silent/mcp server/discover').length;
+    const before = probes();
     const first = toolsList('silent');
-    await new Promise((resolve) => setTimeout(resolve, TIMEOUT_MS / 3));
+    // The others join once the first one's probe is out (and hanging).
+    await waitFor(() => probes() > before, 10 * TIMEOUT_MS, 'the first client\'s probe to reach the server');
     const second = toolsList('silent');
     const third = initialize('silent');
     for (const res of await Promise.all([first, second, third])) expectTimedOut(res, 'silent');
