@@ -26,7 +26,7 @@ import { lingerForBody } from './http/linger.js';
 import { registerOriginChecks } from './http/origin.js';
 import { setSecurityHeaders } from './http/security-headers.js';
 import { Gateway, type UpstreamFactory } from './mcp/gateway.js';
-import { AuditLog } from './observability/audit.js';
+import { AuditLog } from './observability/audit/log.js';
 import { LazyChildLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { lazySchemaCompilers } from './optional.js';

@@ -8,7 +8,7 @@ import type { FastifyRequest } from 'fastify';
 import type { AuthOutcome } from '../auth/authenticator.js';
 import { ownerKey, type Identity } from '../auth/identity.js';
 import { ErrorCode, type JsonRpcErrorObject, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc/messages.js';
-import type { AuditEvent, AuditLog } from './audit.js';
+import type { AuditEvent, AuditLog } from './audit/log.js';
 import type { Metrics, RateLimitScope, ToolCallOutcome, UpstreamOutcome } from './metrics.js';
 
 declare module 'fastify' {

@@ -2,7 +2,7 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AuditLog, type AuditEvent } from '../../src/observability/audit.js';
+import { AuditLog, type AuditEvent } from '../../src/observability/audit/log.js';
 import { auditConfig, Collector, parseLines, testLog, waitFor, within } from './audit-helpers.js';
 
 const SECRET = 'collector-secret-value';

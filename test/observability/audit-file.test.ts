@@ -3,7 +3,7 @@ import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AuditLog, type AuditEvent } from '../../src/observability/audit.js';
+import { AuditLog, type AuditEvent } from '../../src/observability/audit/log.js';
 import { auditConfig, capture, parseLines, tempDir, testLog } from './audit-helpers.js';
 
 const BACKUP = /^audit\.log\.\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.\d{3}Z(\.gz)?$/;

@@ -2,7 +2,7 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { redactionRuleSchema } from '../../src/config/schema.js';
-import { AUDIT_EVENT_TYPES, AuditLog, type AuditEvent } from '../../src/observability/audit.js';
+import { AUDIT_EVENT_TYPES, AuditLog, type AuditEvent } from '../../src/observability/audit/log.js';
 import { auditConfig, capture, parseLines, testLog } from './audit-helpers.js';
 
 const NOW = new Date('2030-01-02T03:04:05.678Z');
