@@ -19,6 +19,29 @@ function checker(): (value: unknown) => string | undefined {
   return (value) => (validate(value) ? undefined : JSON.stringify(validate.errors));
 }
 
+/** A JSON Schema node, as far as key descriptions go. */
+interface SchemaNode {
+  description?: unknown;
+  properties?: Record<string, SchemaNode>;
+  items?: SchemaNode;
+  anyOf?: SchemaNode[];
+  additionalProperties?: SchemaNode | boolean;
+}
+
+/** Key paths (`server.cors.max_age_secs`) whose schema has no description for an editor to show on hover. */
+function undescribedKeys(node: SchemaNode, prefix = ''): string[] {
+  const missing: string[] = [];
+  for (const [key, child] of Object.entries(node.properties ?? {})) {
+    const path = prefix === '' ? key : `${prefix}.${key}`;
+    if (typeof child.description !== 'string' || child.description.trim() === '') missing.push(path);
+    missing.push(...undescribedKeys(child, path));
+  }
+  if (node.items) missing.push(...undescribedKeys(node.items, prefix));
+  for (const alternative of node.anyOf ?? []) missing.push(...undescribedKeys(alternative, prefix));
+  if (typeof node.additionalProperties === 'object') missing.push(...undescribedKeys(node.additionalProperties, prefix));
+  return missing;
+}
+
 describe('mcp-guard schema', () => {
   beforeAll(async () => {
     await ensureBuilt();
@@ -31,6 +54,13 @@ describe('mcp-guard schema', () => {
     const schema = JSON.parse(r.stdout) as Record<string, unknown>;
     expect(schema['$schema']).toBe('http://json-schema.org/draft-07/schema#');
     expect(Object.keys(schema['properties'] as object)).toEqual(['server', 'upstream', 'auth', 'rate_limit', 'audit']);
+  });
+
+  it('describes every key, so that an editor shows what it means on hover (add a .describe() in src/config/schema.ts)', () => {
+    const schema = JSON.parse(readFileSync(COMMITTED, 'utf8')) as SchemaNode;
+    expect(undescribedKeys(schema)).toEqual([]);
+    // The check itself finds a key without a description, however deep.
+    expect(undescribedKeys({ properties: { a: { description: 'A', items: { properties: { b: {} } } }, c: { description: ' ' } } })).toEqual(['a.b', 'c']);
   });
 
   it('is named by every TOML file of the repository, on its first line, for editors', () => {
