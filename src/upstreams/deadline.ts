@@ -5,6 +5,7 @@
  * deadline (a request's timeout_ms, a stdio child's startup_timeout_ms) and, when it fails,
  * leaves nothing remembered; what it gives after its client stopped waiting goes to `abandoned`.
  */
+import { settleWithin } from '../delay.js';
 import { UpstreamError } from './errors.js';
 
 /**
@@ -12,25 +13,15 @@ import { UpstreamError } from './errors.js';
  * the client, src/http/errors.ts) when `work` has not settled within `ms`. A value `work` gives
  * after that is handed to `abandoned` (a session nobody will use: close it); its failure is
  * swallowed, since nobody waits for it any more. The timer is cleared as soon as `work` settles:
- * a timer that outlives its race holds its promises for its whole time (gateway.ts, atMost).
+ * a timer that outlives its race holds its promises for its whole time (src/delay.ts).
  */
 export function waitAtMost<T>(work: Promise<T>, ms: number, server: string, abandoned?: (value: T) => void): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    let late = false;
-    const timer = setTimeout(() => {
-      late = true;
-      reject(new UpstreamError('timeout', server, `Upstream '${server}' did not answer within ${ms} ms`));
-    }, ms);
-    work.then(
-      (value) => {
-        clearTimeout(timer);
-        if (!late) resolve(value);
-        else abandoned?.(value);
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        if (!late) reject(error);
-      },
-    );
-  });
+  return settleWithin(
+    work,
+    ms,
+    () => {
+      throw new UpstreamError('timeout', server, `Upstream '${server}' did not answer within ${ms} ms`);
+    },
+    abandoned,
+  );
 }
