@@ -1,66 +1,62 @@
 /**
- * The request pipeline of every MCP endpoint, top to bottom. Each stage either adds to what the
- * next one needs or ends the request with a typed GatewayError, rendered in one place
- * (src/http/errors.ts).
+ * The request pipeline of every MCP endpoint, top to bottom: the same named stages for every
+ * request, whatever its era. Each stage either adds to what the next one needs or ends the
+ * request with a typed GatewayError, rendered in one place (src/http/errors.ts decides every
+ * status). Each stage below is a function of this file with the stage's name, called in this
+ * order by handlePost() (GET and DELETE run access and session only).
  *
- * The order, and why:
- *   0. onRequest hooks, before the body is even read (wired in src/app.ts):
- *      a. address limit  per client address (src/ratelimit/): a flood, with or without
- *                        credentials, is refused for the price of a counter, before any key is
- *                        verified.
- *      b. authenticate   src/http/auth.ts: an unauthenticated client costs no parsing and learns
- *                        nothing about servers.
- *      c. identity limit right after authentication: per identity (a key's own `rate_limit`
- *                        when it has one), so one caller cannot use up another's share.
- *   1. resolve target   the URL names the server (by name or by prefix); an unknown one is a 404
- *                       that lists the servers this identity may reach (src/app.ts).
- *   2. server access    an identity restricted to some servers gets 403 on the others, whatever
- *                       the method: it must not reach them at all.
- *   3. decode           JSON-RPC envelope checks within the [server] limits (nesting depth, checked
- *                       before the body is parsed; batch length; id and method sizes); bad input
- *                       is a 4xx and is never forwarded, and what is forwarded is rebuilt from
- *                       its JSON-RPC members only. Then (3b, src/mcp/request-check.ts; for a
- *                       2026-07-28 request right after its header checks) the params of known
- *                       methods against the SDK's schemas (-32602), and no request-only method
- *                       sent as a notification (-32600): such a message would skip authorization
- *                       and the audit log, and a malformed one cost a timeout and a circuit
- *                       failure upstream. Refused, recorded, never forwarded.
- *   4. era and session  a 2026-07-28 request (its _meta names a protocol version) has no
- *                       session: its Mcp-Method / Mcp-Name / MCP-Protocol-Version headers are
- *                       checked against the body first (handleModern; docs/eras.md), and it goes
- *                       to a modern server as it is (directExchange) or to a legacy one on the
- *                       gateway's own upstream session, translated. Otherwise: the gateway's own
- *                       session id; initialize opens one, others must name a live one on the
- *                       same server opened by the same identity, or none at all (a plain curl
- *                       request).
- *   5. authorize        per request, batch elements included: a tools/call of a tool outside the
- *                       identity's policy is answered with an error here and never forwarded.
- *                       Then the tool limits: each tools/call (batch elements included) counts
- *                       against the limits whose tool_pattern matches; a limited one is answered
- *                       in place (HTTP 429 when it is the only request) and never forwarded.
- *                       After authorization, so a refused call uses up nothing. A request about
- *                       a task that is not the identity's (tasks/get|result|cancel, a related
- *                       task in _meta, a tasks/list cursor) is answered here exactly as an
- *                       unknown task (src/mcp/tasks.ts).
- *   6. forward          each request with its deadline; related messages stream back on the
- *                       same response when the client accepts SSE. tools/list results are
- *                       filtered to the identity's tools on the way back; a created task is
- *                       recorded as the identity's, tasks/list pages are cut to its tasks.
- *   7. record           src/observability/recorder.ts: each refusal (server, tool, limit) and each
- *                       forwarded request becomes its audit line and its metric series, in one
- *                       call, so the two never disagree. Authentication records its own outcome.
+ *   0. hooks      onRequest, before the body is even read (src/app/routes.ts):
+ *                 a. address limit  per client address (src/ratelimit/): a flood, with or without
+ *                    credentials, is refused for the price of a counter, before any key is verified;
+ *                 b. authenticate   src/http/auth.ts: an unauthenticated client costs no parsing
+ *                    and learns nothing about servers;
+ *                 c. identity limit per identity (a key's own `rate_limit` when it has one), so one
+ *                    caller cannot use up another's share.
+ *   1. resolve    the URL names the server (by name or by prefix); an unknown one is a 404 that
+ *                 lists the servers this identity may reach (src/app/routes.ts).
+ *   2. access     an identity restricted to some servers gets 403 on the others, whatever the
+ *                 method: it must not reach them at all.
+ *   3. decode     the era codec's way in: JSON-RPC envelope checks within the [server] limits
+ *                 (nesting depth checked before the body is parsed; batch length; id and method
+ *                 sizes), what is forwarded rebuilt from its JSON-RPC members only; then the era
+ *                 (a 2026-07-28 request's Mcp-Method / Mcp-Name / MCP-Protocol-Version headers
+ *                 checked against its body: src/mcp/era.ts, docs/eras.md); then the params of known
+ *                 methods against the SDK's schemas (-32602), and no request-only method sent as a
+ *                 notification (-32600; src/mcp/request-check.ts): such a message would skip
+ *                 authorization and the audit log. The result is one internal form (Incoming).
+ *   4. session    legacy: the gateway's own session id; initialize opens one, others must name a
+ *                 live one on the same server opened by the same identity, or none at all (a plain
+ *                 curl request, on the identity's own shared upstream session). 2026-07-28: no
+ *                 session; the server's era decides the forwarding (src/eras/forwarding.ts, the
+ *                 era seam): direct to a modern server, translated for a legacy one.
+ *   then, per request, batch elements included (answer()):
+ *   5. authorize  a tools/call of a tool outside the identity's policy is answered with an error
+ *                 and never forwarded; a request about a task that is not the identity's is
+ *                 answered exactly as an unknown task (src/mcp/tasks.ts).
+ *   6. limit      each tools/call counts against the limits whose tool_pattern matches; a limited
+ *                 one is answered in place (HTTP 429 when it is the only request), never
+ *                 forwarded. After authorization, so a refused call uses up nothing.
+ *   7. forward    with its deadline, the way the era seam chose; related messages stream back on
+ *                 the same response when the client accepts SSE.
+ *      record     src/observability/recorder.ts: each refusal (server, tool, limit) and each
+ *                 forwarded request becomes its audit line and its metric series, in one call, so
+ *                 the two never disagree. Authentication records its own outcome.
+ *   8. filter     tools/list results cut to the identity's tools; a created task recorded as the
+ *                 identity's, tasks/list pages cut to its tasks.
+ *   Then the answers are encoded for the client's era and transport (src/mcp/post-response.ts:
+ *   JSON, or SSE when something precedes them).
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { mayReach, ownerKey, type Identity } from './auth/identity.js';
-import type { ServerConfig, ServerSettings } from './config/schema.js';
+import type { ServerConfig } from './config/schema.js';
 import { GatewayError, httpError, sendError } from './http/errors.js';
 import { decodeBody, isRequest, objectOf, type JsonRpcId, type JsonRpcMessage, type JsonRpcRequest } from './jsonrpc/messages.js';
 import type { Gateway } from './mcp/gateway.js';
-import { checkModern, discoverResult, isModern, MODERN_METHODS, MODERN_PROTOCOL_VERSIONS, toModernResult, type ModernContext } from './mcp/era.js';
-import { bindingOf } from './mcp/input-rounds.js';
+import { checkModern, isModern, MODERN_METHODS, MODERN_PROTOCOL_VERSIONS, type ModernContext } from './mcp/era.js';
+import { directForwarding, legacyForwarding, modernRelay, translatedForwarding, type Forwarding } from './eras/forwarding.js';
 import { checkMessages, type SchemaEra } from './mcp/request-check.js';
-import { honored, Listener } from './mcp/subscriptions.js';
-import { errorOutcome, parseAccept, PostResponse, type Outcome } from './mcp/post-response.js';
+import { honored, Listener } from './eras/subscriptions.js';
+import { answered, errorOutcome, parseAccept, PostResponse, type Outcome } from './mcp/post-response.js';
 import type { DownstreamSession } from './mcp/sessions.js';
 import { SUPPORTED_PROTOCOL_VERSIONS } from './mcp/protocol.js';
 import { SseWriter } from './mcp/sse-writer.js';
@@ -101,60 +97,131 @@ export interface Context {
   request: FastifyRequest;
 }
 
-/** POST: the client sends requests, notifications or answers. */
+/** A POST's body in the gateway's one internal form, whatever the era it came in: stage 3's result. */
+interface Incoming {
+  messages: JsonRpcMessage[];
+  batch: boolean;
+  /** A 2026-07-28 request: the context its `_meta` carried (src/mcp/era.ts). Absent: the legacy era. */
+  modern?: ModernContext;
+}
+
+/** Where stage 4 sends a POST's messages. */
+type Route =
+  /** A legacy client's session: its own upstream session. */
+  | { kind: 'session'; session: DownstreamSession }
+  /** No session (a plain curl request, or a modern client of a legacy server): the identity's shared upstream session. */
+  | { kind: 'shared' }
+  /** A modern client of a modern server: each request on its own, as it is. */
+  | { kind: 'direct'; modern: ModernContext };
+
+/**
+ * POST: the client sends requests, notifications or answers. The stages, in order; each is a
+ * function of this file with the stage's name.
+ */
 export async function handlePost(context: Context, reply: FastifyReply): Promise<void> {
-  const { request } = context;
+  await refusals(reply, async () => {
+    access(context);
+    const incoming = decode(context);
+    const route = await session(context, incoming, reply);
+    // undefined: stage 4 answered the POST itself (initialize, a modern notification, a listen).
+    if (route) await exchange(context, route, incoming, reply, { limits: true });
+  });
+}
+
+/** Every GatewayError a stage throws is the request's answer (src/http/errors.ts renders it); anything else is a bug, for the error handler. */
+async function refusals(reply: FastifyReply, stages: () => Promise<void> | void): Promise<void> {
   try {
-    checkServerAccess(context);
-    const messages = decode(request, context.gateway.config.server);
-    if (isModern(messages.messages, header(request, VERSION_HEADER))) {
-      await handleModern(context, messages, reply);
-      return;
-    }
-    checkWellFormed(context, messages, 'legacy');
-    const sessionId = header(request, SESSION_HEADER);
-    const initialize = messages.messages.find((m): m is JsonRpcRequest => isRequest(m) && m.method === 'initialize');
-    if (initialize) {
-      await openSession(context, initialize, messages.messages.length, sessionId, reply);
-      return;
-    }
-    checkProtocolVersion(request);
-    const session = sessionId === undefined ? undefined : findSession(context, sessionId);
-    session?.touch();
-    await exchange(context, session, messages, reply, true);
+    await stages();
   } catch (err) {
     if (err instanceof GatewayError) sendError(reply, err);
     else throw err;
   }
 }
 
+/** Stage 2: an identity limited to some servers reaches no other. */
+function access({ target, identity, recorder, request }: Context): void {
+  if (!mayReach(identity, target.server.name)) {
+    recorder.denied(request, identity, target.server.name, 'server not allowed');
+    throw new GatewayError('server_forbidden', `Forbidden: identity "${identity.id}" may not use server "${target.server.name}"`);
+  }
+}
+
 /**
- * Stage 4 for a 2026-07-28 request (src/mcp/era.ts): no session, its context travels in its
- * `_meta`, and its mirrored headers are checked against the body before any later stage reads
- * the method or tool. `server/discover` is answered from what the server said when the gateway
- * initialized it; a method the era does not have is a 404. The request then goes through the
- * same stages as any other, on the gateway's own upstream session.
+ * Stage 3: the body as JSON-RPC messages within the `[server]` limits (nesting depth before
+ * anything parses it, then batch length, method and id sizes); then its era (a 2026-07-28
+ * request's mirrored headers checked against the body before any later stage reads the method
+ * or tool: src/mcp/era.ts); then (3b, src/mcp/request-check.ts) the params of known methods
+ * against the SDK's schemas, and no request-only method sent as a notification. Bad input is a
+ * 4xx here, recorded, and never reaches an upstream: it sees nothing of it, and its circuit
+ * counts nothing.
  */
-async function handleModern(context: Context, decoded: { messages: JsonRpcMessage[]; batch: boolean }, reply: FastifyReply): Promise<void> {
-  const { message, context: modern } = checkModern(decoded.messages, decoded.batch, (name) => header(context.request, name));
+function decode(context: Context): Incoming {
+  const { request } = context;
+  const limits = context.gateway.config.server;
+  const contentType = header(request, 'content-type');
+  if (contentType !== undefined && !JSON_LIKE.test(contentType)) {
+    throw new GatewayError('unsupported_media_type', 'Unsupported Media Type: send the JSON-RPC message as application/json');
+  }
+  const body = typeof request.body === 'string' ? request.body : '';
+  const decoded = decodeBody(body, { maxBatchLength: limits.max_batch_length, maxDepth: limits.max_json_depth });
+  if ('kind' in decoded) {
+    throw new GatewayError(decoded.kind === 'parse' ? 'parse_error' : 'invalid_request', decoded.message, 'id' in decoded ? decoded.id : null);
+  }
+  if (!isModern(decoded.messages, header(request, VERSION_HEADER))) {
+    checkWellFormed(context, decoded, 'legacy');
+    return decoded;
+  }
+  const { message, context: modern } = checkModern(decoded.messages, decoded.batch, (name) => header(request, name));
   checkWellFormed(context, decoded, 'modern');
+  return { messages: [message], batch: false, modern };
+}
+
+function checkWellFormed({ identity, recorder, request, target }: Context, decoded: { messages: JsonRpcMessage[]; batch: boolean }, era: SchemaEra): void {
+  const refusal = checkMessages(decoded.messages, era, decoded.batch);
+  if (refusal === undefined) return;
+  recorder.malformed(request, identity, target.server.name, refusal.method, refusal.reason, httpError(refusal.error).body.error);
+  throw refusal.error;
+}
+
+/**
+ * Stage 4: the session. A legacy request names the gateway's own session id (initialize opens
+ * one; others must name a live one on the same server opened by the same identity, or none at
+ * all: a plain curl request). A 2026-07-28 request has no session: its context travels in its
+ * `_meta`; `server/discover` is answered from what the server said when the gateway initialized
+ * it, and a method the era does not have is a 404.
+ */
+async function session(context: Context, incoming: Incoming, reply: FastifyReply): Promise<Route | undefined> {
+  const { request } = context;
+  if (incoming.modern) return modernRoute(context, incoming.messages[0]!, incoming.modern, reply);
+  const sessionId = header(request, SESSION_HEADER);
+  const initialize = incoming.messages.find((m): m is JsonRpcRequest => isRequest(m) && m.method === 'initialize');
+  if (initialize) {
+    await openSession(context, initialize, incoming.messages.length, sessionId, reply);
+    return undefined;
+  }
+  checkProtocolVersion(request);
+  if (sessionId === undefined) return { kind: 'shared' };
+  const found = findSession(context, sessionId);
+  found.touch();
+  return { kind: 'session', session: found };
+}
+
+/** Stage 4 for a 2026-07-28 message (src/mcp/era.ts: its headers are checked by now). */
+async function modernRoute(context: Context, message: JsonRpcMessage, modern: ModernContext, reply: FastifyReply): Promise<Route | undefined> {
   // No modern notification needs relaying: cancellation is the client closing its response.
-  if (!('id' in message)) {
+  if (!('id' in message) || !('method' in message)) {
     void reply.code(202).send();
-    return;
+    return undefined;
   }
   // A modern server gets the request as it is (listen streams and input rounds included); for a
   // legacy one the gateway answers what the legacy era has no counterpart for.
-  if ((await serverEra(context, message.id)) === 'modern') {
-    await directExchange(context, message, reply, modern);
-    return;
-  }
+  if ((await serverEra(context, message.id)) === 'modern') return { kind: 'direct', modern };
   if (!MODERN_METHODS.has(message.method)) throw new GatewayError('method_not_found', 'Method not found', message.id);
   if (message.method === 'subscriptions/listen') {
     await listen(context, message, reply);
-    return;
+    return undefined;
   }
-  await exchange(context, undefined, { messages: [message], batch: false }, reply, true, modern);
+  return { kind: 'shared' };
 }
 
 /** The era of the target server: probed once and remembered (src/upstreams/). */
@@ -172,19 +239,10 @@ async function reaching<T>(work: Promise<T>, id: JsonRpcId): Promise<T> {
   }
 }
 
-/** The client's `Mcp-Param-*` headers: passed to a modern server as they are (the specification says so of unknown ones). */
-function paramHeaders(request: FastifyRequest): Record<string, string> | undefined {
-  let found: Record<string, string> | undefined;
-  for (const [name, value] of Object.entries(request.headers)) {
-    if (name.startsWith('mcp-param-') && typeof value === 'string') (found ??= {})[name] = value;
-  }
-  return found;
-}
-
 /**
- * A 2026-07-28 `subscriptions/listen`: an SSE stream that acknowledges what the server can send
- * of what was asked, then carries those change notifications until the client closes it
- * (src/mcp/subscriptions.ts).
+ * A 2026-07-28 `subscriptions/listen` to a legacy server: an SSE stream that acknowledges what
+ * the server can send of what was asked, then carries those change notifications until the
+ * client closes it (src/mcp/subscriptions.ts).
  */
 async function listen({ gateway, target, request, identity }: Context, message: JsonRpcRequest, reply: FastifyReply): Promise<void> {
   const owner = ownerKey(identity);
@@ -205,44 +263,6 @@ async function listen({ gateway, target, request, identity }: Context, message: 
   }
 }
 
-/** Stage 2: an identity limited to some servers reaches no other. */
-function checkServerAccess({ target, identity, recorder, request }: Context): void {
-  if (!mayReach(identity, target.server.name)) {
-    recorder.denied(request, identity, target.server.name, 'server not allowed');
-    throw new GatewayError('server_forbidden', `Forbidden: identity "${identity.id}" may not use server "${target.server.name}"`);
-  }
-}
-
-/**
- * Stage 3: the body as JSON-RPC messages, within the `[server]` limits (nesting depth before
- * anything parses it, then batch length, method and id sizes): bad input is a 4xx here and never
- * reaches an upstream.
- */
-function decode(request: FastifyRequest, limits: ServerSettings): { messages: JsonRpcMessage[]; batch: boolean } {
-  const contentType = header(request, 'content-type');
-  if (contentType !== undefined && !JSON_LIKE.test(contentType)) {
-    throw new GatewayError('unsupported_media_type', 'Unsupported Media Type: send the JSON-RPC message as application/json');
-  }
-  const body = typeof request.body === 'string' ? request.body : '';
-  const decoded = decodeBody(body, { maxBatchLength: limits.max_batch_length, maxDepth: limits.max_json_depth });
-  if ('kind' in decoded) {
-    throw new GatewayError(decoded.kind === 'parse' ? 'parse_error' : 'invalid_request', decoded.message, 'id' in decoded ? decoded.id : null);
-  }
-  return decoded;
-}
-
-/**
- * Stage 3b (src/mcp/request-check.ts): the params of known methods against the SDK's schemas, and
- * no request-only method sent as a notification. A refused body is recorded and never forwarded:
- * the upstream sees nothing of it, and its circuit counts nothing.
- */
-function checkWellFormed({ identity, recorder, request, target }: Context, decoded: { messages: JsonRpcMessage[]; batch: boolean }, era: SchemaEra): void {
-  const refusal = checkMessages(decoded.messages, era, decoded.batch);
-  if (refusal === undefined) return;
-  recorder.malformed(request, identity, target.server.name, refusal.method, refusal.reason, httpError(refusal.error).body.error);
-  throw refusal.error;
-}
-
 function checkProtocolVersion(request: FastifyRequest): void {
   const version = header(request, VERSION_HEADER);
   if (version !== undefined && !SUPPORTED_PROTOCOL_VERSIONS.includes(version)) {
@@ -257,15 +277,15 @@ function checkProtocolVersion(request: FastifyRequest): void {
 }
 
 /**
- * Stage 4: the session named by Mcp-Session-Id, on the server the URL names, opened by the same
+ * The session named by Mcp-Session-Id, on the server the URL names, opened by the same
  * identity: a session id seen by someone else is of no use to them.
  */
 function findSession({ gateway, target, identity }: Context, sessionId: string): DownstreamSession {
-  const session = gateway.sessions.get(sessionId);
-  if (!session || session.server !== target.server.name || session.owner !== ownerKey(identity)) {
+  const found = gateway.sessions.get(sessionId);
+  if (!found || found.server !== target.server.name || found.owner !== ownerKey(identity)) {
     throw new GatewayError('session_not_found', 'Session not found: start a new session with initialize');
   }
-  return session;
+  return found;
 }
 
 async function openSession(
@@ -279,207 +299,173 @@ async function openSession(
   if (sessionId !== undefined) {
     throw new GatewayError('invalid_request', 'Invalid Request: initialize opens a new session; send it without Mcp-Session-Id', initialize.id);
   }
-  const { response, session } = await gateway.initialize(target.server, target.forwardPath, initialize, ownerKey(identity), request.log).catch((err: unknown) => {
+  const { response, session: opened } = await gateway.initialize(target.server, target.forwardPath, initialize, ownerKey(identity), request.log).catch((err: unknown) => {
     if (err instanceof GatewayError && (err.kind === 'session_quota' || err.kind === 'too_many_sessions')) {
       recorder.sessionRefused(request, identity, target.server.name, err.kind === 'session_quota' ? 'session quota' : 'max_sessions');
     }
     throw err;
   });
-  const headers: Record<string, string> = session ? { [SESSION_HEADER]: session.id } : {};
+  const headers: Record<string, string> = opened ? { [SESSION_HEADER]: opened.id } : {};
   const post = new PostResponse(reply, parseAccept(header(request, 'accept')), headers);
-  post.finish([{ response, status: 200, cancelled: false }], false);
+  post.finish([answered(response)], false);
 }
 
-/** Stage 5: a tools/call of a tool the identity may not use is answered here, never forwarded. */
-function authorize(identity: Identity, call: JsonRpcRequest, tool: string | undefined): GatewayError | undefined {
-  if (tool === undefined || identity.tools.allows(tool)) return undefined;
-  return new GatewayError('tool_forbidden', `Forbidden: identity "${identity.id}" may not call tool ${JSON.stringify(tool)}`, call.id);
+/** How one exchange is run. */
+interface Attempt {
+  /** Check the tool limits: false on the retry of an exchange whose requests were counted once. */
+  limits: boolean;
 }
 
 /**
- * Stages 5 and 6 for one request: its tool authorized, its tool limits checked (when `limits`),
- * then forwarded, recorded, and a tools/list answer cut to the identity's tools. `single`: it
- * is the only answer of its response, which then carries the limit's headers.
+ * Stages 5 to 8 for the messages of a POST: notifications and answers are relayed; each request
+ * is authorized, limited, forwarded, recorded and filtered (answer()), then all the answers are
+ * written in the client's era and transport (PostResponse).
  */
-async function answer(
-  context: Context,
-  r: JsonRpcRequest,
-  reply: FastifyReply,
-  single: boolean,
-  limits: boolean,
-  forward: (r: JsonRpcRequest) => Promise<Outcome>,
-): Promise<Outcome> {
-  const { identity, recorder, request } = context;
-  const server = context.target.server.name;
-  const tool = calledTool(r);
-  const refused = authorize(identity, r, tool);
-  if (refused) {
-    recorder.denied(request, identity, server, 'tool not allowed', tool);
-    return errorOutcome(refused);
+async function exchange(context: Context, route: Route, incoming: Incoming, reply: FastifyReply, attempt: Attempt): Promise<void> {
+  const { gateway, target, identity, request } = context;
+  const accept = parseAccept(header(request, 'accept'));
+  const seam = { gateway, server: target.server, forwardPath: target.forwardPath, identity, reply, log: request.log };
+  if (route.kind === 'direct') {
+    const post = new PostResponse(reply, accept, {}, modernRelay(route.modern));
+    const forwarding = directForwarding({ ...seam, post }, paramHeaders(request), (hit) => context.recorder.cacheLookup(target.server.name, hit));
+    const call = incoming.messages[0] as JsonRpcRequest;
+    post.finish([await answer(context, call, forwarding, { reply, single: true, limits: true })], false);
+    return;
   }
-  // Another identity's task is answered as an unknown one, never forwarded (src/mcp/tasks.ts).
-  const task = context.gateway.tasks.check(server, identity, r);
+  const session = route.kind === 'session' ? route.session : undefined;
+  const upstream = session ? session.upstream : await sharedUpstream(context, incoming);
+  try {
+    const requests: JsonRpcRequest[] = [];
+    for (const message of incoming.messages) {
+      if (isRequest(message)) requests.push(message);
+      else await gateway.relayToUpstream(message, upstream, session, request.log);
+    }
+    if (requests.length === 0) {
+      void reply.code(202).send();
+      return;
+    }
+    const headers: Record<string, string> = session ? { [SESSION_HEADER]: session.id } : {};
+    const post = new PostResponse(reply, accept, headers, incoming.modern ? modernRelay(incoming.modern) : undefined);
+    const forwarding = incoming.modern ? translatedForwarding({ ...seam, post }, upstream, incoming.modern) : legacyForwarding({ ...seam, post }, upstream, session);
+    const step: Step = { reply, single: !incoming.batch, limits: attempt.limits };
+    const one = (r: JsonRpcRequest): Outcome | Promise<Outcome> => forwarding.local?.(r) ?? answer(context, r, forwarding, step);
+    const outcomes = requests.length === 1 ? [await one(requests[0]!)] : await Promise.all(requests.map(one));
+    // The gateway's own shared session expired upstream: open a new one and try once more (unless
+    // something was already streamed to the client: a second answer cannot follow on that
+    // response). Only when every request was forwarded, so each has passed its limits once.
+    if (!session && attempt.limits && !post.streaming && outcomes.every((o) => o.error === 'session_expired')) {
+      gateway.dropSharedSession(target.server, target.forwardPath, ownerKey(identity), upstream);
+      await exchange(context, route, { ...incoming, messages: requests }, reply, { limits: false });
+      return;
+    }
+    post.finish(outcomes, incoming.batch);
+  } finally {
+    if (!session) gateway.releaseShared(target.server, target.forwardPath, ownerKey(identity));
+  }
+}
+
+/**
+ * The identity's own upstream session for this server when the request has none (never
+ * another's). When it cannot be had, each request of the body failed upstream, and is recorded
+ * as such.
+ */
+async function sharedUpstream({ gateway, target, identity, recorder, request }: Context, incoming: Incoming): Promise<UpstreamSession> {
+  try {
+    return await gateway.sharedSession(target.server, target.forwardPath, ownerKey(identity));
+  } catch (err) {
+    if (!(err instanceof UpstreamError)) throw err;
+    const requests = incoming.messages.filter(isRequest);
+    const error = GatewayError.fromUpstream(err, requests[0]?.id ?? null);
+    const { body } = httpError(error);
+    for (const r of requests) recorder.forwarded(request, identity, target.server.name, r, calledTool(r), body, 0);
+    throw error;
+  }
+}
+
+/** How answer() treats one request of an exchange. */
+interface Step {
+  reply: FastifyReply;
+  /** It is the only answer of its response, which then carries its limit's headers. */
+  single: boolean;
+  /** Its tool limits are checked (Attempt.limits). */
+  limits: boolean;
+}
+
+/**
+ * Stages 5 to 8 for one request: authorize, limit, forward, record, filter. A refused request
+ * is answered in place and never forwarded; a refused call uses up no limit.
+ */
+async function answer(context: Context, r: JsonRpcRequest, forwarding: Forwarding, step: Step): Promise<Outcome> {
+  const tool = calledTool(r);
+  const authorized = authorize(context, r, tool);
+  if ('refused' in authorized) return authorized.refused;
+  const limited = await limit(context, r, tool, step);
+  if (limited) return limited;
+  const started = performance.now();
+  const outcome = await forwarding.forward(authorized.forward);
+  record(context, r, tool, outcome, started);
+  return filter(context, r, outcome);
+}
+
+/**
+ * Stage 5: a tools/call of a tool the identity may not use is answered here, never forwarded;
+ * a request about another identity's task is answered exactly as an unknown task
+ * (src/mcp/tasks.ts). Gives the request to forward (a task request rewritten for its server).
+ */
+function authorize({ gateway, identity, recorder, request, target }: Context, r: JsonRpcRequest, tool: string | undefined): { forward: JsonRpcRequest } | { refused: Outcome } {
+  const server = target.server.name;
+  if (tool !== undefined && !identity.tools.allows(tool)) {
+    recorder.denied(request, identity, server, 'tool not allowed', tool);
+    return { refused: errorOutcome(new GatewayError('tool_forbidden', `Forbidden: identity "${identity.id}" may not call tool ${JSON.stringify(tool)}`, r.id)) };
+  }
+  const task = gateway.tasks.check(server, identity, r);
   if (task && 'refused' in task) {
     recorder.denied(request, identity, server, task.reason);
-    return task.refused;
+    return { refused: task.refused };
   }
+  return { forward: task ? task.forward : r };
+}
+
+/**
+ * Stage 6: each tools/call counts against the limits whose tool_pattern matches; a limited one
+ * is answered in place (HTTP 429 when it is the only request) and never forwarded.
+ */
+async function limit({ limiter, request, identity }: Context, r: JsonRpcRequest, tool: string | undefined, step: Step): Promise<Outcome | undefined> {
   // No await unless a tool limit applies (checkToolCall gives undefined otherwise): each one costs a microtask.
-  const checking = limits && tool !== undefined ? context.limiter?.checkToolCall(request, identity, tool, r.id) : undefined;
+  const checking = step.limits && tool !== undefined ? limiter?.checkToolCall(request, identity, tool, r.id) : undefined;
   const limited = checking === undefined ? undefined : await checking;
-  if (limited) {
-    // Retry-After and RateLimit-* describe the response only when this is its one answer.
-    if (single) void reply.headers(limited.headers);
-    return errorOutcome(limited.error);
-  }
-  const started = performance.now();
-  const outcome = await forward(task ? task.forward : r);
-  if (!outcome.cached) recorder.forwarded(request, identity, server, r, tool, outcome.response, (performance.now() - started) / 1000);
+  if (!limited) return undefined;
+  // Retry-After and RateLimit-* describe the response only when this is its one answer.
+  if (step.single) void step.reply.headers(limited.headers);
+  return errorOutcome(limited.error);
+}
+
+/** Stage 7 (src/observability/recorder.ts): the forwarded request's audit line and metrics, in one call. */
+function record({ recorder, request, identity, target }: Context, r: JsonRpcRequest, tool: string | undefined, outcome: Outcome, started: number): void {
+  if (!outcome.cached) recorder.forwarded(request, identity, target.server.name, r, tool, outcome.response, (performance.now() - started) / 1000);
+}
+
+/** Stage 8: a tools/list answer cut to the identity's tools; a created task becomes the caller's, a tasks/list page is cut to the caller's tasks. */
+function filter({ gateway, identity, target }: Context, r: JsonRpcRequest, outcome: Outcome): Outcome {
   if (r.method === 'tools/list') return { ...outcome, response: filterToolsList(identity.tools, outcome.response) };
-  // A created task becomes the caller's; a tasks/list page is cut to the caller's tasks.
-  const response = context.gateway.tasks.result(server, identity, r, outcome.response);
+  const response = gateway.tasks.result(target.server.name, identity, r, outcome.response);
   return response === outcome.response ? outcome : { ...outcome, response };
 }
 
-/** Stage 6: notifications and answers are relayed; requests are authorized, forwarded and answered. */
-async function exchange(
-  context: Context,
-  session: DownstreamSession | undefined,
-  decoded: { messages: JsonRpcMessage[]; batch: boolean },
-  reply: FastifyReply,
-  retry: boolean,
-  modern?: ModernContext,
-): Promise<void> {
-  const { gateway, target, identity, recorder, request } = context;
-  const server = target.server.name;
-  // Without a session, the identity's own upstream session for this server (never another's).
-  const owner = ownerKey(identity);
-  let upstream: UpstreamSession;
-  try {
-    upstream = session ? session.upstream : await gateway.sharedSession(target.server, target.forwardPath, owner);
-  } catch (err) {
-    const first = decoded.messages.find(isRequest);
-    if (!(err instanceof UpstreamError)) throw err;
-    const error = GatewayError.fromUpstream(err, first?.id ?? null);
-    // No upstream session: each request of the body failed upstream, and is recorded as such.
-    const { body } = httpError(error);
-    for (const r of decoded.messages.filter(isRequest)) recorder.forwarded(request, identity, server, r, calledTool(r), body, 0);
-    throw error;
+/** The client's `Mcp-Param-*` headers: passed to a modern server as they are (the specification says so of unknown ones). */
+function paramHeaders(request: FastifyRequest): Record<string, string> | undefined {
+  let found: Record<string, string> | undefined;
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (name.startsWith('mcp-param-') && typeof value === 'string') (found ??= {})[name] = value;
   }
-  try {
-    await exchangeOn(context, session, upstream, decoded, reply, retry, modern);
-  } finally {
-    if (!session) gateway.releaseShared(target.server, target.forwardPath, owner);
-  }
-}
-
-/** exchange() on the upstream session it found. */
-async function exchangeOn(
-  context: Context,
-  session: DownstreamSession | undefined,
-  upstream: UpstreamSession,
-  decoded: { messages: JsonRpcMessage[]; batch: boolean },
-  reply: FastifyReply,
-  retry: boolean,
-  modern?: ModernContext,
-): Promise<void> {
-  const { gateway, target, identity, request } = context;
-  const server = target.server.name;
-  const requests: JsonRpcRequest[] = [];
-  for (const message of decoded.messages) {
-    if (isRequest(message)) requests.push(message);
-    else await gateway.relayToUpstream(message, upstream, session, request.log);
-  }
-  if (requests.length === 0) {
-    void reply.code(202).send();
-    return;
-  }
-  const headers: Record<string, string> = session ? { [SESSION_HEADER]: session.id } : {};
-  const post = new PostResponse(reply, parseAccept(header(request, 'accept')), headers, modern ? modernRelay(modern) : undefined);
-  const translate = modern ? modernTranslation(upstream, clientGone(reply), modern) : undefined;
-  const forward = translate
-    ? async (r: JsonRpcRequest) =>
-        translate.result(r, await gateway.forwardModern(r, upstream, post, translate.signal, translate.capabilities, () => bindingOf(ownerKey(identity), server, r), request.log))
-    : (r: JsonRpcRequest) => gateway.forward(r, upstream, session, post, request.log);
-  // A retry only follows when every request was forwarded, so each has passed its limits once.
-  const one = (r: JsonRpcRequest): Outcome | Promise<Outcome> =>
-    r.method === 'server/discover' && translate ? translate.discover(r) : answer(context, r, reply, !decoded.batch, retry, forward);
-  const outcomes = requests.length === 1 ? [await one(requests[0]!)] : await Promise.all(requests.map(one));
-  // The gateway's own shared session expired upstream: open a new one and try once more (unless
-  // something was already streamed to the client: a second answer cannot follow on that response).
-  if (!session && retry && !post.streaming && outcomes.every((o) => o.status === 404)) {
-    gateway.dropSharedSession(target.server, target.forwardPath, ownerKey(identity), upstream);
-    await exchange(context, session, { messages: requests, batch: decoded.batch }, reply, false, modern);
-    return;
-  }
-  post.finish(outcomes, decoded.batch);
-}
-
-/**
- * What a modern request may receive before its answer: progress, and log lines only when it
- * asked for them (`_meta` logLevel; a 2026-07-28 server sends none otherwise).
- */
-function modernRelay(modern: ModernContext): (message: JsonRpcMessage) => boolean {
-  return (message) => modern.logLevel !== undefined || !('method' in message) || message.method !== 'notifications/message';
-}
-
-/**
- * A modern request to a legacy upstream: its answer in the modern shape, and its cancellation
- * when the client closes the response (2026-07-28 has no notifications/cancelled on HTTP).
- */
-function modernTranslation(upstream: UpstreamSession, signal: AbortSignal, modern: ModernContext) {
-  const init = upstream.initializeResult;
-  const initResult = 'result' in init ? init.result : {};
-  const serverInfo = initResult['serverInfo'];
-  return {
-    signal,
-    capabilities: modern.clientCapabilities,
-    discover: (r: JsonRpcRequest): Outcome => ({ response: { jsonrpc: '2.0', id: r.id, result: discoverResult(initResult) }, status: 200, cancelled: false }),
-    result(r: JsonRpcRequest, outcome: Outcome): Outcome {
-      const response = outcome.response;
-      if (!('result' in response)) return outcome;
-      return { ...outcome, response: { ...response, result: toModernResult(r.method, response.result, serverInfo) } };
-    },
-  };
-}
-
-/** Aborts when the client closes its response before the answer: a 2026-07-28 cancellation. */
-function clientGone(reply: FastifyReply): AbortSignal {
-  const controller = new AbortController();
-  const res = reply.raw;
-  res.once('close', () => {
-    if (!res.writableFinished) controller.abort();
-  });
-  return controller.signal;
-}
-
-/**
- * Stage 6 for a modern request to a modern server: the same policy as any request (tool
- * authorization, tool limits, audit, tools/list filtering), then the request goes as it is,
- * its answer comes back as it is: input rounds, listen streams and caching hints are the
- * client's and the server's business.
- */
-async function directExchange(context: Context, call: JsonRpcRequest, reply: FastifyReply, modern: ModernContext): Promise<void> {
-  const { gateway, target, request } = context;
-  const server = target.server;
-  const post = new PostResponse(reply, parseAccept(header(request, 'accept')), {}, modernRelay(modern));
-  const forward = async (r: JsonRpcRequest): Promise<Outcome> => {
-    // Cacheable results within their TTL, shared only when the server marked them public.
-    const keys = gateway.cache.keys(server.name, target.forwardPath, r, ownerKey(context.identity));
-    const hit = keys && gateway.cache.get(keys, r.id);
-    if (keys) context.recorder.cacheLookup(server.name, hit !== undefined);
-    if (hit) return { response: hit, status: 200, cancelled: false, cached: true };
-    const outcome = await gateway.call(r, server, target.forwardPath, post, clientGone(reply), paramHeaders(request), ownerKey(context.identity), request.log);
-    if (keys) gateway.cache.put(keys, outcome.response);
-    return outcome;
-  };
-  post.finish([await answer(context, call, reply, true, true, forward)], false);
+  return found;
 }
 
 /** GET: the client opens the standalone stream of server-to-client messages. */
 export function handleGet(context: Context, reply: FastifyReply): void {
   const { request } = context;
   try {
-    checkServerAccess(context);
+    access(context);
     const sessionId = header(request, SESSION_HEADER);
     if (sessionId === undefined) throw new GatewayError('session_required', 'Bad Request: Mcp-Session-Id header is required');
     if (!parseAccept(header(request, 'accept')).sse) {
@@ -496,16 +482,11 @@ export function handleGet(context: Context, reply: FastifyReply): void {
 
 /** DELETE: the client ends its session. */
 export async function handleDelete(context: Context, reply: FastifyReply): Promise<void> {
-  const { request } = context;
-  try {
-    checkServerAccess(context);
-    const sessionId = header(request, SESSION_HEADER);
+  await refusals(reply, async () => {
+    access(context);
+    const sessionId = header(context.request, SESSION_HEADER);
     if (sessionId === undefined) throw new GatewayError('session_required', 'Bad Request: Mcp-Session-Id header is required');
-    const session = findSession(context, sessionId);
-    await context.gateway.sessions.close(session, 'client DELETE');
+    await context.gateway.sessions.close(findSession(context, sessionId), 'client DELETE');
     void reply.code(200).send();
-  } catch (err) {
-    if (err instanceof GatewayError) sendError(reply, err);
-    else throw err;
-  }
+  });
 }

@@ -31,6 +31,8 @@ export type GatewayErrorKind =
   | 'invalid_params'
   /** 2026-07-28: a method the server does not implement (404, so that it is told from a session error). */
   | 'method_not_found'
+  /** 2026-07-28: the request needs a client capability its `_meta` does not declare (a server's answer). */
+  | 'missing_client_capability'
   | 'stream_conflict'
   /** An HTTP method an MCP endpoint does not take (it takes POST, GET and DELETE). */
   | 'method_not_allowed'
@@ -112,6 +114,8 @@ function statusAndCode(kind: GatewayErrorKind): { status: number; code: number }
       return { status: 400, code: ErrorCode.InvalidParams };
     case 'method_not_found':
       return { status: 404, code: ErrorCode.MethodNotFound };
+    case 'missing_client_capability':
+      return { status: 400, code: ErrorCode.MissingRequiredClientCapability };
     case 'stream_conflict':
       return { status: 409, code: ErrorCode.InvalidRequest };
     case 'method_not_allowed':
@@ -161,6 +165,11 @@ function statusAndCode(kind: GatewayErrorKind): { status: number; code: number }
   }
 }
 
+/** The HTTP status of an answer that failed with `kind`, when it is the only answer of its response. */
+export function statusOf(kind: GatewayErrorKind): number {
+  return statusAndCode(kind).status;
+}
+
 export function httpError(error: GatewayError): HttpError {
   const { status, code } = statusAndCode(error.kind);
   const message = error.kind === 'internal' ? 'Internal error' : error.message;
@@ -181,6 +190,29 @@ export function sendError(reply: FastifyReply, error: GatewayError, headers: Rec
     .type('application/json')
     .send(JSON.stringify(body));
   return body.error;
+}
+
+/**
+ * The one refusal that is not JSON-RPC-shaped: an unknown server, path or default route is a 404
+ * with the body the seed guide documents, `{"error":"Server not found: NAME","available":[...]}`
+ * (clients and scripts read `available`; it lists only the servers the caller may reach, and is
+ * left out for a caller that has not proved an identity).
+ */
+export function sendNotFound(reply: FastifyReply, error: string, available?: readonly string[]): void {
+  void reply.code(404).send(available === undefined ? { error } : { error, available });
+}
+
+/**
+ * What Fastify itself throws from a route (its body parser: over `max_request_size`, an
+ * unsupported content type, a malformed body) as the gateway's error. A 5xx is a bug: the
+ * caller logs its cause, the client sees "Internal error".
+ */
+export function frameworkErrorOf(error: Error & { statusCode?: number }, maxRequestSize: number): GatewayError {
+  const status = error.statusCode ?? 500;
+  if (status === 413) return new GatewayError('payload_too_large', `Payload Too Large: the body exceeds ${maxRequestSize} bytes`);
+  if (status === 415) return new GatewayError('unsupported_media_type', `Bad Request: ${error.message}`);
+  if (status < 500) return new GatewayError('invalid_request', `Bad Request: ${error.message}`);
+  return new GatewayError('internal', 'Internal error');
 }
 
 /**

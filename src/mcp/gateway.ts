@@ -5,7 +5,7 @@
  */
 import { ANONYMOUS, ownerKey } from '../auth/identity.js';
 import type { GatewayConfig, ServerConfig } from '../config/schema.js';
-import { GatewayError } from '../http/errors.js';
+import { GatewayError, type GatewayErrorKind } from '../http/errors.js';
 import {
   ErrorCode,
   idKey,
@@ -19,15 +19,16 @@ import { Cancellation } from '../upstreams/cancellation.js';
 import { waitAtMost } from '../upstreams/deadline.js';
 import { UpstreamError } from '../upstreams/errors.js';
 import type { CallOptions, OpenSessionOptions, RequestOptions, ServerMessage, SessionHandlers, Upstream, UpstreamSession } from '../upstreams/upstream.js';
-import { ResultCache } from './cache.js';
+import { ResultCache } from '../eras/cache.js';
 import { toLegacyRequest } from './era.js';
-import { InputRounds, PendingCall, type CallBinding } from './input-rounds.js';
-import { ModernBackedSession } from './modern-upstream.js';
-import { errorOutcome, type Outcome, type PostResponse } from './post-response.js';
-import { ListenHub, type Listener } from './subscriptions.js';
+import { InputRounds, PendingCall, type CallBinding } from '../eras/input-rounds.js';
+import { ModernBackedSession } from '../eras/modern-server.js';
+import { answered, errorOutcome, type Outcome, type PostResponse } from './post-response.js';
+import { ListenHub, type Listener } from '../eras/subscriptions.js';
 import { CANCELLED_BY_CLIENT, DownstreamSession, refuseServerRequest, SessionStore, type SessionRefusal } from './sessions.js';
 import { TaskOwners } from './tasks.js';
 import { errorMessage } from '../error-message.js';
+import { settleWithin } from '../delay.js';
 
 /** How long relaying a client's `initialized` may wait for the upstream's GET stream. */
 const EVENT_STREAM_WAIT_MS = 2_000;
@@ -379,7 +380,7 @@ export class Gateway {
       // A listen lasts until the client closes it: no deadline.
       if (request.method === 'subscriptions/listen') options.timeoutMs = 0;
       const response = await this.upstream(server.name).call(request, options);
-      return { response, status: modernStatus(response), cancelled: false };
+      return modernOutcome(response);
     } catch (err) {
       return errorOutcome(toGatewayError(err, request.id, log));
     }
@@ -398,7 +399,7 @@ export class Gateway {
         // tools then): have its GET stream connected first, so those are held for the client
         // instead of dropped by the upstream. Bounded: a stream that does not connect soon is
         // not waited for.
-        await atMost(upstream.openEventStream(), EVENT_STREAM_WAIT_MS);
+        await settleWithin(upstream.openEventStream(), EVENT_STREAM_WAIT_MS, () => undefined);
       }
       await upstream.send(message).catch((err) => log.warn({ err: errorMessage(err) }, 'could not relay a notification'));
       return;
@@ -430,7 +431,7 @@ export class Gateway {
       const options: RequestOptions = { onMessage: (m) => this.relayToClient(m, upstream, session, post) };
       if (controller) options.signal = controller.signal;
       const response = await upstream.request(request, options);
-      return { response, status: 200, cancelled: false };
+      return answered(response);
     } catch (err) {
       const outcome = errorOutcome(toGatewayError(err, request.id, log));
       // Only what the client itself cancelled (notifications/cancelled) goes unanswered, on a
@@ -482,7 +483,7 @@ export class Gateway {
         },
       };
       upstream.request(toLegacyRequest(request), options).then(
-        (response) => started.settle({ response, status: 200, cancelled: false }),
+        (response) => started.settle(answered(response)),
         (err: unknown) => started.settle(errorOutcome(toGatewayError(err, request.id, log))),
       ).finally(() => this.rounds.expireWhenSettled(started));
     }
@@ -494,7 +495,7 @@ export class Gateway {
       if ('inputRequired' in round) {
         call.binding ??= bind();
         this.rounds.hold(call);
-        return { response: { jsonrpc: '2.0', id: request.id, result: round.inputRequired }, status: 200, cancelled: false };
+        return answered({ jsonrpc: '2.0', id: request.id, result: round.inputRequired });
       }
       // The answer carries the id of the request that started the call; this round's is another.
       return { ...round.answer, response: { ...round.answer.response, id: request.id } };
@@ -521,39 +522,22 @@ export class Gateway {
 }
 
 /**
- * The HTTP status of a modern server's answer when it is the only one: the specification's
- * statuses for its own errors (400 for the header, capability and version errors, 404 for an
- * unknown method), 200 for anything else.
+ * A modern server's answer, with the kind of its error where the specification gives that error
+ * its own HTTP status (400 for the header, capability and version errors, 404 for an unknown
+ * method; src/http/errors.ts decides the status): any other answer is a 200.
  */
-function modernStatus(response: JsonRpcResponse): number {
-  if (!('error' in response)) return 200;
-  const code = response.error.code;
-  if (code === ErrorCode.HeaderMismatch || code === ErrorCode.MissingRequiredClientCapability || code === ErrorCode.UnsupportedProtocolVersion) return 400;
-  return code === ErrorCode.MethodNotFound ? 404 : 200;
+function modernOutcome(response: JsonRpcResponse): Outcome {
+  if (!('error' in response)) return answered(response);
+  const kind = MODERN_ERROR_KINDS.get(response.error.code);
+  return kind ? { response, error: kind, cancelled: false } : answered(response);
 }
 
-/**
- * Settles as `promise` does, or fulfils after `ms` if it has not settled by then. The timer is
- * cleared as soon as the promise settles: a timers/promises delay that loses a Promise.race stays
- * armed for its whole time, and holds its promise and the race's; every session's
- * notifications/initialized left one for 2 s, long enough to be promoted to the old generation
- * as garbage (about 700 B per session in the `memory` bench, until the next full GC).
- */
-function atMost(promise: Promise<void>, ms: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(resolve, ms);
-    promise.then(
-      () => {
-        clearTimeout(timer);
-        resolve();
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        reject(error);
-      },
-    );
-  });
-}
+const MODERN_ERROR_KINDS: ReadonlyMap<number, GatewayErrorKind> = new Map([
+  [ErrorCode.HeaderMismatch, 'header_mismatch'],
+  [ErrorCode.MissingRequiredClientCapability, 'missing_client_capability'],
+  [ErrorCode.UnsupportedProtocolVersion, 'unsupported_protocol_version'],
+  [ErrorCode.MethodNotFound, 'method_not_found'],
+]);
 
 /** The key of the gateway's own upstream session (and its listen streams) for a server, path and owner. */
 function sharedKey(server: ServerConfig, forwardPath: string, owner: string): string {

@@ -5,7 +5,7 @@
  * JSON; the SDK client gets a stream exactly when one is needed.
  */
 import type { FastifyReply } from 'fastify';
-import { httpError, type GatewayError } from '../http/errors.js';
+import { httpError, statusOf, type GatewayError, type GatewayErrorKind } from '../http/errors.js';
 import { ErrorCode, errorResponse, type JsonRpcMessage, type JsonRpcResponse } from '../jsonrpc/messages.js';
 import { SseWriter } from './sse-writer.js';
 
@@ -24,10 +24,16 @@ export function parseAccept(header: string | undefined): Acceptable {
   return { json: json || !sse, sse };
 }
 
-/** One request's result: its response, and the HTTP status to use when it is the only one. */
+/**
+ * One request's result: its response and, when the gateway (or a 2026-07-28 server, in the
+ * specification's own error codes) refused it, the kind of that error. The HTTP status is not
+ * decided here: src/http/errors.ts maps the kind to it, in one place, when the response is
+ * written and this is its only answer.
+ */
 export interface Outcome {
   response: JsonRpcResponse;
-  status: number;
+  /** Why it failed, when the status of a lone answer is not 200; absent for an answer. */
+  error?: GatewayErrorKind;
   /** The client cancelled it: no response is sent, on a stream or as JSON (MCP cancellation). */
   cancelled: boolean;
   /** Served from the gateway's cache (src/mcp/cache.ts): no upstream request was made. */
@@ -41,10 +47,15 @@ function internalError(response: JsonRpcResponse): JsonRpcResponse {
   return errorResponse(response.id, ErrorCode.InternalError, 'Internal error');
 }
 
+/** A request answered (by the upstream, or by the gateway on its behalf): 200 when it is alone. */
+export function answered(response: JsonRpcResponse): Outcome {
+  return { response, cancelled: false };
+}
+
 /** A request answered with an error instead of by the upstream. */
 export function errorOutcome(error: GatewayError): Outcome {
-  const { status, body, headers } = httpError(error);
-  const outcome: Outcome = { response: body, status, cancelled: error.kind === 'cancelled' };
+  const { body, headers } = httpError(error);
+  const outcome: Outcome = { response: body, error: error.kind, cancelled: error.kind === 'cancelled' };
   if (headers) outcome.headers = headers;
   return outcome;
 }
@@ -93,7 +104,7 @@ export class PostResponse {
     const only = outcomes.length === 1 && !batch ? outcomes[0] : undefined;
     const body = batch ? outcomes.map((o) => o.response) : outcomes[0]?.response;
     let text: string;
-    let status = only?.status ?? 200;
+    let status = only?.error === undefined ? 200 : statusOf(only.error);
     try {
       text = JSON.stringify(body);
     } catch {

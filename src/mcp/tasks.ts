@@ -32,7 +32,7 @@ import { randomUUID } from 'node:crypto';
 import { ownerKey, type Identity } from '../auth/identity.js';
 import { ErrorCode, errorResponse, type JsonRpcMessage, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc/messages.js';
 import { insert, touch, type Touched } from '../lru.js';
-import type { Outcome } from './post-response.js';
+import { answered, type Outcome } from './post-response.js';
 
 /** The `_meta` key that ties a message to a task (specification, tasks). */
 export const RELATED_TASK_META = 'io.modelcontextprotocol/related-task';
@@ -120,7 +120,7 @@ export class TaskOwners {
         if (!entry || entry.owner !== ownerKey(identity) || entry.server !== server) {
           const shown = typeof cursor === 'string' ? cursor : JSON.stringify(cursor);
           const response = errorResponse(request.id, ErrorCode.InvalidParams, `${SDK_PREFIX}Failed to list tasks: Invalid cursor: ${shown}`);
-          return { refused: { response, status: 200, cancelled: false }, reason: 'tasks/list cursor not issued to this identity' };
+          return { refused: answered(response), reason: 'tasks/list cursor not issued to this identity' };
         }
         touch(this.cursors, cursor as string, entry, Date.now());
         return { forward: { ...request, params: { ...params, cursor: entry.cursor } } };
@@ -136,7 +136,7 @@ export class TaskOwners {
         const reason = this.refusal(server, ownerKey(identity), taskId);
         if (reason) {
           const response = errorResponse(request.id, ErrorCode.InvalidParams, `${SDK_PREFIX}Task not found: ${taskId}`);
-          return { refused: { response, status: 200, cancelled: false }, reason };
+          return { refused: answered(response), reason };
         }
       }
     }
@@ -276,7 +276,7 @@ export class TaskOwners {
 /** The reference SDK server's answer to a tasks/* request naming a task id it does not know. */
 function unknownTask(request: JsonRpcRequest, taskId: string): Outcome {
   const message = request.method === 'tasks/get' ? 'Failed to retrieve task: Task not found' : `Task not found: ${taskId}`;
-  return { response: errorResponse(request.id, ErrorCode.InvalidParams, SDK_PREFIX + message), status: 200, cancelled: false };
+  return answered(errorResponse(request.id, ErrorCode.InvalidParams, SDK_PREFIX + message));
 }
 
 /**

@@ -3,7 +3,7 @@
  * the specification allows a shared gateway to keep, for how long, and for whom.
  */
 import { describe, expect, it } from 'vitest';
-import { ResultCache } from '../../src/mcp/cache.js';
+import { ResultCache } from '../../src/eras/cache.js';
 import type { JsonRpcRequest, JsonRpcResponse } from '../../src/jsonrpc/messages.js';
 
 function clock(start = 1_000_000) {

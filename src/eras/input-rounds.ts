@@ -20,7 +20,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { ErrorCode, errorResponse, type JsonRpcRequest } from '../jsonrpc/messages.js';
 import type { ServerMessage, UpstreamSession } from '../upstreams/upstream.js';
-import type { Outcome } from './post-response.js';
+import type { Outcome } from '../mcp/post-response.js';
 
 /** The client capability each server-to-client request needs. */
 const NEEDED_CAPABILITY: Readonly<Record<string, string>> = {

@@ -15,8 +15,8 @@
  */
 import { objectOf, type JsonRpcId, type JsonRpcNotification } from '../jsonrpc/messages.js';
 import type { UpstreamSession } from '../upstreams/upstream.js';
-import { META } from './era.js';
-import type { SseWriter } from './sse-writer.js';
+import { META } from '../mcp/era.js';
+import type { SseWriter } from '../mcp/sse-writer.js';
 
 /** The notification types a listen request may ask for. */
 export interface ListenFilter {

@@ -1,0 +1,65 @@
+/**
+ * The gateway's life: started once every upstream has been started (readiness follows), and a
+ * graceful stop that refuses new requests, lets those in flight finish within
+ * `shutdown_grace_ms`, then ends the upstreams, the connections and the audit log, in that order.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { Lifecycle } from '../http/health.js';
+import type { Services } from './services.js';
+
+/** Requests in flight, for the graceful stop: counted from their first hook to the end of their answer. */
+export class InFlight {
+  private count = 0;
+  private drained: (() => void) | undefined;
+
+  enter(): void {
+    this.count++;
+  }
+
+  leave(): void {
+    if (--this.count === 0) this.drained?.();
+  }
+
+  /** Resolves once nothing is in flight, or after `graceMs` whatever is. */
+  drain(graceMs: number): Promise<void> {
+    if (this.count === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, graceMs);
+      timer.unref();
+      this.drained = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+}
+
+export interface Running {
+  lifecycle: Lifecycle;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export function lifecycleOf(app: FastifyInstance, services: Services, lifecycle: Lifecycle, inflight: InFlight): Running {
+  const { gateway, recorder, audit, config } = services;
+  return {
+    lifecycle,
+    async start() {
+      recorder.lifecycle('gateway_start');
+      await gateway.start();
+      lifecycle.started = true;
+    },
+    async stop() {
+      lifecycle.stopping = true;
+      // Listen streams are POSTs that never end on their own: they must not hold the grace period.
+      gateway.endListens();
+      const closing = app.close();
+      await inflight.drain(config.server.shutdown_grace_ms);
+      await gateway.close();
+      app.server.closeAllConnections();
+      await closing;
+      recorder.lifecycle('gateway_stop');
+      await audit.close();
+    },
+  };
+}

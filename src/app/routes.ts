@@ -1,0 +1,147 @@
+/**
+ * The routes: the gateway's own (health, metrics, OAuth metadata) and the MCP endpoints, with
+ * stage 0 (the onRequest hooks) and stage 1 (resolving the target server) of the pipeline. The
+ * stages after that are src/pipeline.ts.
+ *
+ *   /mcp/:server_name   a server by name; its url is used as it is
+ *   /mcp                the default server (the only one, or the one with path_prefix "/")
+ *   /*                  a server by path prefix; the rest of the path and the query are forwarded
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookHandler, onRequestHookHandler } from 'fastify';
+import { mayReach } from '../auth/identity.js';
+import type { ServerConfig } from '../config/schema.js';
+import { identityOf, registerProtectedResourceMetadata } from '../http/auth.js';
+import { GatewayError, sendError, sendNotFound } from '../http/errors.js';
+import { registerHealthRoutes, type Lifecycle } from '../http/health.js';
+import { registerMetricsRoute } from '../http/metrics.js';
+import { handleDelete, handleGet, handlePost, type Context, type Target } from '../pipeline.js';
+import { UnsafePathError } from '../routing/router.js';
+import type { Services } from './services.js';
+
+/** Paths the gateway owns even when a server's prefix is "/". */
+const RESERVED = /^\/(health|live|ready|metrics|routes|\.well-known)(\/|$|\?)/;
+const ALL_METHODS = ['GET', 'POST', 'DELETE', 'PUT', 'PATCH', 'OPTIONS'] as const;
+/**
+ * The longest path and query a prefix route forwards (characters). An upstream's HTTP parser limits
+ * its request line and headers together (Node: 16 KB), so a longer target would be refused there
+ * with a 431 the client would see as a 502; it is a 414 here instead, before any upstream.
+ */
+export const MAX_FORWARDED_TARGET = 8_192;
+
+/** A stage 0 hook: callback-style (the rate limits) or async (authentication). */
+type Stage0Hook = onRequestHookHandler | onRequestAsyncHookHandler;
+
+/** The gateway's own paths under the catch-all (an unknown /health/x) answer 404 without credentials. */
+function unlessReserved(hook: Stage0Hook): onRequestHookHandler {
+  return function (request, reply, done) {
+    if (RESERVED.test(request.url)) {
+      done();
+      return;
+    }
+    // A callback-style hook calls done itself; an async one ignores it and returns its promise.
+    const result: unknown = (hook as onRequestHookHandler).call(this, request, reply, done);
+    if (result instanceof Promise) result.then(() => done(), done);
+  };
+}
+
+export function registerRoutes(app: FastifyInstance, services: Services, lifecycle: Lifecycle): void {
+  const { config, gateway, metrics, authenticate, authenticator, router, limiter, recorder } = services;
+  registerHealthRoutes(app, gateway, lifecycle, config.auth?.protect_routes ? authenticate : undefined);
+  if (metrics) registerMetricsRoute(app, metrics, config.auth?.protect_metrics ? authenticate : undefined);
+  if (config.auth) registerProtectedResourceMetadata(app, config.auth);
+
+  const notFound = (request: FastifyRequest, reply: FastifyReply, error: string): void => {
+    // Only the servers this caller may reach: a restricted identity does not learn the others, and
+    // a caller that has not proved an identity (the gateway's own paths skip authentication) learns none.
+    if (authenticator.required && request.identity === null) return sendNotFound(reply, error);
+    const identity = identityOf(request);
+    sendNotFound(reply, error, router.names().filter((name) => mayReach(identity, name)));
+  };
+
+  /** Runs an MCP handler for a target (counted as in flight by the first onRequest hook). */
+  const serve = async (target: Target, request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    request.mcpServer = target.server.name;
+    const context: Context = { gateway, target, identity: identityOf(request), limiter, recorder, request };
+    switch (request.method) {
+      case 'POST':
+        await handlePost(context, reply);
+        return;
+      case 'GET':
+        handleGet(context, reply);
+        return;
+      case 'DELETE':
+        await handleDelete(context, reply);
+        return;
+      default:
+        sendError(reply, new GatewayError('method_not_allowed', `Method Not Allowed: ${request.method}; an MCP endpoint takes POST, GET and DELETE`), { allow: 'GET, POST, DELETE' });
+    }
+  };
+
+  /**
+   * Marks an MCP exchange, so that it is counted once it has ended (by the first hook's close
+   * listener), streams and early refusals included. Callback-style, like every hook that need not
+   * wait: an async one costs a promise per request.
+   */
+  const observe: onRequestHookHandler = (request, _reply, done) => {
+    request.mcpEndpoint = true;
+    done();
+  };
+  const observeUnlessReserved: onRequestHookHandler = (request, _reply, done) => {
+    if (!RESERVED.test(request.url)) request.mcpEndpoint = true;
+    done();
+  };
+
+  // Every method reaches the MCP endpoints, so that the wrong one is a 405 rather than a 404.
+  // Every MCP route runs pipeline stage 0 first, before the body is read: the address limit,
+  // authentication, then the identity's limit.
+  const stage0 = [limiter?.addressHook, authenticator.required ? authenticate : undefined, limiter?.identityHook].filter(
+    (hook): hook is Stage0Hook => hook !== undefined,
+  );
+  const onRequest = [observe, ...stage0];
+  app.route({
+    method: [...ALL_METHODS],
+    url: '/mcp/:server_name',
+    onRequest,
+    handler: async (request, reply) => {
+      const name = (request.params as { server_name: string }).server_name;
+      const server = router.byName(name);
+      if (!server) return notFound(request, reply, `Server not found: ${name}`);
+      // By name, the upstream url is used as it is: no path is appended.
+      return serve({ server, forwardPath: '' }, request, reply);
+    },
+  });
+
+  const defaultServer: ServerConfig | undefined = config.single ? config.servers[0] : config.servers.find((s) => s.path_prefix === '/');
+  app.route({
+    method: [...ALL_METHODS],
+    url: '/mcp',
+    onRequest,
+    handler: async (request, reply) => {
+      if (!defaultServer) return notFound(request, reply, 'No default server: use /mcp/:server_name');
+      return serve({ server: defaultServer, forwardPath: '' }, request, reply);
+    },
+  });
+
+  app.route({
+    method: [...ALL_METHODS],
+    url: '/*',
+    onRequest: [observeUnlessReserved, ...stage0.map(unlessReserved)],
+    handler: async (request, reply) => {
+      if (RESERVED.test(request.url)) return notFound(request, reply, `Not found: ${request.url.split('?')[0]}`);
+      if (request.url.length > MAX_FORWARDED_TARGET) {
+        sendError(reply, new GatewayError('uri_too_long', `URI Too Long: the path and query exceed ${MAX_FORWARDED_TARGET} characters`));
+        return;
+      }
+      let match;
+      try {
+        match = router.match(request.url);
+      } catch (err) {
+        if (!(err instanceof UnsafePathError)) throw err;
+        sendError(reply, new GatewayError('invalid_request', `Bad Request: ${err.message}`));
+        return;
+      }
+      if (!match) return notFound(request, reply, `No route for path: ${request.url.split('?')[0]}`);
+      return serve(match, request, reply);
+    },
+  });
+}

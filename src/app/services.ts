@@ -1,0 +1,90 @@
+/**
+ * The gateway's services, made once from the config: the audit log and metrics (fed together by
+ * the recorder), the upstreams and sessions (the Gateway), the router, authentication and the
+ * rate limits. Nothing here knows HTTP routes; src/app/routes.ts wires them to requests.
+ */
+import type { onRequestAsyncHookHandler } from 'fastify';
+import { Authenticator, type AuthenticatorOptions } from '../auth/authenticator.js';
+import type { GatewayConfig } from '../config/schema.js';
+import { authenticationHook } from '../http/auth.js';
+import { loadTls, type TlsMaterial } from '../http/tls.js';
+import { Gateway, type UpstreamFactory } from '../mcp/gateway.js';
+import { AuditLog } from '../observability/audit/log.js';
+import type { Logger } from '../observability/logger.js';
+import { Metrics } from '../observability/metrics.js';
+import { Recorder } from '../observability/recorder.js';
+import { RateLimiter } from '../ratelimit/limiter.js';
+import { Router } from '../routing/router.js';
+import { createUpstream } from '../upstreams/factory.js';
+
+export interface ServiceOptions {
+  logger: Logger;
+  /** Replaces how upstreams are created (tests use real ones; this is for wrapping them). */
+  createUpstream?: UpstreamFactory;
+  /** Tuning of the verifiers (tests shorten the JWKS cooldown). */
+  auth?: AuthenticatorOptions;
+  /** Where `[audit] stdout = true` writes (tests capture it); default process.stdout. */
+  auditStdout?: NodeJS.WritableStream;
+}
+
+export interface Services {
+  config: GatewayConfig;
+  log: Logger;
+  /** `[server.tls]`: the certificate and key, read and checked; undefined for plain HTTP. */
+  tls: TlsMaterial | undefined;
+  metrics: Metrics | undefined;
+  audit: AuditLog;
+  recorder: Recorder;
+  gateway: Gateway;
+  router: Router;
+  authenticator: Authenticator;
+  /** Stage 0b as an onRequest hook (src/http/auth.ts). */
+  authenticate: onRequestAsyncHookHandler;
+  /** Undefined without `[rate_limit]` or with `enabled = false`. */
+  limiter: RateLimiter | undefined;
+}
+
+/**
+ * Throws when the audit log cannot be opened (its file's directory is missing) or the TLS files
+ * are unusable (a ConfigError naming the key): nothing is started then.
+ */
+export function createServices(config: GatewayConfig, options: ServiceOptions): Services {
+  const log = options.logger;
+  const tls = config.server.tls ? loadTls(config.server.tls) : undefined;
+  for (const warning of tls?.warnings ?? []) log.warn(warning);
+  const metrics = config.server.metrics ? new Metrics({ servers: config.servers.map((s) => s.name) }) : undefined;
+  const audit = AuditLog.create(config.audit, { log, ...(options.auditStdout ? { stdout: options.auditStdout } : {}) });
+  const recorder = new Recorder(audit, metrics);
+  const upstreamDeps = {
+    logger: log,
+    onRestart: (server: string) => recorder.lifecycle('upstream_restart', { server }),
+    onContained: (server: string, method: string, reason: string) => recorder.withheld(server, method, reason),
+    // Read when an isolated stdio server must end a child: the gateway exists by then.
+    ownerHasTasks: (server: string, owner: string): boolean => gateway.tasks.holds(server, owner),
+  };
+  const gateway: Gateway = new Gateway(config, options.createUpstream ?? ((server) => createUpstream(server, upstreamDeps)), log);
+  const authenticator = new Authenticator(config.auth, options.auth);
+  const limiter = config.rate_limit?.enabled ? new RateLimiter(config.rate_limit, [...(config.auth?.api_keys ?? []), ...(config.auth?.client_certs ?? [])], log) : undefined;
+  if (limiter) {
+    limiter.onDecision = (scope, allowed, request, identity, detail) => {
+      if (allowed) recorder.rateAllowed(scope);
+      else recorder.rateLimited(request, scope, identity, request.mcpServer ?? undefined, detail?.tool);
+    };
+    limiter.onStoreError = () => metrics?.rateLimitStoreError();
+  }
+  metrics?.bindGateway(gateway);
+  metrics?.setAuditStats(() => audit.stats);
+  return {
+    config,
+    log,
+    tls,
+    metrics,
+    audit,
+    recorder,
+    gateway,
+    router: new Router(config.servers),
+    authenticator,
+    authenticate: authenticationHook(authenticator, config.auth, recorder),
+    limiter,
+  };
+}
