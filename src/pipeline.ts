@@ -20,7 +20,7 @@
  *                 (nesting depth checked before the body is parsed; batch length; id and method
  *                 sizes), what is forwarded rebuilt from its JSON-RPC members only; then the era
  *                 (a 2026-07-28 request's Mcp-Method / Mcp-Name / MCP-Protocol-Version headers
- *                 checked against its body: src/mcp/era.ts, docs/eras.md); then the params of known
+ *                 checked against its body: src/eras/codec.ts, docs/eras.md); then the params of known
  *                 methods against the SDK's schemas (-32602), and no request-only method sent as a
  *                 notification (-32600; src/mcp/request-check.ts): such a message would skip
  *                 authorization and the audit log. The result is one internal form (Incoming).
@@ -52,13 +52,15 @@ import type { ServerConfig } from './config/schema.js';
 import { GatewayError, httpError, sendError } from './http/errors.js';
 import { decodeBody, isRequest, objectOf, type JsonRpcId, type JsonRpcMessage, type JsonRpcRequest } from './jsonrpc/messages.js';
 import type { Gateway } from './mcp/gateway.js';
-import { checkModern, isModern, MODERN_METHODS, MODERN_PROTOCOL_VERSIONS, type ModernContext } from './mcp/era.js';
+import { MODERN_PROTOCOL_VERSIONS } from './protocol/versions.js';
+import { MODERN_METHODS } from './protocol/modern.js';
+import { checkModern, isModern, type ModernContext } from './eras/codec.js';
 import { directForwarding, legacyForwarding, modernRelay, translatedForwarding, type Forwarding } from './eras/forwarding.js';
 import { checkMessages, type SchemaEra } from './mcp/request-check.js';
 import { honored, Listener } from './eras/subscriptions.js';
 import { answered, errorOutcome, parseAccept, PostResponse, type Outcome } from './mcp/post-response.js';
 import type { DownstreamSession } from './mcp/sessions.js';
-import { SUPPORTED_PROTOCOL_VERSIONS } from './mcp/protocol.js';
+import { SUPPORTED_PROTOCOL_VERSIONS } from './protocol/versions.js';
 import { SseWriter } from './mcp/sse-writer.js';
 import { calledTool, filterToolsList } from './policy/tools.js';
 import type { Recorder } from './observability/recorder.js';
@@ -101,7 +103,7 @@ export interface Context {
 interface Incoming {
   messages: JsonRpcMessage[];
   batch: boolean;
-  /** A 2026-07-28 request: the context its `_meta` carried (src/mcp/era.ts). Absent: the legacy era. */
+  /** A 2026-07-28 request: the context its `_meta` carried (src/eras/codec.ts). Absent: the legacy era. */
   modern?: ModernContext;
 }
 
@@ -150,7 +152,7 @@ function access({ target, identity, recorder, request }: Context): void {
  * Stage 3: the body as JSON-RPC messages within the `[server]` limits (nesting depth before
  * anything parses it, then batch length, method and id sizes); then its era (a 2026-07-28
  * request's mirrored headers checked against the body before any later stage reads the method
- * or tool: src/mcp/era.ts); then (3b, src/mcp/request-check.ts) the params of known methods
+ * or tool: src/eras/codec.ts); then (3b, src/mcp/request-check.ts) the params of known methods
  * against the SDK's schemas, and no request-only method sent as a notification. Bad input is a
  * 4xx here, recorded, and never reaches an upstream: it sees nothing of it, and its circuit
  * counts nothing.
@@ -206,7 +208,7 @@ async function session(context: Context, incoming: Incoming, reply: FastifyReply
   return { kind: 'session', session: found };
 }
 
-/** Stage 4 for a 2026-07-28 message (src/mcp/era.ts: its headers are checked by now). */
+/** Stage 4 for a 2026-07-28 message (src/eras/codec.ts: its headers are checked by now). */
 async function modernRoute(context: Context, message: JsonRpcMessage, modern: ModernContext, reply: FastifyReply): Promise<Route | undefined> {
   // No modern notification needs relaying: cancellation is the client closing its response.
   if (!('id' in message) || !('method' in message)) {
@@ -242,7 +244,7 @@ async function reaching<T>(work: Promise<T>, id: JsonRpcId): Promise<T> {
 /**
  * A 2026-07-28 `subscriptions/listen` to a legacy server: an SSE stream that acknowledges what
  * the server can send of what was asked, then carries those change notifications until the
- * client closes it (src/mcp/subscriptions.ts).
+ * client closes it (src/eras/subscriptions.ts).
  */
 async function listen({ gateway, target, request, identity }: Context, message: JsonRpcRequest, reply: FastifyReply): Promise<void> {
   const owner = ownerKey(identity);

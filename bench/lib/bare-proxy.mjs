@@ -25,7 +25,7 @@ const port = Number(process.argv[3] ?? 0);
 const viaAgent = process.argv.includes('--agent');
 const floor = process.argv.includes('--floor');
 const target = new URL(upstream);
-// The same agent settings as the gateway's HTTP upstreams (src/upstreams/http-common.ts).
+// The same agent settings as the gateway's HTTP upstreams (src/upstreams/http/upstream.ts).
 const agent = new Agent({ headersTimeout: 0, bodyTimeout: 0 });
 const app = Fastify({ logger: floor ? { level: 'warn' } : false });
 app.removeAllContentTypeParsers();

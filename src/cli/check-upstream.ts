@@ -6,7 +6,7 @@
  * An http/sse server that answers with an HTTP error gets a second look (hintFor): the usual cause
  * is the wrong transport or path, and the row says which.
  */
-import type { GatewayConfig, ServerConfig } from '../config/schema.js';
+import type { GatewayConfig, HttpServerConfig, ServerConfig } from '../config/schema.js';
 import type { JsonRpcRequest, JsonRpcResponse } from '../jsonrpc/messages.js';
 import type { Logger } from '../observability/logger.js';
 import { gatewayEnvelope } from '../upstreams/era.js';
@@ -69,7 +69,7 @@ export async function checkServer(config: ServerConfig, timeoutMs: number, logge
   }
 }
 
-/** How the upstream layer words an HTTP error status (src/upstreams/http-common.ts). */
+/** How the upstream layer words an HTTP error status (src/upstreams/http/body.ts, statusError). */
 const ANSWERED_HTTP = /answered HTTP (\d{3})$/;
 
 /** The longest a hint's own request may take, in ms. */
@@ -85,7 +85,7 @@ const HINT_TIMEOUT_MS = 5_000;
  */
 async function hintFor(config: ServerConfig, error: string, budgetMs: number): Promise<string> {
   const status = Number(ANSWERED_HTTP.exec(error)?.[1]);
-  if (!config.url || config.transport === 'stdio' || !(status >= 400 && status < 500) || status === 401 || status === 403) return '';
+  if (config.transport === 'stdio' || !(status >= 400 && status < 500) || status === 401 || status === 403) return '';
   const timeout = Math.min(HINT_TIMEOUT_MS, budgetMs);
   const wrongTransport = timeout > 0 && (config.transport === 'http' ? await answersSse(config, timeout) : await answersPost(config, timeout));
   if (wrongTransport) {
@@ -99,11 +99,11 @@ async function hintFor(config: ServerConfig, error: string, budgetMs: number): P
 }
 
 /** True when a GET of the url answers with an event stream, as a legacy SSE endpoint does. */
-async function answersSse(config: ServerConfig, timeoutMs: number): Promise<boolean> {
+async function answersSse(config: HttpServerConfig, timeoutMs: number): Promise<boolean> {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), timeoutMs);
   try {
-    const response = await fetch(config.url!, { headers: { ...config.headers, accept: 'text/event-stream' }, signal: controller.signal, redirect: 'manual' });
+    const response = await fetch(config.url, { headers: { ...config.headers, accept: 'text/event-stream' }, signal: controller.signal, redirect: 'manual' });
     return response.ok && (response.headers.get('content-type') ?? '').toLowerCase().startsWith('text/event-stream');
   } catch {
     return false;
@@ -115,7 +115,7 @@ async function answersSse(config: ServerConfig, timeoutMs: number): Promise<bool
 }
 
 /** True when a POST of initialize to the url gets a JSON-RPC answer, as from a streamable HTTP endpoint. */
-async function answersPost(config: ServerConfig, timeoutMs: number): Promise<boolean> {
+async function answersPost(config: HttpServerConfig, timeoutMs: number): Promise<boolean> {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), timeoutMs);
   const initialize = {
@@ -125,7 +125,7 @@ async function answersPost(config: ServerConfig, timeoutMs: number): Promise<boo
     params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'mcp-guard check-upstream', version: '1' } },
   };
   try {
-    const response = await fetch(config.url!, {
+    const response = await fetch(config.url, {
       method: 'POST',
       headers: { ...config.headers, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
       body: JSON.stringify(initialize),
@@ -138,7 +138,7 @@ async function answersPost(config: ServerConfig, timeoutMs: number): Promise<boo
     const session = response.headers.get('mcp-session-id');
     controller.abort();
     if (answered && session) {
-      await fetch(config.url!, { method: 'DELETE', headers: { ...config.headers, 'mcp-session-id': session }, signal: AbortSignal.timeout(timeoutMs) }).then((deleted) => deleted.body?.cancel(), () => undefined);
+      await fetch(config.url, { method: 'DELETE', headers: { ...config.headers, 'mcp-session-id': session }, signal: AbortSignal.timeout(timeoutMs) }).then((deleted) => deleted.body?.cancel(), () => undefined);
     }
     return answered;
   } catch {

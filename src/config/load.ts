@@ -19,6 +19,9 @@ import {
   jwtSchema,
   SERVER_NAME_PATTERN,
   serverConfigSchema,
+  serverDefault,
+  HTTP_ONLY_FIELDS,
+  STDIO_ONLY_FIELDS,
   upstreamFieldsSchema,
   LEGACY_SHA256_PATTERN,
   normaliseFingerprint,
@@ -43,10 +46,6 @@ export interface ParseConfigOptions {
   source?: string;
 }
 
-/** Fields that only configure a stdio child: an error on an http/sse server. */
-const STDIO_ONLY_FIELDS = ['command', 'args', 'env', 'cwd', 'relay_roots', 'isolation', 'child_idle_ms', 'max_children'] as const;
-/** Fields that only configure an http/sse connection: an error on a stdio server. */
-const HTTP_ONLY_FIELDS = ['url', 'headers', 'strip_prefix'] as const;
 /** [upstream] fields that describe one server rather than defaults: ignored when [upstream] is not a server. */
 const SERVER_ONLY_FIELDS = ['transport', 'command', 'args', 'url', 'name', 'path_prefix'] as const;
 
@@ -603,10 +602,10 @@ function checkOrderedPairs(base: KeyPath, entry: UpstreamFields, effective: Part
 
 /** The schema's defaults of those fields, read from the schema so that they are written down once. */
 const BUILTIN_DEFAULTS: Record<OrderedField, number> = {
-  restart_backoff_ms: serverConfigSchema.shape.restart_backoff_ms.parse(undefined),
-  restart_backoff_max_ms: serverConfigSchema.shape.restart_backoff_max_ms.parse(undefined),
-  circuit_open_ms: serverConfigSchema.shape.circuit_open_ms.parse(undefined),
-  circuit_open_max_ms: serverConfigSchema.shape.circuit_open_max_ms.parse(undefined),
+  restart_backoff_ms: serverDefault('restart_backoff_ms'),
+  restart_backoff_max_ms: serverDefault('restart_backoff_max_ms'),
+  circuit_open_ms: serverDefault('circuit_open_ms'),
+  circuit_open_max_ms: serverDefault('circuit_open_max_ms'),
 };
 
 /** The valid fields of each entry of an array of tables (an entry that is not a table: none). */

@@ -763,23 +763,15 @@ export type UpstreamFields = z.output<typeof upstreamFieldsSchema>;
 
 /**
  * One resolved upstream server: the server's own fields over the inherited [upstream] defaults
- * over the defaults below. The fields of the other transport are absent (command, cwd, url) or
- * empty (args, env, headers), and strip_prefix is false for stdio.
+ * over the defaults below. A union by transport: a stdio server has a command and the fields of
+ * its child, an http or sse server a url and the fields of its connection, and neither has the
+ * other's (the loader reports one set on a server of the other transport). Code that reads a
+ * transport's fields narrows on `transport` first, so it cannot read a field that is not there.
  */
-export const serverConfigSchema = z.strictObject({
-  ...serverFields,
+const commonServerConfig = {
+  name: serverFields.name,
+  path_prefix: serverFields.path_prefix,
   era: serverFields.era.default('auto'),
-  command: serverFields.command.optional(),
-  args: serverFields.args.default(() => []),
-  env: serverFields.env.default(() => ({})),
-  cwd: serverFields.cwd.optional(),
-  relay_roots: serverFields.relay_roots.default(false),
-  isolation: serverFields.isolation.default('identity'),
-  child_idle_ms: serverFields.child_idle_ms.default(300_000),
-  max_children: serverFields.max_children.default(32),
-  url: serverFields.url.optional(),
-  headers: serverFields.headers.default(() => ({})),
-  strip_prefix: serverFields.strip_prefix.default(false),
   timeout_ms: serverFields.timeout_ms.default(60_000),
   startup_timeout_ms: serverFields.startup_timeout_ms.default(60_000),
   restart_backoff_ms: serverFields.restart_backoff_ms.default(500),
@@ -788,10 +780,48 @@ export const serverConfigSchema = z.strictObject({
   circuit_failure_threshold: serverFields.circuit_failure_threshold.default(5),
   circuit_open_ms: serverFields.circuit_open_ms.default(30_000),
   circuit_open_max_ms: serverFields.circuit_open_max_ms.default(120_000),
+};
+
+/** A server the gateway starts as a child process and speaks to over its stdin and stdout. */
+export const stdioServerConfigSchema = z.strictObject({
+  ...commonServerConfig,
+  transport: z.literal('stdio'),
+  command: serverFields.command,
+  args: serverFields.args.default(() => []),
+  env: serverFields.env.default(() => ({})),
+  cwd: serverFields.cwd.optional(),
+  relay_roots: serverFields.relay_roots.default(false),
+  isolation: serverFields.isolation.default('identity'),
+  child_idle_ms: serverFields.child_idle_ms.default(300_000),
+  max_children: serverFields.max_children.default(32),
 });
 
-/** One resolved upstream server. */
+/** A server the gateway reaches at a URL: streamable HTTP (`http`) or legacy HTTP+SSE (`sse`). */
+export const httpServerConfigSchema = z.strictObject({
+  ...commonServerConfig,
+  transport: z.enum(['http', 'sse']),
+  url: serverFields.url,
+  headers: serverFields.headers.default(() => ({})),
+  strip_prefix: serverFields.strip_prefix.default(false),
+});
+
+export const serverConfigSchema = z.discriminatedUnion('transport', [stdioServerConfigSchema, httpServerConfigSchema]);
+
+/** One resolved upstream server, of either transport. */
 export type ServerConfig = z.output<typeof serverConfigSchema>;
+/** One resolved stdio server. */
+export type StdioServerConfig = z.output<typeof stdioServerConfigSchema>;
+/** One resolved http or sse server. */
+export type HttpServerConfig = z.output<typeof httpServerConfigSchema>;
+
+/** The fields only a stdio server has, and those only an http or sse server has: from the schemas, never listed by hand. */
+export const STDIO_ONLY_FIELDS = Object.keys(stdioServerConfigSchema.shape).filter((key) => !(key in commonServerConfig) && key !== 'transport') as (keyof StdioServerConfig)[];
+export const HTTP_ONLY_FIELDS = Object.keys(httpServerConfigSchema.shape).filter((key) => !(key in commonServerConfig) && key !== 'transport') as (keyof HttpServerConfig)[];
+
+/** The built-in default of a field every server has. */
+export function serverDefault<K extends keyof typeof commonServerConfig>(field: K): z.output<(typeof commonServerConfig)[K]> {
+  return commonServerConfig[field].parse(undefined) as z.output<(typeof commonServerConfig)[K]>;
+}
 
 /** The resolved configuration the gateway runs with. */
 export const gatewayConfigSchema = z.object({

@@ -19,7 +19,7 @@
  * TTL says should give a shorter TTL.
  */
 import type { JsonRpcRequest, JsonRpcResponse, JsonRpcResult } from '../jsonrpc/messages.js';
-import { CACHEABLE_METHODS } from '../mcp/era.js';
+import { CACHEABLE_METHODS } from '../protocol/modern.js';
 
 const MAX_ENTRIES = 1_000;
 const MAX_TTL_MS = 86_400_000;

@@ -6,7 +6,7 @@
  *
  *   client   server   forwarding
  *   legacy   either   the session's upstream session as it is (a modern server is reached
- *                     through a legacy-shaped session: src/mcp/modern-upstream.ts)
+ *                     through a legacy-shaped session: src/eras/modern-server.ts)
  *   modern   legacy   translated: the request without its envelope on the identity's own upstream
  *                     session, server requests turned into input rounds, the answer in the modern
  *                     shape; `server/discover` answered from what the server said at initialize
@@ -15,7 +15,7 @@
 import type { FastifyReply } from 'fastify';
 import { ownerKey } from '../auth/identity.js';
 import type { JsonRpcMessage, JsonRpcRequest } from '../jsonrpc/messages.js';
-import { discoverResult, toModernResult, type ModernContext } from '../mcp/era.js';
+import { discoverResult, toModernResult, type ModernContext } from './codec.js';
 import type { Gateway } from '../mcp/gateway.js';
 import { bindingOf } from './input-rounds.js';
 import { answered, type Outcome, type PostResponse } from '../mcp/post-response.js';
@@ -51,7 +51,7 @@ export function legacyForwarding({ gateway, post, log }: ForwardingContext, upst
 
 /**
  * A modern request to a legacy server: its answer in the modern shape, its server requests as
- * input rounds (src/mcp/input-rounds.ts), and its cancellation when the client closes the
+ * input rounds (src/eras/input-rounds.ts), and its cancellation when the client closes the
  * response (2026-07-28 has no notifications/cancelled on HTTP).
  */
 export function translatedForwarding(context: ForwardingContext, upstream: UpstreamSession, modern: ModernContext): Forwarding {

@@ -25,8 +25,9 @@ import type { Logger } from '../observability/logger.js';
 import { UpstreamError } from '../upstreams/errors.js';
 import type { EraVerdict, RequestOptions, SessionHandlers, Upstream, UpstreamSession } from '../upstreams/upstream.js';
 import { GATEWAY_NAME, GATEWAY_VERSION } from '../version.js';
-import { META, MODERN_PROTOCOL_VERSION } from '../mcp/era.js';
-import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '../mcp/protocol.js';
+import { MODERN_PROTOCOL_VERSION } from '../protocol/versions.js';
+import { META } from '../protocol/modern.js';
+import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '../protocol/versions.js';
 import { errorMessage } from '../error-message.js';
 
 /** The most input rounds one call may take (the official SDK's default is 10). */

@@ -15,7 +15,7 @@
  */
 import { objectOf, type JsonRpcId, type JsonRpcNotification } from '../jsonrpc/messages.js';
 import type { UpstreamSession } from '../upstreams/upstream.js';
-import { META } from '../mcp/era.js';
+import { META } from '../protocol/modern.js';
 import type { SseWriter } from '../mcp/sse-writer.js';
 
 /** The notification types a listen request may ask for. */

@@ -20,7 +20,7 @@ import { waitAtMost } from '../upstreams/deadline.js';
 import { UpstreamError } from '../upstreams/errors.js';
 import type { CallOptions, OpenSessionOptions, RequestOptions, ServerMessage, SessionHandlers, Upstream, UpstreamSession } from '../upstreams/upstream.js';
 import { ResultCache } from '../eras/cache.js';
-import { toLegacyRequest } from './era.js';
+import { toLegacyRequest } from '../eras/codec.js';
 import { InputRounds, PendingCall, type CallBinding } from '../eras/input-rounds.js';
 import { ModernBackedSession } from '../eras/modern-server.js';
 import { answered, errorOutcome, type Outcome, type PostResponse } from './post-response.js';
@@ -62,9 +62,9 @@ export type UpstreamFactory = (config: ServerConfig) => Upstream;
 
 export class Gateway {
   readonly sessions: SessionStore;
-  /** Legacy calls waiting for their 2026-07-28 client to give input (src/mcp/input-rounds.ts). */
+  /** Legacy calls waiting for their 2026-07-28 client to give input (src/eras/input-rounds.ts). */
   readonly rounds = new InputRounds();
-  /** Cacheable results of modern servers (src/mcp/cache.ts). */
+  /** Cacheable results of modern servers (src/eras/cache.ts). */
   readonly cache = new ResultCache();
   /** Which identity each task belongs to (src/mcp/tasks.ts). */
   readonly tasks = new TaskOwners();
@@ -76,7 +76,7 @@ export class Gateway {
   private readonly shared = new Map<string, SharedEntry>();
   private sharedSweep: NodeJS.Timeout | undefined;
   private closing = false;
-  /** 2026-07-28 listen streams, per shared session key (src/mcp/subscriptions.ts). */
+  /** 2026-07-28 listen streams, per shared session key (src/eras/subscriptions.ts). */
   private readonly hubs = new Map<string, ListenHub>();
 
   constructor(
@@ -315,7 +315,7 @@ export class Gateway {
   /**
    * An upstream session for a legacy client (or the gateway's own): the server's own session when
    * it speaks the legacy era, or a session the gateway keeps for it in front of a modern server
-   * (src/mcp/modern-upstream.ts). The era is probed once per server and remembered.
+   * (src/eras/modern-server.ts). The era is probed once per server and remembered.
    *
    * A client waits for it at most the server's timeout_ms, probe and handshake together, from the
    * moment its request asks (finding 10 of issue 16): startup_timeout_ms is a stdio child's and an
@@ -447,7 +447,7 @@ export class Gateway {
   /**
    * Sends a 2026-07-28 client's request to a legacy server, or continues one that asked the client
    * for input (its `requestState`). Ends with the server's answer, or with an `input_required`
-   * result when the server asks the client something first (src/mcp/input-rounds.ts). Never
+   * result when the server asks the client something first (src/eras/input-rounds.ts). Never
    * throws. `signal` aborts when the client closes this round's response: the call is cancelled.
    */
   async forwardModern(

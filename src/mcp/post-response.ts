@@ -36,7 +36,7 @@ export interface Outcome {
   error?: GatewayErrorKind;
   /** The client cancelled it: no response is sent, on a stream or as JSON (MCP cancellation). */
   cancelled: boolean;
-  /** Served from the gateway's cache (src/mcp/cache.ts): no upstream request was made. */
+  /** Served from the gateway's cache (src/eras/cache.ts): no upstream request was made. */
   cached?: boolean;
   /** Headers of the error (`Retry-After`), sent like `status` only when it is the only answer. */
   headers?: Record<string, string>;

@@ -19,24 +19,9 @@
  */
 import { GatewayError } from '../http/errors.js';
 import { isObject, type JsonRpcMessage } from '../jsonrpc/messages.js';
-import { MODERN_METHODS } from './era.js';
+import { MODERN_METHODS } from '../protocol/modern.js';
 import { LEGACY, MODERN } from './request-schemas.generated.js';
-
-/** A JSON Schema as zod's toJSONSchema writes it (draft 2020-12). */
-export type JsonSchema = { [keyword: string]: unknown };
-
-export interface MethodSchema {
-  /** True when the method's params may be left out. */
-  optional: boolean;
-  schema: JsonSchema;
-}
-
-/** One era's schemas, by method; `defs` holds the parts they share (`$ref: "#/$defs/..."`). */
-export interface SchemaTable {
-  requests: Record<string, MethodSchema>;
-  notifications: Record<string, MethodSchema>;
-  defs: Record<string, JsonSchema>;
-}
+import type { JsonSchema, MethodSchema, SchemaTable } from './schema-table.js';
 
 /** Which SDK's schemas apply: the v1 SDK's for legacy requests, the v2 SDK's for 2026-07-28 ones. */
 export type SchemaEra = 'legacy' | 'modern';

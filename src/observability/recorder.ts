@@ -212,7 +212,7 @@ export class Recorder {
 
   /**
    * A server message that no client got: a shared stdio child sent a log line or a request that
-   * cannot be attributed to one identity (src/upstreams/stdio.ts deliverAttributed).
+   * cannot be attributed to one identity (src/upstreams/stdio/server-messages.ts, deliverAttributed).
    */
   withheld(server: string, method: string, reason: string): void {
     this.audit.record({ event_type: 'upstream_message_withheld', success: false, server, method, reason });

@@ -72,7 +72,7 @@ export class Router {
  * when strip_prefix is set; the query is kept either way.
  */
 export function forwardPathFor(server: ServerConfig, path: string, query: string): string {
-  if (!server.strip_prefix) return path + query;
+  if (server.transport === 'stdio' || !server.strip_prefix) return path + query;
   const rest = server.path_prefix === '/' ? path : path.slice(server.path_prefix.length);
   return (rest === '/' ? '' : rest) + query;
 }

@@ -72,7 +72,7 @@ import { errorMessage } from '../error-message.js';
 export type Verdict = 'failure' | 'success' | 'neither';
 
 /**
- * The message of the one failure that carries an HTTP status (statusError() in http-common.ts).
+ * The message of the one failure that carries an HTTP status (statusError() in http/body.ts).
  * Only 5xx count: below that the server answered.
  */
 const ANSWERED_HTTP = /answered HTTP (\d{3})$/;

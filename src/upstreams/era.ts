@@ -15,7 +15,8 @@
  */
 import type { EraSetting, ServerConfig } from '../config/schema.js';
 import { isObject, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc/messages.js';
-import { META, MODERN_PROTOCOL_VERSION, MODERN_PROTOCOL_VERSIONS } from '../mcp/era.js';
+import { MODERN_PROTOCOL_VERSION, MODERN_PROTOCOL_VERSIONS } from '../protocol/versions.js';
+import { META } from '../protocol/modern.js';
 import { GATEWAY_NAME, GATEWAY_VERSION } from '../version.js';
 import type { EraVerdict } from './upstream.js';
 

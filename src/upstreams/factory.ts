@@ -1,9 +1,9 @@
 import type { ServerConfig } from '../config/schema.js';
 import { CircuitBreakerUpstream } from './circuit-breaker.js';
-import { SseUpstream } from './sse.js';
-import { StdioUpstream } from './stdio.js';
-import { IsolatedStdioUpstream } from './stdio-pool.js';
-import { StreamableHttpUpstream } from './streamable-http.js';
+import { SseUpstream } from './http/sse.js';
+import { IsolatedStdioUpstream } from './stdio/pool.js';
+import { StdioUpstream } from './stdio/upstream.js';
+import { StreamableHttpUpstream } from './http/streamable-http.js';
 import type { Upstream, UpstreamDeps } from './upstream.js';
 
 /**

@@ -306,8 +306,8 @@ describe('JwtVerifier, mode "jwks", against a real JWKS server', () => {
         const started = Date.now();
         const result = await jwks({}, { jwksTimeoutMs: 500 }).verify(await sign({}));
         refused(result, 'keys_unavailable');
-        // Loose: the point is that it returns at all, not how fast.
-        expect(Date.now() - started).toBeLessThan(5_000);
+        // The bound is the behaviour, loosely: jwksTimeoutMs (500) with ten times it of slack; the point is that it returns at all.
+        expect(Date.now() - started).toBeLessThan(500 * 10);
       } finally {
         server.setFailure(null);
       }

@@ -214,8 +214,10 @@ describe('check-upstream', () => {
     const r = await runCli(['check-upstream', '-c', writeConfig(config), '--timeout', '2', '--json'], { timeoutMs: 15_000 });
     console.log(`check-upstream --timeout 2 (silent stdio server): ${r.durationMs} ms`);
     expect(r.code, r.stdout + r.stderr).toBe(1);
+    // The deadline is the behaviour: --timeout 2, plus wide slack for the CLI's own start-up on a busy machine
+    // (7.4 s seen in all under a load of 22), far below the default --timeout of 30 s.
     expect(r.durationMs).toBeGreaterThanOrEqual(2_000);
-    expect(r.durationMs).toBeLessThan(4_500);
+    expect(r.durationMs).toBeLessThan(2_000 + 10_000);
     const rows = JSON.parse(r.stdout) as Row[];
     expect(rows[0]).toMatchObject({ name: 'silent', ok: false, tools: null });
     expect(rows[0]!.error).toMatch(/'silent'.*2000 ms/);
@@ -232,7 +234,7 @@ describe('check-upstream', () => {
     console.log(`check-upstream --timeout 2 (SIGTERM-ignoring tree): ${r.durationMs} ms`);
     expect(r.code, r.stdout + r.stderr).toBe(1);
     // 2 s --timeout + 2 s for the group to go after SIGTERM before SIGKILL + process start-up (slow under load).
-    expect(r.durationMs).toBeLessThan(7_500);
+    expect(r.durationMs).toBeLessThan(2_000 + 2_000 + 8_000);
     expect(tableRows(r.stdout)[0]!['STATUS']).toBe('error');
     expect(tableRows(r.stdout)[0]!['DETAIL']).toMatch(/'stubborn' did not answer within 2000 ms/);
     expect(await leftovers(m)).toEqual([]);
@@ -244,7 +246,8 @@ describe('check-upstream', () => {
     const r = await runCli(['check-upstream', '-c', writeConfig(stdioServer('orphaning', 'sh', ['-c', script])), '--timeout', '20', '--json'], { timeoutMs: 25_000 });
     console.log(`check-upstream (wrapper exits, grandchild keeps the pipes): ${r.durationMs} ms`);
     expect(r.code, r.stdout + r.stderr).toBe(1);
-    expect(r.durationMs).toBeLessThan(6_000);
+    // "Long before --timeout" is the behaviour: well inside its 20 s.
+    expect(r.durationMs).toBeLessThan(20_000 / 2);
     const rows = JSON.parse(r.stdout) as Row[];
     expect(rows[0]).toMatchObject({ name: 'orphaning', ok: false });
     expect(rows[0]!.error).toMatch(/'orphaning' exited \(code 3\)/);
@@ -276,7 +279,9 @@ describe('check-upstream', () => {
       });
       console.log(`check-upstream --timeout 2 (mute ${transport} server): ${r.durationMs} ms`);
       expect(r.code, r.stdout + r.stderr).toBe(1);
-      expect(r.durationMs).toBeLessThan(4_500);
+      // The deadline is the behaviour: --timeout 2, plus wide slack for the CLI's own start-up on a busy machine
+      // (far below the default --timeout of 30 s).
+      expect(r.durationMs).toBeLessThan(2_000 + 10_000);
       const rows = JSON.parse(r.stdout) as Row[];
       expect(rows[0]).toMatchObject({ name: 'mute', ok: false, tools: null });
       expect(rows[0]!.error).toMatch(/mute/);

@@ -138,7 +138,8 @@ describe('serve: shutdown', () => {
     const shutdownMs = Math.round(exit.at - sentAt);
     console.log(`serve SIGINT, idle, npx tree: exit after ${shutdownMs} ms`);
     expect(exit).toMatchObject({ code: 0, signal: null });
-    expect(shutdownMs).toBeLessThan(3_000);
+    // "Promptly" is the behaviour: nothing in flight, so well inside the default shutdown_grace_ms (10 s).
+    expect(shutdownMs).toBeLessThan(10_000 / 2);
     expect(await leftovers(m)).toEqual([]);
   });
 
@@ -169,20 +170,25 @@ describe('serve: shutdown', () => {
     const gw = serve(`[server]\nshutdown_grace_ms = 8000\n\n${everythingViaShell('everything', m)}`);
     const base = await gw.address();
     await waitReady(base);
+    // The SDK opens its standalone GET stream without telling: its fetch, watched, shows the 200.
+    let streamOpen = false;
+    const watched: typeof fetch = async (input, init) => {
+      const res = await fetch(input, init);
+      if (init?.method === 'GET' && res.status === 200) streamOpen = true;
+      return res;
+    };
     const client = new Client({ name: 'cli-test', version: '1.0.0' });
-    await client.connect(new StreamableHTTPClientTransport(new URL(`${base}/mcp/everything`)));
+    await client.connect(new StreamableHTTPClientTransport(new URL(`${base}/mcp/everything`), { fetch: watched }));
     expect((await client.listTools()).tools.length).toBeGreaterThan(0);
-    // Must stay: the SDK opens its standalone GET stream without telling; 300 ms lets it open (if it has
-    // not, the test is weaker, never flaky).
-    await sleep(300);
+    await waitFor(() => streamOpen, 10_000, "the SDK client's GET stream to open");
 
     const sentAt = gw.signal('SIGTERM');
     const exit = await gw.waitExit(10_000);
     const shutdownMs = Math.round(exit.at - sentAt);
     console.log(`serve SIGTERM with an idle SDK session: exit after ${shutdownMs} ms`);
     expect(exit).toMatchObject({ code: 0, signal: null });
-    // An idle session (an open event stream, no request in flight) does not hold up the shutdown.
-    expect(shutdownMs).toBeLessThan(3_000);
+    // An idle session (an open event stream, no request in flight) does not hold up the shutdown: well inside the 8 s grace.
+    expect(shutdownMs).toBeLessThan(8_000 / 2);
     await expect(client.listTools()).rejects.toThrow();
     await client.close().catch(() => undefined);
     expect(await leftovers(m)).toEqual([]);
@@ -239,7 +245,8 @@ describe('serve: shutdown', () => {
       const shutdownMs = Math.round(exit.at - sentAt);
       console.log(`serve SIGTERM, frozen http upstream with a call in flight, 2 s grace: exit after ${shutdownMs} ms`);
       expect(exit).toMatchObject({ code: 0, signal: null });
-      expect(shutdownMs).toBeLessThan(8_000);
+      // The grace (2 s) bounds the wait on the frozen upstream; wide slack for a busy machine.
+      expect(shutdownMs).toBeLessThan(2_000 + 6_000);
       await client.close().catch(() => undefined);
     } finally {
       if (upstream.pid) process.kill(upstream.pid, 'SIGCONT');
@@ -265,7 +272,8 @@ describe('serve: shutdown', () => {
     console.log(`serve second signal: exit after ${Math.round(exit.at - sentAt)} ms, code ${exit.code}`);
     expect(exit.signal).toBeNull();
     expect(exit.code).not.toBe(0); // the in-flight call was cut short
-    expect(exit.at - sentAt).toBeLessThan(1_000);
+    // "At once" is the behaviour: far inside the 20 s grace the first signal would have waited.
+    expect(exit.at - sentAt).toBeLessThan(20_000 / 4);
     expect(await leftovers(m)).toEqual([]);
   });
 
@@ -297,7 +305,8 @@ describe('serve: shutdown', () => {
     const exit = await gw.waitExit(10_000);
     console.log(`serve SIGTERM during upstream start-up: exit after ${Math.round(exit.at - sentAt)} ms`);
     expect(exit).toMatchObject({ code: 0, signal: null });
-    expect(exit.at - sentAt).toBeLessThan(3_000);
+    // "At once" is the behaviour: long before the slow child's 10 s start-up would have ended.
+    expect(exit.at - sentAt).toBeLessThan(10_000 / 2);
     expect(await leftovers(m)).toEqual([]);
   });
 });

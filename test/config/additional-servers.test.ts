@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/config/errors.js';
 import { parseConfig } from '../../src/config/load.js';
+import { fieldsOf } from '../helpers/servers.js';
 
 const FILE = `
 [upstream]
@@ -156,7 +157,7 @@ describe('MCP_GUARD_ADDITIONAL_SERVERS', () => {
       });
       expect(config.single).toBe(false);
       expect(config.warnings).toEqual([]);
-      expect(config.servers.map((s) => [s.name, s.path_prefix, s.url, s.headers])).toEqual([
+      expect(config.servers.map(fieldsOf).map((s) => [s.name, s.path_prefix, s.url, s.headers])).toEqual([
         ['default', '/', 'http://primary', { A: '1' }],
         ['extra', '/extra', 'http://extra', { A: '1' }],
       ]);

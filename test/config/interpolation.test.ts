@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { interpolateString } from '../../src/config/env.js';
 import { ConfigError } from '../../src/config/errors.js';
 import { parseConfig } from '../../src/config/load.js';
+import { fieldsOf } from '../helpers/servers.js';
 
 function errorOf(toml: string, env: Record<string, string>): ConfigError {
   try {
@@ -51,7 +52,7 @@ cwd = "\${HOME}/work"
   });
 
   it('uses the default when the variable is unset or empty, like the shell', () => {
-    const url = (env: Record<string, string>) => parseConfig(GITHUB('{}'), { env }).servers[0]?.url;
+    const url = (env: Record<string, string>) => fieldsOf(parseConfig(GITHUB('{}'), { env }).servers[0]).url;
     expect(url({})).toBe('https://api.githubcopilot.com/mcp');
     expect(url({ GITHUB_URL: '' })).toBe('https://api.githubcopilot.com/mcp');
     expect(url({ GITHUB_URL: 'http://localhost:9/mcp' })).toBe('http://localhost:9/mcp');
@@ -59,7 +60,7 @@ cwd = "\${HOME}/work"
 
   it('keeps a variable set to "" as "" when there is no default', () => {
     const config = parseConfig('[upstream]\ncommand = "x"\nenv = { A = "${EMPTY}" }\n', { env: { EMPTY: '' } });
-    expect(config.servers[0]?.env).toEqual({ A: '' });
+    expect(fieldsOf(config.servers[0]).env).toEqual({ A: '' });
   });
 
   it('reports an unset variable at the key path of the value, naming the variable only', () => {
@@ -124,7 +125,7 @@ unknown = "\${SECRET}"
     const config = parseConfig('[upstream]\ncommand = "x"\nenv = { "${KEY}" = "${VALUE}" }\n', {
       env: { KEY: 'k', VALUE: '${KEY}' },
     });
-    expect(config.servers[0]?.env).toEqual({ '${KEY}': '${KEY}' });
+    expect(fieldsOf(config.servers[0]).env).toEqual({ '${KEY}': '${KEY}' });
   });
 
   it('only applies to strings: a number given as "${PORT}" is a type error', () => {
@@ -136,7 +137,7 @@ unknown = "\${SECRET}"
   it('reads process.env when no env is given', () => {
     process.env['MCP_GUARD_TEST_COMMAND'] = 'from-process-env';
     try {
-      expect(parseConfig('[upstream]\ncommand = "${MCP_GUARD_TEST_COMMAND}"\n').servers[0]?.command).toBe('from-process-env');
+      expect(fieldsOf(parseConfig('[upstream]\ncommand = "${MCP_GUARD_TEST_COMMAND}"\n').servers[0]).command).toBe('from-process-env');
     } finally {
       delete process.env['MCP_GUARD_TEST_COMMAND'];
     }

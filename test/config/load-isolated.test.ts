@@ -9,6 +9,7 @@ import { ConfigError, type ConfigIssue } from '../../src/config/errors.js';
 import { parseConfig } from '../../src/config/load.js';
 import type { GatewayConfig } from '../../src/config/schema.js';
 import { cleanupTempDirs, ensureBuilt, ROOT, runCli, tempDir, writeConfig } from '../helpers/cli.js';
+import { fieldsOf } from '../helpers/servers.js';
 
 type LoadIsolated = (path: string) => Promise<GatewayConfig>;
 let loadConfigIsolated: LoadIsolated;
@@ -107,7 +108,7 @@ describe('loadConfigIsolated', () => {
       // toStrictEqual: the same types too, so a class instance or a lost field would fail here.
       expect(isolated).toStrictEqual(inProcess);
       expect(isolated.servers.map((s) => s.name)).toEqual(['fs', 'remote', 'old']);
-      expect(isolated.servers[1]?.headers).toEqual({ Authorization: 'Bearer token-from-the-environment' });
+      expect(fieldsOf(isolated.servers[1]).headers).toEqual({ Authorization: 'Bearer token-from-the-environment' });
     } finally {
       delete process.env['ISOLATED_TEST_TOKEN'];
     }

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, formatKeyPath } from '../../src/config/errors.js';
 import { loadConfig, parseConfig } from '../../src/config/load.js';
+import { fieldsOf } from '../helpers/servers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mcp-guard-config-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -237,7 +238,7 @@ describe('loadConfig', () => {
     writeFileSync(path, '[server]\nport = 4000\n[upstream]\ncommand = "${CMD}"\n');
     const config = await loadConfig(path, { CMD: 'node' });
     expect(config.server.port).toBe(4000);
-    expect(config.servers[0]?.command).toBe('node');
+    expect(fieldsOf(config.servers[0]).command).toBe('node');
   });
 
   it('reports a missing file at (file), naming it', async () => {

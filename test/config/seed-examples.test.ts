@@ -10,6 +10,7 @@ import argon2 from 'argon2';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, type ConfigIssue } from '../../src/config/errors.js';
 import { parseConfig } from '../../src/config/load.js';
+import { fieldsOf } from '../helpers/servers.js';
 
 const SEED = new URL('../../../shared/seeds/mcp-guard-multi-server-routing.md', import.meta.url);
 const blocks = [...readFileSync(SEED, 'utf8').matchAll(/```toml\n([\s\S]*?)```/g)].map((match) => match[1] as string);
@@ -110,11 +111,11 @@ describe('seed guide examples', () => {
       4,
       (config) => {
         expect(config.server).toMatchObject({ host: '127.0.0.1', port: 3000 });
-        expect(config.servers.map((s) => [s.name, s.path_prefix, s.transport, s.command])).toEqual([
+        expect(config.servers.map(fieldsOf).map((s) => [s.name, s.path_prefix, s.transport, s.command])).toEqual([
           ['filesystem', '/fs', 'stdio', 'npx'],
           ['memory', '/memory', 'stdio', 'npx'],
         ]);
-        expect(config.servers[1]?.args).toEqual(['-y', '@modelcontextprotocol/server-memory']);
+        expect(fieldsOf(config.servers[1]).args).toEqual(['-y', '@modelcontextprotocol/server-memory']);
       },
     ],
     [
@@ -122,7 +123,7 @@ describe('seed guide examples', () => {
       5,
       (config) => {
         expect(config.server).toMatchObject({ host: '0.0.0.0', port: 3000 });
-        expect(config.servers.map((s) => [s.name, s.path_prefix, s.transport, s.command ?? s.url])).toEqual([
+        expect(config.servers.map(fieldsOf).map((s) => [s.name, s.path_prefix, s.transport, s.command ?? s.url])).toEqual([
           ['local', '/local', 'stdio', 'npx'],
           ['api', '/api', 'http', 'https://mcp-api.example.com/v1'],
           ['stream', '/stream', 'sse', 'https://streaming-mcp.example.com/events'],
@@ -133,7 +134,7 @@ describe('seed guide examples', () => {
       'Microservices Architecture',
       6,
       (config) => {
-        expect(config.servers.map((s) => [s.name, s.path_prefix, s.url])).toEqual([
+        expect(config.servers.map(fieldsOf).map((s) => [s.name, s.path_prefix, s.url])).toEqual([
           ['users', '/users', 'http://user-service.internal:8080/mcp'],
           ['orders', '/orders', 'http://order-service.internal:8080/mcp'],
           ['inventory', '/inventory', 'http://inventory-service.internal:8080/mcp'],
@@ -145,7 +146,7 @@ describe('seed guide examples', () => {
       'Tool Segregation by Server',
       7,
       (config) => {
-        expect(config.servers.map((s) => [s.name, s.path_prefix, s.args.at(-1)])).toEqual([
+        expect(config.servers.map(fieldsOf).map((s) => [s.name, s.path_prefix, s.args?.at(-1)])).toEqual([
           ['readonly', '/readonly', '--readonly'],
           ['admin', '/admin', '/data'],
         ]);

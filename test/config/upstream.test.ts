@@ -1,7 +1,8 @@
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { configErrors as errorsOf } from '../helpers/config.js';
-import type { AuditConfig, AuthConfig, CorsSettings, GatewayConfig, RateLimitConfig, ServerConfig, ServerSettings, TlsSettings, Transport } from '../../src/config/schema.js';
+import type { AuditConfig, AuthConfig, CorsSettings, GatewayConfig, RateLimitConfig, ServerConfig, ServerSettings, TlsSettings, Transport, StdioServerConfig, HttpServerConfig } from '../../src/config/schema.js';
+import { fieldsOf } from '../helpers/servers.js';
 
 function parse(toml: string) {
   return parseConfig(toml, { env: {} });
@@ -18,30 +19,18 @@ const SERVER_DEFAULTS = {
   circuit_failure_threshold: 5,
   circuit_open_ms: 30_000,
   circuit_open_max_ms: 120_000,
-  isolation: 'identity',
-  child_idle_ms: 300_000,
-  max_children: 32,
 };
+/** The defaults of a stdio server's own fields; an http or sse server has none of them. */
+const STDIO_DEFAULTS = { relay_roots: false, isolation: 'identity', child_idle_ms: 300_000, max_children: 32 };
 
 describe('exported types', () => {
   it('match the contract other modules are written against', () => {
     expectTypeOf<Transport>().toEqualTypeOf<'stdio' | 'http' | 'sse'>();
-    expectTypeOf<ServerConfig>().toEqualTypeOf<{
+    // A union by transport: each server has its own transport's fields and none of the other's.
+    expectTypeOf<StdioServerConfig>().toEqualTypeOf<{
       name: string;
       path_prefix: string;
-      transport: Transport;
       era: 'auto' | 'legacy' | 'modern';
-      command?: string;
-      args: string[];
-      env: Record<string, string>;
-      cwd?: string;
-      relay_roots: boolean;
-      isolation: 'identity' | 'session' | 'shared';
-      child_idle_ms: number;
-      max_children: number;
-      url?: string;
-      headers: Record<string, string>;
-      strip_prefix: boolean;
       timeout_ms: number;
       startup_timeout_ms: number;
       restart_backoff_ms: number;
@@ -50,7 +39,34 @@ describe('exported types', () => {
       circuit_failure_threshold: number;
       circuit_open_ms: number;
       circuit_open_max_ms: number;
+      transport: 'stdio';
+      command: string;
+      args: string[];
+      env: Record<string, string>;
+      cwd?: string;
+      relay_roots: boolean;
+      isolation: 'identity' | 'session' | 'shared';
+      child_idle_ms: number;
+      max_children: number;
     }>();
+    expectTypeOf<HttpServerConfig>().toEqualTypeOf<{
+      name: string;
+      path_prefix: string;
+      era: 'auto' | 'legacy' | 'modern';
+      timeout_ms: number;
+      startup_timeout_ms: number;
+      restart_backoff_ms: number;
+      restart_backoff_max_ms: number;
+      max_restarts: number;
+      circuit_failure_threshold: number;
+      circuit_open_ms: number;
+      circuit_open_max_ms: number;
+      transport: 'http' | 'sse';
+      url: string;
+      headers: Record<string, string>;
+      strip_prefix: boolean;
+    }>();
+    expectTypeOf<ServerConfig>().toEqualTypeOf<StdioServerConfig | HttpServerConfig>();
     expectTypeOf<ServerSettings>().toEqualTypeOf<{
       host: string;
       port: number;
@@ -96,9 +112,7 @@ describe('a single [upstream]', () => {
         command: 'echo',
         args: [],
         env: {},
-        headers: {},
-        strip_prefix: false,
-        relay_roots: false,
+        ...STDIO_DEFAULTS,
         ...SERVER_DEFAULTS,
       },
     ]);
@@ -127,11 +141,8 @@ max_restarts = 0
         transport: 'http',
         era: 'modern',
         url: 'https://example.com/mcp',
-        args: [],
-        env: {},
         headers: { Authorization: 'Bearer x' },
         strip_prefix: true,
-        relay_roots: false,
         timeout_ms: 1000,
         startup_timeout_ms: 2000,
         restart_backoff_ms: 100,
@@ -140,9 +151,6 @@ max_restarts = 0
         circuit_failure_threshold: 5,
         circuit_open_ms: 30_000,
         circuit_open_max_ms: 120_000,
-        isolation: 'identity',
-        child_idle_ms: 300_000,
-        max_children: 32,
       },
     ]);
   });
@@ -190,11 +198,8 @@ env = { DEBUG = "1" }
         path_prefix: '/b',
         transport: 'sse',
         url: 'http://localhost:1/sse',
-        args: [],
-        env: {},
         headers: {},
         strip_prefix: false,
-        relay_roots: false,
         ...SERVER_DEFAULTS,
       },
       {
@@ -205,9 +210,7 @@ env = { DEBUG = "1" }
         args: ['server.js', ''],
         cwd: '/srv',
         env: { DEBUG: '1' },
-        headers: {},
-        strip_prefix: false,
-        relay_roots: false,
+        ...STDIO_DEFAULTS,
         ...SERVER_DEFAULTS,
       },
     ]);
@@ -315,9 +318,6 @@ url = "https://remote.example/mcp"
       circuit_failure_threshold: 5,
       circuit_open_ms: 30_000,
       circuit_open_max_ms: 120_000,
-      isolation: 'identity',
-      child_idle_ms: 300_000,
-      max_children: 32,
     };
     expect(config.servers).toEqual([
       {
@@ -328,9 +328,7 @@ url = "https://remote.example/mcp"
         args: [],
         env: { LOG: 'debug', TOKEN: 't' },
         cwd: '/work',
-        headers: {},
-        strip_prefix: false,
-        relay_roots: false,
+        ...STDIO_DEFAULTS,
         ...common,
       },
       {
@@ -338,11 +336,8 @@ url = "https://remote.example/mcp"
         path_prefix: '/remote',
         transport: 'http',
         url: 'https://remote.example/mcp',
-        args: [],
-        env: {},
         headers: { Authorization: 'Bearer shared', 'X-Team': 'core' },
         strip_prefix: true,
-        relay_roots: false,
         ...common,
       },
     ]);
@@ -364,13 +359,13 @@ url = "https://remote.example/mcp"
 headers = { X-Api-Key = "other" }
 `),
     );
-    expect(config.servers[0]?.env).toEqual({ ONLY: 'mine' });
-    expect(config.servers[1]?.headers).toEqual({ 'X-Api-Key': 'other' });
+    expect(fieldsOf(config.servers[0]).env).toEqual({ ONLY: 'mine' });
+    expect(fieldsOf(config.servers[1]).headers).toEqual({ 'X-Api-Key': 'other' });
   });
 
   it('lets an empty table switch an inherited table off', () => {
     const config = parse(file('[[upstream.servers]]\nname = "r"\npath_prefix = "/r"\nurl = "http://r"\nheaders = {}\n'));
-    expect(config.servers[0]?.headers).toEqual({});
+    expect(fieldsOf(config.servers[0]).headers).toEqual({});
   });
 
   it('lets a server override each scalar default', () => {
@@ -486,7 +481,7 @@ relay_roots = true
     expect(errorsOf(server('https://user:pass@example.com/mcp'))).toEqual([
       'upstream.url: must not contain a user name or password; put credentials in headers',
     ]);
-    expect(parse(server('http://[::1]:8080/mcp?x=1')).servers[0]?.url).toBe('http://[::1]:8080/mcp?x=1');
+    expect(fieldsOf(parse(server('http://[::1]:8080/mcp?x=1')).servers[0]).url).toBe('http://[::1]:8080/mcp?x=1');
   });
 
   it('check header names and values', () => {
@@ -624,7 +619,7 @@ path_prefix = "/b"
 command = "node"
 isolation = "shared"
 `);
-    expect(config.servers.map((s) => [s.name, s.isolation, s.child_idle_ms, s.max_children])).toEqual([
+    expect(config.servers.map(fieldsOf).map((s) => [s.name, s.isolation, s.child_idle_ms, s.max_children])).toEqual([
       ['a', 'session', 1000, 4],
       ['b', 'shared', 1000, 4],
     ]);

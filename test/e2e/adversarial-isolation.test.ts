@@ -224,10 +224,19 @@ describe('attack: a log line of A in shared mode, sent while only B has a call i
     // A turns on the server's simulated logging (a line every 5 s, to the child's one session).
     await a.client.callTool({ name: 'toggle-simulated-logging', arguments: {} });
     try {
-      // B's one call in flight spans at least two of those lines.
+      // B's one call in flight (long enough to span several of those lines) until one of them is withheld.
       const withheld = (): number => gw.logs.filter((l) => l.includes('withheld from every client') && l.includes('notifications/message')).length;
       const before = withheld();
-      await b.client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 12, steps: 12 } }, undefined, { onprogress: () => undefined, timeout: 30_000 });
+      const abort = new AbortController();
+      const call = b.client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 30, steps: 30 } }, undefined, {
+        onprogress: () => undefined,
+        timeout: 60_000,
+        signal: abort.signal,
+      });
+      call.catch(() => undefined);
+      await waitFor(() => withheld() > before, 30_000, 'a log line withheld while B has a call in flight');
+      abort.abort();
+      await call.catch(() => undefined);
       expect(b.logs).toEqual([]);
       expect(withheld()).toBeGreaterThan(before);
     } finally {
@@ -309,7 +318,7 @@ describe("attack: B's own requests open the server's circuit for A", () => {
     await new Promise<void>((resolve) => lb.listen(0, '127.0.0.1', resolve));
     const lbUrl = `http://127.0.0.1:${(lb.address() as AddressInfo).port}${target.pathname}`;
     gw = await startGateway(`
-${everythingStdio('local', 'timeout_ms = 3000\ncircuit_failure_threshold = 2\ncircuit_open_ms = 60000')}
+${everythingStdio('local', 'timeout_ms = 1500\ncircuit_failure_threshold = 2\ncircuit_open_ms = 60000')}
 
 [[upstream.servers]]
 name = "web"

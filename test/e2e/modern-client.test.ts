@@ -310,8 +310,8 @@ describe('a 2026-07-28 client closing its response cancels the call upstream', (
     rmSync(dir, { recursive: true, force: true });
   });
 
-  /** A modern tools/call whose response the client abandons after `ms`. */
-  async function abandon(server: string, name: string, args: Record<string, unknown>, ms: number): Promise<void> {
+  /** A modern tools/call whose response the client abandons once `reached()` shows the server has it. */
+  async function abandon(server: string, name: string, args: Record<string, unknown>, reached: () => boolean): Promise<void> {
     const controller = new AbortController();
     const pending = fetch(`${gw.url}/mcp/${server}`, {
       method: 'POST',
@@ -319,18 +319,22 @@ describe('a 2026-07-28 client closing its response cancels the call upstream', (
       body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: args, _meta: ENVELOPE } }),
       signal: controller.signal,
     }).then((res) => res.text());
-    setTimeout(() => controller.abort(), ms);
+    pending.catch(() => undefined);
+    await waitFor(reached, 10_000, `the ${name} call to reach the ${server} server`);
+    controller.abort();
     await expect(pending).rejects.toThrow();
   }
 
   it('to a legacy server: notifications/cancelled for the call', async () => {
-    await abandon('legacy', 'hang', {}, 300);
     const received = () => (existsSync(join(dir, 'received.log')) ? readFileSync(join(dir, 'received.log'), 'utf8') : '');
+    await abandon('legacy', 'hang', {}, () => received().includes('"method":"tools/call"'));
     await waitFor(() => received().includes('"method":"notifications/cancelled"'), 5_000, 'the legacy server to receive notifications/cancelled');
   });
 
   it('to a modern server over stdio: notifications/cancelled, and the server stops the work', async () => {
-    await abandon('modern', 'slow', { ms: 10_000, tag: 'abandoned' }, 300);
+    const calls = () => gw.logs.filter((line) => line.includes('event: recv tools/call')).length;
+    const before = calls();
+    await abandon('modern', 'slow', { ms: 10_000, tag: 'abandoned' }, () => calls() > before);
     await waitFor(() => gw.logs.some((line) => line.includes('event: cancelled abandoned')), 5_000, 'the modern server to see the call cancelled');
   });
 });

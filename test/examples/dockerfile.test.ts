@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import { posix } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
+import { stdioServer } from '../helpers/servers.js';
 
 const root = (name: string) => readFileSync(new URL(`../../${name}`, import.meta.url), 'utf8');
 const dockerfile = root('Dockerfile');
@@ -56,8 +57,7 @@ describe('Dockerfile', () => {
 
     const servers = parseConfig(root(config!.source), { env: {} }).servers;
     expect(servers.length).toBeGreaterThan(0);
-    for (const server of servers) {
-      expect(server.transport, server.name).toBe('stdio');
+    for (const server of servers.map(stdioServer)) {
       const args = server.args ?? [];
       // node and npx are in the Node base image; anything else would have to be installed.
       expect(['node', 'npx'], `${server.name}: command ${server.command}`).toContain(server.command);

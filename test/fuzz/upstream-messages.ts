@@ -11,7 +11,7 @@
  */
 import fc from 'fast-check';
 import { MAX_UPSTREAM_DEPTH } from '../../src/upstreams/inbound.js';
-import { MAX_LINE_BYTES } from '../../src/upstreams/line-reader.js';
+import { MAX_LINE_BYTES } from '../../src/upstreams/stdio/line-reader.js';
 
 /** One thing the upstream writes: bytes (base64), and for stdio whether a newline follows. */
 export interface Item {

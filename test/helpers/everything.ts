@@ -8,7 +8,7 @@ import { createServer, connect } from 'node:net';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
-import type { ServerConfig } from '../../src/config/schema.js';
+import type { HttpServerConfig } from '../../src/config/schema.js';
 import type { JsonRpcRequest, JsonRpcResponse } from '../../src/jsonrpc/messages.js';
 import { createLogger, type Logger } from '../../src/observability/logger.js';
 import type { ServerMessage, SessionHandlers } from '../../src/upstreams/upstream.js';
@@ -148,14 +148,12 @@ export function upstreamConfig(
   name: string,
   transport: 'http' | 'sse',
   url: string,
-  overrides: Partial<ServerConfig> = {},
-): ServerConfig {
+  overrides: Partial<HttpServerConfig> = {},
+): HttpServerConfig {
   return {
     name,
     path_prefix: `/${name}`,
     transport,
-    args: [],
-    env: {},
     url,
     headers: {},
     strip_prefix: true,
@@ -165,7 +163,7 @@ export function upstreamConfig(
     restart_backoff_max_ms: 1_000,
     max_restarts: 3,
     ...overrides,
-  } as ServerConfig;
+  } as HttpServerConfig;
 }
 
 /** A debug-level logger whose lines are kept in memory, to be scanned for secrets. */

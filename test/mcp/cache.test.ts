@@ -1,5 +1,5 @@
 /**
- * The cache of modern servers' cacheable results (src/mcp/cache.ts), with an injected clock: what
+ * The cache of modern servers' cacheable results (src/eras/cache.ts), with an injected clock: what
  * the specification allows a shared gateway to keep, for how long, and for whom.
  */
 import { describe, expect, it } from 'vitest';

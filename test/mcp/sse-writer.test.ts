@@ -124,7 +124,11 @@ describe('SseWriter keep-alives and close', () => {
     return { writer, received: () => text, close: () => socket.destroy() };
   }
 
-  const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 50));
+  /** Polls (real timers: only the intervals are fake) until `cond` holds; the test's timeout bounds it. */
+  const until = async (cond: () => boolean): Promise<void> => {
+    while (!cond()) await new Promise((r) => setTimeout(r, 5));
+  };
+  const keepalives = (stream: { received: () => string }): number => stream.received().split(': keepalive\n\n').length - 1;
 
   it('sends a keep-alive comment on every idle stream each 25 s, and none once a stream has closed', async () => {
     vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
@@ -135,7 +139,7 @@ describe('SseWriter keep-alives and close', () => {
     expect(vi.getTimerCount()).toBe(1); // one interval, whatever the number of streams
 
     vi.advanceTimersByTime(25_000);
-    await settle();
+    await until(() => keepalives(one) >= 1 && keepalives(two) >= 1);
     expect(one.received().split(': keepalive\n\n')).toHaveLength(2);
     expect(two.received().split(': keepalive\n\n')).toHaveLength(2);
 
@@ -143,17 +147,17 @@ describe('SseWriter keep-alives and close', () => {
     one.writer.onClose(() => closed.push('first'));
     one.writer.onClose(() => closed.push('second'));
     one.close();
-    await settle();
+    await until(() => !one.writer.open);
     expect(one.writer.open).toBe(false);
     expect(closed).toEqual(['first', 'second']);
 
     vi.advanceTimersByTime(25_000);
-    await settle();
+    await until(() => keepalives(two) >= 2);
     expect(one.received().split(': keepalive\n\n')).toHaveLength(2);
     expect(two.received().split(': keepalive\n\n')).toHaveLength(3);
 
     two.writer.end();
-    await settle();
+    await until(() => vi.getTimerCount() === 0);
     expect(vi.getTimerCount()).toBe(0); // the last stream gone, the interval too
     expect(closed).toEqual(['first', 'second']);
   });
@@ -163,7 +167,9 @@ describe('SseWriter keep-alives and close', () => {
     const quiet = await openStream(false);
     expect(vi.getTimerCount()).toBe(0);
     vi.advanceTimersByTime(60_000);
-    await settle();
+    // A barrier for the absence: bytes arrive in order, so a keep-alive written before this message would be here by now.
+    quiet.writer.write({ jsonrpc: '2.0', method: 'notifications/message', params: { data: 'barrier' } }, true);
+    await until(() => quiet.received().includes('barrier'));
     expect(quiet.received()).not.toContain('keepalive');
     quiet.close();
   });

@@ -2,9 +2,10 @@
  * No process left behind, measured: `mcp-guard serve` as a real process with stdio children that
  * die over and over, and a wrapper whose grandchildren must end with it.
  *
- * Crash/restart cycles: RELIABILITY_CYCLES, default 1,000 (about 15 ms per cycle, so the whole run
- * takes about 15 s). Every cycle is a real tools/call answered by the child, then the child ends (it exits by
- * itself after answering, or the test SIGKILLs it), then the gateway's restart is seen in /ready.
+ * Crash/restart cycles: RELIABILITY_CYCLES, default 200 in `npm test` (about 15 ms per cycle on an
+ * idle machine, many times that on a busy one); `npm run reliability` runs 1,000. Every cycle is a
+ * real tools/call answered by the child, then the child ends (it exits by itself after answering,
+ * or the test SIGKILLs it), then the gateway's restart is seen in /ready.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,7 +14,7 @@ import { CliProcess, leftovers, trackProcesses, NODE, processesWith, q, tempDir,
 import { writeFlappingServer, writeWrapperTree } from './fixtures.js';
 import { childrenOf, metric, openFds, postJson, ready, serveConfig, sleep, toolCall } from './helpers.js';
 
-const CYCLES = Number(process.env['RELIABILITY_CYCLES'] ?? 1000);
+const CYCLES = Number(process.env['RELIABILITY_CYCLES'] ?? 200);
 
 const { running, mark } = trackProcesses();
 
@@ -85,7 +86,7 @@ describe('crash/restart cycles of a stdio child', () => {
     expect(children).toHaveLength(1);
     expect(children[0]!.stat).not.toMatch(/^Z/);
     expect(children[0]!.pid).toBe(alive[0]!.pid);
-    // The pipes of 1,000 dead children are closed: the descriptor count does not grow with the cycles.
+    // The pipes of every dead child (CYCLES of them) are closed: the descriptor count does not grow with the cycles.
     expect(fdsAfter).toBeLessThanOrEqual(fdsBefore + 5);
 
     const sentAt = gw.signal('SIGTERM');
@@ -158,7 +159,8 @@ describe('a wrapper that spawns grandchildren (like npx -> sh -> node)', () => {
       }, 15_000, 'the restart');
       const second = tree(m, gw.pid);
       console.log(`wrapper SIGKILLed alone, ${stubborn ? 'stubborn' : 'polite'} server: its 3 descendants gone after ${orphansGoneMs} ms; restarted with a new tree of ${second.rows.length}`);
-      expect(orphansGoneMs).toBeLessThan(stubborn ? 4_000 : 1_500);
+      // Time is the behaviour: polite ones before STRAGGLER_GRACE_MS (2 s) could run out, stubborn ones at it, with 3 s of slack.
+      expect(orphansGoneMs).toBeLessThan(stubborn ? 2_000 + 3_000 : 2_000);
       expect(second.rows, JSON.stringify(second.rows)).toHaveLength(4);
       expect(second.rows.some((r) => firstPids.has(r.pid))).toBe(false);
       const r = await postJson(`${base}/mcp/wrapped`, toolCall(2, 'slow', { tag: 'b' }));

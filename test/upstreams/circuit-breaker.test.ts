@@ -331,9 +331,19 @@ describe('finding 5: one identity opens the circuit for everyone', () => {
   /** Long enough for an echo on a busy 2-core machine, short enough for a test. */
   const TIMEOUT_MS = 1000;
 
+  /**
+   * One server-everything for every test of this block (started by the first that needs it): each
+   * test has its own upstream (its own name, sessions and circuit), so they do not interfere, and a
+   * server start is the slowest part of a test.
+   */
+  let shared: Promise<EverythingServer> | undefined;
+  afterAll(async () => {
+    await (await shared)?.stop();
+  });
+
   async function slowServer(name: string, openMs = 60_000): Promise<Upstream> {
-    const everything = await EverythingServer.start('streamableHttp');
-    servers.push(everything);
+    shared ??= EverythingServer.start('streamableHttp');
+    const everything = await shared;
     return upstream(name, `transport = "http"\nurl = ${q(everything.url)}\ntimeout_ms = ${TIMEOUT_MS}\ncircuit_failure_threshold = 2\ncircuit_open_ms = ${openMs}`);
   }
 

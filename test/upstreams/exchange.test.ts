@@ -156,8 +156,9 @@ describe('exchange', () => {
     handle = (_req, res) => void res.writeHead(200, { 'content-type': 'application/json' }).end('{"a":1}');
     const stop = new Cancellation();
     const response = await send({ signal: stop });
-    // Headers and body come in one packet: by now the body is whole.
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    // Waits for the body's end to be handled (its private flag: nothing public shows it without reading it).
+    const body = response.body as unknown as { ended: boolean };
+    while (!body.ended) await new Promise((resolve) => setImmediate(resolve));
     stop.abort(new Error('late'));
     expect(await response.body.text()).toBe('{"a":1}');
   });

@@ -9,11 +9,11 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JsonRpcRequest, JsonRpcResponse } from '../../src/jsonrpc/messages.js';
-import { MODERN_PROTOCOL_VERSION } from '../../src/mcp/era.js';
+import { MODERN_PROTOCOL_VERSION } from '../../src/protocol/versions.js';
 import { UpstreamError } from '../../src/upstreams/errors.js';
 import { MAX_UPSTREAM_DEPTH, nestedTooDeep, topLevelOf } from '../../src/upstreams/inbound.js';
-import { SseUpstream } from '../../src/upstreams/sse.js';
-import { StreamableHttpUpstream } from '../../src/upstreams/streamable-http.js';
+import { SseUpstream } from '../../src/upstreams/http/sse.js';
+import { StreamableHttpUpstream } from '../../src/upstreams/http/streamable-http.js';
 import type { ServerMessage, UpstreamSession } from '../../src/upstreams/upstream.js';
 import { memoryLogger, recordingHandlers, upstreamConfig } from '../helpers/everything.js';
 
@@ -187,7 +187,7 @@ describe('finding 2: a message nested 5,000 levels deep from a 2026-07-28 HTTP u
   });
 
   beforeAll(() => {
-    upstream = new StreamableHttpUpstream(upstreamConfig('modern', 'http', `${peer.url}/modern`, { era: 'modern', timeout_ms: 5_000 } as never), { logger: log.logger });
+    upstream = new StreamableHttpUpstream(upstreamConfig('modern', 'http', `${peer.url}/modern`, { era: 'modern', timeout_ms: 5_000 }), { logger: log.logger });
   });
   afterAll(async () => {
     await upstream?.close();

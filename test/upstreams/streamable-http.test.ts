@@ -11,8 +11,8 @@ import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JsonRpcRequest } from '../../src/jsonrpc/messages.js';
 import { UpstreamError } from '../../src/upstreams/errors.js';
-import { targetUrl } from '../../src/upstreams/http-common.js';
-import { StreamableHttpUpstream } from '../../src/upstreams/streamable-http.js';
+import { targetUrl } from '../../src/upstreams/http/url.js';
+import { StreamableHttpUpstream } from '../../src/upstreams/http/streamable-http.js';
 import type { ServerMessage, UpstreamSession } from '../../src/upstreams/upstream.js';
 import { startFaultUpstream, type FaultHttpUpstream } from '../reliability/fault-upstreams.js';
 import {
@@ -67,7 +67,7 @@ afterAll(async () => {
 });
 
 const noMessages = (): void => undefined;
-/** src/upstreams/streamable-http.ts: the first reconnect of the GET stream, and the floor of a resume's wait. */
+/** src/upstreams/http/streamable-http.ts: the first reconnect of the GET stream, and the floor of a resume's wait. */
 const STREAM_RETRY_MIN_MS = 500;
 const RESUME_FLOOR_MS = 100;
 
@@ -155,10 +155,10 @@ describe('a session the gateway owns', () => {
 
   it('fails an aborted request with kind cancelled', async () => {
     const abort = new AbortController();
-    setTimeout(() => abort.abort(), 100);
     const started = Date.now();
+    // Aborted on its first progress (30 steps in 3 s): the call is surely in flight on the server.
     const error = await rejection(
-      session.request(toolCall(3, 'trigger-long-running-operation', { duration: 3, steps: 3 }), { signal: abort.signal, onMessage: noMessages }),
+      session.request(toolCall(3, 'trigger-long-running-operation', { duration: 3, steps: 30 }, 'abort-me'), { signal: abort.signal, onMessage: () => abort.abort() }),
     );
     expect(error.kind).toBe('cancelled');
     // At the abort, not at the call's own end (3 s): a wide margin for a busy machine.
@@ -298,14 +298,15 @@ describe('failures', () => {
     try {
       const session = await dying.openSession({ owner: 'test', forwardPath: '', handlers: recordingHandlers() });
       let progressed = 0;
-      const call = session.request(toolCall(1, 'trigger-long-running-operation', { duration: 10, steps: 10 }, 'dying'), { onMessage: () => progressed++ });
+      const call = session.request(toolCall(1, 'trigger-long-running-operation', { duration: 10, steps: 20 }, 'dying'), { onMessage: () => progressed++ });
       const failed = rejection(call).then((error) => ({ error, at: Date.now() }));
       await waitFor(() => progressed > 0, 10_000, 'the first progress of the call (it is running on the server)');
       const started = Date.now();
       await own.stop();
       const { error, at } = await failed;
       expect(error.kind).toBe('closed');
-      expect(at - started).toBeLessThan(2_000);
+      // "At once": long before the call's own end (10 s) or timeout_ms (20 s).
+      expect(at - started).toBeLessThan(10_000 / 3);
     } finally {
       await dying.close();
       await own.stop();
@@ -443,6 +444,7 @@ describe('on the wire: the GET stream and the deadline of a notification', () =>
       const started = Date.now();
       const error = await rejection(session.send({ jsonrpc: '2.0', method: 'notifications/hold' }));
       expect(error.kind).toBe('timeout');
+      // The deadline is the behaviour: timeout_ms (300), with wide slack for a busy machine.
       expect(Date.now() - started).toBeGreaterThanOrEqual(250);
       expect(Date.now() - started).toBeLessThan(5_000);
       // A notification that is acknowledged is not held by the deadline of the one before.
@@ -549,15 +551,23 @@ describe('resuming a request stream the server ended before answering (2025-11-2
   });
 
   it('cancels during the wait before resuming: the call fails at once and no GET is sent', async () => {
+    const RETRY_MS = 800;
     const abort = new AbortController();
+    const polls = (): number => fault.received.filter((r) => r.method === 'tools/call' && r.params?.['name'] === 'poll').length;
+    const before = polls();
+    const failed = rejection(session.request(toolCall(6, 'poll', { retry_ms: RETRY_MS }), { signal: abort.signal, onMessage: noMessages }));
+    // The server has the call (and ends its stream at once): the gateway is about to wait RETRY_MS.
+    await waitFor(() => polls() > before, 10_000, 'the poll call to reach the server');
     const started = Date.now();
-    setTimeout(() => abort.abort(), 100);
-    const error = await rejection(session.request(toolCall(6, 'poll', { retry_ms: 800 }), { signal: abort.signal, onMessage: noMessages }));
+    abort.abort();
+    const error = await failed;
     expect(error.kind).toBe('cancelled');
-    expect(Date.now() - started).toBeLessThan(600);
+    // "At once" is the behaviour: well before the RETRY_MS wait would have ended.
+    expect(Date.now() - started).toBeLessThan(RETRY_MS * 0.75);
     const wireId = wireIdOf('poll');
     await eventually(() => expect(fault.received.some((r) => r.method === 'notifications/cancelled' && r.params?.['requestId'] === wireId)).toBe(true));
-    await sleep(Math.max(0, started + 1_100 - Date.now()));
+    // Must stay: a GET that never comes has no barrier; wait past when RETRY_MS would have sent it.
+    await sleep(Math.max(0, started + RETRY_MS + 300 - Date.now()));
     expect(resumesOf(wireId)).toEqual([]);
   });
 

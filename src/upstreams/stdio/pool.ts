@@ -18,11 +18,10 @@
  * Each child is a StdioUpstream of its own (supervision, restarts, era probe, virtual sessions
  * for the owner's several sessions): this class only decides which child a request goes to.
  */
-import type { ServerConfig } from '../config/schema.js';
-import type { JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../jsonrpc/messages.js';
-import type { Logger } from '../observability/logger.js';
-import { UpstreamError } from './errors.js';
-import { StdioUpstream } from './stdio.js';
+import type { StdioServerConfig } from '../../config/schema.js';
+import type { JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../../jsonrpc/messages.js';
+import type { Logger } from '../../observability/logger.js';
+import { UpstreamError } from '../errors.js';
 import type {
   CallOptions,
   EraVerdict,
@@ -32,7 +31,8 @@ import type {
   UpstreamDeps,
   UpstreamSession,
   UpstreamStatus,
-} from './upstream.js';
+} from '../upstream.js';
+import { StdioUpstream } from './upstream.js';
 
 /** The Retry-After of a refusal at max_children, at most: by then an idle child may have ended. */
 const MAX_RETRY_AFTER_MS = 30_000;
@@ -56,7 +56,7 @@ export class IsolatedStdioUpstream implements Upstream {
   private readonly log: Logger;
 
   constructor(
-    readonly config: ServerConfig,
+    readonly config: StdioServerConfig,
     private readonly deps: UpstreamDeps,
   ) {
     this.log = deps.logger.child({ server: config.name, transport: 'stdio', isolation: config.isolation });

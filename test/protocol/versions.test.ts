@@ -1,7 +1,7 @@
 /** The gateway's own protocol version constants stay those of the official SDK. */
 import * as sdk from '@modelcontextprotocol/sdk/types.js';
 import { describe, expect, it } from 'vitest';
-import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '../../src/mcp/protocol.js';
+import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '../../src/protocol/versions.js';
 
 describe('protocol versions', () => {
   it('equal the SDK constants', () => {

@@ -1,10 +1,10 @@
 /**
- * The pure rules of src/mcp/era.ts: which POSTs are modern, the header value encoding of the
+ * The pure rules of src/eras/codec.ts: which POSTs are modern, the header value encoding of the
  * 2026-07-28 specification (its own examples), and the translation of requests and results
  * between the eras.
  */
 import { describe, expect, it } from 'vitest';
-import { decodeHeaderValue, discoverResult, isModern, toLegacyRequest, toModernResult } from '../../src/mcp/era.js';
+import { decodeHeaderValue, discoverResult, isModern, toLegacyRequest, toModernResult } from '../../src/eras/codec.js';
 
 const META_VERSION = 'io.modelcontextprotocol/protocolVersion';
 

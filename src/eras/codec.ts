@@ -20,20 +20,8 @@
  */
 import { GatewayError } from '../http/errors.js';
 import { objectOf, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest } from '../jsonrpc/messages.js';
-
-/** The modern protocol versions the gateway speaks, newest first. */
-export const MODERN_PROTOCOL_VERSIONS: readonly string[] = ['2026-07-28'];
-export const MODERN_PROTOCOL_VERSION = '2026-07-28';
-
-/** The per-request `_meta` keys of the modern era. */
-export const META = {
-  protocolVersion: 'io.modelcontextprotocol/protocolVersion',
-  clientCapabilities: 'io.modelcontextprotocol/clientCapabilities',
-  clientInfo: 'io.modelcontextprotocol/clientInfo',
-  logLevel: 'io.modelcontextprotocol/logLevel',
-  serverInfo: 'io.modelcontextprotocol/serverInfo',
-  subscriptionId: 'io.modelcontextprotocol/subscriptionId',
-} as const;
+import { CACHEABLE_METHODS, META } from '../protocol/modern.js';
+import { MODERN_PROTOCOL_VERSIONS } from '../protocol/versions.js';
 
 /** Every `_meta` key of the modern envelope: removed before a request goes to a legacy server. */
 const ENVELOPE_KEYS: readonly string[] = [META.protocolVersion, META.clientCapabilities, META.clientInfo, META.logLevel];
@@ -44,37 +32,6 @@ const NAME_FIELD: Readonly<Record<string, 'name' | 'uri'>> = {
   'prompts/get': 'name',
   'resources/read': 'uri',
 };
-
-/**
- * The client requests of the modern era (2026-07-28 schema, without the tasks extension).
- * A legacy-only method (`initialize`, `ping`, `logging/setLevel`, `resources/subscribe`) sent
- * the modern way is a "Method not found" (404), as from any modern server.
- */
-export const MODERN_METHODS: ReadonlySet<string> = new Set([
-  'server/discover',
-  'subscriptions/listen',
-  'tools/list',
-  'tools/call',
-  'prompts/list',
-  'prompts/get',
-  'resources/list',
-  'resources/templates/list',
-  'resources/read',
-  'completion/complete',
-]);
-
-/** Methods whose results carry the caching hints `ttlMs` and `cacheScope` (specification, caching). */
-export const CACHEABLE_METHODS: ReadonlySet<string> = new Set([
-  'server/discover',
-  'tools/list',
-  'prompts/list',
-  'resources/list',
-  'resources/templates/list',
-  'resources/read',
-]);
-
-/** Methods that may answer `resultType: "input_required"` (specification, MRTR). */
-export const INPUT_REQUIRED_METHODS: ReadonlySet<string> = new Set(['tools/call', 'prompts/get', 'resources/read']);
 
 /** The checked context of one modern request. */
 export interface ModernContext {

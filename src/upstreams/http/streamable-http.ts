@@ -4,45 +4,23 @@
  * carries the response and whatever the server sends while handling the request; an optional
  * GET stream carries messages that belong to no request; DELETE ends the session.
  */
-import { LATEST_PROTOCOL_VERSION } from '../mcp/protocol.js';
-import type { JsonRpcMessage, JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../jsonrpc/messages.js';
-import { cancelNotification, Correlator } from './correlator.js';
-import { Cancellation } from './cancellation.js';
-import { UpstreamError } from './errors.js';
-import {
-  CLOSE_TIMEOUT_MS,
-  HttpUpstream,
-  asUpstreamError,
-  deliver,
-  discard,
-  EXCHANGE_OVER,
-  handshake,
-  header,
-  httpRequest,
-  loggableUrl,
-  mediaType,
-  negotiatedVersion,
-  parseMessages,
-  readBody,
-  readText,
-  requestHeaders,
-  routeReplies,
-  saysSessionUnknown,
-  sendTimeoutMs,
-  statusError,
-  targetUrl,
-  type HttpContext,
-  type StopSignal,
-  type HttpResponse,
-  type HttpSession,
-  type HttpUpstreamDeps,
-} from './http-common.js';
-import { eventMessages, readEvents, type SseEvent } from './sse-stream.js';
-import { dropTooDeep, failInFlight } from './inbound.js';
+import type { HttpServerConfig } from '../../config/schema.js';
+import { delay } from '../../delay.js';
+import type { JsonRpcMessage, JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../../jsonrpc/messages.js';
+import { LATEST_PROTOCOL_VERSION } from '../../protocol/versions.js';
+import { Cancellation } from '../cancellation.js';
+import { cancelNotification } from '../correlator.js';
+import { UpstreamError } from '../errors.js';
+import type { OpenSessionOptions, RequestOptions } from '../upstream.js';
+import { discard, parseMessages, readBody, readText, saysSessionUnknown, statusError } from './body.js';
+import type { HttpContext } from './context.js';
+import { handshake, negotiatedVersion } from './handshake.js';
 import { ModernHttp } from './modern-http.js';
-import type { ServerConfig } from '../config/schema.js';
-import type { OpenSessionOptions, RequestOptions, SessionHandlers, UpstreamSession } from './upstream.js';
-import { delay } from '../delay.js';
+import { asUpstreamError, EXCHANGE_OVER, header, httpRequest, mediaType, requestHeaders, sendTimeoutMs, type HttpResponse, type StopSignal } from './request.js';
+import { HttpSession } from './session.js';
+import { eventMessages, readEvents, type SseEvent } from './sse-stream.js';
+import { CLOSE_TIMEOUT_MS, HttpUpstream, type HttpUpstreamDeps } from './upstream.js';
+import { loggableUrl, targetUrl } from './url.js';
 
 /** Reconnect pace of the GET stream. */
 const STREAM_RETRY_MIN_MS = 500;
@@ -66,21 +44,19 @@ export class StreamableHttpUpstream extends HttpUpstream {
    */
   private baseUrl: URL | undefined;
 
-  constructor(config: ServerConfig, deps: HttpUpstreamDeps) {
+  constructor(config: HttpServerConfig, deps: HttpUpstreamDeps) {
     super(config, deps, 'http');
   }
 
-  protected newSession(options: OpenSessionOptions): HttpSession {
+  protected newSession(options: OpenSessionOptions): StreamableHttpSession {
     const { config } = this.context;
     const url =
       options.forwardPath === ''
-        ? (this.baseUrl ??= targetUrl(config.url ?? '', '', config.name))
-        : targetUrl(config.url ?? '', options.forwardPath, config.name);
+        ? (this.baseUrl ??= targetUrl(config.url, '', config.name))
+        : targetUrl(config.url, options.forwardPath, config.name);
     return new StreamableHttpSession(this.context, options, url);
   }
 }
-
-type SessionEnd = 'open' | 'expired' | 'closed';
 
 function succeeded(response: HttpResponse): boolean {
   return response.statusCode >= 200 && response.statusCode < 300;
@@ -103,7 +79,7 @@ const NO_EVENT_STREAM: EventStream = { stop: undefined, ready: Promise.resolve()
 
 /**
  * What a POST that expects no answer (a notification, the client's reply) is aborted with at its
- * deadline, sendTimeoutMs() (http-common.ts): the reason AbortSignal.timeout() gives, which
+ * deadline, sendTimeoutMs() (request.ts): the reason AbortSignal.timeout() gives, which
  * abortError() makes an UpstreamError of kind 'timeout'. send() runs that deadline on a timer of
  * its own, cleared once the POST is done, rather than with sendSignal(): an AbortSignal.timeout()
  * keeps its timer (and, through a WeakRef, which scavenges treat as strong, its signal) until the
@@ -121,11 +97,8 @@ function sendTimedOut(): DOMException {
  */
 const EVENT_STREAM_CLOSED = new Error('the event stream is closed');
 
-class StreamableHttpSession implements UpstreamSession, HttpSession {
-  private result: JsonRpcResponse | undefined;
+class StreamableHttpSession extends HttpSession {
   private readonly url: URL;
-  private readonly handlers: SessionHandlers;
-  private readonly correlator: Correlator;
   /** Mcp-Session-Id; absent for a stateless server. */
   private sessionId: string | undefined;
   private protocolVersion: string | undefined;
@@ -135,22 +108,15 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
   private initializeWireId: number | undefined;
   /** The GET stream while open (or known to be refused: NO_EVENT_STREAM). */
   private eventStream: EventStream | undefined;
-  private end: SessionEnd = 'open';
 
   constructor(
-    private readonly context: HttpContext,
+    context: HttpContext,
     options: OpenSessionOptions,
     /** targetUrl(config.url, options.forwardPath): possibly shared with other sessions, never changed. */
     url: URL,
   ) {
+    super(context, options);
     this.url = url;
-    this.handlers = options.handlers;
-    this.correlator = new Correlator(context.config.name, (wireId, reason) => this.sendCancel(wireId, reason));
-  }
-
-  get initializeResult(): JsonRpcResponse {
-    if (!this.result) throw new Error('the session is not initialized');
-    return this.result;
   }
 
   async open(initialize: JsonRpcRequest | undefined): Promise<void> {
@@ -162,13 +128,13 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
       // A request a client waits for (its own initialize, or the gateway's for its request):
       // timeout_ms, as any request (finding 10 of issue 16).
       timeoutMs: this.context.config.timeout_ms,
-      onMessage: (message) => deliver(this.handlers.onMessage, message, this.context.logger),
+      onMessage: (message) => this.deliver(message),
     });
     this.result = response;
   }
 
   request(request: JsonRpcRequest, options: RequestOptions): Promise<JsonRpcResponse> {
-    if (this.end !== 'open') return Promise.reject(this.endedError());
+    if (this.ended) return Promise.reject(this.endedError());
     const timeoutMs = options.timeoutMs ?? this.context.config.timeout_ms;
     const { wire, response } = this.correlator.begin(request, options, timeoutMs, undefined);
     const wireId = wire.id as number;
@@ -196,7 +162,7 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
   }
 
   async send(message: JsonRpcNotification | JsonRpcResponse): Promise<void> {
-    if (this.end !== 'open') throw this.endedError();
+    if (this.ended) throw this.endedError();
     const stop = new Cancellation();
     const deadline = setTimeout(() => stop.abort(sendTimedOut()), sendTimeoutMs(this.context.config));
     // Like AbortSignal.timeout()'s timer: it must not hold the process open.
@@ -206,20 +172,18 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
       // 202 is the rule for notifications and responses; a body, if any, carries nothing for us.
       await discard(response.body);
     } catch (error) {
-      const failure = asUpstreamError(error, this.context.config.name);
-      this.context.logger.warn({ err: failure, kind: failure.kind }, 'could not send a message upstream');
-      throw failure;
+      throw this.sendFailed(error);
     } finally {
       clearTimeout(deadline);
     }
   }
 
   openEventStream(): Promise<void> {
-    if (this.end !== 'open') return Promise.resolve();
+    if (this.ended) return Promise.resolve();
     if (this.eventStream) return this.eventStream.ready;
     // An Cancellation rather than an AbortController, as for a request's exchange: an
     // AbortSignal (an EventTarget with its listener maps) held for the life of the stream is
-    // several times the size (http-common.ts says what else it costs).
+    // several times the size (sendTimedOut() above says what else it costs).
     const stop = new Cancellation();
     let settle!: () => void;
     const ready = new Promise<void>((resolve) => (settle = resolve));
@@ -233,14 +197,13 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
     this.eventStream = undefined;
   }
 
-  async close(): Promise<void> {
-    if (this.end === 'closed') return;
-    const expired = this.end === 'expired';
-    this.end = 'closed';
+  protected stopStreams(): void {
     this.closeEventStream();
-    this.correlator.failAll(this.endedError());
-    this.context.forget(this);
-    if (!expired && this.sessionId !== undefined) await this.deleteSession();
+  }
+
+  /** A session the upstream gave an id is ended there too (unless it expired: then it is gone already). */
+  protected override async leave(): Promise<void> {
+    if (this.sessionId !== undefined) await this.deleteSession();
   }
 
   /** One request's POST and the reading of its answer, until the response has arrived. */
@@ -349,18 +312,10 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
    * belongs to the session.
    */
   private dispatch(message: JsonRpcMessage, ownerWireId: number | undefined): void {
-    const rest = routeReplies(this.correlator, message, this.context.logger);
+    const rest = this.route(message);
     if (!rest) return;
     const owner = ownerWireId === undefined ? undefined : this.correlator.get(ownerWireId);
-    deliver(owner?.onMessage ?? this.handlers.onMessage, rest, this.context.logger);
-  }
-
-  /**
-   * An event nested too deep (inbound.ts): the request it answers fails, anything else is dropped;
-   * the stream goes on.
-   */
-  private dropTooDeep(text: string): void {
-    dropTooDeep(text, this.context.config.name, this.context.logger, failInFlight(this.correlator));
+    this.deliver(rest, owner?.onMessage);
   }
 
   /** A POST of one message with the session's headers; resolves with a 2xx response. */
@@ -405,30 +360,23 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
 
   /** The upstream dropped the session (spec: Session Management, 404 on Mcp-Session-Id). */
   private expire(): void {
-    if (this.end !== 'open') return;
+    if (this.ended) return;
     this.end = 'expired';
-    this.closeEventStream();
-    this.correlator.failAll(this.endedError());
-    this.context.forget(this);
+    this.release();
     this.context.logger.info('upstream session expired');
     this.handlers.onClose('upstream session expired');
   }
 
-  private endedError(): UpstreamError {
+  protected endedError(): UpstreamError {
     const name = this.context.config.name;
     return this.end === 'expired'
       ? new UpstreamError('session_expired', name, `Upstream '${name}' no longer knows the session`)
       : new UpstreamError('closed', name, `The session with upstream '${name}' is closed`);
   }
 
-  private protocolError(what: string): UpstreamError {
-    const name = this.context.config.name;
-    return new UpstreamError('protocol', name, `Upstream '${name}' ${what}`);
-  }
-
   /** The correlator's cancel callback (deadline or client abort): best effort, not awaited. */
-  private sendCancel(wireId: number, reason: string): void {
-    if (this.end !== 'open' || wireId === this.initializeWireId) return;
+  protected sendCancel(wireId: number, reason: string): void {
+    if (this.ended || wireId === this.initializeWireId) return;
     this.send(cancelNotification(wireId, reason)).catch(() => undefined);
   }
 
@@ -456,7 +404,7 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
   private async runEventStream(stop: Cancellation, settled: () => void): Promise<void> {
     const cursor: { lastEventId?: string } = {};
     let wait = STREAM_RETRY_MIN_MS;
-    while (!stop.aborted && this.end === 'open') {
+    while (!stop.aborted && !this.ended) {
       try {
         const outcome = await this.readEventStream(stop, cursor, () => {
           wait = STREAM_RETRY_MIN_MS;
@@ -470,7 +418,7 @@ class StreamableHttpSession implements UpstreamSession, HttpSession {
         this.context.logger.debug('upstream event stream ended; reconnecting');
       } catch (error) {
         settled();
-        if (stop.aborted || this.end !== 'open') return;
+        if (stop.aborted || this.ended) return;
         this.context.logger.warn({ err: error }, 'upstream event stream failed; reconnecting');
       }
       // Unref'd: a backoff must not hold the process open.

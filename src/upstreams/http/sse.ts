@@ -7,37 +7,22 @@
  * else would ever answer it) and the session is rebuilt on a new stream, lazily for a session the
  * gateway owns, eagerly (replaying the client's initialize) for a client's.
  */
-import type { ServerConfig } from '../config/schema.js';
-import type { JsonRpcMessage, JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../jsonrpc/messages.js';
-import { cancelNotification, Correlator } from './correlator.js';
-import { Cancellation } from './cancellation.js';
-import { UpstreamError } from './errors.js';
-import {
-  HttpUpstream,
-  asUpstreamError,
-  deliver,
-  discard,
-  EXCHANGE_OVER,
-  handshake,
-  httpRequest,
-  loggableUrl,
-  mediaType,
-  requestHeaders,
-  routeReplies,
-  sendSignal,
-  sendTimeoutMs,
-  statusError,
-  targetUrl,
-  type HttpContext,
-  type StopSignal,
-  type HttpSession,
-  type HttpUpstreamDeps,
-} from './http-common.js';
+import type { HttpServerConfig } from '../../config/schema.js';
+import { delay } from '../../delay.js';
+import type { JsonRpcMessage, JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../../jsonrpc/messages.js';
+import { Cancellation } from '../cancellation.js';
+import { cancelNotification } from '../correlator.js';
+import { waitAtMost } from '../deadline.js';
+import { UpstreamError } from '../errors.js';
+import type { OpenSessionOptions, RequestOptions } from '../upstream.js';
+import { discard, statusError } from './body.js';
+import type { HttpContext } from './context.js';
+import { handshake } from './handshake.js';
+import { asUpstreamError, EXCHANGE_OVER, httpRequest, mediaType, requestHeaders, sendSignal, sendTimeoutMs, type StopSignal } from './request.js';
+import { HttpSession } from './session.js';
 import { eventMessages, readEvents, type SseEvent } from './sse-stream.js';
-import { waitAtMost } from './deadline.js';
-import { dropTooDeep, failInFlight } from './inbound.js';
-import type { OpenSessionOptions, RequestOptions, SessionHandlers, UpstreamSession } from './upstream.js';
-import { delay } from '../delay.js';
+import { HttpUpstream, type HttpUpstreamDeps } from './upstream.js';
+import { loggableUrl, targetUrl } from './url.js';
 
 /** The only protocol version the HTTP+SSE transport was specified for. */
 const SSE_PROTOCOL_VERSION = '2024-11-05';
@@ -49,11 +34,11 @@ export class SseUpstream extends HttpUpstream {
   /** HTTP+SSE exists only in the legacy era: no probe, no stateless calls. */
   protected readonly modern = undefined;
 
-  constructor(config: ServerConfig, deps: HttpUpstreamDeps) {
+  constructor(config: HttpServerConfig, deps: HttpUpstreamDeps) {
     super(config, deps, 'sse');
   }
 
-  protected newSession(options: OpenSessionOptions): HttpSession {
+  protected newSession(options: OpenSessionOptions): SseSession {
     return new SseSession(this.context, options);
   }
 }
@@ -65,32 +50,22 @@ interface Connection {
   lost: boolean;
 }
 
-class SseSession implements UpstreamSession, HttpSession {
-  private result: JsonRpcResponse | undefined;
+/**
+ * One client's (or the gateway's own) HTTP+SSE session: a GET stream at a time, rebuilt when lost.
+ * Its requests are owned by the connection they were posted on, so a drop fails exactly those.
+ */
+class SseSession extends HttpSession<Connection> {
   private readonly sseUrl: URL;
-  private readonly handlers: SessionHandlers;
-  /** Requests are owned by the connection they were posted on, so a drop fails exactly those. */
-  private readonly correlator: Correlator<Connection>;
   /** The client's initialize, replayed on a new stream so that the client keeps its session. */
   private clientInitialize: JsonRpcRequest | undefined;
   /** Every stream this session has open (one, plus one being established at most). */
   private readonly connections = new Set<Connection>();
   private current: Connection | undefined;
   private connecting: Promise<Connection> | undefined;
-  private closed = false;
 
-  constructor(
-    private readonly context: HttpContext,
-    options: OpenSessionOptions,
-  ) {
-    this.sseUrl = targetUrl(context.config.url ?? '', options.forwardPath, context.config.name);
-    this.handlers = options.handlers;
-    this.correlator = new Correlator(context.config.name, (wireId, reason) => this.sendCancel(wireId, reason));
-  }
-
-  get initializeResult(): JsonRpcResponse {
-    if (!this.result) throw new Error('the session is not initialized');
-    return this.result;
+  constructor(context: HttpContext, options: OpenSessionOptions) {
+    super(context, options);
+    this.sseUrl = targetUrl(context.config.url, options.forwardPath, context.config.name);
   }
 
   async open(initialize: JsonRpcRequest | undefined): Promise<void> {
@@ -112,8 +87,7 @@ class SseSession implements UpstreamSession, HttpSession {
     try {
       await this.post(connection, message, sendSignal(this.context.config));
     } catch (error) {
-      const failure = asUpstreamError(error, this.context.config.name);
-      this.context.logger.warn({ err: failure, kind: failure.kind }, 'could not send a message upstream');
+      const failure = this.sendFailed(error);
       this.afterPostFailure(connection, failure);
       throw failure;
     }
@@ -124,13 +98,14 @@ class SseSession implements UpstreamSession, HttpSession {
 
   closeEventStream(): void {}
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
+  /** Closing ends every stream; the server ends the session with its stream (there is no DELETE). */
+  protected stopStreams(): void {
     this.current = undefined;
     for (const connection of this.connections) connection.abort.abort();
-    this.correlator.failAll(this.closedError('The session is closed'));
-    this.context.forget(this);
+  }
+
+  protected endedError(): UpstreamError {
+    return this.closedError('The session is closed');
   }
 
   /**
@@ -139,7 +114,7 @@ class SseSession implements UpstreamSession, HttpSession {
    * which other callers may share, goes on (finding 10 of issue 16).
    */
   private connection(waitMs?: number): Promise<Connection> {
-    if (this.closed) return Promise.reject(this.closedError('The session is closed'));
+    if (this.ended) return Promise.reject(this.endedError());
     if (this.current) return Promise.resolve(this.current);
     this.connecting ??= this.reconnect().finally(() => (this.connecting = undefined));
     return waitMs ? waitAtMost(this.connecting, waitMs, this.context.config.name) : this.connecting;
@@ -168,7 +143,7 @@ class SseSession implements UpstreamSession, HttpSession {
     const deadline = Date.now() + this.context.config.startup_timeout_ms;
     let wait = RECONNECT_FIRST_WAIT_MS;
     for (let attempt = 1; ; attempt++) {
-      if (this.closed) throw this.closedError('The session is closed');
+      if (this.ended) throw this.endedError();
       try {
         // The replayed initialize's answer is discarded: the client already has one. Nobody waits
         // for the rebuilding itself (a request that comes meanwhile waits at most its deadline).
@@ -176,7 +151,7 @@ class SseSession implements UpstreamSession, HttpSession {
         this.context.logger.info({ attempt }, 'upstream session re-established');
         return this.liveConnection();
       } catch (error) {
-        if (this.closed) throw error;
+        if (this.ended) throw error;
         this.context.logger.warn({ err: error, attempt }, 'could not re-establish the upstream session');
         if (attempt >= RECONNECT_ATTEMPTS || Date.now() + wait > deadline) {
           void this.close();
@@ -212,12 +187,12 @@ class SseSession implements UpstreamSession, HttpSession {
           protocolVersion: SSE_PROTOCOL_VERSION,
           announce,
           timeoutMs: limitMs,
-          onMessage: (message) => deliver(this.handlers.onMessage, message, this.context.logger),
+          onMessage: (message) => this.deliver(message),
         },
       );
       // A failed handshake is relayed to the client the first time; a reconnect needs a session.
       if (this.result && !('result' in response)) throw this.protocolError('refused the replayed initialize');
-      if (this.closed) throw this.closedError('The session is closed');
+      if (this.ended) throw this.endedError();
       if (connection.lost) throw this.closedError('The upstream closed the SSE stream');
       this.current = connection;
       return response;
@@ -270,9 +245,7 @@ class SseSession implements UpstreamSession, HttpSession {
     }
     let messages: JsonRpcMessage[];
     try {
-      messages = eventMessages(event, this.context.config.name, (text) =>
-        dropTooDeep(text, this.context.config.name, this.context.logger, failInFlight(this.correlator)),
-      );
+      messages = eventMessages(event, this.context.config.name, (text) => this.dropTooDeep(text));
     } catch (error) {
       // It cannot be matched to a request, and the stream still serves the others.
       this.context.logger.warn({ err: error }, 'dropped an upstream event that is not JSON-RPC');
@@ -305,11 +278,10 @@ class SseSession implements UpstreamSession, HttpSession {
    * otherwise the session's.
    */
   private dispatch(connection: Connection, message: JsonRpcMessage): void {
-    const rest = routeReplies(this.correlator, message, this.context.logger);
+    const rest = this.route(message);
     if (!rest) return;
     const inFlight = [...this.correlator.inFlight()].filter((request) => request.owner === connection);
-    const target = inFlight.length === 1 ? inFlight[0]!.onMessage : this.handlers.onMessage;
-    deliver(target, rest, this.context.logger);
+    this.deliver(rest, inFlight.length === 1 ? inFlight[0]!.onMessage : undefined);
   }
 
   /** A stream ended (or failed to start): its requests can never be answered now. */
@@ -321,7 +293,7 @@ class SseSession implements UpstreamSession, HttpSession {
     this.correlator.failAll(this.closedError('The upstream closed the SSE stream'), connection);
     if (this.current !== connection) return;
     this.current = undefined;
-    if (this.closed) return;
+    if (this.ended) return;
     this.context.logger.warn({ url: loggableUrl(this.sseUrl) }, 'upstream SSE stream lost');
     // A client's session is rebuilt now, so that its notifications resume without a request.
     if (this.clientInitialize) this.connection().catch(() => undefined);
@@ -369,18 +341,13 @@ class SseSession implements UpstreamSession, HttpSession {
   }
 
   /** The correlator's cancel callback (deadline or client abort): best effort, not awaited. */
-  private sendCancel(wireId: number, reason: string): void {
+  protected sendCancel(wireId: number, reason: string): void {
     const connection = this.current;
-    if (!connection || this.closed) return;
+    if (!connection || this.ended) return;
     this.post(connection, cancelNotification(wireId, reason), sendSignal(this.context.config)).catch(() => undefined);
   }
 
   private closedError(message: string): UpstreamError {
     return new UpstreamError('closed', this.context.config.name, `${message} ('${this.context.config.name}')`);
-  }
-
-  private protocolError(what: string): UpstreamError {
-    const name = this.context.config.name;
-    return new UpstreamError('protocol', name, `Upstream '${name}' ${what}`);
   }
 }

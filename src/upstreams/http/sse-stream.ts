@@ -3,8 +3,8 @@
  * streamable HTTP transport's POST and GET streams and the legacy transport's one stream.
  */
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
-import type { JsonRpcMessage } from '../jsonrpc/messages.js';
-import { parseMessages } from './http-common.js';
+import type { JsonRpcMessage } from '../../jsonrpc/messages.js';
+import { parseMessages } from './body.js';
 
 export type SseEvent = EventSourceMessage;
 

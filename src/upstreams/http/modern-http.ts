@@ -9,35 +9,20 @@
  * A call needs no id rewriting (the POST carries one request and nothing else), so the client's
  * id and progress token travel as they are.
  */
-import type { JsonRpcMessage, JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../jsonrpc/messages.js';
-import { isNotification, isResponse, objectOf, type JsonRpcErrorObject } from '../jsonrpc/messages.js';
-import { MODERN_PROTOCOL_VERSION } from '../mcp/era.js';
-import { discoverRequest, encodeHeaderValue, mcpName, probedVerdict, readProbeAnswer, requestVersion, type ProbeAnswer } from './era.js';
-import { Cancellation } from './cancellation.js';
-import { UpstreamError } from './errors.js';
-import { IdTable } from './id-table.js';
-import {
-  abortError,
-  asUpstreamError,
-  discard,
-  EXCHANGE_OVER,
-  httpRequest,
-  isManagedHeader,
-  logSnippet,
-  mediaType,
-  parseMessages,
-  readBody,
-  readLimited,
-  readText,
-  requestHeaders,
-  statusError,
-  targetUrl,
-  type HttpContext,
-  type HttpResponse,
-} from './http-common.js';
+import type { JsonRpcMessage, JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../../jsonrpc/messages.js';
+import { isNotification, isResponse, objectOf, type JsonRpcErrorObject } from '../../jsonrpc/messages.js';
+import { MODERN_PROTOCOL_VERSION } from '../../protocol/versions.js';
+import { discoverRequest, encodeHeaderValue, mcpName, probedVerdict, readProbeAnswer, requestVersion, type ProbeAnswer } from '../era.js';
+import { Cancellation } from '../cancellation.js';
+import { UpstreamError } from '../errors.js';
+import { IdTable } from '../id-table.js';
+import { dropTooDeep, nestedTooDeep } from '../inbound.js';
+import type { CallOptions, EraVerdict } from '../upstream.js';
+import { discard, logSnippet, parseMessages, readBody, readLimited, readText, statusError } from './body.js';
+import type { HttpContext } from './context.js';
+import { abortError, asUpstreamError, EXCHANGE_OVER, httpRequest, isManagedHeader, mediaType, requestHeaders, type HttpResponse } from './request.js';
 import { eventMessages, readEvents } from './sse-stream.js';
-import { dropTooDeep, nestedTooDeep } from './inbound.js';
-import type { CallOptions, EraVerdict } from './upstream.js';
+import { targetUrl } from './url.js';
 
 /** A JSON-RPC error body of a 4xx answer is read this far (a -32022 lists versions, a -32020 the mismatch). */
 const ERROR_ANSWER_LIMIT = 64 * 1024;
@@ -58,7 +43,7 @@ export class ModernHttp {
 
   /**
    * Sends `server/discover` to url + forwardPath and reads the answer by the specification's
-   * rules (era.ts): the verdict of that path only (http-common.ts keeps one per path). Rejects,
+   * rules (era.ts): the verdict of that path only (upstream.ts keeps one per path). Rejects,
    * so that nothing is remembered, when the answer says nothing about the era: HTTP 401/403 (an
    * auth wall in front of any server), 5xx (a modern server can fail too), no connection, no
    * answer within timeout_ms, a 2xx that is not an answer.
@@ -68,7 +53,7 @@ export class ModernHttp {
    */
   async probe(forwardPath: string): Promise<EraVerdict> {
     const { config, logger } = this.context;
-    const url = targetUrl(config.url ?? '', forwardPath, config.name);
+    const url = targetUrl(config.url, forwardPath, config.name);
     const signal = AbortSignal.timeout(config.timeout_ms);
     let version = MODERN_PROTOCOL_VERSION;
     let answer = await this.discover(url, version, signal);
@@ -138,8 +123,8 @@ export class ModernHttp {
     let url: URL;
     try {
       // Calls without a forwarded path share one URL (as streamable-http.ts's sessions do), which
-      // http-common.ts also turns into an origin and a path once.
-      url = options.forwardPath === '' ? (this.baseUrl ??= targetUrl(config.url ?? '', '', name)) : targetUrl(config.url ?? '', options.forwardPath, name);
+      // request.ts also turns into an origin and a path once.
+      url = options.forwardPath === '' ? (this.baseUrl ??= targetUrl(config.url, '', name)) : targetUrl(config.url, options.forwardPath, name);
     } catch (error) {
       return Promise.reject(asUpstreamError(error, name));
     }
