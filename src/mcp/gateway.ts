@@ -72,6 +72,12 @@ export class Gateway {
   private readonly sessionQuota: number;
   /** Discover results of servers configured as modern, by name and forward path. */
   private readonly discovered = new Map<string, Promise<Record<string, unknown>>>();
+  /**
+   * Modern http servers, by name and forward path, that refused a legacy initialize: the
+   * decidedAt of the verdict under which they did (a new probe asks again). Others get a legacy
+   * client's session as they are (reachUpstreamSession).
+   */
+  private readonly legacyRefused = new Map<string, number>();
   private readonly upstreams = new Map<string, Upstream>();
   private readonly shared = new Map<string, SharedEntry>();
   private sharedSweep: NodeJS.Timeout | undefined;
@@ -330,6 +336,25 @@ export class Gateway {
     const upstream = this.upstream(server.name);
     const verdict = await upstream.era({ forwardPath: options.forwardPath });
     if (verdict.era === 'legacy') return upstream.openSession(options);
+    // A probed http server may serve both eras (the specification's dual-era servers: legacy
+    // traffic is whatever has no `_meta` version), and may ask for input only in a legacy session
+    // (the conformance suite's reference server does). So a legacy client that can be asked
+    // (it declares sampling, elicitation or roots) gets the server's own session when the server
+    // takes its initialize: the server's requests reach it as they do directly, which a
+    // translation cannot promise. A server that refuses is remembered, per path, and translated
+    // (src/eras/modern-server.ts) until its era is probed again. Clients that cannot be asked
+    // anything lose nothing to the translation, and keep it.
+    const key = `${server.name}\u0000${options.forwardPath}`;
+    if (server.transport === 'http' && verdict.source === 'probe' && canBeAsked(options.initialize) && this.legacyRefused.get(key) !== verdict.decidedAt) {
+      try {
+        return await upstream.openSession(options);
+      } catch (error) {
+        if (!(error instanceof UpstreamError) || (error.kind !== 'protocol' && error.kind !== 'session_expired')) throw error;
+        if (this.legacyRefused.size >= MAX_DISCOVERED) this.legacyRefused.delete(this.legacyRefused.keys().next().value as string);
+        this.legacyRefused.set(key, verdict.decidedAt);
+        this.log.info({ server: server.name, err: errorMessage(error) }, 'modern upstream refused a legacy session: translating for legacy clients');
+      }
+    }
     const known = verdict.discover ? verdict : { ...verdict, discover: await this.discover(server, options.forwardPath) };
     return new ModernBackedSession(upstream, known, options.forwardPath, options.handlers, options.initialize, this.log.child({ server: server.name }), options.owner);
   }
@@ -377,8 +402,9 @@ export class Gateway {
     try {
       const options: CallOptions = { forwardPath, signal, owner, onMessage: (m) => void post.push(m) };
       if (headers) options.headers = headers;
-      // A listen lasts until the client closes it: no deadline.
-      if (request.method === 'subscriptions/listen') options.timeoutMs = 0;
+      // A listen has the server's timeout_ms until its acknowledgement, then lasts until the
+      // client closes it (modern-http.ts call()): a server that never acknowledges is a timeout,
+      // not a stream that stays silent for ever.
       const response = await this.upstream(server.name).call(request, options);
       return modernOutcome(response);
     } catch (err) {
@@ -538,6 +564,13 @@ const MODERN_ERROR_KINDS: ReadonlyMap<number, GatewayErrorKind> = new Map([
   [ErrorCode.UnsupportedProtocolVersion, 'unsupported_protocol_version'],
   [ErrorCode.MethodNotFound, 'method_not_found'],
 ]);
+
+/** Whether a legacy client's initialize declares a capability a server may ask it to use (sampling, elicitation, roots). */
+function canBeAsked(initialize: JsonRpcRequest | undefined): boolean {
+  const capabilities = initialize?.params?.['capabilities'];
+  if (capabilities === null || typeof capabilities !== 'object') return false;
+  return ['sampling', 'elicitation', 'roots'].some((name) => (capabilities as Record<string, unknown>)[name] !== undefined);
+}
 
 /** The key of the gateway's own upstream session (and its listen streams) for a server, path and owner. */
 function sharedKey(server: ServerConfig, forwardPath: string, owner: string): string {

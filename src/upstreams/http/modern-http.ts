@@ -18,9 +18,9 @@ import { UpstreamError } from '../errors.js';
 import { IdTable } from '../id-table.js';
 import { dropTooDeep, nestedTooDeep } from '../inbound.js';
 import type { CallOptions, EraVerdict } from '../upstream.js';
-import { discard, logSnippet, parseMessages, readBody, readLimited, readText, statusError } from './body.js';
+import { discard, logSnippet, MAX_BODY_BYTES, parseMessages, readBody, readLimited, readText, statusError } from './body.js';
 import type { HttpContext } from './context.js';
-import { abortError, asUpstreamError, EXCHANGE_OVER, httpRequest, isManagedHeader, mediaType, requestHeaders, type HttpResponse } from './request.js';
+import { abortError, asUpstreamError, EXCHANGE_OVER, header, httpRequest, isManagedHeader, mediaType, requestHeaders, type HttpResponse } from './request.js';
 import { eventMessages, readEvents } from './sse-stream.js';
 import { targetUrl } from './url.js';
 
@@ -241,8 +241,12 @@ export class ModernHttp {
       return true;
     };
     if (type === 'application/json') {
-      const text = await readBody(name, () => readText(response, name));
-      for (const message of parseMessages(text, name)) if (!take(message)) break;
+      await readBody(name, () =>
+        readJsonBody(response, name, (text) => {
+          for (const message of parseMessages(text, name)) if (!take(message)) return false;
+          return true;
+        }),
+      );
       return answer;
     }
     if (type === 'text/event-stream') {
@@ -306,4 +310,53 @@ function errorAnswer(text: string): JsonRpcResponse | undefined {
   if (typeof error?.['code'] !== 'number' || typeof error['message'] !== 'string') return undefined;
   const id = (value as { id?: unknown }).id;
   return { jsonrpc: '2.0', id: typeof id === 'string' || typeof id === 'number' ? id : null, error: error as unknown as JsonRpcErrorObject };
+}
+
+/** True when `text` is one JSON value on its own. */
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * An application/json answer, handed to `onText` (false: stop reading, the answer has come).
+ *
+ * The specification's answer is one JSON value. Some 2026-07-28 servers (the conformance suite's
+ * reference server among them) write one message per line instead, the response last, and keep a
+ * `subscriptions/listen` body open with one line per notification for as long as it lasts. Read
+ * whole, such a body fails as "not JSON", and a listen body never ends: its client would get
+ * nothing, ever. So a body without Content-Length is read as it arrives: each complete line that
+ * is JSON on its own is a message, taken at once; once a line is not (JSON printed over several
+ * lines), the rest is read and the body parsed as one value, as before. What waits for a newline
+ * is bounded like any body (MAX_BODY_BYTES); a listen stream's total is not, as an SSE one's.
+ */
+async function readJsonBody(response: HttpResponse, server: string, onText: (text: string) => boolean): Promise<void> {
+  if (header(response, 'content-length') !== undefined) {
+    onText(await readText(response, server));
+    return;
+  }
+  const decoder = new TextDecoder();
+  let pending = '';
+  let byLine = true;
+  for await (const chunk of response.body) {
+    pending += decoder.decode(chunk as Uint8Array, { stream: true });
+    if (pending.length > MAX_BODY_BYTES) {
+      throw new UpstreamError('protocol', server, `Upstream '${server}' answered with a body over the limit of ${MAX_BODY_BYTES} bytes`);
+    }
+    for (let newline = pending.indexOf('\n'); byLine && newline !== -1; newline = pending.indexOf('\n')) {
+      const line = pending.slice(0, newline).trim();
+      if (line !== '' && !isJson(line)) {
+        byLine = false;
+        break;
+      }
+      pending = pending.slice(newline + 1);
+      if (line !== '' && !onText(line)) return;
+    }
+  }
+  pending += decoder.decode();
+  if (pending.trim() !== '') onText(pending);
 }
