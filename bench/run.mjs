@@ -40,11 +40,25 @@ const { values } = parseArgs({
   },
 });
 const settings = { durationSecs: Number(values.duration), rounds: Number(values.rounds), connections: Number(values.connections) };
-const selected = values.scenarios === 'all' ? Object.keys(SCENARIOS) : values.scenarios.split(',').map((s) => s.trim()).filter(Boolean);
+const selected =
+  values.scenarios === 'all'
+    ? Object.keys(SCENARIOS)
+    : values.scenarios
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
 for (const name of selected) if (!SCENARIOS[name]) throw new Error(`unknown scenario ${name} (known: ${Object.keys(SCENARIOS).join(', ')})`);
 
-const machine = { cores: cpus().length, cpu: cpus()[0]?.model, memory_gib: Math.round(totalmem() / 2 ** 30), node: process.version, platform: process.platform };
-console.log(`mcp-guard bench: ${selected.join(', ')} | ${machine.cores} cores, Node ${machine.node} | ${settings.rounds} rounds of ${settings.durationSecs} s, ${settings.connections} connections`);
+const machine = {
+  cores: cpus().length,
+  cpu: cpus()[0]?.model,
+  memory_gib: Math.round(totalmem() / 2 ** 30),
+  node: process.version,
+  platform: process.platform,
+};
+console.log(
+  `mcp-guard bench: ${selected.join(', ')} | ${machine.cores} cores, Node ${machine.node} | ${settings.rounds} rounds of ${settings.durationSecs} s, ${settings.connections} connections`,
+);
 
 const rows = [];
 try {

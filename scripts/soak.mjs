@@ -225,7 +225,12 @@ async function openSession(client, path, token) {
     path,
     method: 'POST',
     headers: base,
-    body: JSON.stringify({ jsonrpc: '2.0', id, method: 'initialize', params: { protocolVersion: PROTOCOL_VERSION, capabilities: {}, clientInfo: { name: 'mcp-guard-soak', version: '1' } } }),
+    body: JSON.stringify({
+      jsonrpc: '2.0',
+      id,
+      method: 'initialize',
+      params: { protocolVersion: PROTOCOL_VERSION, capabilities: {}, clientInfo: { name: 'mcp-guard-soak', version: '1' } },
+    }),
   });
   const sessionId = init.headers['mcp-session-id'];
   const message = await readAnswer(init.statusCode, init.headers, init.body, id);
@@ -283,8 +288,7 @@ async function booked(kind, upstream, requests, op) {
     if (fault) {
       counts.errorsFault++;
       if (faultProblems.length < 5) faultProblems.push(`${kind} at ${((start - t0) / 1000).toFixed(1)} s: ${err.message}`);
-    }
-    else {
+    } else {
       counts.errorsOutside++;
       if (problems.length < 10) problems.push(`${kind} ${upstream} at ${((start - t0) / 1000).toFixed(1)} s: ${err.message}`);
     }
@@ -330,7 +334,9 @@ async function main() {
   const gwPid = gw.child.pid;
   const { origin } = new URL(gw.url);
   const paths = { stdio: '/mcp/stdio', http: '/mcp/http' };
-  console.log(`soak: ${MINUTES} min; gateway pid ${gwPid} on ${gw.url}; kill every ${FAULT_EVERY_MS / 1000} s, sample every ${SAMPLE_EVERY_MS / 1000} s, warm-up ${WARMUP_MS / 1000} s`);
+  console.log(
+    `soak: ${MINUTES} min; gateway pid ${gwPid} on ${gw.url}; kill every ${FAULT_EVERY_MS / 1000} s, sample every ${SAMPLE_EVERY_MS / 1000} s, warm-up ${WARMUP_MS / 1000} s`,
+  );
 
   // Long-lived sessions, each on its own keep-alive connection.
   const sessions = { stdio: [], http: [] };
@@ -375,7 +381,10 @@ async function main() {
     const withStream = slot >= 99;
     // initialize, initialized, tools/call, [GET], DELETE
     const requests = withStream ? 5 : 4;
-    return { cost: requests, run: () => booked(withStream ? 'session+stream' : 'session', upstream, requests, () => churn(origin, paths[upstream], key.key, withStream)) };
+    return {
+      cost: requests,
+      run: () => booked(withStream ? 'session+stream' : 'session', upstream, requests, () => churn(origin, paths[upstream], key.key, withStream)),
+    };
   };
 
   // Samples, quiet fd readings, faults, all on the run's clock.
@@ -397,8 +406,12 @@ async function main() {
       in_flight: inFlight,
     };
     samples.push(row);
-    const kinds = Object.entries(row.fd_kinds).map(([k, v]) => `${k} ${v}`).join(', ');
-    console.log(`soak: t=${row.t_s}s rss=${(row.rss_kb / 1024).toFixed(1)} MiB fds=${row.fds} (${kinds}) restarts=${row.restarts} requests=${row.requests} errors outside=${row.errors_outside} in faults=${row.errors_fault}`);
+    const kinds = Object.entries(row.fd_kinds)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ');
+    console.log(
+      `soak: t=${row.t_s}s rss=${(row.rss_kb / 1024).toFixed(1)} MiB fds=${row.fds} (${kinds}) restarts=${row.restarts} requests=${row.requests} errors outside=${row.errors_outside} in faults=${row.errors_fault}`,
+    );
   };
   /** fds with churn paused and no fault window open. */
   const quietFds = async () => {
@@ -514,7 +527,11 @@ async function main() {
   const rssGrowthPct = Number((((last.rss_kb - warm.rss_kb) / warm.rss_kb) * 100).toFixed(1));
   const checks = [
     { target: 'errors outside injected faults = 0', value: counts.errorsOutside, ok: counts.errorsOutside === 0 },
-    { target: `restarts (/ready, /metrics) >= kills (${killed.length}), >= 1`, value: `${restartsReady}, ${restartsMetrics}`, ok: killed.length >= 1 && restartsReady >= killed.length && restartsMetrics === restartsReady },
+    {
+      target: `restarts (/ready, /metrics) >= kills (${killed.length}), >= 1`,
+      value: `${restartsReady}, ${restartsMetrics}`,
+      ok: killed.length >= 1 && restartsReady >= killed.length && restartsMetrics === restartsReady,
+    },
     { target: `fd growth other than sockets (quiet readings) <= ${FD_GROWTH_MAX}`, value: otherGrowth, ok: otherGrowth <= FD_GROWTH_MAX },
     { target: `socket growth (quiet readings) <= ${SOCKET_GROWTH_MAX}`, value: socketGrowth, ok: socketGrowth <= SOCKET_GROWTH_MAX },
     {
@@ -522,7 +539,11 @@ async function main() {
       value: `${rssGrowthPct}%`,
       ok: !JUDGE_RSS || rssGrowthPct < RSS_GROWTH_MAX_PCT,
     },
-    { target: 'gateway exits 0 on SIGTERM, stdio child gone', value: `exit ${gatewayExit.code}, ${childrenLeft.length} left`, ok: gatewayExit.code === 0 && childrenLeft.length === 0 },
+    {
+      target: 'gateway exits 0 on SIGTERM, stdio child gone',
+      value: `exit ${gatewayExit.code}, ${childrenLeft.length} left`,
+      ok: gatewayExit.code === 0 && childrenLeft.length === 0,
+    },
     { target: 'no kill found 0 or 2+ stdio children', value: killTimes.length - killed.length, ok: killed.length === killTimes.length },
   ];
   const report = {
@@ -574,12 +595,23 @@ async function main() {
   console.log(`| figure | value |\n|---|---|`);
   const rows = [
     ['duration', `${report.elapsed_s} s at ${rate} req/s (max ${maxRps}); achieved ${report.achieved_rps} req/s`],
-    ['requests', `${counts.requests} (${Object.entries(counts.byKind).map(([k, v]) => `${k} ${v}`).join(', ')}; ${skipped} slots skipped)`],
+    [
+      'requests',
+      `${counts.requests} (${Object.entries(counts.byKind)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ')}; ${skipped} slots skipped)`,
+    ],
     ['errors outside faults', counts.errorsOutside],
     ['errors in fault windows', `${counts.errorsFault} (${killed.length} kills, ${FAULT_WINDOW_MS / 1000} s windows)`],
     ['restarts', `/ready ${restartsReady}, /metrics ${restartsMetrics}`],
-    ['RSS', `${(samples[0].rss_kb / 1024).toFixed(1)} MiB first, ${(warm.rss_kb / 1024).toFixed(1)} MiB at ${warm.t_s} s, ${(last.rss_kb / 1024).toFixed(1)} MiB last: ${rssGrowthPct}%`],
-    ['fds', `samples ${samples[0].fds} → ${last.fds}; quiet ${fdFirst} → ${fdLast} (${JSON.stringify(fdQuietFirst.kinds)} → ${JSON.stringify(fdQuietLast.kinds)})`],
+    [
+      'RSS',
+      `${(samples[0].rss_kb / 1024).toFixed(1)} MiB first, ${(warm.rss_kb / 1024).toFixed(1)} MiB at ${warm.t_s} s, ${(last.rss_kb / 1024).toFixed(1)} MiB last: ${rssGrowthPct}%`,
+    ],
+    [
+      'fds',
+      `samples ${samples[0].fds} → ${last.fds}; quiet ${fdFirst} → ${fdLast} (${JSON.stringify(fdQuietFirst.kinds)} → ${JSON.stringify(fdQuietLast.kinds)})`,
+    ],
     ['gateway exit', `${gatewayExit.code}, ${childrenLeft.length} stdio children left`],
   ];
   for (const [k, v] of rows) console.log(`| ${k} | ${v} |`);

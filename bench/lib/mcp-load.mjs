@@ -82,7 +82,13 @@ async function readAnswer(statusCode, headers, body, id) {
  * connections, for every proxy alike; inside a round a connection is never idle.
  */
 function newClient(origin) {
-  return new Client(origin, { pipelining: 1, keepAliveTimeout: 1_000, keepAliveMaxTimeout: 1_000, headersTimeout: STEP_TIMEOUT_MS, bodyTimeout: STEP_TIMEOUT_MS });
+  return new Client(origin, {
+    pipelining: 1,
+    keepAliveTimeout: 1_000,
+    keepAliveMaxTimeout: 1_000,
+    headersTimeout: STEP_TIMEOUT_MS,
+    bodyTimeout: STEP_TIMEOUT_MS,
+  });
 }
 
 /** Opens one MCP session: initialize (checked) and notifications/initialized (must be 2xx). */
@@ -155,7 +161,11 @@ export async function closeSessions(sessions) {
   await Promise.all(
     sessions.map(async (s) => {
       try {
-        const res = await s.client.request({ path: s.path, method: 'DELETE', headers: { 'mcp-session-id': s.sessionId, 'mcp-protocol-version': s.headers['mcp-protocol-version'] } });
+        const res = await s.client.request({
+          path: s.path,
+          method: 'DELETE',
+          headers: { 'mcp-session-id': s.sessionId, 'mcp-protocol-version': s.headers['mcp-protocol-version'] },
+        });
         await res.body.dump();
       } catch {
         // the session ends with its connection anyway
@@ -206,7 +216,9 @@ export async function closedLoop(sessions, { durationSecs, tool = 'tool-0' }) {
   };
   await Promise.all(sessions.map(loop));
   if (failed > 0) {
-    throw new Error(`${sessions[0]?.url}: ${failed} of ${failed + latencies.length} tools/call failed (${sessions.length} clients); first: ${problems.join(' | ')}`);
+    throw new Error(
+      `${sessions[0]?.url}: ${failed} of ${failed + latencies.length} tools/call failed (${sessions.length} clients); first: ${problems.join(' | ')}`,
+    );
   }
   const sorted = Float64Array.from(latencies).sort();
   return { rps: latencies.length / durationSecs, p50: percentile(sorted, 50), p99: percentile(sorted, 99), requests: latencies.length };

@@ -54,5 +54,12 @@ export async function rateLoad({ url, body, headers = {}, rate, durationSecs, co
   if (done < total) throw new Error(`${url}: ${total - done} requests unanswered after 30 s`);
   const sorted = Array.from(latencies).sort((a, b) => a - b);
   const at = (q) => Number(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))].toFixed(3));
-  return { rate: Math.round(total / elapsedSecs), p50: at(0.5), p90: at(0.9), p99: at(0.99), max: Number(sorted[sorted.length - 1].toFixed(3)), requests: total };
+  return {
+    rate: Math.round(total / elapsedSecs),
+    p50: at(0.5),
+    p90: at(0.9),
+    p99: at(0.99),
+    max: Number(sorted[sorted.length - 1].toFixed(3)),
+    requests: total,
+  };
 }

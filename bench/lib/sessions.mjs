@@ -68,7 +68,8 @@ export class SessionSet {
     });
     const initText = await init.body.text();
     const id = init.headers['mcp-session-id'];
-    if (init.statusCode !== 200 || typeof id !== 'string') throw new Error(`initialize answered ${init.statusCode} without a session id: ${initText.slice(0, 200)}`);
+    if (init.statusCode !== 200 || typeof id !== 'string')
+      throw new Error(`initialize answered ${init.statusCode} without a session id: ${initText.slice(0, 200)}`);
     if (!initText.includes('"result"')) throw new Error(`initialize failed: ${initText.slice(0, 200)}`);
     const sessionHeaders = { 'mcp-session-id': id, 'mcp-protocol-version': PROTOCOL_VERSION };
     const initialized = await post({ jsonrpc: '2.0', method: 'notifications/initialized' }, sessionHeaders);

@@ -43,7 +43,9 @@ async function keyBlocks(count) {
     const hash = await argon2.hash(filler.key, { type: argon2.argon2id, memoryCost: 1024, timeCost: 1, parallelism: 1 });
     blocks.push(`[[auth.api_keys]]\nid = "filler-${i}"\nkey_prefix = "${filler.prefix}"\nkey_hash = ${tomlString(hash)}\n`);
   }
-  blocks.push(`[[auth.api_keys]]\nid = "caller"\nkey_prefix = "${caller.prefix}"\nkey_hash = ${tomlString(await hashApiKey(caller.key))}\nallowed_tools = ["tool-*"]\n`);
+  blocks.push(
+    `[[auth.api_keys]]\nid = "caller"\nkey_prefix = "${caller.prefix}"\nkey_hash = ${tomlString(await hashApiKey(caller.key))}\nallowed_tools = ["tool-*"]\n`,
+  );
   return { toml: blocks.join('\n'), key: caller.key };
 }
 
@@ -67,7 +69,12 @@ export async function run(settings) {
   try {
     return await compareVariants(
       'auth',
-      variants.map((v, i) => ({ name: v.name, url: `${gateways[i].url}/mcp/instant`, headers: v.token ? { authorization: `Bearer ${v.token}` } : {}, pid: gateways[i].child.pid })),
+      variants.map((v, i) => ({
+        name: v.name,
+        url: `${gateways[i].url}/mcp/instant`,
+        headers: v.token ? { authorization: `Bearer ${v.token}` } : {},
+        pid: gateways[i].child.pid,
+      })),
       body,
       settings,
     );

@@ -132,15 +132,38 @@ export async function run(settings) {
   const caching = await compareLoops(
     'eras',
     [
-      variant('direct', uncachedFixture.url, uncachedFixture.pid, list, listCheck((ttl) => ttl === 0), connections),
-      variant('gateway-cached', `${gateway.url}/mcp/cached`, gateway.child.pid, list, listCheck((ttl) => ttl > 0 && ttl <= CACHED_TTL_MS), connections, {
-        pid: cachedFixture.pid,
-        calls: cachedFixture.lists,
-      }),
-      variant('gateway-uncached', `${gateway.url}/mcp/uncached`, gateway.child.pid, list, listCheck((ttl) => ttl === 0), connections, {
-        pid: uncachedFixture.pid,
-        calls: uncachedFixture.lists,
-      }),
+      variant(
+        'direct',
+        uncachedFixture.url,
+        uncachedFixture.pid,
+        list,
+        listCheck((ttl) => ttl === 0),
+        connections,
+      ),
+      variant(
+        'gateway-cached',
+        `${gateway.url}/mcp/cached`,
+        gateway.child.pid,
+        list,
+        listCheck((ttl) => ttl > 0 && ttl <= CACHED_TTL_MS),
+        connections,
+        {
+          pid: cachedFixture.pid,
+          calls: cachedFixture.lists,
+        },
+      ),
+      variant(
+        'gateway-uncached',
+        `${gateway.url}/mcp/uncached`,
+        gateway.child.pid,
+        list,
+        listCheck((ttl) => ttl === 0),
+        connections,
+        {
+          pid: uncachedFixture.pid,
+          calls: uncachedFixture.lists,
+        },
+      ),
     ],
     settings,
   );

@@ -143,6 +143,11 @@ export async function run(settings) {
     row.gateway_rss_mb = Number(rssMb(pid).toFixed(1));
   }
   const everything = await everythingChildMb();
-  rows.push({ scenario: 'isolation', variant: 'server-everything child', children: everything.children, child_rss_mb: everything.mb === undefined ? undefined : Number(everything.mb.toFixed(1)) });
+  rows.push({
+    scenario: 'isolation',
+    variant: 'server-everything child',
+    children: everything.children,
+    child_rss_mb: everything.mb === undefined ? undefined : Number(everything.mb.toFixed(1)),
+  });
   return rows;
 }

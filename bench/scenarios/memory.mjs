@@ -274,7 +274,9 @@ async function sessionsCost(config, server) {
     // Checked after the reading (a scrape allocates): every session really open, on both sides.
     const counted = await activeSessions(gateway.url);
     if (sessions.openStreams !== SESSIONS || sessions.endedEarly || counted !== SESSIONS) {
-      throw new Error(`${server}: ${sessions.openStreams} GET streams open (${sessions.endedEarly} ended early), gateway counts ${counted} sessions; expected ${SESSIONS}`);
+      throw new Error(
+        `${server}: ${sessions.openStreams} GET streams open (${sessions.endedEarly} ended early), gateway counts ${counted} sessions; expected ${SESSIONS}`,
+      );
     }
     const deleteErrors = await sessions.close(CONCURRENCY);
     if (deleteErrors.length) throw new Error(`${server}: ${deleteErrors.length} DELETEs failed; first: ${deleteErrors[0].message}`);
@@ -309,10 +311,7 @@ export async function run() {
   const upstream = await startInstantUpstream();
   const dir = mkdtempSync(join(tmpdir(), 'mcp-guard-bench-memory-'));
   const config = join(dir, 'mcp-guard.toml');
-  writeFileSync(
-    config,
-    [serverToml('stdio'), serverToml('http', upstream.url)].join('\n'),
-  );
+  writeFileSync(config, [serverToml('stdio'), serverToml('http', upstream.url)].join('\n'));
   try {
     const { gateway, bare_node: bare, stack_floor: floor } = await startsAndIdle(config, upstream.url);
     const startMs = median(gateway.ms);

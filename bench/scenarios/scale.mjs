@@ -42,7 +42,10 @@ export async function run(settings) {
   const wide = await startInstantUpstream(500);
   const server = `[[upstream.servers]]\nname = "wide"\npath_prefix = "/wide"\nurl = ${tomlString(wide.url)}\n`;
   const all = await keyBlock('all-tools', undefined);
-  const ten = await keyBlock('ten-tools', Array.from({ length: 10 }, (_, i) => `tool-${i * 50}`));
+  const ten = await keyBlock(
+    'ten-tools',
+    Array.from({ length: 10 }, (_, i) => `tool-${i * 50}`),
+  );
   const gateway = await startGateway('tools', `${server}\n${all.toml}\n${ten.toml}`);
   const list = { method: 'tools/list', params: {} };
   const filtering = await compareVariants(

@@ -104,10 +104,20 @@ async function startSupergateway(marker) {
   const preload = pathToFileURL(join(ROOT, 'bench/lib/stdio-listen-localhost.mjs')).href;
   const quote = (s) => `'${s.replaceAll("'", "'\\''")}'`;
   const args = [
-    '--import', preload, path,
-    '--stdio', `${quote(process.execPath)} ${quote(INSTANT_STDIO_UPSTREAM)}`,
-    '--outputTransport', 'streamableHttp', '--stateful',
-    '--port', String(port), '--logLevel', 'none', '--healthEndpoint', '/healthz',
+    '--import',
+    preload,
+    path,
+    '--stdio',
+    `${quote(process.execPath)} ${quote(INSTANT_STDIO_UPSTREAM)}`,
+    '--outputTransport',
+    'streamableHttp',
+    '--stateful',
+    '--port',
+    String(port),
+    '--logLevel',
+    'none',
+    '--healthEndpoint',
+    '/healthz',
   ];
   const p = await startProxy('supergateway', args, port, '/healthz', marker);
   return { ...p, version, url: `${p.base}/mcp` };

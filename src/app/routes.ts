@@ -55,7 +55,11 @@ export function registerRoutes(app: FastifyInstance, services: Services, lifecyc
     // a caller that has not proved an identity (the gateway's own paths skip authentication) learns none.
     if (authenticator.required && request.identity === null) return sendNotFound(reply, error);
     const identity = identityOf(request);
-    sendNotFound(reply, error, router.names().filter((name) => mayReach(identity, name)));
+    sendNotFound(
+      reply,
+      error,
+      router.names().filter((name) => mayReach(identity, name)),
+    );
   };
 
   /** Runs an MCP handler for a target (counted as in flight by the first onRequest hook). */
@@ -73,7 +77,9 @@ export function registerRoutes(app: FastifyInstance, services: Services, lifecyc
         await handleDelete(context, reply);
         return;
       default:
-        sendError(reply, new GatewayError('method_not_allowed', `Method Not Allowed: ${request.method}; an MCP endpoint takes POST, GET and DELETE`), { allow: 'GET, POST, DELETE' });
+        sendError(reply, new GatewayError('method_not_allowed', `Method Not Allowed: ${request.method}; an MCP endpoint takes POST, GET and DELETE`), {
+          allow: 'GET, POST, DELETE',
+        });
     }
   };
 

@@ -64,7 +64,9 @@ export function createServices(config: GatewayConfig, options: ServiceOptions): 
   };
   const gateway: Gateway = new Gateway(config, options.createUpstream ?? ((server) => createUpstream(server, upstreamDeps)), log);
   const authenticator = new Authenticator(config.auth, options.auth);
-  const limiter = config.rate_limit?.enabled ? new RateLimiter(config.rate_limit, [...(config.auth?.api_keys ?? []), ...(config.auth?.client_certs ?? [])], log) : undefined;
+  const limiter = config.rate_limit?.enabled
+    ? new RateLimiter(config.rate_limit, [...(config.auth?.api_keys ?? []), ...(config.auth?.client_certs ?? [])], log)
+    : undefined;
   if (limiter) {
     limiter.onDecision = (scope, allowed, request, identity, detail) => {
       if (allowed) recorder.rateAllowed(scope);

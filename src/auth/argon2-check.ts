@@ -47,7 +47,9 @@ export function brokenArgon2Message(what: string): string {
 
 /** What failed when a check's child ended without an answer. */
 export function crashDescription(code: number | null, signal: NodeJS.Signals | null): string {
-  return signal !== null ? `it crashed the process (${signal}${signal === 'SIGSEGV' ? ', exit 139' : ''}) while hashing a test value` : `the process hashing a test value exited (code ${code}) without an answer`;
+  return signal !== null
+    ? `it crashed the process (${signal}${signal === 'SIGSEGV' ? ', exit 139' : ''}) while hashing a test value`
+    : `the process hashing a test value exited (code ${code}) without an answer`;
 }
 
 /**

@@ -138,7 +138,10 @@ async function answersPost(config: HttpServerConfig, timeoutMs: number): Promise
     const session = response.headers.get('mcp-session-id');
     controller.abort();
     if (answered && session) {
-      await fetch(config.url, { method: 'DELETE', headers: { ...config.headers, 'mcp-session-id': session }, signal: AbortSignal.timeout(timeoutMs) }).then((deleted) => deleted.body?.cancel(), () => undefined);
+      await fetch(config.url, { method: 'DELETE', headers: { ...config.headers, 'mcp-session-id': session }, signal: AbortSignal.timeout(timeoutMs) }).then(
+        (deleted) => deleted.body?.cancel(),
+        () => undefined,
+      );
     }
     return answered;
   } catch {
@@ -150,7 +153,10 @@ async function answersPost(config: HttpServerConfig, timeoutMs: number): Promise
 }
 
 /** tools/list, every page: the number of tools, or what went wrong. */
-async function countTools(list: (request: JsonRpcRequest) => Promise<JsonRpcResponse>, request: (page: number, cursor: string | undefined) => JsonRpcRequest): Promise<number | { error: string }> {
+async function countTools(
+  list: (request: JsonRpcRequest) => Promise<JsonRpcResponse>,
+  request: (page: number, cursor: string | undefined) => JsonRpcRequest,
+): Promise<number | { error: string }> {
   let tools = 0;
   let cursor: string | undefined;
   for (let page = 0; page < MAX_PAGES; page++) {
@@ -209,5 +215,12 @@ export function formatTable(results: CheckResult[]): string {
     ]),
   ];
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
-  return rows.map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((row) =>
+      row
+        .map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!)))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }

@@ -44,7 +44,8 @@ export function keygenOptions(args: KeygenArgs): KeygenOptions | { error: string
   const tools = args.tools.split(',').map((tool) => tool.trim());
   if (tools.some((tool) => tool === '')) return { error: '--tools must be a comma-separated list of tool names or globs, without empty entries' };
   // The config loader reads every `${` as a variable reference, and has no escape for it.
-  if (tools.some((tool) => tool.includes('${'))) return { error: '--tools: a tool name cannot contain "${" (the config file reads it as a variable reference)' };
+  if (tools.some((tool) => tool.includes('${')))
+    return { error: '--tools: a tool name cannot contain "${" (the config file reads it as a variable reference)' };
   return { ...options, tools };
 }
 
@@ -87,7 +88,9 @@ export async function readKey(argument: string | undefined, stdin: NodeJS.Readab
   }
   if (key === '') throw new Error('hash-key: the key is empty');
   if (!isWellFormedToken(key)) {
-    throw new Error(`hash-key: a key must be at most ${MAX_TOKEN_LENGTH} visible ASCII characters (no spaces or control characters); the gateway would never accept this one`);
+    throw new Error(
+      `hash-key: a key must be at most ${MAX_TOKEN_LENGTH} visible ASCII characters (no spaces or control characters); the gateway would never accept this one`,
+    );
   }
   return key;
 }

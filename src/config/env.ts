@@ -63,11 +63,7 @@ export function interpolateString(text: string, env: Environment): { value: stri
  * that later checks see the document's shape; the caller reports the problem at its path and
  * ignores other findings there.
  */
-export function interpolateTree(
-  value: unknown,
-  env: Environment,
-  path: KeyPath = [],
-): { value: unknown; problems: InterpolationProblem[] } {
+export function interpolateTree(value: unknown, env: Environment, path: KeyPath = []): { value: unknown; problems: InterpolationProblem[] } {
   const problems: InterpolationProblem[] = [];
   const walk = (node: unknown, at: KeyPath): unknown => {
     if (typeof node === 'string') {

@@ -124,8 +124,7 @@ class IssueList {
   private readonly covered: string[] = [];
 
   add(path: KeyPath, message: string, formatted = formatKeyPath(path)): void {
-    const under = (prefix: string) =>
-      formatted === prefix || formatted.startsWith(`${prefix}.`) || formatted.startsWith(`${prefix}[`);
+    const under = (prefix: string) => formatted === prefix || formatted.startsWith(`${prefix}.`) || formatted.startsWith(`${prefix}[`);
     if (this.covered.some(under)) return;
     this.record(formatted, message);
   }
@@ -333,10 +332,7 @@ function readAdditionalServers(env: Environment, issues: IssueList): AdditionalS
     return [];
   }
   if (!isTable(json)) {
-    issues.add(
-      [ADDITIONAL_SERVERS_VARIABLE],
-      'expected a JSON object of servers by name: {"name": {"path_prefix": "/x", "transport": "http", ...}}',
-    );
+    issues.add([ADDITIONAL_SERVERS_VARIABLE], 'expected a JSON object of servers by name: {"name": {"path_prefix": "/x", "transport": "http", ...}}');
     return [];
   }
   return Object.entries(json).map(([name, value]) => {
@@ -431,9 +427,7 @@ function resolveServers(
       // and its settings are also the defaults of the additional servers.
       candidates.push(upstreamAsServer(upstreamFields));
     } else if (ignored.length > 0) {
-      warnings.push(
-        `${listed}: [upstream] sets no transport, command or url, so it only provides defaults for ${ADDITIONAL_SERVERS_VARIABLE}`,
-      );
+      warnings.push(`${listed}: [upstream] sets no transport, command or url, so it only provides defaults for ${ADDITIONAL_SERVERS_VARIABLE}`);
     }
     if (upstreamFields && upstreamWhole) checkOrderedPairs(['upstream'], upstreamFields, upstreamFields, issues);
     file.servers.forEach((piece, index) => {
@@ -462,8 +456,7 @@ function resolveServers(
   }
   // The names of every configured server, valid or not (what [auth] may refer to); unknown when
   // some server's name is (an entry that is not a table, or has no valid name).
-  const unnamed =
-    upstream?.ok === false || file.servers.some((piece) => !piece.ok) || identities.some((identity) => identity.name === undefined);
+  const unnamed = upstream?.ok === false || file.servers.some((piece) => !piece.ok) || identities.some((identity) => identity.name === undefined);
   const names = unnamed ? undefined : new Set(identities.map((identity) => identity.name as string));
   return { single, servers, warnings, names };
 }
@@ -511,9 +504,7 @@ function transportOf(candidate: Candidate, issues: IssueList): Transport | undef
   if (url && !command) return 'http';
   issues.addIfNew(
     [...base, 'transport'],
-    !command
-      ? 'required: "stdio" (with command), "http" or "sse" (with url)'
-      : 'required when both command and url are set',
+    !command ? 'required: "stdio" (with command), "http" or "sse" (with url)' : 'required when both command and url are set',
   );
   return undefined;
 }

@@ -182,10 +182,14 @@ const urlSchema = z
  */
 const serverFields = {
   /** Unique name: `/mcp/<name>` reaches it; also used in logs, audit and metrics. 1-64 of [A-Za-z0-9_-]. */
-  name: z.string({ error: problem('expected a string') }).regex(SERVER_NAME_PATTERN, {
-    error: 'must be 1 to 64 letters, digits, "-" or "_"',
-  })
-    .describe('Unique name: `POST /mcp/<name>` reaches the server; used in logs and metrics. 1-64 of `A-Z a-z 0-9 - _`. Default for a single [upstream]: "default".'),
+  name: z
+    .string({ error: problem('expected a string') })
+    .regex(SERVER_NAME_PATTERN, {
+      error: 'must be 1 to 64 letters, digits, "-" or "_"',
+    })
+    .describe(
+      'Unique name: `POST /mcp/<name>` reaches the server; used in logs and metrics. 1-64 of `A-Z a-z 0-9 - _`. Default for a single [upstream]: "default".',
+    ),
   /** Requests under this path (whole segments) go to this server. Starts with '/'; stored without trailing '/'. */
   path_prefix: pathPrefixSchema.describe('Requests under this path (whole segments) go to this server. Default for a single [upstream]: "/".'),
   /** How the gateway talks to the server: a child process over stdio, streamable HTTP, or legacy SSE. */
@@ -195,17 +199,20 @@ const serverFields = {
    * "legacy" (initialize, sessions) and "modern" (2026-07-28, stateless) skip the probe. An sse
    * server is always legacy: "modern" is an error there.
    */
-  era: eraSettingSchema
-    .describe('Which era of MCP the server speaks: "auto" asks it (`server/discover`) and remembers the answer for a day; "legacy" (initialize, sessions) and "modern" (2026-07-28, stateless) skip the question. sse is always legacy.'),
+  era: eraSettingSchema.describe(
+    'Which era of MCP the server speaks: "auto" asks it (`server/discover`) and remembers the answer for a day; "legacy" (initialize, sessions) and "modern" (2026-07-28, stateless) skip the question. sse is always legacy.',
+  ),
   /** stdio: the program to start. */
   command: text().describe('stdio (required): the program to start.'),
   /** stdio: its arguments. */
-  args: z.array(
-    z.string({ error: problem('expected a string') }).refine((value) => !value.includes('\0'), {
-      error: 'must not contain a NUL character',
-    }),
-    { error: problem('expected an array of strings') },
-  ).describe('stdio: its arguments.'),
+  args: z
+    .array(
+      z.string({ error: problem('expected a string') }).refine((value) => !value.includes('\0'), {
+        error: 'must not contain a NUL character',
+      }),
+      { error: problem('expected an array of strings') },
+    )
+    .describe('stdio: its arguments.'),
   /** stdio: the child's environment variables (the child does not inherit the gateway's environment wholesale). */
   env: envTableSchema.describe("stdio: the child's environment variables."),
   /** stdio: the child's working directory, passed to the OS as written. */
@@ -215,19 +222,24 @@ const serverFields = {
    * Off by default: the child is shared, so the roots one client announces become every
    * client's (server-filesystem replaces its allowed directories with them).
    */
-  relay_roots: z.boolean({ error: problem('expected true or false') })
-    .describe("stdio: relay MCP roots between clients and the child. Off by default: with a child shared by several clients, the roots one client announces would become every client's."),
+  relay_roots: z
+    .boolean({ error: problem('expected true or false') })
+    .describe(
+      "stdio: relay MCP roots between clients and the child. Off by default: with a child shared by several clients, the roots one client announces would become every client's.",
+    ),
   /**
    * stdio: who shares a child. "identity" (default): one child per identity, started on its
    * first request, so no caller sees another's tasks, logs or server requests; "session": one
    * child per client session (servers that keep per-connection state, such as a browser);
    * "shared": one child for everyone.
    */
-  isolation: z.enum(['identity', 'session', 'shared'], { error: problem('expected "identity", "session" or "shared"') })
+  isolation: z
+    .enum(['identity', 'session', 'shared'], { error: problem('expected "identity", "session" or "shared"') })
     .describe('stdio: who shares a child process: one per identity, one per client session, or one for everybody.'),
   /** stdio, isolation "identity" or "session": a child with no session and no call for this long ends, in ms. */
-  child_idle_ms: milliseconds(1)
-    .describe('stdio, with isolation "identity" or "session": a child with no session and no request in flight for this long ends, in ms.'),
+  child_idle_ms: milliseconds(1).describe(
+    'stdio, with isolation "identity" or "session": a child with no session and no request in flight for this long ends, in ms.',
+  ),
   /** stdio, isolation "identity" or "session": children at most; beyond, requests get 503 with Retry-After. */
   max_children: integer(1, 100_000).describe('stdio, with isolation "identity" or "session": the most children of this server at once.'),
   /** http / sse: the server's endpoint. */
@@ -239,8 +251,9 @@ const serverFields = {
   /** Deadline of one request to this server, in ms. */
   timeout_ms: milliseconds(1).describe('Deadline of one request to the server, and the longest a client waits for a server that does not answer, in ms.'),
   /** Deadline for spawning and initializing a stdio child, or connecting an SSE stream, in ms. */
-  startup_timeout_ms: milliseconds(1)
-    .describe('Deadline to spawn and initialize a stdio child, or connect an SSE stream, in ms; a client never waits for it longer than `timeout_ms`.'),
+  startup_timeout_ms: milliseconds(1).describe(
+    'Deadline to spawn and initialize a stdio child, or connect an SSE stream, in ms; a client never waits for it longer than `timeout_ms`.',
+  ),
   /** First delay before restarting a failed stdio child, in ms; doubled per consecutive failure. */
   restart_backoff_ms: milliseconds(1).describe('First delay before restarting a failed stdio child, in ms; doubled per consecutive failure.'),
   /** The longest restart delay, in ms. */
@@ -252,8 +265,9 @@ const serverFields = {
    * not MCP; for stdio: timeouts) after which the server's circuit opens: requests then fail at
    * once with 503 instead of waiting for a server that is down. 0 = no circuit breaker.
    */
-  circuit_failure_threshold: integer(0, Number.MAX_SAFE_INTEGER)
-    .describe("Consecutive failed requests after which the server's circuit opens and requests fail fast with 503; 0 = no circuit breaker."),
+  circuit_failure_threshold: integer(0, Number.MAX_SAFE_INTEGER).describe(
+    "Consecutive failed requests after which the server's circuit opens and requests fail fast with 503; 0 = no circuit breaker.",
+  ),
   /** How long an open circuit refuses requests before one trial request is let through, in ms. */
   circuit_open_ms: milliseconds(1).describe('How long an open circuit refuses requests before one trial request goes through, in ms.'),
   /** The longest open period, in ms: each failed trial doubles the period up to this. */
@@ -286,7 +300,8 @@ export const upstreamSchema = upstreamFieldsSchema.extend({
     .array(serverEntrySchema, {
       error: problem('expected an array of tables: write each server as [[upstream.servers]]'),
     })
-    .optional().describe('The servers behind the gateway, one [[upstream.servers]] table each; the keys of [upstream] are their defaults.'),
+    .optional()
+    .describe('The servers behind the gateway, one [[upstream.servers]] table each; the keys of [upstream] are their defaults.'),
 });
 
 /** The listener and its limits; every field has a default. */
@@ -308,16 +323,24 @@ export const serverSettingsSchema = z.strictObject({
    * get 429. Absent: a tenth of max_sessions (at least 1). Not applied to the anonymous identity
    * (no authentication: every client is that one identity, and max_sessions bounds them).
    */
-  max_sessions_per_identity: integer(1, Number.MAX_SAFE_INTEGER).optional()
-    .describe('Most client sessions one identity may have open at once (then 429 with `Retry-After`); not applied without authentication. Default: a tenth of `max_sessions`.'),
+  max_sessions_per_identity: integer(1, Number.MAX_SAFE_INTEGER)
+    .optional()
+    .describe(
+      'Most client sessions one identity may have open at once (then 429 with `Retry-After`); not applied without authentication. Default: a tenth of `max_sessions`.',
+    ),
   /**
    * A session whose client sends nothing after its `initialize` (not even
    * `notifications/initialized`) for this long is closed, with its upstream session, in ms.
    */
-  session_handshake_timeout_ms: milliseconds(1).default(30_000)
-    .describe('A session whose client sends nothing after its `initialize` (not even `notifications/initialized`) is closed after this, with its upstream session, in ms.'),
+  session_handshake_timeout_ms: milliseconds(1)
+    .default(30_000)
+    .describe(
+      'A session whose client sends nothing after its `initialize` (not even `notifications/initialized`) is closed after this, with its upstream session, in ms.',
+    ),
   /** Collect Prometheus metrics and serve GET /metrics. */
-  metrics: z.boolean({ error: problem('expected true or false') }).default(true)
+  metrics: z
+    .boolean({ error: problem('expected true or false') })
+    .default(true)
     .describe('Collect Prometheus metrics and serve `GET /metrics` (false: no route, nothing counted).'),
   /**
    * Most messages in one JSON-RPC batch; a longer batch is refused (400, -32600). Each message
@@ -355,22 +378,34 @@ const serverListSchema = z.array(z.string({ error: problem('expected a string') 
 /** One `[[auth.api_keys]]` entry. */
 export const apiKeySchema = z.strictObject({
   /** The identity's id in logs, audit lines and metrics. Unique. */
-  id: z.string({ error: problem('expected a string') }).regex(IDENTITY_ID_PATTERN, {
-    error: 'must be 1 to 128 letters, digits or ._@:+-',
-  }).describe('The identity in logs, audit and metrics: 1-128 of `A-Z a-z 0-9 . _ @ : + -`, unique.'),
+  id: z
+    .string({ error: problem('expected a string') })
+    .regex(IDENTITY_ID_PATTERN, {
+      error: 'must be 1 to 128 letters, digits or ._@:+-',
+    })
+    .describe('The identity in logs, audit and metrics: 1-128 of `A-Z a-z 0-9 . _ @ : + -`, unique.'),
   /** argon2id PHC string (`mcp-guard hash-key`), or the earlier gateway's base64 SHA-256 (deprecated). */
-  key_hash: z.string({ error: problem('expected a string') }).refine((v) => ARGON2ID_PHC_PATTERN.test(v) || LEGACY_SHA256_PATTERN.test(v), {
-    error: 'expected an argon2id hash ($argon2id$v=19$...) as printed by `mcp-guard hash-key`, or a base64 SHA-256 hash',
-  }).describe("The key's hash: an argon2id PHC string (`mcp-guard hash-key`), or a base64 SHA-256 (deprecated)."),
+  key_hash: z
+    .string({ error: problem('expected a string') })
+    .refine((v) => ARGON2ID_PHC_PATTERN.test(v) || LEGACY_SHA256_PATTERN.test(v), {
+      error: 'expected an argon2id hash ($argon2id$v=19$...) as printed by `mcp-guard hash-key`, or a base64 SHA-256 hash',
+    })
+    .describe("The key's hash: an argon2id PHC string (`mcp-guard hash-key`), or a base64 SHA-256 (deprecated)."),
   /**
    * The key's first 12 characters (`mcp_` and 8 more), printed by `mcp-guard keygen`. Not secret:
    * it lets the gateway find the one hash to check instead of trying every key's.
    */
-  key_prefix: z.string({ error: problem('expected a string') }).regex(KEY_PREFIX_PATTERN, {
-    error: 'expected "mcp_" and 8 lowercase letters or digits, as printed by `mcp-guard keygen`',
-  }).optional().describe('Lookup hint printed by `mcp-guard keygen`: `mcp_` and 8 of `a-z 0-9`. Not secret.'),
+  key_prefix: z
+    .string({ error: problem('expected a string') })
+    .regex(KEY_PREFIX_PATTERN, {
+      error: 'expected "mcp_" and 8 lowercase letters or digits, as printed by `mcp-guard keygen`',
+    })
+    .optional()
+    .describe('Lookup hint printed by `mcp-guard keygen`: `mcp_` and 8 of `a-z 0-9`. Not secret.'),
   /** Tool name globs this identity may list and call; absent or empty = every tool. */
-  allowed_tools: z.array(toolGlobSchema, { error: problem('expected an array of tool names or globs') }).optional()
+  allowed_tools: z
+    .array(toolGlobSchema, { error: problem('expected an array of tool names or globs') })
+    .optional()
     .describe('Tools this key may list and call (names or globs with `*` and `?`); absent: every tool.'),
   /** The only upstream servers this identity may reach; absent = all. */
   servers: serverListSchema.optional().describe('The only servers this key may reach; each must be configured. Absent: every server.'),
@@ -382,7 +417,8 @@ export const apiKeySchema = z.strictObject({
     .number({ error: problem('expected a number of requests per second') })
     .positive({ error: 'must be above 0' })
     .max(1_000_000, { error: 'must be at most 1000000' })
-    .optional().describe("This key's requests per second, instead of [rate_limit] requests_per_second (needs [rate_limit])."),
+    .optional()
+    .describe("This key's requests per second, instead of [rate_limit] requests_per_second (needs [rate_limit])."),
 });
 
 /** One `[[auth.api_keys]]` entry as validated. */
@@ -403,7 +439,8 @@ export const clientCertSchema = z
     fingerprint_sha256: z
       .string({ error: problem('expected a string') })
       .regex(FINGERPRINT_SHA256_PATTERN, { error: 'expected 64 hex digits, optionally as 32 ":"-separated pairs' })
-      .optional().describe("The certificate's SHA-256 fingerprint: 64 hex digits, `:` separators optional. Set this or subject_cn."),
+      .optional()
+      .describe("The certificate's SHA-256 fingerprint: 64 hex digits, `:` separators optional. Set this or subject_cn."),
     allowed_tools: apiKeySchema.shape.allowed_tools.describe('Tools this certificate may list and call (names or globs with `*` and `?`); absent: every tool.'),
     servers: apiKeySchema.shape.servers.describe('The only servers it may reach; each must be configured. Absent: every server.'),
     rate_limit: apiKeySchema.shape.rate_limit.describe('Its requests per second, instead of [rate_limit] requests_per_second (needs [rate_limit]).'),
@@ -423,26 +460,37 @@ export type ClientCertConfig = z.output<typeof clientCertSchema>;
 export const jwtSchema = z
   .strictObject({
     /** "simple": HMAC with `secret`; "jwks": the public keys published at `jwks_url`. */
-    mode: z.enum(['simple', 'jwks'], { error: problem('expected "simple" or "jwks"') })
+    mode: z
+      .enum(['simple', 'jwks'], { error: problem('expected "simple" or "jwks"') })
       .describe('"simple": an HMAC secret; "jwks": the public keys published at `jwks_url`.'),
     /** simple: the shared secret (put it in the environment: `secret = "${JWT_SECRET}"`). At least 32 bytes. */
-    secret: z.string({ error: problem('expected a string') }).optional()
+    secret: z
+      .string({ error: problem('expected a string') })
+      .optional()
       .describe('simple (required): the HMAC secret, at least 32 bytes. Put it in the environment: `secret = "${JWT_SECRET}"`.'),
     /** jwks: where the key set is published. https, or http with a warning. */
     jwks_url: urlSchema.optional().describe('jwks (required): where the key set is published.'),
     /** Accepted `alg` values; default HS256 (simple) or every asymmetric algorithm (jwks). */
     algorithms: z
-      .array(z.enum([...HMAC_JWT_ALGORITHMS, ...ASYMMETRIC_JWT_ALGORITHMS], { error: problem('expected a JWS algorithm such as "RS256", "ES256" or "HS256" ("none" is never accepted)') }), {
-        error: problem('expected an array of algorithm names'),
-      })
+      .array(
+        z.enum([...HMAC_JWT_ALGORITHMS, ...ASYMMETRIC_JWT_ALGORITHMS], {
+          error: problem('expected a JWS algorithm such as "RS256", "ES256" or "HS256" ("none" is never accepted)'),
+        }),
+        {
+          error: problem('expected an array of algorithm names'),
+        },
+      )
       .min(1, { error: 'must list at least one algorithm' })
-      .optional().describe('Accepted `alg` values. Default: ["HS256"] (simple) or every asymmetric algorithm (jwks).'),
+      .optional()
+      .describe('Accepted `alg` values. Default: ["HS256"] (simple) or every asymmetric algorithm (jwks).'),
     /** jwks: how long a fetched key set is used before it is fetched again, in seconds. */
     cache_duration_secs: integer(1, 86_400).default(600).describe('jwks: how long a fetched key set is used, in seconds.'),
     /** Required `iss`. */
     issuer: text().optional().describe('Required `iss`.'),
     /** Required `aud` (one of them, when a list). */
-    audience: z.union([text(), z.array(text()).min(1)], { error: problem('expected a string or an array of strings') }).optional()
+    audience: z
+      .union([text(), z.array(text()).min(1)], { error: problem('expected a string or an array of strings') })
+      .optional()
       .describe('Required `aud` (one of them, when a list).'),
     /** The claim that names the user (the identity id). */
     user_id_claim: text().default('sub').describe('The claim that names the user (the identity id).'),
@@ -460,9 +508,12 @@ export const jwtSchema = z
       .record(z.string(), z.array(toolGlobSchema, { error: problem('expected an array of tool names or globs') }), {
         error: problem('expected a table of scopes to arrays of tools'),
       })
-      .optional().describe('Scope -> tools (names or globs, "*" = all). No mapping: every tool for every token.'),
+      .optional()
+      .describe('Scope -> tools (names or globs, "*" = all). No mapping: every tool for every token.'),
     /** Published in /.well-known/oauth-protected-resource: where clients get tokens. */
-    authorization_servers: z.array(urlSchema, { error: problem('expected an array of URLs') }).optional()
+    authorization_servers: z
+      .array(urlSchema, { error: problem('expected an array of URLs') })
+      .optional()
       .describe('Published in the protected resource metadata (/.well-known/oauth-protected-resource): where clients get tokens.'),
   })
   .superRefine((jwt, ctx) => {
@@ -492,17 +543,27 @@ export type JwtConfig = z.output<typeof jwtSchema>;
 /** `[auth]`: who may call the gateway: API keys, JWTs and client certificates. */
 export const authSchema = z.strictObject({
   /** API keys (`Authorization: Bearer mcp_...`). */
-  api_keys: z.array(apiKeySchema, { error: problem('expected an array of tables: write each key as [[auth.api_keys]]') }).optional()
+  api_keys: z
+    .array(apiKeySchema, { error: problem('expected an array of tables: write each key as [[auth.api_keys]]') })
+    .optional()
     .describe('API keys (`Authorization: Bearer mcp_...`), one [[auth.api_keys]] table each.'),
   /** JWT bearer tokens. */
   jwt: jwtSchema.optional().describe('Bearer JWTs, verified with a shared secret or a JWKS.'),
   /** Client certificates that are identities (needs `[server.tls] client_ca_path`). */
-  client_certs: z.array(clientCertSchema, { error: problem('expected an array of tables: write each as [[auth.client_certs]]') }).optional()
+  client_certs: z
+    .array(clientCertSchema, { error: problem('expected an array of tables: write each as [[auth.client_certs]]') })
+    .optional()
     .describe('Client certificates that are identities, one [[auth.client_certs]] table each (needs [server.tls] client_ca_path).'),
   /** Require credentials for GET /routes too (it lists every server). */
-  protect_routes: z.boolean({ error: problem('expected true or false') }).default(false).describe('`/routes` needs credentials too.'),
+  protect_routes: z
+    .boolean({ error: problem('expected true or false') })
+    .default(false)
+    .describe('`/routes` needs credentials too.'),
   /** Require credentials for GET /metrics too (server and tool names, traffic figures). */
-  protect_metrics: z.boolean({ error: problem('expected true or false') }).default(false).describe('`/metrics` needs credentials too.'),
+  protect_metrics: z
+    .boolean({ error: problem('expected true or false') })
+    .default(false)
+    .describe('`/metrics` needs credentials too.'),
   /**
    * This gateway's resource identifier for OAuth (RFC 9728 `resource`), e.g. "https://mcp.example.com".
    * Default: the scheme and Host of the request.
@@ -516,7 +577,11 @@ export const authSchema = z.strictObject({
 export type AuthConfig = z.output<typeof authSchema>;
 
 /** A rate in requests per second: a positive number (fractions allowed, e.g. 0.5). */
-const rate = () => z.number({ error: problem('expected a number of requests per second') }).positive({ error: 'must be above 0' }).max(1_000_000, { error: 'must be at most 1000000' });
+const rate = () =>
+  z
+    .number({ error: problem('expected a number of requests per second') })
+    .positive({ error: 'must be above 0' })
+    .max(1_000_000, { error: 'must be at most 1000000' });
 
 /** One `[[rate_limit.tool_limits]]` entry: a stricter limit on calls of some tools, per identity. */
 export const toolLimitSchema = z.strictObject({
@@ -530,7 +595,10 @@ export const toolLimitSchema = z.strictObject({
 export const rateLimitSchema = z
   .strictObject({
     /** false keeps the section but switches limiting off. */
-    enabled: z.boolean({ error: problem('expected true or false') }).default(true).describe('false: no limiter at all (and no RateLimit headers).'),
+    enabled: z
+      .boolean({ error: problem('expected true or false') })
+      .default(true)
+      .describe('false: no limiter at all (and no RateLimit headers).'),
     /** Sustained requests per second of one identity. */
     requests_per_second: rate().default(10).describe('Sustained requests per second of one identity.'),
     /** Requests one identity may make at once before the rate applies. */
@@ -539,23 +607,34 @@ export const rateLimitSchema = z
     per_address_requests_per_second: rate().default(100).describe('Before authentication: requests per second from one client address.'),
     per_address_burst_size: integer(1, 1_000_000).default(200).describe('Before authentication: requests one client address may make at once.'),
     /** Where counters live: this process, or a Redis shared by every replica. */
-    store: z.enum(['memory', 'redis'], { error: problem('expected "memory" or "redis"') }).default('memory')
+    store: z
+      .enum(['memory', 'redis'], { error: problem('expected "memory" or "redis"') })
+      .default('memory')
       .describe('Where counters live: this process ("memory"), or a Redis shared by every replica ("redis").'),
     /** redis: where (redis://[user:password@]host:port[/db]; rediss:// for TLS). */
-    redis_url: z.string({ error: problem('expected a redis:// URL') }).regex(/^rediss?:\/\/[^\s]+$/, { error: 'expected a redis:// or rediss:// URL' }).optional()
+    redis_url: z
+      .string({ error: problem('expected a redis:// URL') })
+      .regex(/^rediss?:\/\/[^\s]+$/, { error: 'expected a redis:// or rediss:// URL' })
+      .optional()
       .describe('redis (required): `redis://[user:password@]host:port[/db]`; `rediss://` for TLS.'),
     /** redis: how long one Redis command may take before the store counts as failed, in ms. */
     redis_timeout_ms: milliseconds(1).default(250).describe('redis: how long one Redis command may take before the store counts as failed, in ms.'),
     /** When the store fails: let the request through ("allow") or refuse it with 503 ("deny"). */
-    on_store_error: z.enum(['allow', 'deny'], { error: problem('expected "allow" or "deny"') }).default('allow')
+    on_store_error: z
+      .enum(['allow', 'deny'], { error: problem('expected "allow" or "deny"') })
+      .default('allow')
       .describe('When the store fails: let the request through ("allow") or answer 503 ("deny").'),
     /** Stricter limits on tools/call of some tools. */
-    tool_limits: z.array(toolLimitSchema, { error: problem('expected an array of tables: write each as [[rate_limit.tool_limits]]') }).optional()
+    tool_limits: z
+      .array(toolLimitSchema, { error: problem('expected an array of tables: write each as [[rate_limit.tool_limits]]') })
+      .optional()
       .describe('Stricter limits on tools/call of some tools, one [[rate_limit.tool_limits]] table each.'),
   })
   .superRefine((limits, ctx) => {
-    if (limits.store === 'redis' && limits.redis_url === undefined) ctx.addIssue({ code: 'custom', path: ['redis_url'], message: 'required for store "redis"' });
-    if (limits.store === 'memory' && limits.redis_url !== undefined) ctx.addIssue({ code: 'custom', path: ['redis_url'], message: 'not used by store "memory"' });
+    if (limits.store === 'redis' && limits.redis_url === undefined)
+      ctx.addIssue({ code: 'custom', path: ['redis_url'], message: 'required for store "redis"' });
+    if (limits.store === 'memory' && limits.redis_url !== undefined)
+      ctx.addIssue({ code: 'custom', path: ['redis_url'], message: 'not used by store "memory"' });
   });
 
 /** `[rate_limit]` as validated. */
@@ -565,17 +644,19 @@ export type RateLimitConfig = z.output<typeof rateLimitSchema>;
 export const redactionRuleSchema = z.strictObject({
   name: text().describe("The rule's name, in error messages."),
   /** A JavaScript regular expression (applied with the g flag). */
-  pattern: z.string({ error: problem('expected a regular expression') }).refine(
-    (source) => {
-      try {
-        new RegExp(source, 'g');
-        return source.length > 0;
-      } catch {
-        return false;
-      }
-    },
-    { error: 'not a valid regular expression' },
-  )
+  pattern: z
+    .string({ error: problem('expected a regular expression') })
+    .refine(
+      (source) => {
+        try {
+          new RegExp(source, 'g');
+          return source.length > 0;
+        } catch {
+          return false;
+        }
+      },
+      { error: 'not a valid regular expression' },
+    )
     // A pattern that matches "" would put the replacement between every two characters of a line.
     .refine(
       (source) => {
@@ -586,26 +667,40 @@ export const redactionRuleSchema = z.strictObject({
         }
       },
       { error: 'must not match the empty string' },
-    ).describe('A JavaScript regular expression (applied with the g flag); every match in an audit line is replaced.'),
-  replacement: z.string({ error: problem('expected a string') }).default('[REDACTED]').describe('What a match becomes; `$&` and `$1` refer to the match.'),
+    )
+    .describe('A JavaScript regular expression (applied with the g flag); every match in an audit line is replaced.'),
+  replacement: z
+    .string({ error: problem('expected a string') })
+    .default('[REDACTED]')
+    .describe('What a match becomes; `$&` and `$1` refer to the match.'),
 });
 
 /** `[audit]`: one JSON line per security event, to stdout, a rotated file and/or an HTTP collector. */
 export const auditSchema = z.strictObject({
-  enabled: z.boolean({ error: problem('expected true or false') }).default(true).describe('false keeps the table but records nothing.'),
+  enabled: z
+    .boolean({ error: problem('expected true or false') })
+    .default(true)
+    .describe('false keeps the table but records nothing.'),
   /** Write audit lines to stdout (the operational log goes to stderr). */
-  stdout: z.boolean({ error: problem('expected true or false') }).default(false).describe('Write lines to stdout (the operational log goes to stderr).'),
+  stdout: z
+    .boolean({ error: problem('expected true or false') })
+    .default(false)
+    .describe('Write lines to stdout (the operational log goes to stderr).'),
   /** Append audit lines to this file. */
   file: text().optional().describe('Append lines to this file (relative to the working directory).'),
   /** Rotate the file when it reaches this size, in bytes. */
-  rotate_max_bytes: integer(1_024, Number.MAX_SAFE_INTEGER, 'bytes').default(104_857_600)
+  rotate_max_bytes: integer(1_024, Number.MAX_SAFE_INTEGER, 'bytes')
+    .default(104_857_600)
     .describe('Rotate before a line would take the file past this size, in bytes.'),
   /** Rotate the file when its first line is this old, in seconds (0 = never by age). */
   rotate_max_age_secs: integer(0, 31_536_000).default(86_400).describe("Rotate once the file's first event is this old, in seconds; 0 = never."),
   /** Rotated files kept; older ones are deleted. */
   max_backups: integer(0, 10_000).default(10).describe('Rotated files kept; the oldest beyond this are deleted.'),
   /** gzip rotated files. */
-  compress_rotated: z.boolean({ error: problem('expected true or false') }).default(true).describe('gzip rotated files.'),
+  compress_rotated: z
+    .boolean({ error: problem('expected true or false') })
+    .default(true)
+    .describe('gzip rotated files.'),
   /** POST batches of audit events (a JSON array) to this URL. */
   export_url: urlSchema.optional().describe('POST batches of events (a JSON array) to this URL.'),
   /** Headers of the export POSTs (the collector's credentials). */
@@ -621,9 +716,13 @@ export const auditSchema = z.strictObject({
   /** Events waiting to be written or sent, at most; beyond it new events are dropped and counted. */
   queue_size: integer(1, 10_000_000).default(10_000).describe('The most events waiting at each stage; beyond it new events are dropped and counted.'),
   /** Record tool call arguments (after redaction). Off by default: arguments often hold personal data. */
-  include_arguments: z.boolean({ error: problem('expected true or false') }).default(false)
+  include_arguments: z
+    .boolean({ error: problem('expected true or false') })
+    .default(false)
     .describe('Write tool call arguments, after redaction. Off by default: arguments often hold personal data.'),
-  redaction_rules: z.array(redactionRuleSchema, { error: problem('expected an array of tables: write each as [[audit.redaction_rules]]') }).optional()
+  redaction_rules: z
+    .array(redactionRuleSchema, { error: problem('expected an array of tables: write each as [[audit.redaction_rules]]') })
+    .optional()
     .describe('Your own redaction rules, one [[audit.redaction_rules]] table each, applied after the built-in ones.'),
 });
 
@@ -654,20 +753,27 @@ const headerNamesSchema = z.array(z.string({ error: problem('expected a header n
 export const corsSchema = z
   .strictObject({
     /** false keeps the section but switches CORS off: no CORS headers, and the default Origin check. */
-    enabled: z.boolean({ error: problem('expected true or false') }).default(true)
+    enabled: z
+      .boolean({ error: problem('expected true or false') })
+      .default(true)
       .describe('Send CORS headers and answer preflights (true once [server.cors] is present). false ignores the whole section, allowed_origins included.'),
     /**
      * Origins whose pages may call the gateway: they pass the Origin check and get CORS headers.
      * Default: http(s) pages on localhost, 127.0.0.1 and [::1], any port, on a loopback host; none
      * otherwise. "*": every origin.
      */
-    allowed_origins: allowList('origin', (entry) => parseOriginPattern(entry) !== undefined).optional()
-      .describe('Pages allowed to call the gateway: they pass the `Origin` check and get CORS headers; any other Origin gets 403. ["*"]: every origin. Default on a loopback host: http(s) pages on localhost, 127.0.0.1, [::1], any port.'),
+    allowed_origins: allowList('origin', (entry) => parseOriginPattern(entry) !== undefined)
+      .optional()
+      .describe(
+        'Pages allowed to call the gateway: they pass the `Origin` check and get CORS headers; any other Origin gets 403. ["*"]: every origin. Default on a loopback host: http(s) pages on localhost, 127.0.0.1, [::1], any port.',
+      ),
     /** Request headers allowed besides the ones MCP needs (Authorization, Content-Type, Mcp-Session-Id, ...). */
-    allowed_headers: headerNamesSchema.default(() => [])
+    allowed_headers: headerNamesSchema
+      .default(() => [])
       .describe('Request headers allowed besides Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID (always allowed).'),
     /** Response headers exposed besides the ones MCP clients need (Mcp-Session-Id, WWW-Authenticate, ...). */
-    exposed_headers: headerNamesSchema.default(() => [])
+    exposed_headers: headerNamesSchema
+      .default(() => [])
       .describe('Response headers exposed besides Mcp-Session-Id, WWW-Authenticate, X-Request-Id, Retry-After and the RateLimit-* headers (always exposed).'),
     /** How long a browser may cache a preflight answer, in seconds (Access-Control-Max-Age). */
     max_age_secs: integer(0, 86_400).default(600).describe('How long a browser may reuse a preflight answer, in seconds (`Access-Control-Max-Age`).'),
@@ -675,7 +781,9 @@ export const corsSchema = z
      * Let pages send cookies and other browser-held credentials (Access-Control-Allow-Credentials).
      * Not needed for bearer tokens, which a client sets itself in Authorization.
      */
-    allow_credentials: z.boolean({ error: problem('expected true or false') }).default(false)
+    allow_credentials: z
+      .boolean({ error: problem('expected true or false') })
+      .default(false)
       .describe('`Access-Control-Allow-Credentials: true`: pages may send cookies and other credentials the browser holds. Bearer tokens do not need it.'),
   })
   .superRefine((cors, ctx) => {
@@ -705,18 +813,25 @@ export const tlsSchema = z
     /** The passphrase of an encrypted key; put it in the environment: `key_passphrase = "${TLS_KEY_PASSPHRASE}"`. */
     key_passphrase: text().optional().describe('Passphrase of an encrypted key; put it in the environment: `key_passphrase = "${TLS_KEY_PASSPHRASE}"`.'),
     /** The oldest protocol version accepted. */
-    min_version: z.enum(TLS_MIN_VERSIONS, { error: problem('expected "TLSv1.2" or "TLSv1.3"') }).default('TLSv1.2')
+    min_version: z
+      .enum(TLS_MIN_VERSIONS, { error: problem('expected "TLSv1.2" or "TLSv1.3"') })
+      .default('TLSv1.2')
       .describe('Oldest protocol version accepted; older handshakes fail.'),
     /** CA certificates (PEM bundle) that client certificates must chain to; turns on client certificate verification. */
-    client_ca_path: text().optional()
+    client_ca_path: text()
+      .optional()
       .describe('PEM bundle of the CA certificates client certificates must chain to. Setting it turns on client certificate verification.'),
     /**
      * With client_ca_path: "require" (default) = no connection without a valid client certificate;
      * "optional" = a certificate, if presented, must be valid, otherwise the request goes on to
      * bearer authentication.
      */
-    client_auth: z.enum(['require', 'optional'], { error: problem('expected "require" or "optional"') }).optional()
-      .describe('With client_ca_path: "require" (default) = no connection without a valid client certificate; "optional" = a client without one goes on to bearer authentication.'),
+    client_auth: z
+      .enum(['require', 'optional'], { error: problem('expected "require" or "optional"') })
+      .optional()
+      .describe(
+        'With client_ca_path: "require" (default) = no connection without a valid client certificate; "optional" = a client without one goes on to bearer authentication.',
+      ),
   })
   .superRefine((tls, ctx) => {
     if (tls.client_auth !== undefined && tls.client_ca_path === undefined) {
@@ -734,8 +849,11 @@ export const serverSchema = serverSettingsSchema.extend({
    * accept only that port. Default: localhost, 127.0.0.1 and [::1] on a loopback host; not
    * checked otherwise. "*": every Host.
    */
-  allowed_hosts: allowList('host', (entry) => parseHostPattern(entry) !== undefined).optional()
-    .describe('`Host` header values served (DNS rebinding protection); others get 403. ["*"]: every Host. Default on a loopback host: localhost, 127.0.0.1, [::1], any port; otherwise not checked.'),
+  allowed_hosts: allowList('host', (entry) => parseHostPattern(entry) !== undefined)
+    .optional()
+    .describe(
+      '`Host` header values served (DNS rebinding protection); others get 403. ["*"]: every Host. Default on a loopback host: localhost, 127.0.0.1, [::1], any port; otherwise not checked.',
+    ),
   /** CORS, and the origins browsers may call from. */
   cors: corsSchema.optional().describe('CORS: which browser pages may call the gateway, and what they may send and read.'),
   /** Native TLS (HTTPS only on the port) and client certificates (src/http/tls.ts). */
@@ -815,8 +933,12 @@ export type StdioServerConfig = z.output<typeof stdioServerConfigSchema>;
 export type HttpServerConfig = z.output<typeof httpServerConfigSchema>;
 
 /** The fields only a stdio server has, and those only an http or sse server has: from the schemas, never listed by hand. */
-export const STDIO_ONLY_FIELDS = Object.keys(stdioServerConfigSchema.shape).filter((key) => !(key in commonServerConfig) && key !== 'transport') as (keyof StdioServerConfig)[];
-export const HTTP_ONLY_FIELDS = Object.keys(httpServerConfigSchema.shape).filter((key) => !(key in commonServerConfig) && key !== 'transport') as (keyof HttpServerConfig)[];
+export const STDIO_ONLY_FIELDS = Object.keys(stdioServerConfigSchema.shape).filter(
+  (key) => !(key in commonServerConfig) && key !== 'transport',
+) as (keyof StdioServerConfig)[];
+export const HTTP_ONLY_FIELDS = Object.keys(httpServerConfigSchema.shape).filter(
+  (key) => !(key in commonServerConfig) && key !== 'transport',
+) as (keyof HttpServerConfig)[];
 
 /** The built-in default of a field every server has. */
 export function serverDefault<K extends keyof typeof commonServerConfig>(field: K): z.output<(typeof commonServerConfig)[K]> {

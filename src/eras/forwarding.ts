@@ -77,7 +77,11 @@ export function translatedForwarding(context: ForwardingContext, upstream: Upstr
  * rounds, listen streams and caching hints are the client's and the server's business).
  * Cacheable results are served within their TTL, shared only when the server marked them public.
  */
-export function directForwarding({ gateway, server, forwardPath, identity, post, reply, log }: ForwardingContext, headers: Record<string, string> | undefined, onCacheLookup: (hit: boolean) => void): Forwarding {
+export function directForwarding(
+  { gateway, server, forwardPath, identity, post, reply, log }: ForwardingContext,
+  headers: Record<string, string> | undefined,
+  onCacheLookup: (hit: boolean) => void,
+): Forwarding {
   const owner = ownerKey(identity);
   return {
     async forward(r) {

@@ -101,7 +101,8 @@ export class PendingCall {
     const needed = NEEDED_CAPABILITY[request.method];
     if (needed === undefined || this.capabilities[needed] === undefined) {
       // The specification forbids asking a client for input it did not declare it can give.
-      const reason = needed === undefined ? `${request.method} cannot be relayed to a 2026-07-28 client` : `The client did not declare the ${needed} capability`;
+      const reason =
+        needed === undefined ? `${request.method} cannot be relayed to a 2026-07-28 client` : `The client did not declare the ${needed} capability`;
       void this.upstream.send(errorResponse(request.id, ErrorCode.MethodNotFound, reason)).catch(() => undefined);
       return;
     }

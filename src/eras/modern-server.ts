@@ -20,7 +20,16 @@
  *   become one `subscriptions/listen` stream, opened again when what it asks for changes;
  * - `notifications/cancelled` from the client cancels the call (over HTTP: its stream closes).
  */
-import { ErrorCode, errorResponse, idKey, objectOf, type JsonRpcId, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc/messages.js';
+import {
+  ErrorCode,
+  errorResponse,
+  idKey,
+  objectOf,
+  type JsonRpcId,
+  type JsonRpcNotification,
+  type JsonRpcRequest,
+  type JsonRpcResponse,
+} from '../jsonrpc/messages.js';
 import type { Logger } from '../observability/logger.js';
 import { UpstreamError } from '../upstreams/errors.js';
 import type { EraVerdict, RequestOptions, SessionHandlers, Upstream, UpstreamSession } from '../upstreams/upstream.js';
@@ -232,7 +241,8 @@ export class ModernBackedSession implements UpstreamSession {
         entries.map(async ([key, value]) => {
           const asked = objectOf(value);
           const method = asked?.['method'];
-          if (typeof method !== 'string') throw { code: ErrorCode.InternalError, message: `Upstream '${this.upstream.config.name}' sent an input request without a method` };
+          if (typeof method !== 'string')
+            throw { code: ErrorCode.InternalError, message: `Upstream '${this.upstream.config.name}' sent an input request without a method` };
           const params = objectOf(asked?.['params']);
           inputResponses[key] = await this.ask(method, params, options, signal);
         }),
@@ -240,7 +250,12 @@ export class ModernBackedSession implements UpstreamSession {
     } catch (err) {
       if (err instanceof UpstreamError) throw err;
       const error = objectOf(err);
-      return { error: { code: typeof error?.['code'] === 'number' ? error['code'] : ErrorCode.InternalError, message: typeof error?.['message'] === 'string' ? error['message'] : 'The client refused the input request' } };
+      return {
+        error: {
+          code: typeof error?.['code'] === 'number' ? error['code'] : ErrorCode.InternalError,
+          message: typeof error?.['message'] === 'string' ? error['message'] : 'The client refused the input request',
+        },
+      };
     }
     return { inputResponses };
   }

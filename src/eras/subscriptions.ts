@@ -161,7 +161,10 @@ export class ListenHub {
   }
 
   private async call(method: string, uri: string): Promise<void> {
-    const response = await this.upstream.request({ jsonrpc: '2.0', id: `gateway-listen-${++this.wire}`, method, params: { uri } }, { onMessage: () => undefined });
+    const response = await this.upstream.request(
+      { jsonrpc: '2.0', id: `gateway-listen-${++this.wire}`, method, params: { uri } },
+      { onMessage: () => undefined },
+    );
     if ('error' in response) throw new Error(`${method} ${uri}: ${response.error.message}`);
   }
 }

@@ -43,7 +43,11 @@ function challenge(config: AuthConfig | undefined, request: FastifyRequest, outc
 }
 
 /** The answer to a refused authentication: the same body for every cause of the same kind. */
-function refusalOf(config: AuthConfig | undefined, request: FastifyRequest, outcome: Extract<AuthOutcome, { ok: false }>): [GatewayError, Record<string, string>] {
+function refusalOf(
+  config: AuthConfig | undefined,
+  request: FastifyRequest,
+  outcome: Extract<AuthOutcome, { ok: false }>,
+): [GatewayError, Record<string, string>] {
   switch (outcome.kind) {
     case 'unauthenticated':
       return [new GatewayError('unauthenticated', 'Unauthorized: missing or invalid credentials'), { 'www-authenticate': challenge(config, request, outcome) }];
@@ -53,7 +57,10 @@ function refusalOf(config: AuthConfig | undefined, request: FastifyRequest, outc
         { 'retry-after': String(outcome.retryAfter ?? 60) },
       ];
     case 'busy':
-      return [new GatewayError('auth_unavailable', 'Service Unavailable: authentication is busy; try again shortly'), { 'retry-after': String(outcome.retryAfter ?? 1) }];
+      return [
+        new GatewayError('auth_unavailable', 'Service Unavailable: authentication is busy; try again shortly'),
+        { 'retry-after': String(outcome.retryAfter ?? 1) },
+      ];
   }
 }
 

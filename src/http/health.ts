@@ -42,13 +42,7 @@ export function registerHealthRoutes(app: FastifyInstance, gateway: Gateway, lif
   app.get('/ready', async (_request, reply) => {
     const servers = serverHealth(gateway);
     const ready = lifecycle.started && !lifecycle.stopping && servers.some((s) => s.healthy);
-    const reason = lifecycle.stopping
-      ? 'shutting down'
-      : !lifecycle.started
-        ? 'upstreams are starting'
-        : ready
-          ? undefined
-          : 'no upstream is healthy';
+    const reason = lifecycle.stopping ? 'shutting down' : !lifecycle.started ? 'upstreams are starting' : ready ? undefined : 'no upstream is healthy';
     void reply.code(ready ? 200 : 503);
     return { status: ready ? 'ready' : 'not_ready', ...(reason ? { reason } : {}), servers };
   });

@@ -85,7 +85,9 @@ export class AccessPolicy {
       );
     }
     if (cors && origins?.length === 0) {
-      warnings.push('[server.cors] is enabled but allows no origin: set server.cors.allowed_origins (the default allows loopback pages only on a loopback host)');
+      warnings.push(
+        '[server.cors] is enabled but allows no origin: set server.cors.allowed_origins (the default allows loopback pages only on a loopback host)',
+      );
     }
     return new AccessPolicy(hosts, origins, warnings);
   }

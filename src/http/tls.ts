@@ -65,7 +65,8 @@ export function loadTls(settings: TlsSettings, now: Date = new Date()): TlsMater
       const notAfter = new Date(leaf.validTo);
       const notBefore = new Date(leaf.validFrom);
       if (notAfter < now) warnings.push(`server.tls.cert_path: the certificate expired on ${notAfter.toISOString()}; clients will refuse it`);
-      else if (notBefore > now) warnings.push(`server.tls.cert_path: the certificate is not valid before ${notBefore.toISOString()}; clients will refuse it until then`);
+      else if (notBefore > now)
+        warnings.push(`server.tls.cert_path: the certificate is not valid before ${notBefore.toISOString()}; clients will refuse it until then`);
     }
   }
 
@@ -177,7 +178,10 @@ export function watchTls(server: Server, clientAuth: ClientAuth, log: Logger): v
     if (socket.authorized) return;
     const presented = socket.getPeerCertificate();
     if (!presented || Object.keys(presented).length === 0) return;
-    log.info({ clientIp: socket.remoteAddress, reason: String(socket.authorizationError ?? 'not verified') }, 'client certificate refused: it does not verify against client_ca_path');
+    log.info(
+      { clientIp: socket.remoteAddress, reason: String(socket.authorizationError ?? 'not verified') },
+      'client certificate refused: it does not verify against client_ca_path',
+    );
     socket.destroy();
   });
 }

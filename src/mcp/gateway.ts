@@ -6,13 +6,7 @@
 import { ANONYMOUS, ownerKey } from '../auth/identity.js';
 import type { GatewayConfig, ServerConfig } from '../config/schema.js';
 import { GatewayError, type GatewayErrorKind } from '../http/errors.js';
-import {
-  ErrorCode,
-  idKey,
-  type JsonRpcNotification,
-  type JsonRpcRequest,
-  type JsonRpcResponse,
-} from '../jsonrpc/messages.js';
+import { ErrorCode, idKey, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc/messages.js';
 import type { LineLogger, Logger } from '../observability/logger.js';
 import { discoverRequest } from '../upstreams/era.js';
 import { Cancellation } from '../upstreams/cancellation.js';
@@ -356,7 +350,15 @@ export class Gateway {
       }
     }
     const known = verdict.discover ? verdict : { ...verdict, discover: await this.discover(server, options.forwardPath) };
-    return new ModernBackedSession(upstream, known, options.forwardPath, options.handlers, options.initialize, this.log.child({ server: server.name }), options.owner);
+    return new ModernBackedSession(
+      upstream,
+      known,
+      options.forwardPath,
+      options.handlers,
+      options.initialize,
+      this.log.child({ server: server.name }),
+      options.owner,
+    );
   }
 
   /**
@@ -413,7 +415,12 @@ export class Gateway {
   }
 
   /** Relays a client's notification or answer. */
-  async relayToUpstream(message: JsonRpcNotification | JsonRpcResponse, upstream: UpstreamSession, session: DownstreamSession | undefined, log: LineLogger = this.log): Promise<void> {
+  async relayToUpstream(
+    message: JsonRpcNotification | JsonRpcResponse,
+    upstream: UpstreamSession,
+    session: DownstreamSession | undefined,
+    log: LineLogger = this.log,
+  ): Promise<void> {
     if ('method' in message) {
       // Cancellation is by the client's id: the transport knows the wire id, so abort, don't forward.
       if (message.method === 'notifications/cancelled') {
@@ -508,10 +515,13 @@ export class Gateway {
           else started.relay(m);
         },
       };
-      upstream.request(toLegacyRequest(request), options).then(
-        (response) => started.settle(answered(response)),
-        (err: unknown) => started.settle(errorOutcome(toGatewayError(err, request.id, log))),
-      ).finally(() => this.rounds.expireWhenSettled(started));
+      upstream
+        .request(toLegacyRequest(request), options)
+        .then(
+          (response) => started.settle(answered(response)),
+          (err: unknown) => started.settle(errorOutcome(toGatewayError(err, request.id, log))),
+        )
+        .finally(() => this.rounds.expireWhenSettled(started));
     }
     call.relay = (m) => void post.push(m);
     const cancel = (): void => call.controller.abort();
@@ -603,4 +613,3 @@ export function toGatewayError(err: unknown, id: JsonRpcResponse['id'], log: Lin
   log.error({ err }, 'internal error while handling a request');
   return new GatewayError('internal', 'Internal error', id);
 }
-

@@ -102,7 +102,8 @@ class Compiler {
           break;
         case 'propertyNames':
           // JSON's keys are strings: `{ type: "string" }` (what a zod record emits) holds already.
-          if (!(isObject(value) && value['type'] === 'string' && Object.keys(value).length === 1)) checks.push(this.propertyNames(this.compile(value as JsonSchema)));
+          if (!(isObject(value) && value['type'] === 'string' && Object.keys(value).length === 1))
+            checks.push(this.propertyNames(this.compile(value as JsonSchema)));
           break;
         case 'items':
           checks.push(this.items(this.compile(value as JsonSchema)));
@@ -358,7 +359,11 @@ export function checkMessages(messages: readonly JsonRpcMessage[], era: SchemaEr
       return {
         method: message.method,
         reason: 'request sent as a notification',
-        error: new GatewayError('invalid_request', `Invalid Request: ${element(batch, i)}${message.method} is a request and needs an id; it was not forwarded`, null),
+        error: new GatewayError(
+          'invalid_request',
+          `Invalid Request: ${element(batch, i)}${message.method} is a request and needs an id; it was not forwarded`,
+          null,
+        ),
       };
     }
     const problem = table.problem(message.method, isRequest, message.params);
@@ -366,7 +371,11 @@ export function checkMessages(messages: readonly JsonRpcMessage[], era: SchemaEr
       return {
         method: message.method,
         reason: 'invalid params',
-        error: new GatewayError('invalid_params', `Invalid params: ${element(batch, i)}${message.method}: params${problem.path} ${problem.what}`, isRequest ? message.id : null),
+        error: new GatewayError(
+          'invalid_params',
+          `Invalid params: ${element(batch, i)}${message.method}: params${problem.path} ${problem.what}`,
+          isRequest ? message.id : null,
+        ),
       };
     }
   }

@@ -86,7 +86,7 @@ export class KeepaliveTicker {
   }
 
   private tickAll(): void {
-    for (let member = this.head; member; ) {
+    for (let member = this.head; member;) {
       // Read before the tick: a member that leaves during its own tick must not end the walk.
       const next = member.tickNext;
       member.tick();

@@ -122,9 +122,7 @@ export class HotHistogram {
   private readonly labelNames: readonly string[];
   private cells: Cells<BucketCell>;
 
-  constructor(
-    options: { name: string; help: string; labelNames: readonly string[]; buckets: readonly number[]; registers: Registry[] },
-  ) {
+  constructor(options: { name: string; help: string; labelNames: readonly string[]; buckets: readonly number[]; registers: Registry[] }) {
     this.name = options.name;
     this.help = options.help;
     this.bounds = [...options.buckets].sort((a, b) => a - b);

@@ -59,7 +59,13 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       timestamp: pino.stdTimeFunctions.isoTime,
     },
     format === 'pretty'
-      ? pinoPretty().PinoPretty({ destination: options.destination ?? 2, sync: true, colorize: options.destination === undefined && process.stderr.isTTY, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' })
+      ? pinoPretty().PinoPretty({
+          destination: options.destination ?? 2,
+          sync: true,
+          colorize: options.destination === undefined && process.stderr.isTTY,
+          translateTime: 'SYS:HH:MM:ss.l',
+          ignore: 'pid,hostname,service',
+        })
       : destination,
   );
 }

@@ -303,7 +303,7 @@ export class Metrics {
     });
     new Counter({
       name: 'mcp_guard_upstream_restarts_total',
-      help: 'Restarts of an upstream server\'s process (stdio) since the gateway started.',
+      help: "Restarts of an upstream server's process (stdio) since the gateway started.",
       labelNames: ['server'],
       registers,
       collect() {

@@ -155,14 +155,25 @@ export class Recorder {
    * One request answered by (or on behalf of) the upstream: upstream latency and outcome, and for
    * tools/call the tool_call event; an upstream failure also an upstream_error event.
    */
-  forwarded(request: FastifyRequest, identity: Identity, server: string, call: JsonRpcRequest, tool: string | undefined, response: JsonRpcResponse, seconds: number): void {
+  forwarded(
+    request: FastifyRequest,
+    identity: Identity,
+    server: string,
+    call: JsonRpcRequest,
+    tool: string | undefined,
+    response: JsonRpcResponse,
+    seconds: number,
+  ): void {
     const method = call.method;
     const error = 'error' in response ? response.error : undefined;
     const failed = error !== undefined && UPSTREAM_FAILURE_CODES.has(error.code);
     const outcome: UpstreamOutcome = error?.code === ErrorCode.UpstreamTimeout ? 'timeout' : failed ? 'error' : 'ok';
     this.metrics?.upstreamRequest(server, method, seconds, outcome);
     if (method === 'tools/list' && 'result' in response && Array.isArray(response.result['tools'])) {
-      this.metrics?.learnTools(server, (response.result['tools'] as Array<{ name?: unknown }>).map((t) => (typeof t?.name === 'string' ? t.name : '')));
+      this.metrics?.learnTools(
+        server,
+        (response.result['tools'] as Array<{ name?: unknown }>).map((t) => (typeof t?.name === 'string' ? t.name : '')),
+      );
     }
     if (tool === undefined && !failed) return;
     // Built once, field by field: this runs for every tools/call, where object spreads show up
@@ -220,7 +231,12 @@ export class Recorder {
 
   /** Lifecycle events. */
   lifecycle(event_type: 'gateway_start' | 'gateway_stop' | 'upstream_restart', details: { server?: string; reason?: string; success?: boolean } = {}): void {
-    this.audit.record({ event_type, success: details.success ?? true, ...(details.server ? { server: details.server } : {}), ...(details.reason ? { reason: details.reason } : {}) });
+    this.audit.record({
+      event_type,
+      success: details.success ?? true,
+      ...(details.server ? { server: details.server } : {}),
+      ...(details.reason ? { reason: details.reason } : {}),
+    });
   }
 }
 

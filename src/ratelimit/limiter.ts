@@ -221,7 +221,11 @@ export class RateLimiter {
     const retryAfter = Math.ceil(ttlMs / 1000);
     const requests = `${limit.max} request${limit.max === 1 ? '' : 's'}`;
     return {
-      error: new GatewayError('rate_limited', `Too Many Requests: rate limit of ${requests} per ${windowSeconds(limit.windowMs)} s exceeded${what}; retry in ${retryAfter} s`, id),
+      error: new GatewayError(
+        'rate_limited',
+        `Too Many Requests: rate limit of ${requests} per ${windowSeconds(limit.windowMs)} s exceeded${what}; retry in ${retryAfter} s`,
+        id,
+      ),
       headers: {
         'ratelimit-limit': String(limit.max),
         'ratelimit-remaining': '0',
@@ -248,7 +252,11 @@ export class RateLimiter {
     this.decide(scope, allow, request, identity, { ...detail, storeError: true });
     if (allow) return undefined;
     return {
-      error: new GatewayError('rate_limit_unavailable', `Service Unavailable: the rate limit cannot be checked right now; retry in ${STORE_RETRY_AFTER_S} s`, id),
+      error: new GatewayError(
+        'rate_limit_unavailable',
+        `Service Unavailable: the rate limit cannot be checked right now; retry in ${STORE_RETRY_AFTER_S} s`,
+        id,
+      ),
       headers: { 'retry-after': String(STORE_RETRY_AFTER_S) },
     };
   }

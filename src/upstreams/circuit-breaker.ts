@@ -379,14 +379,16 @@ class Circuit {
     const reopened = own.open(ms);
     this.log.warn(
       { owner, failures: own.failures, lastError: own.lastFailure, openMs: ms },
-      reopened ? "upstream circuit opened again for one identity: its trial request failed" : "upstream circuit opened for one identity: its requests fail fast",
+      reopened
+        ? 'upstream circuit opened again for one identity: its trial request failed'
+        : 'upstream circuit opened for one identity: its requests fail fast',
     );
   }
 
   private closeOwner(owner: string): void {
     const own = this.owners.get(owner);
     if (own === undefined || own.state === 'closed') return;
-    this.log.info({ owner, failures: own.failures }, "upstream circuit closed for one identity: its trial request succeeded");
+    this.log.info({ owner, failures: own.failures }, 'upstream circuit closed for one identity: its trial request succeeded');
     this.owners.delete(owner);
   }
 }

@@ -7,12 +7,7 @@
  * child therefore never receive each other's replies (the earlier gateway's bug, and supergateway
  * #18). The correlator also owns each request's deadline and its cancellation.
  */
-import {
-  type JsonRpcId,
-  type JsonRpcNotification,
-  type JsonRpcRequest,
-  type JsonRpcResponse,
-} from '../jsonrpc/messages.js';
+import { type JsonRpcId, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc/messages.js';
 import { UpstreamError } from './errors.js';
 import { IdTable } from './id-table.js';
 import type { RequestOptions, ServerMessage } from './upstream.js';

@@ -43,9 +43,7 @@ export function discoverRequest(id: string, version: string = MODERN_PROTOCOL_VE
 
 /** What one answer to the probe says. */
 export type ProbeAnswer =
-  | { kind: 'modern'; version: string; discover: Record<string, unknown> }
-  | { kind: 'retry'; version: string }
-  | { kind: 'legacy'; why: string };
+  { kind: 'modern'; version: string; discover: Record<string, unknown> } | { kind: 'retry'; version: string } | { kind: 'legacy'; why: string };
 
 /** The first modern version the gateway speaks that `offered` names. */
 function mutualVersion(offered: unknown): string | undefined {

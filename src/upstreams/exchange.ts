@@ -267,9 +267,6 @@ export function exchange(dispatcher: Dispatcher, options: ExchangeOptions): Prom
       return;
     }
     const handler = new ExchangeHandler(options.signal, resolve, reject);
-    dispatcher.dispatch(
-      { origin: options.origin, path: options.path, method: options.method, headers: options.headers, body: options.body },
-      handler,
-    );
+    dispatcher.dispatch({ origin: options.origin, path: options.path, method: options.method, headers: options.headers, body: options.body }, handler);
   });
 }

@@ -128,8 +128,7 @@ describe('Authenticator', () => {
   it('finding 8: a JWT the gateway has already proved is served to an address throttled for failures, like a proved API key', async () => {
     const secret = 'z'.repeat(32);
     const auth = new Authenticator(authSchema.parse({ jwt: { mode: 'simple', secret }, max_failures_per_minute: 2 }));
-    const sign = (sub: string) =>
-      new SignJWT({ sub }).setProtectedHeader({ alg: 'HS256' }).setExpirationTime('1h').sign(new TextEncoder().encode(secret));
+    const sign = (sub: string) => new SignJWT({ sub }).setProtectedHeader({ alg: 'HS256' }).setExpirationTime('1h').sign(new TextEncoder().encode(secret));
     const proved = await sign('alice');
     expect((await auth.authenticate(`Bearer ${proved}`, '10.0.2.1')).ok).toBe(true);
     for (let i = 0; i < 2; i++) await auth.authenticate('Bearer aaa.bbb.ccc', '10.0.2.1');
@@ -154,7 +153,9 @@ describe('Authenticator', () => {
   });
 
   it('an unreachable JWKS refuses tokens without blaming the caller (no throttling for it)', async () => {
-    const auth = new Authenticator(authSchema.parse({ jwt: { mode: 'jwks', jwks_url: 'http://127.0.0.1:1/jwks.json' }, max_failures_per_minute: 1 }), { jwt: { jwksTimeoutMs: 500 } });
+    const auth = new Authenticator(authSchema.parse({ jwt: { mode: 'jwks', jwks_url: 'http://127.0.0.1:1/jwks.json' }, max_failures_per_minute: 1 }), {
+      jwt: { jwksTimeoutMs: 500 },
+    });
     for (let i = 0; i < 3; i++) {
       expect(await auth.authenticate('Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln', '10.0.0.6')).toMatchObject({
         ok: false,
@@ -170,7 +171,8 @@ describe('Authenticator', () => {
     const auth = new Authenticator(authSchema.parse({ jwt: { mode: 'simple', secret } }), { now: () => now });
     const verify = vi.spyOn(JwtVerifier.prototype, 'verify');
     try {
-      const sign = (exp: number) => new SignJWT({ sub: 'u' }).setProtectedHeader({ alg: 'HS256' }).setExpirationTime(exp).sign(new TextEncoder().encode(secret));
+      const sign = (exp: number) =>
+        new SignJWT({ sub: 'u' }).setProtectedHeader({ alg: 'HS256' }).setExpirationTime(exp).sign(new TextEncoder().encode(secret));
       const longLived = await sign(Math.floor(now / 1000) + 3600);
       for (let i = 0; i < 5; i++) expect((await auth.authenticate(`Bearer ${longLived}`, '10.0.0.7')).ok).toBe(true);
       expect(verify).toHaveBeenCalledTimes(1);

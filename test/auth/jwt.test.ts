@@ -321,7 +321,9 @@ describe('JwtVerifier, mode "jwks", against a real JWKS server', () => {
       const gone = await JwksServer.start();
       const url = gone.url;
       await gone.stop();
-      const refusedConnection = new JwtVerifier(jwtSchema.parse({ mode: 'jwks', jwks_url: url, issuer: server.issuer, audience: AUDIENCE }), { jwksTimeoutMs: 500 });
+      const refusedConnection = new JwtVerifier(jwtSchema.parse({ mode: 'jwks', jwks_url: url, issuer: server.issuer, audience: AUDIENCE }), {
+        jwksTimeoutMs: 500,
+      });
       const result = await refusedConnection.verify(token);
       refused(result, 'keys_unavailable');
       expect(result.ok === false && result.detail).toMatch(/ECONNREFUSED|fetch failed/);

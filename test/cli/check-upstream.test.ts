@@ -18,7 +18,7 @@ type Row = CheckResult;
 let http: EverythingServer;
 let sse: EverythingServer;
 /** Markers used by the current test: checked (and their processes ended) after it. */
-let markers: string[] = [];
+const markers: string[] = [];
 
 beforeAll(async () => {
   [, http, sse] = await Promise.all([ensureBuilt(), EverythingServer.start('streamableHttp'), EverythingServer.start('sse')]);
@@ -49,11 +49,9 @@ function urlServer(name: string, transport: 'http' | 'sse', url: string): string
 }
 
 function healthy(stdioMarker: string): string {
-  return [
-    stdioServer('local', NODE, [EVERYTHING, 'stdio', stdioMarker]),
-    urlServer('remote', 'http', http.url),
-    urlServer('legacy', 'sse', sse.url),
-  ].join('\n');
+  return [stdioServer('local', NODE, [EVERYTHING, 'stdio', stdioMarker]), urlServer('remote', 'http', http.url), urlServer('legacy', 'sse', sse.url)].join(
+    '\n',
+  );
 }
 
 /** Parses the table: the header, then one row per server. */
@@ -243,7 +241,9 @@ describe('check-upstream', () => {
   it('a wrapper that exits at once, leaving a grandchild that holds its pipes: reported long before --timeout', async () => {
     const m = mark('orphan');
     const script = `${q(NODE)} -e 'setInterval(() => {}, 1000)' ${m} & exit 3`;
-    const r = await runCli(['check-upstream', '-c', writeConfig(stdioServer('orphaning', 'sh', ['-c', script])), '--timeout', '20', '--json'], { timeoutMs: 25_000 });
+    const r = await runCli(['check-upstream', '-c', writeConfig(stdioServer('orphaning', 'sh', ['-c', script])), '--timeout', '20', '--json'], {
+      timeoutMs: 25_000,
+    });
     console.log(`check-upstream (wrapper exits, grandchild keeps the pipes): ${r.durationMs} ms`);
     expect(r.code, r.stdout + r.stderr).toBe(1);
     // "Long before --timeout" is the behaviour: well inside its 20 s.
@@ -274,9 +274,12 @@ describe('check-upstream', () => {
 
     it.each(['http', 'sse'] as const)('%s: --timeout 2 ends the check in bounded time', async (transport) => {
       const path = transport === 'sse' ? '/sse' : '/mcp';
-      const r = await runCli(['check-upstream', '-c', writeConfig(urlServer('mute', transport, `http://127.0.0.1:${port}${path}`)), '--timeout', '2', '--json'], {
-        timeoutMs: 15_000,
-      });
+      const r = await runCli(
+        ['check-upstream', '-c', writeConfig(urlServer('mute', transport, `http://127.0.0.1:${port}${path}`)), '--timeout', '2', '--json'],
+        {
+          timeoutMs: 15_000,
+        },
+      );
       console.log(`check-upstream --timeout 2 (mute ${transport} server): ${r.durationMs} ms`);
       expect(r.code, r.stdout + r.stderr).toBe(1);
       // The deadline is the behaviour: --timeout 2, plus wide slack for the CLI's own start-up on a busy machine

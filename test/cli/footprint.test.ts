@@ -62,7 +62,16 @@ describe('footprint', () => {
     expect(inPackage('fast-json-stringify').filter((f) => f.endsWith('/fast-json-stringify/index.js'))).toEqual([]);
     // The config was validated (the gateway serves it) in a child process, whose zod went with it.
     expect(files).not.toContain('esm:zod');
-    for (const unused of ['ajv', '@fastify/ajv-compiler', '@fastify/fast-json-stringify-compiler', '@fastify/rate-limit', 'ioredis', 'argon2', 'pino-pretty', '@modelcontextprotocol/sdk']) {
+    for (const unused of [
+      'ajv',
+      '@fastify/ajv-compiler',
+      '@fastify/fast-json-stringify-compiler',
+      '@fastify/rate-limit',
+      'ioredis',
+      'argon2',
+      'pino-pretty',
+      '@modelcontextprotocol/sdk',
+    ]) {
       expect(inPackage(unused), unused).toEqual([]);
     }
   });

@@ -95,7 +95,7 @@ describe.each(['stdio', 'http'] as const)('finding 2: an upstream message nested
     await client.close();
   });
 
-  it('a notification to the client\'s GET stream is dropped; the stream carries the next one', async () => {
+  it("a notification to the client's GET stream is dropped; the stream carries the next one", async () => {
     const { gw, base } = await serveHostile(transport);
     const changes: unknown[] = [];
     const { client, getStream } = await connect(`${base}/mcp/hostile`, (params) => changes.push(params));
@@ -111,7 +111,7 @@ describe.each(['stdio', 'http'] as const)('finding 2: an upstream message nested
     await client.close();
   });
 
-  it('a result is a JSON-RPC error with the request\'s id (not 500 with id null)', async () => {
+  it("a result is a JSON-RPC error with the request's id (not 500 with id null)", async () => {
     const { gw, base } = await serveHostile(transport);
     const { client } = await connect(`${base}/mcp/hostile`);
     // The SDK client (v1) reports a non-2xx answer as a transport error that carries the body.
@@ -152,15 +152,25 @@ describe.each(['stdio', 'http'] as const)('finding 2: an upstream message nested
 });
 
 describe('no upstream can cost a client its answer', () => {
-  it('a stdio upstream flooding a call\'s SSE answer beyond what a slow client may lag behind (8 MiB): the notifications that do not fit are skipped, the response comes', async () => {
+  it("a stdio upstream flooding a call's SSE answer beyond what a slow client may lag behind (8 MiB): the notifications that do not fit are skipped, the response comes", async () => {
     const { gw, base } = await serveHostile('stdio');
     const PROGRESS = 6;
-    const item = { b64: Buffer.from('{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"__WIRE__","progress":1,"message":"__PAD:4000000__"}}').toString('base64'), nl: true };
+    const item = {
+      b64: Buffer.from(
+        '{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"__WIRE__","progress":1,"message":"__PAD:4000000__"}}',
+      ).toString('base64'),
+      nl: true,
+    };
     const script = { items: Array.from({ length: PROGRESS }, () => item), answer: 'result', after: [] };
     const flood = await request(`${base}/mcp/hostile`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 'flooded', method: 'tools/call', params: { name: 'emit', arguments: { script: JSON.stringify(script) }, _meta: { progressToken: 'p' } } }),
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 'flooded',
+        method: 'tools/call',
+        params: { name: 'emit', arguments: { script: JSON.stringify(script) }, _meta: { progressToken: 'p' } },
+      }),
     });
     expect(flood.headers['content-type']).toMatch(/^text\/event-stream/);
     // The client reads nothing yet. The child answers in order: once the next call is answered,
@@ -180,4 +190,3 @@ describe('no upstream can cost a client its answer', () => {
     expect(gw.running).toBe(true);
   });
 });
-

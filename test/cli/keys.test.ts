@@ -50,7 +50,9 @@ function expectUsageError(r: CliResult, why: RegExp | string): void {
 describe('keygen', () => {
   it('prints a key and an entry that `validate` accepts and that accepts the key', async () => {
     const { key, block } = keygenOutput(await runCli(['keygen', '--id', 'alice@example.com'], { cwd: emptyDir }), 'alice@example.com');
-    expect(block).toMatch(/^\[\[auth\.api_keys\]\]\nid = "alice@example\.com"\nkey_prefix = "mcp_[a-z0-9]{8}"\nkey_hash = "\$argon2id\$v=19\$m=65536,p=4,t=3\$[^"]+"\n$/);
+    expect(block).toMatch(
+      /^\[\[auth\.api_keys\]\]\nid = "alice@example\.com"\nkey_prefix = "mcp_[a-z0-9]{8}"\nkey_hash = "\$argon2id\$v=19\$m=65536,p=4,t=3\$[^"]+"\n$/,
+    );
 
     const path = writeConfig(`${UPSTREAM}\n${block}`);
     const validated = await runCli(['validate', '-c', path]);
@@ -81,7 +83,7 @@ describe('keygen', () => {
     expect(await new ApiKeyVerifier(keys).verify(key)).toMatchObject({ ok: true });
   });
 
-  it('--rate-limit N becomes the key\'s rate_limit, which the config accepts with [rate_limit] and refuses without it', async () => {
+  it("--rate-limit N becomes the key's rate_limit, which the config accepts with [rate_limit] and refuses without it", async () => {
     const { key, block } = keygenOutput(await runCli(['keygen', '--id', 'dave', '--tools', 'a', '--rate-limit', '2.5'], { cwd: emptyDir }), 'dave');
     expect(block).toMatch(/\nallowed_tools = \["a"\]\nrate_limit = 2\.5\n$/);
     const withLimits = `${UPSTREAM}\n[rate_limit]\nrequests_per_second = 1\nburst_size = 2\n\n${block}`;

@@ -11,7 +11,12 @@ import { Ajv } from 'ajv';
 import { ensureBuilt, ROOT, runCli } from '../helpers/cli.js';
 
 const COMMITTED = join(ROOT, 'mcp-guard.schema.json');
-const TOML_FILES = [join(ROOT, 'mcp-guard.toml'), ...readdirSync(join(ROOT, 'examples')).filter((f) => f.endsWith('.toml')).map((f) => join(ROOT, 'examples', f))];
+const TOML_FILES = [
+  join(ROOT, 'mcp-guard.toml'),
+  ...readdirSync(join(ROOT, 'examples'))
+    .filter((f) => f.endsWith('.toml'))
+    .map((f) => join(ROOT, 'examples', f)),
+];
 
 /** The committed schema as a check, with ajv (draft-07, as editors read it). */
 function checker(): (value: unknown) => string | undefined {

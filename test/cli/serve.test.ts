@@ -229,7 +229,9 @@ describe('serve: shutdown', () => {
   it('SIGTERM with a session on an http upstream that has stopped answering: exit 0 in bounded time', async () => {
     const upstream = await EverythingServer.start('streamableHttp');
     try {
-      const gw = serve(`[server]\nshutdown_grace_ms = 2000\n\n[[upstream.servers]]\nname = "remote"\npath_prefix = "/remote"\nurl = ${q(upstream.url)}\ntimeout_ms = 60000\n`);
+      const gw = serve(
+        `[server]\nshutdown_grace_ms = 2000\n\n[[upstream.servers]]\nname = "remote"\npath_prefix = "/remote"\nurl = ${q(upstream.url)}\ntimeout_ms = 60000\n`,
+      );
       const base = await gw.address();
       await waitReady(base);
       const client = new Client({ name: 'cli-test', version: '1.0.0' });
@@ -424,7 +426,9 @@ describe('serve: refuses to start', () => {
     await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
     const port = (blocker.address() as { port: number }).port;
     try {
-      const r = await runCli(['serve', '-c', writeConfig(everythingViaShell('everything', m)), '--host', '127.0.0.1', '--port', String(port)], { timeoutMs: 15_000 });
+      const r = await runCli(['serve', '-c', writeConfig(everythingViaShell('everything', m)), '--host', '127.0.0.1', '--port', String(port)], {
+        timeoutMs: 15_000,
+      });
       expect(r.code).toBe(1);
       expect(r.stderr).toMatch(/EADDRINUSE|in use/);
       expect(r.stderr).not.toMatch(/^\s+at /m); // a message, not a stack trace

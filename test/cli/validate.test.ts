@@ -70,7 +70,10 @@ describe('validate', () => {
     const r = await runCli(['validate', '-c', path]);
     expect(r.code).toBe(1);
     expect(r.stdout).toBe('');
-    const listed = r.stderr.split('\n').filter((line) => /^\s*(server|upstream|auth|audit)\b/.test(line)).map((line) => line.trim());
+    const listed = r.stderr
+      .split('\n')
+      .filter((line) => /^\s*(server|upstream|auth|audit)\b/.test(line))
+      .map((line) => line.trim());
     expect(listed).toEqual([
       'server.port: expected an integer from 0 to 65535',
       'server.listen: unknown key',

@@ -54,7 +54,9 @@ beforeAll(async () => {
   configDir = join(dir, 'mcp-auth');
   headerFile = join(dir, 'headers');
   writeFileSync(headerFile, `# the gateway's API key\nAuthorization: Bearer ${key}\n`, { mode: 0o600 });
-  gateway = await startGateway(`[[auth.api_keys]]\nid = "mcp-remote"\nkey_prefix = ${q(prefix)}\nkey_hash = ${q(await hashApiKey(key))}\n\n${everythingStdio('everything')}`);
+  gateway = await startGateway(
+    `[[auth.api_keys]]\nid = "mcp-remote"\nkey_prefix = ${q(prefix)}\nkey_hash = ${q(await hashApiKey(key))}\n\n${everythingStdio('everything')}`,
+  );
 }, 60_000);
 
 afterEach(async () => {
@@ -69,7 +71,7 @@ afterAll(async () => {
   expect(left.map((p) => p.args)).toEqual([]);
 }, 30_000);
 
-describe('mcp-remote (stdio to the gateway\'s URL) with each official SDK client', () => {
+describe("mcp-remote (stdio to the gateway's URL) with each official SDK client", () => {
   it('the v1 SDK client lists and calls tools of server-everything through mcp-remote and the gateway', async () => {
     const client = new Client({ name: 'mcp-remote-test', version: '1.0.0' });
     const transport = new StdioClientTransport({ ...remoteServer(), stderr: 'pipe' });

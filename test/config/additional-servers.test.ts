@@ -193,8 +193,6 @@ describe('MCP_GUARD_ADDITIONAL_SERVERS', () => {
 describe('MCP_GUARD_ADDITIONAL_SERVERS keys', () => {
   it('refuses a "__proto__" key rather than letting it vanish', () => {
     const json = '{"a": {"path_prefix": "/a", "url": "http://a", "headers": {"__proto__": "x"}}}';
-    expect(errorsOf(FILE, withServers(json))).toEqual([
-      'MCP_GUARD_ADDITIONAL_SERVERS.a.headers.__proto__: this key is not allowed',
-    ]);
+    expect(errorsOf(FILE, withServers(json))).toEqual(['MCP_GUARD_ADDITIONAL_SERVERS.a.headers.__proto__: this key is not allowed']);
   });
 });

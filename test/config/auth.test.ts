@@ -6,7 +6,8 @@ import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { configErrors } from '../helpers/config.js';
 
-const SERVERS = '[[upstream.servers]]\nname = "fs"\npath_prefix = "/fs"\ncommand = "node"\n[[upstream.servers]]\nname = "web"\npath_prefix = "/web"\nurl = "http://127.0.0.1:9/mcp"\n';
+const SERVERS =
+  '[[upstream.servers]]\nname = "fs"\npath_prefix = "/fs"\ncommand = "node"\n[[upstream.servers]]\nname = "web"\npath_prefix = "/web"\nurl = "http://127.0.0.1:9/mcp"\n';
 const HASH = '$argon2id$v=19$m=65536,p=4,t=3$U2T/xu0/ijRPasifnWFRLQ$LuqUxd0bHsdJrOeJQHER9v0bjc4E73eeCjOvK/Q18iI';
 const HASH2 = '$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0$LuqUxd0bHsdJrOeJQHER9v0bjc4E73eeCjOvK/Q18iI';
 const LEGACY = 'n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=';
@@ -20,7 +21,9 @@ const errorsOf = (toml: string): string[] => configErrors(`${SERVERS}${toml}`);
 
 describe('[[auth.api_keys]]', () => {
   it('takes id, key_hash, key_prefix, allowed_tools and servers', () => {
-    const config = parse(`[[auth.api_keys]]\nid = "ci-bot"\nkey_prefix = "mcp_ab12cd34"\nkey_hash = "${HASH}"\nallowed_tools = ["read_*", "list_directory"]\nservers = ["fs"]\n`);
+    const config = parse(
+      `[[auth.api_keys]]\nid = "ci-bot"\nkey_prefix = "mcp_ab12cd34"\nkey_hash = "${HASH}"\nallowed_tools = ["read_*", "list_directory"]\nservers = ["fs"]\n`,
+    );
     expect(config.auth).toEqual({
       api_keys: [{ id: 'ci-bot', key_prefix: 'mcp_ab12cd34', key_hash: HASH, allowed_tools: ['read_*', 'list_directory'], servers: ['fs'] }],
       protect_routes: false,
@@ -87,7 +90,9 @@ key_hash = "${HASH}"
 
 describe('[auth.jwt]', () => {
   it('jwks: the seed guide block, with defaults for everything else', () => {
-    const config = parse('[auth.jwt]\nmode = "jwks"\njwks_url = "https://auth.internal/.well-known/jwks.json"\nissuer = "https://auth.internal/"\naudience = "mcp-guard"\n');
+    const config = parse(
+      '[auth.jwt]\nmode = "jwks"\njwks_url = "https://auth.internal/.well-known/jwks.json"\nissuer = "https://auth.internal/"\naudience = "mcp-guard"\n',
+    );
     expect(config.auth?.jwt).toEqual({
       mode: 'jwks',
       jwks_url: 'https://auth.internal/.well-known/jwks.json',
@@ -162,7 +167,9 @@ describe('[auth]', () => {
   });
 
   it('takes protect_routes, resource and max_failures_per_minute', () => {
-    const config = parse(`[auth]\nprotect_routes = true\nresource = "https://mcp.example.com"\nmax_failures_per_minute = 5\n[[auth.api_keys]]\nid = "a"\nkey_hash = "${HASH}"\n`);
+    const config = parse(
+      `[auth]\nprotect_routes = true\nresource = "https://mcp.example.com"\nmax_failures_per_minute = 5\n[[auth.api_keys]]\nid = "a"\nkey_hash = "${HASH}"\n`,
+    );
     expect(config.auth).toMatchObject({ protect_routes: true, resource: 'https://mcp.example.com', max_failures_per_minute: 5 });
   });
 

@@ -79,18 +79,41 @@ describe('[server] allowed_hosts and [server.cors]: refused, at the key path', (
     expect(errorsOf(`[server]\nallowed_hosts = ["*", "mcp.example.com"]\n${UPSTREAM}`)).toEqual([
       'server.allowed_hosts: "*" accepts every host: it cannot be combined with other entries',
     ]);
-    const bad = ['http://mcp.example.com', 'mcp.example.com/mcp', 'a b', 'user@mcp.example.com', 'mcp.example.com:99999', '[::1', '[not-v6]', '', '.example.com', '*.example.com', 1];
+    const bad = [
+      'http://mcp.example.com',
+      'mcp.example.com/mcp',
+      'a b',
+      'user@mcp.example.com',
+      'mcp.example.com:99999',
+      '[::1',
+      '[not-v6]',
+      '',
+      '.example.com',
+      '*.example.com',
+      1,
+    ];
     const entries = bad.map((entry) => JSON.stringify(entry)).join(', ');
     const expected = 'expected a host name or address with an optional ":port", e.g. "mcp.example.com", "10.0.0.5:3000" or "[::1]"';
     expect(errorsOf(`[server]\nallowed_hosts = [${entries}]\n${UPSTREAM}`)).toEqual(bad.map((_, i) => `server.allowed_hosts[${i}]: ${expected}`));
   });
 
   it('allowed_origins: empty, "*" with others, or entries that are not origins ("null" included)', () => {
-    expect(errorsOf(`[server.cors]\nallowed_origins = []\n${UPSTREAM}`)).toEqual(['server.cors.allowed_origins: must not be empty; ["*"] accepts every origin']);
+    expect(errorsOf(`[server.cors]\nallowed_origins = []\n${UPSTREAM}`)).toEqual([
+      'server.cors.allowed_origins: must not be empty; ["*"] accepts every origin',
+    ]);
     expect(errorsOf(`[server.cors]\nallowed_origins = ["https://a.example", "*"]\n${UPSTREAM}`)).toEqual([
       'server.cors.allowed_origins: "*" accepts every origin: it cannot be combined with other entries',
     ]);
-    const bad = ['app.example.com', 'https://app.example.com/mcp', 'https://app.example.com?x=1', 'https://user@app.example.com', 'null', 'https://*.example.com', 'https://app.example.com:99999', 'https://'];
+    const bad = [
+      'app.example.com',
+      'https://app.example.com/mcp',
+      'https://app.example.com?x=1',
+      'https://user@app.example.com',
+      'null',
+      'https://*.example.com',
+      'https://app.example.com:99999',
+      'https://',
+    ];
     const entries = bad.map((entry) => JSON.stringify(entry)).join(', ');
     const expected = 'expected an origin (scheme://host with an optional ":port" or ":*", no path), e.g. "https://app.example.com" or "http://localhost:*"';
     expect(errorsOf(`[server.cors]\nallowed_origins = [${entries}]\n${UPSTREAM}`)).toEqual(bad.map((_, i) => `server.cors.allowed_origins[${i}]: ${expected}`));
@@ -151,10 +174,12 @@ describe('what the settings mean: the access policy derived at start-up', () => 
     for (const listen of ['127.0.0.1', 'localhost', '::1', '127.0.0.2']) {
       const p = policy('', listen);
       expect(p.warnings).toEqual([]);
-      for (const ok of ['127.0.0.1:3000', 'localhost', 'LocalHost.:8080', '[::1]:1', '[0:0:0:0:0:0:0:1]:3000']) expect(p.hostAllowed(host(ok), '/mcp')).toBe(true);
+      for (const ok of ['127.0.0.1:3000', 'localhost', 'LocalHost.:8080', '[::1]:1', '[0:0:0:0:0:0:0:1]:3000'])
+        expect(p.hostAllowed(host(ok), '/mcp')).toBe(true);
       for (const bad of ['evil.example', 'localhost.evil.example', '127.0.0.1.nip.io', '10.0.0.5']) expect(p.hostAllowed(host(bad), '/mcp')).toBe(false);
       for (const ok of ['http://localhost:5173', 'https://127.0.0.1', 'http://[::1]:3000']) expect(p.originAllowed(ok)).toBe(true);
-      for (const bad of ['http://evil.example', 'null', 'file://', 'http://localhost.evil.example:3000', 'http://127.0.0.1:3000/', '']) expect(p.originAllowed(bad)).toBe(false);
+      for (const bad of ['http://evil.example', 'null', 'file://', 'http://localhost.evil.example:3000', 'http://127.0.0.1:3000/', ''])
+        expect(p.originAllowed(bad)).toBe(false);
     }
     expect(policy('', '127.0.0.2').hostAllowed(host('127.0.0.2:3000'), '/mcp')).toBe(true);
   });

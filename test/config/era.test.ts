@@ -72,7 +72,9 @@ url = "http://127.0.0.1:1/sse"
   it('is accepted in MCP_GUARD_ADDITIONAL_SERVERS, with the same rules', () => {
     const env = { MCP_GUARD_ADDITIONAL_SERVERS: JSON.stringify({ extra: { path_prefix: '/extra', command: 'node', era: 'modern' } }) };
     expect(erasOf('[upstream]\ncommand = "node"\nera = "legacy"\n', env)).toEqual({ default: 'legacy', extra: 'modern' });
-    const sse = { MCP_GUARD_ADDITIONAL_SERVERS: JSON.stringify({ old: { path_prefix: '/old', transport: 'sse', url: 'http://127.0.0.1:1/sse', era: 'modern' } }) };
+    const sse = {
+      MCP_GUARD_ADDITIONAL_SERVERS: JSON.stringify({ old: { path_prefix: '/old', transport: 'sse', url: 'http://127.0.0.1:1/sse', era: 'modern' } }),
+    };
     expect(configErrors('[upstream]\ncommand = "node"\n', sse)).toEqual([
       'MCP_GUARD_ADDITIONAL_SERVERS.old.era: transport "sse" is legacy only: expected "auto" or "legacy"',
     ]);

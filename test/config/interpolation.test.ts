@@ -68,9 +68,7 @@ cwd = "\${HOME}/work"
       OTHER_SECRET: 'hunter2',
       GITHUB_URL: 'http://secret-host.internal/mcp',
     });
-    expect(error.issues).toEqual([
-      { path: 'upstream.servers[0].headers.Authorization', message: 'environment variable GITHUB_TOKEN is not set' },
-    ]);
+    expect(error.issues).toEqual([{ path: 'upstream.servers[0].headers.Authorization', message: 'environment variable GITHUB_TOKEN is not set' }]);
     expect(error.message).toBe('upstream.servers[0].headers.Authorization: environment variable GITHUB_TOKEN is not set');
   });
 

@@ -46,7 +46,9 @@ burst_size = 1
   it('refuses a Redis store without a URL, a URL without Redis, bad numbers and unknown keys', () => {
     expect(errorsOf('[rate_limit]\nstore = "redis"\n')).toEqual(['rate_limit.redis_url: required for store "redis"']);
     expect(errorsOf('[rate_limit]\nredis_url = "redis://x:1"\n')).toEqual(['rate_limit.redis_url: not used by store "memory"']);
-    expect(errorsOf('[rate_limit]\nrequests_per_second = 0\nburst_size = 0.5\nstore = "disk"\non_store_error = "maybe"\nredis_url = "http://x"\nlimit = 3\n')).toEqual([
+    expect(
+      errorsOf('[rate_limit]\nrequests_per_second = 0\nburst_size = 0.5\nstore = "disk"\non_store_error = "maybe"\nredis_url = "http://x"\nlimit = 3\n'),
+    ).toEqual([
       'rate_limit.requests_per_second: must be above 0',
       'rate_limit.burst_size: expected an integer from 1 to 1000000',
       'rate_limit.store: expected "memory" or "redis"',
@@ -93,7 +95,9 @@ describe('[audit]', () => {
   });
 
   it('refuses an enabled audit log that writes nowhere', () => {
-    expect(errorsOf('[audit]\ninclude_arguments = true\n')).toEqual(['audit: configure at least one sink: stdout = true, file or export_url (or enabled = false)']);
+    expect(errorsOf('[audit]\ninclude_arguments = true\n')).toEqual([
+      'audit: configure at least one sink: stdout = true, file or export_url (or enabled = false)',
+    ]);
     expect(parse('[audit]\nenabled = false\n').audit?.enabled).toBe(false);
   });
 

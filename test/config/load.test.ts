@@ -195,7 +195,9 @@ servers = ["b", "nope"]
     });
 
     it('the same in MCP_GUARD_ADDITIONAL_SERVERS', () => {
-      expect(problems('[upstream]\ntimeout_ms = 5\n', { MCP_GUARD_ADDITIONAL_SERVERS: '{"x": {"path_prefix": "x", "transport": "sse", "timeout_ms": -1}}' })).toEqual([
+      expect(
+        problems('[upstream]\ntimeout_ms = 5\n', { MCP_GUARD_ADDITIONAL_SERVERS: '{"x": {"path_prefix": "x", "transport": "sse", "timeout_ms": -1}}' }),
+      ).toEqual([
         'MCP_GUARD_ADDITIONAL_SERVERS.x.path_prefix: must start with "/"',
         'MCP_GUARD_ADDITIONAL_SERVERS.x.timeout_ms: expected a whole number of milliseconds from 1 to 2147483647',
         'MCP_GUARD_ADDITIONAL_SERVERS.x.url: required for transport "sse"',

@@ -4,15 +4,12 @@ import { configErrors as errorsOf } from '../helpers/config.js';
 import { normalisePathPrefix } from '../../src/config/schema.js';
 
 function servers(...prefixes: string[]): string {
-  return prefixes
-    .map((prefix, i) => `[[upstream.servers]]\nname = "s${i}"\npath_prefix = ${JSON.stringify(prefix)}\ncommand = "x"\n`)
-    .join('\n');
+  return prefixes.map((prefix, i) => `[[upstream.servers]]\nname = "s${i}"\npath_prefix = ${JSON.stringify(prefix)}\ncommand = "x"\n`).join('\n');
 }
 
 function prefixesOf(...prefixes: string[]): string[] {
   return parseConfig(servers(...prefixes), { env: {} }).servers.map((server) => server.path_prefix);
 }
-
 
 describe('path_prefix', () => {
   it('drops one trailing "/" and keeps "/" as the catch-all', () => {
@@ -44,10 +41,7 @@ describe('path_prefix', () => {
   it('refuses characters that do not belong in a path or a header', () => {
     const bad = ['/a b', '/a?b', '/a#b', '/a"b', '/a\r\nX-Injected: 1', '/a\\b', '/é', '/a<b>'];
     expect(errorsOf(servers(...bad))).toEqual(
-      bad.map(
-        (_, i) =>
-          `upstream.servers[${i}].path_prefix: may only contain letters, digits and -._~!$&'()*+,;=:@% between the "/"`,
-      ),
+      bad.map((_, i) => `upstream.servers[${i}].path_prefix: may only contain letters, digits and -._~!$&'()*+,;=:@% between the "/"`),
     );
   });
 
@@ -55,10 +49,7 @@ describe('path_prefix', () => {
     expect(errorsOf(servers('/a%2', '/a%zz', '/%61pi', '/a%2Fb', '/a%2e', '/a%5C', '/a%00'))).toEqual([
       'upstream.servers[0].path_prefix: has a "%" that does not start a %XX escape',
       'upstream.servers[1].path_prefix: has a "%" that does not start a %XX escape',
-      ...[2, 3, 4, 5, 6].map(
-        (i) =>
-          `upstream.servers[${i}].path_prefix: must not percent-encode letters, digits, "-._~", "/", "\\" or control characters`,
-      ),
+      ...[2, 3, 4, 5, 6].map((i) => `upstream.servers[${i}].path_prefix: must not percent-encode letters, digits, "-._~", "/", "\\" or control characters`),
     ]);
   });
 
@@ -87,13 +78,7 @@ describe('path_prefix', () => {
   });
 
   it('matches reserved paths on whole segments only', () => {
-    expect(prefixesOf('/healthz', '/mcpx', '/metrics-v2', '/api/health', '/Health')).toEqual([
-      '/healthz',
-      '/mcpx',
-      '/metrics-v2',
-      '/api/health',
-      '/Health',
-    ]);
+    expect(prefixesOf('/healthz', '/mcpx', '/metrics-v2', '/api/health', '/Health')).toEqual(['/healthz', '/mcpx', '/metrics-v2', '/api/health', '/Health']);
   });
 
   it('must be unique after normalisation', () => {

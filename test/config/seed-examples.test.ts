@@ -100,9 +100,7 @@ describe('seed guide examples', () => {
 
   it('With strip_prefix: validates with strip_prefix = true', () => {
     const [, text] = block('With strip_prefix', 3);
-    expect(parse(text).servers).toEqual([
-      expect.objectContaining({ name: 'api', transport: 'http', url: 'http://backend:8080', strip_prefix: true }),
-    ]);
+    expect(parse(text).servers).toEqual([expect.objectContaining({ name: 'api', transport: 'http', url: 'http://backend:8080', strip_prefix: true })]);
   });
 
   const withAuth: Array<[string, number, (config: ReturnType<typeof parse>) => void]> = [

@@ -8,7 +8,6 @@ function parse(toml: string) {
   return parseConfig(toml, { env: {} });
 }
 
-
 describe('[server]', () => {
   it('has defaults for every field, with or without the section', () => {
     const defaults = {
@@ -129,10 +128,7 @@ ${UPSTREAM}`);
   });
 
   it('refuses unknown keys with their path', () => {
-    expect(errorsOf(`[server]\nprot = 3000\nhots = "x"\n${UPSTREAM}`)).toEqual([
-      'server.prot: unknown key',
-      'server.hots: unknown key',
-    ]);
+    expect(errorsOf(`[server]\nprot = 3000\nhots = "x"\n${UPSTREAM}`)).toEqual(['server.prot: unknown key', 'server.hots: unknown key']);
   });
 });
 

@@ -1,13 +1,24 @@
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { configErrors as errorsOf } from '../helpers/config.js';
-import type { AuditConfig, AuthConfig, CorsSettings, GatewayConfig, RateLimitConfig, ServerConfig, ServerSettings, TlsSettings, Transport, StdioServerConfig, HttpServerConfig } from '../../src/config/schema.js';
+import type {
+  AuditConfig,
+  AuthConfig,
+  CorsSettings,
+  GatewayConfig,
+  RateLimitConfig,
+  ServerConfig,
+  ServerSettings,
+  TlsSettings,
+  Transport,
+  StdioServerConfig,
+  HttpServerConfig,
+} from '../../src/config/schema.js';
 import { fieldsOf } from '../helpers/servers.js';
 
 function parse(toml: string) {
   return parseConfig(toml, { env: {} });
 }
-
 
 const SERVER_DEFAULTS = {
   era: 'auto',
@@ -156,9 +167,7 @@ max_restarts = 0
   });
 
   it('needs a transport (or a command or url to infer it from)', () => {
-    expect(errorsOf('[upstream]\nenv = { A = "1" }\n')).toEqual([
-      'upstream.transport: required: "stdio" (with command), "http" or "sse" (with url)',
-    ]);
+    expect(errorsOf('[upstream]\nenv = { A = "1" }\n')).toEqual(['upstream.transport: required: "stdio" (with command), "http" or "sse" (with url)']);
     expect(parse('[upstream]\ncommand = "echo"\n').servers[0]?.transport).toBe('stdio');
     expect(parse('[upstream]\nurl = "http://localhost:9000/mcp"\n').servers[0]?.transport).toBe('http');
   });
@@ -241,17 +250,11 @@ url = "http://b"
 strip_prefx = true
 timeout = 5
 `),
-    ).toEqual([
-      'upstream.servers[1].strip_prefx: unknown key',
-      'upstream.servers[1].timeout: unknown key',
-      'upstream.comand: unknown key',
-    ]);
+    ).toEqual(['upstream.servers[1].strip_prefx: unknown key', 'upstream.servers[1].timeout: unknown key', 'upstream.comand: unknown key']);
   });
 
   it('must be an array of tables', () => {
-    expect(errorsOf('[upstream.servers]\nname = "a"\n')).toEqual([
-      'upstream.servers: expected an array of tables: write each server as [[upstream.servers]]',
-    ]);
+    expect(errorsOf('[upstream.servers]\nname = "a"\n')).toEqual(['upstream.servers: expected an array of tables: write each server as [[upstream.servers]]']);
   });
 
   it('warn about the [upstream] fields that are ignored, naming only those present', () => {
@@ -269,14 +272,12 @@ name = "a"
 path_prefix = "/a"
 url = "http://a"
 `);
-    expect(config.warnings).toEqual([
-      '[upstream] transport, command, args, name, path_prefix are ignored because [[upstream.servers]] is set',
-    ]);
+    expect(config.warnings).toEqual(['[upstream] transport, command, args, name, path_prefix are ignored because [[upstream.servers]] is set']);
     expect(config.servers.map((s) => s.name)).toEqual(['a']);
     expect(config.servers[0]?.timeout_ms).toBe(5);
-    expect(
-      parse('[upstream]\nurl = "http://x"\n[[upstream.servers]]\nname = "a"\npath_prefix = "/a"\nurl = "http://a"\n').warnings,
-    ).toEqual(['[upstream] url is ignored because [[upstream.servers]] is set']);
+    expect(parse('[upstream]\nurl = "http://x"\n[[upstream.servers]]\nname = "a"\npath_prefix = "/a"\nurl = "http://a"\n').warnings).toEqual([
+      '[upstream] url is ignored because [[upstream.servers]] is set',
+    ]);
   });
 });
 
@@ -456,9 +457,7 @@ relay_roots = true
   });
 
   it('refuse fields of the other transport on a single [upstream] too', () => {
-    expect(errorsOf('[upstream]\ntransport = "stdio"\ncommand = "x"\nurl = "http://x"\n')).toEqual([
-      'upstream.url: not used by transport "stdio"',
-    ]);
+    expect(errorsOf('[upstream]\ntransport = "stdio"\ncommand = "x"\nurl = "http://x"\n')).toEqual(['upstream.url: not used by transport "stdio"']);
   });
 
   it('infer the transport from command or url, and ask for it when both are set', () => {
@@ -468,9 +467,7 @@ relay_roots = true
   });
 
   it('refuse an unknown transport', () => {
-    expect(errorsOf('[upstream]\ntransport = "websocket"\nurl = "http://x"\n')).toEqual([
-      'upstream.transport: expected "stdio", "http" or "sse"',
-    ]);
+    expect(errorsOf('[upstream]\ntransport = "websocket"\nurl = "http://x"\n')).toEqual(['upstream.transport: expected "stdio", "http" or "sse"']);
   });
 
   it('accept only absolute http(s) URLs without credentials', () => {
@@ -514,9 +511,7 @@ env = { "A=B" = "x", C = 2 }
       'upstream.env.C: expected a string',
       'upstream.cwd: expected a non-empty string',
     ]);
-    expect(errorsOf('[upstream]\ncommand = "x"\nenv = { "A=B" = "x" }\n')).toEqual([
-      'upstream.env."A=B": not a valid environment variable name',
-    ]);
+    expect(errorsOf('[upstream]\ncommand = "x"\nenv = { "A=B" = "x" }\n')).toEqual(['upstream.env."A=B": not a valid environment variable name']);
     expect(errorsOf('[upstream]\ncommand = "x"\nargs = "-y"\n')).toEqual(['upstream.args: expected an array of strings']);
   });
 });

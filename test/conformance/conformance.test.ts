@@ -168,24 +168,23 @@ function table(): string {
     `|---|${TARGETS.map(() => '---').join('|')}|`,
     ...scenarios.map((s) => `| ${s} | ${TARGETS.map((t) => cell(resultOf(t, s))).join(' | ')} |`),
   ];
-  const notes = scenarios.flatMap((s) =>
-    TARGETS.flatMap((t) => resultOf(t, s).problems.map((p) => `- ${t} / ${s}: ${p}`)),
-  );
+  const notes = scenarios.flatMap((s) => TARGETS.flatMap((t) => resultOf(t, s).problems.map((p) => `- ${t} / ${s}: ${p}`)));
   return [...lines, '', ...(notes.length > 0 ? ['Failures and warnings:', ...notes] : ['No failure, no warning.'])].join('\n');
 }
 
-beforeAll(async () => {
-  const started = performance.now();
-  await ensureBuilt();
-  scenarios = await listScenarios();
-  const [httpUrl, sseUrl] = await Promise.all([startFixture('http'), startFixture('sse')]);
-  const out = join(tempDir(), m);
+beforeAll(
+  async () => {
+    const started = performance.now();
+    await ensureBuilt();
+    scenarios = await listScenarios();
+    const [httpUrl, sseUrl] = await Promise.all([startFixture('http'), startFixture('sse')]);
+    const out = join(tempDir(), m);
 
-  // Directly, with the baseline: the runner fails on an unlisted failure and on a listed pass.
-  runs.set('direct', await runSuite('direct', httpUrl, out, EXPECTED_FAILURES));
+    // Directly, with the baseline: the runner fails on an unlisted failure and on a listed pass.
+    runs.set('direct', await runSuite('direct', httpUrl, out, EXPECTED_FAILURES));
 
-  const config = writeConfig(
-    `[[upstream.servers]]
+    const config = writeConfig(
+      `[[upstream.servers]]
 name = "stdio"
 path_prefix = "/stdio"
 transport = "stdio"
@@ -204,27 +203,29 @@ path_prefix = "/sse"
 transport = "sse"
 url = ${q(sseUrl)}
 `,
-    `${m}.toml`,
-  );
-  gateway = new CliProcess(['serve', '-c', config, '--host', '127.0.0.1', '--port', '0']);
-  const base = await gateway.address();
-  // /ready answers 200 as soon as one server is healthy: wait for all three.
-  await waitFor(
-    async () => {
-      const res = await fetch(`${base}/ready`);
-      const body = (await res.json()) as { servers?: Array<{ healthy: boolean }> };
-      return res.status === 200 && body.servers?.length === TRANSPORTS.length && body.servers.every((s) => s.healthy);
-    },
-    20_000,
-    'every upstream of the gateway to be healthy',
-  );
-  for (const transport of TRANSPORTS) runs.set(transport, await runSuite(transport, `${base}/mcp/${transport}`, out));
+      `${m}.toml`,
+    );
+    gateway = new CliProcess(['serve', '-c', config, '--host', '127.0.0.1', '--port', '0']);
+    const base = await gateway.address();
+    // /ready answers 200 as soon as one server is healthy: wait for all three.
+    await waitFor(
+      async () => {
+        const res = await fetch(`${base}/ready`);
+        const body = (await res.json()) as { servers?: Array<{ healthy: boolean }> };
+        return res.status === 200 && body.servers?.length === TRANSPORTS.length && body.servers.every((s) => s.healthy);
+      },
+      20_000,
+      'every upstream of the gateway to be healthy',
+    );
+    for (const transport of TRANSPORTS) runs.set(transport, await runSuite(transport, `${base}/mcp/${transport}`, out));
 
-  console.log(
-    `MCP conformance ${scenarios.length} scenarios (suite "all") in ${((performance.now() - started) / 1000).toFixed(1)} s; ` +
-      `direct = the fixture over streamable HTTP; stdio/http/sse = through mcp-guard to the fixture over that transport\n\n${table()}`,
-  );
-}, 4 * RUN_TIMEOUT_MS + 60_000);
+    console.log(
+      `MCP conformance ${scenarios.length} scenarios (suite "all") in ${((performance.now() - started) / 1000).toFixed(1)} s; ` +
+        `direct = the fixture over streamable HTTP; stdio/http/sse = through mcp-guard to the fixture over that transport\n\n${table()}`,
+    );
+  },
+  4 * RUN_TIMEOUT_MS + 60_000,
+);
 
 afterAll(async () => {
   // The gateway ends its stdio child itself; then the fixtures; then whatever carries the marker.
@@ -272,7 +273,10 @@ describe('MCP conformance suite (@modelcontextprotocol/conformance 0.1.13)', () 
     it('does no worse than the fixture directly on any scenario', () => {
       const worse = scenarios
         .filter((s) => RANK[resultOf(transport, s).verdict] < RANK[resultOf('direct', s).verdict])
-        .map((s) => `${s}: ${resultOf('direct', s).verdict} directly, ${resultOf(transport, s).verdict} through the gateway (${resultOf(transport, s).problems.join('; ')})`);
+        .map(
+          (s) =>
+            `${s}: ${resultOf('direct', s).verdict} directly, ${resultOf(transport, s).verdict} through the gateway (${resultOf(transport, s).problems.join('; ')})`,
+        );
       expect(worse).toEqual([]);
     });
 

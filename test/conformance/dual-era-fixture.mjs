@@ -41,13 +41,26 @@ const META = {
   subscriptionId: 'io.modelcontextprotocol/subscriptionId',
 };
 /** What the backend serves for a 2026-07-28 request; each on a session of its own. */
-const RELAYED = ['tools/list', 'tools/call', 'resources/list', 'resources/read', 'resources/templates/list', 'prompts/list', 'prompts/get', 'completion/complete'];
+const RELAYED = [
+  'tools/list',
+  'tools/call',
+  'resources/list',
+  'resources/read',
+  'resources/templates/list',
+  'prompts/list',
+  'prompts/get',
+  'completion/complete',
+];
 /** Results that must carry the 2026-07-28 caching hints (nothing here may be cached). */
 const CACHEABLE = ['server/discover', 'tools/list', 'prompts/list', 'resources/list', 'resources/templates/list', 'resources/read'];
 /** The tools only the 2026-07-28 path has (listed after the backend's own). */
 const MODERN_TOOLS = [
   { name: 'test_trigger_tool_change', description: 'Announces a tools list change on the listen streams that asked for it', inputSchema: { type: 'object' } },
-  { name: 'test_trigger_prompt_change', description: 'Announces a prompts list change on the listen streams that asked for it', inputSchema: { type: 'object' } },
+  {
+    name: 'test_trigger_prompt_change',
+    description: 'Announces a prompts list change on the listen streams that asked for it',
+    inputSchema: { type: 'object' },
+  },
   { name: 'test_streaming_elicitation', description: 'Answers a progress notification and its result as two lines of JSON', inputSchema: { type: 'object' } },
 ];
 
@@ -179,7 +192,9 @@ async function serveModern(req, res, message) {
     // As the reference server frames it: JSON lines in an application/json body that stays open.
     res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-cache' });
     const honoured = { ...(wants.tools ? { toolsListChanged: true } : {}), ...(wants.prompts ? { promptsListChanged: true } : {}) };
-    res.write(`${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/subscriptions/acknowledged', params: { _meta: { [META.subscriptionId]: listen.id }, notifications: honoured } })}\n`);
+    res.write(
+      `${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/subscriptions/acknowledged', params: { _meta: { [META.subscriptionId]: listen.id }, notifications: honoured } })}\n`,
+    );
     listens.add(listen);
     res.on('close', () => listens.delete(listen));
     return;

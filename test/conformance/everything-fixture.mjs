@@ -168,9 +168,7 @@ const RESOURCES = [
 ];
 
 const TEMPLATE = /^test:\/\/template\/([^/]+)\/data$/;
-const RESOURCE_TEMPLATES = [
-  { uriTemplate: 'test://template/{id}/data', name: 'template-data', description: 'Data for an id', mimeType: 'application/json' },
-];
+const RESOURCE_TEMPLATES = [{ uriTemplate: 'test://template/{id}/data', name: 'template-data', description: 'Data for an id', mimeType: 'application/json' }];
 
 const PROMPTS = [
   { name: 'test_simple_prompt', description: 'A prompt without arguments' },
@@ -239,7 +237,10 @@ function newServer() {
       content: [
         text('Multiple content types test:'),
         { type: 'image', data: PNG, mimeType: 'image/png' },
-        { type: 'resource', resource: { uri: 'test://mixed-content-resource', mimeType: 'application/json', text: JSON.stringify({ test: 'data', value: 123 }) } },
+        {
+          type: 'resource',
+          resource: { uri: 'test://mixed-content-resource', mimeType: 'application/json', text: JSON.stringify({ test: 'data', value: 123 }) },
+        },
       ],
     }),
     test_tool_with_logging: async (_args, extra) => {
@@ -485,7 +486,8 @@ function streamableHttp() {
     if (req.method === 'POST' && body === undefined) return undefined;
     const sessionId = req.headers['mcp-session-id'];
     if (sessionId === undefined) {
-      if (req.method !== 'POST' || !isInitializeRequest(body)) return sendJsonError(res, 400, ErrorCode.InvalidRequest, 'Bad Request: Mcp-Session-Id header is required');
+      if (req.method !== 'POST' || !isInitializeRequest(body))
+        return sendJsonError(res, 400, ErrorCode.InvalidRequest, 'Bad Request: Mcp-Session-Id header is required');
       const transport = new StreamableHTTPServerTransport({
         sessionIdGenerator: randomUUID,
         eventStore: new MemoryEventStore(),

@@ -156,7 +156,11 @@ function resultOf(target: Target, scenario: string): ScenarioResult {
 
 /** The checks of a scenario that succeed on `direct` and fail or warn on `target`, as `id: problem`. */
 function checksLost(scenario: string, direct: Target, target: Target): string[] {
-  const passed = new Set(resultOf(direct, scenario).checks.filter((c) => c.status === 'SUCCESS').map((c) => c.id));
+  const passed = new Set(
+    resultOf(direct, scenario)
+      .checks.filter((c) => c.status === 'SUCCESS')
+      .map((c) => c.id),
+  );
   return resultOf(target, scenario)
     .checks.filter((c) => passed.has(c.id) && (c.status === 'FAILURE' || c.status === 'WARNING'))
     .map((c) => `${c.id}: ${c.status} ${c.errorMessage ?? ''}`);
@@ -203,14 +207,15 @@ function table(): string {
   return [...lines, '', ...(notes.length > 0 ? ['Failures and warnings:', ...notes] : ['No failure, no warning.'])].join('\n');
 }
 
-beforeAll(async () => {
-  const started = performance.now();
-  scenarios = await listScenarios();
-  const [dualUrl, everythingUrl] = await Promise.all([startFixture([DUAL_ERA, '0']), startFixture([EVERYTHING, 'http', '0'])]);
-  const out = join(tempDir(), m);
+beforeAll(
+  async () => {
+    const started = performance.now();
+    scenarios = await listScenarios();
+    const [dualUrl, everythingUrl] = await Promise.all([startFixture([DUAL_ERA, '0']), startFixture([EVERYTHING, 'http', '0'])]);
+    const out = join(tempDir(), m);
 
-  gateway = await startGateway(
-    `[[upstream.servers]]
+    gateway = await startGateway(
+      `[[upstream.servers]]
 name = "dual"
 path_prefix = "/dual"
 transport = "http"
@@ -223,33 +228,35 @@ transport = "stdio"
 command = ${q(NODE)}
 args = [${q(EVERYTHING)}, "stdio", ${q(m)}]
 `,
-  );
-  const base = gateway.url;
-  // /ready answers 200 as soon as one server is healthy: wait for both.
-  await waitFor(
-    async () => {
-      const res = await fetch(`${base}/ready`);
-      const body = (await res.json()) as { servers?: Array<{ healthy: boolean }> };
-      return res.status === 200 && body.servers?.length === 2 && body.servers.every((s) => s.healthy);
-    },
-    30_000,
-    'every upstream of the gateway to be healthy',
-  );
+    );
+    const base = gateway.url;
+    // /ready answers 200 as soon as one server is healthy: wait for both.
+    await waitFor(
+      async () => {
+        const res = await fetch(`${base}/ready`);
+        const body = (await res.json()) as { servers?: Array<{ healthy: boolean }> };
+        return res.status === 200 && body.servers?.length === 2 && body.servers.every((s) => s.healthy);
+      },
+      30_000,
+      'every upstream of the gateway to be healthy',
+    );
 
-  const [dualDirect, everythingDirect] = await Promise.all([runSuite('dual-era direct', dualUrl, out), runSuite('everything direct', everythingUrl, out)]);
-  runs.set('dual-era direct', dualDirect);
-  runs.set('everything direct', everythingDirect);
-  const [dualVia, everythingVia] = await Promise.all([
-    runSuite('dual-era via gateway (http)', `${base}/mcp/dual`, out),
-    runSuite('everything via gateway (stdio)', `${base}/mcp/stdio`, out),
-  ]);
-  runs.set('dual-era via gateway (http)', dualVia);
-  runs.set('everything via gateway (stdio)', everythingVia);
+    const [dualDirect, everythingDirect] = await Promise.all([runSuite('dual-era direct', dualUrl, out), runSuite('everything direct', everythingUrl, out)]);
+    runs.set('dual-era direct', dualDirect);
+    runs.set('everything direct', everythingDirect);
+    const [dualVia, everythingVia] = await Promise.all([
+      runSuite('dual-era via gateway (http)', `${base}/mcp/dual`, out),
+      runSuite('everything via gateway (stdio)', `${base}/mcp/stdio`, out),
+    ]);
+    runs.set('dual-era via gateway (http)', dualVia);
+    runs.set('everything via gateway (stdio)', everythingVia);
 
-  console.log(
-    `MCP conformance (newer runner, Node 22) ${scenarios.length} scenarios (suite "all") in ${((performance.now() - started) / 1000).toFixed(1)} s\n\n${table()}`,
-  );
-}, 2 * RUN_TIMEOUT_MS + 120_000);
+    console.log(
+      `MCP conformance (newer runner, Node 22) ${scenarios.length} scenarios (suite "all") in ${((performance.now() - started) / 1000).toFixed(1)} s\n\n${table()}`,
+    );
+  },
+  2 * RUN_TIMEOUT_MS + 120_000,
+);
 
 afterAll(async () => {
   await gateway?.stop();
@@ -303,7 +310,10 @@ describe('MCP conformance, newer runner on Node 22 (conformance-next 0.2.0-alpha
     it(`through the gateway (${target}): no scenario does worse than directly${note}`, () => {
       const worse = scenarios
         .filter((s) => RANK[resultOf(target, s).verdict] < RANK[resultOf(direct, s).verdict])
-        .map((s) => `${s}: ${resultOf(direct, s).verdict} directly, ${resultOf(target, s).verdict} through the gateway (${resultOf(target, s).problems.join('; ')})`);
+        .map(
+          (s) =>
+            `${s}: ${resultOf(direct, s).verdict} directly, ${resultOf(target, s).verdict} through the gateway (${resultOf(target, s).problems.join('; ')})`,
+        );
       expect(worse).toEqual([]);
     });
   }
@@ -315,18 +325,25 @@ describe('MCP conformance, newer runner on Node 22 (conformance-next 0.2.0-alpha
   }
 });
 
-describe('issue 17 bug (a): a legacy client\'s sampling and elicitation reach a dual-era server through the gateway (were -32601)', () => {
-  it.each(['tools-call-sampling', 'tools-call-elicitation', 'elicitation-sep1034-defaults', 'elicitation-sep1330-enums'])('%s passes directly and through the gateway', (scenario) => {
-    expect(resultOf('dual-era direct', scenario).problems).toEqual([]);
-    expect(resultOf('dual-era via gateway (http)', scenario).problems).toEqual([]);
-  });
+describe("issue 17 bug (a): a legacy client's sampling and elicitation reach a dual-era server through the gateway (were -32601)", () => {
+  it.each(['tools-call-sampling', 'tools-call-elicitation', 'elicitation-sep1034-defaults', 'elicitation-sep1330-enums'])(
+    '%s passes directly and through the gateway',
+    (scenario) => {
+      expect(resultOf('dual-era direct', scenario).problems).toEqual([]);
+      expect(resultOf('dual-era via gateway (http)', scenario).problems).toEqual([]);
+    },
+  );
 });
 
 describe('issue 17 bug (b): answers framed as line-delimited JSON reach the client through the gateway (listen got nothing)', () => {
   it('server-stateless: every check that passes directly passes through the gateway', () => {
-    const passedDirectly = resultOf('dual-era direct', 'server-stateless').checks.filter((c) => c.status === 'SUCCESS').map((c) => c.id);
+    const passedDirectly = resultOf('dual-era direct', 'server-stateless')
+      .checks.filter((c) => c.status === 'SUCCESS')
+      .map((c) => c.id);
     // The listen checks are among them: the fixture frames its listen stream as JSON lines.
-    expect(passedDirectly).toEqual(expect.arrayContaining(['sep-2575-server-sends-subscription-ack', 'sep-2575-server-tags-subscription-id', 'sep-2575-server-honors-notification-filter']));
+    expect(passedDirectly).toEqual(
+      expect.arrayContaining(['sep-2575-server-sends-subscription-ack', 'sep-2575-server-tags-subscription-id', 'sep-2575-server-honors-notification-filter']),
+    );
     expect(checksLost('server-stateless', 'dual-era direct', 'dual-era via gateway (http)')).toEqual([]);
   });
 
@@ -346,7 +363,12 @@ describe('issue 17 bug (b): answers framed as line-delimited JSON reach the clie
       const res = await fetch(`${gateway!.url}/mcp/dual`, {
         method: 'POST',
         headers: headers('subscriptions/listen'),
-        body: JSON.stringify({ jsonrpc: '2.0', id: 41, method: 'subscriptions/listen', params: { notifications: { toolsListChanged: true }, _meta: envelope } }),
+        body: JSON.stringify({
+          jsonrpc: '2.0',
+          id: 41,
+          method: 'subscriptions/listen',
+          params: { notifications: { toolsListChanged: true }, _meta: envelope },
+        }),
         signal: listening.signal,
       });
       expect(res.status).toBe(200);

@@ -26,7 +26,7 @@ async function post(url: string, body: unknown, headers: Record<string, string> 
       .split('\n')
       .filter((line) => line.startsWith('data:') && line.slice(5).trim() !== '')
       .map((line) => JSON.parse(line.slice(5)));
-    json = messages.length === 1 ? messages[0] : messages.find((m) => 'result' in m || 'error' in m) ?? messages;
+    json = messages.length === 1 ? messages[0] : (messages.find((m) => 'result' in m || 'error' in m) ?? messages);
   } else if (text !== '') {
     try {
       json = JSON.parse(text);
@@ -74,7 +74,12 @@ describe.each(['stdio', 'http'] as const)('attack over %s: B uses what it learnt
     const init = await fetch(url, {
       method: 'POST',
       headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...bearer(alice) },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'alice', version: '1' } } }),
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 0,
+        method: 'initialize',
+        params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'alice', version: '1' } },
+      }),
     });
     aliceSession = init.headers.get('mcp-session-id')!;
     await init.text();
@@ -143,7 +148,12 @@ describe.each(['stdio', 'http'] as const)('attack over %s: B uses what it learnt
     // A modern request naming A's session id: sessions do not exist in that era, and B's is not A's.
     const res = await post(
       url,
-      { jsonrpc: '2.0', id: 21, method: 'tools/call', params: { name: 'echo', arguments: { message: 'x' }, _meta: { ...MODERN_ENVELOPE, 'io.modelcontextprotocol/related-task': { taskId } } } },
+      {
+        jsonrpc: '2.0',
+        id: 21,
+        method: 'tools/call',
+        params: { name: 'echo', arguments: { message: 'x' }, _meta: { ...MODERN_ENVELOPE, 'io.modelcontextprotocol/related-task': { taskId } } },
+      },
       { ...bearer(bob), 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': 'echo', 'mcp-session-id': aliceSession },
     );
     expect(res.json?.error?.code, res.text).toBe(-32602);
@@ -214,7 +224,7 @@ describe('attack: a log line of A in shared mode, sent while only B has a call i
     await gw?.stop();
   });
 
-  it('is withheld from B (it cannot be attributed to B\'s call), not guessed to be B\'s', async () => {
+  it("is withheld from B (it cannot be attributed to B's call), not guessed to be B's", async () => {
     const url = `${gw.url}/mcp/everything`;
     const a = await connect(url, alice);
     open.push(a);
@@ -427,7 +437,8 @@ describe('era verdict poisoning through the probe path', () => {
     await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
     const url = `http://127.0.0.1:${(front.address() as AddressInfo).port}/mcp`;
     // Two servers on the same front, so that each test starts with nothing probed.
-    const server = (name: string) => `[[upstream.servers]]\nname = "${name}"\npath_prefix = "/${name}"\nstrip_prefix = true\nurl = ${q(url)}\ntimeout_ms = 8000\n`;
+    const server = (name: string) =>
+      `[[upstream.servers]]\nname = "${name}"\npath_prefix = "/${name}"\nstrip_prefix = true\nurl = ${q(url)}\ntimeout_ms = 8000\n`;
     gw = await startGateway(`${server('m1')}\n${server('m2')}\n[auth]\n${alice.block}\n${bob.block}\n`);
   }, 60_000);
 
@@ -442,8 +453,17 @@ describe('era verdict poisoning through the probe path', () => {
     }
   });
 
-  const modernHeaders = (method: string, name?: string) => ({ 'mcp-protocol-version': '2026-07-28', 'mcp-method': method, ...(name ? { 'mcp-name': name } : {}) });
-  const modernEcho = (id: number, text: string) => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'echo', arguments: { text }, _meta: MODERN_ENVELOPE } });
+  const modernHeaders = (method: string, name?: string) => ({
+    'mcp-protocol-version': '2026-07-28',
+    'mcp-method': method,
+    ...(name ? { 'mcp-name': name } : {}),
+  });
+  const modernEcho = (id: number, text: string) => ({
+    jsonrpc: '2.0',
+    id,
+    method: 'tools/call',
+    params: { name: 'echo', arguments: { text }, _meta: MODERN_ENVELOPE },
+  });
 
   /** A's requests to the good path, in both eras: answered by the modern server, never initialized. */
   async function aliceIsServed(prefix: string): Promise<void> {
@@ -452,7 +472,10 @@ describe('era verdict poisoning through the probe path', () => {
     expect(modern.json?.result?.content?.[0]?.text, modern.text).toBe('echo: alice');
     const legacy = await curlPost(`${gw.url}/${prefix}/good`, { jsonrpc: '2.0', id: 11, method: 'tools/list' }, bearer(alice));
     expect(legacy.status, legacy.text).toBe(200);
-    expect(legacy.json?.result?.tools?.map((t: { name: string }) => t.name), legacy.text).toContain('echo');
+    expect(
+      legacy.json?.result?.tools?.map((t: { name: string }) => t.name),
+      legacy.text,
+    ).toContain('echo');
     // The gateway spoke 2026-07-28 to it throughout: no legacy handshake reached the server.
     expect(events).not.toContain('recv initialize');
   }

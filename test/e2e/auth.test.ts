@@ -29,7 +29,12 @@ async function keygen(args: string[]): Promise<IssuedKey> {
 
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 const TOOLS_LIST = { jsonrpc: '2.0', method: 'tools/list', id: 1 };
-const callTool = (id: number, name: string, args: Record<string, unknown> = {}) => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name, arguments: args } });
+const callTool = (id: number, name: string, args: Record<string, unknown> = {}) => ({
+  jsonrpc: '2.0',
+  id,
+  method: 'tools/call',
+  params: { name, arguments: args },
+});
 
 describe('API keys', () => {
   let reader: IssuedKey;
@@ -46,7 +51,8 @@ describe('API keys', () => {
       keygen(['--id', 'web-only', '--tools', 'recorded']),
     ]);
     recording = await startRecordingUpstream('http', { tools: ['recorded', 'other'] });
-    gw = await startGateway(`
+    gw = await startGateway(
+      `
 [upstream]
 headers = { "X-Upstream-Credential" = "\${UPSTREAM_TOKEN}" }
 
@@ -64,7 +70,9 @@ ${reader.block}
 ${admin.block}
 ${webOnly.block}
 servers = ["web"]
-`, { env: { UPSTREAM_TOKEN: 'upstream-secret-value' } });
+`,
+      { env: { UPSTREAM_TOKEN: 'upstream-secret-value' } },
+    );
   }, 120_000);
 
   afterAll(async () => {
@@ -102,7 +110,16 @@ servers = ["web"]
     const { client } = await connectSdk(`${gw.url}/mcp/everything`, { headers: bearer(reader.key) });
     try {
       const { tools } = await client.listTools();
-      expect(tools.map((t) => t.name).sort()).toEqual(['echo', 'get-annotated-message', 'get-env', 'get-resource-links', 'get-resource-reference', 'get-structured-content', 'get-sum', 'get-tiny-image']);
+      expect(tools.map((t) => t.name).sort()).toEqual([
+        'echo',
+        'get-annotated-message',
+        'get-env',
+        'get-resource-links',
+        'get-resource-reference',
+        'get-structured-content',
+        'get-sum',
+        'get-tiny-image',
+      ]);
       expect(resultText(await client.callTool({ name: 'echo', arguments: { message: 'hi' } }))).toBe('Echo: hi');
       const refused = await client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 1, steps: 1 } }).catch((e: unknown) => e);
       expect(refused).toBeInstanceOf(McpError);
@@ -119,7 +136,11 @@ servers = ["web"]
   });
 
   it('a batch is checked element by element: allowed calls go through, the forbidden one is answered in its place', async () => {
-    const res = await curlPost(`${gw.url}/mcp/everything`, [callTool(1, 'echo', { message: 'a' }), callTool(2, 'gzip-file-as-resource'), callTool(3, 'get-sum', { a: 1, b: 2 })], bearer(reader.key));
+    const res = await curlPost(
+      `${gw.url}/mcp/everything`,
+      [callTool(1, 'echo', { message: 'a' }), callTool(2, 'gzip-file-as-resource'), callTool(3, 'get-sum', { a: 1, b: 2 })],
+      bearer(reader.key),
+    );
     expect(res.status).toBe(200);
     expect(res.json.map((r: { id: number }) => r.id)).toEqual([1, 2, 3]);
     expect(res.json[0].result.content[0].text).toBe('Echo: a');
@@ -174,7 +195,7 @@ servers = ["web"]
     }
   });
 
-  it('health, readiness and routes stay open; the gateway\'s own paths need no key', async () => {
+  it("health, readiness and routes stay open; the gateway's own paths need no key", async () => {
     for (const path of ['/health', '/live', '/ready', '/routes']) {
       const res = await fetch(`${gw.url}${path}`);
       expect(res.status, path).toBe(200);
@@ -193,7 +214,8 @@ describe('JWT from a JWKS', () => {
   beforeAll(async () => {
     jwks = await JwksServer.start();
     kid = (await jwks.addKey('RS256')).kid;
-    gw = await startGateway(`
+    gw = await startGateway(
+      `
 ${everythingStdio()}
 
 ${everythingStdio('second')}
@@ -213,7 +235,9 @@ authorization_servers = ["https://auth.example.com"]
 [auth.jwt.scope_tool_mapping]
 "read" = ["echo", "get-sum"]
 "admin" = ["*"]
-`, { auth: { jwt: { cooldownMs: 0 } } });
+`,
+      { auth: { jwt: { cooldownMs: 0 } } },
+    );
   }, 120_000);
 
   afterAll(async () => {
@@ -263,7 +287,10 @@ authorization_servers = ["https://auth.example.com"]
       const res = await curlPost(`${gw.url}/mcp/everything`, TOOLS_LIST, bearer(bad));
       expect(res.status, reason).toBe(401);
       expect(res.json.error.message).toBe('Unauthorized: missing or invalid credentials');
-      expect(gw.logs.some((l) => l.includes(reason)), reason).toBe(true);
+      expect(
+        gw.logs.some((l) => l.includes(reason)),
+        reason,
+      ).toBe(true);
     }
   });
 
@@ -321,7 +348,8 @@ describe('auth under load and at the edges', () => {
     const { createHash } = await import('node:crypto');
     const legacyHash = createHash('sha256').update(LEGACY_KEY).digest('base64');
     recording = await startRecordingUpstream('http', { tools: Array.from({ length: 500 }, (_, i) => `tool-${String(i).padStart(3, '0')}`), pageSize: 50 });
-    gw = await startGateway(`
+    gw = await startGateway(
+      `
 [[upstream.servers]]
 name = "many"
 path_prefix = "/many"
@@ -339,7 +367,9 @@ key_hash = ${q(legacyHash)}
 [auth.jwt]
 mode = "simple"
 secret = "\${JWT_SECRET}"
-`, { env: { JWT_SECRET: 'a-shared-secret-that-is-long-enough-for-hs256' } });
+`,
+      { env: { JWT_SECRET: 'a-shared-secret-that-is-long-enough-for-hs256' } },
+    );
   }, 120_000);
 
   afterAll(async () => {
@@ -376,7 +406,18 @@ secret = "\${JWT_SECRET}"
     expect(res.headers.get('content-type')).toMatch(/text\/event-stream/);
     const data = (await res.text()).split('\n').find((l) => l.startsWith('data: '));
     const message = JSON.parse(data!.slice(6)) as { result: { tools: Array<{ name: string }> } };
-    expect(message.result.tools.map((t) => t.name)).toEqual(['tool-000', 'tool-001', 'tool-002', 'tool-003', 'tool-004', 'tool-005', 'tool-006', 'tool-007', 'tool-008', 'tool-009']);
+    expect(message.result.tools.map((t) => t.name)).toEqual([
+      'tool-000',
+      'tool-001',
+      'tool-002',
+      'tool-003',
+      'tool-004',
+      'tool-005',
+      'tool-006',
+      'tool-007',
+      'tool-008',
+      'tool-009',
+    ]);
   });
 
   it("the earlier gateway's SHA-256 key still works (and start-up warned about it)", async () => {

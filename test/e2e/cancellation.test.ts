@@ -91,7 +91,10 @@ for (const server of ['stdio', 'http', 'sse']) {
           sdk === 'v1'
             ? new Client({ name: 'cancel-e2e', version: '1.0.0' })
             : (new ModernClient({ name: 'cancel-e2e', version: '1.0.0' }) as unknown as Client);
-        const transport = sdk === 'v1' ? new StreamableHTTPClientTransport(url, { fetch: recordingFetch(exchanges) }) : new ModernTransport(url, { fetch: recordingFetch(exchanges) });
+        const transport =
+          sdk === 'v1'
+            ? new StreamableHTTPClientTransport(url, { fetch: recordingFetch(exchanges) })
+            : new ModernTransport(url, { fetch: recordingFetch(exchanges) });
         client.onerror = (error) => errors.push(error.message);
         await client.connect(transport as StreamableHTTPClientTransport);
         try {
@@ -150,7 +153,12 @@ describe('a batch with a request its client cancels (JSON)', () => {
       expect(cancel.status).toBe(202);
       const answer = await batch;
       expect(answer.status).toBe(200);
-      expect(answer.json).toEqual([expect.objectContaining({ id: 'echo', result: expect.objectContaining({ content: [expect.objectContaining({ text: expect.stringContaining('kept') })] }) })]);
+      expect(answer.json).toEqual([
+        expect.objectContaining({
+          id: 'echo',
+          result: expect.objectContaining({ content: [expect.objectContaining({ text: expect.stringContaining('kept') })] }),
+        }),
+      ]);
     } finally {
       await client.close();
     }

@@ -68,7 +68,8 @@ async function untilHalfOpen(base: string): Promise<void> {
   await waitFor(async () => (await json(`${base}/routes`)).body.routes[0].circuit === 'half_open', OPEN_MS + 10_000, 'the circuit to become half-open');
 }
 
-const CIRCUIT_OPEN = /^Upstream 'flaky' is unavailable: circuit open after 2 consecutive failures \(last: Failed to connect to 'flaky': ECONNREFUSED .*\); retrying in \d s$/;
+const CIRCUIT_OPEN =
+  /^Upstream 'flaky' is unavailable: circuit open after 2 consecutive failures \(last: Failed to connect to 'flaky': ECONNREFUSED .*\); retrying in \d s$/;
 
 describe('circuit breaker through the gateway', () => {
   it('502s, then a fast 503 circuit-open with Retry-After, visible in /ready, /routes and /metrics; recovers once the server is back', async () => {
@@ -98,7 +99,9 @@ describe('circuit breaker through the gateway', () => {
     ]);
     expect((await json(`${url}/routes`)).body.routes[0]).toMatchObject({ name: 'flaky', circuit: 'open', healthy: false });
     expect(await circuitGauge(url)).toBe(1);
-    const opened = gw!.logs.map((l) => JSON.parse(l) as { level: number; msg: string; server?: string }).find((l) => l.msg.startsWith('upstream circuit opened'));
+    const opened = gw!.logs
+      .map((l) => JSON.parse(l) as { level: number; msg: string; server?: string })
+      .find((l) => l.msg.startsWith('upstream circuit opened'));
     expect(opened).toMatchObject({ level: 40, server: 'flaky' });
 
     // The server comes back; after the open period the next request is the trial, and succeeds.
@@ -240,11 +243,16 @@ file = ${q(join(dir, 'audit.log'))}
     }
     const refusedA = await curlPost(endpoint, call(3, 'echo', { message: 'a' }), as(keys.a));
     expect(refusedA.status).toBe(503);
-    expect(refusedA.json.error.message).toMatch(/^Upstream 'everything' is unavailable to this identity: circuit open after 2 consecutive failures \(last: .*did not answer within/);
+    expect(refusedA.json.error.message).toMatch(
+      /^Upstream 'everything' is unavailable to this identity: circuit open after 2 consecutive failures \(last: .*did not answer within/,
+    );
     expect(Number(refusedA.headers.get('retry-after'))).toBeGreaterThan(50);
 
     // B (and C) are not A: their calls reach the server, and the server's circuit is closed.
-    for (const [id, key] of [[4, keys.b], [5, keys.c]] as const) {
+    for (const [id, key] of [
+      [4, keys.b],
+      [5, keys.c],
+    ] as const) {
       const res = await curlPost(endpoint, call(id, 'echo', { message: 'mine' }), as(key));
       expect(res.status).toBe(200);
       expect(res.json.result.content[0].text).toBe('Echo: mine');

@@ -82,7 +82,12 @@ async function modernPost(
   });
   const text = await res.text();
   // A modern server may answer a request as an SSE stream of one message.
-  const data = text.startsWith('{') ? text : text.split('\n').find((l) => l.startsWith('data: '))?.slice('data: '.length);
+  const data = text.startsWith('{')
+    ? text
+    : text
+        .split('\n')
+        .find((l) => l.startsWith('data: '))
+        ?.slice('data: '.length);
   return { status: res.status, json: data === undefined ? undefined : JSON.parse(data) };
 }
 
@@ -119,14 +124,14 @@ describe('Mcp-Param-* headers to a modern server over http', () => {
     expect(seen).toEqual([{ version: MODERN, method: 'tools/call', name: 'region', params: { 'mcp-param-region': 'eu' } }]);
   });
 
-  it('a header that disagrees with the body is the server\'s to refuse: its 400 and -32020 come back as they are', async () => {
+  it("a header that disagrees with the body is the server's to refuse: its 400 and -32020 come back as they are", async () => {
     const res = await modernPost(url, 'tools/call', { name: 'region', arguments: { region: 'eu' } }, { 'Mcp-Param-Region': 'us' });
     expect(res.status).toBe(400);
     expect(res.json.error.code).toBe(-32020);
     expect(res.json.error.message).toContain('Mcp-Param-Region');
   });
 
-  it('the v2 client sends Mcp-Param-Region itself, from the tool\'s x-mcp-header, and the call goes through', async () => {
+  it("the v2 client sends Mcp-Param-Region itself, from the tool's x-mcp-header, and the call goes through", async () => {
     const client = new Client({ name: 'eras-matrix', version: '1.0.0' }, { versionNegotiation: { mode: { pin: MODERN } } });
     await client.connect(new StreamableHTTPClientTransport(new URL(url)));
     try {
@@ -140,7 +145,7 @@ describe('Mcp-Param-* headers to a modern server over http', () => {
   });
 });
 
-describe.each(['http', 'stdio'] as const)('the gateway caches a modern server\'s tools/list over %s', (transport) => {
+describe.each(['http', 'stdio'] as const)("the gateway caches a modern server's tools/list over %s", (transport) => {
   const fixtures: Array<Awaited<ReturnType<typeof startHttpFixture>>> = [];
   let gw: RunningGateway;
   let alice: { key: string; block: string };
@@ -173,7 +178,10 @@ describe.each(['http', 'stdio'] as const)('the gateway caches a modern server\'s
         .join('\n');
     } else {
       servers = (['public', 'private'] as const)
-        .map((name) => `[[upstream.servers]]\nname = "${name}"\npath_prefix = "/${name}"\ncommand = ${q(NODE)}\nargs = ${JSON.stringify([FIXTURE, 'stdio', '--modern-only', ...hints(name)])}\n`)
+        .map(
+          (name) =>
+            `[[upstream.servers]]\nname = "${name}"\npath_prefix = "/${name}"\ncommand = ${q(NODE)}\nargs = ${JSON.stringify([FIXTURE, 'stdio', '--modern-only', ...hints(name)])}\n`,
+        )
         .join('\n');
     }
     gw = await startGateway(`${servers}\n${alice.block}\n${bob.block}\n${restricted.block}`);
@@ -210,7 +218,7 @@ describe.each(['http', 'stdio'] as const)('the gateway caches a modern server\'s
     expect(metrics).toMatch(/^mcp_guard_cache_lookups_total\{server="public",result="hit"\} 2$/m);
   });
 
-  it('private: each identity\'s first tools/list reaches the server, the same identity\'s second does not', async () => {
+  it("private: each identity's first tools/list reaches the server, the same identity's second does not", async () => {
     const a1 = await list('private', alice.key);
     expect(a1.json.result).toMatchObject({ resultType: 'complete', cacheScope: 'private' });
     expect(await received('private', 'tools/list')).toBe(1);

@@ -56,7 +56,7 @@ ${bob.block}
     await gw?.stop();
   });
 
-  it('starts each identity\'s child on its first request and ends it child_idle_ms after its last session', async () => {
+  it("starts each identity's child on its first request and ends it child_idle_ms after its last session", async () => {
     // The spare started with the gateway: one process, never used by anyone yet.
     expect((await route(gw, 'everything'))['children']).toBe(1);
     const a = await connect(`${gw.url}/mcp/everything`, alice);
@@ -71,7 +71,6 @@ ${bob.block}
     expect(again.status).toBe(200);
     expect(again.json.result.tools.length).toBeGreaterThan(0);
   });
-
 });
 
 describe.each(['stdio', 'http'] as const)('identities never cross through a %s upstream (isolation = "identity", the default)', (transport) => {
@@ -113,7 +112,7 @@ ${bob.block}
     expect(a.sampled).toHaveLength(1);
   }, 60_000);
 
-  it('finding 4: the log lines of one identity\'s server never reach another identity', async () => {
+  it("finding 4: the log lines of one identity's server never reach another identity", async () => {
     const a = await connect(`${gw.url}/mcp/everything`, alice);
     open.push(a);
     const b = await connect(`${gw.url}/mcp/everything`, bob);
@@ -122,12 +121,12 @@ ${bob.block}
     await b.client.setLoggingLevel('debug');
     expect(text(await a.client.callTool({ name: 'toggle-simulated-logging', arguments: {} }))).toContain('Started');
     // The server logs every 5 s to its session: wait for two of Alice's lines.
-    await waitFor(() => a.logs.length >= 2, 30_000, 'two of alice\'s simulated log lines');
+    await waitFor(() => a.logs.length >= 2, 30_000, "two of alice's simulated log lines");
     expect(b.logs).toEqual([]);
     await a.client.callTool({ name: 'toggle-simulated-logging', arguments: {} });
   }, 60_000);
 
-  it('finding 1: another identity\'s task cannot be listed, read or cancelled, even without any session', async () => {
+  it("finding 1: another identity's task cannot be listed, read or cancelled, even without any session", async () => {
     const started = await curlPost(
       `${gw.url}/mcp/everything`,
       { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'simulate-research-query', arguments: { topic: 'alice-topic' }, task: { ttl: 60_000 } } },
@@ -178,7 +177,11 @@ ${bob.block}
       bearer(alice),
     );
     // Alice's child is working: wait until her call is in flight on it.
-    await waitFor(async () => (await route(gw, 'everything'))['children'] === 1 && gw.logs.some((l) => l.includes('child assigned')), 20_000, 'alice to have her child');
+    await waitFor(
+      async () => (await route(gw, 'everything'))['children'] === 1 && gw.logs.some((l) => l.includes('child assigned')),
+      20_000,
+      'alice to have her child',
+    );
     const refused = await curlPost(`${gw.url}/mcp/everything`, { jsonrpc: '2.0', id: 2, method: 'tools/list' }, bearer(bob));
     expect(refused.status).toBe(503);
     expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
@@ -191,7 +194,7 @@ ${bob.block}
   }, 60_000);
 });
 
-describe('stdio isolation at max_children: a child holding its owner\'s task is ended last', () => {
+describe("stdio isolation at max_children: a child holding its owner's task is ended last", () => {
   let alice: Key;
   let bob: Key;
   let carol: Key;
@@ -262,7 +265,7 @@ ${alice.block}
     } finally {
       await one.close();
     }
-    await waitFor(async () => (await route(gw, 'everything'))['children'] === 1, 10_000, 'the first session\'s child to end with it');
+    await waitFor(async () => (await route(gw, 'everything'))['children'] === 1, 10_000, "the first session's child to end with it");
     await two.close();
   }, 60_000);
 });
@@ -287,7 +290,7 @@ ${mallory.block}
     await gw?.stop();
   });
 
-  it('ends the idle children of the identity holding the most, so a flood of sessions ends the flooder\'s own', async () => {
+  it("ends the idle children of the identity holding the most, so a flood of sessions ends the flooder's own", async () => {
     const a = await connect(`${gw.url}/mcp/everything`, alice);
     const flood: Caller[] = [];
     try {

@@ -21,10 +21,7 @@ const ENVELOPE = {
 };
 
 async function modernClient(url: string, mode: 'auto' | 'pin' = 'auto'): Promise<Client> {
-  const client = new Client(
-    { name: 'modern-test', version: '1.0.0' },
-    { versionNegotiation: { mode: mode === 'auto' ? 'auto' : { pin: MODERN } } },
-  );
+  const client = new Client({ name: 'modern-test', version: '1.0.0' }, { versionNegotiation: { mode: mode === 'auto' ? 'auto' : { pin: MODERN } } });
   await client.connect(new StreamableHTTPClientTransport(new URL(url)));
   return client;
 }
@@ -81,10 +78,7 @@ describe.each(['stdio', 'streamableHttp', 'sse'] as const)('a 2026-07-28 client 
   });
 
   it('relays a sampling request of the legacy server as input_required rounds (MRTR) and completes the call', async () => {
-    const client = new Client(
-      { name: 'modern-sampler', version: '1.0.0' },
-      { capabilities: { sampling: {} }, versionNegotiation: { mode: { pin: MODERN } } },
-    );
+    const client = new Client({ name: 'modern-sampler', version: '1.0.0' }, { capabilities: { sampling: {} }, versionNegotiation: { mode: { pin: MODERN } } });
     const asked: unknown[] = [];
     client.setRequestHandler('sampling/createMessage', async (request: { params: unknown }) => {
       asked.push(request.params);
@@ -107,7 +101,10 @@ describe.each(['stdio', 'streamableHttp', 'sse'] as const)('a 2026-07-28 client 
       { name: 'modern-eliciter', version: '1.0.0' },
       { capabilities: { elicitation: {} }, versionNegotiation: { mode: { pin: MODERN } } },
     );
-    client.setRequestHandler('elicitation/create', async () => ({ action: 'accept', content: { name: 'Ada Lovelace', email: 'ada@example.com', age: 36, role: 'engineer' } }));
+    client.setRequestHandler('elicitation/create', async () => ({
+      action: 'accept',
+      content: { name: 'Ada Lovelace', email: 'ada@example.com', age: 36, role: 'engineer' },
+    }));
     await client.connect(new StreamableHTTPClientTransport(new URL(url)));
     try {
       expect(client.getProtocolEra()).toBe('modern');
@@ -171,7 +168,13 @@ describe('the header and envelope rules of a 2026-07-28 request', () => {
   it('answers server/discover from the server it fronts', async () => {
     const res = await post(url, { jsonrpc: '2.0', id: 'd', method: 'server/discover', params: { _meta: ENVELOPE } }, { 'mcp-method': 'server/discover' });
     expect(res.status).toBe(200);
-    expect(res.json.result).toMatchObject({ resultType: 'complete', supportedVersions: [MODERN], ttlMs: 0, cacheScope: 'private', capabilities: { tools: {} } });
+    expect(res.json.result).toMatchObject({
+      resultType: 'complete',
+      supportedVersions: [MODERN],
+      ttlMs: 0,
+      cacheScope: 'private',
+      capabilities: { tools: {} },
+    });
     expect(res.json.result._meta['io.modelcontextprotocol/serverInfo'].name).toContain('everything');
   });
 
@@ -315,7 +318,13 @@ describe('a 2026-07-28 client closing its response cancels the call upstream', (
     const controller = new AbortController();
     const pending = fetch(`${gw.url}/mcp/${server}`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': MODERN, 'mcp-method': 'tools/call', 'mcp-name': name },
+      headers: {
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'mcp-protocol-version': MODERN,
+        'mcp-method': 'tools/call',
+        'mcp-name': name,
+      },
       body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: args, _meta: ENVELOPE } }),
       signal: controller.signal,
     }).then((res) => res.text());

@@ -90,7 +90,7 @@ describe.each(['stdio', 'http', 'stdio with era = "modern"'] as const)('a modern
     }
   });
 
-  it('a legacy client answers the server\'s input requests as real requests (elicitation and sampling)', async () => {
+  it("a legacy client answers the server's input requests as real requests (elicitation and sampling)", async () => {
     const client = new LegacyClient({ name: 'legacy-e2e', version: '1.0.0' }, { capabilities: { elicitation: {}, sampling: {} } });
     client.setRequestHandler(ElicitRequestSchema, async () => ({ action: 'accept', content: { ok: true } }));
     client.setRequestHandler(CreateMessageRequestSchema, async () => ({ model: 'm', role: 'assistant', content: { type: 'text', text: 'legacy sample' } }));
@@ -113,7 +113,7 @@ describe.each(['stdio', 'http', 'stdio with era = "modern"'] as const)('a modern
     await client.connect(new LegacyTransport(new URL(url)));
     try {
       // The SDK opens the GET stream after initialized; the gateway then opens its listen on the server.
-      await waitFor(() => listens() > listensBefore, 10_000, 'the gateway\'s subscriptions/listen to reach the server');
+      await waitFor(() => listens() > listensBefore, 10_000, "the gateway's subscriptions/listen to reach the server");
       await client.callTool({ name: 'notify', arguments: {} });
       await waitFor(() => changed > 0, 5_000, 'notifications/tools/list_changed');
     } finally {
@@ -134,8 +134,11 @@ describe.each(['stdio', 'http', 'stdio with era = "modern"'] as const)('a modern
     }
   });
 
-  it('a modern client answers the server\'s sampling request (an input round) and the call completes', async () => {
-    const client = new ModernClient({ name: 'modern-e2e', version: '1.0.0' }, { capabilities: { sampling: {} }, versionNegotiation: { mode: { pin: MODERN } } });
+  it("a modern client answers the server's sampling request (an input round) and the call completes", async () => {
+    const client = new ModernClient(
+      { name: 'modern-e2e', version: '1.0.0' },
+      { capabilities: { sampling: {} }, versionNegotiation: { mode: { pin: MODERN } } },
+    );
     const asked: unknown[] = [];
     client.setRequestHandler('sampling/createMessage', async (request: { params: unknown }) => {
       asked.push(request.params);
@@ -153,7 +156,7 @@ describe.each(['stdio', 'http', 'stdio with era = "modern"'] as const)('a modern
     }
   });
 
-  it('a modern client\'s listen stream passes through', async () => {
+  it("a modern client's listen stream passes through", async () => {
     const client = new ModernClient({ name: 'modern-e2e', version: '1.0.0' }, { versionNegotiation: { mode: { pin: MODERN } } });
     let changed = 0;
     client.setNotificationHandler('notifications/tools/list_changed', () => {

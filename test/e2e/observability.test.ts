@@ -14,7 +14,12 @@ import { expectValidExposition } from '../helpers/promtool.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/recording-upstream.js';
 
 const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
-const call = (id: number, name: string, args: Record<string, unknown> = {}) => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name, arguments: args } });
+const call = (id: number, name: string, args: Record<string, unknown> = {}) => ({
+  jsonrpc: '2.0',
+  id,
+  method: 'tools/call',
+  params: { name, arguments: args },
+});
 
 type AuditLine = Record<string, unknown> & { event_type: string; request_id: string | null };
 
@@ -121,17 +126,35 @@ replacement = "[CARD]"
     await flush();
     const lines = auditLines();
     const byRequest = (res: { headers: Headers }) => lines.filter((l) => l.request_id === res.headers.get('x-request-id'));
-    expect(byRequest(denied)).toContainEqual(expect.objectContaining({ event_type: 'authz_denied', identity_id: 'reader', server: 'web', tool: 'secret_tool', success: false, reason: 'tool not allowed' }));
-    expect(byRequest(limited)).toContainEqual(expect.objectContaining({ event_type: 'rate_limited', identity_id: 'reader', server: 'web', tool: 'expensive', success: false }));
+    expect(byRequest(denied)).toContainEqual(
+      expect.objectContaining({
+        event_type: 'authz_denied',
+        identity_id: 'reader',
+        server: 'web',
+        tool: 'secret_tool',
+        success: false,
+        reason: 'tool not allowed',
+      }),
+    );
+    expect(byRequest(limited)).toContainEqual(
+      expect.objectContaining({ event_type: 'rate_limited', identity_id: 'reader', server: 'web', tool: 'expensive', success: false }),
+    );
     expect(byRequest(failed)).toContainEqual(expect.objectContaining({ event_type: 'upstream_error', identity_id: 'admin', server: 'down', success: false }));
     expect(byRequest(failed)).toContainEqual(expect.objectContaining({ event_type: 'tool_call', tool: 'anything', success: false }));
     expect(byRequest(unauthenticated)).toEqual([
-      expect.objectContaining({ event_type: 'auth_failure', identity_id: null, success: false, provider: 'api_key', reason: 'api key: unknown prefix', error: { code: -32010, message: 'Unauthorized: missing or invalid credentials' } }),
+      expect.objectContaining({
+        event_type: 'auth_failure',
+        identity_id: null,
+        success: false,
+        provider: 'api_key',
+        reason: 'api key: unknown prefix',
+        error: { code: -32010, message: 'Unauthorized: missing or invalid credentials' },
+      }),
     ]);
     expect(lines[0]).toMatchObject({ event_type: 'gateway_start' });
   });
 
-  it('/metrics: the earlier gateway\'s families with server and tool series, valid for promtool', async () => {
+  it("/metrics: the earlier gateway's families with server and tool series, valid for promtool", async () => {
     const text = await (await fetch(`${gw.url}/metrics`)).text();
     await expectValidExposition(text, [/^nodejs_active_(handles|requests|resources)_total/]);
     expect(text).toMatch(/mcp_guard_requests_total\{method="POST",status="200",server="everything"\} [1-9]/);
@@ -174,7 +197,12 @@ replacement = "[CARD]"
   });
 
   it('the operational log lines of a request carry its id', async () => {
-    const initialize = { jsonrpc: '2.0', id: 9, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'curl', version: '1' } } };
+    const initialize = {
+      jsonrpc: '2.0',
+      id: 9,
+      method: 'initialize',
+      params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'curl', version: '1' } },
+    };
     const res = await curlPost(`${gw.url}/mcp/web`, initialize, bearer(keys.admin.key));
     expect(res.status).toBe(200);
     const id = res.headers.get('x-request-id') as string;

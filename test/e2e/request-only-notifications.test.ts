@@ -90,7 +90,10 @@ file = ${q(join(dir, 'audit.log'))}
   it('in a batch: the whole body is refused, naming the element, and nothing of it is forwarded', async () => {
     const res = await curlPost(endpoint, [{ jsonrpc: '2.0', id: 1, method: 'tools/list' }, notification('recorded')], auth);
     expect(res.status).toBe(400);
-    expect(res.json.error).toEqual({ code: -32600, message: 'Invalid Request: batch element 1: tools/call is a request and needs an id; it was not forwarded' });
+    expect(res.json.error).toEqual({
+      code: -32600,
+      message: 'Invalid Request: batch element 1: tools/call is a request and needs an id; it was not forwarded',
+    });
     expect(recording.requests).toEqual([]);
   });
 
@@ -114,7 +117,11 @@ file = ${q(join(dir, 'audit.log'))}
   it('as a 2026-07-28 message too', async () => {
     const before = (await refused()).length;
     const meta = { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {} };
-    const res = await curlPost(endpoint, { jsonrpc: '2.0', method: 'tools/call', params: { name: 'recorded', arguments: {}, _meta: meta } }, { ...auth, 'mcp-protocol-version': '2026-07-28' });
+    const res = await curlPost(
+      endpoint,
+      { jsonrpc: '2.0', method: 'tools/call', params: { name: 'recorded', arguments: {}, _meta: meta } },
+      { ...auth, 'mcp-protocol-version': '2026-07-28' },
+    );
     expect(res.status).toBe(400);
     expect(res.json).toMatchObject({ id: null, error: { code: -32600 } });
     expect(await refused()).toHaveLength(before + 1);

@@ -58,7 +58,21 @@ async function connect(path = '/mcp/everything', options: { sampling?: boolean; 
   if (options.elicitation) {
     client.setRequestHandler(ElicitRequestSchema, async () => ({
       action: 'accept',
-      content: { name: 'Ada Lovelace', check: true, firstLine: 'Once upon a time', email: 'ada@example.com', homepage: 'https://example.com', birthdate: '1815-12-10', integer: 42, number: 3.14, untitledSingleSelectEnum: 'option1', titledSingleSelectEnum: 'value1', legacyTitledEnum: 'opt1', untitledMultipleSelectEnum: ['option1'], titledMultipleSelectEnum: ['value1'] },
+      content: {
+        name: 'Ada Lovelace',
+        check: true,
+        firstLine: 'Once upon a time',
+        email: 'ada@example.com',
+        homepage: 'https://example.com',
+        birthdate: '1815-12-10',
+        integer: 42,
+        number: 3.14,
+        untitledSingleSelectEnum: 'option1',
+        titledSingleSelectEnum: 'value1',
+        legacyTitledEnum: 'opt1',
+        untitledMultipleSelectEnum: ['option1'],
+        titledMultipleSelectEnum: ['value1'],
+      },
     }));
   }
   await client.connect(new StreamableHTTPClientTransport(new URL(gw.url + path)));
@@ -71,7 +85,7 @@ function text(result: unknown): string {
 }
 
 describe('SDK client -> gateway -> stdio server-everything', () => {
-  it('initializes with the child\'s server info and lists its tools', async () => {
+  it("initializes with the child's server info and lists its tools", async () => {
     const client = await connect();
     expect(client.getServerVersion()?.name).toMatch(/everything/i);
     const { tools } = await client.listTools();
@@ -94,11 +108,9 @@ describe('SDK client -> gateway -> stdio server-everything', () => {
   it('routes progress notifications to the request that asked for them', async () => {
     const client = await connect();
     const progress: number[] = [];
-    const result = await client.callTool(
-      { name: 'trigger-long-running-operation', arguments: { duration: 1, steps: 4 } },
-      undefined,
-      { onprogress: (p) => progress.push(p.progress) },
-    );
+    const result = await client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 1, steps: 4 } }, undefined, {
+      onprogress: (p) => progress.push(p.progress),
+    });
     expect(text(result)).toMatch(/completed/i);
     expect(progress).toEqual([1, 2, 3, 4]);
     await client.close();
@@ -114,7 +126,7 @@ describe('SDK client -> gateway -> stdio server-everything', () => {
     await bystander.close();
   });
 
-  it('gives the child only its configured env plus a minimal safe set, never the gateway\'s', async () => {
+  it("gives the child only its configured env plus a minimal safe set, never the gateway's", async () => {
     const client = await connect();
     const env = JSON.parse(text(await client.callTool({ name: 'get-env', arguments: {} }))) as Record<string, string>;
     expect(env['CHILD_ONLY']).toBe('given-by-config');
@@ -147,7 +159,11 @@ describe('SDK client -> gateway -> stdio server-everything', () => {
   it('asks the client that announced its roots for them', async () => {
     const client = await connect('/mcp/everything', { roots: true });
     await client.sendRootsListChanged();
-    await waitFor(async () => text(await client.callTool({ name: 'get-roots-list', arguments: {} })).includes('file:///tmp/e2e-root'), 10_000, 'the child to learn the roots');
+    await waitFor(
+      async () => text(await client.callTool({ name: 'get-roots-list', arguments: {} })).includes('file:///tmp/e2e-root'),
+      10_000,
+      'the child to learn the roots',
+    );
     await client.close();
   });
 
@@ -156,7 +172,10 @@ describe('SDK client -> gateway -> stdio server-everything', () => {
     const controller = new AbortController();
     let progressed = 0;
     // 20 steps in 10 s: a first progress after 0.5 s proves the call is running in the child.
-    const call = client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 10, steps: 20 } }, undefined, { signal: controller.signal, onprogress: () => progressed++ });
+    const call = client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 10, steps: 20 } }, undefined, {
+      signal: controller.signal,
+      onprogress: () => progressed++,
+    });
     await waitFor(() => progressed > 0, 10_000, 'the first progress of the call');
     controller.abort();
     await expect(call).rejects.toThrow();
@@ -167,7 +186,7 @@ describe('SDK client -> gateway -> stdio server-everything', () => {
     await client.close();
   });
 
-  it('streams logging and resource updates to the client\'s GET stream', async () => {
+  it("streams logging and resource updates to the client's GET stream", async () => {
     const client = await connect();
     const logs: unknown[] = [];
     const updates: string[] = [];
@@ -191,7 +210,7 @@ describe('SDK client -> gateway -> stdio server-everything', () => {
     await client.close();
   });
 
-  it('logs the child\'s stderr', () => {
+  it("logs the child's stderr", () => {
     expect(gw.logs.some((l) => l.includes('"stream":"stderr"') && l.includes('"server":"everything"'))).toBe(true);
   });
 
@@ -217,7 +236,9 @@ describe('SDK client -> gateway -> stdio server-everything', () => {
     const callMs = 15_000;
     let progressed = 0;
     // 30 steps in 15 s: a first progress after 0.5 s proves the call is running in the child.
-    const call = client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: callMs / 1000, steps: 30 } }, undefined, { onprogress: () => progressed++ });
+    const call = client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: callMs / 1000, steps: 30 } }, undefined, {
+      onprogress: () => progressed++,
+    });
     await waitFor(() => progressed > 0, 10_000, 'the first progress of the call');
     const started = Date.now();
     process.kill(pid!, 'SIGKILL');

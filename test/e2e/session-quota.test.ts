@@ -31,7 +31,12 @@ args = [${q(EVERYTHING)}, "stdio"]
 isolation = "shared"
 `;
 
-const INITIALIZE = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'quota', version: '1' } } };
+const INITIALIZE = {
+  jsonrpc: '2.0',
+  id: 1,
+  method: 'initialize',
+  params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'quota', version: '1' } },
+};
 
 async function post(gw: RunningGateway, key: Key, body: unknown, session?: string): Promise<{ status: number; headers: Headers; json: any }> {
   const res = await fetch(`${gw.url}/mcp/everything`, {
@@ -112,11 +117,16 @@ ${c.block}
     expect(Number(full.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
 
     // Ending a session gives its slot back to its identity.
-    expect((await fetch(`${gw.url}/mcp/everything`, { method: 'DELETE', headers: { authorization: `Bearer ${a.key}`, 'mcp-session-id': first } })).status).toBe(200);
+    expect((await fetch(`${gw.url}/mcp/everything`, { method: 'DELETE', headers: { authorization: `Bearer ${a.key}`, 'mcp-session-id': first } })).status).toBe(
+      200,
+    );
     await open(gw, a);
 
     await gw.app.recorder.audit.flush();
-    const lines = readFileSync(join(dir, 'audit.log'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    const lines = readFileSync(join(dir, 'audit.log'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
     const refusals = lines.filter((l) => l.event_type === 'rate_limited' && l.method === 'initialize');
     expect(refusals.filter((l) => l.identity_id === 'tenant-a' && l.reason === 'session quota')).toHaveLength(6);
     expect(refusals.filter((l) => l.identity_id === 'tenant-c' && l.reason === 'max_sessions')).toHaveLength(1);

@@ -106,11 +106,17 @@ afterAll(async () => {
  * to tasks/get, tasks/result and tasks/cancel of `taskId`: the reference for "unknown task".
  */
 async function serverAnswersForUnknown(taskId: string): Promise<Record<string, Rpc>> {
-  const init = await rpc(http.url, { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'direct', version: '1' } } });
+  const init = await rpc(http.url, {
+    jsonrpc: '2.0',
+    id: 0,
+    method: 'initialize',
+    params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'direct', version: '1' } },
+  });
   const session = { 'mcp-session-id': init.headers.get('mcp-session-id')!, 'mcp-protocol-version': '2025-11-25' };
   await rpc(http.url, { jsonrpc: '2.0', method: 'notifications/initialized' }, session);
   const answers: Record<string, Rpc> = {};
-  for (const [i, method] of ['tasks/get', 'tasks/result', 'tasks/cancel'].entries()) answers[method] = await rpc(http.url, taskRequest(10 + i, method, taskId), session);
+  for (const [i, method] of ['tasks/get', 'tasks/result', 'tasks/cancel'].entries())
+    answers[method] = await rpc(http.url, taskRequest(10 + i, method, taskId), session);
   await fetch(http.url, { method: 'DELETE', headers: session });
   return answers;
 }
@@ -168,9 +174,16 @@ describe('finding 1: tasks cross identities', () => {
         const tasks = readerClient.experimental.tasks;
         expect((await tasks.listTasks()).tasks.map((t) => t.taskId)).not.toContain(taskId);
         // The same error as for an id that never existed, through the same client.
-        const refusal = async (work: Promise<unknown>) => work.then(() => 'answered', (e: unknown) => (e instanceof McpError ? { code: e.code, message: e.message } : e));
+        const refusal = async (work: Promise<unknown>) =>
+          work.then(
+            () => 'answered',
+            (e: unknown) => (e instanceof McpError ? { code: e.code, message: e.message } : e),
+          );
         expect(await refusal(tasks.getTask(taskId))).toEqual(await refusal(tasks.getTask('0'.repeat(32))));
-        expect(await refusal(tasks.getTaskResult(taskId, CallToolResultSchema))).toEqual({ code: -32602, message: `MCP error -32602: MCP error -32602: Task not found: ${taskId}` });
+        expect(await refusal(tasks.getTaskResult(taskId, CallToolResultSchema))).toEqual({
+          code: -32602,
+          message: `MCP error -32602: MCP error -32602: Task not found: ${taskId}`,
+        });
         expect(await refusal(tasks.cancelTask(taskId))).toEqual({ code: -32602, message: `MCP error -32602: MCP error -32602: Task not found: ${taskId}` });
 
         expect((await adminClient.experimental.tasks.listTasks()).tasks.map((t) => t.taskId)).toContain(taskId);
@@ -182,7 +195,7 @@ describe('finding 1: tasks cross identities', () => {
     }, 40_000);
   }
 
-  it('a request that names the admin\'s task as its related task is answered as for an unknown task, not queued into the admin\'s task', async () => {
+  it("a request that names the admin's task as its related task is answered as for an unknown task, not queued into the admin's task", async () => {
     const url = `${gw.url}/mcp/everything`;
     const created = await rpc(url, startTask(1), bearer(admin));
     const taskId: string = created.json.result.task.taskId;
@@ -200,7 +213,7 @@ describe('finding 1: tasks cross identities', () => {
     expect(result.json.result.content[0].text).toContain('Research Report');
   }, 40_000);
 
-  it('a 2026-07-28 request that creates a task on a legacy server makes it its identity\'s too', async () => {
+  it("a 2026-07-28 request that creates a task on a legacy server makes it its identity's too", async () => {
     const url = `${gw.url}/mcp/everything`;
     const envelope = {
       'io.modelcontextprotocol/protocolVersion': '2026-07-28',
@@ -222,7 +235,7 @@ describe('finding 1: tasks cross identities', () => {
     expect(own.json.result.taskId).toBe(taskId);
   }, 40_000);
 
-  it('a tasks/list page never names another identity\'s task, not even as its cursor; the owner pages through all of its own', async () => {
+  it("a tasks/list page never names another identity's task, not even as its cursor; the owner pages through all of its own", async () => {
     const url = `${gw.url}/mcp/everything`;
     // More than one page of the server's (10 tasks a page).
     const created = await Promise.all(Array.from({ length: 12 }, (_, i) => rpc(url, startTask(100 + i), bearer(admin))));
@@ -254,7 +267,7 @@ describe('finding 1: tasks cross identities', () => {
     for (const taskId of mine) expect(seenByAdmin.has(taskId), taskId).toBe(true);
   }, 40_000);
 
-  it('the status notifications of the admin\'s task never reach the reader, even while the reader\'s call is the only one in flight', async () => {
+  it("the status notifications of the admin's task never reach the reader, even while the reader's call is the only one in flight", async () => {
     const url = new URL(`${gw.url}/mcp/everything`);
     const readerClient = new Client({ name: 'tasks-e2e', version: '1.0.0' }, { capabilities: {} });
     const heard: string[] = [];
@@ -282,4 +295,3 @@ describe('finding 1: tasks cross identities', () => {
     }
   }, 40_000);
 });
-

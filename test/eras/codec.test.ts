@@ -50,7 +50,12 @@ describe('translation', () => {
         _meta: { [META_VERSION]: '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {}, progressToken: 'p1' },
       },
     };
-    expect(toLegacyRequest(request)).toEqual({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'echo', arguments: { message: 'x' }, _meta: { progressToken: 'p1' } } });
+    expect(toLegacyRequest(request)).toEqual({
+      jsonrpc: '2.0',
+      id: 7,
+      method: 'tools/call',
+      params: { name: 'echo', arguments: { message: 'x' }, _meta: { progressToken: 'p1' } },
+    });
     const bare = toLegacyRequest({ ...request, params: { name: 'echo', _meta: { [META_VERSION]: '2026-07-28' } } });
     expect(bare.params).toEqual({ name: 'echo' });
     // The original is untouched (it is what the audit log records).

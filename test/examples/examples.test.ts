@@ -60,7 +60,14 @@ describe('examples/', () => {
     try {
       const { kid } = await jwks.addKey('RS256');
       const gw = await startGateway(example('microservices.toml'), {
-        env: { USERS_URL: users.url, ORDERS_URL: orders.url, INVENTORY_URL: inventory.url, INVENTORY_TOKEN: 'inventory-secret-token', JWKS_URL: jwks.url, JWT_ISSUER: jwks.issuer },
+        env: {
+          USERS_URL: users.url,
+          ORDERS_URL: orders.url,
+          INVENTORY_URL: inventory.url,
+          INVENTORY_TOKEN: 'inventory-secret-token',
+          JWKS_URL: jwks.url,
+          JWT_ISSUER: jwks.issuer,
+        },
       });
       gateways.push(gw);
       expect((await curlPost(`${gw.url}/mcp/users`, { jsonrpc: '2.0', method: 'tools/list', id: 1 })).status).toBe(401);

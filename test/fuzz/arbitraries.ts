@@ -30,7 +30,10 @@ const anyText = (maxLength = 24) => fc.oneof(fc.string({ maxLength }), fc.string
 
 /** Strings over what an HTTP header value may carry (HTAB, printable ASCII, obs-text bytes read as latin1). */
 export const headerText = (maxLength = 40) =>
-  fc.string({ unit: fc.oneof(fc.integer({ min: 0x20, max: 0x7e }), fc.constant(0x09), fc.integer({ min: 0x80, max: 0xff })).map((c) => String.fromCharCode(c)), maxLength });
+  fc.string({
+    unit: fc.oneof(fc.integer({ min: 0x20, max: 0x7e }), fc.constant(0x09), fc.integer({ min: 0x80, max: 0xff })).map((c) => String.fromCharCode(c)),
+    maxLength,
+  });
 
 /** JSON-RPC ids: valid ones most of the time, then every wrong type and size. */
 export const id = fc.oneof(
@@ -83,7 +86,10 @@ function nested(depth: number): fc.Arbitrary<unknown> {
   return fc.oneof(
     { weight: 2, arbitrary: leaf },
     { weight: 1, arbitrary: fc.array(inner, { maxLength: 3 }) },
-    { weight: 1, arbitrary: fc.dictionary(fc.oneof(anyText(8), fc.constantFrom('__proto__', 'constructor', 'toString', '_meta', 'name')), inner, { maxKeys: 3 }) },
+    {
+      weight: 1,
+      arbitrary: fc.dictionary(fc.oneof(anyText(8), fc.constantFrom('__proto__', 'constructor', 'toString', '_meta', 'name')), inner, { maxKeys: 3 }),
+    },
   );
 }
 
@@ -103,10 +109,7 @@ export const params = fc.oneof(
       {
         name: fc.oneof(fc.constantFrom<unknown>('echo', 'admin_reset', 'unknown', '', 'e'.repeat(300)), anyText(20), nested(1)),
         arguments: fc.oneof(nested(3), fc.constant({ message: 'hi' })),
-        _meta: fc.oneof(
-          fc.record({ progressToken: fc.oneof(fc.integer(), fc.string({ maxLength: 10 }), nested(1)) }, { requiredKeys: [] }),
-          nested(1),
-        ),
+        _meta: fc.oneof(fc.record({ progressToken: fc.oneof(fc.integer(), fc.string({ maxLength: 10 }), nested(1)) }, { requiredKeys: [] }), nested(1)),
         cursor: nested(0),
         uri: nested(0),
         requestId: fc.oneof(fc.integer(), fc.string({ maxLength: 10 }), nested(1)),
@@ -133,14 +136,24 @@ const member = (value: fc.Arbitrary<unknown>, presentWeight: number, absentWeigh
 /** One JSON-RPC message as a client might write it: mostly well-formed, with any member wrong or extra. */
 export const message: fc.Arbitrary<unknown> = fc
   .record({
-    jsonrpc: member(fc.oneof({ weight: 12, arbitrary: fc.constant<unknown>('2.0') }, { weight: 1, arbitrary: fc.constantFrom<unknown>('1.0', 2, 2.0, '2.00', null, '') }), 20),
+    jsonrpc: member(
+      fc.oneof({ weight: 12, arbitrary: fc.constant<unknown>('2.0') }, { weight: 1, arbitrary: fc.constantFrom<unknown>('1.0', 2, 2.0, '2.00', null, '') }),
+      20,
+    ),
     id: member(id, 3),
     method: member(method, 8),
     params: member(params, 3),
     result: member(nested(2), 1, 10),
     error: member(
       fc.oneof(
-        fc.record({ code: fc.oneof(fc.integer(), fc.constantFrom<unknown>(1.5, -32601.5, '1', null, 2 ** 60)), message: fc.oneof(anyText(10), fc.constant<unknown>(5)), data: nested(1) }, { requiredKeys: ['code', 'message'] }),
+        fc.record(
+          {
+            code: fc.oneof(fc.integer(), fc.constantFrom<unknown>(1.5, -32601.5, '1', null, 2 ** 60)),
+            message: fc.oneof(anyText(10), fc.constant<unknown>(5)),
+            data: nested(1),
+          },
+          { requiredKeys: ['code', 'message'] },
+        ),
         nested(1),
       ),
       1,
@@ -159,15 +172,17 @@ export const message: fc.Arbitrary<unknown> = fc
   });
 
 /** A valid request of the kind the gateway forwards. */
-export const validRequest = fc.record({
-  id: fc.oneof(fc.integer({ min: 0, max: 1e9 }), fc.string({ minLength: 1, maxLength: 20 })),
-  call: fc.constantFrom(
-    { method: 'tools/call', params: { name: 'echo', arguments: { message: 'hi' } } },
-    { method: 'tools/call', params: { name: 'admin_reset', arguments: {} } },
-    { method: 'tools/list' },
-    { method: 'ping' },
-  ),
-}).map(({ id, call }) => ({ jsonrpc: '2.0', id, ...call }));
+export const validRequest = fc
+  .record({
+    id: fc.oneof(fc.integer({ min: 0, max: 1e9 }), fc.string({ minLength: 1, maxLength: 20 })),
+    call: fc.constantFrom(
+      { method: 'tools/call', params: { name: 'echo', arguments: { message: 'hi' } } },
+      { method: 'tools/call', params: { name: 'admin_reset', arguments: {} } },
+      { method: 'tools/list' },
+      { method: 'ping' },
+    ),
+  })
+  .map(({ id, call }) => ({ jsonrpc: '2.0', id, ...call }));
 
 /** Valid JSON cut short, or with a byte changed. */
 const brokenJson = fc
@@ -185,7 +200,9 @@ const deepText = fc.oneof(
   fc.integer({ min: 1, max: 200_000 }).map((d) => '['.repeat(d)),
   fc.integer({ min: 13, max: 2_000 }).map((d) => JSON.stringify(deep(d))),
   // Deep enough to overflow JSON.stringify (which forwards a request) if it ever got that far.
-  fc.integer({ min: 5_000, max: 10_000 }).map((d) => `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":${'['.repeat(d)}${']'.repeat(d)}}}`),
+  fc
+    .integer({ min: 5_000, max: 10_000 })
+    .map((d) => `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":${'['.repeat(d)}${']'.repeat(d)}}}`),
   fc.integer({ min: 0, max: 40 }).map((d) => `{"jsonrpc":"2.0","id":"${'['.repeat(d)}\\"{{","method":"ping"}`),
 );
 
@@ -197,7 +214,11 @@ export const bytesBody = fc.oneof(
     const [before, after] = text.split('MARK') as [string, string];
     return Buffer.concat([Buffer.from(before), Buffer.from(junk.map((b) => b | 0x80)), Buffer.from(after)]);
   }),
-  fc.constantFrom(Buffer.from([0xef, 0xbb, 0xbf, ...Buffer.from('{"jsonrpc":"2.0","id":1,"method":"ping"}')]), Buffer.from([0xff, 0xfe, 0x7b, 0x00]), Buffer.from([0xc0, 0x80])),
+  fc.constantFrom(
+    Buffer.from([0xef, 0xbb, 0xbf, ...Buffer.from('{"jsonrpc":"2.0","id":1,"method":"ping"}')]),
+    Buffer.from([0xff, 0xfe, 0x7b, 0x00]),
+    Buffer.from([0xc0, 0x80]),
+  ),
 );
 
 /** A POST body as text. */
@@ -243,7 +264,10 @@ export const body: fc.Arbitrary<string | Buffer> = fc.oneof({ weight: 12, arbitr
 
 /** Content-Type values: accepted ones, refused ones, malformed ones, absent. */
 export const contentType = fc.oneof(
-  { weight: 16, arbitrary: fc.constantFrom<string | undefined>('application/json', 'application/json; charset=utf-8', 'application/x-www-form-urlencoded', 'text/plain') },
+  {
+    weight: 16,
+    arbitrary: fc.constantFrom<string | undefined>('application/json', 'application/json; charset=utf-8', 'application/x-www-form-urlencoded', 'text/plain'),
+  },
   {
     weight: 2,
     arbitrary: fc.constantFrom<string | undefined>(
@@ -266,7 +290,10 @@ export const contentType = fc.oneof(
 /** Accept values. */
 export const accept = fc.oneof(
   { weight: 6, arbitrary: fc.constantFrom<string | undefined>(undefined, 'application/json, text/event-stream', 'application/json', '*/*') },
-  { weight: 2, arbitrary: fc.constantFrom<string | undefined>('text/event-stream', '', 'text/html', 'application/*', 'text/event-stream;q=0, application/json;q=0') },
+  {
+    weight: 2,
+    arbitrary: fc.constantFrom<string | undefined>('text/event-stream', '', 'text/html', 'application/*', 'text/event-stream;q=0, application/json;q=0'),
+  },
   { weight: 1, arbitrary: headerText(60) },
 );
 
@@ -302,7 +329,16 @@ export const authChoice = fc.oneof(
 
 /** Garbage in an Authorization header. */
 export const garbageAuthorization = fc.oneof(
-  fc.constantFrom('Bearer', 'Bearer ', 'Basic dXNlcjpwYXNz', 'bearer mcp_', 'Bearer mcp_fuzzkey1_wrong', 'Bearer a.b.c', 'Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.', `Bearer ${'x'.repeat(8_000)}`),
+  fc.constantFrom(
+    'Bearer',
+    'Bearer ',
+    'Basic dXNlcjpwYXNz',
+    'bearer mcp_',
+    'Bearer mcp_fuzzkey1_wrong',
+    'Bearer a.b.c',
+    'Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.',
+    `Bearer ${'x'.repeat(8_000)}`,
+  ),
   headerText(80).map((t) => `Bearer ${t}`),
   headerText(80),
 );
@@ -347,8 +383,29 @@ export const path = fc
   .tuple(
     fc.oneof(
       { weight: 6, arbitrary: fc.constantFrom('/mcp/web', '/mcp/local', '/web', '/local', '/web/x', '/local/a/b') },
-      { weight: 3, arbitrary: fc.tuple(fc.constantFrom('/mcp/', '/web/', '/local/', '/'), fc.array(segment, { minLength: 1, maxLength: 4 })).map(([base, segs]) => base + segs.join('/')) },
-      { weight: 1, arbitrary: fc.constantFrom('/mcp', '/mcp/', '/web/', '//web', '/WEB', '/mcp/web/', '/mcp/web/extra', '/health/x', '/routes/', '/.well-known/x', '/webx', '') },
+      {
+        weight: 3,
+        arbitrary: fc
+          .tuple(fc.constantFrom('/mcp/', '/web/', '/local/', '/'), fc.array(segment, { minLength: 1, maxLength: 4 }))
+          .map(([base, segs]) => base + segs.join('/')),
+      },
+      {
+        weight: 1,
+        arbitrary: fc.constantFrom(
+          '/mcp',
+          '/mcp/',
+          '/web/',
+          '//web',
+          '/WEB',
+          '/mcp/web/',
+          '/mcp/web/extra',
+          '/health/x',
+          '/routes/',
+          '/.well-known/x',
+          '/webx',
+          '',
+        ),
+      },
     ),
     fc.oneof({ weight: 5, arbitrary: fc.constant('') }, { weight: 1, arbitrary: fc.constantFrom('?', '?a=1', '?a=%zz', '?x=1&x=2', '?#', '?%00') }),
   )

@@ -350,7 +350,10 @@ export async function expectStillServing(gw: FuzzGateway): Promise<void> {
  * they were answered, by status: a run that only ever hit one refusal would have tested little.
  */
 export function report(name: PropertyName, runs: number, startedAt: number, statuses: Map<number, number>): void {
-  const byStatus = [...statuses.entries()].sort(([a], [b]) => a - b).map(([status, n]) => `${status}: ${n}`).join(', ');
+  const byStatus = [...statuses.entries()]
+    .sort(([a], [b]) => a - b)
+    .map(([status, n]) => `${status}: ${n}`)
+    .join(', ');
   console.log(`fuzz ${name}: ${runs} inputs in ${((performance.now() - startedAt) / 1000).toFixed(1)} s (${byStatus})`);
 }
 

@@ -53,7 +53,12 @@ afterAll(async () => {
 function toRequest(input: RequestInput): { options: InjectOptions; sent: string } {
   const headers = requestHeaders(gw, input);
   const withBody = input.method !== 'GET' && input.method !== 'HEAD';
-  const options: InjectOptions = { method: input.method as InjectOptions['method'], url: input.path || '/', headers, ...(withBody ? { payload: input.body } : {}) };
+  const options: InjectOptions = {
+    method: input.method as InjectOptions['method'],
+    url: input.path || '/',
+    headers,
+    ...(withBody ? { payload: input.body } : {}),
+  };
   return { options, sent: describeSent(input, headers) };
 }
 
@@ -94,9 +99,12 @@ describe('fuzzing the MCP endpoints (inject)', () => {
   );
 
   it(
-    'POST bodies to the stdio server: never a 5xx, always a clean answer, nothing malformed on the child\'s stdin',
+    "POST bodies to the stdio server: never a 5xx, always a clean answer, nothing malformed on the child's stdin",
     async () => {
-      await fuzz('inject-bodies-stdio', fc.record({ ...requestFields, method: fc.constant('POST'), path: fc.constantFrom('/mcp/local', '/local', '/local/x') }));
+      await fuzz(
+        'inject-bodies-stdio',
+        fc.record({ ...requestFields, method: fc.constant('POST'), path: fc.constantFrom('/mcp/local', '/local', '/local/x') }),
+      );
     },
     timeoutFor('inject-bodies-stdio'),
   );

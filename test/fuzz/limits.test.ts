@@ -90,7 +90,8 @@ describe('batch length: [server] max_batch_length', () => {
 
 describe('nesting depth: [server] max_json_depth', () => {
   /** A tools/call whose body nests `depth` levels (the body and params are 2 of them). */
-  const call = (depth: number) => `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":${'{"a":'.repeat(depth - 2)}1${'}'.repeat(depth - 2)}}}`;
+  const call = (depth: number) =>
+    `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":${'{"a":'.repeat(depth - 2)}1${'}'.repeat(depth - 2)}}}`;
 
   it('a body exactly max_json_depth deep is served', async () => {
     const res = await post(call(5));
@@ -160,7 +161,11 @@ describe('what reaches the upstream', () => {
 
   it.each([
     ['a method and a result', '{"jsonrpc":"2.0","method":"notifications/x","result":{}}', 'a message has either a method or a result or error, not both'],
-    ['a method and an error', '{"jsonrpc":"2.0","method":"notifications/x","error":{"code":1,"message":"m"}}', 'a message has either a method or a result or error, not both'],
+    [
+      'a method and an error',
+      '{"jsonrpc":"2.0","method":"notifications/x","error":{"code":1,"message":"m"}}',
+      'a message has either a method or a result or error, not both',
+    ],
     ['a result and an error', '{"jsonrpc":"2.0","id":1,"result":{},"error":{"code":1,"message":"m"}}', 'a response has either a result or an error, not both'],
     ['an error code that is not an integer', '{"jsonrpc":"2.0","id":1,"error":{"code":1.5,"message":"m"}}', 'error.code must be an integer'],
   ])('a message with %s is refused, not guessed at', async (_what, body, reason) => {
@@ -222,7 +227,7 @@ describe('body and header size', () => {
     expect(res.json).toEqual(invalidRequest('Payload Too Large: the body exceeds 65536 bytes'));
   });
 
-  it('headers over Node\'s 16 KB: 431 with a JSON-RPC error naming the limit, then the connection closes', async () => {
+  it("headers over Node's 16 KB: 431 with a JSON-RPC error naming the limit, then the connection closes", async () => {
     const raw = await open(gw.url);
     raw.socket.write(`POST /mcp/web HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ${'b'.repeat(20_000)}\r\nContent-Length: 2\r\n\r\n{}`);
     await closedWithin(raw, 10_000, '431');

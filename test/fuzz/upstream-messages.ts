@@ -35,7 +35,10 @@ const anyText = (maxLength = 24) => fc.oneof(fc.string({ maxLength }), fc.string
 
 /** Depths around the limit (the message's own levels included), and far beyond it. */
 const depth = fc.oneof(
-  { weight: 40, arbitrary: fc.constantFrom(1, 8, 64, MAX_UPSTREAM_DEPTH - 3, MAX_UPSTREAM_DEPTH - 2, MAX_UPSTREAM_DEPTH - 1, MAX_UPSTREAM_DEPTH, MAX_UPSTREAM_DEPTH + 1) },
+  {
+    weight: 40,
+    arbitrary: fc.constantFrom(1, 8, 64, MAX_UPSTREAM_DEPTH - 3, MAX_UPSTREAM_DEPTH - 2, MAX_UPSTREAM_DEPTH - 1, MAX_UPSTREAM_DEPTH, MAX_UPSTREAM_DEPTH + 1),
+  },
   { weight: 20, arbitrary: fc.constantFrom(1_000, 5_000, 20_000) },
   { weight: 1, arbitrary: fc.constantFrom(200_000, 1_000_000) },
 );
@@ -61,7 +64,21 @@ const idValue = fc.oneof(
   { weight: 3, arbitrary: fc.integer({ min: -5, max: 2_000_000 }).map(String) },
   {
     weight: 2,
-    arbitrary: fc.constantFrom('null', 'true', '"x"', '""', '1.5', '-0', '1e400', '[1]', '{}', '{"a":1}', '"__WIRE__ "', '9007199254740993', `"${'i'.repeat(5_000)}"`),
+    arbitrary: fc.constantFrom(
+      'null',
+      'true',
+      '"x"',
+      '""',
+      '1.5',
+      '-0',
+      '1e400',
+      '[1]',
+      '{}',
+      '{"a":1}',
+      '"__WIRE__ "',
+      '9007199254740993',
+      `"${'i'.repeat(5_000)}"`,
+    ),
   },
   { weight: 1, arbitrary: anyText(40).map(str) },
   { weight: 1, arbitrary: deepValue },
@@ -116,12 +133,20 @@ const paramsValue = fc.oneof(
           requestedSchema: fc.constantFrom('{"type":"object","properties":{}}', '[]', '__DEEP:5000__'),
           content: fc.constantFrom('[]', '[{"type":"text","text":"x"}]', '"x"', 'null', '[{"type":"image","data":"__PAD:100000__"}]'),
           tools: fc.constantFrom('[]', '[{"name":"echo","inputSchema":{"type":"object"}}]', '[null,1,"x"]', '{}'),
-          _meta: fc.oneof(fc.constantFrom('{}', '[]', 'null', '{"progressToken":"__WIRE__"}', '{"io.modelcontextprotocol/subscriptionId":"__WIRE__"}'), deepValue),
+          _meta: fc.oneof(
+            fc.constantFrom('{}', '[]', 'null', '{"progressToken":"__WIRE__"}', '{"io.modelcontextprotocol/subscriptionId":"__WIRE__"}'),
+            deepValue,
+          ),
           task: fc.constantFrom('{"taskId":"t1","status":"working"}', '[]'),
         },
         { requiredKeys: [] },
       )
-      .map((members) => `{${Object.entries(members).map(([k, v]) => `${str(k)}:${v}`).join(',')}}`),
+      .map(
+        (members) =>
+          `{${Object.entries(members)
+            .map(([k, v]) => `${str(k)}:${v}`)
+            .join(',')}}`,
+      ),
   },
   { weight: 2, arbitrary: deepValue },
   { weight: 1, arbitrary: hugeString },
@@ -134,16 +159,35 @@ function object(members: Array<[string, string | undefined]>, reversed: boolean)
   return `{${(reversed ? present.reverse() : present).join(',')}}`;
 }
 
-const jsonrpc = fc.oneof({ weight: 12, arbitrary: fc.constant<string | undefined>('"2.0"') }, { weight: 1, arbitrary: fc.constantFrom<string | undefined>(undefined, '"1.0"', '2', 'null') });
-const maybe = <T>(a: fc.Arbitrary<T>, weight = 3) => fc.oneof({ weight, arbitrary: a.map((v): T | undefined => v) }, { weight: 1, arbitrary: fc.constant<T | undefined>(undefined) });
+const jsonrpc = fc.oneof(
+  { weight: 12, arbitrary: fc.constant<string | undefined>('"2.0"') },
+  { weight: 1, arbitrary: fc.constantFrom<string | undefined>(undefined, '"1.0"', '2', 'null') },
+);
+const maybe = <T>(a: fc.Arbitrary<T>, weight = 3) =>
+  fc.oneof({ weight, arbitrary: a.map((v): T | undefined => v) }, { weight: 1, arbitrary: fc.constant<T | undefined>(undefined) });
 
-const notification = fc
-  .tuple(jsonrpc, methodValue, maybe(paramsValue), fc.boolean())
-  .map(([j, m, p, r]) => object([['jsonrpc', j], ['method', m], ['params', p]], r));
+const notification = fc.tuple(jsonrpc, methodValue, maybe(paramsValue), fc.boolean()).map(([j, m, p, r]) =>
+  object(
+    [
+      ['jsonrpc', j],
+      ['method', m],
+      ['params', p],
+    ],
+    r,
+  ),
+);
 
-const serverRequest = fc
-  .tuple(jsonrpc, idValue, methodValue, maybe(paramsValue), fc.boolean())
-  .map(([j, id, m, p, r]) => object([['jsonrpc', j], ['id', id], ['method', m], ['params', p]], r));
+const serverRequest = fc.tuple(jsonrpc, idValue, methodValue, maybe(paramsValue), fc.boolean()).map(([j, id, m, p, r]) =>
+  object(
+    [
+      ['jsonrpc', j],
+      ['id', id],
+      ['method', m],
+      ['params', p],
+    ],
+    r,
+  ),
+);
 
 const errorValue = fc.oneof(
   { weight: 3, arbitrary: fc.constantFrom('{"code":-32000,"message":"failed"}', '{"code":-32601,"message":"nope","data":{"x":1}}') },
@@ -152,14 +196,36 @@ const errorValue = fc.oneof(
 );
 
 const response = fc
-  .tuple(jsonrpc, idValue, fc.oneof({ weight: 3, arbitrary: paramsValue.map((r) => ['result', r] as const) }, { weight: 1, arbitrary: errorValue.map((e) => ['error', e] as const) }), fc.boolean(), fc.boolean())
+  .tuple(
+    jsonrpc,
+    idValue,
+    fc.oneof({ weight: 3, arbitrary: paramsValue.map((r) => ['result', r] as const) }, { weight: 1, arbitrary: errorValue.map((e) => ['error', e] as const) }),
+    fc.boolean(),
+    fc.boolean(),
+  )
   .map(([j, id, [kind, value], r, both]) =>
     object([['jsonrpc', j], ['id', id], [kind, value], ...(both ? [[kind === 'result' ? 'error' : 'result', '{}'] as [string, string]] : [])], r),
   );
 
 /** Text that is no JSON-RPC message at all, or broken on the way. */
 const garbage = fc.oneof(
-  fc.constantFrom('', ' ', 'not json', '{', '[', '[]', '{}', 'null', '"str"', '42', '{"jsonrpc":"2.0"', '\ufeff{"jsonrpc":"2.0","method":"ping"}', '{"jsonrpc":"2.0","method":"x"}\r', '\u0000\u0000', '[[[[[['),
+  fc.constantFrom(
+    '',
+    ' ',
+    'not json',
+    '{',
+    '[',
+    '[]',
+    '{}',
+    'null',
+    '"str"',
+    '42',
+    '{"jsonrpc":"2.0"',
+    '\ufeff{"jsonrpc":"2.0","method":"ping"}',
+    '{"jsonrpc":"2.0","method":"x"}\r',
+    '\u0000\u0000',
+    '[[[[[[',
+  ),
   anyText(60),
   fc.tuple(notification, fc.nat()).map(([m, n]) => m.slice(0, n % (m.length + 1))),
   fc.array(fc.oneof(notification, response), { minLength: 1, maxLength: 3 }).map((ms) => `[${ms.join(',')}]`),
@@ -172,11 +238,13 @@ const invalidUtf8 = fc.constantFrom([0xff], [0xc0, 0x80], [0xed, 0xa0, 0x80], [0
 /** One message as bytes: mostly UTF-8 text; sometimes with bytes that are not UTF-8 in it. */
 const messageBytes = fc
   .tuple(
-    fc.oneof({ weight: 5, arbitrary: notification }, { weight: 3, arbitrary: response }, { weight: 2, arbitrary: serverRequest }, { weight: 2, arbitrary: garbage }),
     fc.oneof(
-      { weight: 15, arbitrary: fc.constant(undefined) },
-      { weight: 1, arbitrary: fc.tuple(invalidUtf8, fc.nat()) },
+      { weight: 5, arbitrary: notification },
+      { weight: 3, arbitrary: response },
+      { weight: 2, arbitrary: serverRequest },
+      { weight: 2, arbitrary: garbage },
     ),
+    fc.oneof({ weight: 15, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.tuple(invalidUtf8, fc.nat()) }),
   )
   .map(([text, broken]) => {
     const bytes = Buffer.from(text, 'utf8');
@@ -193,7 +261,11 @@ export const item: fc.Arbitrary<Item> = fc
 
 export const script: fc.Arbitrary<Script> = fc.record({
   items: fc.array(item, { maxLength: 10 }),
-  answer: fc.oneof({ weight: 95, arbitrary: fc.constant('result' as const) }, { weight: 4, arbitrary: fc.constant('deep' as const) }, { weight: 1, arbitrary: fc.constant('none' as const) }),
+  answer: fc.oneof(
+    { weight: 95, arbitrary: fc.constant('result' as const) },
+    { weight: 4, arbitrary: fc.constant('deep' as const) },
+    { weight: 1, arbitrary: fc.constant('none' as const) },
+  ),
   after: fc.array(item, { maxLength: 4 }),
   http: fc.constantFrom('sse', 'sse', 'sse', 'json', 'json', 'get'),
 });

@@ -203,7 +203,12 @@ async function post(server: string, session: string | undefined, body: unknown, 
 
 /** A session on `server` with its GET stream open. */
 async function openSession(server: string): Promise<string> {
-  const init = { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: CAPABILITIES, clientInfo: { name: 'fuzz', version: '1' } } };
+  const init = {
+    jsonrpc: '2.0',
+    id: 0,
+    method: 'initialize',
+    params: { protocolVersion: '2025-06-18', capabilities: CAPABILITIES, clientInfo: { name: 'fuzz', version: '1' } },
+  };
   const res = await request(`${base}/mcp/${server}`, {
     dispatcher: agent,
     method: 'POST',
@@ -271,7 +276,13 @@ async function answeredWithin<T>(answer: Promise<T>, boundMs: number, stalls: { 
       throw new Error(`no answer within ${boundMs} ms (and ${Math.round(stalls.total - stalledBefore)} ms this process was stalled)`);
     }
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([answer.then(() => undefined, () => undefined), new Promise((resolve) => (timer = setTimeout(resolve, left)))]);
+    await Promise.race([
+      answer.then(
+        () => undefined,
+        () => undefined,
+      ),
+      new Promise((resolve) => (timer = setTimeout(resolve, left))),
+    ]);
     clearTimeout(timer);
   }
 }
@@ -308,9 +319,7 @@ describe('fuzzing from the upstream side: hostile stdio and streamable HTTP upst
     'generated upstream messages never crash or wedge the gateway: every call answered in time, with its own id',
     async () => {
       const started = performance.now();
-      const sessions = await Promise.all(
-        Array.from({ length: WORKERS }, async () => ({ stdio: await openSession('stdio'), http: await openSession('http') })),
-      );
+      const sessions = await Promise.all(Array.from({ length: WORKERS }, async () => ({ stdio: await openSession('stdio'), http: await openSession('http') })));
       const statuses = new Map<number, number>();
       let messages = 0;
       let calls = 0;
@@ -332,7 +341,8 @@ describe('fuzzing from the upstream side: hostile stdio and streamable HTTP upst
         const params: Record<string, unknown> = { name: 'emit', arguments: { script: JSON.stringify(c.script) } };
         if (c.progress) params['_meta'] = { progressToken: `p-${n}` };
         const body = { jsonrpc: '2.0', id, method: 'tools/call', params };
-        const what = () => `${c.server} (session: ${c.session}, sse: ${c.sse}, http: ${c.script.http}) call ${JSON.stringify(body).slice(0, 3_000)} (seed ${SEED})`;
+        const what = () =>
+          `${c.server} (session: ${c.session}, sse: ${c.sse}, http: ${c.script.http}) call ${JSON.stringify(body).slice(0, 3_000)} (seed ${SEED})`;
         try {
           const session = c.session ? sessions[worker]![c.server] : undefined;
           const answer = await answeredWithin(post(c.server, session, body, c.sse), ANSWER_BOUND_MS, stalls);
@@ -362,14 +372,22 @@ describe('fuzzing from the upstream side: hostile stdio and streamable HTTP upst
 
       // Still serving, on both servers, after all of it.
       for (const server of ['stdio', 'http']) {
-        const answer = await post(server, undefined, { jsonrpc: '2.0', id: 'last', method: 'tools/call', params: { name: 'echo', arguments: { ok: true } } }, false);
+        const answer = await post(
+          server,
+          undefined,
+          { jsonrpc: '2.0', id: 'last', method: 'tools/call', params: { name: 'echo', arguments: { ok: true } } },
+          false,
+        );
         expect(answer.status).toBe(200);
         expect(JSON.parse(answer.text)).toEqual({ jsonrpc: '2.0', id: 'last', result: { content: [{ type: 'text', text: '{"ok":true}' }] } });
       }
       expect(gw.running).toBe(true);
       expect(newErrorLines()).toEqual([]);
 
-      const byStatus = [...statuses.entries()].sort(([a], [b]) => a - b).map(([s, n]) => `${s}: ${n}`).join(', ');
+      const byStatus = [...statuses.entries()]
+        .sort(([a], [b]) => a - b)
+        .map(([s, n]) => `${s}: ${n}`)
+        .join(', ');
       const seen = {
         tooDeep: logCount('upstream sent a message nested too deep; dropped'),
         notJson: logCount('upstream wrote a line that is not JSON; ignored'),

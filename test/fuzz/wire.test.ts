@@ -54,7 +54,7 @@ const fcOptions = (runs: number) => ({ numRuns: runs, ...(SEED === undefined ? {
 
 describe('fuzzing over real HTTP (undici)', () => {
   it(
-    'generated requests through Node\'s HTTP parser on keep-alive connections: never a 5xx, always a clean answer',
+    "generated requests through Node's HTTP parser on keep-alive connections: never a 5xx, always a clean answer",
     async () => {
       const runs = runsFor('wire-undici');
       const started = performance.now();
@@ -211,8 +211,18 @@ const rawBytes = (maxLength: number) =>
 
 /** The request target: near an MCP endpoint, then raw bytes, unicode (as UTF-8), dot segments, or very long. */
 const rawTarget = fc.oneof(
-  { weight: 4, arbitrary: fc.tuple(fc.constantFrom('/mcp/web', '/web/', '/local/', '/mcp/', '/', '//web', '/mcp/web/..', '/web/%2e%2e/'), rawBytes(16)).map(([a, b]) => a + b) },
-  { weight: 2, arbitrary: fc.tuple(fc.constantFrom('/mcp/', '/web/', '/'), fc.string({ unit: 'grapheme', maxLength: 8 })).map(([a, b]) => Buffer.from(a + b, 'utf8').toString('latin1')) },
+  {
+    weight: 4,
+    arbitrary: fc
+      .tuple(fc.constantFrom('/mcp/web', '/web/', '/local/', '/mcp/', '/', '//web', '/mcp/web/..', '/web/%2e%2e/'), rawBytes(16))
+      .map(([a, b]) => a + b),
+  },
+  {
+    weight: 2,
+    arbitrary: fc
+      .tuple(fc.constantFrom('/mcp/', '/web/', '/'), fc.string({ unit: 'grapheme', maxLength: 8 }))
+      .map(([a, b]) => Buffer.from(a + b, 'utf8').toString('latin1')),
+  },
   { weight: 2, arbitrary: arb.path },
   {
     weight: 1,
@@ -235,14 +245,53 @@ const rawTarget = fc.oneof(
 
 /** A header line (without CRLF): a known name with an odd value, an odd name, injection attempts, or a huge value. */
 const rawHeader = fc.oneof(
-  { weight: 4, arbitrary: fc.tuple(fc.constantFrom('content-type', 'accept', 'mcp-session-id', 'mcp-protocol-version', 'x-request-id', 'authorization', 'host', 'connection', 'expect'), rawBytes(40)).map(([n, v]) => `${n}: ${v}`) },
+  {
+    weight: 4,
+    arbitrary: fc
+      .tuple(
+        fc.constantFrom('content-type', 'accept', 'mcp-session-id', 'mcp-protocol-version', 'x-request-id', 'authorization', 'host', 'connection', 'expect'),
+        rawBytes(40),
+      )
+      .map(([n, v]) => `${n}: ${v}`),
+  },
   { weight: 2, arbitrary: fc.tuple(rawBytes(12), rawBytes(12)).map(([n, v]) => `${n}: ${v}`) },
-  { weight: 1, arbitrary: fc.constantFrom('x-a: 1\r\nx-b: 2', 'x-a: 1\rx-b: 2', 'x-a: 1\nx-b: 2', ' folded: continuation', 'no-colon', ': empty-name', 'x-a:', 'Expect: 100-continue', 'Connection: keep-alive', 'Upgrade: websocket') },
-  { weight: 1, arbitrary: fc.tuple(fc.constantFrom('x-long', 'authorization', 'mcp-session-id'), fc.integer({ min: 4_000, max: 20_000 })).map(([n, len]) => `${n}: ${'v'.repeat(len)}`) },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom(
+      'x-a: 1\r\nx-b: 2',
+      'x-a: 1\rx-b: 2',
+      'x-a: 1\nx-b: 2',
+      ' folded: continuation',
+      'no-colon',
+      ': empty-name',
+      'x-a:',
+      'Expect: 100-continue',
+      'Connection: keep-alive',
+      'Upgrade: websocket',
+    ),
+  },
+  {
+    weight: 1,
+    arbitrary: fc
+      .tuple(fc.constantFrom('x-long', 'authorization', 'mcp-session-id'), fc.integer({ min: 4_000, max: 20_000 }))
+      .map(([n, len]) => `${n}: ${'v'.repeat(len)}`),
+  },
 );
 
 /** How the body is framed: right, short, long, repeated, chunked (well or badly), smuggling-shaped, or trailing bytes. */
-const framing = fc.constantFrom('length', 'length', 'length', 'short', 'long', 'double-length', 'chunked', 'bad-chunk', 'te-and-length', 'none', 'trailing-request');
+const framing = fc.constantFrom(
+  'length',
+  'length',
+  'length',
+  'short',
+  'long',
+  'double-length',
+  'chunked',
+  'bad-chunk',
+  'te-and-length',
+  'none',
+  'trailing-request',
+);
 
 interface RawInput {
   method: string;
@@ -255,9 +304,15 @@ interface RawInput {
 }
 
 const rawInput: fc.Arbitrary<RawInput> = fc.record({
-  method: fc.oneof({ weight: 8, arbitrary: fc.constant('POST') }, { weight: 2, arbitrary: fc.constantFrom('GET', 'DELETE', 'HEAD', 'PUT', 'OPTIONS', 'post', 'FOO', 'CONNECT', 'TRACE', '', 'P\u00d6ST') }),
+  method: fc.oneof(
+    { weight: 8, arbitrary: fc.constant('POST') },
+    { weight: 2, arbitrary: fc.constantFrom('GET', 'DELETE', 'HEAD', 'PUT', 'OPTIONS', 'post', 'FOO', 'CONNECT', 'TRACE', '', 'P\u00d6ST') },
+  ),
   target: rawTarget,
-  version: fc.oneof({ weight: 10, arbitrary: fc.constant('HTTP/1.1') }, { weight: 1, arbitrary: fc.constantFrom('HTTP/1.0', 'HTTP/2.0', 'HTTP/1.1 x', 'http/1.1', '') }),
+  version: fc.oneof(
+    { weight: 10, arbitrary: fc.constant('HTTP/1.1') },
+    { weight: 1, arbitrary: fc.constantFrom('HTTP/1.0', 'HTTP/2.0', 'HTTP/1.1 x', 'http/1.1', '') },
+  ),
   headers: fc.oneof({ weight: 2, arbitrary: fc.constant<string[]>([]) }, { weight: 3, arbitrary: fc.array(rawHeader, { minLength: 1, maxLength: 3 }) }),
   withKey: fc.oneof({ weight: 6, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
   body: arb.body,
@@ -267,7 +322,13 @@ const rawInput: fc.Arbitrary<RawInput> = fc.record({
 /** The bytes of a raw input. */
 function rawRequest(input: RawInput): Buffer {
   const body = typeof input.body === 'string' ? Buffer.from(input.body, 'utf8') : input.body;
-  const lines = [`${input.method} ${input.target} ${input.version}`.replace(/ $/, ''), 'Host: 127.0.0.1', 'Connection: close', 'Content-Type: application/json', ...input.headers];
+  const lines = [
+    `${input.method} ${input.target} ${input.version}`.replace(/ $/, ''),
+    'Host: 127.0.0.1',
+    'Connection: close',
+    'Content-Type: application/json',
+    ...input.headers,
+  ];
   if (input.withKey) lines.push(`Authorization: Bearer ${KEY}`);
   let payload: Buffer = body;
   switch (input.framing) {

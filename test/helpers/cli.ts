@@ -327,4 +327,3 @@ export function trackProcesses(): { running: CliProcess[]; mark(label: string): 
     },
   };
 }
-

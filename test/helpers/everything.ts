@@ -144,12 +144,7 @@ function accepts(port: number): Promise<boolean> {
 /* Fixtures shared by the upstream transport tests. */
 
 /** A server's resolved config, as src/config/schema.ts would produce it for an http/sse upstream. */
-export function upstreamConfig(
-  name: string,
-  transport: 'http' | 'sse',
-  url: string,
-  overrides: Partial<HttpServerConfig> = {},
-): HttpServerConfig {
+export function upstreamConfig(name: string, transport: 'http' | 'sse', url: string, overrides: Partial<HttpServerConfig> = {}): HttpServerConfig {
   return {
     name,
     path_prefix: `/${name}`,

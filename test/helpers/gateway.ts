@@ -67,7 +67,11 @@ export function everythingStdio(name = 'everything', extra = ''): string {
 }
 
 /** Posts one JSON-RPC body the way `curl -X POST -d` does (form content type, no Accept). */
-export async function curlPost(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; headers: Headers; text: string; json: any }> {
+export async function curlPost(
+  url: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; headers: Headers; text: string; json: any }> {
   secretHeaders(headers, 'authorization sent with curlPost');
   const res = await fetch(url, {
     method: 'POST',

@@ -117,11 +117,9 @@ headers = { Authorization = ${q(UPSTREAM_TOKEN)}, "X-Upstream-Key" = ${q(UPSTREA
     it('relays progress notifications to onprogress, in order', async () => {
       const { client } = await ctx.connect('/mcp/everything');
       const progress: Array<{ progress: number; total?: number }> = [];
-      const result = await client.callTool(
-        { name: 'trigger-long-running-operation', arguments: { duration: 1, steps: 3 } },
-        undefined,
-        { onprogress: (p) => progress.push({ progress: p.progress, total: p.total }) },
-      );
+      const result = await client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 1, steps: 3 } }, undefined, {
+        onprogress: (p) => progress.push({ progress: p.progress, total: p.total }),
+      });
       expect(resultText(result)).toMatch(/Long running operation completed/);
       expect(progress).toEqual([
         { progress: 1, total: 3 },
@@ -222,7 +220,7 @@ headers = { Authorization = ${q(UPSTREAM_TOKEN)}, "X-Upstream-Key" = ${q(UPSTREA
       expect(res.json.result.tools.length).toBeGreaterThan(5);
     });
 
-    it("fails at once with \"Failed to connect to 'refused'\" when the upstream refuses connections", async () => {
+    it('fails at once with "Failed to connect to \'refused\'" when the upstream refuses connections', async () => {
       const started = Date.now();
       await expect(ctx.connect('/mcp/refused')).rejects.toThrow(/Failed to connect to 'refused'/);
       // "At once" is the behaviour: well inside refused's timeout_ms (20000), which it must not wait out.
@@ -241,7 +239,9 @@ headers = { Authorization = ${q(UPSTREAM_TOKEN)}, "X-Upstream-Key" = ${q(UPSTREA
       expect((await curlList()).status).toBe(200);
       let progressed = 0;
       // 40 steps in 20 s: a first progress (after 0.5 s) proves the call is running on the victim.
-      const call = client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 20, steps: 40 } }, undefined, { onprogress: () => progressed++ });
+      const call = client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 20, steps: 40 } }, undefined, {
+        onprogress: () => progressed++,
+      });
       call.catch(() => undefined);
       await waitFor(() => progressed > 0, 10_000, 'the first progress of the call');
       const started = Date.now();

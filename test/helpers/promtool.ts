@@ -85,7 +85,8 @@ export async function expectValidPromQL(expressions: string[]): Promise<void> {
     const rules = expressions.map((expr, i) => `      - record: check:expr_${i}\n        expr: ${JSON.stringify(expr)}`).join('\n');
     writeFileSync(file, `groups:\n  - name: check\n    rules:\n${rules}\n`);
     const result = await run(['check', 'rules', file]);
-    if (result.code !== 0) throw new Error(`promtool check rules failed (exit ${result.code}):\n${result.output}\n--- expressions ---\n${expressions.join('\n')}`);
+    if (result.code !== 0)
+      throw new Error(`promtool check rules failed (exit ${result.code}):\n${result.output}\n--- expressions ---\n${expressions.join('\n')}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

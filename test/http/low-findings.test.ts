@@ -89,10 +89,18 @@ describe('finding 8: 404s name no server to a caller whose identity is not prove
   });
 
   it('an authenticated caller sees only the servers its identity may reach', async () => {
-    const unknownAll = await fetch(`${gw.url}/mcp/nope`, { method: 'POST', headers: { ...bearer(ALL_KEY), 'content-type': 'application/json' }, body: TOOLS_LIST });
+    const unknownAll = await fetch(`${gw.url}/mcp/nope`, {
+      method: 'POST',
+      headers: { ...bearer(ALL_KEY), 'content-type': 'application/json' },
+      body: TOOLS_LIST,
+    });
     expect(unknownAll.status).toBe(404);
     expect(((await unknownAll.json()) as { available: string[] }).available).toEqual(['alpha', 'beta-secret-name']);
-    const unknownAlpha = await fetch(`${gw.url}/mcp/nope`, { method: 'POST', headers: { ...bearer(ALPHA_KEY), 'content-type': 'application/json' }, body: TOOLS_LIST });
+    const unknownAlpha = await fetch(`${gw.url}/mcp/nope`, {
+      method: 'POST',
+      headers: { ...bearer(ALPHA_KEY), 'content-type': 'application/json' },
+      body: TOOLS_LIST,
+    });
     expect(unknownAlpha.status).toBe(404);
     expect(((await unknownAlpha.json()) as { available: string[] }).available).toEqual(['alpha']);
     // /routes itself, behind protect_routes.
@@ -170,7 +178,9 @@ describe('finding 8: a 4 MiB body sent with fetch', () => {
   `;
 
   it('reads its 413 every time (20 times): the connection is not closed under the client while it is still sending', async () => {
-    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', CLIENT, `${gw.url}/alpha`, `Bearer ${ALL_KEY}`], { timeout: 110_000 });
+    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', CLIENT, `${gw.url}/alpha`, `Bearer ${ALL_KEY}`], {
+      timeout: 110_000,
+    });
     expect(JSON.parse(stdout)).toEqual([...Array(20).fill('413 -32600'), 'then 200 {}']);
   }, 120_000);
 });

@@ -162,11 +162,19 @@ describe('bad input on an MCP endpoint', () => {
     const res = await curlPost(mcp(), { jsonrpc: '2.0', method: 'tools/list', id: 1 }, { 'mcp-protocol-version': '1999-01-01' });
     expect(res.status).toBe(400);
     expectJsonRpcError(res, -32022);
-    expect(res.json.error.data).toEqual({ supported: ['2026-07-28', '2025-11-25', '2025-06-18', '2025-03-26', '2024-11-05', '2024-10-07'], requested: '1999-01-01' });
+    expect(res.json.error.data).toEqual({
+      supported: ['2026-07-28', '2025-11-25', '2025-06-18', '2025-03-26', '2024-11-05', '2024-10-07'],
+      requested: '1999-01-01',
+    });
   });
 
   it('initialize inside a batch: 400', async () => {
-    const init = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } } };
+    const init = {
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'initialize',
+      params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } },
+    };
     const res = await curlPost(mcp(), [init, { jsonrpc: '2.0', method: 'tools/list', id: 2 }]);
     expect(res.status).toBe(400);
     expectJsonRpcError(res, -32600);
@@ -174,18 +182,32 @@ describe('bad input on an MCP endpoint', () => {
 
   it('GET without a session: 400; GET without accepting SSE: 406; PUT: 405', async () => {
     expect((await fetch(mcp(), { headers: { accept: 'text/event-stream' } })).status).toBe(400);
-    const init = await curlPost(mcp(), { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } } });
+    const init = await curlPost(mcp(), {
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'initialize',
+      params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } },
+    });
     const session = init.headers.get('mcp-session-id')!;
     expect((await fetch(mcp(), { headers: { 'mcp-session-id': session, accept: 'application/json' } })).status).toBe(406);
     const put = await fetch(mcp(), { method: 'PUT', body: '{}' });
     expect(put.status).toBe(405);
     expect(put.headers.get('allow')).toBe('GET, POST, DELETE');
     // JSON-RPC-shaped, like every other refusal of an MCP endpoint.
-    expect(await put.json()).toEqual({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Method Not Allowed: PUT; an MCP endpoint takes POST, GET and DELETE' } });
+    expect(await put.json()).toEqual({
+      jsonrpc: '2.0',
+      id: null,
+      error: { code: -32600, message: 'Method Not Allowed: PUT; an MCP endpoint takes POST, GET and DELETE' },
+    });
   });
 
   it('a session opened on one server is unknown on another', async () => {
-    const init = await curlPost(mcp(), { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } } });
+    const init = await curlPost(mcp(), {
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'initialize',
+      params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } },
+    });
     const session = init.headers.get('mcp-session-id')!;
     const res = await curlPost(`${gw.url}/mcp/other`, { jsonrpc: '2.0', method: 'tools/list', id: 1 }, { 'mcp-session-id': session });
     expect(res.status).toBe(404);
@@ -194,7 +216,12 @@ describe('bad input on an MCP endpoint', () => {
 
 describe('good input as curl sends it', () => {
   it('initialize without Accept gets JSON and a session id; the session then works', async () => {
-    const init = await curlPost(mcp(), { jsonrpc: '2.0', id: 'init', method: 'initialize', params: { protocolVersion: '2025-03-26', capabilities: {}, clientInfo: { name: 'curl', version: '8' } } });
+    const init = await curlPost(mcp(), {
+      jsonrpc: '2.0',
+      id: 'init',
+      method: 'initialize',
+      params: { protocolVersion: '2025-03-26', capabilities: {}, clientInfo: { name: 'curl', version: '8' } },
+    });
     expect(init.status).toBe(200);
     expect(init.json.id).toBe('init');
     expect(init.json.result.protocolVersion).toBe('2025-03-26');
@@ -203,7 +230,11 @@ describe('good input as curl sends it', () => {
     const notified = await curlPost(mcp(), { jsonrpc: '2.0', method: 'notifications/initialized' }, { 'mcp-session-id': session });
     expect(notified.status).toBe(202);
     expect(notified.text).toBe('');
-    const call = await curlPost(mcp(), { jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'echo', arguments: { message: 'hi' } } }, { 'mcp-session-id': session });
+    const call = await curlPost(
+      mcp(),
+      { jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'echo', arguments: { message: 'hi' } } },
+      { 'mcp-session-id': session },
+    );
     expect(call.json).toEqual({ jsonrpc: '2.0', id: 7, result: { content: [{ type: 'text', text: 'Echo: hi' }] } });
   });
 
@@ -219,7 +250,7 @@ describe('good input as curl sends it', () => {
     expect(res.json[1]).toMatchObject({ id: 'two', result: { content: [{ text: 'Echo: b' }] } });
   });
 
-  it('an unknown tool comes back as the upstream\'s own answer', async () => {
+  it("an unknown tool comes back as the upstream's own answer", async () => {
     const res = await curlPost(mcp(), { jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'no-such-tool', arguments: {} } });
     expect(res.status).toBe(200);
     expect(JSON.stringify(res.json)).toMatch(/no-such-tool/);

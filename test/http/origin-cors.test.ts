@@ -154,7 +154,15 @@ describe('a gateway on a loopback address, default settings', () => {
   );
 
   it('serves the loopback names on any port, and clients that send no Origin', async () => {
-    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `LOCALHOST.:${port}`, `[::1]:${port}`, `[0:0:0:0:0:0:0:1]:${port}`, '127.0.0.1', 'localhost:8080']) {
+    for (const host of [
+      `127.0.0.1:${port}`,
+      `localhost:${port}`,
+      `LOCALHOST.:${port}`,
+      `[::1]:${port}`,
+      `[0:0:0:0:0:0:0:1]:${port}`,
+      '127.0.0.1',
+      'localhost:8080',
+    ]) {
       const res = await send(gw.url, '/mcp/everything', { headers: { ...JSON_HEADERS, host }, body: TOOLS_LIST });
       expect(res.status, host).toBe(200);
       expect(res.json.result.tools.length).toBeGreaterThan(0);
@@ -166,7 +174,15 @@ describe('a gateway on a loopback address, default settings', () => {
       const res = await send(gw.url, '/mcp/everything', { headers: { ...JSON_HEADERS, origin }, body: TOOLS_LIST });
       expect(res.status, origin).toBe(200);
     }
-    for (const origin of ['http://evil.example', 'null', 'file://', 'http://localhost.evil.example', `http://127.0.0.1:${port}/path`, 'http://localhost:5173, http://evil.example', '']) {
+    for (const origin of [
+      'http://evil.example',
+      'null',
+      'file://',
+      'http://localhost.evil.example',
+      `http://127.0.0.1:${port}/path`,
+      'http://localhost:5173, http://evil.example',
+      '',
+    ]) {
       expectForbidden(await send(gw.url, '/mcp/everything', { headers: { ...JSON_HEADERS, origin }, body: TOOLS_LIST }), 'Origin');
     }
   });
@@ -218,10 +234,15 @@ describe('a gateway on a loopback address, default settings', () => {
   });
 
   describe('security headers', () => {
-    it('are on every kind of answer: MCP JSON, health, metrics, routes, errors, refusals (the HTTP parser\'s too) and 404s', async () => {
+    it("are on every kind of answer: MCP JSON, health, metrics, routes, errors, refusals (the HTTP parser's too) and 404s", async () => {
       const raw = async (head: string, body?: string): Promise<Answer> => {
         const res = await rawHttp(gw.url, head, body);
-        return { status: res.status, headers: Object.fromEntries(Object.entries(res.headers).map(([k, v]) => [k, v.join(', ')])), text: res.body, json: res.json };
+        return {
+          status: res.status,
+          headers: Object.fromEntries(Object.entries(res.headers).map(([k, v]) => [k, v.join(', ')])),
+          text: res.body,
+          json: res.json,
+        };
       };
       const answers: Array<[string, Answer]> = [
         ['MCP result', await send(gw.url, '/mcp/everything', { headers: JSON_HEADERS, body: TOOLS_LIST })],
@@ -269,7 +290,11 @@ describe('CORS on, with authentication', () => {
   let token: string;
 
   beforeAll(async () => {
-    token = await new SignJWT({ sub: 'browser-user' }).setProtectedHeader({ alg: 'HS256' }).setIssuedAt().setExpirationTime('10m').sign(new TextEncoder().encode(SECRET));
+    token = await new SignJWT({ sub: 'browser-user' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setIssuedAt()
+      .setExpirationTime('10m')
+      .sign(new TextEncoder().encode(SECRET));
     gw = await startGateway(
       `
 [server.cors]
@@ -340,7 +365,10 @@ ${everythingStdio()}`,
     expect(list(stream.headers['access-control-expose-headers'])).toContain('mcp-session-id');
 
     await preflight('DELETE', ['authorization', 'mcp-session-id']);
-    const ended = await send(gw.url, '/mcp/everything', { method: 'DELETE', headers: { origin: APP, authorization: `Bearer ${token}`, 'mcp-session-id': session } });
+    const ended = await send(gw.url, '/mcp/everything', {
+      method: 'DELETE',
+      headers: { origin: APP, authorization: `Bearer ${token}`, 'mcp-session-id': session },
+    });
     expect(ended.status).toBe(200);
     expect(ended.headers['access-control-allow-origin']).toBe(APP);
   });
@@ -358,7 +386,10 @@ ${everythingStdio()}`,
   });
 
   it('echoes an origin matched by a port wildcard, and never "*"', async () => {
-    const res = await send(gw.url, '/mcp/everything', { method: 'OPTIONS', headers: { origin: 'http://localhost:5173', 'access-control-request-method': 'POST' } });
+    const res = await send(gw.url, '/mcp/everything', {
+      method: 'OPTIONS',
+      headers: { origin: 'http://localhost:5173', 'access-control-request-method': 'POST' },
+    });
     expect(res.status).toBe(204);
     expect(res.headers['access-control-allow-origin']).toBe('http://localhost:5173');
   });
@@ -417,7 +448,13 @@ url = ${q(recording.url)}
       expectForbidden(await send(gw.url, '/web', { headers: { ...JSON_HEADERS, origin: 'http://evil.example' }, body: TOOLS_LIST }), 'Origin');
       expectForbidden(await send(gw.url, '/web', { headers: { ...JSON_HEADERS, host: 'evil.example' }, body: TOOLS_LIST }), 'Host');
       expect((await send(gw.url, '/web', { headers: { ...JSON_HEADERS, host: 'a@b' }, body: TOOLS_LIST })).status).toBe(400);
-      const lines = () => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) : []);
+      const lines = () =>
+        existsSync(file)
+          ? readFileSync(file, 'utf8')
+              .split('\n')
+              .filter(Boolean)
+              .map((l) => JSON.parse(l) as Record<string, unknown>)
+          : [];
       await waitFor(() => lines().filter((e) => e['event_type'] === 'request_refused').length === 3, 5_000, 'three request_refused lines');
       const refused = lines().filter((e) => e['event_type'] === 'request_refused');
       expect(refused.map((e) => e['reason'])).toEqual(['Origin not allowed', 'Host not allowed', 'invalid Host header']);
@@ -437,12 +474,18 @@ url = ${q(recording.url)}
     expect(res.headers['access-control-allow-origin']).toBe('*');
     expect(res.headers['access-control-allow-credentials']).toBeUndefined();
     // The Host is still checked: "*" origins do not switch DNS rebinding protection off.
-    expectForbidden(await send(gw.url, '/mcp/web', { headers: { ...JSON_HEADERS, host: 'evil.example', origin: 'http://evil.example' }, body: TOOLS_LIST }), 'Host');
+    expectForbidden(
+      await send(gw.url, '/mcp/web', { headers: { ...JSON_HEADERS, host: 'evil.example', origin: 'http://evil.example' }, body: TOOLS_LIST }),
+      'Host',
+    );
   });
 
   it('allow_credentials = true: the exact origin and Access-Control-Allow-Credentials', async () => {
     const gw = await gateway('127.0.0.1', '[server.cors]\nallowed_origins = ["https://app.example"]\nallow_credentials = true\n');
-    const preflight = await send(gw.url, '/mcp/web', { method: 'OPTIONS', headers: { origin: 'https://app.example', 'access-control-request-method': 'POST' } });
+    const preflight = await send(gw.url, '/mcp/web', {
+      method: 'OPTIONS',
+      headers: { origin: 'https://app.example', 'access-control-request-method': 'POST' },
+    });
     expect(preflight.status).toBe(204);
     expect(preflight.headers['access-control-allow-origin']).toBe('https://app.example');
     expect(preflight.headers['access-control-allow-credentials']).toBe('true');
@@ -458,7 +501,10 @@ url = ${q(recording.url)}
     expect(res.json.result.tools).toEqual([expect.objectContaining({ name: 'recorded' })]);
     expect(gw.logs.some((line) => line.includes('"level":40') && line.includes('allowed_hosts is not set'))).toBe(true);
     // A rebinding page's POST carries its Origin: refused even though its Host is not checked.
-    expectForbidden(await send(gw.url, '/mcp/web', { headers: { ...JSON_HEADERS, host: 'evil.example', origin: 'http://evil.example' }, body: TOOLS_LIST }), 'Origin');
+    expectForbidden(
+      await send(gw.url, '/mcp/web', { headers: { ...JSON_HEADERS, host: 'evil.example', origin: 'http://evil.example' }, body: TOOLS_LIST }),
+      'Origin',
+    );
     expectForbidden(await send(gw.url, '/mcp/web', { headers: { ...JSON_HEADERS, origin: `http://127.0.0.1:${portOf(gw)}` }, body: TOOLS_LIST }), 'Origin');
   });
 

@@ -38,7 +38,8 @@ afterAll(async () => {
   await recording?.stop();
 });
 
-const post = (path: string, headers = '') => rawHttp(gw.url, `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n${headers}`, TOOLS_LIST);
+const post = (path: string, headers = '') =>
+  rawHttp(gw.url, `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n${headers}`, TOOLS_LIST);
 
 /** The paths that reached the upstream while `run` ran. */
 async function forwarded(run: () => Promise<unknown>): Promise<string[]> {
@@ -174,7 +175,9 @@ url = ${q(recording.url)}
   it('a valid Host is echoed as the resource; one that would add a parameter is refused with 400', async () => {
     const ok = await rawHttp(authed.url, 'POST /mcp/api HTTP/1.1\r\nHost: mcp.example.com:8443\r\nContent-Type: application/json\r\n', TOOLS_LIST);
     expect(ok.status).toBe(401);
-    expect(ok.headers['www-authenticate']).toEqual(['Bearer realm="mcp-guard", resource_metadata="http://mcp.example.com:8443/.well-known/oauth-protected-resource"']);
+    expect(ok.headers['www-authenticate']).toEqual([
+      'Bearer realm="mcp-guard", resource_metadata="http://mcp.example.com:8443/.well-known/oauth-protected-resource"',
+    ]);
     const metadata = await rawHttp(authed.url, 'GET /.well-known/oauth-protected-resource HTTP/1.1\r\nHost: mcp.example.com:8443\r\n');
     expect(metadata.json.resource).toBe('http://mcp.example.com:8443');
 

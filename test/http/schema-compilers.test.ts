@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { lazySchemaCompilers } from '../../src/optional.js';
 
 describe('lazySchemaCompilers', () => {
-  it('loads Fastify\'s own compilers when a route declares a schema: bodies are validated, answers serialized by it', async () => {
+  it("loads Fastify's own compilers when a route declares a schema: bodies are validated, answers serialized by it", async () => {
     const app = Fastify({ schemaController: { compilersFactory: lazySchemaCompilers } });
     app.post(
       '/x',

@@ -17,10 +17,14 @@ const list = (id: number, extra: Record<string, unknown> = {}): JsonRpcRequest =
   method: 'tools/list',
   params: { _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientInfo': { name: `client-${id}` } }, ...extra },
 });
-const answer = (result: Record<string, unknown>): JsonRpcResponse => ({ jsonrpc: '2.0', id: 1, result: { resultType: 'complete', tools: [{ name: 'a' }], ...result } });
+const answer = (result: Record<string, unknown>): JsonRpcResponse => ({
+  jsonrpc: '2.0',
+  id: 1,
+  result: { resultType: 'complete', tools: [{ name: 'a' }], ...result },
+});
 
 describe('ResultCache', () => {
-  it('serves a public result to every caller within its TTL, with the TTL left and the caller\'s id', () => {
+  it("serves a public result to every caller within its TTL, with the TTL left and the caller's id", () => {
     const t = clock();
     const cache = new ResultCache(t.now);
     const alice = cache.keys('srv', '', list(1), 'alice')!;
@@ -29,7 +33,11 @@ describe('ResultCache', () => {
     t.advance(4_000);
     // Another identity, another client info in _meta: the same public entry.
     const bob = cache.keys('srv', '', list(7), 'bob')!;
-    expect(cache.get(bob, 7)).toEqual({ jsonrpc: '2.0', id: 7, result: { resultType: 'complete', tools: [{ name: 'a' }], ttlMs: 6_000, cacheScope: 'public' } });
+    expect(cache.get(bob, 7)).toEqual({
+      jsonrpc: '2.0',
+      id: 7,
+      result: { resultType: 'complete', tools: [{ name: 'a' }], ttlMs: 6_000, cacheScope: 'public' },
+    });
     t.advance(6_000);
     expect(cache.get(bob, 8)).toBeUndefined();
     expect(cache.size).toBe(0);

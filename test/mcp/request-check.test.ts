@@ -82,7 +82,8 @@ class Sampler {
           if (required.has(key) || this.random() < 0.6) out[key] = this.valid(sub, depth + 1);
         }
         const extra = schema['additionalProperties'];
-        if (extra !== undefined && extra !== false && this.random() < 0.4) out[this.pick(['k', 'other', '_meta2'])] = this.valid(extra === true ? {} : (extra as JsonSchema), depth + 1);
+        if (extra !== undefined && extra !== false && this.random() < 0.4)
+          out[this.pick(['k', 'other', '_meta2'])] = this.valid(extra === true ? {} : (extra as JsonSchema), depth + 1);
         return out;
       }
       case 'array': {
@@ -181,7 +182,10 @@ describe('the params check agrees with the SDK', () => {
           for (const params of samples) {
             const ours = checkMessages([message(method, kind === 'request', params)], era, false) === undefined;
             const theirs = zod.safeParse(params).success;
-            if (ours !== theirs) expect.fail(`${era} ${method} ${JSON.stringify(params)}: the SDK ${theirs ? 'accepts' : 'refuses'} it, the gateway ${ours ? 'accepts' : 'refuses'} it`);
+            if (ours !== theirs)
+              expect.fail(
+                `${era} ${method} ${JSON.stringify(params)}: the SDK ${theirs ? 'accepts' : 'refuses'} it, the gateway ${ours ? 'accepts' : 'refuses'} it`,
+              );
             verdicts[ours ? 'accepted' : 'refused']++;
             compared++;
           }
@@ -214,12 +218,16 @@ describe('the answers', () => {
     expect(text(message('tools/call', true, { arguments: {} }))).toBe('Invalid params: tools/call: params.name is required');
     expect(text(message('tools/call', true, { name: 'echo', arguments: ['a'] }))).toBe('Invalid params: tools/call: params.arguments must be an object');
     expect(text(message('tools/call', true, undefined))).toBe('Invalid params: tools/call: params is required');
-    expect(text(message('tools/list', true, { _meta: { progressToken: 1.5 } }))).toBe('Invalid params: tools/list: params._meta.progressToken must be a string or an integer');
+    expect(text(message('tools/list', true, { _meta: { progressToken: 1.5 } }))).toBe(
+      'Invalid params: tools/list: params._meta.progressToken must be a string or an integer',
+    );
     expect(text(message('completion/complete', true, { ref: { type: 'ref/x' }, argument: { name: 'a', value: 'b' } }))).toBe(
       'Invalid params: completion/complete: params.ref matches none of its 2 allowed forms',
     );
     expect(text(message('logging/setLevel', true, { level: 'loud' }))).toMatch(/^Invalid params: logging\/setLevel: params\.level must be one of "debug", /);
-    expect(text(message('notifications/cancelled', false, { requestId: {} }))).toBe('Invalid params: notifications/cancelled: params.requestId must be a string or an integer');
+    expect(text(message('notifications/cancelled', false, { requestId: {} }))).toBe(
+      'Invalid params: notifications/cancelled: params.requestId must be a string or an integer',
+    );
     expect(text(message('tools/list', true, { _meta: { 'io.modelcontextprotocol/related-task': { taskId: 1 } } }))).toBe(
       'Invalid params: tools/list: params._meta["io.modelcontextprotocol/related-task"].taskId must be a string',
     );
@@ -246,7 +254,10 @@ describe('the answers', () => {
     const batch = [message('tools/list', true, undefined), message('tools/call', false, { name: 'echo' })];
     expect(refusal(batch, true)?.body.error.message).toBe('Invalid Request: batch element 1: tools/call is a request and needs an id; it was not forwarded');
     const params = [message('tools/list', true, undefined), { jsonrpc: '2.0', id: 'b', method: 'resources/read', params: { uri: 7 } } as JsonRpcMessage];
-    expect(refusal(params, true)?.body).toMatchObject({ id: 'b', error: { code: -32602, message: 'Invalid params: batch element 1: resources/read: params.uri must be a string' } });
+    expect(refusal(params, true)?.body).toMatchObject({
+      id: 'b',
+      error: { code: -32602, message: 'Invalid params: batch element 1: resources/read: params.uri must be a string' },
+    });
   });
 
   it('cuts long member names a client chose', () => {

@@ -88,7 +88,7 @@ describe('KeepaliveTicker (one interval for every stream)', () => {
     expect(vi.getTimerCount()).toBe(0);
   });
 
-  it('lets a member leave during its own tick or another\'s without breaking the walk', () => {
+  it("lets a member leave during its own tick or another's without breaking the walk", () => {
     vi.useFakeTimers();
     const ticker = new KeepaliveTicker(1_000);
     const last = member();

@@ -10,7 +10,12 @@ import { ToolPolicy } from '../../src/policy/tools.js';
 import { MAX_TASKS, MAX_TASKS_PER_OWNER, MAX_TTL_MS, TaskOwners } from '../../src/mcp/tasks.js';
 
 const identity = (id: string): Identity => ({ id, provider: 'api_key', tools: ToolPolicy.ALL, servers: undefined, scopes: [] });
-const create = (ttl?: number): JsonRpcRequest => ({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'work', task: ttl === undefined ? {} : { ttl } } });
+const create = (ttl?: number): JsonRpcRequest => ({
+  jsonrpc: '2.0',
+  id: 1,
+  method: 'tools/call',
+  params: { name: 'work', task: ttl === undefined ? {} : { ttl } },
+});
 const created = (taskId: string, ttl: number | null): JsonRpcResponse => ({ jsonrpc: '2.0', id: 1, result: { task: { taskId, status: 'working', ttl } } });
 const get = (taskId: string): JsonRpcRequest => ({ jsonrpc: '2.0', id: 2, method: 'tasks/get', params: { taskId } });
 
@@ -50,7 +55,7 @@ describe('the task table', () => {
     expect(tasks.size).toBe(MAX_TASKS);
   });
 
-  it('ties a task to its server: the same id on another server is not the owner\'s', () => {
+  it("ties a task to its server: the same id on another server is not the owner's", () => {
     const tasks = new TaskOwners();
     const owner = identity('owner');
     tasks.result('a', owner, create(), created('same-id', 60_000));

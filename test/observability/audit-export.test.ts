@@ -18,7 +18,18 @@ afterEach(async () => {
 });
 
 function event(i: number): AuditEvent {
-  return { event_type: 'tool_call', identity_id: 'ci-bot', server: 'fs', method: 'tools/call', tool: 'read_file', success: true, duration_ms: 2, request_id: `req-${i}`, client_ip: '127.0.0.1', reason: 'private-reason' };
+  return {
+    event_type: 'tool_call',
+    identity_id: 'ci-bot',
+    server: 'fs',
+    method: 'tools/call',
+    tool: 'read_file',
+    success: true,
+    duration_ms: 2,
+    request_id: `req-${i}`,
+    client_ip: '127.0.0.1',
+    reason: 'private-reason',
+  };
 }
 
 /** An audit log exporting to the collector (a flush interval long enough never to fire unless set). */

@@ -22,7 +22,18 @@ afterEach(async () => {
 
 /** A tool call of about 300 bytes once serialised. */
 function event(i: number): AuditEvent {
-  return { event_type: 'tool_call', identity_id: 'ci-bot', server: 'fs', method: 'tools/call', tool: 'read_file', success: true, duration_ms: 1, request_id: `req-${i}`, client_ip: '127.0.0.1', reason: 'x'.repeat(120) };
+  return {
+    event_type: 'tool_call',
+    identity_id: 'ci-bot',
+    server: 'fs',
+    method: 'tools/call',
+    tool: 'read_file',
+    success: true,
+    duration_ms: 1,
+    request_id: `req-${i}`,
+    client_ip: '127.0.0.1',
+    reason: 'x'.repeat(120),
+  };
 }
 
 async function backups(): Promise<string[]> {
@@ -58,7 +69,9 @@ describe('file sink', () => {
 
   it('refuses at create() a file whose directory does not exist, naming the path', () => {
     const missing = join(dir.path, 'no-such-dir', 'audit.log');
-    expect(() => AuditLog.create(auditConfig({ file: missing }), { log: testLog().log })).toThrow(`audit file ${JSON.stringify(missing)}: directory ${JSON.stringify(join(dir.path, 'no-such-dir'))} does not exist`);
+    expect(() => AuditLog.create(auditConfig({ file: missing }), { log: testLog().log })).toThrow(
+      `audit file ${JSON.stringify(missing)}: directory ${JSON.stringify(join(dir.path, 'no-such-dir'))} does not exist`,
+    );
   });
 
   it('refuses at create() a path that is a directory', () => {
@@ -136,7 +149,8 @@ describe('rotation by size', () => {
   });
 
   it('prunes backups beyond max_backups left by an earlier run, and gzip leftovers', async () => {
-    for (const stamp of ['2020-01-01T00-00-00.000Z', '2020-01-02T00-00-00.000Z', '2020-01-03T00-00-00.000Z']) await writeFile(join(dir.path, `audit.log.${stamp}`), '{}\n');
+    for (const stamp of ['2020-01-01T00-00-00.000Z', '2020-01-02T00-00-00.000Z', '2020-01-03T00-00-00.000Z'])
+      await writeFile(join(dir.path, `audit.log.${stamp}`), '{}\n');
     await writeFile(join(dir.path, 'audit.log.2020-01-04T00-00-00.000Z.gz.partial'), 'half');
     await writeFile(join(dir.path, 'unrelated.txt'), 'keep');
     const audit = AuditLog.create(auditConfig({ file, max_backups: 2 }), { log: testLog().log });
@@ -174,7 +188,10 @@ describe('rotation by age', () => {
 
   it('never rotates by age with rotate_max_age_secs = 0, and gives same-millisecond rotations distinct names', async () => {
     let t = Date.parse('2030-01-01T00:00:00.000Z');
-    const audit = AuditLog.create(auditConfig({ file, rotate_max_age_secs: 0, rotate_max_bytes: 1_024, compress_rotated: false }), { log: testLog().log, now: () => new Date(t) });
+    const audit = AuditLog.create(auditConfig({ file, rotate_max_age_secs: 0, rotate_max_bytes: 1_024, compress_rotated: false }), {
+      log: testLog().log,
+      now: () => new Date(t),
+    });
     audit.record(event(1));
     t += 10 * 365 * 86_400_000;
     audit.record(event(2));

@@ -76,9 +76,27 @@ describe('audit line', () => {
   it('carries reason, provider and error of a failure, with identity_id null', async () => {
     const [line] = await linesOf(
       {},
-      { event_type: 'auth_failure', identity_id: null, success: false, reason: 'jwt: expired', provider: 'jwt', error: { code: -32001, message: 'Unauthorized' }, request_id: 'r1', client_ip: '::1' },
+      {
+        event_type: 'auth_failure',
+        identity_id: null,
+        success: false,
+        reason: 'jwt: expired',
+        provider: 'jwt',
+        error: { code: -32001, message: 'Unauthorized' },
+        request_id: 'r1',
+        client_ip: '::1',
+      },
     );
-    expect(line).toMatchObject({ event_type: 'auth_failure', identity_id: null, success: false, reason: 'jwt: expired', provider: 'jwt', error: { code: -32001, message: 'Unauthorized' }, request_id: 'r1', client_ip: '::1' });
+    expect(line).toMatchObject({
+      event_type: 'auth_failure',
+      identity_id: null,
+      success: false,
+      reason: 'jwt: expired',
+      provider: 'jwt',
+      error: { code: -32001, message: 'Unauthorized' },
+      request_id: 'r1',
+      client_ip: '::1',
+    });
   });
 
   it('writes one line per event, in the order recorded, for every event type', async () => {
@@ -125,7 +143,10 @@ describe('arguments', () => {
       login: { password: 'hunter2', api_key: 'k2', refresh_token: 't1', client_secret: 's1' },
       key: 'mcp_ab12cd34_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA',
     };
-    const lines = await linesOf({ include_arguments: true, redaction_rules: [{ name: 'email', pattern: '[\\w.]+@[\\w.]+' }] }, { ...TOOL_CALL, arguments: args });
+    const lines = await linesOf(
+      { include_arguments: true, redaction_rules: [{ name: 'email', pattern: '[\\w.]+@[\\w.]+' }] },
+      { ...TOOL_CALL, arguments: args },
+    );
     expect(lines[0]?.['arguments']).toEqual({
       path: '/home/ann/notes.txt',
       contact: '[REDACTED]',
@@ -146,7 +167,8 @@ describe('arguments', () => {
     for (const rules of [[], [{ name: 'greedy', pattern: 'keep[^,]*', replacement: 'x"y' }]]) {
       const lines = await linesOf({ include_arguments: true, redaction_rules: rules }, { ...TOOL_CALL, arguments: args });
       const text = JSON.stringify(lines);
-      for (const secret of ['s3cret-in-array', 'opaque-in-object', 'cookie-in-nested-array', '424242', 'secret-in-depth', 'tok-in-list']) expect(text).not.toContain(secret);
+      for (const secret of ['s3cret-in-array', 'opaque-in-object', 'cookie-in-nested-array', '424242', 'secret-in-depth', 'tok-in-list'])
+        expect(text).not.toContain(secret);
       expect(lines[0]?.['arguments']).toEqual({
         password: '[REDACTED]',
         headers: { Authorization: '[REDACTED]', cookie: '[REDACTED]' },
@@ -203,7 +225,10 @@ describe('redaction', () => {
 
   it('keeps the line valid JSON when a user rule would break it, redacting each value instead', async () => {
     // The pattern eats the closing quote of a value and the replacement adds one: the line would not parse.
-    const lines = await linesOf({ redaction_rules: [{ name: 'greedy', pattern: 'secret[^,]*', replacement: 'x"y' }] }, { ...TOOL_CALL, reason: 'a secret value' });
+    const lines = await linesOf(
+      { redaction_rules: [{ name: 'greedy', pattern: 'secret[^,]*', replacement: 'x"y' }] },
+      { ...TOOL_CALL, reason: 'a secret value' },
+    );
     expect(lines).toHaveLength(1);
     expect(lines[0]?.['reason']).toBe('a x"y');
     expect(lines[0]?.['tool']).toBe('read_file');
@@ -211,11 +236,18 @@ describe('redaction', () => {
 
   it('refuses a rule that is not a regular expression or matches the empty string, naming it', () => {
     const create = (pattern: string) => () =>
-      AuditLog.create({ ...auditConfig({ stdout: true }), redaction_rules: [{ name: 'mine', pattern, replacement: 'x' }] }, { log: testLog().log, stdout: capture().stream });
+      AuditLog.create(
+        { ...auditConfig({ stdout: true }), redaction_rules: [{ name: 'mine', pattern, replacement: 'x' }] },
+        { log: testLog().log, stdout: capture().stream },
+      );
     expect(create('(unclosed')).toThrow(/"mine".*not a valid regular expression/);
     expect(create('x*')).toThrow(/"mine".*matches the empty string/);
-    expect(redactionRuleSchema.safeParse({ name: 'mine', pattern: 'x*' }).error?.issues.map((issue) => issue.message)).toEqual(['must not match the empty string']);
-    expect(redactionRuleSchema.safeParse({ name: 'mine', pattern: '(unclosed' }).error?.issues.map((issue) => issue.message)).toEqual(['not a valid regular expression']);
+    expect(redactionRuleSchema.safeParse({ name: 'mine', pattern: 'x*' }).error?.issues.map((issue) => issue.message)).toEqual([
+      'must not match the empty string',
+    ]);
+    expect(redactionRuleSchema.safeParse({ name: 'mine', pattern: '(unclosed' }).error?.issues.map((issue) => issue.message)).toEqual([
+      'not a valid regular expression',
+    ]);
   });
 });
 

@@ -18,10 +18,22 @@ describe('HotCounter and HotHistogram', () => {
   it('expose exactly what prom-client Counter and Histogram expose for the same counts', async () => {
     const reference = new Registry();
     const counter = new Counter({ name: 'x_requests_total', help: 'Requests.', labelNames: ['method', 'server'], registers: [reference] });
-    const histogram = new Histogram({ name: 'x_duration_seconds', help: 'Durations.', labelNames: ['method', 'server'], buckets: BUCKETS, registers: [reference] });
+    const histogram = new Histogram({
+      name: 'x_duration_seconds',
+      help: 'Durations.',
+      labelNames: ['method', 'server'],
+      buckets: BUCKETS,
+      registers: [reference],
+    });
     const hot = new Registry();
     const hotCounter = new HotCounter({ name: 'x_requests_total', help: 'Requests.', labelNames: ['method', 'server'], registers: [hot] });
-    const hotHistogram = new HotHistogram({ name: 'x_duration_seconds', help: 'Durations.', labelNames: ['method', 'server'], buckets: BUCKETS, registers: [hot] });
+    const hotHistogram = new HotHistogram({
+      name: 'x_duration_seconds',
+      help: 'Durations.',
+      labelNames: ['method', 'server'],
+      buckets: BUCKETS,
+      registers: [hot],
+    });
     for (const [method, server, seconds] of OBSERVED) {
       counter.inc({ method, server });
       histogram.observe({ method, server }, seconds);
@@ -34,7 +46,8 @@ describe('HotCounter and HotHistogram', () => {
     expect(text).toContain('x_requests_total{method="POST",server="fs"} 4');
     expectValidExposition(text);
     // JSON too, with each value's labels in one object (prom-client adds empty exemplars).
-    const withoutExemplars = (metrics: unknown): unknown => JSON.parse(JSON.stringify(metrics, (key, value: unknown) => (key === 'exemplar' ? undefined : value)));
+    const withoutExemplars = (metrics: unknown): unknown =>
+      JSON.parse(JSON.stringify(metrics, (key, value: unknown) => (key === 'exemplar' ? undefined : value)));
     expect(withoutExemplars(await hot.getMetricsAsJSON())).toEqual(withoutExemplars(await reference.getMetricsAsJSON()));
   });
 

@@ -65,7 +65,11 @@ describe('LazyChildLogger (request.log)', () => {
     log.info({ server: 'fs' }, 'first line');
     log.warn('second line');
     expect(made).toEqual([{ reqId: 'r-1' }]);
-    const lines = out.text().trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    const lines = out
+      .text()
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
     expect(lines).toEqual([
       expect.objectContaining({ level: 30, reqId: 'r-1', server: 'fs', msg: 'first line' }),
       expect.objectContaining({ level: 40, reqId: 'r-1', msg: 'second line' }),

@@ -53,7 +53,8 @@ function series(text: string, name: string, labels: Record<string, string> = {})
 /** The value of the one sample matching; fails when there is none or several. */
 function value(text: string, name: string, labels: Record<string, string> = {}): number {
   const found = series(text, name, labels);
-  if (found.length !== 1) throw new Error(`expected one ${name}${JSON.stringify(labels)}, found ${found.length}:\n${found.map((s) => JSON.stringify(s)).join('\n')}`);
+  if (found.length !== 1)
+    throw new Error(`expected one ${name}${JSON.stringify(labels)}, found ${found.length}:\n${found.map((s) => JSON.stringify(s)).join('\n')}`);
   return found[0]!.value;
 }
 
@@ -219,7 +220,11 @@ describe('Metrics: request-level families', () => {
     // Present at zero from the start, so rates and ratios have no gaps.
     expect(value(text, 'mcp_guard_rate_limit_total', { allowed: 'true' })).toBe(0);
     expect(value(text, 'mcp_guard_rate_limit_total', { allowed: 'false' })).toBe(0);
-    expect(series(text, 'mcp_guard_rate_limited_total').map((s) => s.labels['scope']).sort()).toEqual(['address', 'identity', 'tool']);
+    expect(
+      series(text, 'mcp_guard_rate_limited_total')
+        .map((s) => s.labels['scope'])
+        .sort(),
+    ).toEqual(['address', 'identity', 'tool']);
     m.rateLimit(true);
     m.rateLimit(true);
     m.rateLimit(false, 'address');
@@ -309,9 +314,17 @@ describe('Metrics: tool calls with bounded tool names', () => {
     for (const tool of ['t1', 't2', 't3', 't4', 't5']) m.toolCall('a', tool, 'ok');
     for (const tool of ['t4', 't5', 't6', 't7']) m.toolCall('b', tool, 'ok');
     const text = await scrape(m);
-    expect(series(text, 'mcp_guard_tool_calls_total', { server: 'a' }).map((s) => s.labels['tool']).sort()).toEqual(['__other__', 't1', 't2', 't3']);
+    expect(
+      series(text, 'mcp_guard_tool_calls_total', { server: 'a' })
+        .map((s) => s.labels['tool'])
+        .sort(),
+    ).toEqual(['__other__', 't1', 't2', 't3']);
     expect(value(text, 'mcp_guard_tool_calls_total', { server: 'a', tool: '__other__' })).toBe(2);
-    expect(series(text, 'mcp_guard_tool_calls_total', { server: 'b' }).map((s) => s.labels['tool']).sort()).toEqual(['__other__', 't4', 't5', 't6']);
+    expect(
+      series(text, 'mcp_guard_tool_calls_total', { server: 'b' })
+        .map((s) => s.labels['tool'])
+        .sort(),
+    ).toEqual(['__other__', 't4', 't5', 't6']);
   });
 
   it('defaults to 100 tools per server and never learns empty or very long names', async () => {
@@ -332,7 +345,11 @@ describe('Metrics: tool calls with bounded tool names', () => {
     m.learnTools('odd', odd);
     for (const tool of odd) m.toolCall('odd', tool, 'ok');
     const text = await scrape(m);
-    expect(series(text, 'mcp_guard_tool_calls_total', { server: 'odd' }).map((s) => s.labels['tool']).sort()).toEqual([...odd].sort());
+    expect(
+      series(text, 'mcp_guard_tool_calls_total', { server: 'odd' })
+        .map((s) => s.labels['tool'])
+        .sort(),
+    ).toEqual([...odd].sort());
   });
 });
 
@@ -376,7 +393,7 @@ describe('Metrics: active identities', () => {
 });
 
 describe('Metrics: callbacks read at scrape time', () => {
-  it('follows the audit log\'s cumulative loss counts (AuditLog.stats fits), zero before any is set', async () => {
+  it("follows the audit log's cumulative loss counts (AuditLog.stats fits), zero before any is set", async () => {
     const m = new Metrics({ defaultMetrics: false });
     let text = await scrape(m);
     expect(value(text, 'mcp_guard_audit_dropped_total', { stage: 'queue' })).toBe(0);
@@ -481,7 +498,24 @@ describe('Metrics: its own registry', () => {
     const without = await scrape(new Metrics({ defaultMetrics: false }));
     expect(without).not.toMatch(/^process_|^nodejs_/m);
     // With nothing recorded yet, the exposition is still valid and complete.
-    for (const family of ['mcp_guard_requests_total', 'mcp_guard_request_duration_seconds', 'mcp_guard_auth_total', 'mcp_guard_rate_limit_total', 'mcp_guard_active_identities', 'mcp_guard_upstream_requests_total', 'mcp_guard_upstream_latency_seconds', 'mcp_guard_tool_calls_total', 'mcp_guard_cache_lookups_total', 'mcp_guard_upstream_up', 'mcp_guard_upstream_circuit_open', 'mcp_guard_upstream_restarts_total', 'mcp_guard_active_sessions', 'mcp_guard_rate_limited_total', 'mcp_guard_rate_limit_store_errors_total', 'mcp_guard_audit_dropped_total']) {
+    for (const family of [
+      'mcp_guard_requests_total',
+      'mcp_guard_request_duration_seconds',
+      'mcp_guard_auth_total',
+      'mcp_guard_rate_limit_total',
+      'mcp_guard_active_identities',
+      'mcp_guard_upstream_requests_total',
+      'mcp_guard_upstream_latency_seconds',
+      'mcp_guard_tool_calls_total',
+      'mcp_guard_cache_lookups_total',
+      'mcp_guard_upstream_up',
+      'mcp_guard_upstream_circuit_open',
+      'mcp_guard_upstream_restarts_total',
+      'mcp_guard_active_sessions',
+      'mcp_guard_rate_limited_total',
+      'mcp_guard_rate_limit_store_errors_total',
+      'mcp_guard_audit_dropped_total',
+    ]) {
       expect(without).toMatch(new RegExp(`^# TYPE ${family} `, 'm'));
     }
   });
@@ -493,7 +527,7 @@ describe('GET /metrics', () => {
     await Promise.all(apps.splice(0).map((app) => app.close()));
   });
 
-  it('serves the exposition with the registry\'s content type, unauthenticated by default', async () => {
+  it("serves the exposition with the registry's content type, unauthenticated by default", async () => {
     const metrics = new Metrics({ servers: ['files'] });
     metrics.request('POST', 200, 0.01, 'files');
     const app = Fastify();
@@ -574,7 +608,10 @@ timeout_ms = 20000
 
       // Tool names come from the server's own tools/list: those are the only tool label values.
       const { tools } = await client.listTools();
-      metrics.learnTools('everything', tools.map((t) => t.name));
+      metrics.learnTools(
+        'everything',
+        tools.map((t) => t.name),
+      );
       metrics.toolCall('everything', 'echo', 'ok');
       metrics.toolCall('everything', 'not-a-tool', 'error');
       text = await get();
@@ -646,10 +683,15 @@ describe('docs/metrics.md and the examples agree with the code', () => {
       expect(own, `${name} in ${expr}`).toBeDefined();
       const allowed = new Set([...own!, ...(name!.endsWith('_bucket') ? ['le'] : [])]);
       for (const l of allowed) inExpr.add(l);
-      for (const [, l] of (body ?? '').replace(/"(?:[^"\\]|\\.)*"/g, '""').matchAll(/([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=|,|$)/g)) expect(allowed, `${l} on ${name} in ${expr}`).toContain(l);
+      for (const [, l] of (body ?? '').replace(/"(?:[^"\\]|\\.)*"/g, '""').matchAll(/([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=|,|$)/g))
+        expect(allowed, `${l} on ${name} in ${expr}`).toContain(l);
     }
     for (const [, list] of expr.matchAll(/\b(?:by|on|ignoring)\s*\(([^)]*)\)/g)) {
-      for (const l of list!.split(',').map((x) => x.trim()).filter((x) => x !== '')) expect(inExpr, `${l} in ${expr}`).toContain(l);
+      for (const l of list!
+        .split(',')
+        .map((x) => x.trim())
+        .filter((x) => x !== ''))
+        expect(inExpr, `${l} in ${expr}`).toContain(l);
     }
   };
 
@@ -721,7 +763,16 @@ describe('docs/metrics.md and the examples agree with the code', () => {
     }
 
     const titles = panels.map((p) => p.title).join('\n');
-    for (const wanted of [/request rate by status/i, /latency p50 \/ p99 by method/i, /authentication/i, /rate limit/i, /upstream up/i, /restarts/i, /tool calls by server \/ tool/i, /active sessions/i]) {
+    for (const wanted of [
+      /request rate by status/i,
+      /latency p50 \/ p99 by method/i,
+      /authentication/i,
+      /rate limit/i,
+      /upstream up/i,
+      /restarts/i,
+      /tool calls by server \/ tool/i,
+      /active sessions/i,
+    ]) {
       expect(titles).toMatch(wanted);
     }
 
@@ -756,6 +807,17 @@ describe('docs/metrics.md and the examples agree with the code', () => {
     const declared = new Set([...exposition.matchAll(/(\w+)="/g)].map((m) => m[1]!));
     for (const l of declared) expect(labels).toContain(l);
     const used = new Set(exprs.flatMap((e) => [...e.matchAll(/mcp_guard_[a-z_]+/g)].map((m) => m[0].replace(/_bucket$/, ''))));
-    expect([...used].sort()).toEqual(expect.arrayContaining(['mcp_guard_requests_total', 'mcp_guard_request_duration_seconds', 'mcp_guard_auth_total', 'mcp_guard_rate_limit_total', 'mcp_guard_upstream_up', 'mcp_guard_upstream_restarts_total', 'mcp_guard_tool_calls_total', 'mcp_guard_active_sessions']));
+    expect([...used].sort()).toEqual(
+      expect.arrayContaining([
+        'mcp_guard_requests_total',
+        'mcp_guard_request_duration_seconds',
+        'mcp_guard_auth_total',
+        'mcp_guard_rate_limit_total',
+        'mcp_guard_upstream_up',
+        'mcp_guard_upstream_restarts_total',
+        'mcp_guard_tool_calls_total',
+        'mcp_guard_active_sessions',
+      ]),
+    );
   });
 });

@@ -115,7 +115,11 @@ burst_size = 2
     expect(res.headers.get('ratelimit-remaining')).toBe('0');
     expect(res.headers.get('ratelimit-reset')).toBe(String(retryAfter));
     expect(res.headers.get('content-type')).toMatch(/^application\/json/);
-    expect(res.json).toEqual({ jsonrpc: '2.0', id: null, error: { code: -32012, message: `Too Many Requests: rate limit of 3 requests per 30 s exceeded; retry in ${retryAfter} s` } });
+    expect(res.json).toEqual({
+      jsonrpc: '2.0',
+      id: null,
+      error: { code: -32012, message: `Too Many Requests: rate limit of 3 requests per 30 s exceeded; retry in ${retryAfter} s` },
+    });
     expect(listsReached()).toBe(before);
   });
 
@@ -192,7 +196,14 @@ burst_size = 2
     expect(byId.size).toBe(5);
     expect(byId.get(1).result.content[0].text).toBe('called slow_batch');
     expect(byId.get(2).result.content[0].text).toBe('called slow_batch');
-    expect(byId.get(3)).toEqual({ jsonrpc: '2.0', id: 3, error: { code: -32012, message: expect.stringMatching(/^Too Many Requests: rate limit of 2 requests per 20 s exceeded for tool "slow_batch"; retry in \d+ s$/) } });
+    expect(byId.get(3)).toEqual({
+      jsonrpc: '2.0',
+      id: 3,
+      error: {
+        code: -32012,
+        message: expect.stringMatching(/^Too Many Requests: rate limit of 2 requests per 20 s exceeded for tool "slow_batch"; retry in \d+ s$/),
+      },
+    });
     expect(byId.get(4).result.content[0].text).toBe('called fast');
     expect(byId.get(5).result.tools).toBeDefined();
     expect(reached('slow_batch')).toBe(2);
@@ -281,7 +292,11 @@ per_address_burst_size = 4
       statuses.push(last.status);
     }
     expect(statuses).toEqual([401, 401, 401, 401, 429, 429, 429, 429]);
-    expect(last!.json).toEqual({ jsonrpc: '2.0', id: null, error: { code: -32012, message: expect.stringMatching(/^Too Many Requests: rate limit of 4 requests per 40 s exceeded; retry in \d+ s$/) } });
+    expect(last!.json).toEqual({
+      jsonrpc: '2.0',
+      id: null,
+      error: { code: -32012, message: expect.stringMatching(/^Too Many Requests: rate limit of 4 requests per 40 s exceeded; retry in \d+ s$/) },
+    });
     expect(last!.headers.get('retry-after')).toMatch(/^\d+$/);
     expect(last!.headers.get('www-authenticate')).toBeNull();
     // Authentication saw the first four only.
@@ -297,7 +312,15 @@ per_address_burst_size = 4
 
   it('IPv6 clients are counted by their /64, and an IPv4-mapped address as the IPv4 address it is', async () => {
     const from = async (remoteAddress: string) =>
-      (await gw.app.app.inject({ method: 'POST', url: '/mcp', payload: LIST, headers: { 'content-type': 'application/json', ...bearer(dave.key) }, remoteAddress })).statusCode;
+      (
+        await gw.app.app.inject({
+          method: 'POST',
+          url: '/mcp',
+          payload: LIST,
+          headers: { 'content-type': 'application/json', ...bearer(dave.key) },
+          remoteAddress,
+        })
+      ).statusCode;
     const sameNetwork = [];
     for (let i = 1; i <= 5; i++) sameNetwork.push(await from(`2001:db8:0:7::${i}`));
     expect(sameNetwork).toEqual([200, 200, 200, 200, 429]);

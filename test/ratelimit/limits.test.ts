@@ -88,6 +88,8 @@ rate_limit = 5
 
   it('with [rate_limit]: accepted; the bound is the one of every other rate', () => {
     expect(parseConfig(`${base}\n[rate_limit]\n`, { env: {} }).auth?.api_keys?.[0]?.rate_limit).toBe(5);
-    expect(configErrors(`${base.replace('rate_limit = 5', 'rate_limit = 2000000')}\n[rate_limit]\n`)).toEqual(['auth.api_keys[0].rate_limit: must be at most 1000000']);
+    expect(configErrors(`${base.replace('rate_limit = 5', 'rate_limit = 2000000')}\n[rate_limit]\n`)).toEqual([
+      'auth.api_keys[0].rate_limit: must be at most 1000000',
+    ]);
   });
 });

@@ -135,7 +135,10 @@ describe('two gateways, one Redis', () => {
     for (const gw of [a, b, a, b, a]) answers.push(await post(`${gw.url}/mcp`, LIST, alice.key));
     expect(answers.map((x) => x.status)).toEqual([200, 200, 200, 429, 429]);
     expect(answers.slice(0, 3).map((x) => x.headers.get('ratelimit-remaining'))).toEqual(['2', '1', '0']);
-    expect(answers[3]!.json.error).toEqual({ code: -32012, message: expect.stringMatching(/^Too Many Requests: rate limit of 3 requests per 30 s exceeded; retry in \d+ s$/) });
+    expect(answers[3]!.json.error).toEqual({
+      code: -32012,
+      message: expect.stringMatching(/^Too Many Requests: rate limit of 3 requests per 30 s exceeded; retry in \d+ s$/),
+    });
     expect(Number(answers[4]!.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
 
     // One counter in Redis, named after the limit and the identity (docs/rate-limits.md).
@@ -170,7 +173,10 @@ describe('Redis unavailable', () => {
     redis = await startRedis();
     for (const name of ['alice', 'bob', 'carol', 'dave', 'erin', 'frank']) keys[name] = await issue(name);
     const all = Object.values(keys);
-    [allow, deny] = await Promise.all([startGateway(config(recording.url, redis.url, 'allow', all)), startGateway(config(recording.url, redis.url, 'deny', all))]);
+    [allow, deny] = await Promise.all([
+      startGateway(config(recording.url, redis.url, 'allow', all)),
+      startGateway(config(recording.url, redis.url, 'deny', all)),
+    ]);
     allow.app.limiter!.onStoreError = (error, scope) => storeErrors.push(`${scope}: ${error.name}`);
   });
 
@@ -200,7 +206,11 @@ describe('Redis unavailable', () => {
       const res = await send(deny);
       expect(res.status).toBe(503);
       expect(res.headers.get('retry-after')).toBe('1');
-      expect(res.json).toEqual({ jsonrpc: '2.0', id: null, error: { code: -32012, message: 'Service Unavailable: the rate limit cannot be checked right now; retry in 1 s' } });
+      expect(res.json).toEqual({
+        jsonrpc: '2.0',
+        id: null,
+        error: { code: -32012, message: 'Service Unavailable: the rate limit cannot be checked right now; retry in 1 s' },
+      });
     }
     expect(storeWarnings(deny)).toHaveLength(1);
     expect(JSON.parse(storeWarnings(deny)[0]!)).toMatchObject({ store: 'redis', onStoreError: 'deny' });
@@ -213,14 +223,34 @@ describe('Redis unavailable', () => {
   it('back (restarted, empty): the limits apply again without restarting the gateways', async () => {
     await redis.start();
     const send = (gw: RunningGateway, who: string) => post(`${gw.url}/mcp`, LIST, keys[who]!.key);
-    const counted = await sendUntil(() => send(allow, 'bob'), (x) => x.headers.get('ratelimit-limit') === '3', 100, 'the store to answer again');
+    const counted = await sendUntil(
+      () => send(allow, 'bob'),
+      (x) => x.headers.get('ratelimit-limit') === '3',
+      100,
+      'the store to answer again',
+    );
     expect(counted.status).toBe(200);
-    await sendUntil(() => send(allow, 'bob'), (x) => x.status === 429, 3, 'the limit of 3');
+    await sendUntil(
+      () => send(allow, 'bob'),
+      (x) => x.status === 429,
+      3,
+      'the limit of 3',
+    );
     expect(allow.logs.some((l) => l.includes('"rate limit store is answering again"'))).toBe(true);
 
     // The deny gateway shares bob's counter (one Redis): frank's is fresh.
-    await sendUntil(() => send(deny, 'frank'), (x) => x.status === 200, 100, 'the deny gateway to answer');
-    await sendUntil(() => send(deny, 'frank'), (x) => x.status === 429, 3, 'the limit of 3 on the deny gateway');
+    await sendUntil(
+      () => send(deny, 'frank'),
+      (x) => x.status === 200,
+      100,
+      'the deny gateway to answer',
+    );
+    await sendUntil(
+      () => send(deny, 'frank'),
+      (x) => x.status === 429,
+      3,
+      'the limit of 3 on the deny gateway',
+    );
   });
 
   it('hung (SIGSTOP): each request ends after the command timeout; "allow" passes, "deny" refuses; resumed, it counts again', async () => {
@@ -235,7 +265,12 @@ describe('Redis unavailable', () => {
     } finally {
       redis.resume();
     }
-    await sendUntil(() => post(`${deny.url}/mcp`, LIST, keys['dave']!.key), (x) => x.status === 200, 100, 'the store after SIGCONT');
+    await sendUntil(
+      () => post(`${deny.url}/mcp`, LIST, keys['dave']!.key),
+      (x) => x.status === 200,
+      100,
+      'the store after SIGCONT',
+    );
   });
 
   it('a gateway started while Redis is down starts, passes requests ("allow"), and limits once Redis is up', async () => {

@@ -81,7 +81,11 @@ function onMessage(m) {
   if (m.method === undefined || m.id === undefined) return;
   switch (m.method) {
     case 'initialize':
-      return send({ jsonrpc: '2.0', id: m.id, result: { protocolVersion: '2025-06-18', capabilities: { tools: {} }, serverInfo: { name: 'fault-server', version: '1' } } });
+      return send({
+        jsonrpc: '2.0',
+        id: m.id,
+        result: { protocolVersion: '2025-06-18', capabilities: { tools: {} }, serverInfo: { name: 'fault-server', version: '1' } },
+      });
     case 'tools/list':
       return send({ jsonrpc: '2.0', id: m.id, result: { tools: TOOLS } });
     case 'tools/call':

@@ -101,7 +101,10 @@ async function readMessage(req: IncomingMessage): Promise<Message> {
 
 function errorPage(status: number, json: boolean, id: Message['id'], authorization: string | undefined): { type: string; body: string } {
   if (json) {
-    return { type: 'application/json', body: JSON.stringify({ jsonrpc: '2.0', id, error: { code: -32603, message: `internal error: ${BODY_SECRET}, request had ${authorization}` } }) };
+    return {
+      type: 'application/json',
+      body: JSON.stringify({ jsonrpc: '2.0', id, error: { code: -32603, message: `internal error: ${BODY_SECRET}, request had ${authorization}` } }),
+    };
   }
   return {
     type: 'text/html',
@@ -181,7 +184,9 @@ export async function startFaultUpstream(transport: 'http' | 'sse', port = 0): P
         return void res.writeHead(args['status'], { 'content-type': page.type }).end(page.body);
       }
       case 'bad_json':
-        return void res.writeHead(200, { 'content-type': 'application/json' }).end(`{"jsonrpc":"2.0","id":${JSON.stringify(id)},"result":{"content":[{"type":"te`);
+        return void res
+          .writeHead(200, { 'content-type': 'application/json' })
+          .end(`{"jsonrpc":"2.0","id":${JSON.stringify(id)},"result":{"content":[{"type":"te`);
       case 'wrong_type':
         return void res.writeHead(200, { 'content-type': 'text/html' }).end('<html><body>not MCP</body></html>');
       case 'wrong_id':
@@ -219,7 +224,9 @@ export async function startFaultUpstream(transport: 'http' | 'sse', port = 0): P
         res.writeHead(200, { 'content-type': 'text/event-stream' });
         const token = message.params?.['_meta']?.['progressToken'];
         const progress = (n: number) =>
-          res.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: token, progress: n } })}\n\n`);
+          res.write(
+            `event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: token, progress: n } })}\n\n`,
+          );
         progress(1);
         const timer = setTimeout(() => progress(2), Number(args['after_ms'] ?? 0));
         res.once('close', () => {

@@ -94,7 +94,10 @@ describe('crash/restart cycles of a stdio child', () => {
     expect(exit).toMatchObject({ code: 0, signal: null });
     console.log(`SIGTERM after the cycles: exit 0 after ${Math.round(exit.at - sentAt)} ms`);
     expect(await leftovers(m)).toEqual([]);
-    const audit = readFileSync(join(dir, 'audit.log'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { event_type: string });
+    const audit = readFileSync(join(dir, 'audit.log'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { event_type: string });
     expect(audit.filter((e) => e.event_type === 'upstream_restart')).toHaveLength(CYCLES);
     expect(audit.filter((e) => e.event_type === 'tool_call')).toHaveLength(CYCLES);
     expect(audit.at(-1)?.event_type).toBe('gateway_stop');
@@ -153,12 +156,18 @@ describe('a wrapper that spawns grandchildren (like npx -> sh -> node)', () => {
       // at most STRAGGLER_GRACE_MS (2 s) after the wrapper's exit when a descendant keeps them open.
       await waitFor(() => !processesWith(m).some((r) => firstPids.has(r.pid)), 6_000, 'the orphaned descendants to end');
       const orphansGoneMs = Math.round(performance.now() - killedAt);
-      await waitFor(async () => {
-        const { status, body } = await ready(base);
-        return status === 200 && body.servers[0].restarts === 1;
-      }, 15_000, 'the restart');
+      await waitFor(
+        async () => {
+          const { status, body } = await ready(base);
+          return status === 200 && body.servers[0].restarts === 1;
+        },
+        15_000,
+        'the restart',
+      );
       const second = tree(m, gw.pid);
-      console.log(`wrapper SIGKILLed alone, ${stubborn ? 'stubborn' : 'polite'} server: its 3 descendants gone after ${orphansGoneMs} ms; restarted with a new tree of ${second.rows.length}`);
+      console.log(
+        `wrapper SIGKILLed alone, ${stubborn ? 'stubborn' : 'polite'} server: its 3 descendants gone after ${orphansGoneMs} ms; restarted with a new tree of ${second.rows.length}`,
+      );
       // Time is the behaviour: polite ones before STRAGGLER_GRACE_MS (2 s) could run out, stubborn ones at it, with 3 s of slack.
       expect(orphansGoneMs).toBeLessThan(stubborn ? 2_000 + 3_000 : 2_000);
       expect(second.rows, JSON.stringify(second.rows)).toHaveLength(4);

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { describe, expect, it } from 'vitest';
 import { generateApiKey, hashApiKey } from '../../src/auth/key-format.js';
-import { CliProcess, leftovers, trackProcesses, NODE, q, tempDir, waitFor } from '../helpers/cli.js';
+import { leftovers, trackProcesses, NODE, q, tempDir, waitFor } from '../helpers/cli.js';
 import { secret } from '../helpers/secret-scan.js';
 import { writeSlowServer } from './fixtures.js';
 import { ready, serveConfig, sleep, toolCall } from './helpers.js';
@@ -179,7 +179,9 @@ describe('graceful shutdown under load', () => {
     const heldLate = await heldB.conn.next();
     await waitFor(() => heldA.conn.closed && heldB.conn.closed, 2_000, 'the held connections to be closed after their 503');
     const show = (a: RawAnswer | undefined) => (a ? `${a.status} (connection: ${a.headers['connection']}) ${a.body}` : 'closed without an answer');
-    console.log(`connections held across the signal: their calls ${heldAnswers.map((a) => a?.status).join(', ')}; then /ready -> ${show(heldReady)}; a new call -> ${show(heldLate)}; both then closed`);
+    console.log(
+      `connections held across the signal: their calls ${heldAnswers.map((a) => a?.status).join(', ')}; then /ready -> ${show(heldReady)}; a new call -> ${show(heldLate)}; both then closed`,
+    );
 
     // 5. The rest of the trickled body, once every other call has been answered.
     const results = await Promise.all(calls);
@@ -192,7 +194,10 @@ describe('graceful shutdown under load', () => {
     const exitMs = Math.round(exit.at - sentAt);
 
     const answered = results.filter((r, i) => r.status === 200 && r.json?.result?.content?.[0]?.text === `slow answer load-${i}`).length;
-    const audit = readFileSync(join(dir, 'audit.log'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const audit = readFileSync(join(dir, 'audit.log'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     const toolCalls = audit.filter((e) => e['event_type'] === 'tool_call' && e['success'] === true);
     console.log(
       `SIGTERM with ${IN_FLIGHT} calls of ${CALL_MS} ms in flight and one body arriving: ${answered}/${IN_FLIGHT} answered for real, ` +
@@ -204,7 +209,8 @@ describe('graceful shutdown under load', () => {
     for (const c of [trickle, heldA.conn, heldB.conn]) c.destroy();
 
     expect(beforeTrickleEnds).toBe(true);
-    for (const [i, a] of heldAnswers.entries()) expect(JSON.parse(a?.body ?? '{}').result?.content?.[0]?.text, JSON.stringify(a)).toBe(`slow answer held-${'ab'[i]}`);
+    for (const [i, a] of heldAnswers.entries())
+      expect(JSON.parse(a?.body ?? '{}').result?.content?.[0]?.text, JSON.stringify(a)).toBe(`slow answer held-${'ab'[i]}`);
     for (const a of [heldReady, heldLate]) {
       expect(a?.status, JSON.stringify(a)).toBe(503);
       expect(a?.headers['connection']).toBe('close');
@@ -212,9 +218,11 @@ describe('graceful shutdown under load', () => {
     }
     // /ready answers for itself; any other request gets the JSON-RPC error every refusal has.
     expect(JSON.parse(heldReady!.body)).toMatchObject({ status: 'not_ready', reason: 'shutting down' });
-    expect(JSON.parse(heldLate!.body)).toMatchObject({ jsonrpc: '2.0', id: null, error: { code: -32000, message: 'Service Unavailable: the gateway is shutting down' } });
-    {
-    }
+    expect(JSON.parse(heldLate!.body)).toMatchObject({
+      jsonrpc: '2.0',
+      id: null,
+      error: { code: -32000, message: 'Service Unavailable: the gateway is shutting down' },
+    });
     expect(answered, JSON.stringify(results.filter((r) => r.status !== 200).slice(0, 3))).toBe(IN_FLIGHT);
     expect(trickled?.status, JSON.stringify(trickled)).toBe(200);
     expect(JSON.parse(trickled!.body).result.content[0].text).toBe('slow answer trickle');

@@ -65,7 +65,10 @@ beforeAll(async () => {
     stdioServer('bulky', 'timeout_ms = 30000\nrestart_backoff_ms = 100') +
     // Its test makes more than circuit_failure_threshold requests fail in a row on purpose.
     stdioServer('deaf', 'timeout_ms = 2000\nrestart_backoff_ms = 100\ncircuit_failure_threshold = 0') +
-    stdioServer('crashy', 'restart_backoff_ms = 100\nrestart_backoff_max_ms = 400\nmax_restarts = 2\nstartup_timeout_ms = 5000', ['--crash-unless', crashFlag]) +
+    stdioServer('crashy', 'restart_backoff_ms = 100\nrestart_backoff_max_ms = 400\nmax_restarts = 2\nstartup_timeout_ms = 5000', [
+      '--crash-unless',
+      crashFlag,
+    ]) +
     `[[upstream.servers]]\nname = "wrapped"\npath_prefix = "/wrapped"\ntransport = "stdio"\ncommand = "sh"\n` +
     `args = ["-c", ${q(wrapper)}, ${q(NODE)}, ${q(FAULT_SERVER)}, ${q(logOf('wrapped'))}, ${q(m)}]\ntimeout_ms = 10000\nrestart_backoff_ms = 100\n\n` +
     httpServer('refused', 'http', `http://127.0.0.1:${refusedPort}/mcp`, 'timeout_ms = 3000') +
@@ -74,10 +77,14 @@ beforeAll(async () => {
     httpServer('legacy', 'sse', legacy.url, 'timeout_ms = 1500\nstartup_timeout_ms = 3000');
   gw = serveConfig(toml, dir);
   base = await gw.address();
-  await waitFor(async () => {
-    const { body } = await ready(base);
-    return ['faulty', 'bulky', 'deaf', 'wrapped'].every((name) => body.servers.find((s: { name: string }) => s.name === name)?.healthy);
-  }, 15_000, 'the stdio servers to be ready');
+  await waitFor(
+    async () => {
+      const { body } = await ready(base);
+      return ['faulty', 'bulky', 'deaf', 'wrapped'].every((name) => body.servers.find((s: { name: string }) => s.name === name)?.healthy);
+    },
+    15_000,
+    'the stdio servers to be ready',
+  );
 }, 60_000);
 
 afterAll(async () => {
@@ -94,7 +101,11 @@ afterAll(async () => {
 
 /** A JSON-RPC POST as a plain HTTP client sends it: JSON only, so every error keeps its status. */
 async function post(server: string, body: unknown): Promise<{ status: number; json: any; text: string }> {
-  const res = await fetch(`${base}/mcp/${server}`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json' }, body: JSON.stringify(body) });
+  const res = await fetch(`${base}/mcp/${server}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json' },
+    body: JSON.stringify(body),
+  });
   const text = await res.text();
   let json: any;
   try {
@@ -135,7 +146,10 @@ const rssMiB = (pid: number) => Math.round(Number(/VmRSS:\s+(\d+) kB/.exec(readF
 function received(server: string): Array<{ pid: number; event: string; method?: string; id?: number; requestId?: number; reason?: string; tool?: string }> {
   const file = logOf(server);
   if (!existsSync(file)) return [];
-  return readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l));
 }
 
 function gatewayLogged(msg: string): Array<Record<string, unknown>> {
@@ -188,7 +202,8 @@ describe('a stdio child that stops reading its stdin', () => {
     const results = await Promise.all(calls);
     const refused = results.filter((r) => r.status === 503);
     const accepted = results.filter((r) => r.status !== 503);
-    for (const r of refused) expect(expectFailure(r, 503, -32000, 'deaf')).toMatch(/^Upstream 'deaf' has not read \d+ bytes of its input yet; request not sent$/);
+    for (const r of refused)
+      expect(expectFailure(r, 503, -32000, 'deaf')).toMatch(/^Upstream 'deaf' has not read \d+ bytes of its input yet; request not sent$/);
     // Those written before the limit fail at their deadline, or when the child is ended.
     for (const r of accepted) {
       expect([502, 504], r.text).toContain(r.status);
@@ -222,7 +237,11 @@ describe('a stdio child writing what is not a message', () => {
     const res = await call('bulky', 'noise', { mb: 50 });
     expect(res.status, res.text).toBe(200);
     expect(resultText(res.json.result)).toBe(`noise done pid ${pid}`);
-    await waitFor(() => gatewayLogged('upstream wrote a line over the size limit; dropped').some((l) => l['bytes'] === 50 * MiB), 5_000, 'the dropped line to be logged');
+    await waitFor(
+      () => gatewayLogged('upstream wrote a line over the size limit; dropped').some((l) => l['bytes'] === 50 * MiB),
+      5_000,
+      'the dropped line to be logged',
+    );
     expect(pidOf(await expectEcho('bulky'))).toBe(pid);
   });
 
@@ -288,7 +307,9 @@ describe('a stdio request at the moment its child is killed', () => {
 describe('an HTTP upstream that refuses connections', () => {
   it(`answers 502 "Failed to connect to 'refused'", then serves once a server listens on that port`, async () => {
     const res = await call('refused', 'echo', { text: 'nobody' });
-    expect(expectFailure(res, 502, -32000, 'refused')).toMatch(new RegExp(`^Failed to connect to 'refused': ECONNREFUSED \\(127\\.0\\.0\\.1:${refusedPort}\\)$`));
+    expect(expectFailure(res, 502, -32000, 'refused')).toMatch(
+      new RegExp(`^Failed to connect to 'refused': ECONNREFUSED \\(127\\.0\\.0\\.1:${refusedPort}\\)$`),
+    );
     await expect(connectSdk(`${base}/mcp/refused`)).rejects.toThrow(/Failed to connect to 'refused'/);
     expect(await serverStatus('refused')).toMatchObject({ healthy: false, error: expect.stringContaining("Failed to connect to 'refused'") });
     lateHttp = await startFaultUpstream('http', refusedPort);
@@ -348,14 +369,23 @@ describe('an HTTP upstream answering 5xx', () => {
 describe('an HTTP upstream that stalls mid-stream', () => {
   it('answers 504 at timeout_ms after the last progress, aborts the upstream POST and posts notifications/cancelled', async () => {
     const started = Date.now();
-    const res = await post('flaky', { jsonrpc: '2.0', id: 'stall-1', method: 'tools/call', params: { name: 'stall', arguments: { after_ms: 800 }, _meta: { progressToken: 'p-1' } } });
+    const res = await post('flaky', {
+      jsonrpc: '2.0',
+      id: 'stall-1',
+      method: 'tools/call',
+      params: { name: 'stall', arguments: { after_ms: 800 }, _meta: { progressToken: 'p-1' } },
+    });
     const elapsed = Date.now() - started;
     expect(expectFailure(res, 504, -32002, 'flaky')).toBe("Upstream 'flaky' did not answer within 1500 ms");
     // The second progress (at 800 ms) restarted the 1500 ms clock.
     expect(elapsed).toBeGreaterThanOrEqual(800 + 1500 - 50);
     const wireId = flaky.received.find((r) => r.method === 'tools/call' && r.params?.['name'] === 'stall')?.id;
     await waitFor(() => flaky.aborted.includes(wireId!), 5_000, 'the upstream POST to be aborted');
-    await waitFor(() => flaky.received.some((r) => r.method === 'notifications/cancelled' && r.params?.['requestId'] === wireId), 5_000, 'notifications/cancelled upstream');
+    await waitFor(
+      () => flaky.received.some((r) => r.method === 'notifications/cancelled' && r.params?.['requestId'] === wireId),
+      5_000,
+      'notifications/cancelled upstream',
+    );
     await expectEcho('flaky');
   });
 
@@ -377,7 +407,11 @@ describe('an HTTP upstream that never answers', () => {
     expect(expectFailure(res, 504, -32002, 'flaky')).toBe("Upstream 'flaky' did not answer within 1500 ms");
     const wireId = flaky.received.find((r) => r.method === 'tools/call' && r.params?.['name'] === 'silent')?.id;
     await waitFor(() => flaky.aborted.includes(wireId!), 5_000, 'the upstream POST to be aborted');
-    await waitFor(() => flaky.received.some((r) => r.method === 'notifications/cancelled' && r.params?.['requestId'] === wireId), 5_000, 'notifications/cancelled upstream');
+    await waitFor(
+      () => flaky.received.some((r) => r.method === 'notifications/cancelled' && r.params?.['requestId'] === wireId),
+      5_000,
+      'notifications/cancelled upstream',
+    );
     await expectEcho('flaky');
   });
 });
@@ -396,10 +430,13 @@ describe('an upstream that drops its stream', () => {
     ['end_early', "Upstream 'flaky' ended the stream before answering"],
     ['close_early', `Upstream 'flaky' closed the connection before answering (127.0.0.1:PORT)`],
     ['not_http', `Upstream 'flaky' answered with something that is not HTTP (127.0.0.1:PORT)`],
-  ])('streamable HTTP %s: 502 saying what happened (never "Failed to connect": the request may have reached it), then the next call works', async (tool, message) => {
-    expect(expectFailure(await call('flaky', tool), 502, -32000, 'flaky')).toBe(message.replace('PORT', String(flaky.port)));
-    await expectEcho('flaky');
-  });
+  ])(
+    'streamable HTTP %s: 502 saying what happened (never "Failed to connect": the request may have reached it), then the next call works',
+    async (tool, message) => {
+      expect(expectFailure(await call('flaky', tool), 502, -32000, 'flaky')).toBe(message.replace('PORT', String(flaky.port)));
+      await expectEcho('flaky');
+    },
+  );
 
   it('legacy SSE: calls in flight fail at once with 502 when the GET stream drops; the gateway reconnects and the session goes on', async () => {
     const res = await call('legacy', 'drop');

@@ -72,8 +72,21 @@ function issue(dir: string, ca: Pem, name: string, cn: string, extensions: strin
   writeFileSync(ext, `basicConstraints = CA:FALSE\n${extensions}\n`);
   openssl(dir, ['req', '-new', '-key', key, '-subj', `/CN=${cn}`, '-out', join(dir, `${name}.csr`)]);
   openssl(dir, [
-    'x509', '-req', '-in', join(dir, `${name}.csr`), '-CA', ca.certPath, '-CAkey', ca.keyPath, '-CAcreateserial',
-    '-days', '2', '-extfile', ext, '-out', join(dir, `${name}.pem`),
+    'x509',
+    '-req',
+    '-in',
+    join(dir, `${name}.csr`),
+    '-CA',
+    ca.certPath,
+    '-CAkey',
+    ca.keyPath,
+    '-CAcreateserial',
+    '-days',
+    '2',
+    '-extfile',
+    ext,
+    '-out',
+    join(dir, `${name}.pem`),
   ]);
   return pem(dir, name);
 }
@@ -83,7 +96,13 @@ export function makeTestCerts(): TestCerts {
   const dir = mkdtempSync(join(tmpdir(), 'mcp-guard-tls-'));
   const ca = makeCa(dir, 'ca', 'MCP Guard Test CA');
   const otherCa = makeCa(dir, 'other-ca', 'Some Other CA');
-  const server = issue(dir, ca, 'server', 'localhost', 'keyUsage = critical, digitalSignature\nextendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1, DNS:localhost');
+  const server = issue(
+    dir,
+    ca,
+    'server',
+    'localhost',
+    'keyUsage = critical, digitalSignature\nextendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1, DNS:localhost',
+  );
   const clientExt = 'keyUsage = critical, digitalSignature\nextendedKeyUsage = clientAuth';
   const knownClient = issue(dir, ca, 'known-client', 'known-client', clientExt);
   const unknownClient = issue(dir, ca, 'unknown-client', 'unknown-client', clientExt);

@@ -198,7 +198,11 @@ describe('mcp-guard serve and validate with [server.tls]', () => {
     const bad = await runCli(['validate', '-c', tlsConfig(`cert_path = ${q(missing)}\nkey_path = ${q(certs.server.keyPath)}`)]);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toBe(`mcp-guard: invalid configuration:\n  server.tls.cert_path: file not found: ${missing}\n`);
-    const good = await runCli(['validate', '-c', tlsConfig(`cert_path = ${q(certs.server.certPath)}\nkey_path = ${q(certs.server.keyPath)}\nclient_ca_path = ${q(certs.ca.certPath)}`)]);
+    const good = await runCli([
+      'validate',
+      '-c',
+      tlsConfig(`cert_path = ${q(certs.server.certPath)}\nkey_path = ${q(certs.server.keyPath)}\nclient_ca_path = ${q(certs.ca.certPath)}`),
+    ]);
     expect(good.stderr).toBe('');
     expect(good.code).toBe(0);
   });

@@ -32,12 +32,15 @@ describe('HTTPS on the gateway port', () => {
   let gw: TlsGateway;
 
   beforeAll(async () => {
-    gw = await startTlsGateway(`
+    gw = await startTlsGateway(
+      `
 [server.tls]
 cert_path = ${q(certs.server.certPath)}
 key_path = "\${TLS_KEY_PATH}"
 
-${upstreamToml()}`, { TLS_KEY_PATH: certs.server.keyPath });
+${upstreamToml()}`,
+      { TLS_KEY_PATH: certs.server.keyPath },
+    );
   }, 30_000);
 
   afterAll(async () => {
@@ -125,14 +128,17 @@ describe('min_version = "TLSv1.3"', () => {
   let gw: TlsGateway;
 
   beforeAll(async () => {
-    gw = await startTlsGateway(`
+    gw = await startTlsGateway(
+      `
 [server.tls]
 cert_path = ${q(certs.server.certPath)}
 key_path = ${q(certs.encryptedKeyPath)}
 key_passphrase = "\${TLS_KEY_PASSPHRASE}"
 min_version = "TLSv1.3"
 
-${upstreamToml()}`, { TLS_KEY_PASSPHRASE: certs.passphrase });
+${upstreamToml()}`,
+      { TLS_KEY_PASSPHRASE: certs.passphrase },
+    );
   }, 30_000);
 
   afterAll(async () => {

@@ -199,7 +199,7 @@ describe('client_auth = "optional"', () => {
   });
 });
 
-describe('a client certificate\'s own rate_limit', () => {
+describe("a client certificate's own rate_limit", () => {
   let gw: TlsGateway;
 
   beforeAll(async () => {
@@ -211,7 +211,7 @@ describe('a client certificate\'s own rate_limit', () => {
     await gw?.stop();
   });
 
-  it('applies to the certificate\'s identity, not the default', async () => {
+  it("applies to the certificate's identity, not the default", async () => {
     const agent = tlsAgent(certs.ca.cert, certs.knownClient);
     try {
       const statuses: number[] = [];

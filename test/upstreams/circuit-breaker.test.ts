@@ -48,7 +48,8 @@ function httpUpstream(name: string, url: string, circuit: string): Upstream {
 /** Without [auth] every caller is this one owner: its failures are the server's, as they always were. */
 const EVERYONE = ownerKey(ANONYMOUS);
 
-const openSession = (u: Upstream, owner = EVERYONE, forwardPath = ''): Promise<UpstreamSession> => u.openSession({ forwardPath, handlers: recordingHandlers(), owner });
+const openSession = (u: Upstream, owner = EVERYONE, forwardPath = ''): Promise<UpstreamSession> =>
+  u.openSession({ forwardPath, handlers: recordingHandlers(), owner });
 
 /** The UpstreamError a promise rejects with. */
 async function failure(promise: Promise<unknown>): Promise<UpstreamError> {
@@ -138,7 +139,12 @@ describe('circuit breaker: opening', () => {
     const everything = await EverythingServer.start('streamableHttp');
     servers.push(everything);
     const u = httpUpstream('answers', everything.url, 'circuit_failure_threshold = 2');
-    const session = await u.openSession({ forwardPath: '', initialize: clientInitialize(1, LATEST_PROTOCOL_VERSION), handlers: recordingHandlers(), owner: EVERYONE });
+    const session = await u.openSession({
+      forwardPath: '',
+      initialize: clientInitialize(1, LATEST_PROTOCOL_VERSION),
+      handlers: recordingHandlers(),
+      owner: EVERYONE,
+    });
     for (let i = 0; i < 4; i++) {
       const response = await session.request(toolCall(10 + i, 'no-such-tool', {}), { onMessage: () => undefined });
       expect('error' in response || response.result['isError'] === true).toBe(true);
@@ -157,8 +163,15 @@ describe('circuit breaker: opening', () => {
     expect(u.status().circuit).toBe('closed');
 
     // A client that ends its session with requests in flight: they fail, but not for the server.
-    const ending = await u.openSession({ forwardPath: '', initialize: clientInitialize(2, LATEST_PROTOCOL_VERSION), handlers: recordingHandlers(), owner: EVERYONE });
-    const inFlight = [0, 1, 2].map((i) => failure(ending.request(toolCall(50 + i, 'trigger-long-running-operation', { duration: 5, steps: 1 }), { onMessage: () => undefined })));
+    const ending = await u.openSession({
+      forwardPath: '',
+      initialize: clientInitialize(2, LATEST_PROTOCOL_VERSION),
+      handlers: recordingHandlers(),
+      owner: EVERYONE,
+    });
+    const inFlight = [0, 1, 2].map((i) =>
+      failure(ending.request(toolCall(50 + i, 'trigger-long-running-operation', { duration: 5, steps: 1 }), { onMessage: () => undefined })),
+    );
     await ending.close();
     for (const error of await Promise.all(inFlight)) expect(error.kind).toBe('closed');
     expect(u.status().circuit).toBe('closed');
@@ -254,7 +267,8 @@ describe('circuit breaker: half-open and recovery', () => {
     const session = await openSession(u);
     expect(resultText(await session.request(toolCall(1, 'echo', { message: 'a' }), { onMessage: () => undefined }))).toBe('Echo: a');
     await everything.stop();
-    for (let i = 0; i < 2; i++) expect((await failure(session.request(toolCall(2 + i, 'echo', { message: 'b' }), { onMessage: () => undefined }))).kind).toBe('connect');
+    for (let i = 0; i < 2; i++)
+      expect((await failure(session.request(toolCall(2 + i, 'echo', { message: 'b' }), { onMessage: () => undefined }))).kind).toBe('connect');
     const refused = await failure(session.request(toolCall(5, 'echo', { message: 'c' }), { onMessage: () => undefined }));
     expect(refused.kind).toBe('circuit_open');
     // Notifications are refused too while it is open, without being counted.
@@ -280,7 +294,9 @@ describe('circuit breaker: stdio', () => {
     for (let i = 0; i < 2; i++) expect((await failure(slow(i))).kind).toBe('timeout');
     const refused = await failure(session.request(toolCall(5, 'echo', { message: 'x' }), { onMessage: () => undefined }));
     expect(refused.kind).toBe('circuit_open');
-    expect(refused.message).toMatch(/^Upstream 'hanging' is unavailable: circuit open after 2 consecutive failures \(last: Upstream 'hanging' did not answer within 300 ms\); retrying in 1 s$/);
+    expect(refused.message).toMatch(
+      /^Upstream 'hanging' is unavailable: circuit open after 2 consecutive failures \(last: Upstream 'hanging' did not answer within 300 ms\); retrying in 1 s$/,
+    );
     expect(u.status()).toMatchObject({ circuit: 'open', healthy: false, state: 'ready' });
 
     // Opening a session never reaches the child (the gateway answers from its own handshake).
@@ -325,7 +341,8 @@ describe('finding 5: one identity opens the circuit for everyone', () => {
   const C = 'api_key:c';
   const none = { onMessage: () => undefined };
   /** server-everything's long-running tool: well-formed, and longer than the server's timeout_ms. */
-  const slow = (session: UpstreamSession, id: number) => failure(session.request(toolCall(id, 'trigger-long-running-operation', { duration: 10, steps: 1 }), none));
+  const slow = (session: UpstreamSession, id: number) =>
+    failure(session.request(toolCall(id, 'trigger-long-running-operation', { duration: 10, steps: 1 }), none));
   const echo = (session: UpstreamSession, id: number, message = 'fine') => session.request(toolCall(id, 'echo', { message }), none);
 
   /** Long enough for an echo on a busy 2-core machine, short enough for a test. */
@@ -344,7 +361,10 @@ describe('finding 5: one identity opens the circuit for everyone', () => {
   async function slowServer(name: string, openMs = 60_000): Promise<Upstream> {
     shared ??= EverythingServer.start('streamableHttp');
     const everything = await shared;
-    return upstream(name, `transport = "http"\nurl = ${q(everything.url)}\ntimeout_ms = ${TIMEOUT_MS}\ncircuit_failure_threshold = 2\ncircuit_open_ms = ${openMs}`);
+    return upstream(
+      name,
+      `transport = "http"\nurl = ${q(everything.url)}\ntimeout_ms = ${TIMEOUT_MS}\ncircuit_failure_threshold = 2\ncircuit_open_ms = ${openMs}`,
+    );
   }
 
   it("a request that times out, again and again, opens only its owner's circuit: another owner's calls go through", async () => {
@@ -354,7 +374,9 @@ describe('finding 5: one identity opens the circuit for everyone', () => {
     for (let i = 0; i < 2; i++) expect((await slow(a, i)).kind).toBe('timeout');
     const refused = await failure(echo(a, 3));
     expect(refused.kind).toBe('circuit_open');
-    expect(refused.message).toMatch(/^Upstream 'timeouts' is unavailable to this identity: circuit open after 2 consecutive failures \(last: Upstream 'timeouts' did not answer within 1000 ms\); retrying in (60|59) s$/);
+    expect(refused.message).toMatch(
+      /^Upstream 'timeouts' is unavailable to this identity: circuit open after 2 consecutive failures \(last: Upstream 'timeouts' did not answer within 1000 ms\); retrying in (60|59) s$/,
+    );
     expect(refused.retryAfterMs).toBeGreaterThan(59_000);
     // Its new sessions too; nobody else's.
     expect((await failure(openSession(u, A))).kind).toBe('circuit_open');

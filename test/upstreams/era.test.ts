@@ -116,7 +116,9 @@ class ModernHttpServer {
 }
 
 /** A node:http server in this process, for answers the real servers never give. */
-async function fakeServer(handle: (body: any, req: IncomingMessage, res: ServerResponse) => void): Promise<{ url: string; bodies: any[]; close: () => Promise<void> }> {
+async function fakeServer(
+  handle: (body: any, req: IncomingMessage, res: ServerResponse) => void,
+): Promise<{ url: string; bodies: any[]; close: () => Promise<void> }> {
   const bodies: any[] = [];
   const server: Server = createServer((req, res) => {
     let text = '';
@@ -208,7 +210,12 @@ describe('era over streamable HTTP', () => {
     expect(u.verdict).toBeUndefined();
     const before = Date.now();
     const verdict = await u.era();
-    expect(verdict).toMatchObject({ era: 'modern', version: MODERN, source: 'probe', discover: { supportedVersions: [MODERN], capabilities: { tools: { listChanged: true } } } });
+    expect(verdict).toMatchObject({
+      era: 'modern',
+      version: MODERN,
+      source: 'probe',
+      discover: { supportedVersions: [MODERN], capabilities: { tools: { listChanged: true } } },
+    });
     expect(verdict.decidedAt).toBeGreaterThanOrEqual(before);
     expect(u.verdict).toBe(verdict);
     // The fixture's event lines come on its stderr, which can lag behind its HTTP answer.
@@ -275,11 +282,20 @@ describe('era over streamable HTTP', () => {
 
   it('asks again once with the version a -32022 names; legacy when it names none the gateway speaks', async () => {
     const fake = await fakeServer((body, _req, res) => {
-      if (fake.bodies.length === 1) return json(res, 400, { jsonrpc: '2.0', id: body.id, error: { code: -32022, message: 'Unsupported protocol version', data: { supported: ['2099-01-01', MODERN], requested: MODERN } } });
+      if (fake.bodies.length === 1)
+        return json(res, 400, {
+          jsonrpc: '2.0',
+          id: body.id,
+          error: { code: -32022, message: 'Unsupported protocol version', data: { supported: ['2099-01-01', MODERN], requested: MODERN } },
+        });
       json(res, 200, { jsonrpc: '2.0', id: body.id, result: DISCOVER_RESULT });
     });
     const legacyOnly = await fakeServer((body, _req, res) =>
-      json(res, 400, { jsonrpc: '2.0', id: body.id, error: { code: -32022, message: 'Unsupported protocol version', data: { supported: ['2025-11-25'], requested: MODERN } } }),
+      json(res, 400, {
+        jsonrpc: '2.0',
+        id: body.id,
+        error: { code: -32022, message: 'Unsupported protocol version', data: { supported: ['2025-11-25'], requested: MODERN } },
+      }),
     );
     try {
       expect(await http(fake.url).era()).toMatchObject({ era: 'modern', version: MODERN });
@@ -385,7 +401,11 @@ describe('era over streamable HTTP', () => {
   it('is always legacy over sse, without a request', async () => {
     const fake = await fakeServer((_body, _req, res) => json(res, 500, {}));
     try {
-      const u = track(new (await import('../../src/upstreams/http/sse.js')).SseUpstream(httpServer(serverConfig(`transport = "sse"\nurl = ${q(fake.url)}`)), { logger: capture().logger }));
+      const u = track(
+        new (await import('../../src/upstreams/http/sse.js')).SseUpstream(httpServer(serverConfig(`transport = "sse"\nurl = ${q(fake.url)}`)), {
+          logger: capture().logger,
+        }),
+      );
       expect(await u.era({ refresh: true })).toMatchObject({ era: 'legacy', source: 'config' });
       expect((await failure(u.call(modern(1, 'tools/list'), callOptions()))).kind).toBe('protocol');
       expect(fake.bodies).toHaveLength(0);
@@ -405,7 +425,10 @@ describe('era over streamable HTTP', () => {
       for (const path of ['/ready', '/routes']) {
         const body = (await (await fetch(`${gateway.url}${path}`)).json()) as { servers?: unknown[]; routes?: unknown[] };
         const rows = (body.servers ?? body.routes) as Array<{ name: string; era?: string }>;
-        expect(rows.map((row) => [row.name, row.era]), path).toEqual([
+        expect(
+          rows.map((row) => [row.name, row.era]),
+          path,
+        ).toEqual([
           ['child', 'legacy'],
           ['configured', 'modern'],
           ['unknown', undefined],
@@ -457,14 +480,24 @@ describe('era over streamable HTTP', () => {
 
     it('relays input_required results (elicitation, sampling) as they are', async () => {
       const response = await u.call(modern(6, 'tools/call', { name: 'confirm', arguments: {} }), callOptions());
-      expect(response).toMatchObject({ id: 6, result: { resultType: 'input_required', inputRequests: { ok: { method: 'elicitation/create' } }, requestState: 'confirm-1' } });
+      expect(response).toMatchObject({
+        id: 6,
+        result: { resultType: 'input_required', inputRequests: { ok: { method: 'elicitation/create' } }, requestState: 'confirm-1' },
+      });
       const answered = await u.call(
-        modern(7, 'tools/call', { name: 'confirm', arguments: {}, inputResponses: { ok: { action: 'accept', content: { ok: true } } }, requestState: 'confirm-1' }),
+        modern(7, 'tools/call', {
+          name: 'confirm',
+          arguments: {},
+          inputResponses: { ok: { action: 'accept', content: { ok: true } } },
+          requestState: 'confirm-1',
+        }),
         callOptions(),
       );
       expect(textOf(answered)).toBe('confirmed: true');
       const sampling = await u.call(modern(8, 'tools/call', { name: 'sample', arguments: { prompt: 'Capital of France?' } }), callOptions());
-      expect(sampling).toMatchObject({ result: { resultType: 'input_required', inputRequests: { llm: { method: 'sampling/createMessage' } }, requestState: 'sample-1' } });
+      expect(sampling).toMatchObject({
+        result: { resultType: 'input_required', inputRequests: { llm: { method: 'sampling/createMessage' } }, requestState: 'sample-1' },
+      });
       const sampled = await u.call(
         modern(9, 'tools/call', {
           name: 'sample',
@@ -503,7 +536,9 @@ describe('era over streamable HTTP', () => {
 
     it('times out with kind timeout and closes the stream', async () => {
       const started = Date.now();
-      const error = await failure(u.call(modern(10, 'tools/call', { name: 'slow', arguments: { ms: 10_000, tag: 'http-timeout' } }), callOptions({ timeoutMs: 300 })));
+      const error = await failure(
+        u.call(modern(10, 'tools/call', { name: 'slow', arguments: { ms: 10_000, tag: 'http-timeout' } }), callOptions({ timeoutMs: 300 })),
+      );
       expect(error.kind).toBe('timeout');
       // The deadline is the behaviour: timeoutMs (300), with wide slack, far below the call's own 10 s.
       expect(Date.now() - started).toBeLessThan(300 + 4_700);
@@ -516,12 +551,17 @@ describe('era over streamable HTTP', () => {
       const options = callOptions({ signal: controller.signal, timeoutMs: deadlineMs });
       const listen = u.call(modern('listen-1', 'subscriptions/listen', { notifications: { toolsListChanged: true } }), options);
       await waitFor(() => options.messages.length > 0, 5_000, 'the acknowledgement');
-      expect(options.messages[0]).toMatchObject({ method: 'notifications/subscriptions/acknowledged', params: { _meta: { 'io.modelcontextprotocol/subscriptionId': 'listen-1' } } });
+      expect(options.messages[0]).toMatchObject({
+        method: 'notifications/subscriptions/acknowledged',
+        params: { _meta: { 'io.modelcontextprotocol/subscriptionId': 'listen-1' } },
+      });
       // Time is the behaviour: the listen must outlive its deadline, so wait well past it.
       await new Promise((r) => setTimeout(r, deadlineMs * 2));
       expect(textOf(await u.call(modern(11, 'tools/call', { name: 'notify', arguments: {} }), callOptions()))).toBe('notified');
       await waitFor(() => options.messages.some((m) => m.method === 'notifications/tools/list_changed'), 5_000, 'the change notification');
-      expect(options.messages.find((m) => m.method === 'notifications/tools/list_changed')?.params).toMatchObject({ _meta: { 'io.modelcontextprotocol/subscriptionId': 'listen-1' } });
+      expect(options.messages.find((m) => m.method === 'notifications/tools/list_changed')?.params).toMatchObject({
+        _meta: { 'io.modelcontextprotocol/subscriptionId': 'listen-1' },
+      });
       controller.abort();
       expect((await failure(listen)).kind).toBe('cancelled');
       await waitFor(() => dual.events.includes('closed subscriptions/listen'), 5_000, 'the server to see the stream closed');
@@ -574,7 +614,10 @@ describe('era over stdio', () => {
     await u.start();
     expect(u.verdict).toMatchObject({ era: 'legacy', version: '2025-11-25', source: 'probe' });
     const session = await u.openSession({ owner: 'test', forwardPath: '', handlers });
-    const response = await session.request({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echo', arguments: { message: 'x' } } }, { onMessage: () => undefined });
+    const response = await session.request(
+      { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echo', arguments: { message: 'x' } } },
+      { onMessage: () => undefined },
+    );
     expect(textOf(response)).toBe('Echo: x');
     expect(u.status().restarts).toBe(0);
     expect((await failure(u.call(modern(2, 'tools/list'), callOptions()))).kind).toBe('protocol');
@@ -616,7 +659,7 @@ describe('era over stdio', () => {
       "  const send = (result) => process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id: m.id, result }) + '\\n');",
       "  if (m.method === 'initialize') send({ protocolVersion: m.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'strict', version: '1' } });",
       "  else if (m.method === 'tools/call') send({ content: [{ type: 'text', text: 'pid ' + process.pid }] });",
-      "  else if (m.id !== undefined) process.exit(1);",
+      '  else if (m.id !== undefined) process.exit(1);',
       '});',
     ].join('\n');
     const { logger, events } = capture();
@@ -795,7 +838,10 @@ describe('era over stdio', () => {
 
     it('delivers progress with the client token restored', async () => {
       const options = callOptions({ timeoutMs: 350 });
-      const response = await u.call(modern(2, 'tools/call', { name: 'slow', arguments: { ms: 800, tag: 'stdio-progress' } }, { progressToken: 'tok-2' }), options);
+      const response = await u.call(
+        modern(2, 'tools/call', { name: 'slow', arguments: { ms: 800, tag: 'stdio-progress' } }, { progressToken: 'tok-2' }),
+        options,
+      );
       expect(textOf(response)).toBe('slow: stdio-progress');
       expect(options.messages.filter((m) => m.method === 'notifications/progress').length).toBeGreaterThanOrEqual(2);
       expect(options.messages[0]!.params).toMatchObject({ progressToken: 'tok-2' });
@@ -805,14 +851,19 @@ describe('era over stdio', () => {
       const controller = new AbortController();
       const calls = (): number => recorded.events().filter((e) => e === 'recv tools/call').length;
       const callsBefore = calls();
-      const call = u.call(modern(3, 'tools/call', { name: 'slow', arguments: { ms: 10_000, tag: 'stdio-cancel' } }), callOptions({ signal: controller.signal }));
+      const call = u.call(
+        modern(3, 'tools/call', { name: 'slow', arguments: { ms: 10_000, tag: 'stdio-cancel' } }),
+        callOptions({ signal: controller.signal }),
+      );
       await waitFor(() => calls() > callsBefore, 5_000, 'the child to receive the call');
       controller.abort();
       expect((await failure(call)).kind).toBe('cancelled');
       await waitFor(() => recorded.events().includes('cancelled stdio-cancel'), 5_000, 'the child to see the cancellation');
       expect(recorded.events()).toContain('recv notifications/cancelled');
 
-      const timeout = await failure(u.call(modern(4, 'tools/call', { name: 'slow', arguments: { ms: 10_000, tag: 'stdio-timeout' } }), callOptions({ timeoutMs: 300 })));
+      const timeout = await failure(
+        u.call(modern(4, 'tools/call', { name: 'slow', arguments: { ms: 10_000, tag: 'stdio-timeout' } }), callOptions({ timeoutMs: 300 })),
+      );
       expect(timeout.kind).toBe('timeout');
       await waitFor(() => recorded.events().includes('cancelled stdio-timeout'), 5_000, 'the child to see the cancellation');
     });
@@ -826,13 +877,18 @@ describe('era over stdio', () => {
       const second = new AbortController();
       const otherListen = u.call(modern('L2', 'subscriptions/listen', { notifications: { promptsListChanged: true } }), { ...other, signal: second.signal });
       await waitFor(() => options.messages.length > 0 && other.messages.length > 0, 5_000, 'the acknowledgements');
-      expect(options.messages[0]).toMatchObject({ method: 'notifications/subscriptions/acknowledged', params: { _meta: { 'io.modelcontextprotocol/subscriptionId': 'L1' } } });
+      expect(options.messages[0]).toMatchObject({
+        method: 'notifications/subscriptions/acknowledged',
+        params: { _meta: { 'io.modelcontextprotocol/subscriptionId': 'L1' } },
+      });
       expect(other.messages[0]).toMatchObject({ params: { _meta: { 'io.modelcontextprotocol/subscriptionId': 'L2' } } });
       // Time is the behaviour: the listen must outlive its deadline, so wait well past it.
       await new Promise((r) => setTimeout(r, deadlineMs * 2));
       await u.call(modern(5, 'tools/call', { name: 'notify', arguments: {} }), callOptions());
       await waitFor(() => options.messages.some((m) => m.method === 'notifications/tools/list_changed'), 5_000, 'the change notification');
-      expect(options.messages.find((m) => m.method === 'notifications/tools/list_changed')?.params).toEqual({ _meta: { 'io.modelcontextprotocol/subscriptionId': 'L1' } });
+      expect(options.messages.find((m) => m.method === 'notifications/tools/list_changed')?.params).toEqual({
+        _meta: { 'io.modelcontextprotocol/subscriptionId': 'L1' },
+      });
       // Only the listen that asked for tool changes gets them.
       expect(other.messages.some((m) => m.method === 'notifications/tools/list_changed')).toBe(false);
       const cancelsBefore = recorded.events().filter((e) => e === 'recv notifications/cancelled').length;
@@ -840,7 +896,11 @@ describe('era over stdio', () => {
       second.abort();
       expect((await failure(listen)).kind).toBe('cancelled');
       expect((await failure(otherListen)).kind).toBe('cancelled');
-      await waitFor(() => recorded.events().filter((e) => e === 'recv notifications/cancelled').length === cancelsBefore + 2, 5_000, 'notifications/cancelled for both');
+      await waitFor(
+        () => recorded.events().filter((e) => e === 'recv notifications/cancelled').length === cancelsBefore + 2,
+        5_000,
+        'notifications/cancelled for both',
+      );
     });
   });
 });
@@ -880,7 +940,7 @@ describe('era and call() behind the circuit breaker', () => {
 describe('PathVerdicts', () => {
   const verdict = (era: 'legacy' | 'modern'): EraVerdict => ({ era, version: undefined, decidedAt: Date.now(), source: 'probe' });
 
-  it('keeps at most its bound of paths, the least recently read going first; the url\'s own is never evicted', () => {
+  it("keeps at most its bound of paths, the least recently read going first; the url's own is never evicted", () => {
     const verdicts = new PathVerdicts(3);
     verdicts.set('', verdict('modern'));
     verdicts.set('/a', verdict('legacy'));
@@ -898,7 +958,7 @@ describe('PathVerdicts', () => {
     expect(verdicts.shown).toMatchObject({ era: 'modern' });
   });
 
-  it('shows the latest verdict while the url\'s own is unknown', () => {
+  it("shows the latest verdict while the url's own is unknown", () => {
     const verdicts = new PathVerdicts();
     expect(verdicts.shown).toBeUndefined();
     verdicts.set('/a', verdict('legacy'));

@@ -173,7 +173,7 @@ describe('exchange', () => {
     await expect(response.body.text()).rejects.toThrow();
   });
 
-  it('rejects with undici\'s error when nothing listens', async () => {
+  it("rejects with undici's error when nothing listens", async () => {
     agent = new Agent();
     const closed = createServer();
     await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));

@@ -58,11 +58,21 @@ async function startPeer(): Promise<Peer> {
       if (path === '/slow/mcp') {
         if (req.method === 'DELETE') return void res.writeHead(200).end();
         if (method === 'initialize') {
-          const answer = { jsonrpc: '2.0', id: (jsonOrUndefined(body) as { id: unknown }).id, result: { protocolVersion: '2025-06-18', capabilities: {}, serverInfo: { name: 'slow', version: '1.0.0' } } };
+          const answer = {
+            jsonrpc: '2.0',
+            id: (jsonOrUndefined(body) as { id: unknown }).id,
+            result: { protocolVersion: '2025-06-18', capabilities: {}, serverInfo: { name: 'slow', version: '1.0.0' } },
+          };
           setTimeout(() => res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'slow-session' }).end(JSON.stringify(answer)), SLOW_MS);
           return;
         }
-        setTimeout(() => res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32000, message: 'Bad Request: No valid session ID provided' } })), SLOW_MS);
+        setTimeout(
+          () =>
+            res
+              .writeHead(400, { 'content-type': 'application/json' })
+              .end(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32000, message: 'Bad Request: No valid session ID provided' } })),
+          SLOW_MS,
+        );
         return;
       }
       if (path === '/stuck/mcp') {
@@ -184,7 +194,7 @@ describe('finding 10: a hung HTTP upstream holds every client 60 s whatever time
     const before = probes();
     const first = toolsList('silent');
     // The others join once the first one's probe is out (and hanging).
-    await waitFor(() => probes() > before, 10 * TIMEOUT_MS, 'the first client\'s probe to reach the server');
+    await waitFor(() => probes() > before, 10 * TIMEOUT_MS, "the first client's probe to reach the server");
     const second = toolsList('silent');
     const third = initialize('silent');
     for (const res of await Promise.all([first, second, third])) expectTimedOut(res, 'silent');

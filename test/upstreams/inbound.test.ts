@@ -34,8 +34,12 @@ describe('finding 2: the top level of a message too deep to parse', () => {
   it('finds the id of a response whatever the order of its members, and what a request or notification is', () => {
     expect(topLevelOf(`{"jsonrpc":"2.0","id":7,"result":{"d":${DEEP}}}`)).toEqual([{ id: 7, hasMethod: false, hasResult: true, hasError: false }]);
     // The MCP SDK writes the id last; a string id; escapes in member names.
-    expect(topLevelOf(`{"result":{"d":${DEEP},"id":1},"jsonrpc":"2.0","\\u0069d":"call-9"}`)).toEqual([{ id: 'call-9', hasMethod: false, hasResult: true, hasError: false }]);
-    expect(topLevelOf(`{"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"m","data":${DEEP}}}`)).toEqual([{ id: null, hasMethod: false, hasResult: false, hasError: true }]);
+    expect(topLevelOf(`{"result":{"d":${DEEP},"id":1},"jsonrpc":"2.0","\\u0069d":"call-9"}`)).toEqual([
+      { id: 'call-9', hasMethod: false, hasResult: true, hasError: false },
+    ]);
+    expect(topLevelOf(`{"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"m","data":${DEEP}}}`)).toEqual([
+      { id: null, hasMethod: false, hasResult: false, hasError: true },
+    ]);
     expect(topLevelOf(`{"jsonrpc":"2.0","method":"sampling/createMessage","id":3,"params":${DEEP}}`)).toEqual([
       { id: 3, method: 'sampling/createMessage', hasMethod: true, hasResult: false, hasError: false },
     ]);
@@ -81,7 +85,14 @@ async function startPeer(): Promise<{ url: string; stop(): Promise<void> }> {
         if (message.id === undefined) return;
         const stream = [...streams][0]!;
         if (message.method === 'initialize') {
-          event(stream, JSON.stringify({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: message.params?.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'peer', version: '1' } } }));
+          event(
+            stream,
+            JSON.stringify({
+              jsonrpc: '2.0',
+              id: message.id,
+              result: { protocolVersion: message.params?.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'peer', version: '1' } },
+            }),
+          );
         } else if (message.params?.name === 'deep_notification') {
           event(stream, `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":${DEEP}}}`);
           event(stream, result(message.id, 'after the deep notification'));
@@ -97,7 +108,9 @@ async function startPeer(): Promise<{ url: string; stop(): Promise<void> }> {
         const deepResult = `{"jsonrpc":"2.0","id":${JSON.stringify(message.id)},"result":{"content":[],"data":${DEEP}}}`;
         if (name === 'deep_json') return void res.writeHead(200, { 'content-type': 'application/json' }).end(deepResult);
         if (name === 'deep_error') {
-          return void res.writeHead(400, { 'content-type': 'application/json' }).end(`{"jsonrpc":"2.0","id":${JSON.stringify(message.id)},"error":{"code":-32602,"message":"no","data":${DEEP}}}`);
+          return void res
+            .writeHead(400, { 'content-type': 'application/json' })
+            .end(`{"jsonrpc":"2.0","id":${JSON.stringify(message.id)},"error":{"code":-32602,"message":"no","data":${DEEP}}}`);
         }
         res.writeHead(200, { 'content-type': 'text/event-stream' });
         event(res, `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":${DEEP}}}`);

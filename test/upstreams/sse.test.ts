@@ -83,19 +83,16 @@ describe('a session the gateway owns', () => {
 
   it('keeps concurrent requests with the same client id apart', async () => {
     const messages = Array.from({ length: 8 }, (_, i) => `message-${i}`);
-    const replies = await Promise.all(
-      messages.map((message) => session.request(toolCall(7, 'echo', { message }), { onMessage: noMessages })),
-    );
+    const replies = await Promise.all(messages.map((message) => session.request(toolCall(7, 'echo', { message }), { onMessage: noMessages })));
     expect(replies.map((r) => r.id)).toEqual(messages.map(() => 7));
     expect(replies.map(resultText)).toEqual(messages.map((m) => `Echo: ${m}`));
   });
 
   it('delivers progress to the request with the client token restored', async () => {
     const progress: ServerMessage[] = [];
-    const reply = await session.request(
-      toolCall('long-1', 'trigger-long-running-operation', { duration: 2, steps: 4 }, 'client-token'),
-      { onMessage: (m) => progress.push(m) },
-    );
+    const reply = await session.request(toolCall('long-1', 'trigger-long-running-operation', { duration: 2, steps: 4 }, 'client-token'), {
+      onMessage: (m) => progress.push(m),
+    });
     expect(resultText(reply)).toContain('Long running operation completed');
     expect(progress.map((m) => m.params?.['progressToken'])).toEqual(Array(4).fill('client-token'));
     expect(progress.map((m) => m.params?.['progress'])).toEqual([1, 2, 3, 4]);
@@ -115,7 +112,10 @@ describe('a session the gateway owns', () => {
     const abort = new AbortController();
     // Aborted on its first progress (30 steps in 3 s): the call is surely in flight on the server.
     const error = await rejection(
-      session.request(toolCall(3, 'trigger-long-running-operation', { duration: 3, steps: 30 }, 'abort-me'), { signal: abort.signal, onMessage: () => abort.abort() }),
+      session.request(toolCall(3, 'trigger-long-running-operation', { duration: 3, steps: 30 }, 'abort-me'), {
+        signal: abort.signal,
+        onMessage: () => abort.abort(),
+      }),
     );
     expect(error.kind).toBe('cancelled');
   });
@@ -132,7 +132,12 @@ describe('a session a client initialized', () => {
   let session: UpstreamSession;
 
   beforeAll(async () => {
-    session = await upstream.openSession({ owner: 'test', initialize: clientInitialize('init-1', '2024-11-05'), forwardPath: '', handlers: recordingHandlers() });
+    session = await upstream.openSession({
+      owner: 'test',
+      initialize: clientInitialize('init-1', '2024-11-05'),
+      forwardPath: '',
+      handlers: recordingHandlers(),
+    });
     await session.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
   });
 

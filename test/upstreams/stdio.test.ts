@@ -79,7 +79,10 @@ describe('stdio supervision', () => {
     const session = await u.openSession({ owner: 'test', forwardPath: '', handlers });
     process.kill(u.status().pid!, 'SIGKILL');
     await waitFor(() => u.status().state !== 'ready', 5_000, 'the child to be seen dead');
-    const response = await session.request({ jsonrpc: '2.0', id: 'after', method: 'tools/call', params: { name: 'echo', arguments: { message: 'back' } } }, { onMessage: () => undefined });
+    const response = await session.request(
+      { jsonrpc: '2.0', id: 'after', method: 'tools/call', params: { name: 'echo', arguments: { message: 'back' } } },
+      { onMessage: () => undefined },
+    );
     expect(response).toMatchObject({ id: 'after', result: { content: [{ text: 'Echo: back' }] } });
     expect(u.status().restarts).toBe(1);
   });
@@ -89,7 +92,7 @@ describe('stdio supervision', () => {
     await u.start();
     const session = await u.openSession({ owner: 'test', forwardPath: '', handlers });
     // The writes the child's stdin hands to the pipe: each is a write(2), and a wake-up of the child.
-    const stdin = (u as unknown as { supervisor: { child: { stdin: { _write: Function; _writev: Function } } } }).supervisor.child.stdin;
+    const stdin = (u as unknown as { supervisor: { child: { stdin: Record<'_write' | '_writev', (...args: unknown[]) => unknown> } } }).supervisor.child.stdin;
     let writes = 0;
     for (const method of ['_write', '_writev'] as const) {
       const original = stdin[method];
@@ -99,11 +102,16 @@ describe('stdio supervision', () => {
       };
     }
     const call = (n: number) =>
-      session.request({ jsonrpc: '2.0', id: `c${n}`, method: 'tools/call', params: { name: 'echo', arguments: { message: `m${n}` } } }, { onMessage: () => undefined });
+      session.request(
+        { jsonrpc: '2.0', id: `c${n}`, method: 'tools/call', params: { name: 'echo', arguments: { message: `m${n}` } } },
+        { onMessage: () => undefined },
+      );
     const answers = await Promise.all(Array.from({ length: 20 }, (_, n) => call(n)));
     expect(writes).toBe(1);
     expect(answers.map((a) => a.id)).toEqual(Array.from({ length: 20 }, (_, n) => `c${n}`));
-    expect(answers.map((a) => (a as unknown as { result: { content: [{ text: string }] } }).result.content[0].text)).toEqual(Array.from({ length: 20 }, (_, n) => `Echo: m${n}`));
+    expect(answers.map((a) => (a as unknown as { result: { content: [{ text: string }] } }).result.content[0].text)).toEqual(
+      Array.from({ length: 20 }, (_, n) => `Echo: m${n}`),
+    );
     // The next turn's request is written too: the stream was uncorked.
     expect(await call(20)).toMatchObject({ id: 'c20', result: { content: [{ text: 'Echo: m20' }] } });
     expect(writes).toBe(2);
@@ -126,7 +134,7 @@ describe('stdio supervision', () => {
     expect(logs.some((l) => l.includes('not JSON'))).toBe(true);
   });
 
-  it('keeps a client\'s roots away from a shared child unless relay_roots is set', async () => {
+  it("keeps a client's roots away from a shared child unless relay_roots is set", async () => {
     const toolsOf = async (fields: string): Promise<string[]> => {
       const u = upstream(`command = ${q(NODE)}\nargs = [${q(EVERYTHING)}, "stdio"]\n${fields}`);
       await u.start();
@@ -144,18 +152,25 @@ describe('stdio supervision', () => {
 describe('a hostile child sending server requests nobody answers', () => {
   const HOSTILE = new URL('../fixtures/hostile-upstream.mjs', import.meta.url).pathname;
 
-  it('keeps at most 1,000 waiting on clients and refuses the rest at once: the gateway\'s memory stays bounded', async () => {
+  it("keeps at most 1,000 waiting on clients and refuses the rest at once: the gateway's memory stays bounded", async () => {
     const u = upstream(`command = ${q(NODE)}\nargs = [${q(HOSTILE)}, "stdio"]`);
     const delivered: unknown[] = [];
     // A client that declared sampling and never answers.
     const session = await u.openSession({
       owner: 'test',
       forwardPath: '',
-      initialize: { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: { sampling: {} }, clientInfo: { name: 't', version: '1' } } },
+      initialize: {
+        jsonrpc: '2.0',
+        id: 0,
+        method: 'initialize',
+        params: { protocolVersion: '2025-06-18', capabilities: { sampling: {} }, clientInfo: { name: 't', version: '1' } },
+      },
       handlers,
     });
     const items = Array.from({ length: 1_500 }, (_, i) => ({
-      b64: Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: `s${i}`, method: 'sampling/createMessage', params: { messages: [], maxTokens: 1 } })).toString('base64'),
+      b64: Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: `s${i}`, method: 'sampling/createMessage', params: { messages: [], maxTokens: 1 } })).toString(
+        'base64',
+      ),
     }));
     const response = await session.request(
       { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'emit', arguments: { script: JSON.stringify({ items, answer: 'result' }) } } },

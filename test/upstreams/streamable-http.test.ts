@@ -47,7 +47,6 @@ function fakeServer(answer: (req: IncomingMessage, res: ServerResponse, text: st
   };
 }
 
-
 const SECRET = 'Bearer upstream-secret-5a9c';
 const log = memoryLogger();
 let server: EverythingServer;
@@ -55,10 +54,7 @@ let upstream: StreamableHttpUpstream;
 
 beforeAll(async () => {
   server = await EverythingServer.start('streamableHttp');
-  upstream = new StreamableHttpUpstream(
-    upstreamConfig('everything', 'http', server.url, { headers: { Authorization: SECRET } }),
-    { logger: log.logger },
-  );
+  upstream = new StreamableHttpUpstream(upstreamConfig('everything', 'http', server.url, { headers: { Authorization: SECRET } }), { logger: log.logger });
 });
 
 afterAll(async () => {
@@ -122,19 +118,16 @@ describe('a session the gateway owns', () => {
 
   it('keeps concurrent requests with the same client id apart', async () => {
     const messages = Array.from({ length: 8 }, (_, i) => `message-${i}`);
-    const replies = await Promise.all(
-      messages.map((message) => session.request(toolCall(7, 'echo', { message }), { onMessage: noMessages })),
-    );
+    const replies = await Promise.all(messages.map((message) => session.request(toolCall(7, 'echo', { message }), { onMessage: noMessages })));
     expect(replies.map((r) => r.id)).toEqual(messages.map(() => 7));
     expect(replies.map(resultText)).toEqual(messages.map((m) => `Echo: ${m}`));
   });
 
   it('delivers progress to the request with the client token restored', async () => {
     const progress: ServerMessage[] = [];
-    const reply = await session.request(
-      toolCall('long-1', 'trigger-long-running-operation', { duration: 2, steps: 4 }, 'client-token'),
-      { onMessage: (m) => progress.push(m) },
-    );
+    const reply = await session.request(toolCall('long-1', 'trigger-long-running-operation', { duration: 2, steps: 4 }, 'client-token'), {
+      onMessage: (m) => progress.push(m),
+    });
     expect(resultText(reply)).toContain('Long running operation completed');
     expect(progress.map((m) => m.method)).toEqual(Array(4).fill('notifications/progress'));
     expect(progress.map((m) => m.params?.['progressToken'])).toEqual(Array(4).fill('client-token'));
@@ -158,7 +151,10 @@ describe('a session the gateway owns', () => {
     const started = Date.now();
     // Aborted on its first progress (30 steps in 3 s): the call is surely in flight on the server.
     const error = await rejection(
-      session.request(toolCall(3, 'trigger-long-running-operation', { duration: 3, steps: 30 }, 'abort-me'), { signal: abort.signal, onMessage: () => abort.abort() }),
+      session.request(toolCall(3, 'trigger-long-running-operation', { duration: 3, steps: 30 }, 'abort-me'), {
+        signal: abort.signal,
+        onMessage: () => abort.abort(),
+      }),
     );
     expect(error.kind).toBe('cancelled');
     // At the abort, not at the call's own end (3 s): a wide margin for a busy machine.
@@ -331,7 +327,13 @@ describe('on the wire', () => {
     if (req.method === 'GET') return void res.writeHead(405).end();
     if (body?.method === 'initialize') {
       res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'fake-session' });
-      return void res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { protocolVersion: '2025-06-18', capabilities: {}, serverInfo: { name: 'fake', version: '1' } } }));
+      return void res.end(
+        JSON.stringify({
+          jsonrpc: '2.0',
+          id: body.id,
+          result: { protocolVersion: '2025-06-18', capabilities: {}, serverInfo: { name: 'fake', version: '1' } },
+        }),
+      );
     }
     if (body?.id === undefined) return void res.writeHead(202).end();
     // A request: open its stream and never answer.
@@ -402,7 +404,13 @@ describe('on the wire: the GET stream and the deadline of a notification', () =>
     const body = JSON.parse(text) as { id?: unknown; method?: string };
     if (body.method === 'initialize') {
       res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'wire-2' });
-      return void res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { protocolVersion: '2025-06-18', capabilities: {}, serverInfo: { name: 'fake', version: '1' } } }));
+      return void res.end(
+        JSON.stringify({
+          jsonrpc: '2.0',
+          id: body.id,
+          result: { protocolVersion: '2025-06-18', capabilities: {}, serverInfo: { name: 'fake', version: '1' } },
+        }),
+      );
     }
     if (body.method === 'notifications/hold') return; // never acknowledged
     res.writeHead(202).end();

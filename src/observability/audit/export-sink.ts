@@ -138,7 +138,8 @@ export class ExportSink implements AuditSink {
       await delay(exportBackoffMs(attempt), { signal: this.stop.signal });
       if (this.stop.signal.aborted) break;
     }
-    if (!batch.settled && !this.stop.signal.aborted) this.warning.warn('export-gave-up', { sink: 'export', events: batch.lines.length }, 'audit export: batch dropped after its retries');
+    if (!batch.settled && !this.stop.signal.aborted)
+      this.warning.warn('export-gave-up', { sink: 'export', events: batch.lines.length }, 'audit export: batch dropped after its retries');
     this.dropBatch(batch);
   }
 
@@ -167,4 +168,3 @@ export class ExportSink implements AuditSink {
     }
   }
 }
-

@@ -103,7 +103,9 @@ export class FileSink implements AuditSink {
       }
     } catch (error) {
       closeSync(fd);
-      throw new Error(`audit file ${JSON.stringify(path)}: cannot use it (${error instanceof Error && error.message === 'not a regular file' ? 'not a regular file' : codeOf(error)})`);
+      throw new Error(
+        `audit file ${JSON.stringify(path)}: cannot use it (${error instanceof Error && error.message === 'not a regular file' ? 'not a regular file' : codeOf(error)})`,
+      );
     }
     return new FileSink(absolute, fd, size, firstAt, settings, now, maxBacklog, counters, warning);
   }
@@ -288,7 +290,8 @@ export class FileSink implements AuditSink {
       await unlink(partial).catch(() => undefined);
       // Already pruned (a burst of rotations outran compression): nothing was lost that was meant to be kept.
       const pruned = codeOf(error) === 'ENOENT' && !(await exists(backup));
-      if (!pruned && !this.stopBackground.signal.aborted) this.warning.warn('file-compress', { sink: 'file', path: this.path, code: codeOf(error) }, 'audit file sink: compressing a rotated file failed');
+      if (!pruned && !this.stopBackground.signal.aborted)
+        this.warning.warn('file-compress', { sink: 'file', path: this.path, code: codeOf(error) }, 'audit file sink: compressing a rotated file failed');
     }
   }
 

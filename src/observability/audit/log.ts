@@ -189,7 +189,8 @@ export class AuditLog {
     // The file first: it is the one that can fail, and nothing else is attached yet.
     if (config.file !== undefined) sinks.push(FileSink.open(config.file, config, () => clock().getTime(), config.queue_size, counters, warning));
     if (config.stdout) sinks.push(new StreamSink(options.stdout ?? process.stdout, config.queue_size, counters, warning));
-    if (config.export_url !== undefined) sinks.push(new ExportSink(config.export_url, config, options.fetch ?? globalThis.fetch, config.queue_size, counters, warning));
+    if (config.export_url !== undefined)
+      sinks.push(new ExportSink(config.export_url, config, options.fetch ?? globalThis.fetch, config.queue_size, counters, warning));
     return new AuditLog(config, sinks, rules, options, warning, counters);
   }
 
@@ -224,7 +225,11 @@ export class AuditLog {
     try {
       if (this.closed || this.queue.length >= this.queueSize) {
         this.counters.dropped++;
-        this.warning?.warn('queue-full', { dropped: this.counters.dropped }, this.closed ? 'audit log closed: event dropped' : 'audit queue full: events dropped');
+        this.warning?.warn(
+          'queue-full',
+          { dropped: this.counters.dropped },
+          this.closed ? 'audit log closed: event dropped' : 'audit queue full: events dropped',
+        );
         return;
       }
       const copy = copyOf(event, this.includeArguments);

@@ -15,7 +15,8 @@ export interface RedactionRule {
 }
 
 /** Names of JSON keys whose value is a credential: Authorization, Cookie, API keys, passwords, secrets, OAuth tokens. */
-const CREDENTIAL_KEYS = '(?:proxy-)?authorization|(?:set-)?cookie|x-api-key|api[-_]?key|password|passwd|(?:client[-_]?)?secret|(?:access|refresh|id)[-_]?token|token';
+const CREDENTIAL_KEYS =
+  '(?:proxy-)?authorization|(?:set-)?cookie|x-api-key|api[-_]?key|password|passwd|(?:client[-_]?)?secret|(?:access|refresh|id)[-_]?token|token';
 const CREDENTIAL_KEY = new RegExp(`^(?:${CREDENTIAL_KEYS})$`, 'i');
 
 /**

@@ -44,8 +44,7 @@ export async function readBody<T>(server: string, read: () => Promise<T>): Promi
  * Content-Length when it has one, else once that many bytes have arrived (the body is destroyed).
  */
 export async function readText(response: HttpResponse, server: string, limit = MAX_BODY_BYTES): Promise<string> {
-  const tooLarge = (): UpstreamError =>
-    new UpstreamError('protocol', server, `Upstream '${server}' answered with a body over the limit of ${limit} bytes`);
+  const tooLarge = (): UpstreamError => new UpstreamError('protocol', server, `Upstream '${server}' answered with a body over the limit of ${limit} bytes`);
   const declared = header(response, 'content-length');
   if (declared !== undefined && /^\d+$/.test(declared) && Number(declared) > limit) {
     response.body.destroy();
@@ -89,20 +88,21 @@ export function logSnippet(text: string, config: HttpServerConfig): string {
   for (const value of Object.values(config.headers)) {
     if (value.length >= 4) snippet = snippet.split(value).join('[redacted]');
   }
-  // Control characters are what this removes: a log line must not carry a server's escapes.
-  // eslint-disable-next-line no-control-regex
-  return snippet.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim().slice(0, LOG_SNIPPET_CHARS);
+  return (
+    snippet
+      // Control characters are what this removes: a log line must not carry a server's escapes.
+      // eslint-disable-next-line no-control-regex
+      .replace(/[\u0000-\u001f\u007f]+/g, ' ')
+      .trim()
+      .slice(0, LOG_SNIPPET_CHARS)
+  );
 }
 
 /**
  * The error for a response that is not 2xx, after logging its status and a short snippet of its
  * body (never in the error, which may reach clients). Also returns the body text read so far.
  */
-export async function statusError(
-  context: HttpContext,
-  response: HttpResponse,
-  what: string,
-): Promise<{ error: UpstreamError; body: string }> {
+export async function statusError(context: HttpContext, response: HttpResponse, what: string): Promise<{ error: UpstreamError; body: string }> {
   const name = context.config.name;
   const body = await readLimited(response.body);
   const failure = new UpstreamError('protocol', name, `Upstream '${name}' answered HTTP ${response.statusCode}`);

@@ -207,7 +207,10 @@ class SseSession extends HttpSession<Connection> {
     const name = this.context.config.name;
     const connection: Connection = { abort: new AbortController(), endpoint: undefined, lost: false };
     this.connections.add(connection);
-    const timer = setTimeout(() => connection.abort.abort(new UpstreamError('timeout', name, `Upstream '${name}' sent no endpoint within ${limitMs} ms`)), limitMs);
+    const timer = setTimeout(
+      () => connection.abort.abort(new UpstreamError('timeout', name, `Upstream '${name}' sent no endpoint within ${limitMs} ms`)),
+      limitMs,
+    );
     try {
       const response = await httpRequest(this.context, {
         method: 'GET',

@@ -16,7 +16,17 @@ import { discard, parseMessages, readBody, readText, saysSessionUnknown, statusE
 import type { HttpContext } from './context.js';
 import { handshake, negotiatedVersion } from './handshake.js';
 import { ModernHttp } from './modern-http.js';
-import { asUpstreamError, EXCHANGE_OVER, header, httpRequest, mediaType, requestHeaders, sendTimeoutMs, type HttpResponse, type StopSignal } from './request.js';
+import {
+  asUpstreamError,
+  EXCHANGE_OVER,
+  header,
+  httpRequest,
+  mediaType,
+  requestHeaders,
+  sendTimeoutMs,
+  type HttpResponse,
+  type StopSignal,
+} from './request.js';
 import { HttpSession } from './session.js';
 import { eventMessages, readEvents, type SseEvent } from './sse-stream.js';
 import { CLOSE_TIMEOUT_MS, HttpUpstream, type HttpUpstreamDeps } from './upstream.js';
@@ -51,9 +61,7 @@ export class StreamableHttpUpstream extends HttpUpstream {
   protected newSession(options: OpenSessionOptions): StreamableHttpSession {
     const { config } = this.context;
     const url =
-      options.forwardPath === ''
-        ? (this.baseUrl ??= targetUrl(config.url, '', config.name))
-        : targetUrl(config.url, options.forwardPath, config.name);
+      options.forwardPath === '' ? (this.baseUrl ??= targetUrl(config.url, '', config.name)) : targetUrl(config.url, options.forwardPath, config.name);
     return new StreamableHttpSession(this.context, options, url);
   }
 }
@@ -427,11 +435,7 @@ class StreamableHttpSession extends HttpSession {
     }
   }
 
-  private async readEventStream(
-    signal: Cancellation,
-    cursor: { lastEventId?: string },
-    connected: () => void,
-  ): Promise<'unsupported' | 'ended'> {
+  private async readEventStream(signal: Cancellation, cursor: { lastEventId?: string }, connected: () => void): Promise<'unsupported' | 'ended'> {
     const response = await httpRequest(this.context, {
       method: 'GET',
       url: this.url,
@@ -469,4 +473,3 @@ function resumeDelay(retryMs: number | undefined, idle: number): number {
   const base = Math.min(Math.max(retryMs ?? STREAM_RETRY_MIN_MS, RESUME_FLOOR_MS), MAX_TIMER_MS);
   return idle === 0 ? base : Math.max(base, Math.min(base * 2 ** idle, STREAM_RETRY_MAX_MS));
 }
-

@@ -120,7 +120,9 @@ export abstract class HttpUpstream implements Upstream {
     const name = this.config.name;
     if (this.closed) return Promise.reject(this.shuttingDown());
     if (!this.modern || this.verdictFor(options.forwardPath)?.era === 'legacy') {
-      return Promise.reject(new UpstreamError('protocol', name, `Upstream '${name}' speaks the legacy era of MCP: it takes requests in sessions, not one by one`));
+      return Promise.reject(
+        new UpstreamError('protocol', name, `Upstream '${name}' speaks the legacy era of MCP: it takes requests in sessions, not one by one`),
+      );
     }
     return this.modern.call(request, options);
   }
@@ -167,7 +169,10 @@ export abstract class HttpUpstream implements Upstream {
     // so bound it and then tear down whatever is left.
     const agent = this.context.agent;
     const closedInTime = await Promise.race([
-      agent.close().then(() => true, () => true),
+      agent.close().then(
+        () => true,
+        () => true,
+      ),
       delay(Math.max(0, deadline - Date.now())).then(() => false),
     ]);
     if (!closedInTime) await agent.destroy().catch(() => undefined);

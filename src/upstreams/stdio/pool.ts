@@ -22,16 +22,7 @@ import type { StdioServerConfig } from '../../config/schema.js';
 import type { JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../../jsonrpc/messages.js';
 import type { Logger } from '../../observability/logger.js';
 import { UpstreamError } from '../errors.js';
-import type {
-  CallOptions,
-  EraVerdict,
-  OpenSessionOptions,
-  RequestOptions,
-  Upstream,
-  UpstreamDeps,
-  UpstreamSession,
-  UpstreamStatus,
-} from '../upstream.js';
+import type { CallOptions, EraVerdict, OpenSessionOptions, RequestOptions, Upstream, UpstreamDeps, UpstreamSession, UpstreamStatus } from '../upstream.js';
 import { StdioUpstream } from './upstream.js';
 
 /** The Retry-After of a refusal at max_children, at most: by then an idle child may have ended. */

@@ -130,11 +130,15 @@ export class EraProbe {
     if (this.children.stopped || outcome.kind === 'gone') throw this.children.unavailable();
     const timeoutMs = this.probeTimeoutMs();
     const why =
-      outcome.kind === 'silent' ? `no answer to server/discover within ${timeoutMs} ms`
-      : outcome.kind === 'exited' ? 'the child exited on server/discover'
-      : answer?.kind === 'legacy' ? answer.why
-      : answer?.kind === 'retry' ? 'server/discover refused every version it named'
-      : undefined;
+      outcome.kind === 'silent'
+        ? `no answer to server/discover within ${timeoutMs} ms`
+        : outcome.kind === 'exited'
+          ? 'the child exited on server/discover'
+          : answer?.kind === 'legacy'
+            ? answer.why
+            : answer?.kind === 'retry'
+              ? 'server/discover refused every version it named'
+              : undefined;
     this.eraVerdict = probedVerdict(answer?.kind === 'modern' ? answer : { kind: 'legacy', why: why ?? '' });
     this.modernChild = answer?.kind === 'modern';
     this.log.info({ era: this.eraVerdict.era, version: this.eraVerdict.version, ...(why ? { why } : {}) }, 'upstream era probed');
@@ -213,7 +217,8 @@ export class EraProbe {
     const name = this.config.name;
     if (!child) throw this.children.unavailable();
     const outcome = await this.probeChild(child, this.eraVerdict?.version ?? MODERN_PROTOCOL_VERSION, false);
-    if (outcome.kind === 'silent') throw new UpstreamError('timeout', name, `Upstream '${name}' did not answer server/discover within ${this.probeTimeoutMs()} ms`);
+    if (outcome.kind === 'silent')
+      throw new UpstreamError('timeout', name, `Upstream '${name}' did not answer server/discover within ${this.probeTimeoutMs()} ms`);
     if (outcome.kind !== 'answer') throw this.children.unavailable();
     const answer = readProbeAnswer(outcome.response);
     if (answer.kind !== 'modern') throw new UpstreamError('protocol', name, `Upstream '${name}' answered server/discover with no usable DiscoverResult`);

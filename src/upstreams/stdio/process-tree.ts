@@ -56,9 +56,8 @@ export function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
  */
 export async function terminateTree(child: ChildProcess): Promise<void> {
   if (child.pid === undefined) return;
-  const exited = child.exitCode !== null || child.signalCode !== null
-    ? Promise.resolve()
-    : new Promise<void>((resolve) => child.once('close', () => resolve()));
+  const exited =
+    child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise<void>((resolve) => child.once('close', () => resolve()));
   child.stdin?.end();
   killGroup(child, 'SIGTERM');
   const timer = setTimeout(() => killGroup(child, 'SIGKILL'), KILL_GRACE_MS);

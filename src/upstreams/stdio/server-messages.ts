@@ -40,11 +40,7 @@ import type { VirtualSession, VirtualSessions } from './virtual-sessions.js';
 const MAX_PENDING_SERVER_REQUESTS = 1_000;
 
 /** Notifications about the server as a whole, which every client may see. */
-const SERVER_WIDE = new Set([
-  'notifications/tools/list_changed',
-  'notifications/prompts/list_changed',
-  'notifications/resources/list_changed',
-]);
+const SERVER_WIDE = new Set(['notifications/tools/list_changed', 'notifications/prompts/list_changed', 'notifications/resources/list_changed']);
 
 /** Which client capability a server-to-client request needs. */
 const REQUIRED_CAPABILITY: Record<string, 'sampling' | 'elicitation' | 'roots'> = {
@@ -329,7 +325,9 @@ export class ServerMessages {
     }
     if (this.serverRequests.size >= MAX_PENDING_SERVER_REQUESTS) {
       this.log.warn({ method: message.method, pending: this.serverRequests.size }, 'too many server requests waiting on clients; refused');
-      this.write(errorResponse(message.id, ErrorCode.InternalError, `Too many requests waiting on clients (${MAX_PENDING_SERVER_REQUESTS}); ${message.method} refused`));
+      this.write(
+        errorResponse(message.id, ErrorCode.InternalError, `Too many requests waiting on clients (${MAX_PENDING_SERVER_REQUESTS}); ${message.method} refused`),
+      );
       return;
     }
     this.serverRequests.set(idKey(message.id), { session: target.session, id: message.id });

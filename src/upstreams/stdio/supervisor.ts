@@ -147,9 +147,7 @@ export class ChildSupervisor {
       };
       const timer = setTimeout(() => {
         this.readyWaiters = this.readyWaiters.filter((w) => w !== waiter);
-        reject(
-          new UpstreamError('timeout', this.config.name, `Upstream '${this.config.name}' did not become ready within ${timeoutMs} ms`),
-        );
+        reject(new UpstreamError('timeout', this.config.name, `Upstream '${this.config.name}' did not become ready within ${timeoutMs} ms`));
       }, timeoutMs);
       this.readyWaiters.push(waiter);
     });
@@ -205,7 +203,11 @@ export class ChildSupervisor {
       }
     });
     child.stdin?.on('error', (err) => this.log.debug({ err: err.message }, 'child stdin error'));
-    readLines(child.stdout!, (line) => this.hooks.line(line), (line) => this.hooks.oversizedLine(line));
+    readLines(
+      child.stdout!,
+      (line) => this.hooks.line(line),
+      (line) => this.hooks.oversizedLine(line),
+    );
     readLines(
       child.stderr!,
       (line) => {

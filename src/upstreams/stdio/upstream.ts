@@ -20,16 +20,7 @@ import type { Logger } from '../../observability/logger.js';
 import { Correlator, cancelNotification } from '../correlator.js';
 import { isFresh } from '../era.js';
 import { UpstreamError } from '../errors.js';
-import type {
-  CallOptions,
-  EraVerdict,
-  OpenSessionOptions,
-  RequestOptions,
-  Upstream,
-  UpstreamDeps,
-  UpstreamSession,
-  UpstreamStatus,
-} from '../upstream.js';
+import type { CallOptions, EraVerdict, OpenSessionOptions, RequestOptions, Upstream, UpstreamDeps, UpstreamSession, UpstreamStatus } from '../upstream.js';
 import { EraProbe } from './probe.js';
 import { ModernCall, ServerMessages, type CallOwner } from './server-messages.js';
 import { StdinWriter } from './stdin-writer.js';
@@ -216,7 +207,8 @@ export class StdioUpstream implements Upstream {
     const outgoing = this.correlator.begin(initializeRequest(this.config), { onMessage: () => undefined }, remainingMs, null);
     if (!this.stdin.write(outgoing.wire)) this.correlator.fail(outgoing.wire.id as number, this.supervisor.unavailable());
     const response = await outgoing.response.catch((error: unknown) => {
-      if (error instanceof UpstreamError && error.kind === 'timeout') throw new UpstreamError('timeout', name, `Upstream '${name}' did not answer within ${startupMs} ms`);
+      if (error instanceof UpstreamError && error.kind === 'timeout')
+        throw new UpstreamError('timeout', name, `Upstream '${name}' did not answer within ${startupMs} ms`);
       throw error;
     });
     if (this.supervisor.child !== child) throw this.supervisor.unavailable();
@@ -227,7 +219,10 @@ export class StdioUpstream implements Upstream {
 
   private ready(child: ChildProcess): void {
     const modern = this.probe.modern;
-    this.log.info({ pid: child.pid, era: this.probe.verdict?.era, protocolVersion: modern ? this.probe.verdict?.version : this.init?.protocolVersion }, 'upstream ready');
+    this.log.info(
+      { pid: child.pid, era: this.probe.verdict?.era, protocolVersion: modern ? this.probe.verdict?.version : this.init?.protocolVersion },
+      'upstream ready',
+    );
     // Subscriptions held by clients survive a restart of the child.
     this.sessions.resubscribe();
   }
