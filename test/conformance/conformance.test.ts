@@ -16,9 +16,10 @@
  * The table of results is printed (docs/conformance.md shows the latest).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NOT_RUN, RANK, readResults, runToEnd, type Run, type ScenarioResult } from './runner.js';
 import { cleanupTempDirs, CliProcess, ensureBuilt, leftovers, marker, NODE, q, ROOT, tempDir, waitFor, writeConfig } from '../helpers/cli.js';
 
 const CONFORMANCE = join(ROOT, 'node_modules', '@modelcontextprotocol', 'conformance', 'dist', 'index.js');
@@ -33,30 +34,6 @@ type Transport = (typeof TRANSPORTS)[number];
 type Target = 'direct' | Transport;
 const TARGETS: readonly Target[] = ['direct', ...TRANSPORTS];
 
-/** A scenario's outcome as the runner's baseline sees it: any FAILURE fails, any WARNING warns. */
-type Verdict = 'pass' | 'warn' | 'fail';
-const RANK: Record<Verdict, number> = { pass: 2, warn: 1, fail: 0 };
-
-interface Check {
-  id: string;
-  status: 'SUCCESS' | 'FAILURE' | 'WARNING' | 'INFO' | string;
-  errorMessage?: string;
-  details?: Record<string, unknown>;
-}
-
-interface ScenarioResult {
-  verdict: Verdict;
-  /** The checks that failed or warned, as `id: STATUS message`. */
-  problems: string[];
-  checks: Check[];
-}
-
-interface Run {
-  exitCode: number | null;
-  output: string;
-  results: Map<string, ScenarioResult>;
-}
-
 const m = marker('conformance');
 const children: ChildProcess[] = [];
 let gateway: CliProcess | undefined;
@@ -65,22 +42,7 @@ const runs = new Map<Target, Run>();
 
 /** Runs a node script to completion; SIGKILLs it (by pid) past timeoutMs. */
 function runNode(args: string[], timeoutMs: number): Promise<{ code: number | null; output: string }> {
-  const child = spawn(NODE, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let output = '';
-  child.stdout.on('data', (c: Buffer) => (output += c.toString('utf8')));
-  child.stderr.on('data', (c: Buffer) => (output += c.toString('utf8')));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`node ${args.join(' ')} did not finish within ${timeoutMs} ms:\n${output}`));
-    }, timeoutMs);
-    child.once('error', reject);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, output });
-    });
-  });
+  return runToEnd(NODE, args, timeoutMs, children);
 }
 
 /** The server scenarios this runner knows, from `conformance list --server`. */
@@ -116,22 +78,12 @@ async function runSuite(target: Target, url: string, root: string, baseline?: st
   const args = [CONFORMANCE, 'server', '--url', url, '--suite', 'all', '-o', dir];
   if (baseline) args.push('--expected-failures', baseline);
   const { code, output } = await runNode(args, RUN_TIMEOUT_MS);
-  const results = new Map<string, ScenarioResult>();
-  for (const entry of readdirSync(dir)) {
-    const name = /^server-(.+)-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z$/.exec(entry)?.[1];
-    const file = join(dir, entry, 'checks.json');
-    if (name === undefined || !existsSync(file)) continue;
-    const checks = JSON.parse(readFileSync(file, 'utf8')) as Check[];
-    const bad = checks.filter((c) => c.status === 'FAILURE' || c.status === 'WARNING');
-    const verdict: Verdict = bad.some((c) => c.status === 'FAILURE') ? 'fail' : bad.length > 0 ? 'warn' : 'pass';
-    results.set(name, { verdict, problems: bad.map((c) => `${c.id}: ${c.status}${c.errorMessage ? ` ${c.errorMessage}` : ''}`), checks });
-  }
-  return { exitCode: code, output, results };
+  return { exitCode: code, output, results: readResults(dir) };
 }
 
 /** A scenario without checks.json (the runner could not run it) counts as failed. */
 function resultOf(target: Target, scenario: string): ScenarioResult {
-  return runs.get(target)?.results.get(scenario) ?? { verdict: 'fail', problems: ['no checks.json: the runner did not complete the scenario'], checks: [] };
+  return runs.get(target)?.results.get(scenario) ?? NOT_RUN;
 }
 
 /**

@@ -27,9 +27,10 @@
  * checks.json` per scenario, which is what is judged here. The table of results is printed.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NOT_RUN, RANK, readResults, runToEnd, type Run, type ScenarioResult } from './runner.js';
 import { cleanupTempDirs, leftovers, marker, NODE, q, ROOT, tempDir, waitFor } from '../helpers/cli.js';
 import { startGateway, type RunningGateway } from '../helpers/gateway.js';
 
@@ -55,30 +56,6 @@ const THROUGH_GATEWAY: ReadonlyArray<{ target: Target; direct: Target; note: str
   { target: 'everything via gateway (stdio)', direct: 'everything direct', note: '' },
 ];
 
-/** A scenario's outcome as the runner's baseline sees it: any FAILURE fails, any WARNING warns. */
-type Verdict = 'pass' | 'warn' | 'fail';
-const RANK: Record<Verdict, number> = { pass: 2, warn: 1, fail: 0 };
-
-interface Check {
-  id: string;
-  status: 'SUCCESS' | 'FAILURE' | 'WARNING' | 'INFO' | 'SKIPPED' | string;
-  errorMessage?: string;
-  details?: Record<string, unknown>;
-}
-
-interface ScenarioResult {
-  verdict: Verdict;
-  /** The checks that failed or warned, as `id: STATUS message`. */
-  problems: string[];
-  checks: Check[];
-}
-
-interface Run {
-  exitCode: number | null;
-  output: string;
-  results: Map<string, ScenarioResult>;
-}
-
 const m = marker('conformance-next');
 const children: ChildProcess[] = [];
 let gateway: RunningGateway | undefined;
@@ -87,22 +64,7 @@ const runs = new Map<Target, Run>();
 
 /** Runs a script on Node 22 to completion; SIGKILLs it (by pid) past timeoutMs. */
 function runOnNode22(args: string[], timeoutMs: number): Promise<{ code: number | null; output: string }> {
-  const child = spawn(NODE22, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let output = '';
-  child.stdout.on('data', (c: Buffer) => (output += c.toString('utf8')));
-  child.stderr.on('data', (c: Buffer) => (output += c.toString('utf8')));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${args.slice(0, 2).join(' ')} did not finish within ${timeoutMs} ms:\n${output}`));
-    }, timeoutMs);
-    child.once('error', reject);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, output });
-    });
-  });
+  return runToEnd(NODE22, args, timeoutMs, children);
 }
 
 /** The server scenarios this runner knows, from `conformance list --server` (`  - name [versions]`). */
@@ -136,22 +98,12 @@ async function runSuite(target: Target, url: string, root: string): Promise<Run>
   const dir = join(root, target.replace(/[^a-z0-9-]+/g, '_'));
   mkdirSync(dir, { recursive: true });
   const { code, output } = await runOnNode22([RUNNER, 'server', '--url', url, '--suite', 'all', '-o', dir], RUN_TIMEOUT_MS);
-  const results = new Map<string, ScenarioResult>();
-  for (const entry of readdirSync(dir)) {
-    const name = /^server-(.+)-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z$/.exec(entry)?.[1];
-    const file = join(dir, entry, 'checks.json');
-    if (name === undefined || !existsSync(file)) continue;
-    const checks = JSON.parse(readFileSync(file, 'utf8')) as Check[];
-    const bad = checks.filter((c) => c.status === 'FAILURE' || c.status === 'WARNING');
-    const verdict: Verdict = bad.some((c) => c.status === 'FAILURE') ? 'fail' : bad.length > 0 ? 'warn' : 'pass';
-    results.set(name, { verdict, problems: bad.map((c) => `${c.id}: ${c.status}${c.errorMessage ? ` ${c.errorMessage}` : ''}`), checks });
-  }
-  return { exitCode: code, output, results };
+  return { exitCode: code, output, results: readResults(dir) };
 }
 
 /** A scenario without checks.json (the runner could not run it) counts as failed. */
 function resultOf(target: Target, scenario: string): ScenarioResult {
-  return runs.get(target)?.results.get(scenario) ?? { verdict: 'fail', problems: ['no checks.json: the runner did not complete the scenario'], checks: [] };
+  return runs.get(target)?.results.get(scenario) ?? NOT_RUN;
 }
 
 /** The checks of a scenario that succeed on `direct` and fail or warn on `target`, as `id: problem`. */
