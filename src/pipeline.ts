@@ -55,7 +55,7 @@ import type { Gateway } from './mcp/gateway.js';
 import { MODERN_PROTOCOL_VERSIONS } from './protocol/versions.js';
 import { MODERN_METHODS } from './protocol/modern.js';
 import { checkModern, isModern, type ModernContext } from './eras/codec.js';
-import { directForwarding, legacyForwarding, modernRelay, translatedForwarding, type Forwarding } from './eras/forwarding.js';
+import { directForwarding, legacyForwarding, modernRelay, translatedForwarding, type Forwarding, type ForwardingContext } from './eras/forwarding.js';
 import { checkMessages, type SchemaEra } from './mcp/request-check.js';
 import { honored, Listener } from './eras/subscriptions.js';
 import { answered, errorOutcome, parseAccept, PostResponse, type Outcome } from './mcp/post-response.js';
@@ -328,10 +328,11 @@ interface Attempt {
 async function exchange(context: Context, route: Route, incoming: Incoming, reply: FastifyReply, attempt: Attempt): Promise<void> {
   const { gateway, target, identity, request } = context;
   const accept = parseAccept(header(request, 'accept'));
-  const seam = { gateway, server: target.server, forwardPath: target.forwardPath, identity, reply, log: request.log };
   if (route.kind === 'direct') {
     const post = new PostResponse(reply, accept, {}, modernRelay(route.modern));
-    const forwarding = directForwarding({ ...seam, post }, paramHeaders(request), (hit) => context.recorder.cacheLookup(target.server.name, hit));
+    const forwarding = directForwarding(forwardingContext(context, post, reply), paramHeaders(request), (hit) =>
+      context.recorder.cacheLookup(target.server.name, hit),
+    );
     const call = incoming.messages[0] as JsonRpcRequest;
     post.finish([await answer(context, call, forwarding, { reply, single: true, limits: true })], false);
     return;
@@ -351,8 +352,8 @@ async function exchange(context: Context, route: Route, incoming: Incoming, repl
     const headers: Record<string, string> = session ? { [SESSION_HEADER]: session.id } : {};
     const post = new PostResponse(reply, accept, headers, incoming.modern ? modernRelay(incoming.modern) : undefined);
     const forwarding = incoming.modern
-      ? translatedForwarding({ ...seam, post }, upstream, incoming.modern)
-      : legacyForwarding({ ...seam, post }, upstream, session);
+      ? translatedForwarding(forwardingContext(context, post, reply), upstream, incoming.modern)
+      : legacyForwarding(forwardingContext(context, post, reply), upstream, session);
     const step: Step = { reply, single: !incoming.batch, limits: attempt.limits };
     const one = (r: JsonRpcRequest): Outcome | Promise<Outcome> => forwarding.local?.(r) ?? answer(context, r, forwarding, step);
     const outcomes = requests.length === 1 ? [await one(requests[0]!)] : await Promise.all(requests.map(one));
@@ -368,6 +369,11 @@ async function exchange(context: Context, route: Route, incoming: Incoming, repl
   } finally {
     if (!session) gateway.releaseShared(target.server, target.forwardPath, ownerKey(identity));
   }
+}
+
+/** What the era seam needs of this request, made once per exchange (one object, no spread: this is the hot path). */
+function forwardingContext({ gateway, target, identity, request }: Context, post: PostResponse, reply: FastifyReply): ForwardingContext {
+  return { gateway, server: target.server, forwardPath: target.forwardPath, identity, post, reply, log: request.log };
 }
 
 /**
