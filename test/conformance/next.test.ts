@@ -30,7 +30,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NOT_RUN, RANK, readResults, runToEnd, type Run, type ScenarioResult } from './runner.js';
+import { NOT_RUN, RANK, readResults, resultsTable, runToEnd, type Run, type ScenarioResult } from './runner.js';
 import { cleanupTempDirs, leftovers, marker, NODE, q, ROOT, tempDir, waitFor } from '../helpers/cli.js';
 import { startGateway, type RunningGateway } from '../helpers/gateway.js';
 
@@ -149,14 +149,7 @@ function readExpectedFailures(): Map<Fixture, Array<{ scenario: string; reason: 
 }
 
 function table(): string {
-  const cell = (r: ScenarioResult): string => (r.verdict === 'pass' ? 'pass' : r.verdict === 'warn' ? 'warn' : '**FAIL**');
-  const lines = [
-    `| scenario | ${TARGETS.join(' | ')} |`,
-    `|---|${TARGETS.map(() => '---').join('|')}|`,
-    ...scenarios.map((s) => `| ${s} | ${TARGETS.map((t) => cell(resultOf(t, s))).join(' | ')} |`),
-  ];
-  const notes = scenarios.flatMap((s) => TARGETS.flatMap((t) => resultOf(t, s).problems.map((p) => `- ${t} / ${s}: ${p}`)));
-  return [...lines, '', ...(notes.length > 0 ? ['Failures and warnings:', ...notes] : ['No failure, no warning.'])].join('\n');
+  return resultsTable(scenarios, TARGETS, (target, scenario) => resultOf(target as Target, scenario));
 }
 
 beforeAll(

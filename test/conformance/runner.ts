@@ -72,3 +72,15 @@ export function readResults(dir: string): Map<string, ScenarioResult> {
   }
   return results;
 }
+
+/** The results as a markdown table (scenario by target), then each failure and warning: printed by both suites. */
+export function resultsTable(scenarios: readonly string[], targets: readonly string[], resultOf: (target: string, scenario: string) => ScenarioResult): string {
+  const cell = (r: ScenarioResult): string => (r.verdict === 'pass' ? 'pass' : r.verdict === 'warn' ? 'warn' : '**FAIL**');
+  const lines = [
+    `| scenario | ${targets.join(' | ')} |`,
+    `|---|${targets.map(() => '---').join('|')}|`,
+    ...scenarios.map((s) => `| ${s} | ${targets.map((t) => cell(resultOf(t, s))).join(' | ')} |`),
+  ];
+  const notes = scenarios.flatMap((s) => targets.flatMap((t) => resultOf(t, s).problems.map((p) => `- ${t} / ${s}: ${p}`)));
+  return [...lines, '', ...(notes.length > 0 ? ['Failures and warnings:', ...notes] : ['No failure, no warning.'])].join('\n');
+}
