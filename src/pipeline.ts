@@ -48,10 +48,10 @@
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { mayReach, ownerKey, type Identity } from './auth/identity.js';
-import type { ServerConfig } from './config/schema.js';
+import type { RouteConfig } from './config/schema.js';
 import { GatewayError, httpError, sendError } from './http/errors.js';
 import { decodeBody, isRequest, objectOf, type JsonRpcId, type JsonRpcMessage, type JsonRpcRequest } from './jsonrpc/messages.js';
-import type { Gateway } from './mcp/gateway.js';
+import { scopeOf, type Gateway } from './mcp/gateway.js';
 import { MODERN_PROTOCOL_VERSIONS } from './protocol/versions.js';
 import { MODERN_METHODS } from './protocol/modern.js';
 import { checkModern, isModern, type ModernContext } from './eras/codec.js';
@@ -62,7 +62,8 @@ import { answered, errorOutcome, parseAccept, PostResponse, type Outcome } from 
 import type { DownstreamSession } from './mcp/sessions.js';
 import { SUPPORTED_PROTOCOL_VERSIONS } from './protocol/versions.js';
 import { SseWriter } from './mcp/sse-writer.js';
-import { calledTool, filterToolsList } from './policy/tools.js';
+import { calledTool, filterToolsList, type ToolOwner } from './policy/tools.js';
+import { namespaceOf, viewFor } from './virtual/view.js';
 import type { Recorder } from './observability/recorder.js';
 import type { RateLimiter } from './ratelimit/limiter.js';
 import { UpstreamError } from './upstreams/errors.js';
@@ -71,7 +72,8 @@ import { errorMessage } from './error-message.js';
 
 /** Where a request goes: stage 1's result. */
 export interface Target {
-  server: ServerConfig;
+  /** A server, or a virtual server (after stage 2: as the caller sees it, with only the members it may reach). */
+  server: RouteConfig;
   /** Path and query appended to an http/sse upstream's url; '' = the url unchanged. */
   forwardPath: string;
 }
@@ -122,7 +124,7 @@ type Route =
  */
 export async function handlePost(context: Context, reply: FastifyReply): Promise<void> {
   await refusals(reply, async () => {
-    access(context);
+    context = access(context);
     const incoming = decode(context);
     const route = await session(context, incoming, reply);
     // undefined: stage 4 answered the POST itself (initialize, a modern notification, a listen).
@@ -140,12 +142,21 @@ async function refusals(reply: FastifyReply, stages: () => Promise<void> | void)
   }
 }
 
-/** Stage 2: an identity limited to some servers reaches no other. */
-function access({ target, identity, recorder, request }: Context): void {
-  if (!mayReach(identity, target.server.name)) {
-    recorder.denied(request, identity, target.server.name, 'server not allowed');
-    throw new GatewayError('server_forbidden', `Forbidden: identity "${identity.id}" may not use server "${target.server.name}"`);
-  }
+/**
+ * Stage 2: an identity limited to some servers reaches no other. A virtual server is reached
+ * through the members the identity may reach (all of them when it may reach the virtual server
+ * by name: src/virtual/view.ts), and from here on the target is the virtual server as it sees it.
+ */
+function access(context: Context): Context {
+  const { target, identity, recorder, request } = context;
+  const server = target.server;
+  if (server.transport === 'virtual') {
+    const view = viewFor(server, identity.servers);
+    if (view === server) return context;
+    if (view) return { ...context, target: { server: view, forwardPath: '' } };
+  } else if (mayReach(identity, server.name)) return context;
+  recorder.denied(request, identity, server.name, 'server not allowed');
+  throw new GatewayError('server_forbidden', `Forbidden: identity "${identity.id}" may not use server "${server.name}"`);
 }
 
 /**
@@ -228,7 +239,7 @@ async function modernRoute(context: Context, message: JsonRpcMessage, modern: Mo
 
 /** The era of the target server: probed once and remembered (src/upstreams/). */
 async function serverEra({ gateway, target }: Context, id: JsonRpcId): Promise<Era> {
-  return (await reaching(gateway.upstream(target.server.name).era({ forwardPath: target.forwardPath }), id)).era;
+  return reaching(gateway.era(target.server, target.forwardPath), id);
 }
 
 /** What `work` gives, its upstream failure rethrown as the error of the request `id`. */
@@ -284,7 +295,8 @@ function checkProtocolVersion(request: FastifyRequest): void {
  */
 function findSession({ gateway, target, identity }: Context, sessionId: string): DownstreamSession {
   const found = gateway.sessions.get(sessionId);
-  if (!found || found.server !== target.server.name || found.owner !== ownerKey(identity)) {
+  // A virtual server's session is also bound to the members its identity could reach.
+  if (!found || found.server !== target.server.name || found.owner !== ownerKey(identity) || found.scope !== scopeOf(target.server)) {
     throw new GatewayError('session_not_found', 'Session not found: start a new session with initialize');
   }
   return found;
@@ -389,7 +401,11 @@ async function sharedUpstream({ gateway, target, identity, recorder, request }: 
     const requests = incoming.messages.filter(isRequest);
     const error = GatewayError.fromUpstream(err, requests[0]?.id ?? null);
     const { body } = httpError(error);
-    for (const r of requests) recorder.forwarded(request, identity, target.server.name, r, calledTool(r), body, 0);
+    for (const r of requests) {
+      const name = calledTool(r);
+      const tool = name === undefined ? undefined : toolOf(target, name);
+      recorder.forwarded(request, identity, tool?.server ?? target.server.name, r, tool?.tool, body, 0);
+    }
     throw error;
   }
 }
@@ -408,7 +424,8 @@ interface Step {
  * is answered in place and never forwarded; a refused call uses up no limit.
  */
 async function answer(context: Context, r: JsonRpcRequest, forwarding: Forwarding, step: Step): Promise<Outcome> {
-  const tool = calledTool(r);
+  const name = calledTool(r);
+  const tool = name === undefined ? undefined : toolOf(context.target, name);
   const authorized = authorize(context, r, tool);
   if ('refused' in authorized) return authorized.refused;
   const limited = await limit(context, r, tool, step);
@@ -419,6 +436,36 @@ async function answer(context: Context, r: JsonRpcRequest, forwarding: Forwardin
   return filter(context, r, outcome);
 }
 
+/** A called tool: the server it belongs to and its own name there. */
+interface CalledTool {
+  server: string;
+  tool: string;
+}
+
+/**
+ * The server and own name of a tool the target names: on a virtual server, the member whose name
+ * prefixes it (src/virtual/names.ts); one it cannot place stays the virtual server's, under the
+ * name it was called by (policy then applies its unqualified patterns; the virtual server
+ * answers that no such tool exists).
+ */
+function toolOf(target: Target, name: string): CalledTool {
+  const server = target.server;
+  if (server.transport !== 'virtual') return { server: server.name, tool: name };
+  const owned = namespaceOf(server).splitName(name);
+  return owned ? { server: owned.member, tool: owned.own } : { server: server.name, tool: name };
+}
+
+/** Whose each tool of a tools/list answer is (ToolOwner for filterToolsList). */
+function toolOwner(target: Target): ToolOwner {
+  const server = target.server;
+  if (server.transport !== 'virtual') return (tool) => ({ server: server.name, tool });
+  const names = namespaceOf(server);
+  return (listed) => {
+    const owned = names.splitName(listed);
+    return owned && { server: owned.member, tool: owned.own };
+  };
+}
+
 /**
  * Stage 5: a tools/call of a tool the identity may not use is answered here, never forwarded;
  * a request about another identity's task is answered exactly as an unknown task
@@ -427,13 +474,14 @@ async function answer(context: Context, r: JsonRpcRequest, forwarding: Forwardin
 function authorize(
   { gateway, identity, recorder, request, target }: Context,
   r: JsonRpcRequest,
-  tool: string | undefined,
+  tool: CalledTool | undefined,
 ): { forward: JsonRpcRequest } | { refused: Outcome } {
   const server = target.server.name;
-  if (tool !== undefined && !identity.tools.allows(tool)) {
-    recorder.denied(request, identity, server, 'tool not allowed', tool);
+  if (tool !== undefined && !identity.tools.allows(tool.tool, tool.server)) {
+    recorder.denied(request, identity, tool.server, 'tool not allowed', tool.tool);
+    const called = calledTool(r);
     return {
-      refused: errorOutcome(new GatewayError('tool_forbidden', `Forbidden: identity "${identity.id}" may not call tool ${JSON.stringify(tool)}`, r.id)),
+      refused: errorOutcome(new GatewayError('tool_forbidden', `Forbidden: identity "${identity.id}" may not call tool ${JSON.stringify(called)}`, r.id)),
     };
   }
   const task = gateway.tasks.check(server, identity, r);
@@ -448,9 +496,9 @@ function authorize(
  * Stage 6: each tools/call counts against the limits whose tool_pattern matches; a limited one
  * is answered in place (HTTP 429 when it is the only request) and never forwarded.
  */
-async function limit({ limiter, request, identity }: Context, r: JsonRpcRequest, tool: string | undefined, step: Step): Promise<Outcome | undefined> {
+async function limit({ limiter, request, identity }: Context, r: JsonRpcRequest, tool: CalledTool | undefined, step: Step): Promise<Outcome | undefined> {
   // No await unless a tool limit applies (checkToolCall gives undefined otherwise): each one costs a microtask.
-  const checking = step.limits && tool !== undefined ? limiter?.checkToolCall(request, identity, tool, r.id) : undefined;
+  const checking = step.limits && tool !== undefined ? limiter?.checkToolCall(request, identity, tool.tool, r.id, tool.server) : undefined;
   const limited = checking === undefined ? undefined : await checking;
   if (!limited) return undefined;
   // Retry-After and RateLimit-* describe the response only when this is its one answer.
@@ -458,14 +506,19 @@ async function limit({ limiter, request, identity }: Context, r: JsonRpcRequest,
   return errorOutcome(limited.error);
 }
 
-/** Stage 7 (src/observability/recorder.ts): the forwarded request's audit line and metrics, in one call. */
-function record({ recorder, request, identity, target }: Context, r: JsonRpcRequest, tool: string | undefined, outcome: Outcome, started: number): void {
-  if (!outcome.cached) recorder.forwarded(request, identity, target.server.name, r, tool, outcome.response, (performance.now() - started) / 1000);
+/**
+ * Stage 7 (src/observability/recorder.ts): the forwarded request's audit line and metrics, in one
+ * call; a tool call under the server the tool belongs to and its own name (a virtual server's member).
+ */
+function record({ recorder, request, identity, target }: Context, r: JsonRpcRequest, tool: CalledTool | undefined, outcome: Outcome, started: number): void {
+  if (outcome.cached) return;
+  const seconds = (performance.now() - started) / 1000;
+  recorder.forwarded(request, identity, tool?.server ?? target.server.name, r, tool?.tool, outcome.response, seconds);
 }
 
 /** Stage 8: a tools/list answer cut to the identity's tools; a created task becomes the caller's, a tasks/list page is cut to the caller's tasks. */
 function filter({ gateway, identity, target }: Context, r: JsonRpcRequest, outcome: Outcome): Outcome {
-  if (r.method === 'tools/list') return { ...outcome, response: filterToolsList(identity.tools, outcome.response) };
+  if (r.method === 'tools/list') return { ...outcome, response: filterToolsList(identity.tools, outcome.response, toolOwner(target)) };
   const response = gateway.tasks.result(target.server.name, identity, r, outcome.response);
   return response === outcome.response ? outcome : { ...outcome, response };
 }
@@ -483,7 +536,7 @@ function paramHeaders(request: FastifyRequest): Record<string, string> | undefin
 export function handleGet(context: Context, reply: FastifyReply): void {
   const { request } = context;
   try {
-    access(context);
+    context = access(context);
     const sessionId = header(request, SESSION_HEADER);
     if (sessionId === undefined) throw new GatewayError('session_required', 'Bad Request: Mcp-Session-Id header is required');
     if (!parseAccept(header(request, 'accept')).sse) {
@@ -501,7 +554,7 @@ export function handleGet(context: Context, reply: FastifyReply): void {
 /** DELETE: the client ends its session. */
 export async function handleDelete(context: Context, reply: FastifyReply): Promise<void> {
   await refusals(reply, async () => {
-    access(context);
+    context = access(context);
     const sessionId = header(context.request, SESSION_HEADER);
     if (sessionId === undefined) throw new GatewayError('session_required', 'Bad Request: Mcp-Session-Id header is required');
     await context.gateway.sessions.close(findSession(context, sessionId), 'client DELETE');

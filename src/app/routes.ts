@@ -9,7 +9,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookHandler, onRequestHookHandler } from 'fastify';
 import { mayReach } from '../auth/identity.js';
-import type { ServerConfig } from '../config/schema.js';
+import type { RouteConfig } from '../config/schema.js';
 import { identityOf, registerProtectedResourceMetadata } from '../http/auth.js';
 import { GatewayError, sendError, sendNotFound } from '../http/errors.js';
 import { registerHealthRoutes, type Lifecycle } from '../http/health.js';
@@ -117,7 +117,9 @@ export function registerRoutes(app: FastifyInstance, services: Services, lifecyc
     },
   });
 
-  const defaultServer: ServerConfig | undefined = config.single ? config.servers[0] : config.servers.find((s) => s.path_prefix === '/');
+  const defaultServer: RouteConfig | undefined = config.single
+    ? config.servers[0]
+    : (config.servers.find((s) => s.path_prefix === '/') ?? config.virtual_servers.find((v) => v.path_prefix === '/'));
   app.route({
     method: [...ALL_METHODS],
     url: '/mcp',

@@ -52,7 +52,7 @@ export function createServices(config: GatewayConfig, options: ServiceOptions): 
   const log = options.logger;
   const tls = config.server.tls ? loadTls(config.server.tls) : undefined;
   for (const warning of tls?.warnings ?? []) log.warn(warning);
-  const metrics = config.server.metrics ? new Metrics({ servers: config.servers.map((s) => s.name) }) : undefined;
+  const metrics = config.server.metrics ? new Metrics({ servers: [...config.servers, ...config.virtual_servers].map((s) => s.name) }) : undefined;
   const audit = AuditLog.create(config.audit, { log, ...(options.auditStdout ? { stdout: options.auditStdout } : {}) });
   const recorder = new Recorder(audit, metrics);
   const upstreamDeps = {
@@ -62,7 +62,9 @@ export function createServices(config: GatewayConfig, options: ServiceOptions): 
     // Read when an isolated stdio server must end a child: the gateway exists by then.
     ownerHasTasks: (server: string, owner: string): boolean => gateway.tasks.holds(server, owner),
   };
-  const gateway: Gateway = new Gateway(config, options.createUpstream ?? ((server) => createUpstream(server, upstreamDeps)), log);
+  const gateway: Gateway = new Gateway(config, options.createUpstream ?? ((server) => createUpstream(server, upstreamDeps)), log, {
+    memberOmitted: (virtualServer, server) => metrics?.memberOmitted(virtualServer, server),
+  });
   const authenticator = new Authenticator(config.auth, options.auth);
   const limiter = config.rate_limit?.enabled
     ? new RateLimiter(config.rate_limit, [...(config.auth?.api_keys ?? []), ...(config.auth?.client_certs ?? [])], log)
@@ -84,7 +86,7 @@ export function createServices(config: GatewayConfig, options: ServiceOptions): 
     audit,
     recorder,
     gateway,
-    router: new Router(config.servers),
+    router: new Router([...config.servers, ...config.virtual_servers]),
     authenticator,
     authenticate: authenticationHook(authenticator, config.auth, recorder),
     limiter,

@@ -29,6 +29,8 @@ import {
   type AuthConfig,
   type RateLimitConfig,
   type GatewayConfig,
+  type ConfigFile,
+  type VirtualServerConfig,
   type ServerConfig,
   type ServerSettings,
   type Transport,
@@ -84,6 +86,7 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
   let server: ServerSettings | undefined;
   let auth: AuthConfig | undefined;
   let limits: { rate_limit?: RateLimitConfig; audit?: AuditConfig } = {};
+  let virtualEntries: VirtualServerEntry[] = [];
   let tree: unknown;
   if (document !== undefined) {
     const interpolated = interpolateTree(document, env);
@@ -98,6 +101,7 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
         ...(parsed.data.audit ? { audit: parsed.data.audit } : {}),
       };
       file = viewOf(parsed.data.upstream);
+      virtualEntries = parsed.data.virtual_servers ?? [];
     } else {
       addZodIssues(issues, [], parsed.error);
       file = salvage(interpolated.value);
@@ -106,15 +110,71 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
 
   const additional = readAdditionalServers(env, issues);
   const resolved = file ? resolveServers(file, additional, issues) : undefined;
+  const virtual_servers = resolved ? resolveVirtualServers(virtualEntries, resolved.servers, issues) : [];
+  // What [auth] may name: servers and virtual servers.
+  const names = resolved?.names && new Set([...resolved.names, ...virtualEntries.map((v) => v.name)]);
   // These read the document itself (its valid fields), so that a schema error anywhere else does
   // not hide them until the next run.
-  checkAuth(tree, resolved?.names, issues, resolved?.warnings ?? []);
-  checkClientCerts(tree, resolved?.names, issues);
+  checkAuth(tree, names, issues, resolved?.warnings ?? []);
+  checkClientCerts(tree, names, issues);
   checkKeyRateLimits(tree, issues);
   checkAudit(tree, issues);
   if (issues.all.length > 0 || !resolved || !server) throw new ConfigError(issues.all);
   const { single, servers, warnings } = resolved;
-  return { server, single, servers, warnings, ...(auth ? { auth } : {}), ...limits };
+  return { server, single, servers, virtual_servers, warnings, ...(auth ? { auth } : {}), ...limits };
+}
+
+type VirtualServerEntry = NonNullable<ConfigFile['virtual_servers']>[number];
+
+/**
+ * `[[virtual_servers]]`: names and prefixes unique among servers and virtual servers (one
+ * namespace in URLs), members that are configured servers (not other virtual servers), `"*"`
+ * alone, no member twice.
+ */
+function resolveVirtualServers(entries: VirtualServerEntry[], servers: ServerConfig[], issues: IssueList): VirtualServerConfig[] {
+  const byName = new Map(servers.map((server) => [server.name, server]));
+  const prefixes = new Map(servers.map((server) => [server.path_prefix, server.name]));
+  const virtualNames = new Map<string, number>();
+  const resolved: VirtualServerConfig[] = [];
+  entries.forEach((entry, index) => {
+    const base: KeyPath = ['virtual_servers', index];
+    const before = issues.all.length;
+    const sameVirtual = virtualNames.get(entry.name);
+    if (byName.has(entry.name))
+      issues.add([...base, 'name'], `a server named ${JSON.stringify(entry.name)} is already configured (servers and virtual servers share one namespace)`);
+    else if (sameVirtual !== undefined) issues.add([...base, 'name'], `same name ${JSON.stringify(entry.name)} as virtual_servers[${sameVirtual}]`);
+    else virtualNames.set(entry.name, index);
+    if (entry.path_prefix !== undefined) {
+      const taken = prefixes.get(entry.path_prefix);
+      if (taken !== undefined)
+        issues.add(
+          [...base, 'path_prefix'],
+          `same path_prefix ${JSON.stringify(entry.path_prefix)} as ${JSON.stringify(taken)} (compared without a trailing "/")`,
+        );
+      else prefixes.set(entry.path_prefix, entry.name);
+    }
+    const all = entry.servers.includes('*');
+    if (all && entry.servers.length > 1) issues.add([...base, 'servers'], '"*" stands for every configured server: list nothing else with it');
+    const members = all ? servers.map((server) => server.name) : entry.servers;
+    const seen = new Set<string>();
+    entry.servers.forEach((name, i) => {
+      if (name === '*') return;
+      if (seen.has(name)) issues.add([...base, 'servers', i], `${JSON.stringify(name)} is listed twice`);
+      seen.add(name);
+      if (entries.some((other) => other.name === name)) issues.add([...base, 'servers', i], `"${name}" is a virtual server: members must be servers`);
+      else if (!byName.has(name)) issues.add([...base, 'servers', i], `no server named "${name}" is configured`);
+    });
+    if (issues.all.length > before) return;
+    resolved.push({
+      transport: 'virtual',
+      name: entry.name,
+      ...(entry.path_prefix !== undefined ? { path_prefix: entry.path_prefix } : {}),
+      servers: members,
+      separator: entry.separator,
+      timeout_ms: Math.max(...members.map((name) => byName.get(name)!.timeout_ms)),
+    });
+  });
+  return resolved;
 }
 
 /** Collects issues in the order found, once each. */

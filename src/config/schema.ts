@@ -860,6 +860,29 @@ export const serverSchema = serverSettingsSchema.extend({
   tls: tlsSchema.optional().describe('HTTPS on the port (and only HTTPS), and client certificates (mTLS).'),
 });
 
+/**
+ * What may join a virtual server's tool and prompt names: `<server><separator><name>`. No letter
+ * or digit, so that a member's name and the tool's own name cannot run into each other.
+ */
+export const VIRTUAL_SEPARATOR_PATTERN = /^[_.\-/]{1,8}$/;
+
+/** One `[[virtual_servers]]` entry: one MCP endpoint that merges several servers. */
+export const virtualServerSchema = z.strictObject({
+  name: serverFields.name.describe('Unique among servers and virtual servers: `POST /mcp/<name>` reaches it. 1-64 of `A-Z a-z 0-9 - _`.'),
+  path_prefix: pathPrefixSchema.optional().describe('Requests under this path (whole segments) reach the virtual server too. Optional.'),
+  servers: z
+    .array(z.string({ error: problem('expected a string') }).regex(/^(\*|[A-Za-z0-9_-]{1,64})$/, { error: 'not a server name or "*"' }), {
+      error: problem('expected an array of server names'),
+    })
+    .min(1, { error: 'name at least one server, or "*" for every configured server' })
+    .describe('Its members: names of configured servers, or ["*"] for every configured server.'),
+  separator: z
+    .string({ error: problem('expected a string') })
+    .regex(VIRTUAL_SEPARATOR_PATTERN, { error: 'must be 1 to 8 of "_", ".", "-" or "/"' })
+    .default('__')
+    .describe("Joins a member's name and its tool or prompt name: `<server><separator><name>`."),
+});
+
 /** The whole config file, after `${VAR}` interpolation. */
 export const configFileSchema = z.strictObject({
   /** The listener. */
@@ -872,6 +895,11 @@ export const configFileSchema = z.strictObject({
   rate_limit: rateLimitSchema.optional().describe('Rate limits per client address, per identity and per tool. Absent: none.'),
   /** The audit log. */
   audit: auditSchema.optional().describe('The audit log: one JSON line per security event, to stdout, a rotated file and/or an HTTP collector. Absent: none.'),
+  /** One endpoint for several servers. */
+  virtual_servers: z
+    .array(virtualServerSchema, { error: problem('expected an array of tables ([[virtual_servers]])') })
+    .optional()
+    .describe('One MCP endpoint that merges several servers: their tools and prompts namespaced, their resources and lists complete.'),
 });
 
 /** The config file as validated, before inheritance is resolved. */
@@ -959,9 +987,27 @@ export const gatewayConfigSchema = z.object({
   rate_limit: rateLimitSchema.optional(),
   /** The audit log; undefined = none. */
   audit: auditSchema.optional(),
+  /** `[[virtual_servers]]`, members resolved (`"*"` expanded, in the order of `servers`). */
+  virtual_servers: z.array(
+    z.object({
+      transport: z.literal('virtual'),
+      name: z.string(),
+      path_prefix: z.string().optional(),
+      servers: z.array(z.string()),
+      separator: z.string(),
+      /** The longest of its members' timeout_ms: how long opening its session may take. */
+      timeout_ms: z.number(),
+    }),
+  ),
   /** Notes to log at start-up; never contain secret values. */
   warnings: z.array(z.string()),
 });
 
 /** The resolved configuration the gateway runs with. */
 export type GatewayConfig = z.output<typeof gatewayConfigSchema>;
+
+/** One resolved `[[virtual_servers]]` entry. */
+export type VirtualServerConfig = GatewayConfig['virtual_servers'][number];
+
+/** What a URL can name: a server, or a virtual server that merges several. */
+export type RouteConfig = ServerConfig | VirtualServerConfig;

@@ -22,7 +22,7 @@ import { answered, type Outcome, type PostResponse } from '../mcp/post-response.
 import type { DownstreamSession } from '../mcp/sessions.js';
 import type { LineLogger } from '../observability/logger.js';
 import type { Identity } from '../auth/identity.js';
-import type { ServerConfig } from '../config/schema.js';
+import type { RouteConfig } from '../config/schema.js';
 import type { UpstreamSession } from '../upstreams/upstream.js';
 
 /** How the requests of one POST reach their server. */
@@ -36,7 +36,7 @@ export interface Forwarding {
 /** What every forwarding needs to know of the request it serves. */
 export interface ForwardingContext {
   gateway: Gateway;
-  server: ServerConfig;
+  server: RouteConfig;
   forwardPath: string;
   identity: Identity;
   post: PostResponse;

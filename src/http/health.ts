@@ -7,6 +7,7 @@ import type { FastifyInstance, onRequestAsyncHookHandler } from 'fastify';
 import { mayReach } from '../auth/identity.js';
 import type { Gateway } from '../mcp/gateway.js';
 import { identityOf } from './auth.js';
+import { viewFor } from '../virtual/view.js';
 
 export interface Lifecycle {
   /** Every upstream has been started once. */
@@ -48,6 +49,23 @@ export function registerHealthRoutes(app: FastifyInstance, gateway: Gateway, lif
   });
   app.get('/routes', { ...(protectRoutes ? { onRequest: protectRoutes } : {}) }, async (request) => {
     const identity = identityOf(request);
-    return { routes: serverHealth(gateway).filter((s) => mayReach(identity, s.name)) };
+    const servers = serverHealth(gateway);
+    const healthy = new Map(servers.map((s) => [s.name, s.healthy]));
+    // A virtual server, with the members this caller may reach (src/virtual/view.ts): healthy while one of them is.
+    const virtual = gateway.config.virtual_servers.flatMap((config) => {
+      const view = viewFor(config, identity.servers);
+      if (!view) return [];
+      return [
+        {
+          name: view.name,
+          ...(view.path_prefix !== undefined ? { path_prefix: view.path_prefix } : {}),
+          transport: 'virtual',
+          servers: view.servers,
+          separator: view.separator,
+          healthy: view.servers.some((member) => healthy.get(member) === true),
+        },
+      ];
+    });
+    return { routes: [...servers.filter((s) => mayReach(identity, s.name)), ...virtual] };
   });
 }

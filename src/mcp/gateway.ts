@@ -4,7 +4,7 @@
  * upstream and back. The order of the stages around it lives in src/pipeline.ts.
  */
 import { ANONYMOUS, ownerKey } from '../auth/identity.js';
-import type { GatewayConfig, ServerConfig } from '../config/schema.js';
+import type { GatewayConfig, RouteConfig, ServerConfig, VirtualServerConfig } from '../config/schema.js';
 import { GatewayError, type GatewayErrorKind } from '../http/errors.js';
 import { ErrorCode, idKey, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc/messages.js';
 import type { LineLogger, Logger } from '../observability/logger.js';
@@ -12,7 +12,16 @@ import { discoverRequest } from '../upstreams/era.js';
 import { Cancellation } from '../upstreams/cancellation.js';
 import { waitAtMost } from '../upstreams/deadline.js';
 import { UpstreamError } from '../upstreams/errors.js';
-import type { CallOptions, OpenSessionOptions, RequestOptions, ServerMessage, SessionHandlers, Upstream, UpstreamSession } from '../upstreams/upstream.js';
+import type {
+  CallOptions,
+  EraVerdict,
+  OpenSessionOptions,
+  RequestOptions,
+  ServerMessage,
+  SessionHandlers,
+  Upstream,
+  UpstreamSession,
+} from '../upstreams/upstream.js';
 import { ResultCache } from '../eras/cache.js';
 import { toLegacyRequest } from '../eras/codec.js';
 import { InputRounds, PendingCall, type CallBinding } from '../eras/input-rounds.js';
@@ -23,6 +32,7 @@ import { CANCELLED_BY_CLIENT, DownstreamSession, refuseServerRequest, SessionSto
 import { TaskOwners } from './tasks.js';
 import { errorMessage } from '../error-message.js';
 import { settleWithin } from '../delay.js';
+import { VirtualSession } from '../virtual/session.js';
 
 /** How long relaying a client's `initialized` may wait for the upstream's GET stream. */
 const EVENT_STREAM_WAIT_MS = 2_000;
@@ -54,6 +64,12 @@ interface SharedEntry {
 
 export type UpstreamFactory = (config: ServerConfig) => Upstream;
 
+/** What the gateway tells its observers (the metrics) besides what a request records. */
+export interface GatewayEvents {
+  /** A member of a virtual server was left out of an answer or a session (down, failed, timed out). */
+  memberOmitted?(virtualServer: string, server: string, reason: string): void;
+}
+
 export class Gateway {
   readonly sessions: SessionStore;
   /** Legacy calls waiting for their 2026-07-28 client to give input (src/eras/input-rounds.ts). */
@@ -73,6 +89,7 @@ export class Gateway {
    */
   private readonly legacyRefused = new Map<string, number>();
   private readonly upstreams = new Map<string, Upstream>();
+  private readonly servers = new Map<string, ServerConfig>();
   private readonly shared = new Map<string, SharedEntry>();
   private sharedSweep: NodeJS.Timeout | undefined;
   private closing = false;
@@ -83,8 +100,12 @@ export class Gateway {
     readonly config: GatewayConfig,
     createUpstream: UpstreamFactory,
     private readonly log: Logger,
+    private readonly events: GatewayEvents = {},
   ) {
-    for (const server of config.servers) this.upstreams.set(server.name, createUpstream(server));
+    for (const server of config.servers) {
+      this.upstreams.set(server.name, createUpstream(server));
+      this.servers.set(server.name, server);
+    }
     this.sessions = new SessionStore(
       {
         maxSessions: config.server.max_sessions,
@@ -135,7 +156,7 @@ export class Gateway {
    * methods a request calls.
    */
   async initialize(
-    server: ServerConfig,
+    server: RouteConfig,
     forwardPath: string,
     request: JsonRpcRequest,
     owner: string,
@@ -170,7 +191,7 @@ export class Gateway {
       return { response };
     }
     const version = typeof response.result['protocolVersion'] === 'string' ? response.result['protocolVersion'] : '';
-    session = new DownstreamSession(server.name, upstream, version, owner);
+    session = new DownstreamSession(server.name, upstream, version, owner, scopeOf(server));
     this.sessions.add(session);
     log.debug({ sessionId: session.id, server: server.name }, 'session opened');
     return { response, session };
@@ -184,7 +205,7 @@ export class Gateway {
    * Bounded (MAX_SHARED_SESSIONS) and closed when idle for SHARED_IDLE_MS; a session in use
    * (a request in flight, see releaseShared, or a listen stream) is never closed as idle.
    */
-  sharedSession(server: ServerConfig, forwardPath: string, owner: string): Promise<UpstreamSession> {
+  sharedSession(server: RouteConfig, forwardPath: string, owner: string): Promise<UpstreamSession> {
     const key = sharedKey(server, forwardPath, owner);
     const found = this.shared.get(key);
     if (found) {
@@ -223,7 +244,7 @@ export class Gateway {
   }
 
   /** The request that took a shared session from sharedSession() is done with it. */
-  releaseShared(server: ServerConfig, forwardPath: string, owner: string): void {
+  releaseShared(server: RouteConfig, forwardPath: string, owner: string): void {
     const entry = this.shared.get(sharedKey(server, forwardPath, owner));
     if (!entry) return;
     entry.inUse = Math.max(0, entry.inUse - 1);
@@ -283,7 +304,7 @@ export class Gateway {
    * Adds a 2026-07-28 listen stream on the shared session of a server, path and owner: it
    * receives the change notifications it asked for until it closes. Returns what removes it.
    */
-  async listen(server: ServerConfig, forwardPath: string, owner: string, upstream: UpstreamSession, listener: Listener): Promise<() => void> {
+  async listen(server: RouteConfig, forwardPath: string, owner: string, upstream: UpstreamSession, listener: Listener): Promise<() => void> {
     const key = sharedKey(server, forwardPath, owner);
     let hub = this.hubs.get(key);
     if (!hub || hub.upstream !== upstream) {
@@ -306,7 +327,7 @@ export class Gateway {
     this.hubs.clear();
   }
 
-  dropSharedSession(server: ServerConfig, forwardPath: string, owner: string, session: UpstreamSession): void {
+  dropSharedSession(server: RouteConfig, forwardPath: string, owner: string, session: UpstreamSession): void {
     const key = sharedKey(server, forwardPath, owner);
     // At once: the retry that follows must open a new session, not find this one again.
     if (this.shared.get(key)?.resolved === session) this.shared.delete(key);
@@ -322,8 +343,38 @@ export class Gateway {
    * SSE stream's, not a client's. Clients that join the same opening (the gateway's own session)
    * wait no longer than the first one's deadline; a session that opens after it is closed.
    */
-  private openUpstreamSession(server: ServerConfig, options: OpenSessionOptions): Promise<UpstreamSession> {
-    return waitAtMost(this.reachUpstreamSession(server, options), server.timeout_ms, server.name, (late) => void late.close());
+  private openUpstreamSession(server: RouteConfig, options: OpenSessionOptions): Promise<UpstreamSession> {
+    const opening = server.transport === 'virtual' ? this.openVirtualSession(server, options) : this.reachUpstreamSession(server, options);
+    return waitAtMost(opening, server.timeout_ms, server.name, (late) => void late.close());
+  }
+
+  /**
+   * A virtual server's session (src/virtual/session.ts): one upstream session per member, each
+   * opened as the member's own route opens one (its era, its isolation, its deadline). `server`
+   * is the virtual server as the caller sees it: only the members it may reach.
+   */
+  private openVirtualSession(server: VirtualServerConfig, options: OpenSessionOptions): Promise<UpstreamSession> {
+    const log = this.log.child({ virtualServer: server.name });
+    return VirtualSession.open(server, options, {
+      open: (member, memberOptions) => this.openUpstreamSession(this.serverConfig(member), memberOptions),
+      log,
+      onOmitted: (member, reason) => this.events.memberOmitted?.(server.name, member, reason),
+    });
+  }
+
+  /**
+   * The era a route's requests are forwarded in: the server's (probed once and remembered), or
+   * legacy for a virtual server (it is a session the gateway keeps, whatever its members speak).
+   */
+  async era(server: RouteConfig, forwardPath: string): Promise<EraVerdict['era']> {
+    if (server.transport === 'virtual') return 'legacy';
+    return (await this.upstream(server.name).era({ forwardPath })).era;
+  }
+
+  serverConfig(name: string): ServerConfig {
+    const server = this.servers.get(name);
+    if (!server) throw new Error(`no server named ${name}`);
+    return server;
   }
 
   private async reachUpstreamSession(server: ServerConfig, options: OpenSessionOptions): Promise<UpstreamSession> {
@@ -393,7 +444,7 @@ export class Gateway {
    */
   async call(
     request: JsonRpcRequest,
-    server: ServerConfig,
+    server: RouteConfig,
     forwardPath: string,
     post: PostResponse,
     signal: AbortSignal,
@@ -582,9 +633,18 @@ function canBeAsked(initialize: JsonRpcRequest | undefined): boolean {
   return ['sampling', 'elicitation', 'roots'].some((name) => (capabilities as Record<string, unknown>)[name] !== undefined);
 }
 
-/** The key of the gateway's own upstream session (and its listen streams) for a server, path and owner. */
-function sharedKey(server: ServerConfig, forwardPath: string, owner: string): string {
-  return `${server.name}\u0000${forwardPath}\u0000${owner}`;
+/**
+ * The key of the gateway's own upstream session (and its listen streams) for a server, path and
+ * owner; for a virtual server, also the members the caller may reach (a JWT's servers claim may
+ * differ from one token to the next of the same subject).
+ */
+function sharedKey(server: RouteConfig, forwardPath: string, owner: string): string {
+  return `${server.name}\u0000${forwardPath}\u0000${owner}\u0000${scopeOf(server)}`;
+}
+
+/** What a session is bound to besides its server's name: a virtual server's members as its caller sees them. */
+export function scopeOf(server: RouteConfig): string {
+  return server.transport === 'virtual' ? server.servers.join(',') : '';
 }
 
 /** The owner of what the gateway asks a server for itself (a discover), on no caller's behalf. */

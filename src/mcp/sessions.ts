@@ -105,6 +105,8 @@ export class DownstreamSession {
     readonly protocolVersion: string,
     /** The identity that opened it (ownerKey): only that identity may use it. */
     readonly owner: string,
+    /** A virtual server's session: the members its identity could reach when it opened (src/mcp/gateway.ts scopeOf). */
+    readonly scope = '',
   ) {}
 
   /** Client activity on the session (never the server's): it is alive, and its handshake done. */

@@ -161,6 +161,7 @@ export class Metrics {
   private readonly rateLimitTotal: HotCounter<'allowed'>;
   private readonly rateLimited: Counter<'scope'>;
   private readonly rateLimitStoreErrors: Counter;
+  private readonly membersOmitted: Counter<'virtual_server' | 'server'>;
   private readonly upstreamRequests: HotCounter<'server' | 'method' | 'outcome'>;
   private readonly upstreamLatency: HotHistogram;
   private readonly toolCalls: HotCounter<'server' | 'tool' | 'outcome'>;
@@ -208,6 +209,12 @@ export class Metrics {
     this.rateLimitStoreErrors = new Counter({
       name: 'mcp_guard_rate_limit_store_errors_total',
       help: 'Failures of the rate limit store (e.g. Redis unreachable).',
+      registers,
+    });
+    this.membersOmitted = new Counter({
+      name: 'mcp_guard_virtual_member_omitted_total',
+      help: 'Members of a virtual server left out of an answer or a session (down, failed or timed out), by virtual server and member.',
+      labelNames: ['virtual_server', 'server'],
       registers,
     });
     this.upstreamRequests = new HotCounter({
@@ -358,6 +365,11 @@ export class Metrics {
 
   rateLimitStoreError(): void {
     this.rateLimitStoreErrors.inc();
+  }
+
+  /** A member of a virtual server left out of an answer or a session. */
+  memberOmitted(virtualServer: string, server: string): void {
+    this.membersOmitted.inc({ virtual_server: this.serverLabel(virtualServer), server: this.serverLabel(server) });
   }
 
   /** One request forwarded to a server: its JSON-RPC method, how long the server took, the outcome. */

@@ -164,14 +164,14 @@ export class RateLimiter {
    * Every limit whose pattern matches counts the call, in config order, up to the first refusal.
    * Undefined, not a promise, when no tool limit matches the tool (the usual case).
    */
-  checkToolCall(request: FastifyRequest, identity: Identity, tool: string, id: JsonRpcId): Promise<LimitRefusal | undefined> | undefined {
-    const first = this.plan.tools.findIndex((limit) => limit.matches.allows(tool));
+  checkToolCall(request: FastifyRequest, identity: Identity, tool: string, id: JsonRpcId, server?: string): Promise<LimitRefusal | undefined> | undefined {
+    const first = this.plan.tools.findIndex((limit) => limit.matches.allows(tool, server));
     if (first === -1) return undefined;
     return new Promise((resolve) => {
       const next = (index: number): void => {
         const limit = this.plan.tools[index];
         if (limit === undefined) return resolve(undefined);
-        if (!limit.matches.allows(tool)) return next(index + 1);
+        if (!limit.matches.allows(tool, server)) return next(index + 1);
         const key = `tool:${limit.pattern}:${identityPart(request)}`;
         this.check('tool', this.toolStores[index]!, key, limit, request, identity, { tool, pattern: limit.pattern }, id, (refusal) => {
           if (refusal) resolve(refusal);

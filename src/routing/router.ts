@@ -3,10 +3,10 @@
  * that matches on whole segments (`/api` matches `/api` and `/api/x`, never `/apix`, a bug of the
  * earlier gateway). Lookups cost one Map probe per path segment, whatever the number of servers.
  */
-import type { ServerConfig } from '../config/schema.js';
+import type { RouteConfig } from '../config/schema.js';
 
 export interface PrefixMatch {
-  server: ServerConfig;
+  server: RouteConfig;
   /** Path and query to append to the server's url (http/sse); '' = the url unchanged. */
   forwardPath: string;
 }
@@ -26,13 +26,14 @@ const DOT_SEGMENT = /(^|\/)(\.|%2e|%252e){1,2}(\/|$)/i;
 const ENCODED_SLASH = /%2f|%5c|%252f|%255c|\\/i;
 
 export class Router {
-  private readonly byNameMap = new Map<string, ServerConfig>();
-  private readonly byPrefix = new Map<string, ServerConfig>();
+  private readonly byNameMap = new Map<string, RouteConfig>();
+  private readonly byPrefix = new Map<string, RouteConfig>();
 
-  constructor(readonly servers: readonly ServerConfig[]) {
+  /** Servers and virtual servers (one namespace of names, one of prefixes; a virtual server's prefix is optional). */
+  constructor(readonly servers: readonly RouteConfig[]) {
     for (const server of servers) {
       this.byNameMap.set(server.name, server);
-      this.byPrefix.set(server.path_prefix, server);
+      if (server.path_prefix !== undefined) this.byPrefix.set(server.path_prefix, server);
     }
   }
 
@@ -40,7 +41,7 @@ export class Router {
     return this.servers.map((s) => s.name);
   }
 
-  byName(name: string): ServerConfig | undefined {
+  byName(name: string): RouteConfig | undefined {
     return this.byNameMap.get(name);
   }
 
@@ -71,7 +72,9 @@ export class Router {
  * The seed guide's path transformation: the full path by default, without the matched prefix
  * when strip_prefix is set; the query is kept either way.
  */
-export function forwardPathFor(server: ServerConfig, path: string, query: string): string {
+export function forwardPathFor(server: RouteConfig, path: string, query: string): string {
+  // A virtual server's members are reached by name: nothing is appended to their urls.
+  if (server.transport === 'virtual') return '';
   if (server.transport === 'stdio' || !server.strip_prefix) return path + query;
   const rest = server.path_prefix === '/' ? path : path.slice(server.path_prefix.length);
   return (rest === '/' ? '' : rest) + query;

@@ -8,6 +8,7 @@ import type {
   GatewayConfig,
   RateLimitConfig,
   ServerConfig,
+  VirtualServerConfig,
   ServerSettings,
   TlsSettings,
   Transport,
@@ -102,6 +103,7 @@ describe('exported types', () => {
       server: ServerSettings;
       single: boolean;
       servers: ServerConfig[];
+      virtual_servers: VirtualServerConfig[];
       auth?: AuthConfig | undefined;
       rate_limit?: RateLimitConfig | undefined;
       audit?: AuditConfig | undefined;

@@ -56,6 +56,7 @@ describe('ToolPolicy.fromScopes (scope_tool_mapping)', () => {
 });
 
 describe('filterToolsList', () => {
+  const direct = (tool: string) => ({ server: 'fs', tool });
   const response: JsonRpcResponse = {
     jsonrpc: '2.0',
     id: 1,
@@ -63,20 +64,65 @@ describe('filterToolsList', () => {
   };
 
   it('keeps only allowed tools, and the cursor so that paging goes on', () => {
-    const filtered = filterToolsList(ToolPolicy.fromPatterns(['read_file', 'list_*']), response);
+    const filtered = filterToolsList(ToolPolicy.fromPatterns(['read_file', 'list_*']), response, direct);
     expect(filtered).toEqual({ jsonrpc: '2.0', id: 1, result: { tools: [{ name: 'read_file' }, { name: 'list_directory' }], nextCursor: 'page-2' } });
     expect((response as unknown as { result: { tools: unknown[] } }).result.tools).toHaveLength(4);
   });
 
   it('an empty page stays a page (the client follows nextCursor to the next one)', () => {
-    const filtered = filterToolsList(ToolPolicy.NONE, response);
+    const filtered = filterToolsList(ToolPolicy.NONE, response, direct);
     expect(filtered).toMatchObject({ result: { tools: [], nextCursor: 'page-2' } });
   });
 
   it('leaves errors and everything for an all-tools policy untouched', () => {
     const error: JsonRpcResponse = { jsonrpc: '2.0', id: 1, error: { code: -1, message: 'x' } };
-    expect(filterToolsList(ToolPolicy.NONE, error)).toBe(error);
-    expect(filterToolsList(ToolPolicy.ALL, response)).toBe(response);
+    expect(filterToolsList(ToolPolicy.NONE, error, direct)).toBe(error);
+    expect(filterToolsList(ToolPolicy.ALL, response, direct)).toBe(response);
+  });
+});
+
+describe('patterns qualified by a server', () => {
+  const policy = ToolPolicy.fromPatterns(['filesystem:read_*', 'echo', 'everything:get-sum']);
+
+  it('applies a qualified pattern to its server only', () => {
+    expect(policy.allows('read_file', 'filesystem')).toBe(true);
+    expect(policy.allows('read_file', 'everything')).toBe(false);
+    expect(policy.allows('get-sum', 'everything')).toBe(true);
+    expect(policy.allows('get-sum', 'filesystem')).toBe(false);
+    // Without a server (nothing to qualify against) only the unqualified patterns apply.
+    expect(policy.allows('read_file')).toBe(false);
+  });
+
+  it('applies an unqualified pattern to every server, as before', () => {
+    expect(policy.allows('echo', 'filesystem')).toBe(true);
+    expect(policy.allows('echo', 'everything')).toBe(true);
+    expect(policy.allows('echo')).toBe(true);
+  });
+
+  it('"server:*" is every tool of that server and no other', () => {
+    const one = ToolPolicy.fromPatterns(['everything:*']);
+    expect(one.all).toBe(false);
+    expect(one.allows('anything', 'everything')).toBe(true);
+    expect(one.allows('anything', 'filesystem')).toBe(false);
+  });
+
+  it('works in scope mappings too', () => {
+    const scoped = ToolPolicy.fromScopes(['read'], { read: ['filesystem:read_*'] });
+    expect(scoped.allows('read_file', 'filesystem')).toBe(true);
+    expect(scoped.allows('read_file', 'other')).toBe(false);
+  });
+
+  it('filters a merged list by the member each tool belongs to', () => {
+    const merged: JsonRpcResponse = {
+      jsonrpc: '2.0',
+      id: 1,
+      result: { tools: [{ name: 'filesystem__read_file' }, { name: 'everything__read_file' }, { name: 'everything__echo' }, { name: 'unplaced' }] },
+    };
+    const owner = (listed: string) => {
+      const at = listed.indexOf('__');
+      return at === -1 ? undefined : { server: listed.slice(0, at), tool: listed.slice(at + 2) };
+    };
+    expect(filterToolsList(policy, merged, owner)).toMatchObject({ result: { tools: [{ name: 'filesystem__read_file' }, { name: 'everything__echo' }] } });
   });
 });
 

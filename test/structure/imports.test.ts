@@ -80,6 +80,8 @@ const LAYERS: readonly (readonly string[])[] = [
   ['config/', 'auth/', 'policy/', 'routing/', 'http/errors.ts', 'http/origin-match.ts', 'http/security-headers.ts'],
   // The transports.
   ['upstreams/'],
+  // Virtual servers: one session over several members' sessions.
+  ['virtual/'],
   // The MCP core and the era translation above the transports; what observes them.
   ['eras/', 'mcp/', 'observability/'],
   // Downstream HTTP: authentication hooks, limits, health, CORS.
