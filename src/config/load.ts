@@ -31,6 +31,7 @@ import {
   type GatewayConfig,
   type ConfigFile,
   type VirtualServerConfig,
+  virtualServerSchema,
   type ServerConfig,
   type ServerSettings,
   type Transport,
@@ -86,7 +87,7 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
   let server: ServerSettings | undefined;
   let auth: AuthConfig | undefined;
   let limits: { rate_limit?: RateLimitConfig; audit?: AuditConfig } = {};
-  let virtualEntries: VirtualServerEntry[] = [];
+  let virtualEntries: Array<{ index: number; entry: VirtualServerEntry }> = [];
   let tree: unknown;
   if (document !== undefined) {
     const interpolated = interpolateTree(document, env);
@@ -101,10 +102,11 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
         ...(parsed.data.audit ? { audit: parsed.data.audit } : {}),
       };
       file = viewOf(parsed.data.upstream);
-      virtualEntries = parsed.data.virtual_servers ?? [];
+      virtualEntries = (parsed.data.virtual_servers ?? []).map((entry, index) => ({ index, entry }));
     } else {
       addZodIssues(issues, [], parsed.error);
       file = salvage(interpolated.value);
+      virtualEntries = salvageVirtualServers(interpolated.value);
     }
   }
 
@@ -112,7 +114,7 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
   const resolved = file ? resolveServers(file, additional, issues) : undefined;
   const virtual_servers = resolved ? resolveVirtualServers(virtualEntries, resolved.servers, issues) : [];
   // What [auth] may name: servers and virtual servers.
-  const names = resolved?.names && new Set([...resolved.names, ...virtualEntries.map((v) => v.name)]);
+  const names = resolved?.names && new Set([...resolved.names, ...virtualEntries.map((v) => v.entry.name)]);
   // These read the document itself (its valid fields), so that a schema error anywhere else does
   // not hide them until the next run.
   checkAuth(tree, names, issues, resolved?.warnings ?? []);
@@ -131,12 +133,26 @@ type VirtualServerEntry = NonNullable<ConfigFile['virtual_servers']>[number];
  * namespace in URLs), members that are configured servers (not other virtual servers), `"*"`
  * alone, no member twice.
  */
-function resolveVirtualServers(entries: VirtualServerEntry[], servers: ServerConfig[], issues: IssueList): VirtualServerConfig[] {
+/** The `[[virtual_servers]]` entries that are valid on their own, when something else in the file is not. */
+function salvageVirtualServers(document: unknown): Array<{ index: number; entry: VirtualServerEntry }> {
+  const list = isTable(document) ? document['virtual_servers'] : undefined;
+  if (!Array.isArray(list)) return [];
+  return list.flatMap((value, index) => {
+    const parsed = virtualServerSchema.safeParse(value);
+    return parsed.success ? [{ index, entry: parsed.data }] : [];
+  });
+}
+
+function resolveVirtualServers(
+  entries: Array<{ index: number; entry: VirtualServerEntry }>,
+  servers: ServerConfig[],
+  issues: IssueList,
+): VirtualServerConfig[] {
   const byName = new Map(servers.map((server) => [server.name, server]));
   const prefixes = new Map(servers.map((server) => [server.path_prefix, server.name]));
   const virtualNames = new Map<string, number>();
   const resolved: VirtualServerConfig[] = [];
-  entries.forEach((entry, index) => {
+  for (const { index, entry } of entries) {
     const base: KeyPath = ['virtual_servers', index];
     const before = issues.all.length;
     const sameVirtual = virtualNames.get(entry.name);
@@ -161,10 +177,10 @@ function resolveVirtualServers(entries: VirtualServerEntry[], servers: ServerCon
       if (name === '*') return;
       if (seen.has(name)) issues.add([...base, 'servers', i], `${JSON.stringify(name)} is listed twice`);
       seen.add(name);
-      if (entries.some((other) => other.name === name)) issues.add([...base, 'servers', i], `"${name}" is a virtual server: members must be servers`);
+      if (entries.some((other) => other.entry.name === name)) issues.add([...base, 'servers', i], `"${name}" is a virtual server: members must be servers`);
       else if (!byName.has(name)) issues.add([...base, 'servers', i], `no server named "${name}" is configured`);
     });
-    if (issues.all.length > before) return;
+    if (issues.all.length > before) continue;
     resolved.push({
       transport: 'virtual',
       name: entry.name,
@@ -173,7 +189,7 @@ function resolveVirtualServers(entries: VirtualServerEntry[], servers: ServerCon
       separator: entry.separator,
       timeout_ms: Math.max(...members.map((name) => byName.get(name)!.timeout_ms)),
     });
-  });
+  }
   return resolved;
 }
 

@@ -126,6 +126,7 @@ export class Recorder {
       identity_id: identity.id,
       provider: identity.provider,
       server,
+      ...(request.mcpServer != null && request.mcpServer !== server ? { virtual_server: request.mcpServer } : {}),
       ...(tool !== undefined ? { method: 'tools/call', tool } : {}),
       success: false,
       reason,
@@ -191,6 +192,8 @@ export class Recorder {
       client_ip: request.ip,
     };
     if (error) event.error = { code: error.code, message: error.message };
+    // Through a virtual server: `server` is its member (src/pipeline.ts toolOf), the route says which virtual server.
+    if (request.mcpServer != null && request.mcpServer !== server) event.virtual_server = request.mcpServer;
     if (tool !== undefined) {
       const toolOutcome: ToolCallOutcome = error !== undefined || isToolError(response) ? 'error' : 'ok';
       this.metrics?.toolCall(server, tool, toolOutcome);

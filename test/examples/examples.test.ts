@@ -80,6 +80,22 @@ describe('examples/', () => {
     }
   });
 
+  it('virtual-servers.toml: both servers behind one endpoint, their tools namespaced', async () => {
+    const gw = await startGateway(example('virtual-servers.toml'));
+    gateways.push(gw);
+    const res = await curlPost(`${gw.url}/mcp/workspace`, { jsonrpc: '2.0', method: 'tools/list', id: 1 });
+    const names = (res.json.result.tools as Array<{ name: string }>).map((t) => t.name);
+    expect(names).toContain('filesystem__read_text_file');
+    expect(names).toContain('everything__echo');
+    const viaPrefix = await curlPost(`${gw.url}/workspace`, {
+      jsonrpc: '2.0',
+      method: 'tools/call',
+      id: 2,
+      params: { name: 'everything__echo', arguments: { message: 'one endpoint' } },
+    });
+    expect(viaPrefix.json.result.content[0].text).toBe('Echo: one endpoint');
+  });
+
   it('two-stdio-servers.toml validates with the hash keygen printed (its server-memory comes from the registry at run time)', async () => {
     const { parseConfig } = await import('../../src/config/load.js');
     const { generateApiKey, hashApiKey } = await import('../../src/auth/key-format.js');

@@ -48,8 +48,10 @@ export interface AuditEvent {
   event_type: AuditEventType;
   /** The identity's id; null or absent when not known (e.g. authentication failed). */
   identity_id?: string | null;
-  /** The upstream server's configured name. */
+  /** The upstream server's configured name (for a call through a virtual server: the member's). */
   server?: string;
+  /** The virtual server the request came through, when it did (its member is `server`). */
+  virtual_server?: string;
   /** The JSON-RPC method (`tools/call`), or the HTTP method for GET/DELETE. */
   method?: string;
   /** The tool of a tools/call. */
