@@ -180,6 +180,17 @@ function resolveVirtualServers(
       if (entries.some((other) => other.entry.name === name)) issues.add([...base, 'servers', i], `"${name}" is a virtual server: members must be servers`);
       else if (!byName.has(name)) issues.add([...base, 'servers', i], `no server named "${name}" is configured`);
     });
+    // `a` and `a__b` with separator `__`: `a__b__x` would name `b__x` of one and `x` of the other.
+    for (const shorter of members) {
+      const longer = members.find((name) => name !== shorter && name.startsWith(shorter + entry.separator));
+      if (longer !== undefined) {
+        issues.add(
+          [...base, 'servers'],
+          `"${shorter}" and "${longer}" cannot both be members with separator ${JSON.stringify(entry.separator)}: their tool names could be the same; choose another separator`,
+        );
+        break;
+      }
+    }
     if (issues.all.length > before) continue;
     resolved.push({
       transport: 'virtual',

@@ -2,8 +2,8 @@
  * How a virtual server names what its members own (docs/virtual-servers.md):
  *
  *   tools, prompts      `<server><separator><name>`, always (a name never changes when a member
- *                       is added); the longest member name that matches wins, so `a` and `a__b`
- *                       can both be members.
+ *                       is added); no member's name followed by the separator starts another's
+ *                       (the config refuses `a` and `a__b` with `__`), so a name has one owner.
  *   resources           `mcp-guard://<server>/<the member's own URI>`: unique across members,
  *                       reversible by cutting the prefix, and still a URI (templates too:
  *                       `mcp-guard://files/file:///{path}` expands as the member's would).
@@ -21,7 +21,7 @@ export interface Owned {
 }
 
 export class Namespace {
-  /** Longest first: `a__b__x` is `x` of member `a__b` when both `a` and `a__b` are members. */
+  /** Longest first (the config makes sure at most one member matches a name; this only makes the scan's order fixed). */
   private readonly byLength: readonly string[];
   private readonly members: ReadonlySet<string>;
 

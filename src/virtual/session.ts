@@ -137,8 +137,10 @@ export class VirtualSession implements UpstreamSession {
       return true;
     } catch (err) {
       member.opening = false;
+      // Logged when it goes down, not on every retry that finds it still down (counted each time).
+      const quiet = member.down !== undefined;
       member.down = errorMessage(err);
-      this.omitted(member.name, member.down);
+      this.omitted(member.name, member.down, quiet);
       this.retryLater(member);
       return false;
     } finally {
@@ -180,14 +182,16 @@ export class VirtualSession implements UpstreamSession {
     member.session = undefined;
     member.down = reason;
     for (const [id, pending] of this.serverRequests) if (pending.member === member.name) this.serverRequests.delete(id);
-    this.deps.log.warn({ virtualServer: this.view.name, server: member.name, reason }, 'a member of a virtual server ended its session');
-    this.omitted(member.name, reason);
+    this.omitted(member.name, `its session ended: ${reason}`);
     this.listsChanged();
     this.retryLater(member);
   }
 
-  private omitted(member: string, reason: string): void {
-    this.deps.log.warn({ virtualServer: this.view.name, server: member, reason }, 'a member of a virtual server is left out');
+  /** A member left out of an answer or of the session: counted always, logged unless `quiet` (it was down already). */
+  private omitted(member: string, reason: string, quiet = false): void {
+    const fields = { virtualServer: this.view.name, server: member, reason };
+    if (quiet) this.deps.log.debug(fields, 'a member of a virtual server is left out');
+    else this.deps.log.warn(fields, 'a member of a virtual server is left out');
     this.deps.onOmitted?.(member, reason);
   }
 
@@ -277,7 +281,7 @@ export class VirtualSession implements UpstreamSession {
       plan.map(async ([name, own]) => {
         const session = this.members.get(name)?.session;
         if (!session) {
-          this.omitted(name, this.members.get(name)?.down ?? 'down');
+          this.omitted(name, this.members.get(name)?.down ?? 'down', true);
           return undefined;
         }
         const asked: JsonRpcRequest = {

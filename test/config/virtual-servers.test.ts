@@ -78,6 +78,17 @@ describe('[[virtual_servers]]', () => {
     ]);
   });
 
+  it("refuses members whose names could make the same tool name (a hostile member could shadow the other's tools)", () => {
+    const toml = '[[upstream.servers]]\nname = "git"\ncommand = "x"\npath_prefix = "/g"\n[[upstream.servers]]\nname = "git__hub"\ncommand = "x"\npath_prefix = "/gh"\n';
+    expect(configErrors(`${toml}[[virtual_servers]]\nname = "v"\nservers = ["*"]\n`)).toEqual([
+      'virtual_servers[0].servers: "git" and "git__hub" cannot both be members with separator "__": their tool names could be the same; choose another separator',
+    ]);
+    expect(parseConfig(`${toml}[[virtual_servers]]\nname = "v"\nservers = ["*"]\nseparator = "."\n`, { env: {} }).virtual_servers[0]!.servers).toEqual([
+      'git',
+      'git__hub',
+    ]);
+  });
+
   it("may be named by an API key's servers, like a server", () => {
     const hash = '$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$k8V2/m7bXyQ8OA5bSyJm8k4y2oG3bWn7pmkCrN8QyOk';
     const toml = `${SERVERS}[[virtual_servers]]\nname = "workspace"\nservers = ["*"]\n[[auth.api_keys]]\nid = "k"\nkey_hash = "${hash}"\nservers = ["workspace", "ghost"]\n`;
