@@ -1,6 +1,7 @@
 /**
  * The era seam of the pipeline: how the requests of one POST are forwarded, given the client's
- * era and the server's. The pipeline (src/pipeline.ts) runs the same stages for every request and
+ * era and the server's, and the two exchanges only one era needs (callModern: a request to a
+ * modern server as it is; continueOrStart: a modern request on a legacy session, in input rounds). The pipeline (src/pipeline.ts) runs the same stages for every request and
  * asks this file for one `Forwarding`; everything that differs between the eras is here or below
  * it (src/eras/).
  *
@@ -14,16 +15,17 @@
  */
 import type { FastifyReply } from 'fastify';
 import { ownerKey } from '../auth/identity.js';
-import type { JsonRpcMessage, JsonRpcRequest } from '../jsonrpc/messages.js';
-import { discoverResult, toModernResult, type ModernContext } from './codec.js';
-import type { Gateway } from '../mcp/gateway.js';
-import { bindingOf } from './input-rounds.js';
-import { answered, type Outcome, type PostResponse } from '../mcp/post-response.js';
-import type { DownstreamSession } from '../mcp/sessions.js';
+import { GatewayError, type GatewayErrorKind } from '../http/errors.js';
+import { ErrorCode, type JsonRpcMessage, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc/messages.js';
+import { discoverResult, toLegacyRequest, toModernResult, type ModernContext } from './codec.js';
+import { toGatewayError, type Gateway } from '../mcp/gateway.js';
+import { bindingOf, PendingCall, type CallBinding } from './input-rounds.js';
+import { answered, errorOutcome, type Outcome, type PostResponse } from '../mcp/post-response.js';
+import { refuseServerRequest, type DownstreamSession } from '../mcp/sessions.js';
 import type { LineLogger } from '../observability/logger.js';
 import type { Identity } from '../auth/identity.js';
 import type { RouteConfig } from '../config/schema.js';
-import type { UpstreamSession } from '../upstreams/upstream.js';
+import type { CallOptions, RequestOptions, UpstreamSession } from '../upstreams/upstream.js';
 
 /** How the requests of one POST reach their server. */
 export interface Forwarding {
@@ -64,7 +66,7 @@ export function translatedForwarding(context: ForwardingContext, upstream: Upstr
     local: (r) => (r.method === 'server/discover' ? answered({ jsonrpc: '2.0', id: r.id, result: discoverResult(initResult) }) : undefined),
     async forward(r) {
       const bind = () => bindingOf(ownerKey(identity), server.name, r);
-      const outcome = await gateway.forwardModern(r, upstream, post, signal, modern.clientCapabilities, bind, log);
+      const outcome = await continueOrStart(gateway, r, upstream, post, signal, modern.clientCapabilities, bind, log);
       const response = outcome.response;
       if (!('result' in response)) return outcome;
       return { ...outcome, response: { ...response, result: toModernResult(r.method, response.result, serverInfo) } };
@@ -89,7 +91,7 @@ export function directForwarding(
       const hit = keys && gateway.cache.get(keys, r.id);
       if (keys) onCacheLookup(hit !== undefined);
       if (hit) return { ...answered(hit), cached: true };
-      const outcome = await gateway.call(r, server, forwardPath, post, clientGone(reply), headers, owner, log);
+      const outcome = await callModern(gateway, r, server, forwardPath, post, clientGone(reply), headers, owner, log);
       if (keys) gateway.cache.put(keys, outcome.response);
       return outcome;
     },
@@ -103,6 +105,116 @@ export function directForwarding(
 export function modernRelay(modern: ModernContext): (message: JsonRpcMessage) => boolean {
   return (message) => modern.logLevel !== undefined || !('method' in message) || message.method !== 'notifications/message';
 }
+
+/**
+ * Sends a 2026-07-28 client's request to a modern server as it is (its envelope, MRTR rounds and
+ * listen streams pass through). Never throws: failures become JSON-RPC errors.
+ */
+async function callModern(
+  gateway: Gateway,
+  request: JsonRpcRequest,
+  server: RouteConfig,
+  forwardPath: string,
+  post: PostResponse,
+  signal: AbortSignal,
+  headers: Record<string, string> | undefined,
+  owner: string,
+  log: LineLogger,
+): Promise<Outcome> {
+  try {
+    const options: CallOptions = { forwardPath, signal, owner, onMessage: (m) => void post.push(m) };
+    if (headers) options.headers = headers;
+    // A listen has the server's timeout_ms until its acknowledgement, then lasts until the
+    // client closes it (modern-http.ts call()): a server that never acknowledges is a timeout,
+    // not a stream that stays silent for ever.
+    const response = await gateway.upstream(server.name).call(request, options);
+    return modernOutcome(response);
+  } catch (err) {
+    return errorOutcome(toGatewayError(err, request.id, log));
+  }
+}
+
+/**
+ * Sends a 2026-07-28 client's request to a legacy server, or continues one that asked the client
+ * for input (its `requestState`). Ends with the server's answer, or with an `input_required`
+ * result when the server asks the client something first (src/eras/input-rounds.ts). Never
+ * throws. `signal` aborts when the client closes this round's response: the call is cancelled.
+ */
+async function continueOrStart(
+  gateway: Gateway,
+  request: JsonRpcRequest,
+  upstream: UpstreamSession,
+  post: PostResponse,
+  signal: AbortSignal,
+  capabilities: Record<string, unknown>,
+  /** Who may continue the call: computed only when the call takes input rounds. */
+  bind: () => CallBinding,
+  log: LineLogger,
+): Promise<Outcome> {
+  let call: PendingCall;
+  const requestState = request.params?.['requestState'];
+  if (requestState !== undefined) {
+    const taken = gateway.rounds.take(requestState, bind());
+    if (typeof taken === 'string') return errorOutcome(new GatewayError('invalid_params', `Invalid params: ${taken}`, request.id));
+    call = taken;
+    call.respond(request.params?.['inputResponses']);
+  } else {
+    const controller = new AbortController();
+    const started = new PendingCall(upstream, capabilities, controller);
+    call = started;
+    const options: RequestOptions = {
+      signal: controller.signal,
+      capabilities,
+      // 2026-07-28 clients have no tasks: a message about one is not theirs (src/mcp/tasks.ts).
+      onMessage: (m) => {
+        if (!gateway.tasks.deliverable(undefined, undefined, m)) {
+          if ('id' in m) refuseServerRequest(upstream, m.id, 'Not the client of this task');
+        } else if ('id' in m) started.serverRequest(m);
+        else started.relay(m);
+      },
+    };
+    upstream
+      .request(toLegacyRequest(request), options)
+      .then(
+        (response) => started.settle(answered(response)),
+        (err: unknown) => started.settle(errorOutcome(toGatewayError(err, request.id, log))),
+      )
+      .finally(() => gateway.rounds.expireWhenSettled(started));
+  }
+  call.relay = (m) => void post.push(m);
+  const cancel = (): void => call.controller.abort();
+  signal.addEventListener('abort', cancel, { once: true });
+  try {
+    const round = await call.next();
+    if ('inputRequired' in round) {
+      call.binding ??= bind();
+      gateway.rounds.hold(call);
+      return answered({ jsonrpc: '2.0', id: request.id, result: round.inputRequired });
+    }
+    // The answer carries the id of the request that started the call; this round's is another.
+    return { ...round.answer, response: { ...round.answer.response, id: request.id } };
+  } finally {
+    signal.removeEventListener('abort', cancel);
+  }
+}
+
+/**
+ * A modern server's answer, with the kind of its error where the specification gives that error
+ * its own HTTP status (400 for the header, capability and version errors, 404 for an unknown
+ * method; src/http/errors.ts decides the status): any other answer is a 200.
+ */
+function modernOutcome(response: JsonRpcResponse): Outcome {
+  if (!('error' in response)) return answered(response);
+  const kind = MODERN_ERROR_KINDS.get(response.error.code);
+  return kind ? { response, error: kind, cancelled: false } : answered(response);
+}
+
+const MODERN_ERROR_KINDS: ReadonlyMap<number, GatewayErrorKind> = new Map([
+  [ErrorCode.HeaderMismatch, 'header_mismatch'],
+  [ErrorCode.MissingRequiredClientCapability, 'missing_client_capability'],
+  [ErrorCode.UnsupportedProtocolVersion, 'unsupported_protocol_version'],
+  [ErrorCode.MethodNotFound, 'method_not_found'],
+]);
 
 /** Aborts when the client closes its response before the answer: a 2026-07-28 cancellation. */
 function clientGone(reply: FastifyReply): AbortSignal {

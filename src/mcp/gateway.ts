@@ -5,26 +5,16 @@
  */
 import { ANONYMOUS, ownerKey } from '../auth/identity.js';
 import type { GatewayConfig, RouteConfig, ServerConfig, VirtualServerConfig } from '../config/schema.js';
-import { GatewayError, type GatewayErrorKind } from '../http/errors.js';
-import { ErrorCode, idKey, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc/messages.js';
+import { GatewayError } from '../http/errors.js';
+import { idKey, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc/messages.js';
 import type { LineLogger, Logger } from '../observability/logger.js';
 import { discoverRequest } from '../upstreams/era.js';
 import { Cancellation } from '../upstreams/cancellation.js';
 import { waitAtMost } from '../upstreams/deadline.js';
 import { UpstreamError } from '../upstreams/errors.js';
-import type {
-  CallOptions,
-  EraVerdict,
-  OpenSessionOptions,
-  RequestOptions,
-  ServerMessage,
-  SessionHandlers,
-  Upstream,
-  UpstreamSession,
-} from '../upstreams/upstream.js';
+import type { EraVerdict, OpenSessionOptions, RequestOptions, ServerMessage, SessionHandlers, Upstream, UpstreamSession } from '../upstreams/upstream.js';
 import { ResultCache } from '../eras/cache.js';
-import { toLegacyRequest } from '../eras/codec.js';
-import { InputRounds, PendingCall, type CallBinding } from '../eras/input-rounds.js';
+import { InputRounds } from '../eras/input-rounds.js';
 import { ModernBackedSession } from '../eras/modern-server.js';
 import { answered, errorOutcome, type Outcome, type PostResponse } from './post-response.js';
 import { ListenHub, type Listener } from '../eras/subscriptions.js';
@@ -438,33 +428,6 @@ export class Gateway {
     return found;
   }
 
-  /**
-   * Sends a 2026-07-28 client's request to a modern server as it is (its envelope, MRTR rounds and
-   * listen streams pass through). Never throws: failures become JSON-RPC errors.
-   */
-  async call(
-    request: JsonRpcRequest,
-    server: RouteConfig,
-    forwardPath: string,
-    post: PostResponse,
-    signal: AbortSignal,
-    headers: Record<string, string> | undefined,
-    owner: string,
-    log: LineLogger = this.log,
-  ): Promise<Outcome> {
-    try {
-      const options: CallOptions = { forwardPath, signal, owner, onMessage: (m) => void post.push(m) };
-      if (headers) options.headers = headers;
-      // A listen has the server's timeout_ms until its acknowledgement, then lasts until the
-      // client closes it (modern-http.ts call()): a server that never acknowledges is a timeout,
-      // not a stream that stays silent for ever.
-      const response = await this.upstream(server.name).call(request, options);
-      return modernOutcome(response);
-    } catch (err) {
-      return errorOutcome(toGatewayError(err, request.id, log));
-    }
-  }
-
   /** Relays a client's notification or answer. */
   async relayToUpstream(
     message: JsonRpcNotification | JsonRpcResponse,
@@ -528,69 +491,6 @@ export class Gateway {
     }
   }
 
-  /**
-   * Sends a 2026-07-28 client's request to a legacy server, or continues one that asked the client
-   * for input (its `requestState`). Ends with the server's answer, or with an `input_required`
-   * result when the server asks the client something first (src/eras/input-rounds.ts). Never
-   * throws. `signal` aborts when the client closes this round's response: the call is cancelled.
-   */
-  async forwardModern(
-    request: JsonRpcRequest,
-    upstream: UpstreamSession,
-    post: PostResponse,
-    signal: AbortSignal,
-    capabilities: Record<string, unknown>,
-    /** Who may continue the call: computed only when the call takes input rounds. */
-    bind: () => CallBinding,
-    log: LineLogger = this.log,
-  ): Promise<Outcome> {
-    let call: PendingCall;
-    const requestState = request.params?.['requestState'];
-    if (requestState !== undefined) {
-      const taken = this.rounds.take(requestState, bind());
-      if (typeof taken === 'string') return errorOutcome(new GatewayError('invalid_params', `Invalid params: ${taken}`, request.id));
-      call = taken;
-      call.respond(request.params?.['inputResponses']);
-    } else {
-      const controller = new AbortController();
-      const started = new PendingCall(upstream, capabilities, controller);
-      call = started;
-      const options: RequestOptions = {
-        signal: controller.signal,
-        capabilities,
-        // 2026-07-28 clients have no tasks: a message about one is not theirs (src/mcp/tasks.ts).
-        onMessage: (m) => {
-          if (!this.tasks.deliverable(undefined, undefined, m)) {
-            if ('id' in m) refuseServerRequest(upstream, m.id, 'Not the client of this task');
-          } else if ('id' in m) started.serverRequest(m);
-          else started.relay(m);
-        },
-      };
-      upstream
-        .request(toLegacyRequest(request), options)
-        .then(
-          (response) => started.settle(answered(response)),
-          (err: unknown) => started.settle(errorOutcome(toGatewayError(err, request.id, log))),
-        )
-        .finally(() => this.rounds.expireWhenSettled(started));
-    }
-    call.relay = (m) => void post.push(m);
-    const cancel = (): void => call.controller.abort();
-    signal.addEventListener('abort', cancel, { once: true });
-    try {
-      const round = await call.next();
-      if ('inputRequired' in round) {
-        call.binding ??= bind();
-        this.rounds.hold(call);
-        return answered({ jsonrpc: '2.0', id: request.id, result: round.inputRequired });
-      }
-      // The answer carries the id of the request that started the call; this round's is another.
-      return { ...round.answer, response: { ...round.answer.response, id: request.id } };
-    } finally {
-      signal.removeEventListener('abort', cancel);
-    }
-  }
-
   /** A message from upstream that belongs to a request in flight: on that request's stream if possible. */
   private relayToClient(message: ServerMessage, upstream: UpstreamSession, session: DownstreamSession | undefined, post: PostResponse): void {
     if ('id' in message && !session) {
@@ -607,24 +507,6 @@ export class Gateway {
     else if ('id' in message) session?.expectAnswer(message.id);
   }
 }
-
-/**
- * A modern server's answer, with the kind of its error where the specification gives that error
- * its own HTTP status (400 for the header, capability and version errors, 404 for an unknown
- * method; src/http/errors.ts decides the status): any other answer is a 200.
- */
-function modernOutcome(response: JsonRpcResponse): Outcome {
-  if (!('error' in response)) return answered(response);
-  const kind = MODERN_ERROR_KINDS.get(response.error.code);
-  return kind ? { response, error: kind, cancelled: false } : answered(response);
-}
-
-const MODERN_ERROR_KINDS: ReadonlyMap<number, GatewayErrorKind> = new Map([
-  [ErrorCode.HeaderMismatch, 'header_mismatch'],
-  [ErrorCode.MissingRequiredClientCapability, 'missing_client_capability'],
-  [ErrorCode.UnsupportedProtocolVersion, 'unsupported_protocol_version'],
-  [ErrorCode.MethodNotFound, 'method_not_found'],
-]);
 
 /** Whether a legacy client's initialize declares a capability a server may ask it to use (sampling, elicitation, roots). */
 function canBeAsked(initialize: JsonRpcRequest | undefined): boolean {
