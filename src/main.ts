@@ -191,8 +191,11 @@ async function main(argv: string[]): Promise<number> {
       // [server.tls]: the files are read and checked as `serve` would (a ConfigError otherwise).
       const tlsWarnings = config.server.tls ? (await import('./http/tls.js')).loadTls(config.server.tls).warnings : [];
       for (const warning of [...config.warnings, ...tlsWarnings]) process.stderr.write(`warning: ${warning}\n`);
+      const virtual = config.virtual_servers.map((v) => `${v.name} = ${v.servers.join(' + ')}`);
+      const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
       process.stdout.write(
-        `${configPath(values)}: valid (${config.servers.length} server${config.servers.length === 1 ? '' : 's'}: ${config.servers.map((s) => s.name).join(', ')})\n`,
+        `${configPath(values)}: valid (${plural(config.servers.length, 'server')}: ${config.servers.map((s) => s.name).join(', ')}` +
+          `${virtual.length > 0 ? `; ${plural(virtual.length, 'virtual server')}: ${virtual.join(', ')}` : ''})\n`,
       );
       return 0;
     }
