@@ -13,6 +13,13 @@ export type SseEvent = EventSourceMessage;
  * never ends its event must not be able to fill the gateway's memory.
  */
 const MAX_EVENT_CHARS = 32 * 1024 * 1024;
+/**
+ * Nor beyond this many lines. eventsource-parser joins an event's `data:` lines one string at a
+ * time, and counts only their characters against MAX_EVENT_CHARS: each line costs it a string of
+ * its own (~30 bytes) besides, so an event of empty `data:` lines that never ends would take about
+ * 1 GB before its 32 Mi characters. A JSON-RPC message is one line; pretty-printed, some thousands.
+ */
+export const MAX_EVENT_LINES = 1024 * 1024;
 
 /**
  * Hands each event of `body` to `onEvent`, in order, as soon as it is complete. Resolves 'ended'
@@ -36,15 +43,49 @@ export async function readEvents(
     maxBufferSize: MAX_EVENT_CHARS,
   });
   const decoder = new TextDecoder();
+  const lines = new EventLines();
   // Leaving the for-await early (return or throw) destroys the body.
   for await (const chunk of body) {
-    parser.feed(typeof chunk === 'string' ? chunk : decoder.decode(chunk, { stream: true }));
+    const text = typeof chunk === 'string' ? chunk : decoder.decode(chunk, { stream: true });
+    if (lines.count(text) > MAX_EVENT_LINES) {
+      throw Object.assign(new Error(`Event exceeded ${MAX_EVENT_LINES} lines`), { type: 'max-buffer-size-exceeded' });
+    }
+    parser.feed(text);
     if (failure) throw failure;
     while (ready.length > 0) {
       if (onEvent(ready.shift()!) === false) return 'stopped';
     }
   }
   return 'ended';
+}
+
+/** Counts the lines of the event being read: the lines since the last blank one, across chunks. */
+class EventLines {
+  private lines = 0;
+  /** The line being read has characters already. */
+  private open = false;
+  /** The last text ended with CR: an LF first in the next one ends nothing (CRLF split in two). */
+  private afterCr = false;
+  /** A line's end in a text/event-stream: CRLF, CR or LF. */
+  private readonly lineEnd = /\r\n?|\n/g;
+
+  /** Reads `text` (the stream's next characters); returns the most lines an event had in it (ended there or not). */
+  count(text: string): number {
+    let most = this.lines;
+    if (text === '') return most;
+    let start = this.afterCr && text.charCodeAt(0) === 0x0a ? 1 : 0;
+    this.lineEnd.lastIndex = start;
+    for (let end = this.lineEnd.exec(text); end !== null; end = this.lineEnd.exec(text)) {
+      // A line with nothing in it ends the event.
+      if (end.index > start || this.open) most = Math.max(most, ++this.lines);
+      else this.lines = 0;
+      this.open = false;
+      start = this.lineEnd.lastIndex;
+    }
+    if (start < text.length) this.open = true;
+    this.afterCr = text.charCodeAt(text.length - 1) === 0x0d;
+    return most;
+  }
 }
 
 /**

@@ -2,23 +2,35 @@
  * A child's output as lines (stdio transport), within a size limit: a child writing garbage, or one
  * endless line, must not exhaust the gateway's memory. A line over the limit is dropped up to its
  * newline; what is known of it (its size, its first and last bytes) lets the transport fail the
- * request it answered at once, when its id is plain to see.
+ * request it answered at once, when its id is plain to see. A line that goes on far beyond the
+ * limit ends the reading of the stream.
  */
+import type { Readable } from 'node:stream';
 
 /**
  * A stdout line longer than this is dropped; the same limit as one SSE event of the HTTP
  * transports. Reading resumes at the next newline.
  */
 export const MAX_LINE_BYTES = 32 * 1024 * 1024;
+/**
+ * A line still going at this size is no answer that came out too large: the child writes without
+ * end, and can answer nothing any more (all it writes is part of that line), while the gateway
+ * spends its CPU on reading and dropping it, for ever. The stream is given up: `onOversized` gets
+ * the line as it is so far (the request it plainly answers fails now) and the stream is destroyed.
+ * That closes the pipe: the child's next write fails (SIGPIPE, or EPIPE), it exits, and its
+ * supervisor starts it again.
+ */
+export const MAX_RUNAWAY_LINE_BYTES = 8 * MAX_LINE_BYTES;
 /** How much of each end of a dropped line is kept, to find the id of the request it answered. */
 const LINE_END_BYTES = 256;
 
 /**
  * Splits a stream into lines. A line over MAX_LINE_BYTES is not kept: its bytes are counted and
  * dropped up to the next newline, where reading goes on as usual; `onOversized` then gets its
- * length and its first and last bytes.
+ * length and its first and last bytes. A line over MAX_RUNAWAY_LINE_BYTES gets there without its
+ * newline, and the stream is destroyed: nothing more is read from it.
  */
-export function readLines(stream: NodeJS.ReadableStream, onLine: (line: string) => void, onOversized: (line: OversizedLine) => void): void {
+export function readLines(stream: Readable, onLine: (line: string) => void, onOversized: (line: OversizedLine) => void): void {
   let buffered: Buffer[] = [];
   let size = 0;
   let skipped: { head: Buffer; tail: Buffer; bytes: number } | undefined;
@@ -26,14 +38,16 @@ export function readLines(stream: NodeJS.ReadableStream, onLine: (line: string) 
     line.bytes += piece.length;
     line.tail = lastBytes(line.tail, piece);
   };
-  stream.on('data', (chunk: Buffer) => {
+  const report = (line: { head: Buffer; tail: Buffer; bytes: number }): void =>
+    onOversized({ head: line.head.toString('utf8'), tail: line.tail.toString('utf8'), bytes: line.bytes });
+  const onData = (chunk: Buffer): void => {
     let start = 0;
     let nl = chunk.indexOf(0x0a, start);
     while (nl !== -1) {
       const piece = chunk.subarray(start, nl);
       if (skipped) {
         skip(skipped, piece);
-        onOversized({ head: skipped.head.toString('utf8'), tail: skipped.tail.toString('utf8'), bytes: skipped.bytes });
+        report(skipped);
         skipped = undefined;
       } else {
         const line = size === 0 ? piece.toString('utf8') : Buffer.concat([...buffered, piece]).toString('utf8');
@@ -46,7 +60,13 @@ export function readLines(stream: NodeJS.ReadableStream, onLine: (line: string) 
     }
     if (start >= chunk.length) return;
     const rest = chunk.subarray(start);
-    if (skipped) return skip(skipped, rest);
+    if (skipped) {
+      skip(skipped, rest);
+      if (skipped.bytes <= MAX_RUNAWAY_LINE_BYTES) return;
+      stream.off('data', onData);
+      stream.destroy();
+      return report(skipped);
+    }
     size += rest.length;
     if (size <= MAX_LINE_BYTES) {
       buffered.push(Buffer.from(rest));
@@ -56,7 +76,8 @@ export function readLines(stream: NodeJS.ReadableStream, onLine: (line: string) 
     skipped = { head: Buffer.concat([...buffered, rest], Math.min(size, LINE_END_BYTES)), tail: lastBytes(Buffer.alloc(0), rest), bytes: size };
     buffered = [];
     size = 0;
-  });
+  };
+  stream.on('data', onData);
 }
 
 /** What is known of a stdout line that was over the limit. */
