@@ -21,8 +21,8 @@ export interface Owned {
 }
 
 export class Namespace {
-  /** Longest first (the config makes sure at most one member matches a name; this only makes the scan's order fixed). */
-  private readonly byLength: readonly string[];
+  /** Each member with its name and separator, longest first (the config makes sure at most one matches a name). */
+  private readonly prefixes: ReadonlyArray<{ member: string; prefix: string }>;
   private readonly members: ReadonlySet<string>;
 
   constructor(
@@ -30,7 +30,7 @@ export class Namespace {
     readonly separator: string,
   ) {
     this.members = new Set(members);
-    this.byLength = [...members].sort((a, b) => b.length - a.length);
+    this.prefixes = [...members].sort((a, b) => b.length - a.length).map((member) => ({ member, prefix: member + separator }));
   }
 
   has(member: string): boolean {
@@ -44,8 +44,7 @@ export class Namespace {
 
   /** The member and own name of a namespaced tool or prompt name; undefined when no member owns it. */
   splitName(name: string): Owned | undefined {
-    for (const member of this.byLength) {
-      const prefix = member + this.separator;
+    for (const { member, prefix } of this.prefixes) {
       if (name.length > prefix.length && name.startsWith(prefix)) return { member, own: name.slice(prefix.length) };
     }
     return undefined;

@@ -57,6 +57,8 @@ const LISTS: Readonly<Record<string, { key: string; kind: 'name' | 'uri' | 'temp
 
 const CHANGED = ['notifications/tools/list_changed', 'notifications/prompts/list_changed', 'notifications/resources/list_changed'];
 
+/** How long initialize waits for the members to open before it answers with those that have. */
+const INITIALIZE_PATIENCE_MS = 5_000;
 /** A member that is down is tried again after this long, doubling to RETRY_MAX_MS. */
 const RETRY_FIRST_MS = 1_000;
 const RETRY_MAX_MS = 30_000;
@@ -81,6 +83,9 @@ export class VirtualSession implements UpstreamSession {
   /** Server requests forwarded to the client, by the id the client saw: the member and its own id. */
   private readonly serverRequests = new Map<string, { member: string; id: JsonRpcId }>();
   private nextServerRequest = 0;
+  /** Requests in flight per member session (ask()), and sessions a reload replaced that end when theirs are done. */
+  private readonly busy = new Map<UpstreamSession, number>();
+  private readonly retired = new Set<UpstreamSession>();
   private logLevel: string | undefined;
   private initialized = false;
   private eventStream = false;
@@ -97,10 +102,24 @@ export class VirtualSession implements UpstreamSession {
     this.initializeResult = { jsonrpc: '2.0', id: 0, result: {} };
   }
 
-  /** Opens a session on every member at once; resolves when each has opened or failed (never rejects). */
+  /**
+   * Opens a session on every member at once; resolves when each has opened or failed, or after
+   * INITIALIZE_PATIENCE_MS (never rejects): a member that is slow to open (a crash-looping child,
+   * a server that accepts connections and never answers) does not hold the client's initialize
+   * for its whole timeout. It joins when it opens, and the client is told to list again.
+   */
   static async open(view: VirtualServerConfig, options: OpenSessionOptions, deps: VirtualDeps): Promise<VirtualSession> {
     const session = new VirtualSession(view, options, deps);
-    await Promise.all([...session.members.values()].map((member) => session.openMember(member)));
+    const opening = [...session.members.values()].map((member) => ({ member, opened: session.openMember(member) }));
+    let patience: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(opening.map(({ opened }) => opened)), new Promise((resolve) => (patience = setTimeout(resolve, INITIALIZE_PATIENCE_MS)))]);
+    clearTimeout(patience);
+    for (const { member, opened } of opening) {
+      if (!member.opening) continue;
+      void opened.then(async (ok) => {
+        if (ok) await session.joined(member);
+      });
+    }
     session.initializeResult = session.merged();
     return session;
   }
@@ -114,14 +133,19 @@ export class VirtualSession implements UpstreamSession {
 
   private async openMember(member: Member): Promise<boolean> {
     member.opening = true;
+    let opened: UpstreamSession | undefined;
     const handlers: SessionHandlers = {
       onMessage: (message) => this.fromMember(member.name, message, (m) => this.options.handlers.onMessage(m)),
-      onClose: (reason) => this.memberClosed(member, reason),
+      // Only the member's current session: one replaced by a reload may end after its successor opened.
+      onClose: (reason) => {
+        if (opened !== undefined && member.session === opened) this.memberClosed(member, reason);
+      },
     };
     const options: OpenSessionOptions = { forwardPath: '', handlers, owner: this.options.owner };
     if (this.options.initialize) options.initialize = this.options.initialize;
     try {
       const session = await this.deps.open(member.name, options);
+      opened = session;
       const init = session.initializeResult;
       if ('error' in init) {
         void session.close();
@@ -160,14 +184,17 @@ export class VirtualSession implements UpstreamSession {
     member.retry.unref();
   }
 
-  /** A member is back: it gets what the client has set up so far, and the client lists again. */
+  /** A member that was down is tried again. */
   private async rejoin(member: Member): Promise<void> {
     if (this.closed || member.session) return;
-    if (!(await this.openMember(member))) return;
-    // Set by openMember (the narrowing above does not see it).
-    const session = member.session as UpstreamSession | undefined;
-    if (!session) return;
-    this.deps.log.info({ virtualServer: this.view.name, server: member.name }, 'a member of a virtual server is back');
+    if (await this.openMember(member)) await this.joined(member);
+  }
+
+  /** A member opened after the others: it gets what the client has set up so far, and the client lists again. */
+  private async joined(member: Member): Promise<void> {
+    const session = member.session;
+    if (!session || this.closed) return;
+    this.deps.log.info({ server: member.name }, 'a member of a virtual server joined');
     if (this.eventStream) await session.openEventStream();
     if (this.initialized) await session.send({ jsonrpc: '2.0', method: 'notifications/initialized' }).catch(() => undefined);
     if (this.logLevel !== undefined) {
@@ -175,6 +202,44 @@ export class VirtualSession implements UpstreamSession {
       await session.request(setLevel, { onMessage: () => undefined }).catch(() => undefined);
     }
     this.listsChanged();
+  }
+
+  /**
+   * A reload changed this member's server: its session here is reopened on the server's new
+   * upstream (the old one ends once the calls it carries have), and the client lists again.
+   */
+  memberReplaced(name: string): void {
+    const member = this.members.get(name);
+    if (!member || this.closed) return;
+    const old = member.session;
+    member.session = undefined;
+    member.down = 'its server was reconfigured';
+    if (old) this.retire(old);
+    if (member.retry) clearTimeout(member.retry);
+    member.retry = undefined;
+    member.retryMs = RETRY_FIRST_MS;
+    if (!member.opening) void this.rejoin(member);
+  }
+
+  /** Ends a member session that is no longer used, once the requests it carries are done. */
+  private retire(session: UpstreamSession): void {
+    if ((this.busy.get(session) ?? 0) === 0) void session.close().catch(() => undefined);
+    else this.retired.add(session);
+  }
+
+  /** Sends a request on a member's session, counted so that a retired session ends after it. */
+  private async ask(session: UpstreamSession, request: JsonRpcRequest, options: RequestOptions): Promise<JsonRpcResponse> {
+    this.busy.set(session, (this.busy.get(session) ?? 0) + 1);
+    try {
+      return await session.request(request, options);
+    } finally {
+      const left = (this.busy.get(session) ?? 1) - 1;
+      if (left > 0) this.busy.set(session, left);
+      else {
+        this.busy.delete(session);
+        if (this.retired.delete(session)) void session.close().catch(() => undefined);
+      }
+    }
   }
 
   private memberClosed(member: Member, reason: string): void {
@@ -189,7 +254,7 @@ export class VirtualSession implements UpstreamSession {
 
   /** A member left out of an answer or of the session: counted always, logged unless `quiet` (it was down already). */
   private omitted(member: string, reason: string, quiet = false): void {
-    const fields = { virtualServer: this.view.name, server: member, reason };
+    const fields = { server: member, reason };
     if (quiet) this.deps.log.debug(fields, 'a member of a virtual server is left out');
     else this.deps.log.warn(fields, 'a member of a virtual server is left out');
     this.deps.onOmitted?.(member, reason);
@@ -291,12 +356,15 @@ export class VirtualSession implements UpstreamSession {
           params: own === undefined ? params : { ...params, cursor: own },
         };
         try {
-          const response = await session.request(asked, this.relayed(name, options));
+          const response = await this.ask(session, asked, this.relayed(name, options));
           if ('error' in response) {
+            // A member that refuses the cursor it gave (stale, or forged inside ours) fails the
+            // page: leaving it out would end the client's list early without a word.
+            if (own !== undefined) return { name, result: undefined, refused: response.error };
             this.omitted(name, `${request.method}: ${response.error.message}`);
             return undefined;
           }
-          return { name, result: response.result };
+          return { name, result: response.result, refused: undefined };
         } catch (err) {
           if (err instanceof UpstreamError && err.kind === 'cancelled') throw err;
           this.omitted(name, `${request.method}: ${errorMessage(err)}`);
@@ -307,7 +375,16 @@ export class VirtualSession implements UpstreamSession {
     const items: unknown[] = [];
     const next = new Map<string, string>();
     for (const page of pages) {
-      if (!page) continue;
+      if (page?.refused) {
+        return errorResponse(
+          request.id,
+          page.refused.code,
+          `${page.refused.message} (server "${page.name}", continuing a list of virtual server "${this.view.name}")`,
+        );
+      }
+    }
+    for (const page of pages) {
+      if (!page?.result) continue;
       const found = page.result[key];
       if (Array.isArray(found)) for (const item of found) pushRenamed(items, item, page.name, kind, this.names);
       const more = page.result['nextCursor'];
@@ -371,10 +448,9 @@ export class VirtualSession implements UpstreamSession {
     if (typeof level === 'string') this.logLevel = level;
     await Promise.all(
       this.live().map(({ name, session }) =>
-        session.request(request, this.relayed(name, options)).then(
+        this.ask(session, request, this.relayed(name, options)).then(
           (response) => {
-            if ('error' in response)
-              this.deps.log.info({ virtualServer: this.view.name, server: name, err: response.error.message }, 'a member refused logging/setLevel');
+            if ('error' in response) this.deps.log.info({ server: name, err: response.error.message }, 'a member refused logging/setLevel');
           },
           (err: unknown) => this.omitted(name, `logging/setLevel: ${errorMessage(err)}`),
         ),
@@ -388,7 +464,7 @@ export class VirtualSession implements UpstreamSession {
     if (!member.session) {
       return Promise.reject(new UpstreamError('unavailable', owned.member, `Upstream '${owned.member}' is unavailable: ${member.down ?? 'not connected'}`));
     }
-    return member.session.request(request, this.relayed(owned.member, options));
+    return this.ask(member.session, request, this.relayed(owned.member, options));
   }
 
   /** The request's options, its relay seeing a member's messages as this session presents them. */
@@ -423,7 +499,7 @@ export class VirtualSession implements UpstreamSession {
 
   /** Resource links and embedded resources in a member's result, under the URIs the client knows. */
   private withMemberUris(member: string, response: JsonRpcResponse): JsonRpcResponse {
-    if (!('result' in response)) return response;
+    if (!('result' in response) || !mentionsUris(response.result)) return response;
     const result = response.result;
     const rename = (uri: unknown) => (typeof uri === 'string' ? this.names.uri(member, uri) : uri);
     const content = (item: unknown): unknown => {
@@ -454,7 +530,7 @@ export class VirtualSession implements UpstreamSession {
       const key = typeof message.id === 'string' ? message.id : undefined;
       const pending = key === undefined ? undefined : this.serverRequests.get(key);
       if (!pending || key === undefined) {
-        this.deps.log.warn({ virtualServer: this.view.name, id: message.id }, 'dropped an answer to no server request of this virtual session');
+        this.deps.log.warn({ id: message.id }, 'dropped an answer to no server request of this virtual session');
         return;
       }
       this.serverRequests.delete(key);
@@ -486,9 +562,24 @@ export class VirtualSession implements UpstreamSession {
       if (member.session) sessions.push(member.session);
       member.session = undefined;
     }
+    sessions.push(...this.retired);
+    this.retired.clear();
     this.serverRequests.clear();
     await Promise.all(sessions.map((s) => s.close().catch(() => undefined)));
   }
+}
+
+/** Whether a call's, read's or prompt's result holds a URI to rename (most tool results hold none: nothing is copied then). */
+function mentionsUris(result: Record<string, unknown>): boolean {
+  const blocks = result['content'] ?? result['messages'];
+  if (Array.isArray(result['contents'])) return true;
+  if (!Array.isArray(blocks)) return false;
+  for (const item of blocks) {
+    const block = objectOf(item);
+    const type = objectOf(block?.['content'])?.['type'] ?? block?.['type'];
+    if (type === 'resource_link' || type === 'resource') return true;
+  }
+  return false;
 }
 
 /** A member's list item under its namespaced name or URI; an item without one is left out. */

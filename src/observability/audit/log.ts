@@ -39,6 +39,7 @@ export const AUDIT_EVENT_TYPES = [
   'gateway_stop',
   'upstream_restart',
   'upstream_message_withheld',
+  'config_reloaded',
 ] as const;
 
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
@@ -72,6 +73,8 @@ export interface AuditEvent {
   error?: { code: number; message: string };
   /** The tool call's arguments; written only when include_arguments = true, after redaction. */
   arguments?: unknown;
+  /** config_reloaded: what changed (names and key ids, never a value), and what waits for a restart. */
+  changes?: Record<string, unknown>;
 }
 
 /** Counters since start, cumulative. */
@@ -114,6 +117,7 @@ function copyOf(event: AuditEvent, withArguments: boolean): AuditEvent {
     event_type: event.event_type,
     identity_id: event.identity_id,
     server: event.server,
+    virtual_server: event.virtual_server,
     method: event.method,
     tool: event.tool,
     success: event.success,
@@ -125,6 +129,7 @@ function copyOf(event: AuditEvent, withArguments: boolean): AuditEvent {
     provider: event.provider,
     error: event.error,
     arguments: withArguments ? event.arguments : undefined,
+    changes: event.changes,
   };
 }
 
@@ -347,6 +352,8 @@ export class AuditLog {
         client_ip: event.client_ip ?? null,
       };
       if (event.client_request_id !== undefined) record['client_request_id'] = event.client_request_id;
+      if (event.virtual_server !== undefined) record['virtual_server'] = event.virtual_server;
+      if (event.changes !== undefined) record['changes'] = event.changes;
       if (event.provider !== undefined) record['provider'] = event.provider;
       if (event.reason !== undefined) record['reason'] = event.reason;
       if (event.error !== undefined) record['error'] = { code: event.error.code, message: event.error.message };
