@@ -4,11 +4,12 @@
  * runs, reported as a ratio against a baseline measured in the same run (shared machines are
  * noisy; absolute numbers are only comparable within one run).
  *
- *   npm run bench -- [--scenarios all | http,stdio,scale,auth,memory,isolation,observability,eras,gc] [--duration SECONDS] [--rounds N] [--connections N]
+ *   npm run bench -- [--scenarios all | http,stdio,scale,auth,memory,isolation,observability,eras,gc,virtual] [--duration SECONDS] [--rounds N] [--connections N]
  *
  * Without --scenarios it runs the ones the targets are measured by (DEFAULT: about 5 minutes on 2
  * cores); `all` adds what recording costs (observability), the two MCP eras (eras), the GC guard
- * (gc) and what stdio isolation costs (isolation: a child per identity against one shared child).
+ * (gc), what stdio isolation costs (isolation: a child per identity against one shared child) and
+ * what a virtual server costs (virtual: a merged tools/list and a routed tools/call, issue 18).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
@@ -26,6 +27,7 @@ const SCENARIOS = {
   eras: () => import('./scenarios/eras.mjs'),
   gc: () => import('./scenarios/gc.mjs'),
   isolation: () => import('./scenarios/isolation.mjs'),
+  virtual: () => import('./scenarios/virtual.mjs'),
 };
 
 const DEFAULT = ['http', 'stdio', 'scale', 'auth', 'memory'];
