@@ -29,6 +29,8 @@ import { createServices, type ServiceOptions, type Services } from './app/servic
 
 export interface App {
   app: FastifyInstance;
+  /** What the config made; a reload (src/app/reload.ts) replaces parts of it in place. */
+  services: Services;
   gateway: Gateway;
   lifecycle: Lifecycle;
   /**
@@ -60,7 +62,7 @@ export function buildApp(config: GatewayConfig, options: AppOptions): App {
   registerRoutes(app, services, lifecycle);
   const running = lifecycleOf(app, services, lifecycle, inflight);
   const { gateway, limiter, recorder, authenticator } = services;
-  return { app, gateway, lifecycle, limiter, recorder, authenticator, start: running.start, stop: running.stop };
+  return { app, services, gateway, lifecycle, limiter, recorder, authenticator, start: running.start, stop: running.stop };
 }
 
 /** The Fastify instance, its server's limits, and what runs before every route. */

@@ -131,10 +131,23 @@ function timeoutMs(text: string | undefined): number {
  */
 const SHUTDOWN_MARGIN_MS = 15_000;
 
-async function serve(config: GatewayConfig, log: Logger, app: Promise<typeof import('./app.js')>): Promise<number> {
+async function serve(
+  config: GatewayConfig,
+  log: Logger,
+  app: Promise<typeof import('./app.js')>,
+  file: { path: string; load: () => Promise<GatewayConfig> },
+): Promise<number> {
   const { buildApp } = await app;
   for (const warning of config.warnings) log.warn(warning);
   const gateway = buildApp(config, { logger: log });
+  // SIGHUP (and with watch_config a change of the file) reloads the config: src/app/reload.ts.
+  const { Reloader } = await import('./app/reload.js');
+  const reloader = new Reloader(gateway.services, file.load);
+  const reload = (trigger: string) => void reloader.reload(trigger).catch((err: unknown) => log.error({ err }, 'config reload failed'));
+  process.on('SIGHUP', () => reload('SIGHUP'));
+  const unwatch = config.server.watch_config
+    ? await (await import('./app/watch.js')).watchConfigFile(file.path, () => reload('watch_config'), log)
+    : () => undefined;
   const address = await gateway.app.listen({ host: config.server.host, port: config.server.port });
   log.info({ address, servers: config.servers.map((s) => s.name), version: GATEWAY_VERSION }, 'mcp-guard listening');
 
@@ -149,6 +162,7 @@ async function serve(config: GatewayConfig, log: Logger, app: Promise<typeof imp
         return;
       }
       stopping = true;
+      unwatch();
       log.info({ signal, graceMs: config.server.shutdown_grace_ms }, 'shutting down');
       const deadline = setTimeout(() => {
         log.error({ afterMs: config.server.shutdown_grace_ms + SHUTDOWN_MARGIN_MS }, 'shutdown did not finish in time: exiting now');
@@ -239,7 +253,7 @@ async function main(argv: string[]): Promise<number> {
       if (values.host !== undefined) config.server.host = values.host;
       if (listenPort !== undefined) config.server.port = listenPort;
       const { createLogger } = await import('./observability/logger.js');
-      return serve(config, createLogger(), app);
+      return serve(config, createLogger(), app, { path: configPath(values), load: () => loadForServe(values) });
     }
   }
 }

@@ -296,7 +296,8 @@ function checkProtocolVersion(request: FastifyRequest): void {
 function findSession({ gateway, target, identity }: Context, sessionId: string): DownstreamSession {
   const found = gateway.sessions.get(sessionId);
   // A virtual server's session is also bound to the members its identity could reach.
-  if (!found || found.server !== target.server.name || found.owner !== ownerKey(identity) || found.scope !== scopeOf(target.server)) {
+  // A session draining after a reload changed its server takes nothing new: the client starts again.
+  if (!found || found.draining || found.server !== target.server.name || found.owner !== ownerKey(identity) || found.scope !== scopeOf(target.server)) {
     throw new GatewayError('session_not_found', 'Session not found: start a new session with initialize');
   }
   return found;

@@ -41,7 +41,8 @@ export interface Running {
 }
 
 export function lifecycleOf(app: FastifyInstance, services: Services, lifecycle: Lifecycle, inflight: InFlight): Running {
-  const { gateway, recorder, audit, config } = services;
+  // Read when used: a reload (src/app/reload.ts) replaces the audit log.
+  const { gateway, recorder, config } = services;
   return {
     lifecycle,
     async start() {
@@ -59,7 +60,7 @@ export function lifecycleOf(app: FastifyInstance, services: Services, lifecycle:
       app.server.closeAllConnections();
       await closing;
       recorder.lifecycle('gateway_stop');
-      await audit.close();
+      await services.audit.close();
     },
   };
 }

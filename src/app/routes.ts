@@ -28,6 +28,12 @@ const ALL_METHODS = ['GET', 'POST', 'DELETE', 'PUT', 'PATCH', 'OPTIONS'] as cons
  */
 export const MAX_FORWARDED_TARGET = 8_192;
 
+/** Stands in for a limiter a reload removed (`enabled = false`): lets everything through. */
+const NO_LIMITS = {
+  addressHook: ((_request, _reply, done) => done()) as onRequestHookHandler,
+  identityHook: ((_request, _reply, done) => done()) as onRequestHookHandler,
+};
+
 /** A stage 0 hook: callback-style (the rate limits) or async (authentication). */
 type Stage0Hook = onRequestHookHandler | onRequestAsyncHookHandler;
 
@@ -45,7 +51,9 @@ function unlessReserved(hook: Stage0Hook): onRequestHookHandler {
 }
 
 export function registerRoutes(app: FastifyInstance, services: Services, lifecycle: Lifecycle): void {
-  const { config, gateway, metrics, authenticate, authenticator, router, limiter, recorder } = services;
+  // What a reload replaces (src/app/reload.ts: router, authenticator, limiter, config) is read from
+  // `services` when a request comes; what it never replaces is taken once.
+  const { config, gateway, metrics, authenticate, authenticator, limiter, recorder } = services;
   registerHealthRoutes(app, gateway, lifecycle, config.auth?.protect_routes ? authenticate : undefined);
   if (metrics) registerMetricsRoute(app, metrics, config.auth?.protect_metrics ? authenticate : undefined);
   if (config.auth) registerProtectedResourceMetadata(app, config.auth);
@@ -58,14 +66,14 @@ export function registerRoutes(app: FastifyInstance, services: Services, lifecyc
     sendNotFound(
       reply,
       error,
-      router.names().filter((name) => mayReach(identity, name)),
+      services.router.names().filter((name) => mayReach(identity, name)),
     );
   };
 
   /** Runs an MCP handler for a target (counted as in flight by the first onRequest hook). */
   const serve = async (target: Target, request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     request.mcpServer = target.server.name;
-    const context: Context = { gateway, target, identity: identityOf(request), limiter, recorder, request };
+    const context: Context = { gateway, target, identity: identityOf(request), limiter: services.limiter, recorder, request };
     switch (request.method) {
       case 'POST':
         await handlePost(context, reply);
@@ -100,7 +108,19 @@ export function registerRoutes(app: FastifyInstance, services: Services, lifecyc
   // Every method reaches the MCP endpoints, so that the wrong one is a 405 rather than a 404.
   // Every MCP route runs pipeline stage 0 first, before the body is read: the address limit,
   // authentication, then the identity's limit.
-  const stage0 = [limiter?.addressHook, authenticator.required ? authenticate : undefined, limiter?.identityHook].filter(
+  // Each hook runs the limiter or authenticator of the moment (a reload may replace them); those a
+  // config does not have at start-up cost nothing (turning them on or off needs a restart:
+  // src/config/diff.ts).
+  const addressLimit: onRequestHookHandler = function (request, reply, done) {
+    (services.limiter ?? NO_LIMITS).addressHook.call(this, request, reply, done);
+  };
+  const identityLimit: onRequestHookHandler = function (request, reply, done) {
+    (services.limiter ?? NO_LIMITS).identityHook.call(this, request, reply, done);
+  };
+  const authenticateNow: onRequestAsyncHookHandler = function (this: FastifyInstance, request, reply) {
+    return services.authenticate.call(this, request, reply);
+  };
+  const stage0 = [limiter ? addressLimit : undefined, authenticator.required ? authenticateNow : undefined, limiter ? identityLimit : undefined].filter(
     (hook): hook is Stage0Hook => hook !== undefined,
   );
   const onRequest = [observe, ...stage0];
@@ -110,23 +130,25 @@ export function registerRoutes(app: FastifyInstance, services: Services, lifecyc
     onRequest,
     handler: async (request, reply) => {
       const name = (request.params as { server_name: string }).server_name;
-      const server = router.byName(name);
+      const server = services.router.byName(name);
       if (!server) return notFound(request, reply, `Server not found: ${name}`);
       // By name, the upstream url is used as it is: no path is appended.
       return serve({ server, forwardPath: '' }, request, reply);
     },
   });
 
-  const defaultServer: RouteConfig | undefined = config.single
-    ? config.servers[0]
-    : (config.servers.find((s) => s.path_prefix === '/') ?? config.virtual_servers.find((v) => v.path_prefix === '/'));
+  const defaultServer = (): RouteConfig | undefined => {
+    const now = services.config;
+    return now.single ? now.servers[0] : (now.servers.find((s) => s.path_prefix === '/') ?? now.virtual_servers.find((v) => v.path_prefix === '/'));
+  };
   app.route({
     method: [...ALL_METHODS],
     url: '/mcp',
     onRequest,
     handler: async (request, reply) => {
-      if (!defaultServer) return notFound(request, reply, 'No default server: use /mcp/:server_name');
-      return serve({ server: defaultServer, forwardPath: '' }, request, reply);
+      const server = defaultServer();
+      if (!server) return notFound(request, reply, 'No default server: use /mcp/:server_name');
+      return serve({ server, forwardPath: '' }, request, reply);
     },
   });
 
@@ -142,7 +164,7 @@ export function registerRoutes(app: FastifyInstance, services: Services, lifecyc
       }
       let match;
       try {
-        match = router.match(request.url);
+        match = services.router.match(request.url);
       } catch (err) {
         if (!(err instanceof UnsafePathError)) throw err;
         sendError(reply, new GatewayError('invalid_request', `Bad Request: ${err.message}`));

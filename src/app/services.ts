@@ -27,6 +27,13 @@ export interface ServiceOptions {
   auditStdout?: NodeJS.WritableStream;
 }
 
+/**
+ * What the config makes. A reload (src/app/reload.ts) replaces `config`, `router`, `audit`,
+ * `authenticator`, `authenticate` and `limiter` in place: whatever serves a request reads them
+ * from here when the request comes, never keeps its own copy. `log`, `tls`, `metrics`,
+ * `recorder` and `gateway` live as long as the process (the gateway and the recorder take the
+ * new config themselves).
+ */
 export interface Services {
   config: GatewayConfig;
   log: Logger;
@@ -66,16 +73,7 @@ export function createServices(config: GatewayConfig, options: ServiceOptions): 
     memberOmitted: (virtualServer, server) => metrics?.memberOmitted(virtualServer, server),
   });
   const authenticator = new Authenticator(config.auth, options.auth);
-  const limiter = config.rate_limit?.enabled
-    ? new RateLimiter(config.rate_limit, [...(config.auth?.api_keys ?? []), ...(config.auth?.client_certs ?? [])], log)
-    : undefined;
-  if (limiter) {
-    limiter.onDecision = (scope, allowed, request, identity, detail) => {
-      if (allowed) recorder.rateAllowed(scope);
-      else recorder.rateLimited(request, scope, identity, request.mcpServer ?? undefined, detail?.tool);
-    };
-    limiter.onStoreError = () => metrics?.rateLimitStoreError();
-  }
+  const limiter = createLimiter(config, recorder, log);
   metrics?.bindGateway(gateway);
   metrics?.setAuditStats(() => audit.stats);
   return {
@@ -86,9 +84,26 @@ export function createServices(config: GatewayConfig, options: ServiceOptions): 
     audit,
     recorder,
     gateway,
-    router: new Router([...config.servers, ...config.virtual_servers]),
+    router: routerOf(config),
     authenticator,
     authenticate: authenticationHook(authenticator, config.auth, recorder),
     limiter,
   };
+}
+
+/** The routes of a config: its servers and virtual servers. */
+export function routerOf(config: GatewayConfig): Router {
+  return new Router([...config.servers, ...config.virtual_servers]);
+}
+
+/** The rate limits of a config, their decisions recorded; undefined without `[rate_limit]` or with `enabled = false`. */
+export function createLimiter(config: GatewayConfig, recorder: Recorder, log: Logger): RateLimiter | undefined {
+  if (!config.rate_limit?.enabled) return undefined;
+  const limiter = new RateLimiter(config.rate_limit, [...(config.auth?.api_keys ?? []), ...(config.auth?.client_certs ?? [])], log);
+  limiter.onDecision = (scope, allowed, request, identity, detail) => {
+    if (allowed) recorder.rateAllowed(scope);
+    else recorder.rateLimited(request, scope, identity, request.mcpServer ?? undefined, detail?.tool);
+  };
+  limiter.onStoreError = () => recorder.metrics?.rateLimitStoreError();
+  return limiter;
 }

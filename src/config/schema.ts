@@ -312,6 +312,11 @@ export const serverSettingsSchema = z.strictObject({
   port: integer(0, 65_535).default(3000).describe('TCP port; 0 picks a free one.'),
   /** Largest request body accepted, in bytes; larger requests get 413. */
   max_request_size: integer(1, Number.MAX_SAFE_INTEGER, 'bytes').default(1_048_576).describe('Largest request body in bytes (413 above it).'),
+  /** Reload the config when its file changes (besides SIGHUP). */
+  watch_config: z
+    .boolean({ error: problem('expected true or false') })
+    .default(false)
+    .describe('Reload the config when its file changes, as SIGHUP does (docs/operations.md, "Reload").'),
   /** On SIGTERM/SIGINT, how long in-flight requests may take to finish, in ms. */
   shutdown_grace_ms: milliseconds(0).default(10_000).describe('On SIGTERM/SIGINT, how long in-flight requests may take to finish, in ms.'),
   /** A client session without requests for this long is closed, in ms. */

@@ -22,6 +22,7 @@ import { CANCELLED_BY_CLIENT, DownstreamSession, refuseServerRequest, SessionSto
 import { TaskOwners } from './tasks.js';
 import { errorMessage } from '../error-message.js';
 import { settleWithin } from '../delay.js';
+import type { ConfigDiff } from '../config/diff.js';
 import { VirtualSession } from '../virtual/session.js';
 
 /** How long relaying a client's `initialized` may wait for the upstream's GET stream. */
@@ -50,6 +51,8 @@ interface SharedEntry {
   lastUsed: number;
   /** Whose it is (the owner in its key). */
   owner: string;
+  /** The server's or virtual server's name (in its key). */
+  server: string;
 }
 
 export type UpstreamFactory = (config: ServerConfig) => Upstream;
@@ -61,6 +64,8 @@ export interface GatewayEvents {
 }
 
 export class Gateway {
+  /** The config it runs with: replaced by a reload (reconfigure), with the servers it names. */
+  config: GatewayConfig;
   readonly sessions: SessionStore;
   /** Legacy calls waiting for their 2026-07-28 client to give input (src/eras/input-rounds.ts). */
   readonly rounds = new InputRounds();
@@ -87,11 +92,12 @@ export class Gateway {
   private readonly hubs = new Map<string, ListenHub>();
 
   constructor(
-    readonly config: GatewayConfig,
-    createUpstream: UpstreamFactory,
+    config: GatewayConfig,
+    private readonly createUpstream: UpstreamFactory,
     private readonly log: Logger,
     private readonly events: GatewayEvents = {},
   ) {
+    this.config = config;
     for (const server of config.servers) {
       this.upstreams.set(server.name, createUpstream(server));
       this.servers.set(server.name, server);
@@ -138,6 +144,72 @@ export class Gateway {
       ...shared.map((p) => p.then((s) => s.close()).catch(() => undefined)),
       ...this.allUpstreams().map((u) => u.close()),
     ]);
+  }
+
+  /**
+   * Applies a reloaded config (src/app/reload.ts) as a diff: unchanged servers keep their
+   * upstream, children, sessions and streams; added servers start; removed and changed ones drain:
+   * their sessions take no new request (404: the client initializes again) and end once their
+   * calls have finished, then the old upstream closes (a changed server is started anew under
+   * its name at once). Sessions of a removed key end at once. A virtual session whose member
+   * changed reopens that member on its new upstream and tells its client to list again.
+   * Resolves when the draining is done (at most `graceMs`); new requests use the new config from
+   * the moment this is called.
+   */
+  async reconfigure(next: GatewayConfig, diff: ConfigDiff, graceMs: number): Promise<void> {
+    this.config = next;
+    const retiring = new Set([...diff.servers.removed, ...diff.servers.changed]);
+    const retired: Upstream[] = [];
+    for (const name of retiring) {
+      const old = this.upstreams.get(name);
+      if (old) retired.push(old);
+      this.upstreams.delete(name);
+      this.servers.delete(name);
+    }
+    const started: Promise<void>[] = [];
+    for (const server of next.servers) {
+      if (!this.upstreams.has(server.name)) {
+        const upstream = this.createUpstream(server);
+        this.upstreams.set(server.name, upstream);
+        started.push(upstream.start().catch(() => undefined));
+      }
+      this.servers.set(server.name, server);
+    }
+    // The gateway's own sessions on a server that goes: new requests open one on the new upstream.
+    const routesGoing = new Set([...retiring, ...diff.virtualServers.removed, ...diff.virtualServers.changed]);
+    const ownersGone = new Set(diff.keys.removed);
+    const sharedGoing: SharedEntry[] = [];
+    for (const [key, entry] of [...this.shared]) {
+      if (!routesGoing.has(entry.server) && !ownersGone.has(entry.owner)) continue;
+      this.shared.delete(key);
+      sharedGoing.push(entry);
+    }
+    const draining: DownstreamSession[] = [];
+    for (const session of this.sessions.all()) {
+      if (ownersGone.has(session.owner)) void this.sessions.close(session, 'its key was removed');
+      else if (routesGoing.has(session.server)) {
+        session.draining = true;
+        draining.push(session);
+      } else if (session.upstream instanceof VirtualSession) {
+        for (const member of diff.servers.changed) session.upstream.memberReplaced(member);
+      }
+    }
+    for (const entry of this.shared.values()) {
+      if (entry.resolved instanceof VirtualSession) for (const member of diff.servers.changed) entry.resolved.memberReplaced(member);
+    }
+    const deadline = Date.now() + graceMs;
+    await Promise.all([
+      ...started,
+      ...draining.map(async (session) => {
+        await until(() => session.closed || session.inflight.size === 0, deadline);
+        await this.sessions.close(session, 'config reloaded');
+      }),
+      ...sharedGoing.map(async (entry) => {
+        await until(() => entry.inUse === 0, deadline);
+        await entry.session.then((s) => s.close()).catch(() => undefined);
+      }),
+    ]);
+    await Promise.all(retired.map((upstream) => upstream.close()));
   }
 
   /**
@@ -221,7 +293,7 @@ export class Gateway {
       },
     };
     session = this.openUpstreamSession(server, { forwardPath, handlers, owner });
-    const entry: SharedEntry = { session, inUse: 1, lastUsed: Date.now(), owner };
+    const entry: SharedEntry = { session, inUse: 1, lastUsed: Date.now(), owner, server: server.name };
     session.then(
       (opened) => (entry.resolved = opened),
       () => {
@@ -528,7 +600,18 @@ function sharedKey(server: RouteConfig, forwardPath: string, owner: string): str
 
 /** What a session is bound to besides its server's name: a virtual server's members as its caller sees them. */
 export function scopeOf(server: RouteConfig): string {
-  return server.transport === 'virtual' ? server.servers.join(',') : '';
+  if (server.transport !== 'virtual') return '';
+  let scope = scopes.get(server);
+  if (scope === undefined) scopes.set(server, (scope = server.servers.join(',')));
+  return scope;
+}
+
+/** scopeOf per virtual server view (views are made once: src/virtual/view.ts), so a request joins no names. */
+const scopes = new WeakMap<VirtualServerConfig, string>();
+
+/** Resolves once `done()` holds (checked every 50 ms) or at `deadline` (ms since epoch): a reload's drain, never a request's path. */
+async function until(done: () => boolean, deadline: number): Promise<void> {
+  while (!done() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
 }
 
 /** The owner of what the gateway asks a server for itself (a discover), on no caller's behalf. */

@@ -94,6 +94,12 @@ export class DownstreamSession {
   private held: ServerMessage[] | undefined;
   closed = false;
   /**
+   * Its server was removed or changed by a reload: it takes no new request (404, as a session
+   * that ended, so the client initializes again on what the server is now) and ends once its
+   * calls in flight have finished (src/mcp/gateway.ts reconfigure).
+   */
+  draining = false;
+  /**
    * The client has come back after its initialize (notifications/initialized, any request, its
    * GET stream): until then the session is half-open, and is closed after the handshake timeout.
    */
@@ -245,6 +251,11 @@ export class SessionStore {
 
   get(id: string): DownstreamSession | undefined {
     return this.sessions.get(id);
+  }
+
+  /** Every open session. */
+  all(): DownstreamSession[] {
+    return [...this.sessions.values()];
   }
 
   /** A session opened on a slot that reserve() held for its owner. */

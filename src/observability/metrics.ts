@@ -162,6 +162,7 @@ export class Metrics {
   private readonly rateLimited: Counter<'scope'>;
   private readonly rateLimitStoreErrors: Counter;
   private readonly membersOmitted: Counter<'virtual_server' | 'server'>;
+  private readonly configReloads: Counter<'result'>;
   private readonly upstreamRequests: HotCounter<'server' | 'method' | 'outcome'>;
   private readonly upstreamLatency: HotHistogram;
   private readonly toolCalls: HotCounter<'server' | 'tool' | 'outcome'>;
@@ -215,6 +216,12 @@ export class Metrics {
       name: 'mcp_guard_virtual_member_omitted_total',
       help: 'Members of a virtual server left out of an answer or a session (down, failed or timed out), by virtual server and member.',
       labelNames: ['virtual_server', 'server'],
+      registers,
+    });
+    this.configReloads = new Counter({
+      name: 'mcp_guard_config_reloads_total',
+      help: 'Reloads of the config (SIGHUP or watch_config), by result: applied, unchanged, invalid (the running config stayed).',
+      labelNames: ['result'],
       registers,
     });
     this.upstreamRequests = new HotCounter({
@@ -365,6 +372,16 @@ export class Metrics {
 
   rateLimitStoreError(): void {
     this.rateLimitStoreErrors.inc();
+  }
+
+  /** A reload of the config, by its result. */
+  configReload(result: 'applied' | 'unchanged' | 'invalid'): void {
+    this.configReloads.inc({ result });
+  }
+
+  /** The servers a reload configured: label values from now on (the old ones stay for the series already counted). */
+  knowServers(names: readonly string[]): void {
+    for (const name of names) (this.servers as Set<string>).add(name);
   }
 
   /** A member of a virtual server left out of an answer or a session. */

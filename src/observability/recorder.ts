@@ -50,7 +50,8 @@ const UPSTREAM_FAILURE_CODES = new Set<number>([ErrorCode.UpstreamError, ErrorCo
 
 export class Recorder {
   constructor(
-    readonly audit: AuditLog,
+    /** Replaced when a reload changes `[audit]` (src/app/reload.ts). */
+    public audit: AuditLog,
     /** undefined with `[server] metrics = false`. */
     readonly metrics: Metrics | undefined,
   ) {}
@@ -233,6 +234,20 @@ export class Recorder {
   }
 
   /** Lifecycle events. */
+  /**
+   * A reload of the config: `applied` (with what changed), `unchanged`, or `invalid` (the running
+   * config stays; `reason` says why, with key paths, never a value).
+   */
+  reloaded(result: 'applied' | 'unchanged' | 'invalid', details: { changes?: Record<string, unknown>; reason?: string }): void {
+    this.metrics?.configReload(result);
+    this.audit.record({
+      event_type: 'config_reloaded',
+      success: result !== 'invalid',
+      reason: details.reason ?? result,
+      ...(details.changes ? { changes: details.changes } : {}),
+    });
+  }
+
   lifecycle(event_type: 'gateway_start' | 'gateway_stop' | 'upstream_restart', details: { server?: string; reason?: string; success?: boolean } = {}): void {
     this.audit.record({
       event_type,

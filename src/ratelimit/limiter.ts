@@ -119,13 +119,19 @@ export class RateLimiter {
 
   /** Connects to Redis when the app starts, and lets go of it when the app closes. */
   register(app: FastifyInstance): void {
-    app.addHook('onReady', async () => {
-      this.log.info({ limits: this.summary(), store: this.config.store, onStoreError: this.config.on_store_error }, 'rate limits enabled');
-      if (this.redis) await this.connect(this.redis);
-    });
-    app.addHook('onClose', async () => {
-      this.redis?.disconnect();
-    });
+    app.addHook('onReady', () => this.open());
+    app.addHook('onClose', async () => this.close());
+  }
+
+  /** Connects the store (Redis). At start-up, and for the limiter a reload makes (src/app/reload.ts). */
+  async open(): Promise<void> {
+    this.log.info({ limits: this.summary(), store: this.config.store, onStoreError: this.config.on_store_error }, 'rate limits enabled');
+    if (this.redis) await this.connect(this.redis);
+  }
+
+  /** Lets go of the store. */
+  close(): void {
+    this.redis?.disconnect();
   }
 
   /** Stage 0a (before authentication): the client address's limit. */

@@ -14,6 +14,7 @@ describe('[server]', () => {
       host: '127.0.0.1',
       port: 3000,
       max_request_size: 1_048_576,
+      watch_config: false,
       shutdown_grace_ms: 10_000,
       session_idle_timeout_ms: 1_800_000,
       max_sessions: 10_000,
@@ -36,6 +37,7 @@ describe('[server]', () => {
 host = "0.0.0.0"
 port = 0
 max_request_size = 2048
+watch_config = true
 shutdown_grace_ms = 0
 session_idle_timeout_ms = 60000
 max_sessions = 3
@@ -53,6 +55,7 @@ ${UPSTREAM}`);
       host: '0.0.0.0',
       port: 0,
       max_request_size: 2048,
+      watch_config: true,
       shutdown_grace_ms: 0,
       session_idle_timeout_ms: 60_000,
       max_sessions: 3,

@@ -83,6 +83,7 @@ describe('exported types', () => {
       host: string;
       port: number;
       max_request_size: number;
+      watch_config: boolean;
       shutdown_grace_ms: number;
       session_idle_timeout_ms: number;
       max_sessions: number;
