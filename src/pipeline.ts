@@ -123,23 +123,24 @@ type Route =
  * function of this file with the stage's name.
  */
 export async function handlePost(context: Context, reply: FastifyReply): Promise<void> {
-  await refusals(reply, async () => {
+  // One async frame for the whole POST: every async function (and every await of one) costs a
+  // promise and a microtask per request, so the stages below await only what is really pending.
+  try {
     context = access(context);
     const incoming = decode(context);
-    const route = await session(context, incoming, reply);
+    const routed = session(context, incoming, reply);
+    const route = routed instanceof Promise ? await routed : routed;
     // undefined: stage 4 answered the POST itself (initialize, a modern notification, a listen).
     if (route) await exchange(context, route, incoming, reply, { limits: true });
-  });
+  } catch (err) {
+    refused(reply, err);
+  }
 }
 
 /** Every GatewayError a stage throws is the request's answer (src/http/errors.ts renders it); anything else is a bug, for the error handler. */
-async function refusals(reply: FastifyReply, stages: () => Promise<void> | void): Promise<void> {
-  try {
-    await stages();
-  } catch (err) {
-    if (err instanceof GatewayError) sendError(reply, err);
-    else throw err;
-  }
+function refused(reply: FastifyReply, err: unknown): void {
+  if (err instanceof GatewayError) sendError(reply, err);
+  else throw err;
 }
 
 /**
@@ -203,21 +204,26 @@ function checkWellFormed({ identity, recorder, request, target }: Context, decod
  * `_meta`; `server/discover` is answered from what the server said when the gateway initialized
  * it, and a method the era does not have is a 404.
  */
-async function session(context: Context, incoming: Incoming, reply: FastifyReply): Promise<Route | undefined> {
+function session(context: Context, incoming: Incoming, reply: FastifyReply): Route | Promise<Route | undefined> | undefined {
   const { request } = context;
   if (incoming.modern) return modernRoute(context, incoming.messages[0]!, incoming.modern, reply);
   const sessionId = header(request, SESSION_HEADER);
-  const initialize = incoming.messages.find((m): m is JsonRpcRequest => isRequest(m) && m.method === 'initialize');
-  if (initialize) {
-    await openSession(context, initialize, incoming.messages.length, sessionId, reply);
-    return undefined;
-  }
+  const initialize = incoming.messages.find(isInitialize);
+  if (initialize) return openSession(context, initialize, incoming.messages.length, sessionId, reply);
   checkProtocolVersion(request);
-  if (sessionId === undefined) return { kind: 'shared' };
+  if (sessionId === undefined) return SHARED;
   const found = findSession(context, sessionId);
   found.touch();
   return { kind: 'session', session: found };
 }
+
+/** A legacy session's first request. */
+function isInitialize(m: JsonRpcMessage): m is JsonRpcRequest {
+  return isRequest(m) && m.method === 'initialize';
+}
+
+/** The route of every legacy request without a session (one object: a route is only read). */
+const SHARED: Route = { kind: 'shared' };
 
 /** Stage 4 for a 2026-07-28 message (src/eras/codec.ts: its headers are checked by now). */
 async function modernRoute(context: Context, message: JsonRpcMessage, modern: ModernContext, reply: FastifyReply): Promise<Route | undefined> {
@@ -234,7 +240,7 @@ async function modernRoute(context: Context, message: JsonRpcMessage, modern: Mo
     await listen(context, message, reply);
     return undefined;
   }
-  return { kind: 'shared' };
+  return SHARED;
 }
 
 /** The era of the target server: probed once and remembered (src/upstreams/). */
@@ -309,7 +315,7 @@ async function openSession(
   count: number,
   sessionId: string | undefined,
   reply: FastifyReply,
-): Promise<void> {
+): Promise<undefined> {
   if (count > 1) throw new GatewayError('invalid_request', 'Invalid Request: initialize must be sent on its own, not in a batch', initialize.id);
   if (sessionId !== undefined) {
     throw new GatewayError('invalid_request', 'Invalid Request: initialize opens a new session; send it without Mcp-Session-Id', initialize.id);
@@ -325,6 +331,7 @@ async function openSession(
   const headers: Record<string, string> = opened ? { [SESSION_HEADER]: opened.id } : {};
   const post = new PostResponse(reply, parseAccept(header(request, 'accept')), headers);
   post.finish([answered(response)], false);
+  return undefined;
 }
 
 /** How one exchange is run. */
@@ -351,7 +358,16 @@ async function exchange(context: Context, route: Route, incoming: Incoming, repl
     return;
   }
   const session = route.kind === 'session' ? route.session : undefined;
-  const upstream = session ? session.upstream : await sharedUpstream(context, incoming);
+  let upstream: UpstreamSession;
+  if (session) upstream = session.upstream;
+  else {
+    // Awaited here, not in a function of its own: that would be one more promise and microtask per request.
+    try {
+      upstream = await gateway.sharedSession(target.server, target.forwardPath, ownerKey(identity));
+    } catch (err) {
+      throw unreachable(context, incoming, err);
+    }
+  }
   try {
     const requests: JsonRpcRequest[] = [];
     for (const message of incoming.messages) {
@@ -390,25 +406,21 @@ function forwardingContext({ gateway, target, identity, request }: Context, post
 }
 
 /**
- * The identity's own upstream session for this server when the request has none (never
- * another's). When it cannot be had, each request of the body failed upstream, and is recorded
- * as such.
+ * Without a session, a request goes on the identity's own upstream session for this server
+ * (never another's). When that cannot be had, each request of the body failed upstream, and is
+ * recorded as such: the error to answer with (anything but an UpstreamError is a bug, rethrown).
  */
-async function sharedUpstream({ gateway, target, identity, recorder, request }: Context, incoming: Incoming): Promise<UpstreamSession> {
-  try {
-    return await gateway.sharedSession(target.server, target.forwardPath, ownerKey(identity));
-  } catch (err) {
-    if (!(err instanceof UpstreamError)) throw err;
-    const requests = incoming.messages.filter(isRequest);
-    const error = GatewayError.fromUpstream(err, requests[0]?.id ?? null);
-    const { body } = httpError(error);
-    for (const r of requests) {
-      const name = calledTool(r);
-      const tool = name === undefined ? undefined : toolOf(target, name);
-      recorder.forwarded(request, identity, tool?.server ?? target.server.name, r, tool?.tool, body, 0);
-    }
-    throw error;
+function unreachable({ target, identity, recorder, request }: Context, incoming: Incoming, err: unknown): GatewayError {
+  if (!(err instanceof UpstreamError)) throw err;
+  const requests = incoming.messages.filter(isRequest);
+  const error = GatewayError.fromUpstream(err, requests[0]?.id ?? null);
+  const { body } = httpError(error);
+  for (const r of requests) {
+    const name = calledTool(r);
+    const tool = name === undefined ? undefined : toolOf(target, name);
+    recorder.forwarded(request, identity, tool?.server ?? target.server.name, r, tool?.tool, body, 0);
   }
+  return error;
 }
 
 /** How answer() treats one request of an exchange. */
@@ -429,7 +441,9 @@ async function answer(context: Context, r: JsonRpcRequest, forwarding: Forwardin
   const tool = name === undefined ? undefined : toolOf(context.target, name);
   const authorized = authorize(context, r, tool);
   if ('refused' in authorized) return authorized.refused;
-  const limited = await limit(context, r, tool, step);
+  // Awaited only when a tool limit applies (limit() gives undefined otherwise): each await costs a microtask.
+  const limiting = limit(context, r, tool, step);
+  const limited = limiting && (await limiting);
   if (limited) return limited;
   const started = performance.now();
   const outcome = await forwarding.forward(authorized.forward);
@@ -497,14 +511,15 @@ function authorize(
  * Stage 6: each tools/call counts against the limits whose tool_pattern matches; a limited one
  * is answered in place (HTTP 429 when it is the only request) and never forwarded.
  */
-async function limit({ limiter, request, identity }: Context, r: JsonRpcRequest, tool: CalledTool | undefined, step: Step): Promise<Outcome | undefined> {
-  // No await unless a tool limit applies (checkToolCall gives undefined otherwise): each one costs a microtask.
+function limit({ limiter, request, identity }: Context, r: JsonRpcRequest, tool: CalledTool | undefined, step: Step): Promise<Outcome | undefined> | undefined {
+  // undefined unless a tool limit applies (checkToolCall gives undefined then): no promise, no microtask.
   const checking = step.limits && tool !== undefined ? limiter?.checkToolCall(request, identity, tool.tool, r.id, tool.server) : undefined;
-  const limited = checking === undefined ? undefined : await checking;
-  if (!limited) return undefined;
-  // Retry-After and RateLimit-* describe the response only when this is its one answer.
-  if (step.single) void step.reply.headers(limited.headers);
-  return errorOutcome(limited.error);
+  return checking?.then((limited) => {
+    if (!limited) return undefined;
+    // Retry-After and RateLimit-* describe the response only when this is its one answer.
+    if (step.single) void step.reply.headers(limited.headers);
+    return errorOutcome(limited.error);
+  });
 }
 
 /**
@@ -547,18 +562,19 @@ export function handleGet(context: Context, reply: FastifyReply): void {
     if (session.eventStream?.open) throw new GatewayError('stream_conflict', 'Conflict: only one stream is allowed per session');
     session.attachEventStream(SseWriter.of(reply, { [SESSION_HEADER]: session.id }, { keepalive: true }));
   } catch (err) {
-    if (err instanceof GatewayError) sendError(reply, err);
-    else throw err;
+    refused(reply, err);
   }
 }
 
 /** DELETE: the client ends its session. */
 export async function handleDelete(context: Context, reply: FastifyReply): Promise<void> {
-  await refusals(reply, async () => {
+  try {
     context = access(context);
     const sessionId = header(context.request, SESSION_HEADER);
     if (sessionId === undefined) throw new GatewayError('session_required', 'Bad Request: Mcp-Session-Id header is required');
     await context.gateway.sessions.close(findSession(context, sessionId), 'client DELETE');
     void reply.code(200).send();
-  });
+  } catch (err) {
+    refused(reply, err);
+  }
 }
