@@ -7,9 +7,10 @@
 import { existsSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CheckResult } from '../../src/cli/check-upstream.js';
-import { cleanupTempDirs, ensureBuilt, leftovers, marker, NODE, q, runCli, tempDir, writeConfig } from '../helpers/cli.js';
+import { cleanupTempDirs, ensureBuilt, leftovers, NODE, q, runCli, tempDir, writeConfig } from '../helpers/cli.js';
+import { testMarker } from '../helpers/concurrent-cli.js';
 import { EverythingServer, freePort } from '../helpers/everything.js';
 import { EVERYTHING } from '../helpers/gateway.js';
 
@@ -17,8 +18,6 @@ type Row = CheckResult;
 
 let http: EverythingServer;
 let sse: EverythingServer;
-/** Markers used by the current test: checked (and their processes ended) after it. */
-const markers: string[] = [];
 
 beforeAll(async () => {
   [, http, sse] = await Promise.all([ensureBuilt(), EverythingServer.start('streamableHttp'), EverythingServer.start('sse')]);
@@ -29,16 +28,14 @@ afterAll(async () => {
   cleanupTempDirs();
 });
 
-afterEach(async () => {
-  // Whatever a failed assertion left running is ended here (by pid), so tests stay independent.
-  for (const m of markers.splice(0)) await leftovers(m, 0);
-});
-
-function mark(label: string): string {
-  const m = marker(label);
-  markers.push(m);
-  return m;
-}
+/**
+ * A marker for the processes of one test. Most tests run concurrently (each runs the command on a
+ * config of its own, its processes carrying its own marker): once this test is over, whatever a
+ * failed assertion left running with its marker is ended (by pid), so tests stay independent.
+ * Those that bound the command's run time (--timeout 2) run one after the other, alone, as
+ * before: the bound's slack is for a busy machine, not for the other tests of this file.
+ */
+const mark = testMarker;
 
 function stdioServer(name: string, command: string, args: string[], extra = ''): string {
   return `[[upstream.servers]]\nname = ${q(name)}\npath_prefix = ${q(`/${name}`)}\ntransport = "stdio"\ncommand = ${q(command)}\nargs = [${args.map(q).join(', ')}]\n${extra}\n`;
@@ -67,9 +64,9 @@ function tableRows(stdout: string): Array<Record<string, string>> {
   });
 }
 
-describe('check-upstream', () => {
-  it('all healthy (stdio, http, sse): exit 0, one row each with its tools, as a table', async () => {
-    const m = mark('healthy-table');
+describe.concurrent('check-upstream', () => {
+  it('all healthy (stdio, http, sse): exit 0, one row each with its tools, as a table', async (context) => {
+    const m = mark('healthy-table', context);
     const r = await runCli(['check-upstream', '-c', writeConfig(healthy(m)), '--timeout', '20']);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     const rows = tableRows(r.stdout);
@@ -86,8 +83,8 @@ describe('check-upstream', () => {
     expect(await leftovers(m)).toEqual([]);
   });
 
-  it('all healthy, --json: the same rows as JSON', async () => {
-    const m = mark('healthy-json');
+  it('all healthy, --json: the same rows as JSON', async (context) => {
+    const m = mark('healthy-json', context);
     const r = await runCli(['check-upstream', '-c', writeConfig(healthy(m)), '--json']);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     const rows = JSON.parse(r.stdout) as Row[];
@@ -109,8 +106,8 @@ describe('check-upstream', () => {
     expect(await leftovers(m)).toEqual([]);
   });
 
-  it('broken servers: exit 1, each says why, the healthy rows are still ok', async () => {
-    const m = mark('broken');
+  it('broken servers: exit 1, each says why, the healthy rows are still ok', async (context) => {
+    const m = mark('broken', context);
     const deadPort = await freePort();
     const config = [
       healthy(m),
@@ -183,8 +180,8 @@ describe('check-upstream', () => {
       await modern?.stop();
     });
 
-    it('is found modern over stdio and http and listed without a session; a configured era is shown as such', async () => {
-      const m = mark('modern');
+    it('is found modern over stdio and http and listed without a session; a configured era is shown as such', async (context) => {
+      const m = mark('modern', context);
       const config = [
         stdioServer('modern_stdio', NODE, [FIXTURE, 'stdio', '--modern-only', m]),
         urlServer('modern_http', 'http', modern.url),
@@ -206,8 +203,8 @@ describe('check-upstream', () => {
     });
   });
 
-  it('--timeout 2 with a stdio server that never answers: exit 1 in bounded time, nothing left running', async () => {
-    const m = mark('silent');
+  it.sequential('--timeout 2 with a stdio server that never answers: exit 1 in bounded time, nothing left running', async (context) => {
+    const m = mark('silent', context);
     const config = [stdioServer('silent', NODE, ['-e', 'setInterval(() => {}, 1000)', m]), urlServer('remote', 'http', http.url)].join('\n');
     const r = await runCli(['check-upstream', '-c', writeConfig(config), '--timeout', '2', '--json'], { timeoutMs: 15_000 });
     console.log(`check-upstream --timeout 2 (silent stdio server): ${r.durationMs} ms`);
@@ -224,8 +221,8 @@ describe('check-upstream', () => {
     expect(await leftovers(m)).toEqual([]);
   });
 
-  it('--timeout 2 with a silent tree that ignores SIGTERM (sh -> node): still bounded, the whole tree ends', async () => {
-    const m = mark('stubborn');
+  it.sequential('--timeout 2 with a silent tree that ignores SIGTERM (sh -> node): still bounded, the whole tree ends', async (context) => {
+    const m = mark('stubborn', context);
     // The grandchild ignores SIGTERM and holds the pipes open: only SIGKILL to the group ends it.
     const script = `${q(NODE)} -e 'process.on("SIGTERM", () => {}); setInterval(() => {}, 1000)' ${m} & wait`;
     const r = await runCli(['check-upstream', '-c', writeConfig(stdioServer('stubborn', 'sh', ['-c', script])), '--timeout', '2'], { timeoutMs: 15_000 });
@@ -238,8 +235,8 @@ describe('check-upstream', () => {
     expect(await leftovers(m)).toEqual([]);
   });
 
-  it('a wrapper that exits at once, leaving a grandchild that holds its pipes: reported long before --timeout', async () => {
-    const m = mark('orphan');
+  it.sequential('a wrapper that exits at once, leaving a grandchild that holds its pipes: reported long before --timeout', async (context) => {
+    const m = mark('orphan', context);
     const script = `${q(NODE)} -e 'setInterval(() => {}, 1000)' ${m} & exit 3`;
     const r = await runCli(['check-upstream', '-c', writeConfig(stdioServer('orphaning', 'sh', ['-c', script])), '--timeout', '20', '--json'], {
       timeoutMs: 25_000,
@@ -254,7 +251,7 @@ describe('check-upstream', () => {
     expect(await leftovers(m)).toEqual([]);
   });
 
-  describe('an http server that accepts connections and never answers', () => {
+  describe.sequential('an http server that accepts connections and never answers', () => {
     let server: Server;
     let port: number;
     const sockets = new Set<Socket>();
@@ -291,8 +288,8 @@ describe('check-upstream', () => {
     });
   });
 
-  it('an invalid config: exit 1, the key path on stderr, nothing started', async () => {
-    const m = mark('invalid');
+  it('an invalid config: exit 1, the key path on stderr, nothing started', async (context) => {
+    const m = mark('invalid', context);
     const started = join(tempDir(), 'started');
     const child = `require("fs").writeFileSync(${JSON.stringify(started)}, "yes"); setInterval(() => {}, 1000)`;
     const config = `${stdioServer('a', NODE, ['-e', child, m])}\n[[upstream.servers]]\nname = "b"\npath_prefix = "/b"\ntransport = "http"\n`;

@@ -11,19 +11,23 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { existsSync, readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { CliProcess, leftovers, trackProcesses, NODE, processesWith, q, ROOT, runCli, tempDir, waitFor, writeConfig } from '../helpers/cli.js';
+import { describe, expect, it, type TestContext } from 'vitest';
+import { CliProcess, leftovers, NODE, processesWith, q, ROOT, runCli, tempDir, waitFor, writeConfig } from '../helpers/cli.js';
+import { cliFile, ownedBy, testMarker as mark } from '../helpers/concurrent-cli.js';
+import { atMostConcurrentTests } from '../helpers/concurrency.js';
 import { EverythingServer, freePort } from '../helpers/everything.js';
 import { curlPost, EVERYTHING } from '../helpers/gateway.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const { running, mark } = trackProcesses();
+// The tests run concurrently (describe.concurrent), two at a time: each has its own gateway on
+// its own port, and its own marker on the processes of its tree. Most of their time is waiting
+// (calls in flight, grace periods, slow starts); the shutdown bounds asserted have slack for a busy machine.
+cliFile();
+atMostConcurrentTests(2);
 
-function serve(config: string, extra: string[] = []): CliProcess {
-  const p = new CliProcess(['serve', '-c', writeConfig(config), '--host', '127.0.0.1', '--port', '0', ...extra]);
-  running.push(p);
-  return p;
+function serve(context: TestContext, config: string, extra: string[] = []): CliProcess {
+  return ownedBy(context, new CliProcess(['serve', '-c', writeConfig(config), '--host', '127.0.0.1', '--port', '0', ...extra]));
 }
 
 function stdioServer(name: string, command: string, args: string[], extra = ''): string {
@@ -79,11 +83,11 @@ const longCall = (id: number, duration: number) => ({
   params: { name: 'trigger-long-running-operation', arguments: { duration, steps: 4 } },
 });
 
-describe('serve: shutdown', () => {
-  it('SIGTERM: the in-flight call completes, new connections are refused, exit 0 within the grace period, no process of the tree remains', async () => {
-    const m = mark('sigterm');
+describe.concurrent('serve: shutdown', () => {
+  it('SIGTERM: the in-flight call completes, new connections are refused, exit 0 within the grace period, no process of the tree remains', async (context) => {
+    const m = mark('sigterm', context);
     const child = everythingTeed('everything', m);
-    const gw = serve(`[server]\nshutdown_grace_ms = 8000\n\n${child.config}`);
+    const gw = serve(context, `[server]\nshutdown_grace_ms = 8000\n\n${child.config}`);
     const base = await gw.address();
     expect(base).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     await waitReady(base);
@@ -104,7 +108,7 @@ describe('serve: shutdown', () => {
     const sentAt = gw.signal('SIGTERM');
 
     await waitFor(() => refused(base), 2_000, 'new connections to be refused');
-    await expect(fetch(`${base}/health`)).rejects.toThrow();
+    await context.expect(fetch(`${base}/health`)).rejects.toThrow();
 
     const reply = await inflight;
     expect(reply.status, reply.text).toBe(200);
@@ -123,9 +127,9 @@ describe('serve: shutdown', () => {
     expect(await leftovers(m)).toEqual([]);
   });
 
-  it('SIGINT with an npx-launched server (npx -> sh -> node): exit 0 promptly, the whole tree ends', async () => {
-    const m = mark('sigint');
-    const gw = serve(stdioServer('everything', 'npx', ['--no-install', '@modelcontextprotocol/server-everything', 'stdio', m], `cwd = ${q(ROOT)}`));
+  it('SIGINT with an npx-launched server (npx -> sh -> node): exit 0 promptly, the whole tree ends', async (context) => {
+    const m = mark('sigint', context);
+    const gw = serve(context, stdioServer('everything', 'npx', ['--no-install', '@modelcontextprotocol/server-everything', 'stdio', m], `cwd = ${q(ROOT)}`));
     const base = await gw.address();
     await waitReady(base, 30_000);
     expect(processesWith(m).length).toBeGreaterThanOrEqual(2);
@@ -143,10 +147,10 @@ describe('serve: shutdown', () => {
     expect(await leftovers(m)).toEqual([]);
   });
 
-  it('a call longer than the grace period: exit 0 soon after the grace period, the client gets an answer, nothing remains', async () => {
-    const m = mark('grace');
+  it('a call longer than the grace period: exit 0 soon after the grace period, the client gets an answer, nothing remains', async (context) => {
+    const m = mark('grace', context);
     const child = everythingTeed('everything', m);
-    const gw = serve(`[server]\nshutdown_grace_ms = 1000\n\n${child.config}`);
+    const gw = serve(context, `[server]\nshutdown_grace_ms = 1000\n\n${child.config}`);
     const base = await gw.address();
     await waitReady(base);
     const inflight = post(base, '/mcp/everything', longCall(7, 30)).catch((err: Error) => ({ status: 0, json: undefined, text: String(err) }));
@@ -165,9 +169,9 @@ describe('serve: shutdown', () => {
     expect(await leftovers(m)).toEqual([]);
   });
 
-  it('SIGTERM with an SDK client holding a session and its event stream: exit 0 promptly', async () => {
-    const m = mark('session');
-    const gw = serve(`[server]\nshutdown_grace_ms = 8000\n\n${everythingViaShell('everything', m)}`);
+  it('SIGTERM with an SDK client holding a session and its event stream: exit 0 promptly', async (context) => {
+    const m = mark('session', context);
+    const gw = serve(context, `[server]\nshutdown_grace_ms = 8000\n\n${everythingViaShell('everything', m)}`);
     const base = await gw.address();
     await waitReady(base);
     // The SDK opens its standalone GET stream without telling: its fetch, watched, shows the 200.
@@ -189,14 +193,14 @@ describe('serve: shutdown', () => {
     expect(exit).toMatchObject({ code: 0, signal: null });
     // An idle session (an open event stream, no request in flight) does not hold up the shutdown: well inside the 8 s grace.
     expect(shutdownMs).toBeLessThan(8_000 / 2);
-    await expect(client.listTools()).rejects.toThrow();
+    await context.expect(client.listTools()).rejects.toThrow();
     await client.close().catch(() => undefined);
     expect(await leftovers(m)).toEqual([]);
   });
 
-  it('SIGTERM during a streamed call (SDK client, progress over SSE): the stream runs to its result, then exit 0', async () => {
-    const m = mark('stream');
-    const gw = serve(`[server]\nshutdown_grace_ms = 8000\n\n${everythingViaShell('everything', m)}`);
+  it('SIGTERM during a streamed call (SDK client, progress over SSE): the stream runs to its result, then exit 0', async (context) => {
+    const m = mark('stream', context);
+    const gw = serve(context, `[server]\nshutdown_grace_ms = 8000\n\n${everythingViaShell('everything', m)}`);
     const base = await gw.address();
     await waitReady(base);
     const client = new Client({ name: 'cli-test', version: '1.0.0' });
@@ -226,10 +230,11 @@ describe('serve: shutdown', () => {
     expect(await leftovers(m)).toEqual([]);
   });
 
-  it('SIGTERM with a session on an http upstream that has stopped answering: exit 0 in bounded time', async () => {
+  it('SIGTERM with a session on an http upstream that has stopped answering: exit 0 in bounded time', async (context) => {
     const upstream = await EverythingServer.start('streamableHttp');
     try {
       const gw = serve(
+        context,
         `[server]\nshutdown_grace_ms = 2000\n\n[[upstream.servers]]\nname = "remote"\npath_prefix = "/remote"\nurl = ${q(upstream.url)}\ntimeout_ms = 60000\n`,
       );
       const base = await gw.address();
@@ -256,10 +261,10 @@ describe('serve: shutdown', () => {
     }
   });
 
-  it('a second signal exits at once, still ending the whole tree', async () => {
-    const m = mark('twice');
+  it('a second signal exits at once, still ending the whole tree', async (context) => {
+    const m = mark('twice', context);
     const child = everythingTeed('everything', m);
-    const gw = serve(`[server]\nshutdown_grace_ms = 20000\n\n${child.config}`);
+    const gw = serve(context, `[server]\nshutdown_grace_ms = 20000\n\n${child.config}`);
     const base = await gw.address();
     await waitReady(base);
     void post(base, '/mcp/everything', longCall(3, 30)).catch(() => undefined);
@@ -279,11 +284,11 @@ describe('serve: shutdown', () => {
     expect(await leftovers(m)).toEqual([]);
   });
 
-  it('a child that ignores SIGTERM is killed: exit 0, nothing remains', async () => {
-    const m = mark('stubborn');
+  it('a child that ignores SIGTERM is killed: exit 0, nothing remains', async (context) => {
+    const m = mark('stubborn', context);
     // node ignores SIGTERM and keeps the pipes open; everything still runs beside it.
     const stubborn = `${q(NODE)} -e 'process.on("SIGTERM", () => {}); setInterval(() => {}, 1000)' ${m} & `;
-    const gw = serve(`[server]\nshutdown_grace_ms = 5000\n\n${everythingViaShell('everything', m, stubborn)}`);
+    const gw = serve(context, `[server]\nshutdown_grace_ms = 5000\n\n${everythingViaShell('everything', m, stubborn)}`);
     const base = await gw.address();
     await waitReady(base);
     expect(processesWith(m).length).toBeGreaterThanOrEqual(3);
@@ -296,10 +301,10 @@ describe('serve: shutdown', () => {
     expect(await leftovers(m)).toEqual([]);
   });
 
-  it('SIGTERM while the upstream is still starting: exit 0 at once, nothing remains', async () => {
-    const m = mark('starting');
+  it('SIGTERM while the upstream is still starting: exit 0 at once, nothing remains', async (context) => {
+    const m = mark('starting', context);
     const slow = `${q(NODE)} -e 'setTimeout(() => {}, 10000)' ${m} && `;
-    const gw = serve(everythingViaShell('everything', m, slow));
+    const gw = serve(context, everythingViaShell('everything', m, slow));
     const base = await gw.address();
     await waitFor(() => processesWith(m).length > 0, 5_000, 'the slow child to start');
     expect((await readyStatus(base)).status).toBe(503);
@@ -313,11 +318,11 @@ describe('serve: shutdown', () => {
   });
 });
 
-describe('serve: readiness', () => {
-  it('/ready is 503 while the upstream starts, 200 once it is up; /health and /live at once', async () => {
-    const m = mark('ready');
+describe.concurrent('serve: readiness', () => {
+  it('/ready is 503 while the upstream starts, 200 once it is up; /health and /live at once', async (context) => {
+    const m = mark('ready', context);
     const slow = `${q(NODE)} -e 'setTimeout(() => {}, 2500)' ${m} && `;
-    const gw = serve(everythingViaShell('everything', m, slow));
+    const gw = serve(context, everythingViaShell('everything', m, slow));
     const base = await gw.address();
     expect((await fetch(`${base}/health`)).status).toBe(200);
     expect((await fetch(`${base}/live`)).status).toBe(200);
@@ -333,9 +338,9 @@ describe('serve: readiness', () => {
     expect(await leftovers(m)).toEqual([]);
   });
 
-  it('/ready goes 503 while the only upstream is down and back to 200 after its restart; the new tree ends on SIGTERM too', async () => {
-    const m = mark('restart');
-    const gw = serve(`${everythingViaShell('everything', m)}restart_backoff_ms = 1500\n`);
+  it('/ready goes 503 while the only upstream is down and back to 200 after its restart; the new tree ends on SIGTERM too', async (context) => {
+    const m = mark('restart', context);
+    const gw = serve(context, `${everythingViaShell('everything', m)}restart_backoff_ms = 1500\n`);
     const base = await gw.address();
     await waitReady(base);
     const first = processesWith(m);
@@ -358,11 +363,11 @@ describe('serve: readiness', () => {
     expect(await leftovers(m)).toEqual([]);
   });
 
-  it('a server that dies while a helper it left behind holds its pipes: noticed, the helper ended, restarted', async () => {
-    const m = mark('helper');
+  it('a server that dies while a helper it left behind holds its pipes: noticed, the helper ended, restarted', async (context) => {
+    const m = mark('helper', context);
     // sh starts a helper in the background, then becomes the server (exec): the helper shares the pipes.
     const script = `${q(NODE)} -e 'setInterval(() => {}, 1000)' helper-${m} & exec ${q(NODE)} ${q(EVERYTHING)} stdio ${m}`;
-    const gw = serve(`${stdioServer('everything', 'sh', ['-c', script])}restart_backoff_ms = 200\n`);
+    const gw = serve(context, `${stdioServer('everything', 'sh', ['-c', script])}restart_backoff_ms = 200\n`);
     const base = await gw.address();
     await waitReady(base);
     const helper = processesWith(`helper-${m}`);
@@ -380,11 +385,10 @@ describe('serve: readiness', () => {
     expect(await leftovers(m)).toEqual([]);
   });
 
-  it('the listening line carries the address, the servers and the version', async () => {
-    const m = mark('listen');
+  it('the listening line carries the address, the servers and the version', async (context) => {
+    const m = mark('listen', context);
     const port = await freePort();
-    const gw = new CliProcess(['run', '-c', writeConfig(everythingViaShell('everything', m)), '--host', '127.0.0.1', '--port', String(port)]);
-    running.push(gw);
+    const gw = ownedBy(context, new CliProcess(['run', '-c', writeConfig(everythingViaShell('everything', m)), '--host', '127.0.0.1', '--port', String(port)]));
     const line = await gw.waitForLog('mcp-guard listening');
     expect(line).toMatchObject({ address: `http://127.0.0.1:${port}`, servers: ['everything'] });
     expect(typeof line['version']).toBe('string');
@@ -395,9 +399,9 @@ describe('serve: readiness', () => {
   });
 });
 
-describe('serve: refuses to start', () => {
-  it('an invalid config: exit 1 with the key path, nothing started, nothing listening', async () => {
-    const m = mark('invalid');
+describe.concurrent('serve: refuses to start', () => {
+  it('an invalid config: exit 1 with the key path, nothing started, nothing listening', async (context) => {
+    const m = mark('invalid', context);
     const started = join(tempDir(), 'started');
     const port = await freePort();
     const child = `require("fs").writeFileSync(${JSON.stringify(started)}, "yes"); setInterval(() => {}, 1000)`;
@@ -411,8 +415,8 @@ describe('serve: refuses to start', () => {
     expect(await refused(`http://127.0.0.1:${port}`)).toBe(true);
   });
 
-  it('--port abc: exit 2 with a usage line', async () => {
-    const m = mark('badport');
+  it('--port abc: exit 2 with a usage line', async (context) => {
+    const m = mark('badport', context);
     const r = await runCli(['serve', '-c', writeConfig(everythingViaShell('everything', m)), '--port', 'abc']);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/--port must be an integer from 0 to 65535, got 'abc'/);
@@ -420,8 +424,8 @@ describe('serve: refuses to start', () => {
     expect(await leftovers(m, 0)).toEqual([]);
   });
 
-  it('a port already in use: exit 1 saying so, no child left behind', async () => {
-    const m = mark('inuse');
+  it('a port already in use: exit 1 saying so, no child left behind', async (context) => {
+    const m = mark('inuse', context);
     const blocker = createServer();
     await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
     const port = (blocker.address() as { port: number }).port;

@@ -79,7 +79,8 @@ describe('[[virtual_servers]]', () => {
   });
 
   it("refuses members whose names could make the same tool name (a hostile member could shadow the other's tools)", () => {
-    const toml = '[[upstream.servers]]\nname = "git"\ncommand = "x"\npath_prefix = "/g"\n[[upstream.servers]]\nname = "git__hub"\ncommand = "x"\npath_prefix = "/gh"\n';
+    const toml =
+      '[[upstream.servers]]\nname = "git"\ncommand = "x"\npath_prefix = "/g"\n[[upstream.servers]]\nname = "git__hub"\ncommand = "x"\npath_prefix = "/gh"\n';
     expect(configErrors(`${toml}[[virtual_servers]]\nname = "v"\nservers = ["*"]\n`)).toEqual([
       'virtual_servers[0].servers: "git" and "git__hub" cannot both be members with separator "__": their tool names could be the same; choose another separator',
     ]);

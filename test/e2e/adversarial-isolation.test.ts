@@ -3,11 +3,17 @@
  * steer or break identity A's work, or the gateway, with real server-everything upstreams (stdio
  * and streamable HTTP). Each describe block is one attack; a test asserts the secure behaviour
  * (it failed while the hole was open, and stays as a regression test).
+ *
+ * Each describe block has a gateway of its own and the blocks run concurrently, two at a time.
+ * The tests of the first block only read what its beforeAll set up, and run concurrently too;
+ * those of a block whose tests build on a shared state (a circuit, a probed path) run one after
+ * the other (it.sequential; their timeout is the configured 60 s).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { atMostConcurrentBlocks } from '../helpers/concurrency.js';
 import { EverythingServer } from '../helpers/everything.js';
 import { curlPost, everythingStdio, q, startGateway, waitFor, type RunningGateway } from '../helpers/gateway.js';
 import { bearer, connect, makeKey, type Caller, type Key } from '../helpers/identities.js';
@@ -50,7 +56,11 @@ const MODERN_ENVELOPE = {
   'io.modelcontextprotocol/clientInfo': { name: 'attacker', version: '1.0.0' },
 };
 
-describe.each(['stdio', 'http'] as const)('attack over %s: B uses what it learnt of A (session id, task id) in every request shape', (transport) => {
+/** Two blocks at a time: each starts a gateway and its upstreams. */
+const takeSlot = atMostConcurrentBlocks(2);
+
+describe.concurrent.each(['stdio', 'http'] as const)('attack over %s: B uses what it learnt of A (session id, task id) in every request shape', (transport) => {
+  takeSlot();
   let alice: Key;
   let bob: Key;
   let gw: RunningGateway;
@@ -162,7 +172,8 @@ describe.each(['stdio', 'http'] as const)('attack over %s: B uses what it learnt
   }, 30_000);
 });
 
-describe('attack: notifications/cancelled naming the request id of another identity\'s call (isolation = "shared")', () => {
+describe.concurrent('attack: notifications/cancelled naming the request id of another identity\'s call (isolation = "shared")', () => {
+  takeSlot();
   let alice: Key;
   let bob: Key;
   let gw: RunningGateway;
@@ -205,7 +216,8 @@ describe('attack: notifications/cancelled naming the request id of another ident
   }, 60_000);
 });
 
-describe('attack: a log line of A in shared mode, sent while only B has a call in flight (isolation = "shared")', () => {
+describe.concurrent('attack: a log line of A in shared mode, sent while only B has a call in flight (isolation = "shared")', () => {
+  takeSlot();
   let alice: Key;
   let bob: Key;
   let gw: RunningGateway;
@@ -255,7 +267,8 @@ describe('attack: a log line of A in shared mode, sent while only B has a call i
   }, 60_000);
 });
 
-describe("attack: flooding session-less requests with distinct query strings to evict A's upstream session", () => {
+describe.concurrent("attack: flooding session-less requests with distinct query strings to evict A's upstream session", () => {
+  takeSlot();
   let alice: Key;
   let bob: Key;
   let gw: RunningGateway;
@@ -300,7 +313,8 @@ ${bob.block}
   }, 120_000);
 });
 
-describe("attack: B's own requests open the server's circuit for A", () => {
+describe.concurrent("attack: B's own requests open the server's circuit for A", () => {
+  takeSlot();
   let alice: Key;
   let bob: Key;
   let gw: RunningGateway;
@@ -351,7 +365,7 @@ ${bob.block}
     await everything?.stop();
   });
 
-  it("B's calls that time out open B's own circuit only: A is still served", async () => {
+  it.sequential("B's calls that time out open B's own circuit only: A is still served", async () => {
     const url = `${gw.url}/mcp/local`;
     // Each identity's child started first: what times out below is B's call, not a busy
     // machine's slow start of a child.
@@ -366,18 +380,19 @@ ${bob.block}
     expect(third.json.error.message).toMatch(/to this identity/);
     const alices = await curlPost(url, { jsonrpc: '2.0', id: 3, method: 'tools/list' }, bearer(alice));
     expect(alices.status, alices.text).toBe(200);
-  }, 60_000);
+  });
 
-  it("B's requests on a path the upstream refuses (the era probe follows B's path) do not open the circuit for A", async () => {
+  it.sequential("B's requests on a path the upstream refuses (the era probe follows B's path) do not open the circuit for A", async () => {
     // Before anyone has reached "web", B's requests name a path of B's choosing under its prefix.
     for (let i = 0; i < 3; i++) await curlPost(`${gw.url}/web/nowhere`, { jsonrpc: '2.0', id: 1, method: 'tools/list' }, bearer(bob));
     const alices = await curlPost(`${gw.url}/mcp/web`, { jsonrpc: '2.0', id: 2, method: 'tools/list' }, bearer(alice));
     expect(alices.status, alices.text).toBe(200);
     expect(alices.json.result.tools.length).toBeGreaterThan(0);
-  }, 60_000);
+  });
 });
 
-describe('era verdict poisoning through the probe path', () => {
+describe.concurrent('era verdict poisoning through the probe path', () => {
+  takeSlot();
   // A 2026-07-28-only server (the v2 fixture, `--modern-only`: it refuses legacy traffic) behind
   // a reverse proxy that routes one path to it: /mcp/good. /mcp/hang is held unanswered and any
   // other path is a 404, as a proxy answers a path with no route. The gateway reaches it by
@@ -480,7 +495,7 @@ describe('era verdict poisoning through the probe path', () => {
     expect(events).not.toContain('recv initialize');
   }
 
-  it("B's probe of a path that answers 404 does not make the server legacy for A's requests to another path", async () => {
+  it.sequential("B's probe of a path that answers 404 does not make the server legacy for A's requests to another path", async () => {
     // B first, before anyone has reached the server: its path answers 404, legacy by the fallback.
     const bobs = await post(`${gw.url}/m1/nowhere`, modernEcho(1, 'bob'), { ...bearer(bob), ...modernHeaders('tools/call', 'echo') });
     expect(bobs.json?.result, bobs.text).toBeUndefined();
@@ -491,9 +506,9 @@ describe('era verdict poisoning through the probe path', () => {
     const again = await post(`${gw.url}/m1/nowhere`, modernEcho(3, 'bob'), { ...bearer(bob), ...modernHeaders('tools/call', 'echo') });
     expect(again.json?.result, again.text).toBeUndefined();
     await aliceIsServed('m1');
-  }, 60_000);
+  });
 
-  it("A's request does not wait for, nor fail with, B's probe of a path that never answers", async () => {
+  it.sequential("A's request does not wait for, nor fail with, B's probe of a path that never answers", async () => {
     const bobs = post(`${gw.url}/m2/hang`, modernEcho(1, 'bob'), { ...bearer(bob), ...modernHeaders('tools/call', 'echo') });
     await waitFor(() => hangs === 1, 10_000, "B's probe to reach the held path");
     // B's probe is in flight (for up to timeout_ms); A's request to the good path has its own.
@@ -501,5 +516,5 @@ describe('era verdict poisoning through the probe path', () => {
     expect(hangs).toBe(1);
     for (const release of held.splice(0)) release();
     expect((await bobs).json?.result).toBeUndefined();
-  }, 60_000);
+  });
 });

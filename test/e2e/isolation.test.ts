@@ -4,8 +4,15 @@
  * work. With `isolation = "identity"` (the default) every identity has its own child, so nothing
  * can cross; with `isolation = "shared"` a server message that cannot be attributed to one
  * identity goes to nobody and is reported.
+ *
+ * Each describe block has a gateway of its own (its own identities, children and log) and the
+ * blocks run concurrently, two at a time: most of their time is spent waiting on
+ * server-everything (its 5 s log interval, its long-running operations). The tests of one block
+ * share its gateway and its afterEach, so they run one after the other (it.sequential; their
+ * timeout is the configured 60 s).
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { atMostConcurrentBlocks } from '../helpers/concurrency.js';
 import { EverythingServer } from '../helpers/everything.js';
 import { curlPost, everythingStdio, startGateway, waitFor, type RunningGateway } from '../helpers/gateway.js';
 import { bearer, connect, makeKey, resultText as text, route, type Caller, type Key } from '../helpers/identities.js';
@@ -31,7 +38,11 @@ async function bobAsksWhileAliceWorks(gw: RunningGateway, alice: Key, bob: Key, 
   return a;
 }
 
-describe('stdio isolation = "identity" (the default): one child per identity', () => {
+/** Two blocks at a time: each starts a gateway and its children. */
+const takeSlot = atMostConcurrentBlocks(2);
+
+describe.concurrent('stdio isolation = "identity" (the default): one child per identity', () => {
+  takeSlot();
   let alice: Key;
   let bob: Key;
   let gw: RunningGateway;
@@ -73,7 +84,8 @@ ${bob.block}
   });
 });
 
-describe.each(['stdio', 'http'] as const)('identities never cross through a %s upstream (isolation = "identity", the default)', (transport) => {
+describe.concurrent.each(['stdio', 'http'] as const)('identities never cross through a %s upstream (isolation = "identity", the default)', (transport) => {
+  takeSlot();
   let alice: Key;
   let bob: Key;
   let gw: RunningGateway;
@@ -104,15 +116,15 @@ ${bob.block}
     await everything?.stop();
   });
 
-  it('finding 3: a sampling request goes only to the identity whose call made it', async () => {
+  it.sequential('finding 3: a sampling request goes only to the identity whose call made it', async () => {
     const a = await bobAsksWhileAliceWorks(gw, alice, bob, open);
     // Alice's own sampling request does reach her.
     const own = await a.client.callTool({ name: 'trigger-sampling-request', arguments: { prompt: 'alice-prompt', maxTokens: 10 } });
     expect(text(own)).toContain('alice-prompt');
     expect(a.sampled).toHaveLength(1);
-  }, 60_000);
+  });
 
-  it("finding 4: the log lines of one identity's server never reach another identity", async () => {
+  it.sequential("finding 4: the log lines of one identity's server never reach another identity", async () => {
     const a = await connect(`${gw.url}/mcp/everything`, alice);
     open.push(a);
     const b = await connect(`${gw.url}/mcp/everything`, bob);
@@ -124,9 +136,9 @@ ${bob.block}
     await waitFor(() => a.logs.length >= 2, 30_000, "two of alice's simulated log lines");
     expect(b.logs).toEqual([]);
     await a.client.callTool({ name: 'toggle-simulated-logging', arguments: {} });
-  }, 60_000);
+  });
 
-  it("finding 1: another identity's task cannot be listed, read or cancelled, even without any session", async () => {
+  it.sequential("finding 1: another identity's task cannot be listed, read or cancelled, even without any session", async () => {
     const started = await curlPost(
       `${gw.url}/mcp/everything`,
       { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'simulate-research-query', arguments: { topic: 'alice-topic' }, task: { ttl: 60_000 } } },
@@ -147,10 +159,11 @@ ${bob.block}
     // Alice's task was not cancelled by Bob.
     const status = await curlPost(`${gw.url}/mcp/everything`, { jsonrpc: '2.0', id: 5, method: 'tasks/get', params: { taskId } }, bearer(alice));
     expect(status.json.result?.status).not.toBe('cancelled');
-  }, 60_000);
+  });
 });
 
-describe('stdio isolation: max_children', () => {
+describe.concurrent('stdio isolation: max_children', () => {
+  takeSlot();
   let alice: Key;
   let bob: Key;
   let gw: RunningGateway;
@@ -171,9 +184,11 @@ ${bob.block}
   });
 
   it('refuses a new identity with 503 and Retry-After while every child is working, and makes room once one is idle', async () => {
+    // 8 s: the refusal below must come while the call is still in flight, however busy the
+    // machine (the blocks of this file run concurrently); the test waits for the call's end anyway.
     const longCall = curlPost(
       `${gw.url}/mcp/everything`,
-      { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'trigger-long-running-operation', arguments: { duration: 2, steps: 2 } } },
+      { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'trigger-long-running-operation', arguments: { duration: 8, steps: 2 } } },
       bearer(alice),
     );
     // Alice's child is working: wait until her call is in flight on it.
@@ -194,7 +209,8 @@ ${bob.block}
   }, 60_000);
 });
 
-describe("stdio isolation at max_children: a child holding its owner's task is ended last", () => {
+describe.concurrent("stdio isolation at max_children: a child holding its owner's task is ended last", () => {
+  takeSlot();
   let alice: Key;
   let bob: Key;
   let carol: Key;
@@ -234,7 +250,8 @@ ${carol.block}
   }, 60_000);
 });
 
-describe('stdio isolation = "session": one child per client session', () => {
+describe.concurrent('stdio isolation = "session": one child per client session', () => {
+  takeSlot();
   let alice: Key;
   let gw: RunningGateway;
 
@@ -270,7 +287,8 @@ ${alice.block}
   }, 60_000);
 });
 
-describe('stdio isolation = "session" at max_children: one identity cannot push another out', () => {
+describe.concurrent('stdio isolation = "session" at max_children: one identity cannot push another out', () => {
+  takeSlot();
   let alice: Key;
   let mallory: Key;
   let gw: RunningGateway;
@@ -311,7 +329,8 @@ ${mallory.block}
   }, 90_000);
 });
 
-describe('stdio isolation = "shared": what cannot be attributed to one identity goes to nobody', () => {
+describe.concurrent('stdio isolation = "shared": what cannot be attributed to one identity goes to nobody', () => {
+  takeSlot();
   let alice: Key;
   let bob: Key;
   let carol: Key;
@@ -338,7 +357,7 @@ ${carol.block}
     await gw?.stop();
   });
 
-  it('finding 3: a sampling request made while two identities have calls in flight is refused, not given to either', async () => {
+  it.sequential('finding 3: a sampling request made while two identities have calls in flight is refused, not given to either', async () => {
     const a = await bobAsksWhileAliceWorks(gw, alice, bob, open);
     expect(gw.logs.some((l) => l.includes('withheld from every client') && l.includes('sampling/createMessage'))).toBe(true);
     // Alone on the server (Bob's session ended), Alice's own sampling request is hers without
@@ -346,9 +365,9 @@ ${carol.block}
     await open.splice(1, 1)[0]!.close();
     const own = await a.client.callTool({ name: 'trigger-sampling-request', arguments: { prompt: 'alice-prompt', maxTokens: 10 } });
     expect(text(own)).toContain('alice-prompt');
-  }, 60_000);
+  });
 
-  it('finding 4: log lines with sessions of several identities are withheld from all of them', async () => {
+  it.sequential('finding 4: log lines with sessions of several identities are withheld from all of them', async () => {
     const a = await connect(`${gw.url}/mcp/everything`, alice);
     open.push(a);
     const b = await connect(`${gw.url}/mcp/everything`, bob);
@@ -358,9 +377,9 @@ ${carol.block}
     await waitFor(() => gw.logs.some((l) => l.includes('withheld from every client') && l.includes('notifications/message')), 30_000, 'a withheld log line');
     expect(b.logs).toEqual([]);
     await a.client.callTool({ name: 'toggle-simulated-logging', arguments: {} });
-  }, 60_000);
+  });
 
-  it('finding 4: progress of a cancelled call reaches nobody, with no internal token leaked', async () => {
+  it.sequential('finding 4: progress of a cancelled call reaches nobody, with no internal token leaked', async () => {
     const a = await connect(`${gw.url}/mcp/everything`, alice);
     open.push(a);
     const b = await connect(`${gw.url}/mcp/everything`, bob);
@@ -385,5 +404,5 @@ ${carol.block}
     await c.client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 3, steps: 1 } });
     expect(b.errors.filter((e) => /progress/i.test(e))).toEqual([]);
     expect(a.errors.filter((e) => /progress/i.test(e))).toEqual([]);
-  }, 60_000);
+  });
 });

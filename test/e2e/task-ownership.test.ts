@@ -126,7 +126,10 @@ const UPSTREAMS = [
   { label: 'streamable HTTP', server: 'web' },
 ];
 
-describe('finding 1: tasks cross identities', () => {
+// The tests are independent (each starts tasks of its own) and mostly wait for the server's
+// simulated research (a few seconds a task): they run concurrently, except the last, whose point
+// is a reader's call alone in flight on the shared child.
+describe.concurrent('finding 1: tasks cross identities', () => {
   for (const { label, server } of UPSTREAMS) {
     it(`${label}, without sessions: the reader cannot see, read or cancel the admin's task and gets the server's own unknown-task answer; the admin keeps it`, async () => {
       const url = `${gw.url}/mcp/${server}`;
@@ -267,31 +270,35 @@ describe('finding 1: tasks cross identities', () => {
     for (const taskId of mine) expect(seenByAdmin.has(taskId), taskId).toBe(true);
   }, 40_000);
 
-  it("the status notifications of the admin's task never reach the reader, even while the reader's call is the only one in flight", async () => {
-    const url = new URL(`${gw.url}/mcp/everything`);
-    const readerClient = new Client({ name: 'tasks-e2e', version: '1.0.0' }, { capabilities: {} });
-    const heard: string[] = [];
-    readerClient.setNotificationHandler(TaskStatusNotificationSchema, async (n) => void heard.push(n.params.taskId));
-    await readerClient.connect(new StreamableHTTPClientTransport(url, { requestInit: { headers: bearer(reader) } }));
-    try {
-      // The reader waits on a call of its own, the only one in flight, while the admin's task
-      // moves through its stages (about a second each): a status the child sends then is easily
-      // taken for the reader's.
-      let progressed = 0;
-      const call = readerClient.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 6, steps: 6 } }, undefined, {
-        onprogress: () => void progressed++,
-        timeout: 30_000,
-      });
-      await waitFor(() => progressed > 0, 10_000, "the reader's call to be under way");
-      const created = await rpc(url.href, startTask(1), bearer(admin));
-      const taskId: string = created.json.result.task.taskId;
-      await call;
-      const admins = await rpc(url.href, taskRequest(2, 'tasks/get', taskId), bearer(admin));
-      // The task changed status while the reader's call was in flight.
-      expect(admins.json.result.statusMessage).not.toBe('Gathering sources...');
-      expect(heard).not.toContain(taskId);
-    } finally {
-      await readerClient.close();
-    }
-  }, 40_000);
+  it.sequential(
+    "the status notifications of the admin's task never reach the reader, even while the reader's call is the only one in flight",
+    async () => {
+      const url = new URL(`${gw.url}/mcp/everything`);
+      const readerClient = new Client({ name: 'tasks-e2e', version: '1.0.0' }, { capabilities: {} });
+      const heard: string[] = [];
+      readerClient.setNotificationHandler(TaskStatusNotificationSchema, async (n) => void heard.push(n.params.taskId));
+      await readerClient.connect(new StreamableHTTPClientTransport(url, { requestInit: { headers: bearer(reader) } }));
+      try {
+        // The reader waits on a call of its own, the only one in flight, while the admin's task
+        // moves through its stages (about a second each): a status the child sends then is easily
+        // taken for the reader's.
+        let progressed = 0;
+        const call = readerClient.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 6, steps: 6 } }, undefined, {
+          onprogress: () => void progressed++,
+          timeout: 30_000,
+        });
+        await waitFor(() => progressed > 0, 10_000, "the reader's call to be under way");
+        const created = await rpc(url.href, startTask(1), bearer(admin));
+        const taskId: string = created.json.result.task.taskId;
+        await call;
+        const admins = await rpc(url.href, taskRequest(2, 'tasks/get', taskId), bearer(admin));
+        // The task changed status while the reader's call was in flight.
+        expect(admins.json.result.statusMessage).not.toBe('Gathering sources...');
+        expect(heard).not.toContain(taskId);
+      } finally {
+        await readerClient.close();
+      }
+    },
+    40_000,
+  );
 });

@@ -8,6 +8,12 @@
  *
  * One gateway serves every test; each test has its own server(s), so that a fault of one can
  * also be seen not to disturb the others. All traffic stays on 127.0.0.1.
+ *
+ * The stdio blocks and the refused-connection block run concurrently (describe.concurrent), each on
+ * servers of its own (`faulty` takes the calls of three blocks, none of which restarts it or reads
+ * another's calls); the tests within a block, one after the other. The blocks on `flaky` and
+ * `legacy` come after them, one test at a time, as before: one turns the whole server down, and
+ * another drops the legacy stream.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -167,8 +173,8 @@ async function serverStatus(name: string): Promise<{ healthy: boolean; state: st
   return body.servers.find((s: { name: string }) => s.name === name);
 }
 
-describe('a stdio child that hangs', () => {
-  it('gets a timely 504 naming the server, the child is sent notifications/cancelled, and the next call on the same child works', async () => {
+describe.concurrent('a stdio child that hangs', () => {
+  it.sequential('gets a timely 504 naming the server, the child is sent notifications/cancelled, and the next call on the same child works', async () => {
     const pid = pidOf(await expectEcho('faulty', 'before'));
     const res = await call('faulty', 'hang');
     expect(expectFailure(res, 504, -32002, 'faulty')).toBe("Upstream 'faulty' did not answer within 1500 ms");
@@ -181,7 +187,7 @@ describe('a stdio child that hangs', () => {
     expect(pidOf(await expectEcho('faulty'))).toBe(pid);
   });
 
-  it('the same through the SDK client: the call rejects with the gateway error, the session goes on', async () => {
+  it.sequential('the same through the SDK client: the call rejects with the gateway error, the session goes on', async ({ expect }) => {
     const { client } = await sdk('faulty');
     await expect(client.callTool({ name: 'hang', arguments: {} })).rejects.toThrow(/Upstream 'faulty' did not answer within 1500 ms/);
     const result = await client.callTool({ name: 'echo', arguments: { text: 'sdk' } });
@@ -189,7 +195,7 @@ describe('a stdio child that hangs', () => {
   });
 });
 
-describe('a stdio child that stops reading its stdin', () => {
+describe.concurrent('a stdio child that stops reading its stdin', () => {
   it('refuses requests beyond 8 MiB of unread input at once (503), does not hold up other servers, and restarts the child', async () => {
     const pid = pidOf(await expectEcho('deaf', 'before'));
     const rssBefore = rssMiB(gw.pid);
@@ -222,8 +228,8 @@ describe('a stdio child that stops reading its stdin', () => {
   });
 });
 
-describe('a stdio child writing what is not a message', () => {
-  it('skips garbage lines, JSON that is not JSON-RPC, invalid UTF-8 and a reply to no request', async () => {
+describe.concurrent('a stdio child writing what is not a message', () => {
+  it.sequential('skips garbage lines, JSON that is not JSON-RPC, invalid UTF-8 and a reply to no request', async () => {
     const res = await call('faulty', 'garbage');
     expect(res.status, res.text).toBe(200);
     expect(resultText(res.json.result)).toBe('garbage survived');
@@ -232,7 +238,7 @@ describe('a stdio child writing what is not a message', () => {
     await expectEcho('faulty');
   });
 
-  it('drops a 50 MB line up to its newline and goes on reading after it', async () => {
+  it.sequential('drops a 50 MB line up to its newline and goes on reading after it', async () => {
     const pid = pidOf(await expectEcho('bulky', 'before'));
     const res = await call('bulky', 'noise', { mb: 50 });
     expect(res.status, res.text).toBe(200);
@@ -245,13 +251,13 @@ describe('a stdio child writing what is not a message', () => {
     expect(pidOf(await expectEcho('bulky'))).toBe(pid);
   });
 
-  it('fails a call whose answer is over the 32 MiB limit at once (502), not at its deadline', async () => {
+  it.sequential('fails a call whose answer is over the 32 MiB limit at once (502), not at its deadline', async () => {
     const res = await call('bulky', 'huge_answer', { mb: 40 });
     expect(expectFailure(res, 502, -32000, 'bulky')).toMatch(/^Upstream 'bulky' answered with a message of \d+ bytes, over the limit of 33554432 bytes$/);
     await expectEcho('bulky');
   });
 
-  it('passes valid answers of 5 MB and of just under 32 MiB intact', async () => {
+  it.sequential('passes valid answers of 5 MB and of just under 32 MiB intact', async () => {
     for (const bytes of [5_000_000, 32 * MiB - 1024]) {
       const res = await call('bulky', 'big', { bytes });
       expect(res.status).toBe(200);
@@ -262,7 +268,7 @@ describe('a stdio child writing what is not a message', () => {
   });
 });
 
-describe('a stdio child that exits at start', () => {
+describe.concurrent('a stdio child that exits at start', () => {
   it('is restarted with backoff, reported as a crash loop with the reason, answered 503 naming it, and serves once it can start', async () => {
     await waitFor(async () => (await serverStatus('crashy')).state === 'crash_loop', 10_000, 'crashy to be in crash_loop');
     const status = await serverStatus('crashy');
@@ -286,7 +292,7 @@ describe('a stdio child that exits at start', () => {
   });
 });
 
-describe('a stdio request at the moment its child is killed', () => {
+describe.concurrent('a stdio request at the moment its child is killed', () => {
   it('waits for the restart and is answered by the new child (never a 503 "not available (ready)")', async () => {
     const before = pidOf(await expectEcho('wrapped', 'before'));
     const sh = childrenOf(gw.pid).find((c) => c.args.startsWith('sh ') && c.args.includes(logOf('wrapped')));
@@ -304,8 +310,8 @@ describe('a stdio request at the moment its child is killed', () => {
   });
 });
 
-describe('an HTTP upstream that refuses connections', () => {
-  it(`answers 502 "Failed to connect to 'refused'", then serves once a server listens on that port`, async () => {
+describe.concurrent('an HTTP upstream that refuses connections', () => {
+  it(`answers 502 "Failed to connect to 'refused'", then serves once a server listens on that port`, async ({ expect }) => {
     const res = await call('refused', 'echo', { text: 'nobody' });
     expect(expectFailure(res, 502, -32000, 'refused')).toMatch(
       new RegExp(`^Failed to connect to 'refused': ECONNREFUSED \\(127\\.0\\.0\\.1:${refusedPort}\\)$`),
@@ -319,7 +325,7 @@ describe('an HTTP upstream that refuses connections', () => {
     expect(await serverStatus('refused')).toMatchObject({ healthy: true });
   });
 
-  it(`the same for a legacy SSE upstream`, async () => {
+  it(`the same for a legacy SSE upstream`, async ({ expect }) => {
     const res = await call('refused_sse', 'echo', { text: 'nobody' });
     expect(expectFailure(res, 502, -32000, 'refused_sse')).toContain("Failed to connect to 'refused_sse'");
     await expect(connectSdk(`${base}/mcp/refused_sse`)).rejects.toThrow(/Failed to connect to 'refused_sse'/);
