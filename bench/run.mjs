@@ -4,12 +4,14 @@
  * runs, reported as a ratio against a baseline measured in the same run (shared machines are
  * noisy; absolute numbers are only comparable within one run).
  *
- *   npm run bench -- [--scenarios all | http,stdio,scale,auth,memory,isolation,observability,eras,gc,virtual] [--duration SECONDS] [--rounds N] [--connections N]
+ *   npm run bench -- [--scenarios all | http,stdio,scale,auth,memory,isolation,observability,eras,gc,virtual,reload] [--duration SECONDS] [--rounds N] [--connections N]
  *
  * Without --scenarios it runs the ones the targets are measured by (DEFAULT: about 5 minutes on 2
  * cores); `all` adds what recording costs (observability), the two MCP eras (eras), the GC guard
  * (gc), what stdio isolation costs (isolation: a child per identity against one shared child) and
- * what a virtual server costs (virtual: a merged tools/list and a routed tools/call, issue 18).
+ * what a virtual server costs (virtual: a merged tools/list and a routed tools/call, issue 18) and
+ * what a config reload costs (reload: calls failed across 100 reloads under load, the event loop
+ * blocked by the reload of a 1,000-server config, issue 20).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
@@ -28,6 +30,7 @@ const SCENARIOS = {
   gc: () => import('./scenarios/gc.mjs'),
   isolation: () => import('./scenarios/isolation.mjs'),
   virtual: () => import('./scenarios/virtual.mjs'),
+  reload: () => import('./scenarios/reload.mjs'),
 };
 
 const DEFAULT = ['http', 'stdio', 'scale', 'auth', 'memory'];

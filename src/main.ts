@@ -249,11 +249,17 @@ async function main(argv: string[]): Promise<number> {
       // then it is not an unhandled rejection.
       const app = import('./app.js');
       app.catch(() => undefined);
-      const config = await loadForServe(values);
-      if (values.host !== undefined) config.server.host = values.host;
-      if (listenPort !== undefined) config.server.port = listenPort;
+      // --host and --port win over the file, at start-up and on every reload (else each reload
+      // would see the listener "changed" and ask for a restart).
+      const loadWithFlags = async (): Promise<GatewayConfig> => {
+        const loaded = await loadForServe(values);
+        if (values.host !== undefined) loaded.server.host = values.host;
+        if (listenPort !== undefined) loaded.server.port = listenPort;
+        return loaded;
+      };
+      const config = await loadWithFlags();
       const { createLogger } = await import('./observability/logger.js');
-      return serve(config, createLogger(), app, { path: configPath(values), load: () => loadForServe(values) });
+      return serve(config, createLogger(), app, { path: configPath(values), load: loadWithFlags });
     }
   }
 }

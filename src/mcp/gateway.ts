@@ -166,6 +166,14 @@ export class Gateway {
       this.upstreams.delete(name);
       this.servers.delete(name);
     }
+    // What the gateway remembers of a server that goes (its discover results, a refused legacy
+    // initialize, cached results) came from the old upstream: the new one is asked afresh.
+    if (retiring.size > 0) {
+      for (const map of [this.discovered, this.legacyRefused]) {
+        for (const key of [...map.keys()]) if (retiring.has(key.slice(0, key.indexOf('\u0000')))) map.delete(key);
+      }
+      this.cache.clear();
+    }
     const started: Promise<void>[] = [];
     for (const server of next.servers) {
       if (!this.upstreams.has(server.name)) {
