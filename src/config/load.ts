@@ -182,7 +182,8 @@ function resolveVirtualServers(
     });
     // `a` and `a__b` with separator `__`: `a__b__x` would name `b__x` of one and `x` of the other.
     for (const shorter of members) {
-      const longer = members.find((name) => name !== shorter && name.startsWith(shorter + entry.separator));
+      // Also `a` and `a_` with `__`: `a___x` is `_x` of one and `x` of the other.
+      const longer = members.find((name) => name !== shorter && (name + entry.separator).startsWith(shorter + entry.separator));
       if (longer !== undefined) {
         issues.add(
           [...base, 'servers'],

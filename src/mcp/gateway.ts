@@ -185,16 +185,29 @@ export class Gateway {
     }
     // The gateway's own sessions on a server that goes: new requests open one on the new upstream.
     const routesGoing = new Set([...retiring, ...diff.virtualServers.removed, ...diff.virtualServers.changed]);
-    const ownersGone = new Set(diff.keys.removed);
+    // A removed key's sessions end; so do a changed key's (its secret rotated, or its servers or
+    // tools narrowed: new requests are checked again anyway, but a stream it holds open would go
+    // on carrying what it may no longer see), and every JWT identity's when [auth.jwt] changed.
+    const removed = new Set(diff.keys.removed);
+    const changed = new Set(diff.keys.changed);
+    const ownerGone = (owner: string): string | undefined =>
+      removed.has(owner)
+        ? 'its key was removed'
+        : changed.has(owner)
+          ? 'its key changed'
+          : diff.jwt && owner.startsWith('jwt:')
+            ? 'the JWT settings changed'
+            : undefined;
     const sharedGoing: SharedEntry[] = [];
     for (const [key, entry] of [...this.shared]) {
-      if (!routesGoing.has(entry.server) && !ownersGone.has(entry.owner)) continue;
-      this.shared.delete(key);
+      if (!routesGoing.has(entry.server) && ownerGone(entry.owner) === undefined) continue;
+      this.retireShared(key);
       sharedGoing.push(entry);
     }
     const draining: DownstreamSession[] = [];
     for (const session of this.sessions.all()) {
-      if (ownersGone.has(session.owner)) void this.sessions.close(session, 'its key was removed');
+      const gone = ownerGone(session.owner);
+      if (gone !== undefined) void this.sessions.close(session, gone);
       else if (routesGoing.has(session.server)) {
         session.draining = true;
         draining.push(session);
@@ -350,10 +363,22 @@ export class Gateway {
   }
 
   private closeShared(key: string): void {
+    const entry = this.retireShared(key);
+    void entry?.session.then((s) => s.close()).catch(() => undefined);
+  }
+
+  /**
+   * Takes a shared session out of use: new requests open another, and its 2026-07-28 listen
+   * streams end (their clients listen again, on the next one). The caller closes the session.
+   * Its own close does not call back (no onClose), so the streams are ended here.
+   */
+  private retireShared(key: string): SharedEntry | undefined {
     const entry = this.shared.get(key);
-    if (!entry) return;
     this.shared.delete(key);
-    void entry.session.then((s) => s.close()).catch(() => undefined);
+    const hub = this.hubs.get(key);
+    this.hubs.delete(key);
+    hub?.closeAll();
+    return entry;
   }
 
   /** Shared sessions idle for SHARED_IDLE_MS end; the sweep runs only while there are some. */
@@ -400,7 +425,7 @@ export class Gateway {
   dropSharedSession(server: RouteConfig, forwardPath: string, owner: string, session: UpstreamSession): void {
     const key = sharedKey(server, forwardPath, owner);
     // At once: the retry that follows must open a new session, not find this one again.
-    if (this.shared.get(key)?.resolved === session) this.shared.delete(key);
+    if (this.shared.get(key)?.resolved === session) this.retireShared(key);
   }
 
   /**

@@ -214,6 +214,8 @@ export class VirtualSession implements UpstreamSession {
     const old = member.session;
     member.session = undefined;
     member.down = 'its server was reconfigured';
+    // A late answer to the old session's request must not reach the new one under a reused id.
+    for (const [id, pending] of this.serverRequests) if (pending.member === name) this.serverRequests.delete(id);
     if (old) this.retire(old);
     if (member.retry) clearTimeout(member.retry);
     member.retry = undefined;

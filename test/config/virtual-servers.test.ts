@@ -90,6 +90,15 @@ describe('[[virtual_servers]]', () => {
     ]);
   });
 
+  it('refuses "a" and "a_" with "__" too: a___x would be _x of one and x of the other (review finding)', () => {
+    const toml = '[[upstream.servers]]\nname = "a"\ncommand = "x"\npath_prefix = "/a"\n[[upstream.servers]]\nname = "a_"\ncommand = "x"\npath_prefix = "/a_"\n';
+    expect(configErrors(`${toml}[[virtual_servers]]\nname = "v"\nservers = ["a", "a_"]\n`)).toEqual([
+      'virtual_servers[0].servers: "a" and "a_" cannot both be members with separator "__": their tool names could be the same; choose another separator',
+    ]);
+    // With "-", a-- and a_-- cannot meet.
+    expect(parseConfig(`${toml}[[virtual_servers]]\nname = "v"\nservers = ["a", "a_"]\nseparator = "-"\n`, { env: {} }).virtual_servers).toHaveLength(1);
+  });
+
   it("may be named by an API key's servers, like a server", () => {
     const hash = '$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$k8V2/m7bXyQ8OA5bSyJm8k4y2oG3bWn7pmkCrN8QyOk';
     const toml = `${SERVERS}[[virtual_servers]]\nname = "workspace"\nservers = ["*"]\n[[auth.api_keys]]\nid = "k"\nkey_hash = "${hash}"\nservers = ["workspace", "ghost"]\n`;
