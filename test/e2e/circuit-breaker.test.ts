@@ -3,11 +3,14 @@
  * (502), then the circuit opens and they get a fast 503 with Retry-After that says why; /ready,
  * /routes and /metrics show it; and once the server is back, the first request after the open
  * period goes through and everything works again, without restarting the gateway.
+ *
+ * Every test has a gateway and upstream of its own (ended when it finishes) and the tests run
+ * concurrently: most of their time is spent waiting, for an open period or a timeout_ms.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, type TestContext } from 'vitest';
 import { generateApiKey, hashApiKey } from '../../src/auth/key-format.js';
 import { EverythingServer, freePort } from '../helpers/everything.js';
 import { curlPost, q, startGateway, waitFor, type RunningGateway } from '../helpers/gateway.js';
@@ -22,20 +25,25 @@ const OPEN_MS = 4_000;
 const OPEN_SECS = Math.ceil(OPEN_MS / 1000);
 const tools = (id: number) => ({ jsonrpc: '2.0', id, method: 'tools/list' });
 
-let gw: RunningGateway | undefined;
-let upstream: EverythingServer | undefined;
-const clients: SdkConnection[] = [];
+/** What one test started: its clients, gateway and upstream are ended (in that order) when it finishes. */
+interface Owned {
+  gw?: RunningGateway;
+  upstream?: EverythingServer;
+  clients: SdkConnection[];
+}
 
-afterEach(async () => {
-  await Promise.all(clients.splice(0).map((c) => c.client.close().catch(() => undefined)));
-  await gw?.stop();
-  await upstream?.stop();
-  gw = undefined;
-  upstream = undefined;
-});
+function owned(context: TestContext): Owned {
+  const mine: Owned = { clients: [] };
+  context.onTestFinished(async () => {
+    await Promise.all(mine.clients.splice(0).map((c) => c.client.close().catch(() => undefined)));
+    await mine.gw?.stop();
+    await mine.upstream?.stop();
+  });
+  return mine;
+}
 
-async function gatewayTo(port: number): Promise<RunningGateway> {
-  gw = await startGateway(`
+async function gatewayTo(mine: Owned, port: number): Promise<RunningGateway> {
+  const gw = await startGateway(`
 [[upstream.servers]]
 name = "flaky"
 path_prefix = "/flaky"
@@ -43,6 +51,7 @@ url = ${q(`http://127.0.0.1:${port}/mcp`)}
 circuit_failure_threshold = 2
 circuit_open_ms = ${OPEN_MS}
 `);
+  mine.gw = gw;
   return gw;
 }
 
@@ -71,10 +80,11 @@ async function untilHalfOpen(base: string): Promise<void> {
 const CIRCUIT_OPEN =
   /^Upstream 'flaky' is unavailable: circuit open after 2 consecutive failures \(last: Failed to connect to 'flaky': ECONNREFUSED .*\); retrying in \d s$/;
 
-describe('circuit breaker through the gateway', () => {
-  it('502s, then a fast 503 circuit-open with Retry-After, visible in /ready, /routes and /metrics; recovers once the server is back', async () => {
+describe.concurrent('circuit breaker through the gateway', () => {
+  it('502s, then a fast 503 circuit-open with Retry-After, visible in /ready, /routes and /metrics; recovers once the server is back', async (context) => {
+    const mine = owned(context);
     const port = await freePort();
-    const { url } = await gatewayTo(port);
+    const { url, logs } = await gatewayTo(mine, port);
     expect(await circuitGauge(url)).toBe(0);
 
     for (let id = 1; id <= 2; id++) {
@@ -99,20 +109,18 @@ describe('circuit breaker through the gateway', () => {
     ]);
     expect((await json(`${url}/routes`)).body.routes[0]).toMatchObject({ name: 'flaky', circuit: 'open', healthy: false });
     expect(await circuitGauge(url)).toBe(1);
-    const opened = gw!.logs
-      .map((l) => JSON.parse(l) as { level: number; msg: string; server?: string })
-      .find((l) => l.msg.startsWith('upstream circuit opened'));
+    const opened = logs.map((l) => JSON.parse(l) as { level: number; msg: string; server?: string }).find((l) => l.msg.startsWith('upstream circuit opened'));
     expect(opened).toMatchObject({ level: 40, server: 'flaky' });
 
     // The server comes back; after the open period the next request is the trial, and succeeds.
-    upstream = await EverythingServer.start('streamableHttp', port);
+    mine.upstream = await EverythingServer.start('streamableHttp', port);
     await untilHalfOpen(url);
     const back = await curlPost(`${url}/mcp/flaky`, tools(4));
     expect(back.status).toBe(200);
     expect(back.json.result.tools.map((t: { name: string }) => t.name)).toContain('echo');
 
     const connection = await connectSdk(`${url}/mcp/flaky`);
-    clients.push(connection);
+    mine.clients.push(connection);
     expect(resultText(await connection.client.callTool({ name: 'echo', arguments: { message: 'recovered' } }))).toBe('Echo: recovered');
 
     const readyAgain = await json(`${url}/ready`);
@@ -120,13 +128,14 @@ describe('circuit breaker through the gateway', () => {
     expect(readyAgain.body.servers[0]).toMatchObject({ name: 'flaky', healthy: true, circuit: 'closed' });
     expect(readyAgain.body.servers[0].error).toBeUndefined();
     expect(await circuitGauge(url)).toBe(0);
-    expect(gw!.logs.some((l) => (JSON.parse(l) as { msg: string }).msg.startsWith('upstream circuit closed'))).toBe(true);
+    expect(logs.some((l) => (JSON.parse(l) as { msg: string }).msg.startsWith('upstream circuit closed'))).toBe(true);
   });
 
-  it('a client inside a session gets the same 503 and Retry-After on its requests, and a new session once the server is back', async () => {
+  it('a client inside a session gets the same 503 and Retry-After on its requests, and a new session once the server is back', async (context) => {
+    const mine = owned(context);
     const port = await freePort();
-    upstream = await EverythingServer.start('streamableHttp', port);
-    const { url } = await gatewayTo(port);
+    const upstream = (mine.upstream = await EverythingServer.start('streamableHttp', port));
+    const { url } = await gatewayTo(mine, port);
     const init = await curlPost(`${url}/mcp/flaky`, {
       jsonrpc: '2.0',
       id: 1,
@@ -153,26 +162,33 @@ describe('circuit breaker through the gateway', () => {
     expect(expired.status).toBe(404);
     expect((await json(`${url}/routes`)).body.routes[0].circuit).toBe('closed');
     const connection = await connectSdk(`${url}/mcp/flaky`);
-    clients.push(connection);
+    mine.clients.push(connection);
     expect(resultText(await connection.client.callTool({ name: 'echo', arguments: { message: 'again' } }))).toBe('Echo: again');
   });
 });
 
-describe('finding 5: one identity opens the circuit for everyone', () => {
+describe.concurrent('finding 5: one identity opens the circuit for everyone', () => {
   const TIMEOUT_MS = 1500;
   const keys = { a: generateApiKey(), b: generateApiKey(), c: generateApiKey() };
   const as = (key: { key: string }) => ({ authorization: `Bearer ${key.key}` });
   const call = (id: number, name: string, args: Record<string, unknown>) => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name, arguments: args } });
   /** Well-formed, and longer than the server's timeout_ms. */
   const slow = (id: number) => call(id, 'trigger-long-running-operation', { duration: 20, steps: 1 });
-  let dir: string;
+  /** The keys' hashes, made once for the tests of this block (argon2 takes a while). */
+  const hashes = new Map<string, string>();
+  beforeAll(async () => {
+    for (const k of Object.values(keys)) hashes.set(k.key, await hashApiKey(k.key));
+  });
 
-  async function gatewayWithKeys(aTools: string[]): Promise<string> {
-    upstream = await EverythingServer.start('streamableHttp');
-    dir = mkdtempSync(join(tmpdir(), 'mcp-guard-circuit-'));
-    const key = async (id: string, k: { prefix: string; key: string }, extra = '') =>
-      `[[auth.api_keys]]\nid = ${q(id)}\nkey_prefix = ${q(k.prefix)}\nkey_hash = ${q(await hashApiKey(k.key))}\n${extra}`;
-    gw = await startGateway(`
+  /** A gateway in front of an upstream of this test's, with its audit file in a temp dir removed when the test finishes. */
+  async function gatewayWithKeys(context: TestContext, aTools: string[]): Promise<{ gw: RunningGateway; endpoint: string; dir: string }> {
+    const mine = owned(context);
+    const dir = mkdtempSync(join(tmpdir(), 'mcp-guard-circuit-'));
+    context.onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const upstream = (mine.upstream = await EverythingServer.start('streamableHttp'));
+    const key = (id: string, k: { prefix: string; key: string }, extra = '') =>
+      `[[auth.api_keys]]\nid = ${q(id)}\nkey_prefix = ${q(k.prefix)}\nkey_hash = ${q(hashes.get(k.key)!)}\n${extra}`;
+    const gw = (mine.gw = await startGateway(`
 [[upstream.servers]]
 name = "everything"
 path_prefix = "/everything"
@@ -184,29 +200,25 @@ circuit_open_ms = 60000
 [auth]
 protect_metrics = false
 
-${await key('a', keys.a, `allowed_tools = ${JSON.stringify(aTools)}`)}
-${await key('b', keys.b)}
-${await key('c', keys.c)}
+${key('a', keys.a, `allowed_tools = ${JSON.stringify(aTools)}`)}
+${key('b', keys.b)}
+${key('c', keys.c)}
 
 [audit]
 file = ${q(join(dir, 'audit.log'))}
-`);
-    return `${gw.url}/mcp/everything`;
+`));
+    return { gw, endpoint: `${gw.url}/mcp/everything`, dir };
   }
 
-  afterEach(() => {
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
-
-  it('the exact attack: tools/list with params._meta = [] gets -32602 at once, is audited, and never counts: the circuit stays closed for another identity', async () => {
-    const endpoint = await gatewayWithKeys(['echo']);
+  it('the exact attack: tools/list with params._meta = [] gets -32602 at once, is audited, and never counts: the circuit stays closed for another identity', async (context) => {
+    const { gw, endpoint, dir } = await gatewayWithKeys(context, ['echo']);
     const attack = (id: number) => ({ jsonrpc: '2.0', id, method: 'tools/list', params: { _meta: [] } });
     for (let id = 1; id <= 4; id++) {
       const res = await curlPost(endpoint, attack(id), as(keys.a));
       expect(res.status).toBe(400);
       expect(res.json).toEqual({ jsonrpc: '2.0', id, error: { code: -32602, message: 'Invalid params: tools/list: params._meta must be an object' } });
     }
-    const ready = await json(`${gw!.url}/ready`);
+    const ready = await json(`${gw.url}/ready`);
     expect(ready.status).toBe(200);
     expect(ready.body.servers[0]).toMatchObject({ name: 'everything', healthy: true, circuit: 'closed' });
     const other = await curlPost(endpoint, tools(5), as(keys.b));
@@ -216,7 +228,7 @@ file = ${q(join(dir, 'audit.log'))}
     const own = await curlPost(endpoint, tools(6), as(keys.a));
     expect(own.json.result.tools.map((t: { name: string }) => t.name)).toEqual(['echo']);
 
-    await gw!.app.recorder.audit.flush();
+    await gw.app.recorder.audit.flush();
     const refused = readFileSync(join(dir, 'audit.log'), 'utf8')
       .split('\n')
       .filter(Boolean)
@@ -234,8 +246,8 @@ file = ${q(join(dir, 'audit.log'))}
     });
   });
 
-  it("a well-formed request that times out, sent again and again by A, opens A's circuit only (B's call succeeds); failures of two identities still open it for everyone", async () => {
-    const endpoint = await gatewayWithKeys(['echo', 'trigger-long-running-operation']);
+  it("a well-formed request that times out, sent again and again by A, opens A's circuit only (B's call succeeds); failures of two identities still open it for everyone", async (context) => {
+    const { gw, endpoint } = await gatewayWithKeys(context, ['echo', 'trigger-long-running-operation']);
     for (let id = 1; id <= 2; id++) {
       const res = await curlPost(endpoint, slow(id), as(keys.a));
       expect(res.status).toBe(504);
@@ -257,8 +269,8 @@ file = ${q(join(dir, 'audit.log'))}
       expect(res.status).toBe(200);
       expect(res.json.result.content[0].text).toBe('Echo: mine');
     }
-    expect((await json(`${gw!.url}/ready`)).body.servers[0]).toMatchObject({ healthy: true, circuit: 'closed' });
-    expect(await circuitGauge(gw!.url, 'everything')).toBe(0);
+    expect((await json(`${gw.url}/ready`)).body.servers[0]).toMatchObject({ healthy: true, circuit: 'closed' });
+    expect(await circuitGauge(gw.url, 'everything')).toBe(0);
 
     // Two identities in a row find the server failing: that is the server's, for everyone.
     expect((await curlPost(endpoint, slow(6), as(keys.b))).status).toBe(504);
@@ -266,7 +278,7 @@ file = ${q(join(dir, 'audit.log'))}
     const refusedB = await curlPost(endpoint, call(8, 'echo', { message: 'b' }), as(keys.b));
     expect(refusedB.status).toBe(503);
     expect(refusedB.json.error.message).toMatch(/^Upstream 'everything' is unavailable: circuit open after 2 consecutive failures/);
-    const ready = await json(`${gw!.url}/ready`);
+    const ready = await json(`${gw.url}/ready`);
     expect(ready.status).toBe(503);
     expect(ready.body.servers[0]).toMatchObject({ healthy: false, circuit: 'open' });
   });

@@ -22,7 +22,11 @@ const upstreams: Upstream[] = [];
 const servers: EverythingServer[] = [];
 const peers: Array<HttpServer | NetServer> = [];
 
-afterEach(async () => {
+/** The block whose tests run at once: it ends what they opened itself, in its afterAll (see there). */
+const CONCURRENT_BLOCK = 'finding 5: one identity opens the circuit for everyone';
+
+afterEach(async (context) => {
+  if (context.task.suite?.name === CONCURRENT_BLOCK) return;
   await Promise.all(upstreams.splice(0).map((u) => u.close()));
   await Promise.all(servers.splice(0).map((s) => s.stop()));
   await Promise.all(peers.splice(0).map((p) => new Promise<void>((resolve) => p.close(() => resolve()))));
@@ -71,8 +75,11 @@ function listen(server: HttpServer | NetServer): Promise<number> {
   });
 }
 
-const levelOf = (text: string): number | undefined => {
-  const line = log.lines.map((l) => JSON.parse(l) as { msg: string; level: number; server?: string }).find((l) => l.msg.startsWith(text));
+/** The level of the first log line that starts with `text` (of that upstream's breaker, if `server` is given). */
+const levelOf = (text: string, server?: string): number | undefined => {
+  const line = log.lines
+    .map((l) => JSON.parse(l) as { msg: string; level: number; server?: string })
+    .find((l) => l.msg.startsWith(text) && (server === undefined || l.server === server));
   return line?.level;
 };
 
@@ -335,7 +342,9 @@ describe('circuit breaker: stdio', () => {
   });
 });
 
-describe('finding 5: one identity opens the circuit for everyone', () => {
+// Each test has an upstream of its own (its own name, sessions and circuit) and what they wait for
+// is mostly timeouts: they run at once. The last one, a thousand quick requests, runs alone.
+describe.concurrent(CONCURRENT_BLOCK, () => {
   const A = 'api_key:a';
   const B = 'api_key:b';
   const C = 'api_key:c';
@@ -355,6 +364,9 @@ describe('finding 5: one identity opens the circuit for everyone', () => {
    */
   let shared: Promise<EverythingServer> | undefined;
   afterAll(async () => {
+    // This block is the file's last: what is left in the lists is what its tests opened.
+    await Promise.all(upstreams.splice(0).map((u) => u.close()));
+    await Promise.all(peers.splice(0).map((p) => new Promise<void>((resolve) => p.close(() => resolve()))));
     await (await shared)?.stop();
   });
 
@@ -383,7 +395,7 @@ describe('finding 5: one identity opens the circuit for everyone', () => {
     expect(resultText(await echo(b, 4))).toBe('Echo: fine');
     expect(resultText(await echo(await openSession(u, C), 5))).toBe('Echo: fine');
     expect(u.status()).toMatchObject({ circuit: 'closed', healthy: true });
-    expect(levelOf('upstream circuit opened for one identity')).toBe(40);
+    expect(levelOf('upstream circuit opened for one identity', 'timeouts')).toBe(40);
   });
 
   it('failures of two owners in a row open it for everyone: the server fails for more than one caller', async () => {
@@ -441,7 +453,7 @@ describe('finding 5: one identity opens the circuit for everyone', () => {
     expect(reached).toBe(before + 1);
   });
 
-  it(`remembers at most ${MAX_OWNER_CIRCUITS} owners with failures, the oldest forgotten first`, async () => {
+  it.sequential(`remembers at most ${MAX_OWNER_CIRCUITS} owners with failures, the oldest forgotten first`, async () => {
     const port = await listen(
       createHttpServer((req, res) => {
         req.resume();

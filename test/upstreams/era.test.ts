@@ -356,8 +356,9 @@ describe('era over streamable HTTP', () => {
         json(res, 200, { jsonrpc: '2.0', id: body.id, result: body.method === 'server/discover' ? DISCOVER_RESULT : { tools: [] } });
       });
       try {
-        const config = serverConfig(`url = ${q(fake.url)}\ntimeout_ms = 1500`);
-        const u = how === 'transport' ? http(fake.url, 'timeout_ms = 1500') : track(createUpstream(config, { logger: capture().logger }));
+        // timeout_ms bounds the held probe (awaited below, not timed); the others go to this process's own server.
+        const config = serverConfig(`url = ${q(fake.url)}\ntimeout_ms = 800`);
+        const u = how === 'transport' ? http(fake.url, 'timeout_ms = 800') : track(createUpstream(config, { logger: capture().logger }));
         expect(await u.era({ forwardPath: '/bad' })).toMatchObject({ era: 'legacy', source: 'probe' });
         expect(await u.era({ forwardPath: '/good' })).toMatchObject({ era: 'modern' });
         expect(await u.era()).toMatchObject({ era: 'modern' });
@@ -799,16 +800,17 @@ describe('era over stdio', () => {
   });
 
   it('with era configured, never probes', async () => {
+    // Two children of their own, started at once: neither is probed, so no probe timeout is at stake.
     const legacy = capture();
     const l = stdio(`${fixture()}\nera = "legacy"`, legacy.logger);
-    await l.start();
+    const configured = capture();
+    const m = stdio(`${fixture()}\nera = "modern"`, configured.logger);
+    const [, answer] = await Promise.all([l.start(), m.call(modern(1, 'tools/call', { name: 'echo', arguments: { text: 'cfg' } }), callOptions())]);
     expect(l.verdict).toMatchObject({ era: 'legacy', source: 'config', version: '2025-11-25' });
     await waitFor(() => legacy.events().length === 2, 5_000, 'the child to log what it received');
     expect(legacy.events()).toEqual(['recv initialize', 'recv notifications/initialized']);
 
-    const configured = capture();
-    const m = stdio(`${fixture()}\nera = "modern"`, configured.logger);
-    expect(textOf(await m.call(modern(1, 'tools/call', { name: 'echo', arguments: { text: 'cfg' } }), callOptions()))).toBe('echo: cfg');
+    expect(textOf(answer)).toBe('echo: cfg');
     expect(m.verdict).toMatchObject({ era: 'modern', source: 'config', version: MODERN });
     await waitFor(() => configured.events().length >= 1, 5_000, 'the child to log what it received');
     expect(configured.events()).toEqual(['recv tools/call']);

@@ -39,6 +39,7 @@ interface Peer {
  *   /stuck/mcp      streamable HTTP: server/discover (and anything but initialize) answered 400
  *                   with a JSON-RPC error, as server-everything answers a request without a
  *                   session (so the gateway takes it for a legacy server); initialize never answered
+ *   /stuck/sdk/mcp  the same as /stuck/mcp, for the upstream the SDK client's test has of its own
  *   /stuck/sse      legacy HTTP+SSE: the stream opens and names its endpoint, whose POSTs are
  *                   accepted (202) and never answered on the stream
  *   /slow/mcp       streamable HTTP that answers, slowly: server/discover (400, legacy) and
@@ -75,7 +76,7 @@ async function startPeer(): Promise<Peer> {
         );
         return;
       }
-      if (path === '/stuck/mcp') {
+      if (path === '/stuck/mcp' || path === '/stuck/sdk/mcp') {
         if (method === 'initialize') return;
         res.writeHead(400, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32000, message: 'Bad Request: No valid session ID provided' } }));
@@ -126,6 +127,8 @@ beforeAll(async () => {
   peer = await startPeer();
   const toml =
     server('silent', `transport = "http"\nurl = ${q(`${peer.url}/silent/mcp`)}`) +
+    server('silent_shared', `transport = "http"\nurl = ${q(`${peer.url}/silent/shared`)}`) +
+    server('stuck_sdk', `transport = "http"\nurl = ${q(`${peer.url}/stuck/sdk/mcp`)}`) +
     server('stuck', `transport = "http"\nurl = ${q(`${peer.url}/stuck/mcp`)}`) +
     server('slow', `transport = "http"\nurl = ${q(`${peer.url}/slow/mcp`)}`) +
     server('silent_sse', `transport = "sse"\nurl = ${q(`${peer.url}/silent/sse`)}`) +
@@ -171,7 +174,9 @@ function expectTimedOut(res: Awaited<ReturnType<typeof post>>, name: string): vo
   expect(res.elapsed).toBeLessThan(bound);
 }
 
-describe('finding 10: a hung HTTP upstream holds every client 60 s whatever timeout_ms says', () => {
+// Each test has upstreams of its own (its own names, verdicts and peer paths), and what a test waits
+// for is a timeout, not CPU: they run at once.
+describe.concurrent('finding 10: a hung HTTP upstream holds every client 60 s whatever timeout_ms says', () => {
   it('an upstream that never answers: a client initialize and a session-less tools/list time out at timeout_ms (the era probe included)', async () => {
     expectTimedOut(await initialize('silent'), 'silent');
     expectTimedOut(await toolsList('silent'), 'silent');
@@ -189,15 +194,16 @@ describe('finding 10: a hung HTTP upstream holds every client 60 s whatever time
   });
 
   it('clients that share one probe and one opening each wait at most their own timeout_ms', async () => {
-    // Three session-less clients, the later ones joining the work the first one started.
-    const probes = (): number => peer.seen.filter((line) => line === 'POST /silent/mcp server/discover').length;
+    // Three session-less clients, the later ones joining the work the first one started (an
+    // upstream of this test's own: the same silent peer, under a path no other test uses).
+    const probes = (): number => peer.seen.filter((line) => line === 'POST /silent/shared server/discover').length;
     const before = probes();
-    const first = toolsList('silent');
+    const first = toolsList('silent_shared');
     // The others join once the first one's probe is out (and hanging).
     await waitFor(() => probes() > before, 10 * TIMEOUT_MS, "the first client's probe to reach the server");
-    const second = toolsList('silent');
-    const third = initialize('silent');
-    for (const res of await Promise.all([first, second, third])) expectTimedOut(res, 'silent');
+    const second = toolsList('silent_shared');
+    const third = initialize('silent_shared');
+    for (const res of await Promise.all([first, second, third])) expectTimedOut(res, 'silent_shared');
   });
 
   it('a probe and a handshake that each answer in time but together take longer: a timeout, and the late session is ended upstream', async () => {
@@ -209,7 +215,8 @@ describe('finding 10: a hung HTTP upstream holds every client 60 s whatever time
 
   it('the official SDK client fails to connect within the bound instead of waiting for startup_timeout_ms', async () => {
     const started = Date.now();
-    const connecting = connectSdk(`${gw.url}/mcp/stuck`);
+    // An upstream of its own (the same stuck peer): the 'stuck' test's sight of initialize stays its own.
+    const connecting = connectSdk(`${gw.url}/mcp/stuck_sdk`);
     const outcome = await Promise.race([
       connecting.then(
         () => 'connected',
@@ -219,12 +226,12 @@ describe('finding 10: a hung HTTP upstream holds every client 60 s whatever time
     ]);
     // The SDK's error carries the gateway's JSON-RPC error: the timeout, naming the server.
     expect(outcome).toContain(String(UPSTREAM_TIMEOUT));
-    expect(outcome).toContain("Upstream 'stuck' did not answer");
+    expect(outcome).toContain("Upstream 'stuck_sdk' did not answer");
     expect(Date.now() - started).toBeLessThan(bound);
   });
 });
 
-describe('finding 10: the same deadline for legacy HTTP+SSE and stdio upstreams', () => {
+describe.concurrent('finding 10: the same deadline for legacy HTTP+SSE and stdio upstreams', () => {
   it('an SSE endpoint whose GET is never answered: initialize and a session-less tools/list time out at timeout_ms', async () => {
     expectTimedOut(await initialize('silent_sse'), 'silent_sse');
     expectTimedOut(await toolsList('silent_sse'), 'silent_sse');
