@@ -2,6 +2,10 @@
  * `mcp-guard keygen` and `mcp-guard hash-key`, run as real processes: the printed entry is valid
  * config that accepts the printed key; hash-key reads the key from its argument or stdin; command
  * line mistakes are usage errors (exit 2); a key never appears on stderr.
+ *
+ * The tests run three at a time (describe.concurrent, bounded), and within a test the independent
+ * CLI runs and argon2 verifications run together: each is a process or a hash of its own, so
+ * every check is the same as one after the other.
  */
 import * as argon2 from 'argon2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,6 +14,7 @@ import { generateApiKey } from '../../src/auth/key-format.js';
 import { parseConfig } from '../../src/config/load.js';
 import { ARGON2ID_PHC_PATTERN } from '../../src/config/schema.js';
 import { cleanupTempDirs, ensureBuilt, runCli, tempDir, writeConfig, type CliResult } from '../helpers/cli.js';
+import { atMostConcurrentTests } from '../helpers/concurrency.js';
 
 let emptyDir: string;
 
@@ -19,6 +24,9 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(() => cleanupTempDirs());
+
+// Each keygen or hash-key run is an argon2id hash (64 MiB, 4 lanes): three at once on two cores.
+atMostConcurrentTests(3);
 
 const UPSTREAM = '[[upstream.servers]]\nname = "a"\npath_prefix = "/a"\ncommand = "node"\n';
 
@@ -39,6 +47,20 @@ function keygenOutput(r: CliResult, id: string): { key: string; block: string } 
   return { key: key!, block: block! };
 }
 
+/** fn over items, at most `n` at a time (each is a process: the machine has two cores), results in order. */
+async function mapAtMost<T, R>(n: number, items: readonly T[], fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = [];
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
+  return results;
+}
+
 function expectUsageError(r: CliResult, why: RegExp | string): void {
   expect(r.code, r.stderr).toBe(2);
   expect(r.stdout).toBe('');
@@ -47,7 +69,7 @@ function expectUsageError(r: CliResult, why: RegExp | string): void {
   expect(r.stderr).toMatch(/^Usage: mcp-guard <command> \[options\]$/m);
 }
 
-describe('keygen', () => {
+describe.concurrent('keygen', () => {
   it('prints a key and an entry that `validate` accepts and that accepts the key', async () => {
     const { key, block } = keygenOutput(await runCli(['keygen', '--id', 'alice@example.com'], { cwd: emptyDir }), 'alice@example.com');
     expect(block).toMatch(
@@ -90,18 +112,21 @@ describe('keygen', () => {
     const keys = parseConfig(withLimits, { env: {} }).auth?.api_keys ?? [];
     expect(keys[0]).toMatchObject({ id: 'dave', rate_limit: 2.5 });
     expect(await new ApiKeyVerifier(keys).verify(key)).toMatchObject({ ok: true });
-    const validated = await runCli(['validate', '-c', writeConfig(withLimits)]);
+    const [validated, without, disabled, erin] = await Promise.all([
+      runCli(['validate', '-c', writeConfig(withLimits)]),
+      runCli(['validate', '-c', writeConfig(`${UPSTREAM}\n${block}`)]),
+      runCli(['validate', '-c', writeConfig(`${UPSTREAM}\n[rate_limit]\nenabled = false\n\n${block}`)]),
+      runCli(['keygen', '--id', 'erin', '--rate-limit', '100'], { cwd: emptyDir }),
+    ]);
     expect(validated.code, validated.stderr).toBe(0);
 
     // A limit nobody enforces is an error, not a silent no-op.
-    const without = await runCli(['validate', '-c', writeConfig(`${UPSTREAM}\n${block}`)]);
     expect(without.code).toBe(1);
     expect(without.stderr).toContain('auth.api_keys[0].rate_limit: needs [rate_limit] to be enforced (there is no [rate_limit] section)');
-    const disabled = await runCli(['validate', '-c', writeConfig(`${UPSTREAM}\n[rate_limit]\nenabled = false\n\n${block}`)]);
     expect(disabled.code).toBe(1);
     expect(disabled.stderr).toContain('auth.api_keys[0].rate_limit: needs [rate_limit] to be enforced ([rate_limit] has enabled = false)');
 
-    const whole = keygenOutput(await runCli(['keygen', '--id', 'erin', '--rate-limit', '100'], { cwd: emptyDir }), 'erin');
+    const whole = keygenOutput(erin, 'erin');
     expect(whole.block).toMatch(/\nkey_hash = "[^"]+"\nrate_limit = 100\n$/);
   });
 
@@ -115,21 +140,23 @@ describe('keygen', () => {
   });
 
   it('usage errors: no --id, empty --tools entries, --rate-limit, options of other commands, extra arguments', async () => {
-    expectUsageError(await runCli(['keygen'], { cwd: emptyDir }), 'keygen needs --id ID');
-    for (const tools of ['', 'a,,b', 'a, ,b', 'a,']) {
-      expectUsageError(await runCli(['keygen', '--id', 'x', '--tools', tools], { cwd: emptyDir }), '--tools must be a comma-separated list');
-    }
-    // The config loader would read it as a ${VAR} reference.
-    expectUsageError(await runCli(['keygen', '--id', 'x', '--tools', 'a,${HOME}'], { cwd: emptyDir }), '--tools: a tool name cannot contain "${"');
-    for (const rate of ['0', '-1', 'abc', '', '1e3', '0x10', 'Infinity', '1000001', '1,5']) {
-      expectUsageError(
-        await runCli(['keygen', '--id', 'x', `--rate-limit=${rate}`], { cwd: emptyDir }),
+    // Each run, with the error it must give; the runs go together (none of them hashes anything).
+    const cases: Array<[string[], string]> = [
+      [['keygen'], 'keygen needs --id ID'],
+      ...['', 'a,,b', 'a, ,b', 'a,'].map((tools): [string[], string] => [['keygen', '--id', 'x', '--tools', tools], '--tools must be a comma-separated list']),
+      // The config loader would read it as a ${VAR} reference.
+      [['keygen', '--id', 'x', '--tools', 'a,${HOME}'], '--tools: a tool name cannot contain "${"'],
+      ...['0', '-1', 'abc', '', '1e3', '0x10', 'Infinity', '1000001', '1,5'].map((rate): [string[], string] => [
+        ['keygen', '--id', 'x', `--rate-limit=${rate}`],
         `--rate-limit must be a number of requests per second above 0 and at most 1000000, got ${JSON.stringify(rate)}`,
-      );
-    }
-    expectUsageError(await runCli(['keygen', '--id', 'x', '-c', 'f.toml'], { cwd: emptyDir }), "--config does not apply to 'keygen'");
-    expectUsageError(await runCli(['validate', '--tools', 'a'], { cwd: emptyDir }), "--tools does not apply to 'validate'");
-    expectUsageError(await runCli(['keygen', '--id', 'x', 'extra'], { cwd: emptyDir }), "unexpected argument 'extra'");
+      ]),
+      [['keygen', '--id', 'x', '-c', 'f.toml'], "--config does not apply to 'keygen'"],
+      [['validate', '--tools', 'a'], "--tools does not apply to 'validate'"],
+      [['keygen', '--id', 'x', 'extra'], "unexpected argument 'extra'"],
+    ];
+    expect(cases).toHaveLength(18);
+    const results = await mapAtMost(6, cases, ([args]) => runCli(args, { cwd: emptyDir }));
+    cases.forEach(([, why], i) => expectUsageError(results[i]!, why));
   });
 
   it('--help lists both commands and says why stdin is better for hash-key', async () => {
@@ -141,15 +168,16 @@ describe('keygen', () => {
   });
 });
 
-describe('hash-key', () => {
+describe.concurrent('hash-key', () => {
   async function expectHashOf(r: CliResult, key: string): Promise<void> {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toBe('');
     expect(r.stdout).toMatch(/^\$argon2id\$v=19\$m=65536,p=4,t=3\$\S+\n$/);
     const hash = r.stdout.trim();
     expect(hash).toMatch(ARGON2ID_PHC_PATTERN);
-    expect(await argon2.verify(hash, key)).toBe(true);
-    expect(await argon2.verify(hash, `${key}x`)).toBe(false);
+    const [right, wrong] = await Promise.all([argon2.verify(hash, key), argon2.verify(hash, `${key}x`)]);
+    expect(right).toBe(true);
+    expect(wrong).toBe(false);
   }
 
   it('hashes its argument', async () => {
@@ -159,19 +187,21 @@ describe('hash-key', () => {
 
   it('hashes the first line of stdin, without its line ending', async () => {
     const key = 'hand-made-key-0123456789';
-    await expectHashOf(await runCli(['hash-key'], { cwd: emptyDir, input: `${key}\n` }), key);
-    await expectHashOf(await runCli(['hash-key'], { cwd: emptyDir, input: `${key}\r\nsecond line\n` }), key);
-    await expectHashOf(await runCli(['hash-key'], { cwd: emptyDir, input: key }), key);
+    const runs = await Promise.all([`${key}\n`, `${key}\r\nsecond line\n`, key].map((input) => runCli(['hash-key'], { cwd: emptyDir, input })));
+    for (const r of runs) await expectHashOf(r, key);
   });
 
   it('an empty key is an error (exit 1)', async () => {
+    const runs: Array<Promise<CliResult>> = [];
     for (const [args, input] of [
       [['hash-key'], ''],
       [['hash-key'], '\n'],
       [['hash-key'], '\r\nkey-on-the-second-line\n'],
       [['hash-key', ''], ''],
     ] as const) {
-      const r = await runCli([...args], { cwd: emptyDir, input });
+      runs.push(runCli([...args], { cwd: emptyDir, input }));
+    }
+    for (const r of await Promise.all(runs)) {
       expect(r.code, r.stderr).toBe(1);
       expect(r.stdout).toBe('');
       expect(r.stderr).toContain('hash-key: the key is empty');
@@ -180,10 +210,12 @@ describe('hash-key', () => {
   });
 
   it('a key the gateway would never accept is an error that does not repeat the key', async () => {
-    for (const key of ['secret with spaces', 'trailing-space-secret ', 's'.repeat(513)]) {
-      const fromArg = await runCli(['hash-key', key], { cwd: emptyDir });
-      const fromStdin = await runCli(['hash-key'], { cwd: emptyDir, input: `${key}\n` });
-      for (const r of [fromArg, fromStdin]) {
+    const keys = ['secret with spaces', 'trailing-space-secret ', 's'.repeat(513)];
+    const runs = await Promise.all(
+      keys.map((key) => Promise.all([runCli(['hash-key', key], { cwd: emptyDir }), runCli(['hash-key'], { cwd: emptyDir, input: `${key}\n` })])),
+    );
+    for (const [i, key] of keys.entries()) {
+      for (const r of runs[i]!) {
         expect(r.code, r.stderr).toBe(1);
         expect(r.stdout).toBe('');
         expect(r.stderr).toMatch(/hash-key: a key must be at most 512 visible ASCII characters/);
@@ -194,12 +226,15 @@ describe('hash-key', () => {
 
   it('usage errors (a second argument, an unknown option) never quote what was typed: it may be a key', async () => {
     const usage = "hash-key takes at most one KEY and no options (give a key that starts with '-' on stdin)";
-    const r = await runCli(['hash-key', 'the-secret-key', 'extra-secret'], { cwd: emptyDir });
+    const [r, dashed, withId] = await Promise.all([
+      runCli(['hash-key', 'the-secret-key', 'extra-secret'], { cwd: emptyDir }),
+      runCli(['hash-key', '-secretkey'], { cwd: emptyDir }),
+      runCli(['hash-key', '--id', 'x'], { cwd: emptyDir }),
+    ]);
     expectUsageError(r, usage);
     expect(r.stderr).not.toMatch(/the-secret-key|extra-secret/);
-    const dashed = await runCli(['hash-key', '-secretkey'], { cwd: emptyDir });
     expectUsageError(dashed, usage);
     expect(dashed.stderr).not.toMatch(/'-s'|secretkey/);
-    expectUsageError(await runCli(['hash-key', '--id', 'x'], { cwd: emptyDir }), "--id does not apply to 'hash-key'");
+    expectUsageError(withId, "--id does not apply to 'hash-key'");
   });
 });

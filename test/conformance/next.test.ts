@@ -22,9 +22,11 @@
  *   gateway (a listen stream and a tool answer framed as line-delimited JSON got nothing through
  *   the gateway, the listen for ever). Bug (b) also has a check of its own without the runner.
  *
- * Each run is one runner process for the whole suite, bounded in time; the runs go two at a time
- * (the direct ones, then the gateway's). The runner writes `<dir>/server-<scenario>-<timestamp>/
- * checks.json` per scenario, which is what is judged here. The table of results is printed.
+ * Each run is one runner process for the whole suite, bounded in time; the four runs go at once,
+ * each against servers of its own (the gateway has its own dual-era fixture, not the one the
+ * direct run uses, so no run sees what another does to a server). The runner writes
+ * `<dir>/server-<scenario>-<timestamp>/checks.json` per scenario, which is what is judged here.
+ * The table of results is printed.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -152,19 +154,23 @@ function table(): string {
   return resultsTable(scenarios, TARGETS, (target, scenario) => resultOf(target as Target, scenario));
 }
 
-beforeAll(
-  async () => {
-    const started = performance.now();
-    scenarios = await listScenarios();
-    const [dualUrl, everythingUrl] = await Promise.all([startFixture([DUAL_ERA, '0']), startFixture([EVERYTHING, 'http', '0'])]);
-    const out = join(tempDir(), m);
+beforeAll(async () => {
+  const started = performance.now();
+  // The gateway's dual-era upstream is a fixture of its own: the direct run goes at the same time.
+  const [listed, dualUrl, everythingUrl, dualUpstreamUrl] = await Promise.all([
+    listScenarios(),
+    startFixture([DUAL_ERA, '0']),
+    startFixture([EVERYTHING, 'http', '0']),
+    startFixture([DUAL_ERA, '0']),
+  ]);
+  const out = join(tempDir(), m);
 
-    gateway = await startGateway(
-      `[[upstream.servers]]
+  gateway = await startGateway(
+    `[[upstream.servers]]
 name = "dual"
 path_prefix = "/dual"
 transport = "http"
-url = ${q(dualUrl)}
+url = ${q(dualUpstreamUrl)}
 
 [[upstream.servers]]
 name = "stdio"
@@ -173,35 +179,33 @@ transport = "stdio"
 command = ${q(NODE)}
 args = [${q(EVERYTHING)}, "stdio", ${q(m)}]
 `,
-    );
-    const base = gateway.url;
-    // /ready answers 200 as soon as one server is healthy: wait for both.
-    await waitFor(
-      async () => {
-        const res = await fetch(`${base}/ready`);
-        const body = (await res.json()) as { servers?: Array<{ healthy: boolean }> };
-        return res.status === 200 && body.servers?.length === 2 && body.servers.every((s) => s.healthy);
-      },
-      30_000,
-      'every upstream of the gateway to be healthy',
-    );
+  );
+  const base = gateway.url;
+  // /ready answers 200 as soon as one server is healthy: wait for both.
+  await waitFor(
+    async () => {
+      const res = await fetch(`${base}/ready`);
+      const body = (await res.json()) as { servers?: Array<{ healthy: boolean }> };
+      return res.status === 200 && body.servers?.length === 2 && body.servers.every((s) => s.healthy);
+    },
+    30_000,
+    'every upstream of the gateway to be healthy',
+  );
 
-    const [dualDirect, everythingDirect] = await Promise.all([runSuite('dual-era direct', dualUrl, out), runSuite('everything direct', everythingUrl, out)]);
-    runs.set('dual-era direct', dualDirect);
-    runs.set('everything direct', everythingDirect);
-    const [dualVia, everythingVia] = await Promise.all([
-      runSuite('dual-era via gateway (http)', `${base}/mcp/dual`, out),
-      runSuite('everything via gateway (stdio)', `${base}/mcp/stdio`, out),
-    ]);
-    runs.set('dual-era via gateway (http)', dualVia);
-    runs.set('everything via gateway (stdio)', everythingVia);
+  scenarios = listed;
+  const urls: Record<Target, string> = {
+    'dual-era direct': dualUrl,
+    'dual-era via gateway (http)': `${base}/mcp/dual`,
+    'everything direct': everythingUrl,
+    'everything via gateway (stdio)': `${base}/mcp/stdio`,
+  };
+  const done = await Promise.all(TARGETS.map((target) => runSuite(target, urls[target], out)));
+  TARGETS.forEach((target, i) => runs.set(target, done[i]!));
 
-    console.log(
-      `MCP conformance (newer runner, Node 22) ${scenarios.length} scenarios (suite "all") in ${((performance.now() - started) / 1000).toFixed(1)} s\n\n${table()}`,
-    );
-  },
-  2 * RUN_TIMEOUT_MS + 120_000,
-);
+  console.log(
+    `MCP conformance (newer runner, Node 22) ${scenarios.length} scenarios (suite "all") in ${((performance.now() - started) / 1000).toFixed(1)} s\n\n${table()}`,
+  );
+}, RUN_TIMEOUT_MS + 120_000);
 
 afterAll(async () => {
   await gateway?.stop();
