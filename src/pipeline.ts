@@ -51,7 +51,7 @@ import { mayReach, ownerKey, type Identity } from './auth/identity.js';
 import type { RouteConfig } from './config/schema.js';
 import { GatewayError, httpError, sendError } from './http/errors.js';
 import { decodeBody, isRequest, objectOf, type JsonRpcId, type JsonRpcMessage, type JsonRpcRequest } from './jsonrpc/messages.js';
-import { scopeOf, type Gateway } from './mcp/gateway.js';
+import type { Gateway } from './mcp/gateway.js';
 import { MODERN_PROTOCOL_VERSIONS } from './protocol/versions.js';
 import { MODERN_METHODS } from './protocol/modern.js';
 import { checkModern, isModern, type ModernContext } from './eras/codec.js';
@@ -63,7 +63,7 @@ import type { DownstreamSession } from './mcp/sessions.js';
 import { SUPPORTED_PROTOCOL_VERSIONS } from './protocol/versions.js';
 import { SseWriter } from './mcp/sse-writer.js';
 import { calledTool, filterToolsList, type ToolOwner } from './policy/tools.js';
-import { namespaceOf, viewFor } from './virtual/view.js';
+import { namespaceOf, scopeOf, viewFor } from './virtual/view.js';
 import type { Recorder } from './observability/recorder.js';
 import type { RateLimiter } from './ratelimit/limiter.js';
 import { UpstreamError } from './upstreams/errors.js';
@@ -416,8 +416,7 @@ function unreachable({ target, identity, recorder, request }: Context, incoming:
   const error = GatewayError.fromUpstream(err, requests[0]?.id ?? null);
   const { body } = httpError(error);
   for (const r of requests) {
-    const name = calledTool(r);
-    const tool = name === undefined ? undefined : toolOf(target, name);
+    const tool = toolCalled(target, r);
     recorder.forwarded(request, identity, tool?.server ?? target.server.name, r, tool?.tool, body, 0);
   }
   return error;
@@ -437,8 +436,7 @@ interface Step {
  * is answered in place and never forwarded; a refused call uses up no limit.
  */
 async function answer(context: Context, r: JsonRpcRequest, forwarding: Forwarding, step: Step): Promise<Outcome> {
-  const name = calledTool(r);
-  const tool = name === undefined ? undefined : toolOf(context.target, name);
+  const tool = toolCalled(context.target, r);
   const authorized = authorize(context, r, tool);
   if ('refused' in authorized) return authorized.refused;
   // Awaited only when a tool limit applies (limit() gives undefined otherwise): each await costs a microtask.
@@ -468,6 +466,12 @@ function toolOf(target: Target, name: string): CalledTool {
   if (server.transport !== 'virtual') return { server: server.name, tool: name };
   const owned = namespaceOf(server).splitName(name);
   return owned ? { server: owned.member, tool: owned.own } : { server: server.name, tool: name };
+}
+
+/** The tool a tools/call names, placed with its server (toolOf); undefined for any other request. */
+function toolCalled(target: Target, r: JsonRpcRequest): CalledTool | undefined {
+  const name = calledTool(r);
+  return name === undefined ? undefined : toolOf(target, name);
 }
 
 /** Whose each tool of a tools/list answer is (ToolOwner for filterToolsList). */

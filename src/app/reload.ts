@@ -18,7 +18,7 @@
  * have changed again), never two at once.
  */
 import { Authenticator } from '../auth/authenticator.js';
-import { appliesAnything, diffConfig, type ConfigDiff } from '../config/diff.js';
+import { anyChange, appliesAnything, diffConfig, type ConfigDiff } from '../config/diff.js';
 import { ConfigError } from '../config/errors.js';
 import type { GatewayConfig } from '../config/schema.js';
 import { errorMessage } from '../error-message.js';
@@ -100,11 +100,11 @@ export class Reloader {
     const oldAudit = services.audit;
     const oldLimiter = services.limiter;
     let limiter: RateLimiter | undefined = oldLimiter;
-    if (diff.rateLimit || changedAny(diff.keys)) {
+    if (diff.rateLimit || anyChange(diff.keys)) {
       limiter = createLimiter(next, services.recorder, log);
       await limiter?.open().catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'the reloaded rate limit store is not reachable yet'));
     }
-    if (diff.jwt || changedAny(diff.keys)) {
+    if (diff.jwt || anyChange(diff.keys)) {
       services.authenticator = new Authenticator(next.auth, this.options.auth);
       services.authenticate = authenticationHook(services.authenticator, next.auth, services.recorder);
     }
@@ -125,10 +125,6 @@ export class Reloader {
     services.recorder.reloaded('applied', { changes });
     return { result: 'applied', diff, drained };
   }
-}
-
-function changedAny(changes: ConfigDiff['keys']): boolean {
-  return changes.added.length + changes.removed.length + changes.changed.length > 0;
 }
 
 /** The diff as the log and the audit line show it: names and ids, only what changed. */

@@ -76,8 +76,12 @@ export function diffConfig(before: GatewayConfig, after: GatewayConfig): ConfigD
   };
 }
 
+/** Whether a list has any entry added, removed or changed. */
+export function anyChange(c: Changes): boolean {
+  return c.added.length + c.removed.length + c.changed.length > 0;
+}
+
 /** Whether anything that applies without a restart changed. */
 export function appliesAnything(diff: ConfigDiff): boolean {
-  const any = (c: Changes) => c.added.length + c.removed.length + c.changed.length > 0;
-  return any(diff.servers) || any(diff.virtualServers) || any(diff.keys) || diff.jwt || diff.rateLimit || diff.audit;
+  return anyChange(diff.servers) || anyChange(diff.virtualServers) || anyChange(diff.keys) || diff.jwt || diff.rateLimit || diff.audit;
 }

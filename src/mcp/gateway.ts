@@ -24,6 +24,7 @@ import { errorMessage } from '../error-message.js';
 import { settleWithin } from '../delay.js';
 import type { ConfigDiff } from '../config/diff.js';
 import { VirtualSession } from '../virtual/session.js';
+import { scopeOf } from '../virtual/view.js';
 
 /** How long relaying a client's `initialized` may wait for the upstream's GET stream. */
 const EVENT_STREAM_WAIT_MS = 2_000;
@@ -211,12 +212,18 @@ export class Gateway {
       else if (routesGoing.has(session.server)) {
         session.draining = true;
         draining.push(session);
-      } else if (session.upstream instanceof VirtualSession) {
-        for (const member of diff.servers.changed) session.upstream.memberReplaced(member);
       }
     }
-    for (const entry of this.shared.values()) {
-      if (entry.resolved instanceof VirtualSession) for (const member of diff.servers.changed) entry.resolved.memberReplaced(member);
+    // Virtual sessions that stay (the clients' and the gateway's own) reopen a member that changed.
+    const staying = [
+      ...this.sessions
+        .all()
+        .filter((s) => !s.closed && !s.draining)
+        .map((s) => s.upstream),
+      ...[...this.shared.values()].map((e) => e.resolved),
+    ];
+    for (const upstream of staying) {
+      if (upstream instanceof VirtualSession) for (const member of diff.servers.changed) upstream.memberReplaced(member);
     }
     const deadline = Date.now() + graceMs;
     await Promise.all([
@@ -630,17 +637,6 @@ function canBeAsked(initialize: JsonRpcRequest | undefined): boolean {
 function sharedKey(server: RouteConfig, forwardPath: string, owner: string): string {
   return `${server.name}\u0000${forwardPath}\u0000${owner}\u0000${scopeOf(server)}`;
 }
-
-/** What a session is bound to besides its server's name: a virtual server's members as its caller sees them. */
-export function scopeOf(server: RouteConfig): string {
-  if (server.transport !== 'virtual') return '';
-  let scope = scopes.get(server);
-  if (scope === undefined) scopes.set(server, (scope = server.servers.join(',')));
-  return scope;
-}
-
-/** scopeOf per virtual server view (views are made once: src/virtual/view.ts), so a request joins no names. */
-const scopes = new WeakMap<VirtualServerConfig, string>();
 
 /** Resolves once `done()` holds (checked every 50 ms) or at `deadline` (ms since epoch): a reload's drain, never a request's path. */
 async function until(done: () => boolean, deadline: number): Promise<void> {

@@ -111,7 +111,7 @@ export class DownstreamSession {
     readonly protocolVersion: string,
     /** The identity that opened it (ownerKey): only that identity may use it. */
     readonly owner: string,
-    /** A virtual server's session: the members its identity could reach when it opened (src/mcp/gateway.ts scopeOf). */
+    /** A virtual server's session: the members its identity could reach when it opened (src/virtual/view.ts scopeOf). */
     readonly scope = '',
   ) {}
 

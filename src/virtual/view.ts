@@ -4,7 +4,7 @@
  * it names the virtual server itself (then every member) or at least one member (then those).
  * Views are made once per member set and kept, so a request allocates nothing for them.
  */
-import type { VirtualServerConfig } from '../config/schema.js';
+import type { RouteConfig, VirtualServerConfig } from '../config/schema.js';
 import { Namespace } from './names.js';
 
 /** Member sets per virtual server config (a set of a few names each; bounded by MAX_VIEWS). */
@@ -32,6 +32,19 @@ export function viewFor(config: VirtualServerConfig, servers: ReadonlySet<string
   }
   return view;
 }
+
+/**
+ * What a session is bound to besides its route's name: a virtual server's members as its caller
+ * sees them ('' for a server). Made once per view, so a request joins no names.
+ */
+export function scopeOf(server: RouteConfig): string {
+  if (server.transport !== 'virtual') return '';
+  let scope = scopes.get(server);
+  if (scope === undefined) scopes.set(server, (scope = server.servers.join(',')));
+  return scope;
+}
+
+const scopes = new WeakMap<VirtualServerConfig, string>();
 
 /** How the view names its members' tools, prompts and resources. */
 export function namespaceOf(view: VirtualServerConfig): Namespace {
