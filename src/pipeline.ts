@@ -213,8 +213,13 @@ function session(context: Context, incoming: Incoming, reply: FastifyReply): Rou
   checkProtocolVersion(request);
   if (sessionId === undefined) return SHARED;
   const found = findSession(context, sessionId);
-  found.touch();
-  return { kind: 'session', session: found };
+  if (found instanceof Promise) return found.then(sessionRoute);
+  return sessionRoute(found);
+}
+
+function sessionRoute(session: DownstreamSession): Route {
+  session.touch();
+  return { kind: 'session', session };
 }
 
 /** A legacy session's first request. */
@@ -297,16 +302,30 @@ function checkProtocolVersion(request: FastifyRequest): void {
 
 /**
  * The session named by Mcp-Session-Id, on the server the URL names, opened by the same
- * identity: a session id seen by someone else is of no use to them.
+ * identity: a session id seen by someone else is of no use to them. With `[server] session_keys`
+ * a sealed session another replica opened is taken up here (Gateway.adopt), until its id expires.
  */
-function findSession({ gateway, target, identity }: Context, sessionId: string): DownstreamSession {
+function findSession({ gateway, target, identity, request }: Context, sessionId: string): DownstreamSession | Promise<DownstreamSession> {
   const found = gateway.sessions.get(sessionId);
+  if (found === undefined) {
+    const adopted = gateway.adopt(sessionId, target.server, ownerKey(identity), request.log);
+    if (adopted === undefined) throw sessionNotFound();
+    return adopted.then((session) => session ?? Promise.reject(sessionNotFound()));
+  }
   // A virtual server's session is also bound to the members its identity could reach.
   // A session draining after a reload changed its server takes nothing new: the client starts again.
-  if (!found || found.draining || found.server !== target.server.name || found.owner !== ownerKey(identity) || found.scope !== scopeOf(target.server)) {
-    throw new GatewayError('session_not_found', 'Session not found: start a new session with initialize');
+  if (found.draining || found.server !== target.server.name || found.owner !== ownerKey(identity) || found.scope !== scopeOf(target.server)) {
+    throw sessionNotFound();
+  }
+  if (found.expires !== Infinity && found.expires <= Date.now()) {
+    void gateway.sessions.close(found, 'sealed id expired');
+    throw sessionNotFound();
   }
   return found;
+}
+
+function sessionNotFound(): GatewayError {
+  return new GatewayError('session_not_found', 'Session not found: start a new session with initialize');
 }
 
 async function openSession(
@@ -553,7 +572,7 @@ function paramHeaders(request: FastifyRequest): Record<string, string> | undefin
 }
 
 /** GET: the client opens the standalone stream of server-to-client messages. */
-export function handleGet(context: Context, reply: FastifyReply): void {
+export function handleGet(context: Context, reply: FastifyReply): Promise<void> | undefined {
   const { request } = context;
   try {
     context = access(context);
@@ -562,12 +581,18 @@ export function handleGet(context: Context, reply: FastifyReply): void {
     if (!parseAccept(header(request, 'accept')).sse) {
       throw new GatewayError('not_acceptable', 'Not Acceptable: the client must accept text/event-stream');
     }
-    const session = findSession(context, sessionId);
-    if (session.eventStream?.open) throw new GatewayError('stream_conflict', 'Conflict: only one stream is allowed per session');
-    session.attachEventStream(SseWriter.of(reply, { [SESSION_HEADER]: session.id }, { keepalive: true }));
+    const found = findSession(context, sessionId);
+    if (found instanceof Promise) return found.then((session) => openEventStream(session, reply)).catch((err: unknown) => refused(reply, err));
+    openEventStream(found, reply);
   } catch (err) {
     refused(reply, err);
   }
+  return undefined;
+}
+
+function openEventStream(session: DownstreamSession, reply: FastifyReply): void {
+  if (session.eventStream?.open) throw new GatewayError('stream_conflict', 'Conflict: only one stream is allowed per session');
+  session.attachEventStream(SseWriter.of(reply, { [SESSION_HEADER]: session.id }, { keepalive: true }));
 }
 
 /** DELETE: the client ends its session. */
@@ -576,7 +601,8 @@ export async function handleDelete(context: Context, reply: FastifyReply): Promi
     context = access(context);
     const sessionId = header(context.request, SESSION_HEADER);
     if (sessionId === undefined) throw new GatewayError('session_required', 'Bad Request: Mcp-Session-Id header is required');
-    await context.gateway.sessions.close(findSession(context, sessionId), 'client DELETE');
+    // The client ends it everywhere: upstream too, and no replica takes its id up again.
+    await context.gateway.end(await findSession(context, sessionId));
     void reply.code(200).send();
   } catch (err) {
     refused(reply, err);

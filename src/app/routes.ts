@@ -79,8 +79,7 @@ export function registerRoutes(app: FastifyInstance, services: Services, lifecyc
       case 'POST':
         return handlePost(context, reply);
       case 'GET':
-        handleGet(context, reply);
-        return undefined;
+        return handleGet(context, reply);
       case 'DELETE':
         return handleDelete(context, reply);
       default:

@@ -123,6 +123,11 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
   checkAudit(tree, issues);
   if (issues.all.length > 0 || !resolved || !server) throw new ConfigError(issues.all);
   const { single, servers, warnings } = resolved;
+  if (server.session_keys !== undefined && server.redis_url === undefined && limits.rate_limit?.redis_url === undefined) {
+    warnings.push(
+      'server.session_keys without a Redis (server.redis_url or rate_limit.redis_url): a client\'s answer to a sampling or elicitation request, and its DELETE, reach only the replica it is sent to (docs/operations.md, "Sessions any replica can serve")',
+    );
+  }
   return { server, single, servers, virtual_servers, warnings, ...(auth ? { auth } : {}), ...limits };
 }
 

@@ -848,6 +848,9 @@ export const tlsSchema = z
 export type TlsSettings = z.output<typeof tlsSchema>;
 
 /** `[server]`: the listener, its limits, and which Hosts and browser origins may use it (src/http/origin.ts). */
+/** A `session_keys` entry: `kid:secret`. */
+export const SESSION_KEY_PATTERN = /^[A-Za-z0-9_-]{1,32}:.{32,}$/s;
+
 export const serverSchema = serverSettingsSchema.extend({
   /**
    * Host header values accepted (DNS rebinding protection): names or addresses, with a port to
@@ -863,6 +866,36 @@ export const serverSchema = serverSettingsSchema.extend({
   cors: corsSchema.optional().describe('CORS: which browser pages may call the gateway, and what they may send and read.'),
   /** Native TLS (HTTPS only on the port) and client certificates (src/http/tls.ts). */
   tls: tlsSchema.optional().describe('HTTPS on the port (and only HTTPS), and client certificates (mTLS).'),
+  /**
+   * Sealed sessions (src/replicas/seal.ts): `kid:secret` entries; the first seals new session
+   * ids, the others still open ids sealed before a rotation. Every replica behind one load
+   * balancer has the same list. Absent: sessions live in the process that opened them.
+   */
+  session_keys: z
+    .array(
+      z
+        .string({ error: problem('expected "kid:secret"') })
+        .regex(SESSION_KEY_PATTERN, { error: 'expected "kid:secret": a key id of 1-32 of A-Z a-z 0-9 _ -, a colon, then a secret of at least 32 characters' }),
+      { error: problem('expected an array of "kid:secret" strings') },
+    )
+    .min(1, { error: 'name at least one key, or leave session_keys out' })
+    .refine((keys) => new Set(keys.map((k) => k.slice(0, k.indexOf(':')))).size === keys.length, { error: 'each key id may appear once' })
+    .optional()
+    .describe(
+      'Sealed sessions any replica can serve: `"kid:secret"` entries (secret: 32+ characters, e.g. `"k1:${SESSION_KEY_1}"`); the first seals new sessions, the rest still open older ones. Same list on every replica.',
+    ),
+  /** How long a sealed session id is accepted after its initialize, in ms. */
+  session_ttl_ms: milliseconds(1)
+    .default(86_400_000)
+    .describe('With session_keys: how long a sealed session id is accepted after its `initialize`, in ms (then 404: the client initializes again).'),
+  /** Redis for messages between replicas, when [rate_limit] has none. */
+  redis_url: z
+    .string({ error: problem('expected a redis:// URL') })
+    .regex(/^rediss?:\/\/[^\s]+$/, { error: 'expected a redis:// or rediss:// URL' })
+    .optional()
+    .describe(
+      'With session_keys: the Redis that carries messages between replicas (answers to server requests); default: `[rate_limit] redis_url`. `redis://[user:password@]host:port[/db]`.',
+    ),
 });
 
 /**

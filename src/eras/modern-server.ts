@@ -32,7 +32,7 @@ import {
 } from '../jsonrpc/messages.js';
 import type { Logger } from '../observability/logger.js';
 import { UpstreamError } from '../upstreams/errors.js';
-import type { EraVerdict, RequestOptions, SessionHandlers, Upstream, UpstreamSession } from '../upstreams/upstream.js';
+import type { EraVerdict, RequestOptions, ResumeState, SessionHandlers, Upstream, UpstreamSession } from '../upstreams/upstream.js';
 import { GATEWAY_NAME, GATEWAY_VERSION } from '../version.js';
 import { MODERN_PROTOCOL_VERSION } from '../protocol/versions.js';
 import { META } from '../protocol/modern.js';
@@ -167,6 +167,11 @@ export class ModernBackedSession implements UpstreamSession {
     this.listenWanted = false;
     this.listen?.abort();
     this.listen = undefined;
+  }
+
+  /** The server keeps nothing per session: another replica opens it again as it was opened here. */
+  resumeState(): ResumeState {
+    return { kind: 'reopen' };
   }
 
   async close(): Promise<void> {

@@ -6,13 +6,25 @@
 import { ANONYMOUS, ownerKey } from '../auth/identity.js';
 import type { GatewayConfig, RouteConfig, ServerConfig, VirtualServerConfig } from '../config/schema.js';
 import { GatewayError } from '../http/errors.js';
-import { idKey, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc/messages.js';
+import { idKey, objectOf, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc/messages.js';
+import { randomUUID } from 'node:crypto';
+import { SessionSeal, type SealedState } from '../replicas/seal.js';
+import { ReplicaBus, type ReplicaMessage } from '../replicas/bus.js';
 import type { LineLogger, Logger } from '../observability/logger.js';
 import { discoverRequest } from '../upstreams/era.js';
 import { Cancellation } from '../upstreams/cancellation.js';
 import { waitAtMost } from '../upstreams/deadline.js';
 import { UpstreamError } from '../upstreams/errors.js';
-import type { EraVerdict, OpenSessionOptions, RequestOptions, ServerMessage, SessionHandlers, Upstream, UpstreamSession } from '../upstreams/upstream.js';
+import type {
+  EraVerdict,
+  OpenSessionOptions,
+  RequestOptions,
+  ResumeState,
+  ServerMessage,
+  SessionHandlers,
+  Upstream,
+  UpstreamSession,
+} from '../upstreams/upstream.js';
 import { ResultCache } from '../eras/cache.js';
 import { InputRounds } from '../eras/input-rounds.js';
 import { ModernBackedSession } from '../eras/modern-server.js';
@@ -91,6 +103,12 @@ export class Gateway {
   private closing = false;
   /** 2026-07-28 listen streams, per shared session key (src/eras/subscriptions.ts). */
   private readonly hubs = new Map<string, ListenHub>();
+  /** With `[server] session_keys`: seals session ids and opens those of other replicas (src/replicas/seal.ts). */
+  private seal: SessionSeal | undefined;
+  /** Sealed sessions being taken up, by id: two requests at once take one up once. */
+  private readonly adopting = new Map<string, Promise<DownstreamSession | undefined>>();
+  /** Messages to and from the other replicas, with session_keys and a Redis (src/replicas/bus.ts). */
+  private readonly bus: ReplicaBus | undefined;
 
   constructor(
     config: GatewayConfig,
@@ -112,6 +130,43 @@ export class Gateway {
       log,
     );
     this.sessionQuota = config.server.max_sessions_per_identity ?? Math.max(1, Math.ceil(config.server.max_sessions / 10));
+    this.seal = sealOf(config);
+    const redisUrl = config.server.redis_url ?? config.rate_limit?.redis_url;
+    if (this.seal && redisUrl !== undefined) {
+      this.bus = new ReplicaBus(redisUrl, log);
+      this.bus.onMessage((message) => this.fromReplica(message));
+    }
+  }
+
+  /**
+   * A message of another replica (src/replicas/bus.ts): the answer to a server request one of
+   * this replica's sessions sent its client, forwarded only if that session expects it; a
+   * session its client ended elsewhere, dropped here and refused from now on.
+   */
+  private fromReplica(message: ReplicaMessage): void {
+    const session = this.sessions.get(message.session);
+    if (message.kind === 'answer') {
+      if (session?.takeAnswer(message.message.id)) {
+        session.upstream.send(message.message).catch((err) => this.log.warn({ err: errorMessage(err) }, 'could not relay an answer from another replica'));
+      }
+      return;
+    }
+    this.sessions.revokeId(message.session, message.expires);
+    if (session) void this.sessions.close(session, 'ended by its client on another replica');
+  }
+
+  /** A client ends its session (DELETE): upstream too, and on every replica (no one takes its id up again). */
+  async end(session: DownstreamSession): Promise<void> {
+    if (session.expires !== Infinity) {
+      this.sessions.revokeId(session.id, session.expires);
+      this.bus?.publish({ kind: 'ended', session: session.id, expires: session.expires });
+    }
+    await this.sessions.close(session, 'client DELETE', true);
+  }
+
+  /** Whether session ids are sealed (any replica with the same keys can serve them). */
+  get sealed(): boolean {
+    return this.seal !== undefined;
   }
 
   upstream(name: string): Upstream {
@@ -126,7 +181,7 @@ export class Gateway {
 
   /** Starts every upstream (stdio children spawn now). Resolves when each has succeeded or failed once. */
   async start(): Promise<void> {
-    await Promise.all(this.allUpstreams().map((u) => u.start()));
+    await Promise.all([this.bus?.start(), ...this.allUpstreams().map((u) => u.start())]);
   }
 
   /**
@@ -141,6 +196,7 @@ export class Gateway {
     this.shared.clear();
     this.rounds.clear();
     await Promise.all([
+      this.bus?.close(),
       this.sessions.closeAll('shutdown'),
       ...shared.map((p) => p.then((s) => s.close()).catch(() => undefined)),
       ...this.allUpstreams().map((u) => u.close()),
@@ -158,6 +214,7 @@ export class Gateway {
    * the moment this is called.
    */
   async reconfigure(next: GatewayConfig, diff: ConfigDiff, graceMs: number): Promise<void> {
+    if (JSON.stringify(next.server.session_keys) !== JSON.stringify(this.config.server.session_keys)) this.seal = sealOf(next);
     this.config = next;
     const retiring = new Set([...diff.servers.removed, ...diff.servers.changed]);
     const retired: Upstream[] = [];
@@ -208,7 +265,7 @@ export class Gateway {
     const draining: DownstreamSession[] = [];
     for (const session of this.sessions.all()) {
       const gone = ownerGone(session.owner);
-      if (gone !== undefined) void this.sessions.close(session, gone);
+      if (gone !== undefined) void this.sessions.close(session, gone, true);
       else if (routesGoing.has(session.server)) {
         session.draining = true;
         draining.push(session);
@@ -255,21 +312,10 @@ export class Gateway {
     // Without authentication every client is the anonymous identity: only max_sessions applies.
     const refusal = this.sessions.reserve(owner, owner === ANONYMOUS_OWNER ? Infinity : this.sessionQuota);
     if (refusal) throw sessionRefusal(refusal, this.sessions, owner, request.id);
-    let session: DownstreamSession | undefined;
-    const handlers: SessionHandlers = {
-      onMessage: (m) => {
-        // A task's status (or a message about a task) reaches only the task's owner.
-        if (!session) return;
-        if (this.tasks.deliverable(server.name, owner, m)) session.deliver(m);
-        else if ('id' in m) refuseServerRequest(upstream, m.id, 'Not the client of this task');
-      },
-      onClose: (reason) => {
-        if (session) void this.sessions.close(session, reason);
-      },
-    };
+    const link = this.sessionLink(server.name, owner);
     let upstream: UpstreamSession;
     try {
-      upstream = await this.openUpstreamSession(server, { initialize: request, forwardPath, handlers, owner });
+      upstream = await this.openUpstreamSession(server, { initialize: request, forwardPath, handlers: link.handlers, owner, shared: this.seal !== undefined });
     } catch (err) {
       this.sessions.release(owner);
       throw toGatewayError(err, request.id, log);
@@ -281,10 +327,125 @@ export class Gateway {
       return { response };
     }
     const version = typeof response.result['protocolVersion'] === 'string' ? response.result['protocolVersion'] : '';
-    session = new DownstreamSession(server.name, upstream, version, owner, scopeOf(server));
+    const scope = scopeOf(server);
+    let sealed: { id: string; expires: number; resumable: boolean } | undefined;
+    if (this.seal) {
+      const expires = Date.now() + this.config.server.session_ttl_ms;
+      const resume = upstream.resumeState?.();
+      const state: SealedState = {
+        route: server.name,
+        owner,
+        version,
+        scope,
+        forwardPath,
+        client: sealedClient(request),
+        upstream: resume ?? null,
+        expires,
+        nonce: randomUUID(),
+      };
+      sealed = { id: this.seal.seal(state), expires, resumable: resume !== undefined };
+    }
+    const session = new DownstreamSession(server.name, upstream, version, owner, scope, sealed);
+    link.bind(session, upstream);
     this.sessions.add(session);
-    log.debug({ sessionId: session.id, server: server.name }, 'session opened');
+    log.debug({ server: server.name, sealed: sealed !== undefined }, 'session opened');
     return { response, session };
+  }
+
+  /**
+   * A sealed session (`[server] session_keys`) that another replica opened, taken up here from
+   * what its id carries, without a new handshake where the upstream keeps the session (a
+   * streamable HTTP server), or opened again where the gateway did the handshake itself (a stdio
+   * child shared or per identity, a translated 2026-07-28 server). Undefined for every id that is
+   * not such a session for this route and identity (forged, expired, another's, a session whose
+   * upstream lives on another replica's connection): the caller answers 404.
+   */
+  adopt(id: string, server: RouteConfig, owner: string, log: LineLogger = this.log): Promise<DownstreamSession | undefined> | undefined {
+    const state = this.seal?.open(id, server.name);
+    if (!state || state.owner !== owner || state.scope !== scopeOf(server) || state.upstream === null || this.sessions.revoked(id)) return undefined;
+    let pending = this.adopting.get(id);
+    if (!pending) {
+      pending = this.takeUp(id, server, state, log).finally(() => this.adopting.delete(id));
+      this.adopting.set(id, pending);
+    }
+    return pending;
+  }
+
+  private async takeUp(id: string, server: RouteConfig, state: SealedState, log: LineLogger): Promise<DownstreamSession | undefined> {
+    const { owner } = state;
+    const refusal = this.sessions.reserve(owner, owner === ANONYMOUS_OWNER ? Infinity : this.sessionQuota);
+    if (refusal) throw sessionRefusal(refusal, this.sessions, owner, null);
+    const link = this.sessionLink(server.name, owner);
+    const initialize: JsonRpcRequest = { jsonrpc: '2.0', id: 0, method: 'initialize', params: state.client };
+    let upstream: UpstreamSession;
+    try {
+      upstream = await this.resumeUpstreamSession(server, state.upstream as ResumeState, {
+        initialize,
+        forwardPath: state.forwardPath,
+        handlers: link.handlers,
+        owner,
+        shared: true,
+      });
+    } catch (err) {
+      this.sessions.release(owner);
+      log.info({ server: server.name, err: errorMessage(err) }, 'a sealed session could not be taken up here');
+      return undefined;
+    }
+    const session = new DownstreamSession(server.name, upstream, state.version, owner, state.scope, { id, expires: state.expires, resumable: true });
+    session.touch();
+    link.bind(session, upstream);
+    this.sessions.add(session);
+    log.debug({ server: server.name }, 'sealed session taken up');
+    return session;
+  }
+
+  /** A session's upstream, opened anew or taken up as its ResumeState says. */
+  private resumeUpstreamSession(server: RouteConfig, resume: ResumeState, options: OpenSessionOptions): Promise<UpstreamSession> {
+    if (server.transport === 'virtual') {
+      const members = resume.kind === 'virtual' ? resume.members : {};
+      return VirtualSession.open(server, options, {
+        // A member not open when the session was sealed is opened here, as one that joins late.
+        open: (member, memberOptions) => {
+          const state = members[member];
+          if (state === null) return Promise.reject(new UpstreamError('protocol', member, 'its session lives on another replica'));
+          const config = this.serverConfig(member);
+          return state === undefined ? this.openUpstreamSession(config, memberOptions) : this.resumeUpstreamSession(config, state, memberOptions);
+        },
+        log: this.log.child({ virtualServer: server.name }),
+        onOmitted: (member, reason) => this.events.memberOmitted?.(server.name, member, reason),
+      });
+    }
+    if (resume.kind === 'reopen') return this.openUpstreamSession(server, options);
+    const upstream = this.upstream(server.name);
+    if (resume.kind !== 'http' || !upstream.resumeSession)
+      return Promise.reject(new UpstreamError('protocol', server.name, 'this session cannot be taken up here'));
+    return upstream.resumeSession(resume, options);
+  }
+
+  /**
+   * The handlers a client session's upstream session reports to, before the session exists:
+   * bind() it once it does. A task's status (or a message about a task) reaches only the task's
+   * owner; an upstream that ends the session ends the client's.
+   */
+  private sessionLink(server: string, owner: string): { handlers: SessionHandlers; bind(session: DownstreamSession, upstream: UpstreamSession): void } {
+    let session: DownstreamSession | undefined;
+    let upstream: UpstreamSession | undefined;
+    return {
+      handlers: {
+        onMessage: (m) => {
+          if (!session || !upstream) return;
+          if (this.tasks.deliverable(server, owner, m)) session.deliver(m);
+          else if ('id' in m) refuseServerRequest(upstream, m.id, 'Not the client of this task');
+        },
+        onClose: (reason) => {
+          if (session) void this.sessions.close(session, reason);
+        },
+      },
+      bind: (s, u) => {
+        session = s;
+        upstream = u;
+      },
+    };
   }
 
   /**
@@ -566,7 +727,10 @@ export class Gateway {
       return;
     }
     if (!session?.takeAnswer(message.id)) {
-      log.warn({ id: message.id }, 'dropped an answer to a server request this session was not sent');
+      // A sealed session's server request may have been sent by another replica: it forwards the
+      // answer if it sent that request to this session's client.
+      if (session?.shared && this.bus) this.bus.publish({ kind: 'answer', session: session.id, message });
+      else log.warn({ id: message.id }, 'dropped an answer to a server request this session was not sent');
       return;
     }
     await upstream.send(message).catch((err) => log.warn({ err: errorMessage(err) }, 'could not relay an answer'));
@@ -620,6 +784,34 @@ export class Gateway {
     // Only the client a server request went to may answer it.
     else if ('id' in message) session?.expectAnswer(message.id);
   }
+}
+
+/** The sealer of a config with session_keys. */
+function sealOf(config: GatewayConfig): SessionSeal | undefined {
+  const keys = config.server.session_keys;
+  return keys === undefined ? undefined : new SessionSeal(keys);
+}
+
+/** The longest client part of a sealed id: a client that declares more keeps only the standard capabilities. */
+const MAX_SEALED_CLIENT = 2_048;
+
+/**
+ * What a sealed id keeps of the client's initialize params: what another replica needs to open
+ * its session again (its capabilities, version and name). Bounded: the id is a header.
+ */
+function sealedClient(initialize: JsonRpcRequest): Record<string, unknown> {
+  const params = initialize.params ?? {};
+  const info = objectOf(params['clientInfo']);
+  const client: Record<string, unknown> = {
+    protocolVersion: params['protocolVersion'],
+    capabilities: objectOf(params['capabilities']) ?? {},
+    clientInfo: { name: String(info?.['name'] ?? '').slice(0, 128), version: String(info?.['version'] ?? '').slice(0, 64) },
+  };
+  if (JSON.stringify(client).length <= MAX_SEALED_CLIENT) return client;
+  const declared = objectOf(params['capabilities']) ?? {};
+  const capabilities: Record<string, unknown> = {};
+  for (const name of ['sampling', 'elicitation', 'roots', 'tasks']) if (declared[name] !== undefined) capabilities[name] = {};
+  return { ...client, capabilities };
 }
 
 /** Whether a legacy client's initialize declares a capability a server may ask it to use (sampling, elicitation, roots). */

@@ -6,9 +6,13 @@
 import { randomUUID } from 'node:crypto';
 import { ErrorCode, errorResponse, idKey, type JsonRpcId } from '../jsonrpc/messages.js';
 import type { Logger } from '../observability/logger.js';
-import type { ServerMessage, UpstreamSession } from '../upstreams/upstream.js';
+import type { CloseOptions, ServerMessage, UpstreamSession } from '../upstreams/upstream.js';
 import type { SseWriter } from './sse-writer.js';
 import type { Cancellation } from '../upstreams/cancellation.js';
+
+const KEEP_UPSTREAM: CloseOptions = { keepUpstream: true };
+/** Sealed ids remembered as ended by their client, at most. */
+const MAX_REVOKED = 10_000;
 
 /** Notifications held for a client without a GET stream, at most. */
 const MAX_HELD_NOTIFICATIONS = 100;
@@ -73,8 +77,22 @@ export class CallsInFlight {
  */
 export const CANCELLED_BY_CLIENT = Symbol('cancelled by the client');
 
+/** A sealed session's id and what it fixed (src/replicas/seal.ts). */
+export interface SealedId {
+  id: string;
+  /** Ms since epoch: the id is refused after it (session_ttl_ms from its initialize). */
+  expires: number;
+  /** Another replica can serve it: ending it here does not end it upstream (only its client's DELETE does). */
+  resumable: boolean;
+}
+
 export class DownstreamSession {
-  readonly id = randomUUID();
+  /** A random UUID, or with `[server] session_keys` the sealed state any replica can serve. */
+  readonly id: string;
+  /** Ms since epoch after which a sealed session is refused; Infinity for an unsealed one. */
+  readonly expires: number;
+  /** Another replica may serve it too: closing it here leaves its upstream session open. */
+  readonly shared: boolean;
   lastActivity = Date.now();
   /** The client's standalone GET stream, when open. */
   eventStream: SseWriter | undefined;
@@ -113,7 +131,12 @@ export class DownstreamSession {
     readonly owner: string,
     /** A virtual server's session: the members its identity could reach when it opened (src/virtual/view.ts scopeOf). */
     readonly scope = '',
-  ) {}
+    sealed?: SealedId,
+  ) {
+    this.id = sealed?.id ?? randomUUID();
+    this.expires = sealed?.expires ?? Infinity;
+    this.shared = sealed?.resumable ?? false;
+  }
 
   /** Client activity on the session (never the server's): it is alive, and its handshake done. */
   touch(): void {
@@ -184,6 +207,8 @@ export type SessionRefusal = 'full' | 'quota';
 
 export class SessionStore {
   private readonly sessions = new Map<string, DownstreamSession>();
+  /** Sealed ids ended by their client, until they expire (revoke()). */
+  private readonly revokedIds = new Map<string, number>();
   /** Sessions per owner, open or reserved (reserve() until add() or release()). */
   private readonly perOwner = new Map<string, number>();
   /** Slots reserved by initializes still waiting for their upstream session. */
@@ -253,6 +278,30 @@ export class SessionStore {
     return this.sessions.get(id);
   }
 
+  /**
+   * A sealed session its client ended (DELETE): no replica that learns of it takes its id up
+   * again before it expires. Bounded: the soonest to expire is forgotten first.
+   */
+  revokeId(id: string, expires: number): void {
+    if (expires === Infinity) return;
+    this.revokedIds.set(id, expires);
+    if (this.revokedIds.size > MAX_REVOKED) {
+      let soonest: string | undefined;
+      let at = Infinity;
+      for (const [id, expires] of this.revokedIds) if (expires < at) [soonest, at] = [id, expires];
+      this.revokedIds.delete(soonest!);
+    }
+  }
+
+  /** Whether a sealed id was ended by its client (revoke) and has not expired yet. */
+  revoked(id: string): boolean {
+    const expires = this.revokedIds.get(id);
+    if (expires === undefined) return false;
+    if (expires > Date.now()) return true;
+    this.revokedIds.delete(id);
+    return false;
+  }
+
   /** Every open session. */
   all(): DownstreamSession[] {
     return [...this.sessions.values()];
@@ -264,8 +313,12 @@ export class SessionStore {
     this.sessions.set(session.id, session);
   }
 
-  /** Ends a session: its GET stream, its calls in flight, its upstream session. Never throws. */
-  async close(session: DownstreamSession, reason: string): Promise<void> {
+  /**
+   * Ends a session: its GET stream, its calls in flight, its upstream session. Never throws. A
+   * session another replica may serve keeps its upstream session, unless `endUpstream` (its
+   * client's DELETE, its key removed).
+   */
+  async close(session: DownstreamSession, reason: string, endUpstream = false): Promise<void> {
     if (session.closed) return;
     session.closed = true;
     this.sessions.delete(session.id);
@@ -273,7 +326,7 @@ export class SessionStore {
     this.log.debug({ sessionId: session.id, server: session.server, reason }, 'session closed');
     session.eventStream?.end();
     for (const ac of session.inflight.values()) ac.abort();
-    await session.upstream.close().catch(() => undefined);
+    await session.upstream.close(session.shared && !endUpstream ? KEEP_UPSTREAM : undefined).catch(() => undefined);
   }
 
   async closeAll(reason: string): Promise<void> {

@@ -57,7 +57,9 @@ import { isFresh } from './era.js';
 import { UpstreamError } from './errors.js';
 import type {
   CallOptions,
+  CloseOptions,
   CircuitState,
+  ResumeState,
   EraVerdict,
   OpenSessionOptions,
   RequestOptions,
@@ -416,6 +418,12 @@ export class CircuitBreakerUpstream implements Upstream {
     return this.circuit.status(this.inner.status());
   }
 
+  resumeSession(state: Extract<ResumeState, { kind: 'http' }>, options: OpenSessionOptions): Promise<UpstreamSession> {
+    const inner = this.inner;
+    if (!inner.resumeSession) return Promise.reject(new UpstreamError('protocol', this.config.name, 'This session cannot be taken up here'));
+    return inner.resumeSession(state, options).then((session) => new GuardedSession(session, this.circuit, options.owner));
+  }
+
   openSession(options: OpenSessionOptions): Promise<UpstreamSession> {
     const circuit = this.circuit;
     const owner: Owner = options.owner;
@@ -562,9 +570,13 @@ class GuardedSession implements UpstreamSession {
     this.inner.closeEventStream();
   }
 
-  close(): Promise<void> {
+  close(options?: CloseOptions): Promise<void> {
     this.closed = true;
-    return this.inner.close();
+    return this.inner.close(options);
+  }
+
+  resumeState(): ResumeState | undefined {
+    return this.inner.resumeState?.();
   }
 }
 

@@ -42,13 +42,17 @@ interface Pending<Owner> extends InFlight<Owner> {
 
 export class Correlator<Owner = undefined> {
   /** By wire id; not a Map: see id-table.ts. */
-  private readonly pending = new IdTable<Pending<Owner>>();
+  private readonly pending: IdTable<Pending<Owner>>;
 
   constructor(
     private readonly server: string,
     /** Writes `notifications/cancelled` for a wire id; called on timeout and on abort. */
     private readonly sendCancel: (wireId: number, reason: string) => void,
-  ) {}
+    /** The first wire id (IdTable). */
+    firstId = 1,
+  ) {
+    this.pending = new IdTable<Pending<Owner>>(undefined, firstId);
+  }
 
   get size(): number {
     return this.pending.size;

@@ -21,6 +21,16 @@
  * then stays there: growing is a copy, once per doubling, never per request.
  */
 const EMPTY = -1;
+
+/**
+ * A random first wire id for a session that several replicas may send on (a sealed session's
+ * streamable HTTP session): each numbers its requests from its own point of a 2^52 range, so two
+ * never send the server the same id (a run of a billion requests overlaps another's with a
+ * chance of about 2^-22).
+ */
+export function wireIdStart(): number {
+  return 2 ** 20 + Math.floor(Math.random() * (2 ** 52 - 2 ** 21));
+}
 /** Two requests in flight before the first doubling: a session's initialize, then one at a time. */
 const DEFAULT_CAPACITY = 4;
 
@@ -29,9 +39,11 @@ export class IdTable<T> {
   private values: Array<T | undefined>;
   private mask: number;
   private count = 0;
-  private next = 1;
+  private next: number;
 
-  constructor(capacity = DEFAULT_CAPACITY) {
+  /** `first`: the first id claimed (1 unless ids must not meet another process's: wireIdStart()). */
+  constructor(capacity = DEFAULT_CAPACITY, first = 1) {
+    this.next = first;
     // Doubled from 2 rather than 2 ** n: a power is a double to V8, and `mask` would then be kept
     // as a boxed number (a heap number more per table, an unboxing per lookup).
     let size = 2;

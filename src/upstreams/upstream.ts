@@ -104,6 +104,11 @@ export interface OpenSessionOptions {
    * own child, the circuit breaker counts a failure against its owner first.
    */
   owner: string;
+  /**
+   * Other replicas may send on this session too (sealed sessions): its wire ids start at a random
+   * point, so that theirs and ours never meet (src/upstreams/id-table.ts wireIdStart).
+   */
+  shared?: boolean;
 }
 
 export interface UpstreamSession {
@@ -123,9 +128,31 @@ export interface UpstreamSession {
    */
   openEventStream(): Promise<void>;
   closeEventStream(): void;
-  /** Ends the upstream session (HTTP DELETE, closing the SSE connection). Never throws. */
-  close(): Promise<void>;
+  /**
+   * Ends the upstream session (HTTP DELETE, closing the SSE connection). Never throws.
+   * `keepUpstream`: end it here only, without telling the server (a sealed session that another
+   * replica may still serve: src/replicas/seal.ts).
+   */
+  close(options?: CloseOptions): Promise<void>;
+  /**
+   * What another replica needs to take this session up (a sealed session id carries it):
+   * undefined when it cannot be, because a live connection of this process is the session.
+   */
+  resumeState?(): ResumeState | undefined;
 }
+
+export interface CloseOptions {
+  keepUpstream?: boolean;
+}
+
+/**
+ * How a session is taken up by another replica (docs/operations.md, "Sessions any replica can
+ * serve"): `reopen`, opened again there as at the initialize (the gateway's own handshake, no
+ * upstream traffic: a shared or per-identity stdio child, a translated 2026-07-28 server); `http`,
+ * the streamable HTTP server's own session, by its id; `virtual`, each member by its own.
+ */
+export type ResumeState =
+  { kind: 'reopen' } | { kind: 'http'; sid?: string; version?: string } | { kind: 'virtual'; members: Record<string, ResumeState | null> };
 
 /** The era of MCP a server speaks (docs/eras.md). */
 export type Era = 'legacy' | 'modern';
@@ -195,6 +222,11 @@ export interface Upstream {
   verdictFor?(forwardPath: string): EraVerdict | undefined;
   /** Legacy servers: opens a session (initialize). */
   openSession(options: OpenSessionOptions): Promise<UpstreamSession>;
+  /**
+   * Takes up a session another replica opened (its `http` ResumeState), without a handshake.
+   * Absent for transports whose sessions cannot be.
+   */
+  resumeSession?(state: Extract<ResumeState, { kind: 'http' }>, options: OpenSessionOptions): Promise<UpstreamSession>;
   /**
    * Modern servers: sends one 2026-07-28 request as it is (its `_meta` envelope included; over
    * HTTP with the `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers it requires) and

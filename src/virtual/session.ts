@@ -31,7 +31,7 @@ import type { VirtualServerConfig } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '../protocol/versions.js';
 import { UpstreamError } from '../upstreams/errors.js';
-import type { OpenSessionOptions, RequestOptions, ServerMessage, SessionHandlers, UpstreamSession } from '../upstreams/upstream.js';
+import type { CloseOptions, OpenSessionOptions, RequestOptions, ResumeState, ServerMessage, SessionHandlers, UpstreamSession } from '../upstreams/upstream.js';
 import { GATEWAY_VERSION } from '../version.js';
 import { decodeCursor, encodeCursor, type Namespace, type Owned } from './names.js';
 import { namespaceOf } from './view.js';
@@ -143,6 +143,7 @@ export class VirtualSession implements UpstreamSession {
     };
     const options: OpenSessionOptions = { forwardPath: '', handlers, owner: this.options.owner };
     if (this.options.initialize) options.initialize = this.options.initialize;
+    if (this.options.shared) options.shared = true;
     try {
       const session = await this.deps.open(member.name, options);
       opened = session;
@@ -554,7 +555,17 @@ export class VirtualSession implements UpstreamSession {
     for (const { session } of this.live()) session.closeEventStream();
   }
 
-  async close(): Promise<void> {
+  /**
+   * Each member as it can be taken up (null: it cannot, and is left out on another replica); a
+   * member that is not open now is opened there, as a member that joins late is here.
+   */
+  resumeState(): ResumeState {
+    const members: Record<string, ResumeState | null> = {};
+    for (const { name, session } of this.live()) members[name] = session.resumeState?.() ?? null;
+    return { kind: 'virtual', members };
+  }
+
+  async close(options?: CloseOptions): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     const sessions: UpstreamSession[] = [];
@@ -567,7 +578,7 @@ export class VirtualSession implements UpstreamSession {
     sessions.push(...this.retired);
     this.retired.clear();
     this.serverRequests.clear();
-    await Promise.all(sessions.map((s) => s.close().catch(() => undefined)));
+    await Promise.all(sessions.map((s) => s.close(options).catch(() => undefined)));
   }
 }
 

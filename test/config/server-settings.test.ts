@@ -26,6 +26,7 @@ describe('[server]', () => {
       request_timeout_ms: 30_000,
       keep_alive_timeout_ms: 72_000,
       max_connections: 20_000,
+      session_ttl_ms: 86_400_000,
     };
     expect(parse(UPSTREAM).server).toEqual(defaults);
     expect(parse(`[server]\n${UPSTREAM}`).server).toEqual(defaults);
@@ -50,6 +51,9 @@ headers_timeout_ms = 500
 request_timeout_ms = 1000
 keep_alive_timeout_ms = 2000
 max_connections = 50
+session_keys = ["k1:${'s'.repeat(32)}", "old:${'t'.repeat(40)}"]
+session_ttl_ms = 3600000
+redis_url = "redis://127.0.0.1:6379/2"
 ${UPSTREAM}`);
     expect(config.server).toEqual({
       host: '0.0.0.0',
@@ -68,7 +72,29 @@ ${UPSTREAM}`);
       request_timeout_ms: 1000,
       keep_alive_timeout_ms: 2000,
       max_connections: 50,
+      session_keys: [`k1:${'s'.repeat(32)}`, `old:${'t'.repeat(40)}`],
+      session_ttl_ms: 3_600_000,
+      redis_url: 'redis://127.0.0.1:6379/2',
     });
+  });
+
+  it('refuses session keys that are not "kid:secret" with a long secret, or name a key id twice', () => {
+    const long = 'x'.repeat(32);
+    expect(errorsOf(`[server]\nsession_keys = ["k1:short"]\n${UPSTREAM}`).join('\n')).toMatch(/server\.session_keys\[0\]: expected "kid:secret"/);
+    expect(errorsOf(`[server]\nsession_keys = [":${long}"]\n${UPSTREAM}`).join('\n')).toMatch(/server\.session_keys\[0\]: expected "kid:secret"/);
+    expect(errorsOf(`[server]\nsession_keys = ["a b:${long}"]\n${UPSTREAM}`).join('\n')).toMatch(/server\.session_keys\[0\]/);
+    expect(errorsOf(`[server]\nsession_keys = ["k1:${long}", "k1:${long}y"]\n${UPSTREAM}`).join('\n')).toMatch(
+      /server\.session_keys: each key id may appear once/,
+    );
+    expect(errorsOf(`[server]\nsession_keys = []\n${UPSTREAM}`).join('\n')).toMatch(/server\.session_keys: name at least one key/);
+    expect(errorsOf(`[server]\nredis_url = "http://x"\n${UPSTREAM}`).join('\n')).toMatch(/server\.redis_url: expected a redis:\/\//);
+  });
+
+  it('warns when sealed sessions have no Redis to carry answers between replicas', () => {
+    const config = parse(`[server]\nsession_keys = ["k1:${'x'.repeat(32)}"]\n${UPSTREAM}`);
+    expect(config.warnings.join('\n')).toMatch(/session_keys without a Redis/);
+    const withRedis = parse(`[server]\nsession_keys = ["k1:${'x'.repeat(32)}"]\nredis_url = "redis://127.0.0.1:1"\n${UPSTREAM}`);
+    expect(withRedis.warnings.join('\n')).not.toMatch(/session_keys/);
   });
 
   it('explains wrong types and ranges without zod jargon', () => {

@@ -99,6 +99,9 @@ describe('exported types', () => {
       allowed_hosts?: string[] | undefined;
       cors?: CorsSettings | undefined;
       tls?: TlsSettings | undefined;
+      session_keys?: string[] | undefined;
+      session_ttl_ms: number;
+      redis_url?: string | undefined;
     }>();
     expectTypeOf<GatewayConfig>().toEqualTypeOf<{
       server: ServerSettings;

@@ -25,6 +25,11 @@ export interface RecordingOptions {
   tools?: string[];
   /** tools/list pages of this many tools, linked by nextCursor (default: one page). */
   pageSize?: number;
+  /**
+   * http: serve the standalone GET stream; each GET gets one event with an id (`ev-1`, `ev-2`, ...)
+   * carrying notifications/tools/list_changed, and stays open. Default: GET is 405.
+   */
+  eventStream?: boolean;
 }
 
 export interface RecordingUpstream {
@@ -82,12 +87,18 @@ export async function startRecordingUpstream(transport: 'http' | 'sse', options:
     if (message.method === 'tools/call') record.tool = String(message.params?.['name']);
     return message;
   };
+  let events = 0;
   const server = createServer((req, res) => {
     const record: RecordedRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers };
     requests.push(record);
     void (async () => {
       if (transport === 'http') {
-        if (req.method === 'GET') return void res.writeHead(405).end();
+        if (req.method === 'GET') {
+          if (!options.eventStream) return void res.writeHead(405).end();
+          res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+          res.write(`id: ev-${++events}\ndata: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/tools/list_changed' })}\n\n`);
+          return;
+        }
         if (req.method === 'DELETE') return void res.writeHead(200).end();
         const message = await read(req, record);
         const reply = answer(message, options);

@@ -10,9 +10,10 @@ import type { JsonRpcMessage, JsonRpcNotification, JsonRpcRequest, JsonRpcRespon
 import { isNotification, isResponse } from '../../jsonrpc/messages.js';
 import type { Logger } from '../../observability/logger.js';
 import { Correlator } from '../correlator.js';
+import { wireIdStart } from '../id-table.js';
 import { UpstreamError } from '../errors.js';
 import { dropTooDeep, failInFlight } from '../inbound.js';
-import type { OpenSessionOptions, RequestOptions, ServerMessage, SessionHandlers, UpstreamSession } from '../upstream.js';
+import type { CloseOptions, OpenSessionOptions, RequestOptions, ServerMessage, SessionHandlers, UpstreamSession } from '../upstream.js';
 import type { HttpContext } from './context.js';
 import { asUpstreamError } from './request.js';
 
@@ -39,7 +40,7 @@ export abstract class HttpSession<Owner = undefined> implements UpstreamSession 
     options: OpenSessionOptions,
   ) {
     this.handlers = options.handlers;
-    this.correlator = new Correlator(context.config.name, (wireId, reason) => this.sendCancel(wireId, reason));
+    this.correlator = new Correlator(context.config.name, (wireId, reason) => this.sendCancel(wireId, reason), options.shared ? wireIdStart() : 1);
   }
 
   get initializeResult(): JsonRpcResponse {
@@ -54,13 +55,16 @@ export abstract class HttpSession<Owner = undefined> implements UpstreamSession 
   abstract openEventStream(): Promise<void>;
   abstract closeEventStream(): void;
 
-  /** Ends the session: streams stopped, requests in flight failed, then leave() unless it expired. */
-  async close(): Promise<void> {
+  /**
+   * Ends the session: streams stopped, requests in flight failed, then leave() unless it expired
+   * or another replica may still serve it (`keepUpstream`).
+   */
+  async close(options?: CloseOptions): Promise<void> {
     if (this.end === 'closed') return;
     const expired = this.end === 'expired';
     this.end = 'closed';
     this.release();
-    if (!expired) await this.leave();
+    if (!expired && options?.keepUpstream !== true) await this.leave();
   }
 
   /** True once the session has been closed or has expired: nothing more goes upstream. */

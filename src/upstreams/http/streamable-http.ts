@@ -11,7 +11,7 @@ import { LATEST_PROTOCOL_VERSION } from '../../protocol/versions.js';
 import { Cancellation } from '../cancellation.js';
 import { cancelNotification } from '../correlator.js';
 import { UpstreamError } from '../errors.js';
-import type { OpenSessionOptions, RequestOptions } from '../upstream.js';
+import type { OpenSessionOptions, RequestOptions, ResumeState } from '../upstream.js';
 import { discard, parseMessages, readBody, readText, saysSessionUnknown, statusError } from './body.js';
 import type { HttpContext } from './context.js';
 import { handshake, negotiatedVersion } from './handshake.js';
@@ -56,6 +56,14 @@ export class StreamableHttpUpstream extends HttpUpstream {
 
   constructor(config: HttpServerConfig, deps: HttpUpstreamDeps) {
     super(config, deps, 'http');
+  }
+
+  /** A session another replica opened (sealed sessions): taken up by its id, without a handshake. */
+  protected override takeUp(state: Extract<ResumeState, { kind: 'http' }>, options: OpenSessionOptions): StreamableHttpSession {
+    const session = this.newSession(options);
+    const version = state.version ?? LATEST_PROTOCOL_VERSION;
+    session.resume(state, { jsonrpc: '2.0', id: options.initialize?.id ?? 0, result: { protocolVersion: version, capabilities: {} } });
+    return session;
   }
 
   protected newSession(options: OpenSessionOptions): StreamableHttpSession {
@@ -116,6 +124,8 @@ class StreamableHttpSession extends HttpSession {
   private initializeWireId: number | undefined;
   /** The GET stream while open (or known to be refused: NO_EVENT_STREAM). */
   private eventStream: EventStream | undefined;
+  /** The last event id of the server's GET stream: every GET after the first resumes from it (Last-Event-ID). */
+  private readonly eventCursor: { lastEventId?: string } = {};
 
   constructor(
     context: HttpContext,
@@ -125,6 +135,22 @@ class StreamableHttpSession extends HttpSession {
   ) {
     super(context, options);
     this.url = url;
+  }
+
+  /** The server's own session, by its id: what another replica needs to take it up (resume()). */
+  resumeState(): ResumeState {
+    const state: ResumeState = { kind: 'http' };
+    if (this.sessionId !== undefined) state.sid = this.sessionId;
+    if (this.protocolVersion !== undefined) state.version = this.protocolVersion;
+    return state;
+  }
+
+  /** Takes up a session another replica opened: no handshake, the server knows it already. */
+  resume(state: { sid?: string; version?: string }, initializeResult: JsonRpcResponse): void {
+    this.sessionId = state.sid;
+    this.protocolVersion = state.version;
+    this.postHeaders = undefined;
+    this.result = initializeResult;
   }
 
   async open(initialize: JsonRpcRequest | undefined): Promise<void> {
@@ -410,7 +436,9 @@ class StreamableHttpSession extends HttpSession {
    * gave ids.
    */
   private async runEventStream(stop: Cancellation, settled: () => void): Promise<void> {
-    const cursor: { lastEventId?: string } = {};
+    // The session's, not the stream's: a stream closed with its client's and opened again with the
+    // next one resumes where the last one stopped, so what the server sent meanwhile is not lost.
+    const cursor = this.eventCursor;
     let wait = STREAM_RETRY_MIN_MS;
     while (!stop.aborted && !this.ended) {
       try {

@@ -12,7 +12,7 @@ import type { Logger } from '../../observability/logger.js';
 import { delay } from '../../delay.js';
 import { configuredVerdict, isFresh, PathVerdicts, withLegacyVersion } from '../era.js';
 import { UpstreamError } from '../errors.js';
-import type { CallOptions, EraVerdict, OpenSessionOptions, Upstream, UpstreamSession, UpstreamStatus } from '../upstream.js';
+import type { CallOptions, EraVerdict, OpenSessionOptions, ResumeState, Upstream, UpstreamSession, UpstreamStatus } from '../upstream.js';
 import type { HttpContext } from './context.js';
 import { negotiatedVersion } from './handshake.js';
 import { UpstreamHealth } from './health.js';
@@ -125,6 +125,20 @@ export abstract class HttpUpstream implements Upstream {
       );
     }
     return this.modern.call(request, options);
+  }
+
+  /** Takes up a session another replica opened (sealed sessions), without a handshake. */
+  async resumeSession(state: Extract<ResumeState, { kind: 'http' }>, options: OpenSessionOptions): Promise<UpstreamSession> {
+    if (this.closed) throw this.shuttingDown();
+    const session = this.takeUp(state, options);
+    this.sessions.add(session);
+    return session;
+  }
+
+  /** The transport's way to take a session up; HTTP+SSE cannot: its connection is the session. */
+  protected takeUp(_state: Extract<ResumeState, { kind: 'http' }>, _options: OpenSessionOptions): HttpSession<unknown> {
+    const name = this.config.name;
+    throw new UpstreamError('protocol', name, `A session of upstream '${name}' lives on the connection of the replica that opened it`);
   }
 
   async openSession(options: OpenSessionOptions): Promise<UpstreamSession> {

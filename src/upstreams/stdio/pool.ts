@@ -22,7 +22,17 @@ import type { StdioServerConfig } from '../../config/schema.js';
 import type { JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../../jsonrpc/messages.js';
 import type { Logger } from '../../observability/logger.js';
 import { UpstreamError } from '../errors.js';
-import type { CallOptions, EraVerdict, OpenSessionOptions, RequestOptions, Upstream, UpstreamDeps, UpstreamSession, UpstreamStatus } from '../upstream.js';
+import type {
+  CallOptions,
+  EraVerdict,
+  CloseOptions,
+  OpenSessionOptions,
+  RequestOptions,
+  Upstream,
+  UpstreamDeps,
+  UpstreamSession,
+  UpstreamStatus,
+} from '../upstream.js';
 import { StdioUpstream } from './upstream.js';
 
 /** The Retry-After of a refusal at max_children, at most: by then an idle child may have ended. */
@@ -296,8 +306,9 @@ class ChildSession implements UpstreamSession {
     this.inner.closeEventStream();
   }
 
-  async close(): Promise<void> {
-    await this.inner.close();
+  /** Never taken up by another replica: its child, on this one, holds what the session did (docs/operations.md). */
+  async close(options?: CloseOptions): Promise<void> {
+    await this.inner.close(options);
     this.ended();
   }
 }

@@ -15,7 +15,9 @@ import { idKey, objectOf, type JsonRpcMessage, type JsonRpcNotification, type Js
 import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '../../protocol/versions.js';
 import { GATEWAY_NAME, GATEWAY_VERSION } from '../../version.js';
 import { UpstreamError } from '../errors.js';
-import type { RequestOptions, ServerMessage, SessionHandlers, UpstreamSession } from '../upstream.js';
+import type { RequestOptions, ResumeState, ServerMessage, SessionHandlers, UpstreamSession } from '../upstream.js';
+
+const REOPEN: ResumeState = { kind: 'reopen' };
 
 /** The child's answer to the gateway's initialize: every client's own initialize is answered from it. */
 export interface ChildInit {
@@ -253,6 +255,11 @@ export class VirtualSession implements UpstreamSession {
 
   async close(): Promise<void> {
     this.detach();
+  }
+
+  /** Another replica opens it again on its own child, as here: the gateway did the child's handshake. */
+  resumeState(): ResumeState {
+    return REOPEN;
   }
 
   /** Ends the session without touching the child. */

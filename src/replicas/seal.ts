@@ -1,0 +1,108 @@
+/**
+ * Sealed session ids: what a session fixed at its initialize, encrypted and authenticated with a
+ * key every replica shares (`[server] session_keys`), so that any replica can serve the session
+ * without asking the one that opened it.
+ *
+ *   <kid>.<base64url(iv 12 B | AES-256-GCM ciphertext | tag 16 B)>
+ *
+ * The key id is in clear, to pick the key (the first key seals, the others still open ids sealed
+ * before a rotation). The route the session was opened on is the associated data: an id opened on
+ * another route fails like a forged one. A key is derived once per configured secret (HKDF-SHA256
+ * with the key id as info), never per request. Opening fails the same way whatever went wrong (an
+ * unknown key id, a changed byte, an expired or foreign id): the caller answers 404.
+ */
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+
+const IV_BYTES = 12;
+const TAG_BYTES = 16;
+/** The longest sealed id opened: a header longer than this is not ours, and is not decrypted. */
+const MAX_SEALED_LENGTH = 8_192;
+const SALT = 'mcp-guard session seal v1';
+
+/** What a session fixed at its initialize: the same on every replica. */
+export interface SealedState {
+  /** The route (server or virtual server name) it was opened on. */
+  route: string;
+  /** The owner key of the identity that opened it (src/auth/identity.ts ownerKey). */
+  owner: string;
+  /** The protocol version negotiated. */
+  version: string;
+  /** A virtual server's scope (src/virtual/view.ts scopeOf); '' otherwise. */
+  scope: string;
+  /** Appended to the upstream url (prefix routing). */
+  forwardPath: string;
+  /** The client's initialize params (capabilities, clientInfo, protocolVersion). */
+  client: Record<string, unknown>;
+  /** What the upstream session needs to be taken up elsewhere (UpstreamSession.resumeState). */
+  upstream: unknown;
+  /** Ms since epoch after which the id is refused. */
+  expires: number;
+  /** Random: two sessions never share an id, even with the same state. */
+  nonce: string;
+}
+
+interface Key {
+  id: string;
+  key: Buffer;
+}
+
+/** The `session_keys` entries, parsed: `kid:secret`. */
+export function parseSessionKey(entry: string): { id: string; secret: string } | undefined {
+  const at = entry.indexOf(':');
+  if (at <= 0) return undefined;
+  return { id: entry.slice(0, at), secret: entry.slice(at + 1) };
+}
+
+export class SessionSeal {
+  private readonly keys: Key[];
+
+  /** `entries`: the `session_keys` entries (`kid:secret`), validated by the config; the first seals. */
+  constructor(entries: readonly string[]) {
+    this.keys = entries.map((entry) => {
+      const parsed = parseSessionKey(entry);
+      if (!parsed) throw new Error('session_keys: expected "kid:secret"');
+      const key = Buffer.from(hkdfSync('sha256', parsed.secret, SALT, `mcp-guard session key ${parsed.id}`, 32));
+      return { id: parsed.id, key };
+    });
+    if (this.keys.length === 0) throw new Error('session_keys: at least one key');
+  }
+
+  seal(state: SealedState): string {
+    const { id, key } = this.keys[0]!;
+    const iv = randomBytes(IV_BYTES);
+    const cipher = createCipheriv('aes-256-gcm', key, iv);
+    cipher.setAAD(aad(id, state.route));
+    const body = Buffer.concat([cipher.update(JSON.stringify(state), 'utf8'), cipher.final()]);
+    return `${id}.${Buffer.concat([iv, body, cipher.getAuthTag()]).toString('base64url')}`;
+  }
+
+  /**
+   * The state of an id sealed with one of the keys for `route`, unexpired at `now`; undefined for
+   * anything else (a random UUID of an unsealed session included).
+   */
+  open(sealed: string, route: string, now = Date.now()): SealedState | undefined {
+    if (sealed.length > MAX_SEALED_LENGTH) return undefined;
+    const dot = sealed.indexOf('.');
+    if (dot <= 0) return undefined;
+    const id = sealed.slice(0, dot);
+    const found = this.keys.find((k) => k.id === id);
+    if (!found) return undefined;
+    const raw = Buffer.from(sealed.slice(dot + 1), 'base64url');
+    if (raw.length < IV_BYTES + TAG_BYTES + 2) return undefined;
+    try {
+      const decipher = createDecipheriv('aes-256-gcm', found.key, raw.subarray(0, IV_BYTES));
+      decipher.setAAD(aad(id, route));
+      decipher.setAuthTag(raw.subarray(raw.length - TAG_BYTES));
+      const text = Buffer.concat([decipher.update(raw.subarray(IV_BYTES, raw.length - TAG_BYTES)), decipher.final()]).toString('utf8');
+      const state = JSON.parse(text) as SealedState;
+      if (state.route !== route || typeof state.expires !== 'number' || state.expires <= now) return undefined;
+      return state;
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+function aad(keyId: string, route: string): Buffer {
+  return Buffer.from(`${keyId}\u0000${route}`, 'utf8');
+}

@@ -1,0 +1,66 @@
+/**
+ * The upstream's GET stream is resumed, not dropped: when a client's GET stream closes the gateway
+ * closes the upstream's too, and the next one it opens carries the Last-Event-ID of the last event
+ * the server sent, so a server that keeps its events (the specification's resumability) sends what
+ * it sent meanwhile.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { q, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { startRecordingUpstream, type RecordingUpstream } from '../helpers/recording-upstream.js';
+
+let upstream: RecordingUpstream;
+let gateway: RunningGateway;
+
+beforeAll(async () => {
+  upstream = await startRecordingUpstream('http', { eventStream: true });
+  gateway = await startGateway(`[[upstream.servers]]\nname = "rec"\npath_prefix = "/rec"\nurl = ${q(upstream.url)}\n`);
+});
+
+afterAll(async () => {
+  await gateway?.stop();
+  await upstream?.stop();
+});
+
+/** Opens the client's GET stream and resolves once its first event (the upstream's) has arrived; returns what closes it. */
+async function listen(url: string, session: string): Promise<() => void> {
+  const controller = new AbortController();
+  let res = await fetch(url, { headers: { accept: 'text/event-stream', 'mcp-session-id': session }, signal: controller.signal });
+  // 409 until the gateway has seen the previous stream close: a condition, awaited (bounded by the test's timeout).
+  while (res.status === 409) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    res = await fetch(url, { headers: { accept: 'text/event-stream', 'mcp-session-id': session }, signal: controller.signal });
+  }
+  expect(res.status).toBe(200);
+  const reader = res.body!.getReader();
+  let text = '';
+  while (!text.includes('list_changed')) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`the stream ended early: ${text}`);
+    text += new TextDecoder().decode(value);
+  }
+  return () => controller.abort();
+}
+
+it("resumes the upstream's GET stream from its last event id when the client's stream comes back", async () => {
+  const url = `${gateway.url}/mcp/rec`;
+  const init = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+    body: JSON.stringify({
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'initialize',
+      params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } },
+    }),
+  });
+  const session = init.headers.get('mcp-session-id')!;
+  await init.text();
+  const close = await listen(url, session);
+  close();
+  const gets = () => upstream.requests.filter((r) => r.method === 'GET');
+  const closeAgain = await listen(url, session);
+  closeAgain();
+  expect(gets().length).toBeGreaterThanOrEqual(2);
+  expect(gets()[0]!.headers['last-event-id']).toBeUndefined();
+  expect(gets()[1]!.headers['last-event-id']).toBe('ev-1');
+});
