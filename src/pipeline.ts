@@ -50,7 +50,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { mayReach, ownerKey, type Identity } from './auth/identity.js';
 import type { RouteConfig } from './config/schema.js';
 import { GatewayError, httpError, sendError } from './http/errors.js';
-import { decodeBody, isRequest, objectOf, type JsonRpcId, type JsonRpcMessage, type JsonRpcRequest } from './jsonrpc/messages.js';
+import { decodeBody, idKey, isRequest, objectOf, type JsonRpcId, type JsonRpcMessage, type JsonRpcRequest } from './jsonrpc/messages.js';
 import type { Gateway } from './mcp/gateway.js';
 import { MODERN_PROTOCOL_VERSIONS } from './protocol/versions.js';
 import { MODERN_METHODS } from './protocol/modern.js';
@@ -62,6 +62,7 @@ import { answered, errorOutcome, parseAccept, PostResponse, type Outcome } from 
 import type { DownstreamSession } from './mcp/sessions.js';
 import { SUPPORTED_PROTOCOL_VERSIONS } from './protocol/versions.js';
 import { SseWriter } from './mcp/sse-writer.js';
+import { interrupted, parseLastEventId, postStreamPrefix, type LastEvent } from './mcp/resume.js';
 import { calledTool, filterToolsList, type ToolOwner } from './policy/tools.js';
 import { namespaceOf, scopeOf, viewFor } from './virtual/view.js';
 import type { Recorder } from './observability/recorder.js';
@@ -399,6 +400,8 @@ async function exchange(context: Context, route: Route, incoming: Incoming, repl
     }
     const headers: Record<string, string> = session ? { [SESSION_HEADER]: session.id } : {};
     const post = new PostResponse(reply, accept, headers, incoming.modern ? modernRelay(incoming.modern) : undefined);
+    // In a session, a client whose response stream breaks can ask after it (src/mcp/resume.ts).
+    if (session) post.withEventIds(postStreamPrefix(requests[0]!.id));
     const forwarding = incoming.modern
       ? translatedForwarding(forwardingContext(context, post, reply), upstream, incoming.modern)
       : legacyForwarding(forwardingContext(context, post, reply), upstream, session);
@@ -582,17 +585,36 @@ export function handleGet(context: Context, reply: FastifyReply): Promise<void> 
       throw new GatewayError('not_acceptable', 'Not Acceptable: the client must accept text/event-stream');
     }
     const found = findSession(context, sessionId);
-    if (found instanceof Promise) return found.then((session) => openEventStream(session, reply)).catch((err: unknown) => refused(reply, err));
-    openEventStream(found, reply);
+    if (found instanceof Promise) return found.then((session) => openEventStream(session, reply, request)).catch((err: unknown) => refused(reply, err));
+    openEventStream(found, reply, request);
   } catch (err) {
     refused(reply, err);
   }
   return undefined;
 }
 
-function openEventStream(session: DownstreamSession, reply: FastifyReply): void {
+function openEventStream(session: DownstreamSession, reply: FastifyReply, request: FastifyRequest): void {
+  const last = parseLastEventId(header(request, 'last-event-id'));
+  if (last?.kind === 'post' || last?.kind === 'post-ended') return resumePost(session, reply, last);
   if (session.eventStream?.open) throw new GatewayError('stream_conflict', 'Conflict: only one stream is allowed per session');
-  session.attachEventStream(SseWriter.of(reply, { [SESSION_HEADER]: session.id }, { keepalive: true }));
+  session.attachEventStream(SseWriter.of(reply, { [SESSION_HEADER]: session.id }, { keepalive: true }), last?.kind === 'stream' ? last.seq : undefined);
+}
+
+/**
+ * A client asks after a POST's response stream that broke (src/mcp/resume.ts): its answer went
+ * with it, so it gets an error for that request at once, and the request, if it still runs here,
+ * is cancelled. Asked again after that error: 405, nothing more will come.
+ */
+function resumePost(session: DownstreamSession, reply: FastifyReply, last: Extract<LastEvent, { kind: 'post' | 'post-ended' }>): void {
+  if (last.kind === 'post-ended') {
+    sendError(reply, new GatewayError('method_not_allowed', 'Method Not Allowed: that stream has ended'), { allow: 'POST, DELETE' });
+    return;
+  }
+  session.inflight.get(idKey(last.id))?.abort();
+  const { response, eventId } = interrupted(last.id);
+  const stream = SseWriter.of(reply, { [SESSION_HEADER]: session.id }, { keepalive: false });
+  stream.write(response, true, eventId);
+  stream.end();
 }
 
 /** DELETE: the client ends its session. */

@@ -62,6 +62,9 @@ export function errorOutcome(error: GatewayError): Outcome {
 
 export class PostResponse {
   private sse: SseWriter | undefined;
+  /** With event ids (resumable): the prefix of each (src/mcp/resume.ts), and the last one's number. */
+  private eventIds: string | undefined;
+  private events = 0;
 
   constructor(
     private readonly reply: FastifyReply,
@@ -70,6 +73,16 @@ export class PostResponse {
     /** Which messages before the responses this client may receive; all when absent. */
     private readonly admits?: (message: JsonRpcMessage) => boolean,
   ) {}
+
+  /** Its SSE events carry ids, so that a client whose stream breaks can ask after them (src/mcp/resume.ts). */
+  withEventIds(prefix: string): this {
+    this.eventIds = prefix;
+    return this;
+  }
+
+  private nextId(): string | undefined {
+    return this.eventIds === undefined ? undefined : `${this.eventIds}${++this.events}`;
+  }
 
   /** True once the response has become an SSE stream (its status and headers are sent). */
   get streaming(): boolean {
@@ -81,14 +94,16 @@ export class PostResponse {
     if (!this.accept.sse) return false;
     // Not for this client: taken as delivered, so that it goes nowhere else either.
     if (this.admits && !this.admits(message)) return true;
-    return this.stream().write(message);
+    return this.stream().write(message, false, this.nextId());
   }
 
   finish(outcomes: Outcome[], batch: boolean): void {
     if (this.sse || !this.accept.json) {
       const sse = this.stream();
       // A response the stream cannot write (SseWriter.write) still gets an answer with its id.
-      for (const o of outcomes) if (!o.cancelled && !sse.write(o.response, true) && sse.open) sse.write(internalError(o.response), true);
+      for (const o of outcomes) {
+        if (!o.cancelled && !sse.write(o.response, true, this.nextId()) && sse.open) sse.write(internalError(o.response), true, this.nextId());
+      }
       sse.end();
       return;
     }

@@ -8,6 +8,7 @@ import { ErrorCode, errorResponse, idKey, type JsonRpcId } from '../jsonrpc/mess
 import type { Logger } from '../observability/logger.js';
 import type { CloseOptions, ServerMessage, UpstreamSession } from '../upstreams/upstream.js';
 import type { SseWriter } from './sse-writer.js';
+import { getStreamEventId, MAX_REPLAYED } from './resume.js';
 import type { Cancellation } from '../upstreams/cancellation.js';
 
 const KEEP_UPSTREAM: CloseOptions = { keepUpstream: true };
@@ -111,6 +112,10 @@ export class DownstreamSession {
    */
   private held: ServerMessage[] | undefined;
   closed = false;
+  /** The id of the last event sent on a GET stream (src/mcp/resume.ts: g.<n>). */
+  private eventSeq = 0;
+  /** The last MAX_REPLAYED notifications sent on GET streams, for a client that resumes. Created with the first. */
+  private sent: Array<{ seq: number; message: ServerMessage }> | undefined;
   /**
    * Its server was removed or changed by a reload: it takes no new request (404, as a session
    * that ended, so the client initializes again on what the server is now) and ends once its
@@ -160,7 +165,7 @@ export class DownstreamSession {
    * upstream never waits for nothing.
    */
   deliver(message: ServerMessage): void {
-    if (this.eventStream?.write(message)) {
+    if (this.eventStream && this.sendOnStream(this.eventStream, message)) {
       if ('id' in message) this.expectAnswer(message.id);
     } else if ('id' in message) {
       refuseServerRequest(this.upstream, message.id, 'The client has no open stream to receive server requests');
@@ -173,12 +178,14 @@ export class DownstreamSession {
    * Attaches the client's GET stream: sends it what was held, and relays the upstream's own
    * standalone stream for as long as the client's is open.
    */
-  attachEventStream(stream: SseWriter): void {
+  attachEventStream(stream: SseWriter, after?: number): void {
     this.eventStream = stream;
     this.touch();
+    // A client that comes back with Last-Event-ID gets the events it missed that are still kept.
+    if (after !== undefined && this.sent) for (const { seq, message } of this.sent) if (seq > after) stream.write(message, false, getStreamEventId(seq));
     const held = this.held;
     this.held = undefined;
-    if (held) for (const message of held) stream.write(message);
+    if (held) for (const message of held) this.sendOnStream(stream, message);
     void this.upstream.openEventStream();
     stream.onClose(() => {
       if (this.eventStream !== stream) return;
@@ -186,6 +193,16 @@ export class DownstreamSession {
       this.touch();
       this.upstream.closeEventStream();
     });
+  }
+
+  /** Writes a message on the GET stream with the next event id, and keeps it for a client that comes back. */
+  private sendOnStream(stream: SseWriter, message: ServerMessage): boolean {
+    const seq = this.eventSeq + 1;
+    if (!stream.write(message, false, getStreamEventId(seq))) return false;
+    this.eventSeq = seq;
+    // Server requests are not replayed: they are answered at once when they cannot be delivered.
+    if (!('id' in message) && (this.sent ??= []).push({ seq, message }) > MAX_REPLAYED) this.sent.shift();
+    return true;
   }
 
   /** notifications/cancelled from the client: the request gets no response (CANCELLED_BY_CLIENT). */

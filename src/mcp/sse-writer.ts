@@ -159,7 +159,7 @@ export class SseWriter implements Ticking {
    * gateway. Upstream input is depth-bounded before it gets here (src/upstreams/inbound.ts); a
    * message JSON.stringify still cannot write is not sent.
    */
-  write(message: JsonRpcMessage, always = false): boolean {
+  write(message: JsonRpcMessage, always = false, id?: string): boolean {
     if (!this.open) return false;
     if (!always && this.res.writableLength > MAX_BUFFERED_BYTES) {
       if (this.skipOverflow) return false;
@@ -173,7 +173,7 @@ export class SseWriter implements Ticking {
     } catch {
       return false;
     }
-    this.res.write(`event: message\ndata: ${data}\n\n`);
+    this.res.write(id === undefined ? `event: message\ndata: ${data}\n\n` : `id: ${id}\nevent: message\ndata: ${data}\n\n`);
     return true;
   }
 
