@@ -27,8 +27,11 @@ export interface Haproxy extends LoadBalancer {
   serverStates(): Promise<Record<string, string>>;
 }
 
-/** The haproxy config for these gateways, listening on 127.0.0.1:port. */
-export function haproxyConfig(backends: readonly Backend[], port: number, options: HaproxyOptions & { adminSocket?: string } = {}): string {
+/**
+ * The haproxy config for these gateways, listening on `bind` (`127.0.0.1:<port>` in the tests,
+ * `:80` in docs/operations.md, which shows this very text: test/replicas/recipes.test.ts).
+ */
+export function haproxyConfig(backends: readonly Backend[], bind: string, options: HaproxyOptions & { adminSocket?: string } = {}): string {
   const inter = options.checkIntervalMs ?? 200;
   return [
     'global',
@@ -46,7 +49,7 @@ export function haproxyConfig(backends: readonly Backend[], port: number, option
     '    timeout check 2s',
     '',
     'frontend mcp',
-    `    bind 127.0.0.1:${port}`,
+    `    bind ${bind}`,
     '    default_backend mcp_guard',
     '',
     'backend mcp_guard',
@@ -93,7 +96,7 @@ export async function startHaproxy(backends: readonly Backend[], options: Haprox
   const dir = balancerDir('haproxy');
   const port = await freePort();
   const adminSocket = join(dir, 'admin.sock');
-  const config = haproxyConfig(backends, port, { source: '127.0.0.2', ...options, adminSocket });
+  const config = haproxyConfig(backends, `127.0.0.1:${port}`, { source: '127.0.0.2', ...options, adminSocket });
   const file = join(dir, 'haproxy.cfg');
   writeFileSync(file, config);
   const lb = await runBalancer('haproxy', 'haproxy', ['-db', '-f', file], { port, dir, config });

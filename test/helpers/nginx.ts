@@ -17,22 +17,25 @@ export interface NginxOptions {
   source?: string;
 }
 
-/** The nginx config for these gateways, listening on 127.0.0.1:port, with its files under `dir`. */
-export function nginxConfig(backends: readonly Backend[], port: number, dir: string, options: NginxOptions = {}): string {
+/**
+ * The nginx config for these gateways, listening on `listen` (`127.0.0.1:<port>` in the tests,
+ * `80` in docs/operations.md, which shows this very text: test/replicas/recipes.test.ts). With
+ * `dir`, its pid file, error log and temp paths go there (a test's own nginx).
+ */
+export function nginxConfig(backends: readonly Backend[], listen: string, options: NginxOptions & { dir?: string } = {}): string {
+  const dir = options.dir;
   return [
-    'worker_processes 1;',
-    `pid ${join(dir, 'nginx.pid')};`,
-    `error_log ${join(dir, 'error.log')} warn;`,
+    'worker_processes auto;',
+    ...(dir ? [`pid ${join(dir, 'nginx.pid')};`, `error_log ${join(dir, 'error.log')} warn;`] : []),
     'events { worker_connections 1024; }',
     'http {',
-    '    access_log off;',
-    ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((kind) => `    ${kind}_temp_path ${join(dir, kind)};`),
+    ...(dir ? ['    access_log off;', ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((kind) => `    ${kind}_temp_path ${join(dir, kind)};`)] : []),
     '    upstream mcp_guard {',
     ...backends.map((b) => `        server ${b.host}:${b.port} max_fails=1 fail_timeout=2s;`),
     '        keepalive 32;',
     '    }',
     '    server {',
-    `        listen 127.0.0.1:${port};`,
+    `        listen ${listen};`,
     '        location / {',
     '            proxy_pass http://mcp_guard;',
     '            proxy_http_version 1.1;',
@@ -57,7 +60,7 @@ export function nginxConfig(backends: readonly Backend[], port: number, dir: str
 export async function startNginx(backends: readonly Backend[], options: NginxOptions = {}): Promise<LoadBalancer> {
   const dir = balancerDir('nginx');
   const port = await freePort();
-  const config = nginxConfig(backends, port, dir, { source: '127.0.0.2', ...options });
+  const config = nginxConfig(backends, `127.0.0.1:${port}`, { source: '127.0.0.2', ...options, dir });
   const file = join(dir, 'nginx.conf');
   writeFileSync(file, config);
   const errorLog = join(dir, 'error.log');
