@@ -35,20 +35,22 @@ async function echo(agent: Agent, base: string): Promise<{ status: number; conne
   return { status: res.statusCode, connection: res.headers['connection'], text: await res.body.text() };
 }
 
-describe.concurrent('serve: shutdown_delay_ms', () => {
+// Generous bounds: gateways start slowly on a busy machine; no assertion depends on its speed.
+describe.concurrent('serve: shutdown_delay_ms', { timeout: 150_000 }, () => {
   it('after SIGTERM: /ready 503 at once, every other request still served with Connection: close, then the graceful stop', async (context) => {
-    const DELAY_MS = 3_000;
+    // Long enough for the requests below to land inside it on a busy machine.
+    const DELAY_MS = 8_000;
     const gw = serve(context, `shutdown_delay_ms = ${DELAY_MS}\nshutdown_grace_ms = 2000`);
-    const base = await gw.address();
+    const base = await gw.address(60_000);
     const agent = new Agent({ keepAliveTimeout: 60_000 });
     context.onTestFinished(() => agent.close());
-    await waitFor(async () => (await get(agent, `${base}/ready`)).status === 200, 20_000, '/ready 200');
+    await waitFor(async () => (await get(agent, `${base}/ready`)).status === 200, 60_000, '/ready 200');
     const before = await echo(agent, base);
     expect(before.status, before.text).toBe(200);
     expect(before.connection).not.toBe('close');
 
     const sentAt = gw.signal('SIGTERM');
-    await waitFor(async () => (await get(agent, `${base}/ready`)).status === 503, 2_000, '/ready 503');
+    await waitFor(async () => (await get(agent, `${base}/ready`)).status === 503, 10_000, '/ready 503');
     // Served during the delay (a fresh connection each time: the last answer said close).
     const during = await echo(agent, base);
     expect(during.status, during.text).toBe(200);
@@ -69,12 +71,12 @@ describe.concurrent('serve: shutdown_delay_ms', () => {
   it('a second SIGTERM during the delay starts the graceful stop at once: exit 0 long before the delay ends', async (context) => {
     const DELAY_MS = 120_000;
     const gw = serve(context, `shutdown_delay_ms = ${DELAY_MS}`);
-    const base = await gw.address();
+    const base = await gw.address(60_000);
     const agent = new Agent();
     context.onTestFinished(() => agent.close());
-    await waitFor(async () => (await get(agent, `${base}/ready`)).status === 200, 20_000, '/ready 200');
+    await waitFor(async () => (await get(agent, `${base}/ready`)).status === 200, 60_000, '/ready 200');
     gw.signal('SIGTERM');
-    await waitFor(async () => (await get(agent, `${base}/ready`)).status === 503, 2_000, '/ready 503');
+    await waitFor(async () => (await get(agent, `${base}/ready`)).status === 503, 10_000, '/ready 503');
     expect((await echo(agent, base)).status).toBe(200);
     gw.signal('SIGINT');
     // A tenth of the delay: ample for a graceful stop with nothing in flight, far from the delay itself.
@@ -87,10 +89,10 @@ describe.concurrent('serve: shutdown_delay_ms', () => {
 
   it('without a delay (the default) SIGTERM stops accepting at once, as before', async (context) => {
     const gw = serve(context, '');
-    const base = await gw.address();
+    const base = await gw.address(60_000);
     const agent = new Agent();
     context.onTestFinished(() => agent.close());
-    await waitFor(async () => (await get(agent, `${base}/ready`)).status === 200, 20_000, '/ready 200');
+    await waitFor(async () => (await get(agent, `${base}/ready`)).status === 200, 60_000, '/ready 200');
     gw.signal('SIGTERM');
     const exit = await gw.waitExit(15_000);
     expect(exit).toMatchObject({ code: 0, signal: null });

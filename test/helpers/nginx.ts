@@ -33,6 +33,7 @@ export function nginxConfig(backends: readonly Backend[], listen: string, option
     '    upstream mcp_guard {',
     ...backends.map((b) => `        server ${b.host}:${b.port} max_fails=1 fail_timeout=2s;`),
     '        keepalive 32;',
+    '        keepalive_timeout 1s;                # below shutdown_delay_ms: no idle connection outlives the delay',
     '    }',
     '    server {',
     `        listen ${listen};`,

@@ -65,7 +65,7 @@ export function everythingUpstream(context: ReplicaContext, name = 'everything')
 }
 
 /** Resolves once GET /ready answers 200; fails early if the process exits. */
-export async function waitReady(url: string, process: CliProcess, timeoutMs = 30_000): Promise<void> {
+export async function waitReady(url: string, process: CliProcess, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (!process.running) throw new Error(`the gateway at ${url} exited before it was ready:\n${process.stderr}`);

@@ -2,9 +2,12 @@
  * Two gateway replicas behind a real nginx (round-robin, kept-alive upstream connections, no
  * buffering, X-Forwarded-For) sharing a real redis-server: session-less calls spread over both
  * and all answered, with the client's address in the audit log; a streamed answer (SSE) passes
- * through; a rolling restart with `shutdown_delay_ms` under load loses no request, though open
- * source nginx has no active health check (it keeps sending during the delay, and the answers'
- * `Connection: close` empties its pool of connections to the leaving replica).
+ * through as it comes.
+ *
+ * No rolling restart here: open source nginx has no active health check, so it keeps opening
+ * connections to a replica up to the instant its listener closes, and a POST it has sent on one
+ * of those is neither answered nor retried (0 to 3 lost per run of 1,000-4,000 requests on a busy
+ * machine; docs/operations.md). The zero-loss rolling restart is haproxy's (haproxy.test.ts).
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { Agent, request } from 'undici';
@@ -12,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupTempDirs, q, waitFor } from '../helpers/cli.js';
 import type { LoadBalancer } from '../helpers/load-balancer.js';
 import type { RedisServer } from '../helpers/redis.js';
-import { auditFile, echoCall, everythingUpstream, sessionlessLoad, startNginx, startRedis, startReplicas, type Replicas } from '../helpers/replicas.js';
+import { auditFile, echoCall, everythingUpstream, startNginx, startRedis, startReplicas, type Replicas } from '../helpers/replicas.js';
 
 afterAll(() => cleanupTempDirs());
 
@@ -25,8 +28,6 @@ function toolCalls(file: string): Array<Record<string, unknown>> {
     .filter((l) => l['event_type'] === 'tool_call');
 }
 
-const SHUTDOWN_DELAY_MS = 2_000;
-const SHUTDOWN_GRACE_MS = 5_000;
 
 describe('two replicas behind nginx', () => {
   let redis: RedisServer;
@@ -41,7 +42,7 @@ describe('two replicas behind nginx', () => {
       configFor: (i, context) => {
         audits[i] = auditFile(context);
         return (
-          `[server]\nshutdown_delay_ms = ${SHUTDOWN_DELAY_MS}\nshutdown_grace_ms = ${SHUTDOWN_GRACE_MS}\ntrusted_proxies = ["127.0.0.2"]\n` +
+          `[server]\ntrusted_proxies = ["127.0.0.2"]\n` +
           `[audit]\nfile = ${q(audits[i]!)}\n` +
           `[rate_limit]\nstore = "redis"\nredis_url = ${q(redis.url)}\nrequests_per_second = 100000\nburst_size = 100000\n` +
           `per_address_requests_per_second = 100000\nper_address_burst_size = 100000\n` +
@@ -90,30 +91,4 @@ describe('two replicas behind nginx', () => {
     expect(events.filter((e) => e['method'] === 'notifications/progress').length).toBeGreaterThanOrEqual(1);
     expect(events.at(-1)).toMatchObject({ id: 7, result: { content: [{ type: 'text' }] } });
   });
-
-  it('a rolling restart under load (SIGTERM with shutdown_delay_ms) loses no request', async () => {
-    let done = false;
-    const load = sessionlessLoad({ url: `${lb.url}/mcp/everything`, clients: 5, until: () => done, maxRequests: 20_000, maxMs: 120_000 });
-    try {
-      for (const replica of replicas.list) {
-        const okBefore = load.live.ok;
-        await waitFor(() => load.live.ok >= okBefore + 100 || load.live.failures.length > 0, 30_000, 'calls to flow');
-        replica.signal('SIGTERM');
-        const exit = await replica.waitExit(SHUTDOWN_DELAY_MS + SHUTDOWN_GRACE_MS + 15_000);
-        expect(exit).toMatchObject({ code: 0, signal: null });
-        await replica.restart();
-      }
-      const okBefore = load.live.ok;
-      await waitFor(() => load.live.ok >= okBefore + 100 || load.live.failures.length > 0, 30_000, 'calls to flow after the restart');
-    } finally {
-      done = true;
-    }
-    const result = await load.finished;
-    console.log(
-      `rolling restart of 2 replicas behind nginx under load: ${result.sent} session-less requests by 5 clients in ${result.durationMs} ms, ${result.sent - result.ok} lost`,
-    );
-    expect(result.failures.slice(0, 10)).toEqual([]);
-    expect(result.ok).toBe(result.sent);
-    expect(result.sent).toBeGreaterThanOrEqual(300);
-  }, 120_000);
 });
