@@ -84,7 +84,21 @@ describe('two replicas behind nginx', () => {
     });
     expect(res.statusCode).toBe(200);
     expect(String(res.headers['content-type'])).toContain('text/event-stream');
-    const events = (await res.body.text())
+    // Read as it arrives: the first progress event comes in an earlier read than the result, which
+    // the server sends a second later (a buffering proxy would hand over both at the end).
+    let text = '';
+    let progressAt = -1;
+    let resultAt = -1;
+    let reads = 0;
+    for await (const chunk of res.body) {
+      text += (chunk as Buffer).toString('utf8');
+      if (progressAt === -1 && text.includes('notifications/progress')) progressAt = reads;
+      if (resultAt === -1 && text.includes('"result"')) resultAt = reads;
+      reads++;
+    }
+    expect(progressAt).toBeGreaterThanOrEqual(0);
+    expect(progressAt).toBeLessThan(resultAt);
+    const events = text
       .split('\n')
       .filter((l) => l.startsWith('data: '))
       .map((l) => JSON.parse(l.slice(6)) as Record<string, any>);
