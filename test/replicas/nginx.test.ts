@@ -28,7 +28,6 @@ function toolCalls(file: string): Array<Record<string, unknown>> {
     .filter((l) => l['event_type'] === 'tool_call');
 }
 
-
 describe('two replicas behind nginx', () => {
   let redis: RedisServer;
   let replicas: Replicas;
