@@ -123,6 +123,13 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
   checkAudit(tree, issues);
   if (issues.all.length > 0 || !resolved || !server) throw new ConfigError(issues.all);
   const { single, servers, warnings } = resolved;
+  // Whoever can reach the port could then name any client address: allowed (a network policy may
+  // guarantee that only the load balancer can), but said.
+  if (server.trusted_proxies.some((entry) => /\/0$/.test(entry))) {
+    warnings.push(
+      'server.trusted_proxies trusts every address (a /0 network): any client that reaches the port directly can choose its own client address (limits, audit); list the load balancers instead',
+    );
+  }
   return { server, single, servers, virtual_servers, warnings, ...(auth ? { auth } : {}), ...limits };
 }
 

@@ -80,6 +80,15 @@ ${UPSTREAM}`);
     });
   });
 
+  it('warns when trusted_proxies trusts every address', () => {
+    expect(parse(`[server]\ntrusted_proxies = ["10.0.0.0/8"]\n${UPSTREAM}`).warnings).toEqual([]);
+    for (const all of ['0.0.0.0/0', '::/0']) {
+      expect(parse(`[server]\ntrusted_proxies = ["10.0.0.0/8", "${all}"]\n${UPSTREAM}`).warnings).toEqual([
+        'server.trusted_proxies trusts every address (a /0 network): any client that reaches the port directly can choose its own client address (limits, audit); list the load balancers instead',
+      ]);
+    }
+  });
+
   it('refuses trusted_proxies entries that are no address or network, naming each by its index', () => {
     const expected = 'expected an IP address or a CIDR network, e.g. "10.0.0.0/8", "127.0.0.1", "::1" or "fd00::/8"';
     const errors = errorsOf(`
