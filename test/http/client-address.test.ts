@@ -103,7 +103,12 @@ function clientAt(localAddress: string): Agent {
 
 const CALL = (id: number) => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'recorded', arguments: {} } });
 
-async function post(agent: Agent, url: string, headers: Record<string, string>, body: unknown = CALL(1)): Promise<{ status: number; requestId: string }> {
+async function post(
+  agent: Agent,
+  url: string,
+  headers: Record<string, string>,
+  body: unknown = CALL(1),
+): Promise<{ status: number; requestId: string; headers: Record<string, unknown> }> {
   const res = await request(url, {
     method: 'POST',
     dispatcher: agent,
@@ -111,7 +116,7 @@ async function post(agent: Agent, url: string, headers: Record<string, string>, 
     body: JSON.stringify(body),
   });
   await res.body.text();
-  return { status: res.statusCode, requestId: String(res.headers['x-request-id']) };
+  return { status: res.statusCode, requestId: String(res.headers['x-request-id']), headers: res.headers };
 }
 
 function auditLines(file: string): Array<Record<string, unknown>> {
@@ -222,15 +227,23 @@ describe('a gateway behind a trusted proxy (127.0.0.2)', () => {
     expect(fine.status).toBe(200);
   });
 
-  it('logs a failed authentication with the forwarded client address', async () => {
+  it('logs a failed authentication with the forwarded client address; the OAuth metadata ignores X-Forwarded-Host/Proto', async () => {
     const { key, prefix } = generateApiKey();
     const { url, gw } = await gateway(
       'auth',
       'trusted_proxies = ["127.0.0.2"]',
       `[[auth.api_keys]]\nid = "ci"\nkey_prefix = ${q(prefix)}\nkey_hash = ${q(await hashApiKey(key))}\n`,
     );
-    const refused = await post(proxy, url, { 'x-forwarded-for': '203.0.113.77', authorization: 'Bearer mcp_wrong' });
+    const refused = await post(proxy, url, {
+      'x-forwarded-for': '203.0.113.77',
+      'x-forwarded-host': 'evil.example',
+      'x-forwarded-proto': 'https',
+      authorization: 'Bearer mcp_wrong',
+    });
     expect(refused.status).toBe(401);
+    expect(String(refused.headers['www-authenticate'])).toContain(
+      `resource_metadata="http://127.0.0.1:${new URL(url).port}/.well-known/oauth-protected-resource"`,
+    );
     await waitFor(() => gw.logs.some((l) => l.includes('"authentication failed"')), 5_000, 'the authentication failure log line');
     const line = JSON.parse(gw.logs.find((l) => l.includes('"authentication failed"'))!) as Record<string, unknown>;
     expect(line['clientIp']).toBe('203.0.113.77');
