@@ -52,6 +52,18 @@ export default tseslint.config(
     },
   },
   {
+    // The client address is worked out once, through [server] trusted_proxies (src/app.ts): Fastify's
+    // request.ip / request.ips are the socket's peer, the load balancer's address behind one.
+    files: ['src/**'],
+    rules: {
+      'no-restricted-properties': [
+        'error',
+        { property: 'ip', message: 'Use request.clientIp: the client address through [server] trusted_proxies.' },
+        { property: 'ips', message: 'Use request.clientIp: the client address through [server] trusted_proxies.' },
+      ],
+    },
+  },
+  {
     // CommonJS preloads (--require) of the tests.
     files: ['**/*.cjs'],
     languageOptions: { sourceType: 'commonjs', globals: { require: 'readonly', module: 'writable' } },

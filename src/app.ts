@@ -24,6 +24,7 @@ import { lazySchemaCompilers } from './optional.js';
 import type { Recorder } from './observability/recorder.js';
 import type { RateLimiter } from './ratelimit/limiter.js';
 import { InFlight, lifecycleOf } from './app/lifecycle.js';
+import { TrustedProxies } from './http/client-address.js';
 import { registerRoutes } from './app/routes.js';
 import { createServices, type ServiceOptions, type Services } from './app/services.js';
 
@@ -44,8 +45,13 @@ export interface App {
   authenticator: Authenticator;
   /** Starts every upstream; readiness follows. */
   start(): Promise<void>;
-  /** Graceful stop: refuse new requests, let those in flight finish within the grace period, end upstreams. */
+  /**
+   * Graceful stop: first `shutdown_delay_ms` of serving with readiness down, then refuse new
+   * requests, let those in flight finish within the grace period, end upstreams.
+   */
   stop(): Promise<void>;
+  /** Cuts a running shutdown delay short (a second signal); false when none is running. */
+  endDelay(): boolean;
 }
 
 export type AppOptions = ServiceOptions;
@@ -56,13 +62,13 @@ export type AppOptions = ServiceOptions;
  */
 export function buildApp(config: GatewayConfig, options: AppOptions): App {
   const services = createServices(config, options);
-  const lifecycle: Lifecycle = { started: false, stopping: false };
+  const lifecycle: Lifecycle = { started: false, draining: false, stopping: false };
   const inflight = new InFlight();
   const app = createServer(services, lifecycle, inflight);
   registerRoutes(app, services, lifecycle);
   const running = lifecycleOf(app, services, lifecycle, inflight);
   const { gateway, limiter, recorder, authenticator } = services;
-  return { app, services, gateway, lifecycle, limiter, recorder, authenticator, start: running.start, stop: running.stop };
+  return { app, services, gateway, lifecycle, limiter, recorder, authenticator, start: running.start, stop: running.stop, endDelay: running.endDelay };
 }
 
 /** The Fastify instance, its server's limits, and what runs before every route. */
@@ -104,6 +110,9 @@ function createServer(services: Services, lifecycle: Lifecycle, inflight: InFlig
   app.decorateRequest('mcpServer', null);
   app.decorateRequest('receivedAt', 0);
   app.decorateRequest('mcpEndpoint', false);
+  app.decorateRequest('clientIp', '');
+  // Made once; none at all (the socket's peer, nothing parsed) without [server] trusted_proxies.
+  const proxies = config.server.trusted_proxies.length > 0 ? new TrustedProxies(config.server.trusted_proxies, config.server.client_address_header) : undefined;
   limiter?.register(app);
   // Callback-style: an async hook costs a promise per request.
   app.addHook('onRequest', (request, reply, done) => {
@@ -122,8 +131,14 @@ function createServer(services: Services, lifecycle: Lifecycle, inflight: InFlig
       if (counted) inflight.leave();
     });
     // Read while the connection is surely open (Node keeps the address once read): a client can be
-    // gone before the later hooks run, e.g. when bytes after its request fail to parse.
-    void request.ip;
+    // gone before the later hooks run, e.g. when bytes after its request fail to parse. Worked out
+    // once, here, for everything that names the client (limits, audit, logs): through
+    // [server] trusted_proxies only (src/http/client-address.ts).
+    const peer = request.raw.socket.remoteAddress ?? '';
+    request.clientIp = proxies ? proxies.clientAddress(peer, request.headers) : peer;
+    // The shutdown delay: served as ever, but kept-alive clients (a load balancer's pooled
+    // connections too) are told to open their next connection elsewhere.
+    if (lifecycle.draining) void reply.header('connection', 'close');
     // Shutting down: a request that still arrives on a kept-alive connection gets 503, and Fastify
     // closes the connection after it (it sets `Connection: close` while closing). /ready answers
     // for itself ("shutting down"), for the load balancer that polls it.

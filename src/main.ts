@@ -4,6 +4,7 @@
  * process.exit. Exit codes: 0 ok, 1 failure (bad config, unhealthy upstream), 2 usage error.
  */
 import { parseArgs } from 'node:util';
+import { MAX_TIMER_MS } from './config/constants.js';
 import { ConfigError } from './config/errors.js';
 import type { GatewayConfig } from './config/schema.js';
 import type { Logger } from './observability/logger.js';
@@ -156,6 +157,11 @@ async function serve(
     // Children that are still alive when the process exits (second signal, deadline) are killed by
     // the stdio upstream's exit hook: no process tree outlives the gateway.
     const stop = (signal: NodeJS.Signals): void => {
+      // A second signal during [server] shutdown_delay_ms ends the delay: the graceful stop begins.
+      if (stopping && gateway.endDelay()) {
+        log.warn({ signal }, 'second signal: ending the shutdown delay, stopping now');
+        return;
+      }
       if (stopping) {
         log.warn({ signal }, 'second signal: exiting now');
         resolve(1);
@@ -163,11 +169,14 @@ async function serve(
       }
       stopping = true;
       unwatch();
-      log.info({ signal, graceMs: config.server.shutdown_grace_ms }, 'shutting down');
+      const { shutdown_delay_ms: delayMs, shutdown_grace_ms: graceMs } = config.server;
+      log.info({ signal, delayMs, graceMs }, 'shutting down');
+      // Within what a timer holds: a longer one would fire at once.
+      const limitMs = Math.min(delayMs + graceMs + SHUTDOWN_MARGIN_MS, MAX_TIMER_MS);
       const deadline = setTimeout(() => {
-        log.error({ afterMs: config.server.shutdown_grace_ms + SHUTDOWN_MARGIN_MS }, 'shutdown did not finish in time: exiting now');
+        log.error({ afterMs: limitMs }, 'shutdown did not finish in time: exiting now');
         resolve(1);
-      }, config.server.shutdown_grace_ms + SHUTDOWN_MARGIN_MS);
+      }, limitMs);
       deadline.unref();
       gateway.stop().then(
         () => {

@@ -1,7 +1,10 @@
 /**
  * The gateway's life: started once every upstream has been started (readiness follows), and a
- * graceful stop that refuses new requests, lets those in flight finish within
- * `shutdown_grace_ms`, then ends the upstreams, the connections and the audit log, in that order.
+ * stop in two parts. First `shutdown_delay_ms` of draining: /ready answers 503 at once so that
+ * load balancers take the replica out, while every request is still served, with
+ * `Connection: close` (src/app.ts). Then the graceful stop: refuse new requests, let those in
+ * flight finish within `shutdown_grace_ms`, then end the upstreams, the connections and the audit
+ * log, in that order.
  */
 import type { FastifyInstance } from 'fastify';
 import type { Lifecycle } from '../http/health.js';
@@ -38,11 +41,27 @@ export interface Running {
   lifecycle: Lifecycle;
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** Ends a running shutdown delay now (a second signal); false when none is running. */
+  endDelay(): boolean;
+}
+
+/** A wait that can be cut short. */
+function cancellableDelay(ms: number): { done: Promise<void>; end(): void } {
+  let end = (): void => undefined;
+  const done = new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    end = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+  });
+  return { done, end };
 }
 
 export function lifecycleOf(app: FastifyInstance, services: Services, lifecycle: Lifecycle, inflight: InFlight): Running {
   // Read when used: a reload (src/app/reload.ts) replaces the audit log.
   const { gateway, recorder, config } = services;
+  let delay: { done: Promise<void>; end(): void } | undefined;
   return {
     lifecycle,
     async start() {
@@ -51,6 +70,13 @@ export function lifecycleOf(app: FastifyInstance, services: Services, lifecycle:
       lifecycle.started = true;
     },
     async stop() {
+      const delayMs = config.server.shutdown_delay_ms;
+      if (delayMs > 0 && !lifecycle.draining) {
+        lifecycle.draining = true;
+        delay = cancellableDelay(delayMs);
+        await delay.done;
+        delay = undefined;
+      }
       lifecycle.stopping = true;
       // Listen streams are POSTs that never end on their own: they must not hold the grace period.
       gateway.endListens();
@@ -61,6 +87,11 @@ export function lifecycleOf(app: FastifyInstance, services: Services, lifecycle:
       await closing;
       recorder.lifecycle('gateway_stop');
       await services.audit.close();
+    },
+    endDelay() {
+      if (!delay) return false;
+      delay.end();
+      return true;
     },
   };
 }

@@ -128,6 +128,13 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
       'server.session_keys without a Redis (server.redis_url or rate_limit.redis_url): a client\'s answer to a sampling or elicitation request, and its DELETE, reach only the replica it is sent to (docs/operations.md, "Sessions any replica can serve")',
     );
   }
+  // Whoever can reach the port could then name any client address: allowed (a network policy may
+  // guarantee that only the load balancer can), but said.
+  if (server.trusted_proxies.some((entry) => /\/0$/.test(entry))) {
+    warnings.push(
+      'server.trusted_proxies trusts every address (a /0 network): any client that reaches the port directly can choose its own client address (limits, audit); list the load balancers instead',
+    );
+  }
   return { server, single, servers, virtual_servers, warnings, ...(auth ? { auth } : {}), ...limits };
 }
 

@@ -8,6 +8,7 @@
  * that was checked, because that value may have come from a secret in the environment.
  */
 import { z } from 'zod';
+import { parseProxyEntry } from '../http/client-address.js';
 import { parseHostPattern, parseOriginPattern } from '../http/origin-match.js';
 import {
   MAX_TIMER_MS,
@@ -319,6 +320,16 @@ export const serverSettingsSchema = z.strictObject({
     .describe('Reload the config when its file changes, as SIGHUP does (docs/operations.md, "Reload").'),
   /** On SIGTERM/SIGINT, how long in-flight requests may take to finish, in ms. */
   shutdown_grace_ms: milliseconds(0).default(10_000).describe('On SIGTERM/SIGINT, how long in-flight requests may take to finish, in ms.'),
+  /**
+   * On SIGTERM/SIGINT, how long the gateway goes on serving with /ready at 503 before it stops
+   * accepting, in ms: the time a load balancer's health check needs to take it out. Answers in
+   * that time carry `Connection: close`. 0: stop accepting at once.
+   */
+  shutdown_delay_ms: milliseconds(0)
+    .default(0)
+    .describe(
+      'On SIGTERM/SIGINT, how long to go on serving (with /ready at 503 and `Connection: close` on every answer) before the graceful stop, in ms: time for the load balancer to take this replica out. 0: stop at once.',
+    ),
   /** A client session without requests for this long is closed, in ms. */
   session_idle_timeout_ms: milliseconds(1).default(1_800_000).describe('A client session without requests for this long is closed, in ms.'),
   /** Most client sessions open at once; further `initialize` requests are refused. */
@@ -847,6 +858,8 @@ export const tlsSchema = z
 /** `[server.tls]` as validated. */
 export type TlsSettings = z.output<typeof tlsSchema>;
 
+const TRUSTED_PROXY_EXPECTED = 'expected an IP address or a CIDR network, e.g. "10.0.0.0/8", "127.0.0.1", "::1" or "fd00::/8"';
+
 /** `[server]`: the listener, its limits, and which Hosts and browser origins may use it (src/http/origin.ts). */
 /** A `session_keys` entry: `kid:secret`. */
 export const SESSION_KEY_PATTERN = /^[A-Za-z0-9_-]{1,32}:.{32,}$/s;
@@ -861,6 +874,29 @@ export const serverSchema = serverSettingsSchema.extend({
     .optional()
     .describe(
       '`Host` header values served (DNS rebinding protection); others get 403. ["*"]: every Host. Default on a loopback host: localhost, 127.0.0.1, [::1], any port; otherwise not checked.',
+    ),
+  /**
+   * Proxies (addresses or CIDR networks, IPv4 and IPv6) whose forwarding header is believed: the
+   * client address of a request from one of them is read from `client_address_header`, from the
+   * right, through trusted hops only (src/http/client-address.ts). Empty: the socket's peer.
+   */
+  trusted_proxies: z
+    .array(
+      z.string({ error: problem(TRUSTED_PROXY_EXPECTED) }).refine((entry) => parseProxyEntry(entry) !== undefined, { error: TRUSTED_PROXY_EXPECTED }),
+      {
+        error: problem('expected an array of addresses or CIDR networks'),
+      },
+    )
+    .default(() => [])
+    .describe(
+      'Load balancers and proxies whose `client_address_header` is believed, as addresses or CIDR networks ("10.0.0.0/8", "127.0.0.1", "fd00::/8"). The client address (per-address limit, audit `client_ip`, logs) is the first hop from the right that is not one of them. Empty (default): the connection\'s peer.',
+    ),
+  /** The one forwarding header read from a trusted proxy; the other is ignored (a proxy passes it on as the client wrote it). */
+  client_address_header: z
+    .enum(['x-forwarded-for', 'forwarded'], { error: problem('expected "x-forwarded-for" or "forwarded"') })
+    .default('x-forwarded-for')
+    .describe(
+      'The header the trusted proxies set: "x-forwarded-for" (default; haproxy `option forwardfor`, nginx `$proxy_add_x_forwarded_for`) or "forwarded" (RFC 7239 `for=`). Only this one is read.',
     ),
   /** CORS, and the origins browsers may call from. */
   cors: corsSchema.optional().describe('CORS: which browser pages may call the gateway, and what they may send and read.'),

@@ -72,7 +72,7 @@ export function authenticationHook(authenticator: Authenticator, config: AuthCon
   return async (request, reply) => {
     // The client certificate that verified at the handshake, if any (src/http/tls.ts).
     const peer = verifiedPeer(request.raw.socket);
-    const outcome = await authenticator.authenticate(request.headers.authorization, request.ip, peer);
+    const outcome = await authenticator.authenticate(request.headers.authorization, request.clientIp, peer);
     if (outcome.ok) {
       request.identity = outcome.identity;
       let verified = outcome.verified;
@@ -84,7 +84,10 @@ export function authenticationHook(authenticator: Authenticator, config: AuthCon
       recorder.authenticated(request, outcome.identity, verified);
       return;
     }
-    request.log.info({ reason: outcome.reason, provider: outcome.provider, clientIp: request.ip, url: request.url.split('?')[0] }, 'authentication failed');
+    request.log.info(
+      { reason: outcome.reason, provider: outcome.provider, clientIp: request.clientIp, url: request.url.split('?')[0] },
+      'authentication failed',
+    );
     const [error, headers] = refusalOf(config, request, outcome);
     recorder.authFailed(request, outcome, sendError(reply, error, headers));
   };

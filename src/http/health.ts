@@ -12,7 +12,13 @@ import { viewFor } from '../virtual/view.js';
 export interface Lifecycle {
   /** Every upstream has been started once. */
   started: boolean;
-  /** SIGTERM/SIGINT received: readiness goes down so load balancers stop sending traffic. */
+  /**
+   * SIGTERM/SIGINT received, and `[server] shutdown_delay_ms` running: readiness is down so that
+   * load balancers take this replica out, while every request is still served (with
+   * `Connection: close`, so kept-alive clients move on).
+   */
+  draining: boolean;
+  /** The graceful stop has begun: new requests get 503, readiness stays down. */
   stopping: boolean;
 }
 
@@ -42,8 +48,9 @@ export function registerHealthRoutes(app: FastifyInstance, gateway: Gateway, lif
   app.get('/live', async () => ({ status: 'ok' }));
   app.get('/ready', async (_request, reply) => {
     const servers = serverHealth(gateway);
-    const ready = lifecycle.started && !lifecycle.stopping && servers.some((s) => s.healthy);
-    const reason = lifecycle.stopping ? 'shutting down' : !lifecycle.started ? 'upstreams are starting' : ready ? undefined : 'no upstream is healthy';
+    const leaving = lifecycle.draining || lifecycle.stopping;
+    const ready = lifecycle.started && !leaving && servers.some((s) => s.healthy);
+    const reason = leaving ? 'shutting down' : !lifecycle.started ? 'upstreams are starting' : ready ? undefined : 'no upstream is healthy';
     void reply.code(ready ? 200 : 503);
     return { status: ready ? 'ready' : 'not_ready', ...(reason ? { reason } : {}), servers };
   });

@@ -19,6 +19,12 @@ declare module 'fastify' {
     mcpServer: string | null;
     /** The request reached an MCP endpoint: its answer is recorded when it ends. */
     mcpEndpoint: boolean;
+    /**
+     * The client's address (set by the app's first onRequest hook): the socket's peer, or behind
+     * `[server] trusted_proxies` the address they forwarded. Every use of the client address
+     * reads this, never `request.ip`.
+     */
+    clientIp: string;
   }
 }
 
@@ -42,7 +48,7 @@ export function clientRequestId(request: FastifyRequest): string | undefined {
 
 /** What every event of one request shares. */
 function base(request: FastifyRequest): Pick<AuditEvent, 'request_id' | 'client_request_id' | 'client_ip' | 'duration_ms'> {
-  return { request_id: request.id, client_request_id: clientRequestId(request), client_ip: request.ip, duration_ms: elapsedMs(request) };
+  return { request_id: request.id, client_request_id: clientRequestId(request), client_ip: request.clientIp, duration_ms: elapsedMs(request) };
 }
 
 /** Upstream failures worth an `upstream_error` event (not the client's own cancellation). */
@@ -190,7 +196,7 @@ export class Recorder {
       duration_ms: seconds * 1000,
       request_id: request.id,
       client_request_id: clientRequestId(request),
-      client_ip: request.ip,
+      client_ip: request.clientIp,
     };
     if (error) event.error = { code: error.code, message: error.message };
     // Through a virtual server: `server` is its member (src/pipeline.ts toolOf), the route says which virtual server.

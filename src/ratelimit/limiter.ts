@@ -71,7 +71,7 @@ const STORE_RETRY_AFTER_S = 1;
 /** The part of an identity's counter keys that names it; anonymous callers are told apart by address. */
 function identityPart(request: FastifyRequest): string {
   const identity = identityOf(request);
-  return identity.provider === 'anonymous' ? `anonymous:${addressPart(request.ip)}` : ownerKey(identity);
+  return identity.provider === 'anonymous' ? `anonymous:${addressPart(request.clientIp)}` : ownerKey(identity);
 }
 
 /**
@@ -136,7 +136,7 @@ export class RateLimiter {
 
   /** Stage 0a (before authentication): the client address's limit. */
   readonly addressHook: onRequestHookHandler = (request, reply, done) => {
-    const key = `address:${addressPart(request.ip)}`;
+    const key = `address:${addressPart(request.clientIp)}`;
     this.check('address', this.addressStore, key, this.plan.address, request, undefined, {}, null, (refusal) => {
       if (refusal) sendError(reply, refusal.error, refusal.headers);
       else done();

@@ -16,6 +16,7 @@ describe('[server]', () => {
       max_request_size: 1_048_576,
       watch_config: false,
       shutdown_grace_ms: 10_000,
+      shutdown_delay_ms: 0,
       session_idle_timeout_ms: 1_800_000,
       max_sessions: 10_000,
       session_handshake_timeout_ms: 30_000,
@@ -27,6 +28,8 @@ describe('[server]', () => {
       keep_alive_timeout_ms: 72_000,
       max_connections: 20_000,
       session_ttl_ms: 86_400_000,
+      trusted_proxies: [],
+      client_address_header: 'x-forwarded-for',
     };
     expect(parse(UPSTREAM).server).toEqual(defaults);
     expect(parse(`[server]\n${UPSTREAM}`).server).toEqual(defaults);
@@ -40,6 +43,7 @@ port = 0
 max_request_size = 2048
 watch_config = true
 shutdown_grace_ms = 0
+shutdown_delay_ms = 5000
 session_idle_timeout_ms = 60000
 max_sessions = 3
 max_sessions_per_identity = 2
@@ -54,6 +58,8 @@ max_connections = 50
 session_keys = ["k1:${'s'.repeat(32)}", "old:${'t'.repeat(40)}"]
 session_ttl_ms = 3600000
 redis_url = "redis://127.0.0.1:6379/2"
+trusted_proxies = ["10.0.0.0/8", "127.0.0.1", "::1", "fd00::/8", "192.168.1.0/24"]
+client_address_header = "forwarded"
 ${UPSTREAM}`);
     expect(config.server).toEqual({
       host: '0.0.0.0',
@@ -61,6 +67,7 @@ ${UPSTREAM}`);
       max_request_size: 2048,
       watch_config: true,
       shutdown_grace_ms: 0,
+      shutdown_delay_ms: 5000,
       session_idle_timeout_ms: 60_000,
       max_sessions: 3,
       max_sessions_per_identity: 2,
@@ -75,6 +82,8 @@ ${UPSTREAM}`);
       session_keys: [`k1:${'s'.repeat(32)}`, `old:${'t'.repeat(40)}`],
       session_ttl_ms: 3_600_000,
       redis_url: 'redis://127.0.0.1:6379/2',
+      trusted_proxies: ['10.0.0.0/8', '127.0.0.1', '::1', 'fd00::/8', '192.168.1.0/24'],
+      client_address_header: 'forwarded',
     });
   });
 
@@ -95,6 +104,33 @@ ${UPSTREAM}`);
     expect(config.warnings.join('\n')).toMatch(/session_keys without a Redis/);
     const withRedis = parse(`[server]\nsession_keys = ["k1:${'x'.repeat(32)}"]\nredis_url = "redis://127.0.0.1:1"\n${UPSTREAM}`);
     expect(withRedis.warnings.join('\n')).not.toMatch(/session_keys/);
+  });
+
+  it('warns when trusted_proxies trusts every address', () => {
+    expect(parse(`[server]\ntrusted_proxies = ["10.0.0.0/8"]\n${UPSTREAM}`).warnings).toEqual([]);
+    for (const all of ['0.0.0.0/0', '::/0']) {
+      expect(parse(`[server]\ntrusted_proxies = ["10.0.0.0/8", "${all}"]\n${UPSTREAM}`).warnings).toEqual([
+        'server.trusted_proxies trusts every address (a /0 network): any client that reaches the port directly can choose its own client address (limits, audit); list the load balancers instead',
+      ]);
+    }
+  });
+
+  it('refuses trusted_proxies entries that are no address or network, naming each by its index', () => {
+    const expected = 'expected an IP address or a CIDR network, e.g. "10.0.0.0/8", "127.0.0.1", "::1" or "fd00::/8"';
+    const errors = errorsOf(`
+[server]
+trusted_proxies = ["10.0.0.0/8", "lb.example.com", "10.0.0.0/33", "::1/129", "10.0.0.1/", "1.2.3", "fe80::1%eth0", "10.0.0.0/-1", "", 5]
+shutdown_delay_ms = -1
+client_address_header = "x-real-ip"
+${UPSTREAM}`);
+    expect(errors).toEqual([
+      'server.shutdown_delay_ms: expected a whole number of milliseconds from 0 to 2147483647',
+      ...[1, 2, 3, 4, 5, 6, 7, 8, 9].map((i) => `server.trusted_proxies[${i}]: ${expected}`),
+      'server.client_address_header: expected "x-forwarded-for" or "forwarded"',
+    ]);
+    expect(errorsOf(`[server]\ntrusted_proxies = "10.0.0.0/8"\n${UPSTREAM}`)).toEqual([
+      'server.trusted_proxies: expected an array of addresses or CIDR networks',
+    ]);
   });
 
   it('explains wrong types and ranges without zod jargon', () => {

@@ -85,6 +85,7 @@ describe('exported types', () => {
       max_request_size: number;
       watch_config: boolean;
       shutdown_grace_ms: number;
+      shutdown_delay_ms: number;
       session_idle_timeout_ms: number;
       max_sessions: number;
       max_sessions_per_identity?: number | undefined;
@@ -97,6 +98,8 @@ describe('exported types', () => {
       keep_alive_timeout_ms: number;
       max_connections: number;
       allowed_hosts?: string[] | undefined;
+      trusted_proxies: string[];
+      client_address_header: 'x-forwarded-for' | 'forwarded';
       cors?: CorsSettings | undefined;
       tls?: TlsSettings | undefined;
       session_keys?: string[] | undefined;

@@ -77,7 +77,7 @@ function cycles(graph: Map<string, string[]>): string[][] {
 const LAYERS: readonly (readonly string[])[] = [
   // What everything may use: protocol constants, JSON-RPC, the error vocabularies, the logger.
   ['version.ts', 'delay.ts', 'error-message.ts', 'lru.ts', 'optional.ts', 'types/', 'jsonrpc/', 'protocol/', 'upstreams/errors.ts', 'observability/logger.ts'],
-  ['config/', 'auth/', 'policy/', 'routing/', 'replicas/', 'http/errors.ts', 'http/origin-match.ts', 'http/security-headers.ts'],
+  ['config/', 'auth/', 'policy/', 'routing/', 'replicas/', 'http/errors.ts', 'http/origin-match.ts', 'http/client-address.ts', 'http/security-headers.ts'],
   // The transports.
   ['upstreams/'],
   // Virtual servers: one session over several members' sessions.
