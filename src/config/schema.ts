@@ -711,7 +711,15 @@ export const auditS3Schema = z.strictObject({
     .regex(/^[a-z0-9-]{1,64}$/, { error: 'expected a region name such as "us-east-1"' })
     .optional()
     .describe('The bucket\'s region. Default: AWS_REGION, else AWS_DEFAULT_REGION, else "us-east-1".'),
-  endpoint: urlSchema.optional().describe('Another S3-compatible store (MinIO, Ceph, R2, LocalStack...): its http:// or https:// URL. Default: AWS S3.'),
+  endpoint: z
+    .string({ error: problem('expected an absolute http:// or https:// URL') })
+    .refine(isHttpUrl, { error: 'expected an absolute http:// or https:// URL' })
+    // URLs end up in logs; S3 credentials come from the AWS chain only.
+    .refine((value) => !isHttpUrl(value) || (new URL(value).username === '' && new URL(value).password === ''), {
+      error: 'must not contain a user name or password: credentials come from the AWS environment (AWS_ACCESS_KEY_ID..., a profile, instance metadata)',
+    })
+    .optional()
+    .describe('Another S3-compatible store (MinIO, Ceph, R2, LocalStack...): its http:// or https:// URL. Default: AWS S3.'),
   force_path_style: z
     .boolean({ error: problem('expected true or false') })
     .default(false)

@@ -22,8 +22,8 @@
  * The SDK is loaded when the first archiver starts (about 10 MB of modules a gateway without
  * `[audit.s3]` never loads).
  */
-import { createReadStream } from 'node:fs';
-import { lstat, readdir, unlink } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lstat, open, readdir, unlink, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
@@ -195,26 +195,35 @@ export class S3Archiver implements RotationOwner {
         continue;
       }
       let failed = false;
+      let progress = false;
       for (const [index, path] of files.entries()) {
         if (this.stop.signal.aborted) return;
         const base = path.replace(/\.gz$/, '');
         // Taken meanwhile: another archiver of this file (a reload) has it, or a sink remakes it.
         if (uploading.has(base) || making.has(base)) continue;
         uploading.add(base);
-        let outcome: 'done' | 'failed' | 'gone';
+        let outcome: 'done' | 'failed' | 'gone' = 'failed';
         try {
           outcome = await this.upload(path);
         } finally {
           uploading.delete(base);
+          // Not uploaded: another archiver of this file (after a reload) may take it now.
+          if (outcome !== 'done') for (const other of live) if (other !== this) other.changed();
         }
         if (outcome === 'failed') {
           failed = true;
           break;
         }
+        if (outcome === 'done') progress = true;
         if (!this.closing) this.stats.pending = files.length - index - 1;
       }
       if (!failed) {
         failures = 0;
+        // Nothing uploaded (every file was gone or taken by another archiver): wait for a change rather than look again at once.
+        if (!progress) {
+          if (this.closing) return;
+          await this.idle();
+        }
         continue;
       }
       // The store is down at shutdown: the files stay for the next start.
@@ -262,24 +271,41 @@ export class S3Archiver implements RotationOwner {
       const path = join(this.directory, name);
       const base = path.replace(/\.gz$/, '');
       if (making.has(base) || uploading.has(base)) continue;
+      // A symbolic link or a directory with a rotated file's name is not the sink's: never uploaded.
+      const stat = await lstat(path).catch(() => undefined);
+      if (!stat?.isFile()) {
+        if (stat) this.warning.warn('s3-not-file', { sink: 's3', file: name }, 'audit archive: not a regular file, left alone');
+        continue;
+      }
       found.push({ stamp: match[1] as string, path });
     }
     return found.sort((a, b) => (a.stamp < b.stamp ? -1 : a.stamp > b.stamp ? 1 : 0)).map((entry) => entry.path);
   }
 
-  /** One attempt at one file: "done" once the store confirmed it and it is deleted, "gone" when it is not there. */
+  /** One attempt at one file: "done" once the store confirmed it and it is deleted, "gone" when it is not there (or not a regular file). */
   private async upload(path: string): Promise<'done' | 'failed' | 'gone'> {
     const name = basename(path);
+    // Opened before anything else, not following a symbolic link: what is uploaded is the file
+    // that was rotated, even if its name is removed or replaced meanwhile.
+    let handle: FileHandle;
     let size: number;
     try {
-      const stat = await lstat(path);
+      handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    } catch (error) {
+      const code = codeOf(error);
+      if (code === 'ENOENT' || code === 'ELOOP') return 'gone';
+      this.failure(name, error);
+      return 'failed';
+    }
+    try {
+      const stat = await handle.stat();
       if (!stat.isFile()) {
-        this.warning.warn('s3-not-file', { sink: 's3', file: name }, 'audit archive: not a regular file, left alone');
+        await handle.close();
         return 'gone';
       }
       size = stat.size;
     } catch (error) {
-      if (codeOf(error) === 'ENOENT') return 'gone';
+      await handle.close().catch(() => undefined);
       this.failure(name, error);
       return 'failed';
     }
@@ -287,11 +313,14 @@ export class S3Archiver implements RotationOwner {
     const controller = new AbortController();
     const abort = (): void => controller.abort();
     this.stop.signal.addEventListener('abort', abort, { once: true });
-    const body = createReadStream(path);
-    let upload: Upload | undefined;
+    // autoClose: the stream closes the file when it ends or is destroyed.
+    const body = handle.createReadStream({ autoClose: true });
+    // A read error also fails the upload that reads it; this listener only keeps an error before
+    // the SDK reads from being an uncaught exception.
+    body.on('error', () => undefined);
     try {
       const sdk = await this.loadSdk();
-      upload = new sdk.Upload({
+      const upload = new sdk.Upload({
         client: sdk.client,
         params: {
           Bucket: this.config.bucket,
@@ -308,11 +337,10 @@ export class S3Archiver implements RotationOwner {
       });
       await upload.done();
     } catch (error) {
-      body.destroy();
-      if (codeOf(error) === 'ENOENT') return 'gone';
       if (!this.stop.signal.aborted) this.failure(name, error);
       return 'failed';
     } finally {
+      body.destroy();
       this.stop.signal.removeEventListener('abort', abort);
     }
     // The store has it: only now does the local copy go (and an uncompressed leftover of it).
