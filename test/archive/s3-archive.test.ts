@@ -147,6 +147,7 @@ describe('audit archive to S3', () => {
 
       // Back on the same port and directory: what waited arrives.
       await store.start();
+      const outageMs = Date.now() - downAt;
       await waitFor(() => rotated(auditDir).length === 0, 30_000, 'the waiting files archived after the outage');
       expect(await metric(base, 'mcp_guard_audit_archive_pending_files')).toBe(0);
       const bytes = await metric(base, 'mcp_guard_audit_archive_uploaded_bytes_total');
@@ -158,6 +159,9 @@ describe('audit archive to S3', () => {
       const objects = await store.objects(creds);
       const keys = [...objects.keys()];
       expect(keys.length).toBeGreaterThanOrEqual(kept.size + 5);
+      console.log(
+        `archive: ${first.length + during.length} calls, ${keys.length} objects (${bytes} bytes gzipped), ${kept.size} files waited through a ${(outageMs / 1000).toFixed(1)} s outage`,
+      );
       for (const key of keys) expect(key).toMatch(/^mcp-guard\/gw-test\/audit\.log\.\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.\d{3}Z\.gz$/);
       // The live file is not archived until it is rotated: its lines are the rest.
       const live = readFileSync(join(auditDir, 'audit.log'), 'utf8');
@@ -177,6 +181,7 @@ describe('audit archive to S3', () => {
 
       // No secret anywhere (the secrets scan checks the audit file and the output too), and no raw warning.
       expect(gw.stdout + gw.stderr).not.toContain(creds.AWS_SECRET_ACCESS_KEY);
+      for (const bytes of objects.values()) expect(bytes.toString('utf8')).not.toContain(creds.AWS_SECRET_ACCESS_KEY);
       expectJsonOnly(gw.stderr);
       expect(gw.logLines().some((l) => String(l['msg']).includes('need Node.js 22'))).toBe(Number(process.versions.node.split('.')[0]) < 22);
       expect(gw.logLines().some((l) => String(l['msg']).includes('max_backups is not applied'))).toBe(true);
