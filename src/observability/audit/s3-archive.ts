@@ -111,6 +111,13 @@ export interface ArchiveTarget {
   file: string;
 }
 
+/**
+ * What one attempt at one file came to: `done` (the store confirmed it; deleted locally), `gone`
+ * (not there, or not a regular file), `unreadable` (it could not be opened or read here),
+ * `failed` (the store failed or refused).
+ */
+type Outcome = 'done' | 'gone' | 'unreadable' | 'failed';
+
 export class S3Archiver implements RotationOwner {
   private readonly directory: string;
   private readonly pattern: RegExp;
@@ -202,7 +209,7 @@ export class S3Archiver implements RotationOwner {
         // Taken meanwhile: another archiver of this file (a reload) has it, or a sink remakes it.
         if (uploading.has(base) || making.has(base)) continue;
         uploading.add(base);
-        let outcome: 'done' | 'failed' | 'gone' = 'failed';
+        let outcome: Outcome = 'failed';
         try {
           outcome = await this.upload(path);
         } finally {
@@ -213,6 +220,11 @@ export class S3Archiver implements RotationOwner {
         if (outcome === 'failed') {
           failed = true;
           break;
+        }
+        // This file cannot be read here (permissions...): the others are not held up behind it; it is tried again after the backoff.
+        if (outcome === 'unreadable') {
+          failed = true;
+          continue;
         }
         if (outcome === 'done') progress = true;
         if (!this.closing) this.stats.pending = files.length - index - 1;
@@ -282,8 +294,8 @@ export class S3Archiver implements RotationOwner {
     return found.sort((a, b) => (a.stamp < b.stamp ? -1 : a.stamp > b.stamp ? 1 : 0)).map((entry) => entry.path);
   }
 
-  /** One attempt at one file: "done" once the store confirmed it and it is deleted, "gone" when it is not there (or not a regular file). */
-  private async upload(path: string): Promise<'done' | 'failed' | 'gone'> {
+  /** One attempt at one file. */
+  private async upload(path: string): Promise<Outcome> {
     const name = basename(path);
     // Opened before anything else, not following a symbolic link: what is uploaded is the file
     // that was rotated, even if its name is removed or replaced meanwhile.
@@ -295,7 +307,7 @@ export class S3Archiver implements RotationOwner {
       const code = codeOf(error);
       if (code === 'ENOENT' || code === 'ELOOP') return 'gone';
       this.failure(name, error);
-      return 'failed';
+      return 'unreadable';
     }
     try {
       const stat = await handle.stat();
@@ -307,7 +319,7 @@ export class S3Archiver implements RotationOwner {
     } catch (error) {
       await handle.close().catch(() => undefined);
       this.failure(name, error);
-      return 'failed';
+      return 'unreadable';
     }
     const key = objectKey(this.config.prefix, this.instance, name);
     const controller = new AbortController();
