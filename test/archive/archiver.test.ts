@@ -115,6 +115,46 @@ describe('the archive', () => {
     }
   });
 
+  it('asks for aws:kms with the configured key, signed with credentials from a profile of the shared credentials file', async () => {
+    const dir = tempDir();
+    const auditDir = join(dir, 'audit');
+    mkdirSync(auditDir);
+    const store = new Store(join(dir, 'store'));
+    await store.start();
+    const profile = credentials();
+    const saved = { ...process.env };
+    // The SDK's default chain without the environment keys: AWS_PROFILE in AWS_SHARED_CREDENTIALS_FILE.
+    delete process.env['AWS_ACCESS_KEY_ID'];
+    delete process.env['AWS_SECRET_ACCESS_KEY'];
+    process.env['AWS_SHARED_CREDENTIALS_FILE'] = join(dir, 'credentials');
+    process.env['AWS_CONFIG_FILE'] = join(dir, 'config');
+    process.env['AWS_PROFILE'] = 'archive';
+    writeFileSync(
+      join(dir, 'credentials'),
+      `[archive]\naws_access_key_id = ${profile.AWS_ACCESS_KEY_ID}\naws_secret_access_key = ${profile.AWS_SECRET_ACCESS_KEY}\n`,
+    );
+    writeFileSync(join(dir, 'config'), '');
+    try {
+      writeFileSync(join(auditDir, 'audit.log.2020-01-01T00-00-00.000Z.gz'), gzipSync('{"n":1}\n'));
+      const stats = emptyArchiveStats();
+      const log = logged();
+      const auditLog = AuditLog.create(audit(auditDir, store.endpoint, { server_side_encryption: 'aws:kms', kms_key_id: 'alias/mcp-audit' }), {
+        log: log.log,
+        archiveStats: stats,
+      });
+      await waitFor(() => stats.uploaded === 1, 20_000, 'the upload');
+      await auditLog.close();
+      const put = store.received.find((r) => r.method === 'PUT' && r.url.includes('/unit/'));
+      expect(put).toMatchObject({ sse: 'aws:kms', kmsKeyId: 'alias/mcp-audit' });
+      expect(put?.authorization).toContain(`Credential=${profile.AWS_ACCESS_KEY_ID}/`);
+      expect(log.text()).not.toContain(profile.AWS_SECRET_ACCESS_KEY);
+    } finally {
+      for (const key of ['AWS_SHARED_CREDENTIALS_FILE', 'AWS_CONFIG_FILE', 'AWS_PROFILE']) delete process.env[key];
+      Object.assign(process.env, saved);
+      await store.stop();
+    }
+  });
+
   it('two audit logs on one file (a reload hands over) upload each rotated file once', async () => {
     const dir = tempDir();
     const auditDir = join(dir, 'audit');

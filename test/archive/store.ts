@@ -28,6 +28,7 @@ export interface Received {
   method: string;
   url: string;
   sse: string | undefined;
+  kmsKeyId: string | undefined;
   authorization: string | undefined;
 }
 
@@ -60,6 +61,7 @@ export class Store {
         method: ctx.method,
         url: ctx.url,
         sse: ctx.headers['x-amz-server-side-encryption'],
+        kmsKeyId: ctx.headers['x-amz-server-side-encryption-aws-kms-key-id'],
         authorization: ctx.headers['authorization'],
       });
       await next();
