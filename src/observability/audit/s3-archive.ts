@@ -203,7 +203,7 @@ export class S3Archiver implements RotationOwner {
       }
       let failed = false;
       let progress = false;
-      for (const [index, path] of files.entries()) {
+      for (const path of files) {
         if (this.stop.signal.aborted) return;
         const base = path.replace(/\.gz$/, '');
         // Taken meanwhile: another archiver of this file (a reload) has it, or a sink remakes it.
@@ -227,7 +227,6 @@ export class S3Archiver implements RotationOwner {
           continue;
         }
         if (outcome === 'done') progress = true;
-        if (!this.closing) this.stats.pending = files.length - index - 1;
       }
       if (!failed) {
         failures = 0;
@@ -355,7 +354,8 @@ export class S3Archiver implements RotationOwner {
       body.destroy();
       this.stop.signal.removeEventListener('abort', abort);
     }
-    // The store has it: only now does the local copy go (and an uncompressed leftover of it).
+    // The store has it: no longer pending, and only now does the local copy go (and an uncompressed leftover of it).
+    if (!this.closing) this.stats.pending = Math.max(0, this.stats.pending - 1);
     await unlink(path).catch((error: unknown) => {
       if (codeOf(error) !== 'ENOENT')
         this.warning.warn('s3-delete', { sink: 's3', file: name, code: codeOf(error) }, 'audit archive: uploaded, but deleting the file failed');
