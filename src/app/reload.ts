@@ -85,7 +85,11 @@ export class Reloader {
     let audit: AuditLog | undefined;
     if (diff.audit) {
       try {
-        audit = AuditLog.create(next.audit, { log, ...(this.options.auditStdout ? { stdout: this.options.auditStdout } : {}) });
+        audit = AuditLog.create(next.audit, {
+          log,
+          archiveStats: services.archiveStats,
+          ...(this.options.auditStdout ? { stdout: this.options.auditStdout } : {}),
+        });
       } catch (err) {
         const reason = `audit: ${errorMessage(err)}`;
         log.error({ trigger, reason }, 'config reload refused: the running config stays');

@@ -10,6 +10,7 @@ import { authenticationHook } from '../http/auth.js';
 import { loadTls, type TlsMaterial } from '../http/tls.js';
 import { Gateway, type UpstreamFactory } from '../mcp/gateway.js';
 import { AuditLog } from '../observability/audit/log.js';
+import { emptyArchiveStats, type ArchiveStats } from '../observability/audit/s3-archive.js';
 import type { Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
 import { Recorder } from '../observability/recorder.js';
@@ -41,6 +42,8 @@ export interface Services {
   tls: TlsMaterial | undefined;
   metrics: Metrics | undefined;
   audit: AuditLog;
+  /** What `[audit.s3]` uploaded and has waiting: one object for the life of the process, which every audit log of a reload adds to. */
+  archiveStats: ArchiveStats;
   recorder: Recorder;
   gateway: Gateway;
   router: Router;
@@ -60,7 +63,8 @@ export function createServices(config: GatewayConfig, options: ServiceOptions): 
   const tls = config.server.tls ? loadTls(config.server.tls) : undefined;
   for (const warning of tls?.warnings ?? []) log.warn(warning);
   const metrics = config.server.metrics ? new Metrics({ servers: [...config.servers, ...config.virtual_servers].map((s) => s.name) }) : undefined;
-  const audit = AuditLog.create(config.audit, { log, ...(options.auditStdout ? { stdout: options.auditStdout } : {}) });
+  const archiveStats = emptyArchiveStats();
+  const audit = AuditLog.create(config.audit, { log, archiveStats, ...(options.auditStdout ? { stdout: options.auditStdout } : {}) });
   const recorder = new Recorder(audit, metrics);
   const upstreamDeps = {
     logger: log,
@@ -76,12 +80,14 @@ export function createServices(config: GatewayConfig, options: ServiceOptions): 
   const limiter = createLimiter(config, recorder, log);
   metrics?.bindGateway(gateway);
   metrics?.setAuditStats(() => audit.stats);
+  metrics?.setArchiveStats(() => archiveStats);
   return {
     config,
     log,
     tls,
     metrics,
     audit,
+    archiveStats,
     recorder,
     gateway,
     router: routerOf(config),

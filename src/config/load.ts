@@ -13,6 +13,7 @@ import { interpolateTree, type Environment } from './env.js';
 import {
   additionalServerSchema,
   apiKeySchema,
+  auditS3Schema,
   auditSchema,
   clientCertSchema,
   configFileSchema,
@@ -40,6 +41,9 @@ import {
 
 /** The environment variable that may add servers: a JSON object `{ "name": { path_prefix, transport, ... } }`. */
 export const ADDITIONAL_SERVERS_VARIABLE = 'MCP_GUARD_ADDITIONAL_SERVERS';
+
+/** The prefix of the variables that override `[audit.s3]`: MCP_GUARD_AUDIT_S3_BUCKET for `bucket`, and so on for every key. */
+export const AUDIT_S3_VARIABLE_PREFIX = 'MCP_GUARD_AUDIT_S3_';
 
 /** Options of parseConfig. */
 export interface ParseConfigOptions {
@@ -91,8 +95,9 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
   let tree: unknown;
   if (document !== undefined) {
     const interpolated = interpolateTree(document, env);
-    tree = interpolated.value;
     for (const problem of interpolated.problems) issues.addCovering(problem.path, problem.message);
+    interpolated.value = applyAuditS3Environment(interpolated.value, env, issues);
+    tree = interpolated.value;
     const parsed = configFileSchema.safeParse(interpolated.value, { error: describeIssue('TOML') });
     if (parsed.success) {
       server = parsed.data.server;
@@ -121,6 +126,7 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
   checkClientCerts(tree, names, issues);
   checkKeyRateLimits(tree, issues);
   checkAudit(tree, issues);
+  checkAuditS3(tree, issues, resolved?.warnings ?? []);
   if (issues.all.length > 0 || !resolved || !server) throw new ConfigError(issues.all);
   const { single, servers, warnings } = resolved;
   if (server.session_keys !== undefined && server.redis_url === undefined && limits.rate_limit?.redis_url === undefined) {
@@ -830,4 +836,101 @@ function checkAudit(document: unknown, issues: IssueList): void {
   if ((audit.enabled ?? true) && !audit.stdout && audit.file === undefined && audit.export_url === undefined) {
     issues.add(['audit'], 'configure at least one sink: stdout = true, file or export_url (or enabled = false)');
   }
+}
+
+/** The `[audit.s3]` keys that take true or false, and those that take a whole number: how a variable's text is read. */
+const S3_BOOLEAN_KEYS: ReadonlySet<string> = new Set(['force_path_style']);
+const S3_INTEGER_KEYS: ReadonlySet<string> = new Set([
+  'part_size_bytes',
+  'concurrency',
+  'connect_timeout_ms',
+  'request_timeout_ms',
+  'retry_backoff_ms',
+  'retry_backoff_max_ms',
+]);
+
+/** A variable's text as the value of its key: "true"/"false", decimal digits, or the text itself. */
+function variableValue(key: string, raw: string): { value: unknown } | { problem: string } {
+  if (S3_BOOLEAN_KEYS.has(key)) {
+    if (raw === 'true' || raw === 'false') return { value: raw === 'true' };
+    return { problem: 'expected true or false' };
+  }
+  if (S3_INTEGER_KEYS.has(key)) {
+    if (!/^[0-9]{1,16}$/.test(raw)) return { problem: 'expected a whole number (decimal digits only)' };
+    return { value: Number(raw) };
+  }
+  return { value: raw };
+}
+
+/**
+ * MCP_GUARD_AUDIT_S3_<KEY> (the key in upper case: BUCKET, REGION, ENDPOINT, FORCE_PATH_STYLE,
+ * PART_SIZE_BYTES...) replaces that key of `[audit.s3]`, after `${VAR}` interpolation and before
+ * validation; a variable set to "" counts as unset. A variable that is set makes `[audit.s3]`
+ * exist (an `[audit]` table must). Each value is checked on its own and reported at the
+ * variable's name; an invalid one replaces nothing. Variables of no key are reported too: a typo
+ * must not leave the file's value in force unnoticed.
+ */
+function applyAuditS3Environment(document: unknown, env: Environment, issues: IssueList): unknown {
+  const keys = Object.keys(auditS3Schema.shape);
+  const set = Object.entries(env).filter(
+    (entry): entry is [string, string] => entry[0].startsWith(AUDIT_S3_VARIABLE_PREFIX) && entry[1] !== undefined && entry[1] !== '',
+  );
+  if (set.length === 0) return document;
+  const overrides: Record<string, unknown> = {};
+  for (const [name, raw] of set) {
+    const key = name.slice(AUDIT_S3_VARIABLE_PREFIX.length).toLowerCase();
+    if (!keys.includes(key)) {
+      issues.add([name], `not a key of [audit.s3]: expected one of ${keys.map((k) => AUDIT_S3_VARIABLE_PREFIX + k.toUpperCase()).join(', ')}`);
+      continue;
+    }
+    const converted = variableValue(key, raw);
+    if ('problem' in converted) {
+      issues.add([name], converted.problem);
+      continue;
+    }
+    const parsed = (auditS3Schema.shape as Record<string, z.ZodType>)[key]!.safeParse(converted.value, { error: describeIssue('JSON') });
+    if (!parsed.success) {
+      for (const issue of parsed.error.issues) issues.add([name], issue.message);
+      continue;
+    }
+    overrides[key] = converted.value;
+  }
+  if (!isTable(document)) return document;
+  const audit = document['audit'];
+  if (audit === undefined) {
+    issues.add([set[0]![0]], 'needs an [audit] table with a file: the archive uploads the rotated audit files');
+    return document;
+  }
+  // Not a table: the schema reports it.
+  if (!isTable(audit)) return document;
+  const table = audit['s3'];
+  if (table !== undefined && !isTable(table)) return document;
+  return { ...document, audit: { ...audit, s3: { ...(table ?? {}), ...overrides } } };
+}
+
+/**
+ * `[audit.s3]` uploads the files the file sink rotates: it needs `file`. kms_key_id belongs to
+ * aws:kms, and the longest backoff must not be below the first. max_backups does not apply (a
+ * rotated file is deleted once uploaded, never before): setting both earns a warning.
+ */
+function checkAuditS3(document: unknown, issues: IssueList, warnings: string[]): void {
+  const audit = isTable(document) ? document['audit'] : undefined;
+  if (!isTable(audit) || !isTable(audit['s3'])) return;
+  const section = audit['s3'];
+  const s3 = validFields(auditS3Schema.shape, section);
+  if (audit['file'] === undefined)
+    issues.add(['audit', 's3'], 'needs [audit] file: the archive uploads the rotated audit files, and without a file nothing is rotated');
+  // kms_key_id with an invalid server_side_encryption: already reported, and which was meant is unknown.
+  const encryption = section['server_side_encryption'];
+  if (s3.kms_key_id !== undefined && (encryption === undefined || s3.server_side_encryption === 'AES256'))
+    issues.add(['audit', 's3', 'kms_key_id'], 'only used with server_side_encryption = "aws:kms"');
+  const first = s3.retry_backoff_ms ?? 1_000;
+  const max = s3.retry_backoff_max_ms ?? 300_000;
+  const whole = !['retry_backoff_ms', 'retry_backoff_max_ms'].some((key) => section[key] !== undefined && s3[key as keyof typeof s3] === undefined);
+  if (whole && max < first) {
+    if (section['retry_backoff_max_ms'] !== undefined) issues.add(['audit', 's3', 'retry_backoff_max_ms'], `must be at least retry_backoff_ms (${first})`);
+    else issues.add(['audit', 's3', 'retry_backoff_ms'], `must be at most retry_backoff_max_ms (${max})`);
+  }
+  if (audit['max_backups'] !== undefined)
+    warnings.push('audit.max_backups is not applied with [audit.s3]: a rotated file is deleted once the store has it, never before');
 }

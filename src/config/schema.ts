@@ -691,6 +691,82 @@ export const redactionRuleSchema = z.strictObject({
     .describe('What a match becomes; `$&` and `$1` refer to the match.'),
 });
 
+/** The server-side encryption an archived object asks for (S3's `x-amz-server-side-encryption`). */
+export const S3_SERVER_SIDE_ENCRYPTIONS = ['AES256', 'aws:kms'] as const;
+
+/** S3's bucket naming rules (3-63 of lower-case letters, digits, '.', '-'; a letter or digit at each end). */
+const S3_BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+
+/** Whether `text` has a control character (C0 or DEL), which an object key must not hold. */
+function hasControlCharacter(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 0x20 || code === 0x7f) return true;
+  }
+  return false;
+}
+
+/**
+ * `[audit.s3]`: every rotated audit file uploaded to S3 or an S3-compatible store, then deleted
+ * locally (src/observability/audit/s3-archive.ts, docs/audit.md "Archive to S3"). Credentials are
+ * never configured here: they come from the standard AWS chain (environment, profile, IMDS).
+ * MCP_GUARD_AUDIT_S3_<KEY> overrides each key (src/config/load.ts).
+ */
+export const auditS3Schema = z.strictObject({
+  bucket: z
+    .string({ error: problem('expected a bucket name') })
+    .regex(S3_BUCKET, { error: 'expected a bucket name: 3 to 63 lower-case letters, digits, "." or "-", starting and ending with a letter or digit' })
+    .describe('(required) The bucket rotated audit files are uploaded to.'),
+  region: z
+    .string({ error: problem('expected a region name') })
+    .regex(/^[a-z0-9-]{1,64}$/, { error: 'expected a region name such as "us-east-1"' })
+    .optional()
+    .describe('The bucket\'s region. Default: AWS_REGION, else AWS_DEFAULT_REGION, else "us-east-1".'),
+  endpoint: z
+    .string({ error: problem('expected an absolute http:// or https:// URL') })
+    .refine(isHttpUrl, { error: 'expected an absolute http:// or https:// URL' })
+    // URLs end up in logs; S3 credentials come from the AWS chain only.
+    .refine((value) => !isHttpUrl(value) || (new URL(value).username === '' && new URL(value).password === ''), {
+      error: 'must not contain a user name or password: credentials come from the AWS environment (AWS_ACCESS_KEY_ID..., a profile, instance metadata)',
+    })
+    .optional()
+    .describe('Another S3-compatible store (MinIO, Ceph, R2, LocalStack...): its http:// or https:// URL. Default: AWS S3.'),
+  force_path_style: z
+    .boolean({ error: problem('expected true or false') })
+    .default(false)
+    .describe('Address the bucket in the path (`endpoint/bucket/key`) rather than as a host name; most S3-compatible stores need it.'),
+  prefix: z
+    .string({ error: problem('expected a string') })
+    .max(512, { error: 'must be at most 512 characters' })
+    .refine((value) => !hasControlCharacter(value), { error: 'must not contain control characters' })
+    .refine((value) => !value.startsWith('/'), { error: 'must not start with "/"' })
+    .default('')
+    .describe('Start of every object key; a "/" is added when it does not end with one.'),
+  instance: z
+    .string({ error: problem('expected a string') })
+    .regex(/^[A-Za-z0-9._-]{1,128}$/, { error: 'expected 1 to 128 letters, digits, ".", "_" or "-"' })
+    .optional()
+    .describe("This gateway's part of the object key, which keeps replicas apart. Default: the host name."),
+  server_side_encryption: z
+    .enum(S3_SERVER_SIDE_ENCRYPTIONS, { error: problem('expected "AES256" or "aws:kms"') })
+    .optional()
+    .describe('Server-side encryption to ask for: "AES256" (keys managed by S3) or "aws:kms". Absent: the bucket\'s default.'),
+  kms_key_id: text().optional().describe('aws:kms only: the KMS key (id, ARN or alias). Absent: the AWS-managed key of S3.'),
+  part_size_bytes: integer(5_242_880, 5_368_709_120, 'bytes')
+    .default(5_242_880)
+    .describe('A file larger than this goes up in parts of this size (multipart upload), in bytes; 5 MiB to 5 GiB.'),
+  concurrency: integer(1, 64).default(4).describe('Parts of one file uploaded at once. Memory: up to concurrency × part_size_bytes during an upload.'),
+  connect_timeout_ms: milliseconds(1).default(5_000).describe('Deadline to open a connection to the store, in ms.'),
+  request_timeout_ms: milliseconds(1).default(30_000).describe('Longest a request may wait for the store without any data moving, in ms.'),
+  retry_backoff_ms: milliseconds(1)
+    .default(1_000)
+    .describe('First delay before trying again after a failed upload, in ms; doubled per consecutive failure, with jitter.'),
+  retry_backoff_max_ms: milliseconds(1).default(300_000).describe('Longest delay between two attempts while the store fails, in ms.'),
+});
+
+/** `[audit.s3]` as validated. */
+export type AuditS3Config = z.output<typeof auditS3Schema>;
+
 /** `[audit]`: one JSON line per security event, to stdout, a rotated file and/or an HTTP collector. */
 export const auditSchema = z.strictObject({
   enabled: z
@@ -740,6 +816,10 @@ export const auditSchema = z.strictObject({
     .array(redactionRuleSchema, { error: problem('expected an array of tables: write each as [[audit.redaction_rules]]') })
     .optional()
     .describe('Your own redaction rules, one [[audit.redaction_rules]] table each, applied after the built-in ones.'),
+  /** Upload every rotated file to S3 or an S3-compatible store, then delete it locally. */
+  s3: auditS3Schema
+    .optional()
+    .describe('Upload every rotated audit file to S3 or an S3-compatible store, and delete it locally once the store has it. Needs `file`.'),
 });
 
 /** `[audit]` as validated. */

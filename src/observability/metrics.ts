@@ -94,6 +94,14 @@ export interface AuditStats {
   writeFailures?: number;
 }
 
+/** What the audit archive reports (ArchiveStats fits): cumulative counts since start, and the files waiting now. */
+export interface ArchiveView {
+  uploaded: number;
+  failed: number;
+  bytes: number;
+  pending: number;
+}
+
 /** The part of Gateway that metrics read at scrape time (a Gateway is one). */
 export interface GatewayView {
   allUpstreams(): ReadonlyArray<{
@@ -152,6 +160,7 @@ export class Metrics {
   /** Identity id -> when last seen (ms, to within a second: src/lru.ts), oldest first. */
   private readonly identities = new Map<string, Touched>();
   private auditStats: (() => AuditStats) | undefined;
+  private archiveStats: (() => ArchiveView) | undefined;
   private gateway: GatewayView | undefined;
 
   // The families counted on the request path are hot-metrics.ts cells, read at scrape time.
@@ -285,6 +294,46 @@ export class Metrics {
         auditTotals.follow(this, { stage: 'queue' }, stats.dropped);
         auditTotals.follow(this, { stage: 'write' }, stats.writeFailures ?? 0);
         auditTotals.follow(this, { stage: 'export' }, stats.exportDropped);
+      },
+    });
+
+    // Without [audit.s3] the families are there, at 0, like the audit drops.
+    const archive = (): ArchiveView | undefined => {
+      try {
+        return this.archiveStats ? this.archiveStats() : { uploaded: 0, failed: 0, bytes: 0, pending: 0 };
+      } catch {
+        return undefined;
+      }
+    };
+    const archiveTotals = new FollowedTotals();
+    new Counter({
+      name: 'mcp_guard_audit_archive_uploads_total',
+      help: 'Uploads of rotated audit files to [audit.s3], by result: "ok" (the store confirmed it; the local file was then deleted) or "error" (the attempt failed; the file stays and is tried again).',
+      labelNames: ['result'],
+      registers,
+      collect() {
+        const stats = archive();
+        if (!stats) return;
+        archiveTotals.follow(this, { result: 'ok' }, stats.uploaded);
+        archiveTotals.follow(this, { result: 'error' }, stats.failed);
+      },
+    });
+    const archiveBytes = new FollowedTotals();
+    new Counter({
+      name: 'mcp_guard_audit_archive_uploaded_bytes_total',
+      help: 'Bytes of the rotated audit files [audit.s3] uploaded (as stored: gzipped when compress_rotated).',
+      registers,
+      collect() {
+        const stats = archive();
+        if (stats) archiveBytes.follow(this, {}, stats.bytes);
+      },
+    });
+    new Gauge({
+      name: 'mcp_guard_audit_archive_pending_files',
+      help: 'Rotated audit files waiting to be uploaded to [audit.s3] (the one being uploaded included); grows while the store is down.',
+      registers,
+      collect() {
+        this.set(archive()?.pending ?? 0);
       },
     });
 
@@ -442,6 +491,11 @@ export class Metrics {
   /** The audit log's drop counters, read at scrape time. */
   setAuditStats(read: () => AuditStats): void {
     this.auditStats = read;
+  }
+
+  /** The audit archive's counts, read at scrape time. */
+  setArchiveStats(read: () => ArchiveView): void {
+    this.archiveStats = read;
   }
 
   /** Upstream health, restarts and open sessions, read from the gateway at scrape time. */

@@ -71,6 +71,9 @@ describe('footprint', () => {
       'argon2',
       'pino-pretty',
       '@modelcontextprotocol/sdk',
+      // The AWS SDK is loaded only with [audit.s3] (src/observability/audit/s3-archive.ts).
+      '@aws-sdk/client-s3',
+      '@aws-sdk/lib-storage',
     ]) {
       expect(inPackage(unused), unused).toEqual([]);
     }

@@ -3,6 +3,10 @@
  * `<file>.<UTC time>` backups, which are then gzipped and pruned to max_backups in the background.
  * Rotation is the delicate part: a file never exceeds rotate_max_bytes unless one line alone does,
  * lines recorded while it runs wait in a bounded list, and a failure never stops the gateway.
+ *
+ * With an owner of the rotated files (the S3 archive, s3-archive.ts), a backup is claimed before
+ * it is made and released once final (after gzip), and none is pruned by max_backups or deleted:
+ * the owner deletes each once the store has it.
  */
 import { constants, createReadStream, createWriteStream, fstatSync, openSync, closeSync, readSync, statSync, type WriteStream } from 'node:fs';
 import { access, readdir, rename, unlink } from 'node:fs/promises';
@@ -19,9 +23,11 @@ function backupStamp(ms: number): string {
   return new Date(ms).toISOString().replace(/:/g, '-');
 }
 
-const STAMP = String.raw`\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.\d{3}Z`;
+/** The rotation time in a backup's name, as a regular expression. */
+export const BACKUP_STAMP_PATTERN = String.raw`\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.\d{3}Z`;
+const STAMP = BACKUP_STAMP_PATTERN;
 
-function escapeRegExp(text: string): string {
+export function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
@@ -38,6 +44,16 @@ function firstEventTime(fd: number, size: number): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** Who takes the rotated files over and deletes them (the S3 archive). */
+export interface RotationOwner {
+  /** A backup is about to be made at `path` (`<file>.<stamp>`); it is not the owner's until released. */
+  claim(path: string): void;
+  /** The backup claimed at `path` is final (as `path`, or `path.gz` once compressed), or was never made. */
+  release(path: string): void;
+  /** The directory changed in a way the owner may care about (leftovers removed at start). */
+  changed(): void;
 }
 
 type FileSettings = Pick<AuditConfig, 'rotate_max_bytes' | 'rotate_max_age_secs' | 'max_backups' | 'compress_rotated'>;
@@ -70,7 +86,15 @@ export class FileSink implements AuditSink {
    * Opens (creating if needed) the file for appending. Throws an Error naming the path when its
    * directory is missing or the file cannot be opened: a start-up error, never a runtime one.
    */
-  static open(path: string, settings: FileSettings, now: () => number, maxBacklog: number, counters: SinkCounters, warning: RateLimitedWarning): FileSink {
+  static open(
+    path: string,
+    settings: FileSettings,
+    now: () => number,
+    maxBacklog: number,
+    counters: SinkCounters,
+    warning: RateLimitedWarning,
+    owner?: RotationOwner,
+  ): FileSink {
     const absolute = resolve(path);
     const directory = dirname(absolute);
     let isDirectory = false;
@@ -107,7 +131,7 @@ export class FileSink implements AuditSink {
         `audit file ${JSON.stringify(path)}: cannot use it (${error instanceof Error && error.message === 'not a regular file' ? 'not a regular file' : codeOf(error)})`,
       );
     }
-    return new FileSink(absolute, fd, size, firstAt, settings, now, maxBacklog, counters, warning);
+    return new FileSink(absolute, fd, size, firstAt, settings, now, maxBacklog, counters, warning, owner);
   }
 
   private constructor(
@@ -120,6 +144,7 @@ export class FileSink implements AuditSink {
     private readonly maxBacklog: number,
     private readonly counters: SinkCounters,
     private readonly warning: RateLimitedWarning,
+    private readonly owner: RotationOwner | undefined,
   ) {
     this.path = path;
     this.size = size;
@@ -127,7 +152,7 @@ export class FileSink implements AuditSink {
     this.backupPattern = new RegExp(`^${escapeRegExp(basename(path))}\\.(${STAMP})(\\.gz)?$`);
     this.stream = this.openStream(fd);
     // Leftovers of a gzip cut short by the previous process's exit, and backups beyond the limit.
-    this.background = this.background.then(() => this.prune(true));
+    this.background = this.background.then(() => this.prune(true)).then(() => this.owner?.changed());
   }
 
   write(line: string, at: number): void {
@@ -232,10 +257,13 @@ export class FileSink implements AuditSink {
       if (old) await endStream(old);
       const backup = await this.freeBackupName();
       let renamed = false;
+      // Claimed before it exists: the owner must not take a file that is still to be compressed.
+      this.owner?.claim(backup);
       try {
         await rename(this.path, backup);
         renamed = true;
       } catch (error) {
+        this.owner?.release(backup);
         // Keep appending to the same file; the next attempt comes after another full period.
         this.warning.warn('file-rotate', { sink: 'file', path: this.path, code: codeOf(error) }, 'audit file sink: rotation failed');
       }
@@ -271,6 +299,15 @@ export class FileSink implements AuditSink {
   }
 
   private async afterRotation(backup: string): Promise<void> {
+    if (this.owner) {
+      // The owner deletes it once archived; max_backups does not apply.
+      try {
+        if (this.settings.compress_rotated) await this.compress(backup);
+      } finally {
+        this.owner.release(backup);
+      }
+      return;
+    }
     if (this.settings.max_backups === 0) {
       await unlink(backup).catch(() => undefined);
       return;
@@ -295,7 +332,7 @@ export class FileSink implements AuditSink {
     }
   }
 
-  /** Deletes the oldest backups beyond max_backups (and, at start, `.gz.partial` leftovers). */
+  /** Deletes the oldest backups beyond max_backups, unless they have an owner (and, at start, `.gz.partial` leftovers). */
   private async prune(atStart: boolean): Promise<void> {
     try {
       const directory = dirname(this.path);
@@ -306,6 +343,7 @@ export class FileSink implements AuditSink {
           if (name.startsWith(prefix) && name.endsWith('.gz.partial')) await unlink(join(directory, name)).catch(() => undefined);
         }
       }
+      if (this.owner) return;
       const backups = names
         .map((name) => ({ name, stamp: this.backupPattern.exec(name)?.[1] }))
         .filter((entry): entry is { name: string; stamp: string } => entry.stamp !== undefined)

@@ -10,15 +10,17 @@
  * gateway is a denial-of-service lever. flush() and close() drain at once.
  *
  * The rest of this folder: what a sink is (sink.ts), the three sinks (stream-sink.ts for stdout,
- * file-sink.ts, export-sink.ts), the batching the local sinks share (outstanding.ts), the
+ * file-sink.ts, export-sink.ts), the archive of rotated files to S3 (s3-archive.ts), the batching the local sinks share (outstanding.ts), the
  * redaction every line goes through (redaction.ts) and the queue both this log and the export use
  * (deque.ts).
  */
+import { resolve } from 'node:path';
 import type { AuditConfig } from '../../config/schema.js';
 import { RateLimitedWarning, type Logger } from '../logger.js';
 import { Deque } from './deque.js';
 import { ExportSink } from './export-sink.js';
 import { FileSink } from './file-sink.js';
+import { emptyArchiveStats, S3Archiver, type ArchiveStats } from './s3-archive.js';
 import { compileRedactionRules, redactCredentialField, redactLine, type RedactionRule } from './redaction.js';
 import { untilSettledOrAborted, type AuditSink, type SinkCounters } from './sink.js';
 import { StreamSink } from './stream-sink.js';
@@ -102,8 +104,10 @@ export interface AuditLogOptions {
   now?: () => Date;
   /** The export's fetch; default the global fetch. */
   fetch?: typeof fetch;
-  /** How long close() and flush() may take, in ms; default 5000. */
+  /** How long close() and flush() may take, in ms; default 5000 (close(): the sinks and the archive's last uploads together). */
   closeTimeoutMs?: number;
+  /** Where `[audit.s3]` counts (one object for the life of the process, across reloads); default a fresh one. */
+  archiveStats?: ArchiveStats;
 }
 
 /**
@@ -193,12 +197,18 @@ export class AuditLog {
     const warning = new RateLimitedWarning(options.log);
     const clock = options.now ?? (() => new Date());
     const sinks: AuditSink[] = [];
+    const archiver =
+      config.file !== undefined && config.s3
+        ? new S3Archiver({ file: resolve(config.file) }, config.s3, options.archiveStats ?? emptyArchiveStats(), warning, options.log)
+        : undefined;
     // The file first: it is the one that can fail, and nothing else is attached yet.
-    if (config.file !== undefined) sinks.push(FileSink.open(config.file, config, () => clock().getTime(), config.queue_size, counters, warning));
+    if (config.file !== undefined) sinks.push(FileSink.open(config.file, config, () => clock().getTime(), config.queue_size, counters, warning, archiver));
+    // Started once the file opened: files rotated before this start (a crash, a restart) go first.
+    archiver?.start();
     if (config.stdout) sinks.push(new StreamSink(options.stdout ?? process.stdout, config.queue_size, counters, warning));
     if (config.export_url !== undefined)
       sinks.push(new ExportSink(config.export_url, config, options.fetch ?? globalThis.fetch, config.queue_size, counters, warning));
-    return new AuditLog(config, sinks, rules, options, warning, counters);
+    return new AuditLog(config, sinks, rules, options, warning, counters, archiver);
   }
 
   private constructor(
@@ -208,6 +218,7 @@ export class AuditLog {
     options: AuditLogOptions,
     private readonly warning: RateLimitedWarning | undefined,
     private readonly counters: Counters,
+    private readonly archiver?: S3Archiver,
   ) {
     this.enabled = config !== undefined;
     this.includeArguments = config?.include_arguments ?? false;
@@ -272,7 +283,11 @@ export class AuditLog {
     this.closing ??= (async () => {
       this.closed = true;
       this.drain(Number.POSITIVE_INFINITY);
-      const finished = await this.withDeadline((signal) => Promise.all(this.sinks.map((sink) => sink.close(signal).catch(() => undefined))));
+      const finished = await this.withDeadline(async (signal) => {
+        await Promise.all(this.sinks.map((sink) => sink.close(signal).catch(() => undefined)));
+        // After the file sink: what it rotated and compressed on its way out is uploaded too, if the store is up.
+        await this.archiver?.close(signal);
+      });
       if (!finished) this.warning?.warn('close-timeout', { timeout_ms: this.closeTimeoutMs }, 'audit log closed before every sink had finished');
     })();
     return this.closing;
