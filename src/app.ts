@@ -104,6 +104,7 @@ function createServer(services: Services, lifecycle: Lifecycle, inflight: InFlig
   app.decorateRequest('mcpServer', null);
   app.decorateRequest('receivedAt', 0);
   app.decorateRequest('mcpEndpoint', false);
+  app.decorateRequest('tracing', null);
   limiter?.register(app);
   // Callback-style: an async hook costs a promise per request.
   app.addHook('onRequest', (request, reply, done) => {

@@ -1,7 +1,8 @@
 /**
  * The gateway's life: started once every upstream has been started (readiness follows), and a
  * graceful stop that refuses new requests, lets those in flight finish within
- * `shutdown_grace_ms`, then ends the upstreams, the connections and the audit log, in that order.
+ * `shutdown_grace_ms`, then ends the upstreams, the connections, the tracing (its last spans
+ * exported) and the audit log, in that order.
  */
 import type { FastifyInstance } from 'fastify';
 import type { Lifecycle } from '../http/health.js';
@@ -47,6 +48,7 @@ export function lifecycleOf(app: FastifyInstance, services: Services, lifecycle:
     lifecycle,
     async start() {
       recorder.lifecycle('gateway_start');
+      await services.tracingLoaded;
       await gateway.start();
       lifecycle.started = true;
     },
@@ -60,6 +62,9 @@ export function lifecycleOf(app: FastifyInstance, services: Services, lifecycle:
       app.server.closeAllConnections();
       await closing;
       recorder.lifecycle('gateway_stop');
+      // The spans of the last requests go out (a collector that is down cannot hold the stop: tracing.ts).
+      await services.tracingLoaded;
+      await services.tracing?.shutdown();
       await services.audit.close();
     },
   };
