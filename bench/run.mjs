@@ -4,7 +4,7 @@
  * runs, reported as a ratio against a baseline measured in the same run (shared machines are
  * noisy; absolute numbers are only comparable within one run).
  *
- *   npm run bench -- [--scenarios all | http,stdio,scale,auth,memory,isolation,observability,eras,gc,virtual,reload] [--duration SECONDS] [--rounds N] [--connections N]
+ *   npm run bench -- [--scenarios all | http,stdio,scale,auth,memory,isolation,observability,eras,gc,virtual,reload,telemetry] [--duration SECONDS] [--rounds N] [--connections N]
  *
  * Without --scenarios it runs the ones the targets are measured by (DEFAULT: about 5 minutes on 2
  * cores); `all` adds what recording costs (observability), the two MCP eras (eras), the GC guard
@@ -31,6 +31,7 @@ const SCENARIOS = {
   isolation: () => import('./scenarios/isolation.mjs'),
   virtual: () => import('./scenarios/virtual.mjs'),
   reload: () => import('./scenarios/reload.mjs'),
+  telemetry: () => import('./scenarios/telemetry.mjs'),
 };
 
 const DEFAULT = ['http', 'stdio', 'scale', 'auth', 'memory'];

@@ -457,8 +457,7 @@ async function answer(context: Context, r: JsonRpcRequest, forwarding: Forwardin
   if (limited) return ended(context, limited);
   const started = performance.now();
   // Traced: the upstream exchange is the span's CLIENT child, whose context the upstream receives.
-  const forward = (sent: JsonRpcRequest) => forwarding.forward(sent);
-  const outcome = await (context.span ? context.span.forward(authorized.forward, forward) : forward(authorized.forward));
+  const outcome = await (context.span ? context.span.forward(authorized.forward, (sent) => forwarding.forward(sent)) : forwarding.forward(authorized.forward));
   record(context, r, tool, outcome, started);
   return ended(context, filter(context, r, outcome));
 }

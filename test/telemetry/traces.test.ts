@@ -250,6 +250,18 @@ describe('traces', () => {
     expect(upstream.requests.some((r) => r.headers['x-injected'] !== undefined)).toBe(false);
   });
 
+  it('a refused authentication (before the body is read) is a 401 as without telemetry, and makes no span', async () => {
+    const traceId = hex(16);
+    const res = await curlPost(
+      `${gw.url}/stdio`,
+      { jsonrpc: '2.0', id: 47, method: 'tools/call', params: { name: 'meta', arguments: {} } },
+      { authorization: 'Bearer mcp_wrongkey_000000000000000000000000000000000000000000', traceparent: traceparent(traceId, hex(8)) },
+    );
+    expect(res.status).toBe(401);
+    expect(res.json.error.code).toBe(-32010);
+    expect((await exported()).some((s) => s.traceId === traceId)).toBe(false);
+  });
+
   it("a client's unsampled trace is not recorded, but its context (flag 00) still reaches the upstream and its audit line", async () => {
     const traceId = hex(16);
     const res = await call('/stdio', alice, 'meta', 46, undefined, { traceparent: traceparent(traceId, hex(8), '00') });

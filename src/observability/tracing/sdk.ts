@@ -230,6 +230,7 @@ export class SdkTracing implements Tracing {
         const sent = carrier.traceparent === undefined ? forwarded : withTraceContext(forwarded, carrier as TraceCarrier);
         try {
           const ending = await send(sent);
+          if (ending.cached) client.setAttribute('mcp_guard.cache.hit', true);
           endWith(client, ending);
           return ending;
         } catch (err) {

@@ -61,6 +61,8 @@ export interface Ending {
   response: JsonRpcResponse;
   /** The gateway's error kind (src/http/errors.ts), when the gateway refused or failed it. */
   error?: string | undefined;
+  /** Answered from the gateway's cache (src/eras/cache.ts): the upstream was not asked. */
+  cached?: boolean | undefined;
 }
 
 /** The SERVER span of one MCP request. */
