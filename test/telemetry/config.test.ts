@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/config/errors.js';
+import { diffConfig } from '../../src/config/diff.js';
 import { parseConfig } from '../../src/config/load.js';
 
 const SERVER = '[upstream]\ncommand = "node"\n';
@@ -82,6 +83,13 @@ describe('[telemetry]', () => {
     expect(problems('', { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'collector:4318' })).toEqual([
       'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: expected an absolute http:// or https:// URL',
     ]);
+  });
+
+  it('a change of [telemetry] (or of the variables it reads) waits for a restart, and a reload says so', () => {
+    const before = load('[telemetry]\notlp_endpoint = "http://a:4318"\n');
+    expect(diffConfig(before, load('[telemetry]\notlp_endpoint = "http://a:4318"\n')).restartRequired).toEqual([]);
+    expect(diffConfig(before, load('[telemetry]\notlp_endpoint = "http://b:4318"\n')).restartRequired).toEqual(['telemetry']);
+    expect(diffConfig(load(''), load('', { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' })).restartRequired).toEqual(['telemetry']);
   });
 
   it("refuses a traceparent or tracestate among an upstream's configured headers: the gateway sets them", () => {

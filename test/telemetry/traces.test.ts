@@ -18,13 +18,20 @@ const META_ECHO = new URL('../fixtures/meta-echo-stdio.mjs', import.meta.url).pa
 
 let receiver: OtlpReceiver;
 let upstream: RecordingUpstream;
+let sseUpstream: RecordingUpstream;
 let gw: RunningGateway;
 let alice: Key;
 let limited: Key;
 let auditFile: string;
 
 beforeAll(async () => {
-  [receiver, upstream, alice, limited] = await Promise.all([startOtlpReceiver(), startRecordingUpstream('http'), makeKey('alice'), makeKey('limited')]);
+  [receiver, upstream, sseUpstream, alice, limited] = await Promise.all([
+    startOtlpReceiver(),
+    startRecordingUpstream('http'),
+    startRecordingUpstream('sse'),
+    makeKey('alice'),
+    makeKey('limited'),
+  ]);
   auditFile = join(tempDir(), 'audit.log');
   gw = await startGateway(`
 ${alice.block}
@@ -50,6 +57,16 @@ name = "http"
 path_prefix = "/http"
 url = ${q(upstream.url)}
 
+[[upstream.servers]]
+name = "sse"
+path_prefix = "/sse"
+transport = "sse"
+url = ${q(sseUpstream.url)}
+
+[[virtual_servers]]
+name = "ws"
+servers = ["stdio", "http"]
+
 [telemetry]
 otlp_endpoint = ${q(receiver.url)}
 service_name = "guard-under-test"
@@ -61,7 +78,7 @@ file = ${q(auditFile)}
 
 afterAll(async () => {
   await gw?.stop();
-  await Promise.all([receiver?.stop(), upstream?.stop()]);
+  await Promise.all([receiver?.stop(), upstream?.stop(), sseUpstream?.stop()]);
   cleanupTempDirs();
 });
 
@@ -185,6 +202,79 @@ describe('traces', () => {
       'server.port': Number(new URL(upstream.url).port),
       'mcp_guard.server': 'http',
     });
+  });
+
+  it('a legacy SSE upstream gets the context in the headers of the POST that carries the request, and in params._meta', async () => {
+    const traceId = hex(16);
+    const res = await call('/mcp/sse', alice, 'recorded', 48, undefined, { traceparent: traceparent(traceId, hex(8)) });
+    expect(res.status, res.text + gw.logs.slice(-5).join('\n')).toBe(200);
+    const seen = sseUpstream.requests.find((r) => r.tool === 'recorded' && String(r.headers['traceparent']).includes(traceId));
+    expect(seen?.meta?.['traceparent']).toBe(seen?.headers['traceparent']);
+    const server = await spanWhere('the SERVER span', (s) => s.kind === KIND.SERVER && s.traceId === traceId);
+    expect(childrenOf(server).find((s) => s.kind === KIND.CLIENT)?.attributes['network.transport']).toBe('tcp');
+  });
+
+  it("through a virtual server, the member gets the client's trace with the gateway's span as its parent", async () => {
+    const traceId = hex(16);
+    const res = await call('/mcp/ws', alice, 'stdio__meta', 49, undefined, { traceparent: traceparent(traceId, hex(8)) });
+    expect(res.status).toBe(200);
+    const received = parseTraceparent(echoedMeta(res.json)['traceparent']);
+    expect(received.traceId).toBe(traceId);
+    const server = await spanWhere('the SERVER span', (s) => s.kind === KIND.SERVER && s.traceId === traceId);
+    expect(server).toMatchObject({ name: 'tools/call stdio__meta', attributes: { 'mcp_guard.server': 'ws', 'gen_ai.tool.name': 'stdio__meta' } });
+    expect(childrenOf(server).find((s) => s.kind === KIND.CLIENT)?.spanId).toBe(received.spanId);
+  });
+
+  it("a 2026-07-28 request to a legacy server: its _meta context is the parent, kept through the translation, and its version is the span's", async () => {
+    const traceId = hex(16);
+    const parent = hex(8);
+    const res = await curlPost(
+      `${gw.url}/stdio`,
+      {
+        jsonrpc: '2.0',
+        id: 50,
+        method: 'tools/call',
+        params: {
+          name: 'meta',
+          arguments: {},
+          _meta: {
+            'io.modelcontextprotocol/protocolVersion': '2026-07-28',
+            'io.modelcontextprotocol/clientCapabilities': {},
+            traceparent: traceparent(traceId, parent),
+          },
+        },
+      },
+      {
+        ...bearer(alice),
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'mcp-protocol-version': '2026-07-28',
+        'mcp-method': 'tools/call',
+        'mcp-name': 'meta',
+      },
+    );
+    expect(res.status, res.text).toBe(200);
+    const meta = echoedMeta(res.json);
+    expect(parseTraceparent(meta['traceparent']).traceId).toBe(traceId);
+    // The modern envelope is the gateway's to remove for a legacy server; the trace context is not.
+    expect(meta['io.modelcontextprotocol/protocolVersion']).toBeUndefined();
+    const server = await spanWhere('the SERVER span', (s) => s.kind === KIND.SERVER && s.traceId === traceId);
+    expect(server.parentSpanId).toBe(parent);
+    expect(server.attributes['mcp.protocol.version']).toBe('2026-07-28');
+  });
+
+  it('each request of a JSON-RPC batch is its own SERVER span, with its own upstream exchange', async () => {
+    const traceId = hex(16);
+    const parent = hex(8);
+    const batch = [41, 42].map((n) => ({ jsonrpc: '2.0', id: `batch-${n}`, method: 'tools/call', params: { name: 'meta', arguments: {} } }));
+    const res = await curlPost(`${gw.url}/stdio`, batch, { ...bearer(alice), traceparent: traceparent(traceId, parent), 'mcp-protocol-version': '2025-03-26' });
+    expect(res.status).toBe(200);
+    const received = (res.json as any[]).map((r) => parseTraceparent(echoedMeta(r)['traceparent']));
+    const spans = (await exported()).filter((s) => s.kind === KIND.SERVER && s.traceId === traceId);
+    expect(spans.map((s) => s.attributes['jsonrpc.request.id']).sort()).toEqual(['batch-41', 'batch-42']);
+    expect(spans.every((s) => s.parentSpanId === parent)).toBe(true);
+    const exchanges = spans.map((s) => childrenOf(s).find((c) => c.kind === KIND.CLIENT)!.spanId).sort();
+    expect(received.map((r) => r.spanId).sort()).toEqual(exchanges);
   });
 
   it('a refused call ends its span with error.type (the JSON-RPC code) and the gateway error kind, and never reaches the upstream; a tool error is tool_error', async () => {
