@@ -46,7 +46,7 @@
  *   Then the answers are encoded for the client's era and transport (src/mcp/post-response.ts:
  *   JSON, or SSE when something precedes them).
  *   Traces (telemetry on, src/observability/tracing/): each request of stages 5 to 8, and an
- *   initialize, is one SERVER span in the context (span()); the upstream exchange is its CLIENT
+ *   initialize, is one SERVER span in the context (serverSpan()); the upstream exchange is its CLIENT
  *   child, whose context the upstream receives in `params._meta`.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
@@ -105,7 +105,7 @@ export interface Context {
   request: FastifyRequest;
   /** Traces; undefined with telemetry off, and then nothing here does more than check that. */
   tracing?: Tracing | undefined;
-  /** Stages 5 to 8 with telemetry on: the SERVER span of the one request they serve (span()). */
+  /** Stages 5 to 8 with telemetry on: the SERVER span of the one request they serve (serverSpan()). */
   span?: RequestSpan | undefined;
 }
 
@@ -329,7 +329,7 @@ async function openSession(
   if (sessionId !== undefined) {
     throw new GatewayError('invalid_request', 'Invalid Request: initialize opens a new session; send it without Mcp-Session-Id', initialize.id);
   }
-  const traced = context.tracing && span(context, initialize, true);
+  const traced = context.tracing && serverSpan(context, initialize, true);
   const open = (sent: JsonRpcRequest) => gateway.initialize(target.server, target.forwardPath, sent, ownerKey(identity), request.log);
   const { response, session: opened } = await (traced ? traced.forward(initialize, open) : open(initialize)).catch((err: unknown) => {
     if (err instanceof GatewayError && (err.kind === 'session_quota' || err.kind === 'too_many_sessions')) {
@@ -447,7 +447,7 @@ interface Step {
  * is answered in place and never forwarded; a refused call uses up no limit.
  */
 async function answer(context: Context, r: JsonRpcRequest, forwarding: Forwarding, step: Step): Promise<Outcome> {
-  if (context.tracing) context = { ...context, span: span(context, r, step.single) };
+  if (context.tracing) context = { ...context, span: serverSpan(context, r, step.single) };
   const tool = toolCalled(context.target, r);
   const authorized = authorize(context, r, tool);
   if ('refused' in authorized) return ended(context, authorized.refused);
@@ -466,7 +466,7 @@ async function answer(context: Context, r: JsonRpcRequest, forwarding: Forwardin
  * Telemetry on: the SERVER span of one request (src/observability/tracing/). The only request of
  * its POST also gives the POST's audit lines its trace id; a batch's requests each have their own.
  */
-function span({ tracing, request, target, identity }: Context, r: JsonRpcRequest, single: boolean): RequestSpan {
+function serverSpan({ tracing, request, target, identity }: Context, r: JsonRpcRequest, single: boolean): RequestSpan {
   const started = tracing!.start({ request, message: r, route: target.server, identity });
   if (single) (request.tracing ??= { stages: [] }).ids = started.ids;
   return started;

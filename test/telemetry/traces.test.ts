@@ -15,6 +15,8 @@ import { connectSdk } from '../helpers/sdk-client.js';
 import { hex, KIND, parseTraceparent, startOtlpReceiver, STATUS, traceparent, type OtlpReceiver, type ReceivedSpan } from './otlp-receiver.js';
 
 const META_ECHO = new URL('../fixtures/meta-echo-stdio.mjs', import.meta.url).pathname;
+/** The collector's credential: sent with every export, never written to a log (the secret scan checks). */
+const COLLECTOR_TOKEN = `collector-${hex(16)}`;
 
 let receiver: OtlpReceiver;
 let upstream: RecordingUpstream;
@@ -33,7 +35,8 @@ beforeAll(async () => {
     makeKey('limited'),
   ]);
   auditFile = join(tempDir(), 'audit.log');
-  gw = await startGateway(`
+  gw = await startGateway(
+    `
 ${alice.block}
 ${limited.block}allowed_tools = ["meta"]
 
@@ -71,9 +74,14 @@ servers = ["stdio", "http"]
 otlp_endpoint = ${q(receiver.url)}
 service_name = "guard-under-test"
 
+[telemetry.headers]
+Authorization = "Bearer ${COLLECTOR_TOKEN}"
+
 [audit]
 file = ${q(auditFile)}
-`);
+`,
+    { env: { COLLECTOR_TOKEN } },
+  );
 }, 60_000);
 
 afterAll(async () => {
@@ -360,6 +368,12 @@ describe('traces', () => {
     await gw.app.services.audit.flush();
     await waitFor(() => readFileSync(auditFile, 'utf8').includes(traceId), 5_000, 'the audit line');
     expect((await exported()).some((s) => s.traceId === traceId)).toBe(false);
+  });
+
+  it("every export carries the collector's credentials from [telemetry.headers]", async () => {
+    await exported();
+    expect(receiver.requests.length).toBeGreaterThan(0);
+    expect(receiver.requests.every((r) => r.headers['authorization'] === `Bearer ${COLLECTOR_TOKEN}`)).toBe(true);
   });
 
   it("audit lines carry the request's trace_id and span_id", async () => {
