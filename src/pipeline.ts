@@ -421,14 +421,18 @@ function forwardingContext({ gateway, target, identity, request }: Context, post
  * (never another's). When that cannot be had, each request of the body failed upstream, and is
  * recorded as such: the error to answer with (anything but an UpstreamError is a bug, rethrown).
  */
-function unreachable({ target, identity, recorder, request }: Context, incoming: Incoming, err: unknown): GatewayError {
+function unreachable(context: Context, incoming: Incoming, err: unknown): GatewayError {
+  const { target, identity, recorder, request } = context;
   if (!(err instanceof UpstreamError)) throw err;
   const requests = incoming.messages.filter(isRequest);
   const error = GatewayError.fromUpstream(err, requests[0]?.id ?? null);
   const { body } = httpError(error);
   for (const r of requests) {
+    // Traced: a span that failed as its upstream did (a failure is what a trace is opened for).
+    const traced = context.tracing && serverSpan(context, r, !incoming.batch);
     const tool = toolCalled(target, r);
     recorder.forwarded(request, identity, tool?.server ?? target.server.name, r, tool?.tool, body, 0);
+    traced?.end({ response: body, error: error.kind });
   }
   return error;
 }

@@ -5,6 +5,7 @@
  * `traceparent` header, plain POSTs with `params._meta.traceparent`) or a forged one.
  */
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupTempDirs, tempDir } from '../helpers/cli.js';
@@ -35,6 +36,7 @@ beforeAll(async () => {
     makeKey('limited'),
   ]);
   auditFile = join(tempDir(), 'audit.log');
+  const downPort = await closedPort();
   gw = await startGateway(
     `
 ${alice.block}
@@ -66,6 +68,11 @@ path_prefix = "/sse"
 transport = "sse"
 url = ${q(sseUpstream.url)}
 
+[[upstream.servers]]
+name = "down"
+path_prefix = "/down"
+url = "http://127.0.0.1:${downPort}/mcp"
+
 [[virtual_servers]]
 name = "ws"
 servers = ["stdio", "http"]
@@ -89,6 +96,15 @@ afterAll(async () => {
   await Promise.all([receiver?.stop(), upstream?.stop(), sseUpstream?.stop()]);
   cleanupTempDirs();
 });
+
+/** A port nothing listens on (taken, then freed). */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
 
 /** The spans exported so far, after a flush. */
 async function exported(): Promise<ReceivedSpan[]> {
@@ -306,6 +322,15 @@ describe('traces', () => {
     const toolError = await spanWhere('the tool error span', (s) => s.kind === KIND.SERVER && s.traceId === failedTrace);
     expect(toolError.attributes['error.type']).toBe('tool_error');
     expect(toolError.status.code).toBe(STATUS.ERROR);
+  });
+
+  it('an upstream that cannot be reached: the span ends with error.type and the upstream failure as its kind', async () => {
+    const traceId = hex(16);
+    const res = await call('/down', alice, 'anything', 51, undefined, { traceparent: traceparent(traceId, hex(8)) });
+    expect(res.status).toBe(502);
+    const server = await spanWhere('the failed span', (s) => s.kind === KIND.SERVER && s.traceId === traceId);
+    expect(server.attributes).toMatchObject({ 'error.type': String(res.json.error.code), 'mcp_guard.error.kind': 'connect', 'mcp_guard.server': 'down' });
+    expect(server.status.code).toBe(STATUS.ERROR);
   });
 
   it('forged trace contexts are ignored: the request is served as a new root trace, the upstream gets a valid context of the gateway', async () => {
