@@ -4,7 +4,7 @@
  * runs, reported as a ratio against a baseline measured in the same run (shared machines are
  * noisy; absolute numbers are only comparable within one run).
  *
- *   npm run bench -- [--scenarios all | http,stdio,scale,auth,memory,isolation,observability,eras,gc,virtual,reload,sealed] [--duration SECONDS] [--rounds N] [--connections N]
+ *   npm run bench -- [--scenarios all | http,stdio,scale,auth,memory,isolation,observability,eras,gc,virtual,reload,sealed,telemetry] [--duration SECONDS] [--rounds N] [--connections N]
  *
  * Without --scenarios it runs the ones the targets are measured by (DEFAULT: about 5 minutes on 2
  * cores); `all` adds what recording costs (observability), the two MCP eras (eras), the GC guard
@@ -32,6 +32,7 @@ const SCENARIOS = {
   virtual: () => import('./scenarios/virtual.mjs'),
   reload: () => import('./scenarios/reload.mjs'),
   sealed: () => import('./scenarios/sealed.mjs'),
+  telemetry: () => import('./scenarios/telemetry.mjs'),
 };
 
 const DEFAULT = ['http', 'stdio', 'scale', 'auth', 'memory'];

@@ -113,6 +113,7 @@ function createServer(services: Services, lifecycle: Lifecycle, inflight: InFlig
   app.decorateRequest('clientIp', '');
   // Made once; none at all (the socket's peer, nothing parsed) without [server] trusted_proxies.
   const proxies = config.server.trusted_proxies.length > 0 ? new TrustedProxies(config.server.trusted_proxies, config.server.client_address_header) : undefined;
+  app.decorateRequest('tracing', null);
   limiter?.register(app);
   // Callback-style: an async hook costs a promise per request.
   app.addHook('onRequest', (request, reply, done) => {

@@ -45,6 +45,9 @@
  *                 identity's, tasks/list pages cut to its tasks.
  *   Then the answers are encoded for the client's era and transport (src/mcp/post-response.ts:
  *   JSON, or SSE when something precedes them).
+ *   Traces (telemetry on, src/observability/tracing/): each request of stages 5 to 8, and an
+ *   initialize, is one SERVER span in the context (serverSpan()); the upstream exchange is its CLIENT
+ *   child, whose context the upstream receives in `params._meta`.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { mayReach, ownerKey, type Identity } from './auth/identity.js';
@@ -66,6 +69,7 @@ import { interrupted, parseLastEventId, postStreamPrefix, type LastEvent } from 
 import { calledTool, filterToolsList, type ToolOwner } from './policy/tools.js';
 import { namespaceOf, scopeOf, viewFor } from './virtual/view.js';
 import type { Recorder } from './observability/recorder.js';
+import type { RequestSpan, Tracing } from './observability/tracing/tracing.js';
 import type { RateLimiter } from './ratelimit/limiter.js';
 import { UpstreamError } from './upstreams/errors.js';
 import type { Era, UpstreamSession } from './upstreams/upstream.js';
@@ -100,6 +104,10 @@ export interface Context {
   recorder: Recorder;
   /** The HTTP request (its id, client address and arrival time go into every record). */
   request: FastifyRequest;
+  /** Traces; undefined with telemetry off, and then nothing here does more than check that. */
+  tracing?: Tracing | undefined;
+  /** Stages 5 to 8 with telemetry on: the SERVER span of the one request they serve (serverSpan()). */
+  span?: RequestSpan | undefined;
 }
 
 /** A POST's body in the gateway's one internal form, whatever the era it came in: stage 3's result. */
@@ -330,24 +338,27 @@ function sessionNotFound(): GatewayError {
 }
 
 async function openSession(
-  { gateway, target, identity, request, recorder }: Context,
+  context: Context,
   initialize: JsonRpcRequest,
   count: number,
   sessionId: string | undefined,
   reply: FastifyReply,
 ): Promise<undefined> {
+  const { gateway, target, identity, request, recorder } = context;
   if (count > 1) throw new GatewayError('invalid_request', 'Invalid Request: initialize must be sent on its own, not in a batch', initialize.id);
   if (sessionId !== undefined) {
     throw new GatewayError('invalid_request', 'Invalid Request: initialize opens a new session; send it without Mcp-Session-Id', initialize.id);
   }
-  const { response, session: opened } = await gateway
-    .initialize(target.server, target.forwardPath, initialize, ownerKey(identity), request.log)
-    .catch((err: unknown) => {
-      if (err instanceof GatewayError && (err.kind === 'session_quota' || err.kind === 'too_many_sessions')) {
-        recorder.sessionRefused(request, identity, target.server.name, err.kind === 'session_quota' ? 'session quota' : 'max_sessions');
-      }
-      throw err;
-    });
+  const traced = context.tracing && serverSpan(context, initialize, true);
+  const open = (sent: JsonRpcRequest) => gateway.initialize(target.server, target.forwardPath, sent, ownerKey(identity), request.log);
+  const { response, session: opened } = await (traced ? traced.forward(initialize, open) : open(initialize)).catch((err: unknown) => {
+    if (err instanceof GatewayError && (err.kind === 'session_quota' || err.kind === 'too_many_sessions')) {
+      recorder.sessionRefused(request, identity, target.server.name, err.kind === 'session_quota' ? 'session quota' : 'max_sessions');
+    }
+    if (err instanceof GatewayError) traced?.end(errorOutcome(err));
+    throw err;
+  });
+  traced?.end(answered(response));
   const headers: Record<string, string> = opened ? { [SESSION_HEADER]: opened.id } : {};
   const post = new PostResponse(reply, parseAccept(header(request, 'accept')), headers);
   post.finish([answered(response)], false);
@@ -432,14 +443,18 @@ function forwardingContext({ gateway, target, identity, request }: Context, post
  * (never another's). When that cannot be had, each request of the body failed upstream, and is
  * recorded as such: the error to answer with (anything but an UpstreamError is a bug, rethrown).
  */
-function unreachable({ target, identity, recorder, request }: Context, incoming: Incoming, err: unknown): GatewayError {
+function unreachable(context: Context, incoming: Incoming, err: unknown): GatewayError {
+  const { target, identity, recorder, request } = context;
   if (!(err instanceof UpstreamError)) throw err;
   const requests = incoming.messages.filter(isRequest);
   const error = GatewayError.fromUpstream(err, requests[0]?.id ?? null);
   const { body } = httpError(error);
   for (const r of requests) {
+    // Traced: a span that failed as its upstream did (a failure is what a trace is opened for).
+    const traced = context.tracing && serverSpan(context, r, !incoming.batch);
     const tool = toolCalled(target, r);
     recorder.forwarded(request, identity, tool?.server ?? target.server.name, r, tool?.tool, body, 0);
+    traced?.end({ response: body, error: error.kind });
   }
   return error;
 }
@@ -458,17 +473,35 @@ interface Step {
  * is answered in place and never forwarded; a refused call uses up no limit.
  */
 async function answer(context: Context, r: JsonRpcRequest, forwarding: Forwarding, step: Step): Promise<Outcome> {
+  if (context.tracing) context = { ...context, span: serverSpan(context, r, step.single) };
   const tool = toolCalled(context.target, r);
   const authorized = authorize(context, r, tool);
-  if ('refused' in authorized) return authorized.refused;
+  if ('refused' in authorized) return ended(context, authorized.refused);
   // Awaited only when a tool limit applies (limit() gives undefined otherwise): each await costs a microtask.
   const limiting = limit(context, r, tool, step);
   const limited = limiting && (await limiting);
-  if (limited) return limited;
+  if (limited) return ended(context, limited);
   const started = performance.now();
-  const outcome = await forwarding.forward(authorized.forward);
+  // Traced: the upstream exchange is the span's CLIENT child, whose context the upstream receives.
+  const outcome = await (context.span ? context.span.forward(authorized.forward, (sent) => forwarding.forward(sent)) : forwarding.forward(authorized.forward));
   record(context, r, tool, outcome, started);
-  return filter(context, r, outcome);
+  return ended(context, filter(context, r, outcome));
+}
+
+/**
+ * Telemetry on: the SERVER span of one request (src/observability/tracing/). The only request of
+ * its POST also gives the POST's audit lines its trace id; a batch's requests each have their own.
+ */
+function serverSpan({ tracing, request, target, identity }: Context, r: JsonRpcRequest, single: boolean): RequestSpan {
+  const started = tracing!.start({ request, message: r, route: target.server, identity });
+  if (single) (request.tracing ??= { stages: [] }).ids = started.ids;
+  return started;
+}
+
+/** The request's outcome, its span ended with it. */
+function ended(context: Context, outcome: Outcome): Outcome {
+  context.span?.end(outcome);
+  return outcome;
 }
 
 /** A called tool: the server it belongs to and its own name there. */
@@ -537,9 +570,15 @@ function authorize(
  * Stage 6: each tools/call counts against the limits whose tool_pattern matches; a limited one
  * is answered in place (HTTP 429 when it is the only request) and never forwarded.
  */
-function limit({ limiter, request, identity }: Context, r: JsonRpcRequest, tool: CalledTool | undefined, step: Step): Promise<Outcome | undefined> | undefined {
+function limit(
+  { limiter, request, identity, span }: Context,
+  r: JsonRpcRequest,
+  tool: CalledTool | undefined,
+  step: Step,
+): Promise<Outcome | undefined> | undefined {
   // undefined unless a tool limit applies (checkToolCall gives undefined then): no promise, no microtask.
-  const checking = step.limits && tool !== undefined ? limiter?.checkToolCall(request, identity, tool.tool, r.id, tool.server) : undefined;
+  let checking = step.limits && tool !== undefined ? limiter?.checkToolCall(request, identity, tool.tool, r.id, tool.server) : undefined;
+  if (checking && span) checking = span.limit(checking);
   return checking?.then((limited) => {
     if (!limited) return undefined;
     // Retry-After and RateLimit-* describe the response only when this is its one answer.

@@ -60,13 +60,13 @@ export async function startBareProxy(upstreamUrl, { agent = false, nodeArgs = []
   return { url: `http://127.0.0.1:${port}/mcp`, child };
 }
 
-/** Starts `mcp-guard serve` on a config; resolves once /ready answers 200. */
-export async function startGateway(name, toml, env = {}, { nodeArgs = [], pipeStdout = false } = {}) {
+/** Starts `mcp-guard serve` on a config (`main`: another build's dist/main.js); resolves once /ready answers 200. */
+export async function startGateway(name, toml, env = {}, { nodeArgs = [], pipeStdout = false, main = join(ROOT, 'dist/main.js') } = {}) {
   const dir = mkdtempSync(join(tmpdir(), `mcp-guard-bench-${name}-`));
   const config = join(dir, 'mcp-guard.toml');
   writeFileSync(config, toml);
   const port = await freePort();
-  const child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist/main.js'), 'serve', '-c', config, '--port', String(port)], {
+  const child = spawn(process.execPath, [...nodeArgs, main, 'serve', '-c', config, '--port', String(port)], {
     env: { ...process.env, MCP_GUARD_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', pipeStdout ? 'pipe' : 'ignore', 'inherit'],
   });

@@ -3,8 +3,8 @@
  * stop in two parts. First `shutdown_delay_ms` of draining: /ready answers 503 at once so that
  * load balancers take the replica out, while every request is still served, with
  * `Connection: close` (src/app.ts). Then the graceful stop: refuse new requests, let those in
- * flight finish within `shutdown_grace_ms`, then end the upstreams, the connections and the audit
- * log, in that order.
+ * flight finish within `shutdown_grace_ms`, then end the upstreams, the connections, the tracing
+ * (its last spans exported) and the audit log, in that order.
  */
 import type { FastifyInstance } from 'fastify';
 import type { Lifecycle } from '../http/health.js';
@@ -66,6 +66,7 @@ export function lifecycleOf(app: FastifyInstance, services: Services, lifecycle:
     lifecycle,
     async start() {
       recorder.lifecycle('gateway_start');
+      await services.tracingLoaded;
       await gateway.start();
       lifecycle.started = true;
     },
@@ -86,6 +87,9 @@ export function lifecycleOf(app: FastifyInstance, services: Services, lifecycle:
       app.server.closeAllConnections();
       await closing;
       recorder.lifecycle('gateway_stop');
+      // The spans of the last requests go out (a collector that is down cannot hold the stop: tracing.ts).
+      await services.tracingLoaded;
+      await services.tracing?.shutdown();
       await services.audit.close();
     },
     endDelay() {

@@ -99,6 +99,8 @@ export class Reloader {
     }
     // Keys the restart-only parts of the config must keep: the listener's and the routes' own.
     next = { ...next, server: services.config.server };
+    // So does tracing: the running tracer stays as it is.
+    next = { ...next, telemetry: services.config.telemetry };
     // Rate limits switched on wait for a restart too (src/config/diff.ts): the running ones (none) stay.
     if (diff.restartRequired.includes('rate_limit.enabled')) next = { ...next, rate_limit: services.config.rate_limit };
     const oldAudit = services.audit;

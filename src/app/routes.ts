@@ -15,6 +15,8 @@ import { GatewayError, sendError, sendNotFound } from '../http/errors.js';
 import { registerHealthRoutes, type Lifecycle } from '../http/health.js';
 import { registerMetricsRoute } from '../http/metrics.js';
 import { handleDelete, handleGet, handlePost, type Context, type Target } from '../pipeline.js';
+import { timedHook } from '../observability/tracing/hooks.js';
+import type { StageTiming } from '../observability/tracing/tracing.js';
 import { UnsafePathError } from '../routing/router.js';
 import type { Services } from './services.js';
 
@@ -74,7 +76,7 @@ export function registerRoutes(app: FastifyInstance, services: Services, lifecyc
   // Not async: it hands on the handler's own promise (one more async frame is one more promise and microtask per request).
   const serve = (target: Target, request: FastifyRequest, reply: FastifyReply): Promise<void> | undefined => {
     request.mcpServer = target.server.name;
-    const context: Context = { gateway, target, identity: identityOf(request), limiter: services.limiter, recorder, request };
+    const context: Context = { gateway, target, identity: identityOf(request), limiter: services.limiter, recorder, request, tracing: services.tracing };
     switch (request.method) {
       case 'POST':
         return handlePost(context, reply);
@@ -119,9 +121,13 @@ export function registerRoutes(app: FastifyInstance, services: Services, lifecyc
   const authenticateNow: onRequestAsyncHookHandler = function (this: FastifyInstance, request, reply) {
     return services.authenticate.call(this, request, reply);
   };
-  const stage0 = [limiter ? addressLimit : undefined, authenticator.required ? authenticateNow : undefined, limiter ? identityLimit : undefined].filter(
-    (hook): hook is Stage0Hook => hook !== undefined,
-  );
+  // With telemetry on, each also notes when it ran, for the request's spans (src/observability/tracing/).
+  const timed = (name: StageTiming['name'], hook: Stage0Hook): Stage0Hook => (config.telemetry ? timedHook(name, hook) : hook);
+  const stage0 = [
+    limiter ? timed('rate_limit', addressLimit) : undefined,
+    authenticator.required ? timed('authenticate', authenticateNow) : undefined,
+    limiter ? timed('rate_limit', identityLimit) : undefined,
+  ].filter((hook): hook is Stage0Hook => hook !== undefined);
   const onRequest = [observe, ...stage0];
   app.route({
     method: [...ALL_METHODS],

@@ -14,9 +14,12 @@ import { emptyArchiveStats, type ArchiveStats } from '../observability/audit/s3-
 import type { Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
 import { Recorder } from '../observability/recorder.js';
+import { loadTracing } from '../observability/tracing/load.js';
+import type { Tracing } from '../observability/tracing/tracing.js';
 import { RateLimiter } from '../ratelimit/limiter.js';
 import { Router } from '../routing/router.js';
 import { createUpstream } from '../upstreams/factory.js';
+import { errorMessage } from '../error-message.js';
 
 export interface ServiceOptions {
   logger: Logger;
@@ -52,6 +55,13 @@ export interface Services {
   authenticate: onRequestAsyncHookHandler;
   /** Undefined without `[rate_limit]` or with `enabled = false`. */
   limiter: RateLimiter | undefined;
+  /**
+   * Traces: undefined with telemetry off, and until the SDK has loaded (`tracingLoaded`) with it
+   * on; the pipeline's one check is whether it is there.
+   */
+  tracing: Tracing | undefined;
+  /** Settles once the tracing is there (or could not be made: logged, and tracing stays off). */
+  tracingLoaded: Promise<void>;
 }
 
 /**
@@ -81,7 +91,7 @@ export function createServices(config: GatewayConfig, options: ServiceOptions): 
   metrics?.bindGateway(gateway);
   metrics?.setAuditStats(() => audit.stats);
   metrics?.setArchiveStats(() => archiveStats);
-  return {
+  const services: Services = {
     config,
     log,
     tls,
@@ -94,7 +104,19 @@ export function createServices(config: GatewayConfig, options: ServiceOptions): 
     authenticator,
     authenticate: authenticationHook(authenticator, config.auth, recorder),
     limiter,
+    tracing: undefined,
+    tracingLoaded: Promise.resolve(),
   };
+  // The SDK is imported only with telemetry on, while the rest starts (src/observability/tracing/).
+  if (config.telemetry) {
+    services.tracingLoaded = loadTracing(config.telemetry, log).then(
+      (tracing) => {
+        services.tracing = tracing;
+      },
+      (err: unknown) => log.error({ err: errorMessage(err) }, 'telemetry: the OpenTelemetry SDK could not be loaded; tracing is off'),
+    );
+  }
+  return services;
 }
 
 /** The routes of a config: its servers and virtual servers. */

@@ -36,6 +36,9 @@ export const GATEWAY_MANAGED_HEADERS = [
   // The 2026-07-28 request headers mirror each request's body (specification, streamable HTTP).
   'mcp-method',
   'mcp-name',
+  // W3C Trace Context: the forwarded request's own (its `_meta` mirrored: src/protocol/trace-context.ts).
+  'traceparent',
+  'tracestate',
 ] as const;
 
 /** What an identity id may look like: it appears in logs, audit lines and metric labels. */

@@ -26,7 +26,7 @@ export interface ConfigDiff {
    * Keys that changed but only take effect on a restart: the whole `[server]` table (the listener,
    * its limits and TLS, the Host and Origin checks, metrics on or off, the session store's sizes),
    * `[auth]` appearing or going, rate limits switched on, and what protects the gateway's own routes (`protect_routes`,
-   * `protect_metrics`, the OAuth `resource`). Reported, never silently ignored.
+   * `protect_metrics`, the OAuth `resource`), and `[telemetry]`. Reported, never silently ignored.
    */
   restartRequired: string[];
 }
@@ -62,6 +62,8 @@ export function diffConfig(before: GatewayConfig, after: GatewayConfig): ConfigD
   for (const key of ['protect_routes', 'protect_metrics', 'resource'] as const) {
     if (before.auth && after.auth && !isDeepStrictEqual(before.auth[key], after.auth[key])) restartRequired.push(`auth.${key}`);
   }
+  // The tracer and its exporter are made at start-up (src/observability/tracing/).
+  if (!isDeepStrictEqual(before.telemetry, after.telemetry)) restartRequired.push('telemetry');
   // Rate limits switched on: the hooks that run them are only installed at start-up (src/app/routes.ts).
   const limitsSwitchedOn = !limited(before) && limited(after);
   if (limitsSwitchedOn) restartRequired.push('rate_limit.enabled');

@@ -30,6 +30,8 @@ import {
   type AuthConfig,
   type RateLimitConfig,
   type GatewayConfig,
+  telemetrySchema,
+  type TelemetryConfig,
   type ConfigFile,
   type VirtualServerConfig,
   virtualServerSchema,
@@ -91,6 +93,7 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
   let server: ServerSettings | undefined;
   let auth: AuthConfig | undefined;
   let limits: { rate_limit?: RateLimitConfig; audit?: AuditConfig } = {};
+  let telemetryTable: TelemetryTable | undefined;
   let virtualEntries: Array<{ index: number; entry: VirtualServerEntry }> = [];
   let tree: unknown;
   if (document !== undefined) {
@@ -106,6 +109,7 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
         ...(parsed.data.rate_limit ? { rate_limit: parsed.data.rate_limit } : {}),
         ...(parsed.data.audit ? { audit: parsed.data.audit } : {}),
       };
+      telemetryTable = parsed.data.telemetry;
       file = viewOf(parsed.data.upstream);
       virtualEntries = (parsed.data.virtual_servers ?? []).map((entry, index) => ({ index, entry }));
     } else {
@@ -127,6 +131,7 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
   checkKeyRateLimits(tree, issues);
   checkAudit(tree, issues);
   checkAuditS3(tree, issues, resolved?.warnings ?? []);
+  const telemetry = resolveTelemetry(telemetryTable, env, issues);
   if (issues.all.length > 0 || !resolved || !server) throw new ConfigError(issues.all);
   const { single, servers, warnings } = resolved;
   if (server.session_keys !== undefined && server.redis_url === undefined && limits.rate_limit?.redis_url === undefined) {
@@ -141,7 +146,62 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
       'server.trusted_proxies trusts every address (a /0 network): any client that reaches the port directly can choose its own client address (limits, audit); list the load balancers instead',
     );
   }
-  return { server, single, servers, virtual_servers, warnings, ...(auth ? { auth } : {}), ...limits };
+  return { server, single, servers, virtual_servers, warnings, ...(auth ? { auth } : {}), ...limits, ...(telemetry ? { telemetry } : {}) };
+}
+
+type TelemetryTable = NonNullable<ConfigFile['telemetry']>;
+
+/** An environment variable's value; an empty one counts as unset, as shells and container runtimes often leave it. */
+function variable(env: Environment, name: string): string | undefined {
+  const value = env[name]?.trim();
+  return value === undefined || value === '' ? undefined : value;
+}
+
+/** A base OTLP/HTTP URL with the traces path appended (the specification's rule for OTEL_EXPORTER_OTLP_ENDPOINT). */
+function tracesUrlOf(base: string): string {
+  return `${base.endsWith('/') ? base : `${base}/`}v1/traces`;
+}
+
+/**
+ * `[telemetry]` resolved with the standard OpenTelemetry variables (docs/telemetry.md): a key the
+ * table sets wins over its variable, a variable fills a key the table leaves out (the OpenTelemetry
+ * rule: the environment gives defaults, explicit configuration overrides them). On only with an
+ * endpoint; off with `enabled = false` or OTEL_SDK_DISABLED=true. A variable with a bad value is
+ * reported under its own name, never with its value.
+ */
+function resolveTelemetry(table: TelemetryTable | undefined, env: Environment, issues: IssueList): TelemetryConfig | undefined {
+  if (table?.enabled === false || variable(env, 'OTEL_SDK_DISABLED')?.toLowerCase() === 'true') return undefined;
+  const urlSchema = telemetrySchema.shape.otlp_endpoint.unwrap();
+  const fromEnv = (name: string): string | undefined => {
+    const value = variable(env, name);
+    if (value === undefined) return undefined;
+    const checked = urlSchema.safeParse(value);
+    if (checked.success) return value;
+    issues.add([], checked.error.issues[0]?.message ?? 'expected an absolute http:// or https:// URL', name);
+    return undefined;
+  };
+  let traces_url: string | undefined;
+  if (table?.otlp_endpoint !== undefined) traces_url = tracesUrlOf(table.otlp_endpoint);
+  else {
+    // The traces endpoint is used as it is; the general one is a base (the OTLP exporter specification).
+    const specific = fromEnv('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT');
+    const base = specific === undefined ? fromEnv('OTEL_EXPORTER_OTLP_ENDPOINT') : undefined;
+    traces_url = specific ?? (base === undefined ? undefined : tracesUrlOf(base));
+  }
+  let sample_ratio = table?.sample_ratio;
+  const ratioText = sample_ratio === undefined ? variable(env, 'OTEL_TRACES_SAMPLER_ARG') : undefined;
+  if (ratioText !== undefined) {
+    const ratio = /^(\d+(\.\d*)?|\.\d+)$/.test(ratioText) ? Number(ratioText) : NaN;
+    if (ratio >= 0 && ratio <= 1) sample_ratio = ratio;
+    else issues.add([], 'expected a number from 0 to 1', 'OTEL_TRACES_SAMPLER_ARG');
+  }
+  if (traces_url === undefined) return undefined;
+  return {
+    traces_url,
+    service_name: table?.service_name ?? variable(env, 'OTEL_SERVICE_NAME') ?? 'mcp-guard',
+    sample_ratio: sample_ratio ?? 1,
+    headers: table?.headers ?? {},
+  };
 }
 
 type VirtualServerEntry = NonNullable<ConfigFile['virtual_servers']>[number];

@@ -825,6 +825,50 @@ export const auditSchema = z.strictObject({
 /** `[audit]` as validated. */
 export type AuditConfig = z.output<typeof auditSchema>;
 
+/** A sample ratio: the share of new traces recorded, from 0 to 1. */
+const sampleRatioSchema = z
+  .number({ error: problem('expected a number from 0 to 1') })
+  .min(0, { error: 'expected a number from 0 to 1' })
+  .max(1, { error: 'expected a number from 0 to 1' });
+
+/**
+ * `[telemetry]`: traces over OTLP/HTTP (docs/telemetry.md). On when an endpoint is configured here
+ * or by `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`; what the table sets
+ * wins over the `OTEL_*` variables (src/config/load.ts resolveTelemetry).
+ */
+export const telemetrySchema = z.strictObject({
+  enabled: z
+    .boolean({ error: problem('expected true or false') })
+    .default(true)
+    .describe('false turns tracing off, whatever the OTEL_* variables say.'),
+  /** The collector's OTLP/HTTP base URL; `/v1/traces` is appended. */
+  otlp_endpoint: urlSchema
+    .optional()
+    .describe(
+      'The OTLP/HTTP base URL of the collector (e.g. http://127.0.0.1:4318); /v1/traces is appended. Else OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT.',
+    ),
+  /** `service.name` of every span. */
+  service_name: text().optional().describe('The service.name of the spans. Else OTEL_SERVICE_NAME, else "mcp-guard".'),
+  /** The share of new traces recorded; a client's sampled flag decides for its own traces. */
+  sample_ratio: sampleRatioSchema
+    .optional()
+    .describe("The share of new traces recorded, 0 to 1; a traced client's own decision is followed. Else OTEL_TRACES_SAMPLER_ARG, else 1."),
+  /** Headers of every export (the collector's credentials). */
+  headers: headerTableSchema.optional().describe("Headers of every export request (the collector's credentials); OTEL_EXPORTER_OTLP_HEADERS adds to them."),
+});
+
+/** Tracing as the gateway runs it: present only when on, every value resolved from the table and the environment. */
+export const resolvedTelemetrySchema = z.object({
+  /** Where spans are POSTed (OTLP/HTTP JSON), `/v1/traces` included. */
+  traces_url: z.string(),
+  service_name: z.string(),
+  sample_ratio: z.number(),
+  headers: z.record(z.string(), z.string()),
+});
+
+/** Tracing as the gateway runs it (src/observability/tracing/). */
+export type TelemetryConfig = z.output<typeof resolvedTelemetrySchema>;
+
 /**
  * `[server] allowed_hosts` and `[server.cors] allowed_origins`: a list of entries, "*" alone, never
  * empty (a list that refuses everything is a mistake, not a setting).
@@ -1049,6 +1093,10 @@ export const configFileSchema = z.strictObject({
   rate_limit: rateLimitSchema.optional().describe('Rate limits per client address, per identity and per tool. Absent: none.'),
   /** The audit log. */
   audit: auditSchema.optional().describe('The audit log: one JSON line per security event, to stdout, a rotated file and/or an HTTP collector. Absent: none.'),
+  /** Traces (OpenTelemetry, OTLP/HTTP). */
+  telemetry: telemetrySchema
+    .optional()
+    .describe('Traces over OTLP/HTTP: one span per MCP request. On when an endpoint is set here or in OTEL_EXPORTER_OTLP_ENDPOINT.'),
   /** One endpoint for several servers. */
   virtual_servers: z
     .array(virtualServerSchema, { error: problem('expected an array of tables ([[virtual_servers]])') })
@@ -1141,6 +1189,8 @@ export const gatewayConfigSchema = z.object({
   rate_limit: rateLimitSchema.optional(),
   /** The audit log; undefined = none. */
   audit: auditSchema.optional(),
+  /** Traces; undefined = off (no endpoint, or `enabled = false`). */
+  telemetry: resolvedTelemetrySchema.optional(),
   /** `[[virtual_servers]]`, members resolved (`"*"` expanded, in the order of `servers`). */
   virtual_servers: z.array(
     z.object({

@@ -46,9 +46,20 @@ export function clientRequestId(request: FastifyRequest): string | undefined {
   return typeof value === 'string' && CLIENT_REQUEST_ID.test(value) ? value : undefined;
 }
 
-/** What every event of one request shares. */
-function base(request: FastifyRequest): Pick<AuditEvent, 'request_id' | 'client_request_id' | 'client_ip' | 'duration_ms'> {
-  return { request_id: request.id, client_request_id: clientRequestId(request), client_ip: request.clientIp, duration_ms: elapsedMs(request) };
+/** What every event of one request shares: with telemetry on, the trace of its span once there is one. */
+function base(request: FastifyRequest): Pick<AuditEvent, 'request_id' | 'client_request_id' | 'client_ip' | 'duration_ms' | 'trace_id' | 'span_id'> {
+  const shared: Pick<AuditEvent, 'request_id' | 'client_request_id' | 'client_ip' | 'duration_ms' | 'trace_id' | 'span_id'> = {
+    request_id: request.id,
+    client_request_id: clientRequestId(request),
+    client_ip: request.clientIp,
+    duration_ms: elapsedMs(request),
+  };
+  const ids = request.tracing?.ids;
+  if (ids) {
+    shared.trace_id = ids.trace_id;
+    shared.span_id = ids.span_id;
+  }
+  return shared;
 }
 
 /** Upstream failures worth an `upstream_error` event (not the client's own cancellation). */
@@ -199,6 +210,11 @@ export class Recorder {
       client_ip: request.clientIp,
     };
     if (error) event.error = { code: error.code, message: error.message };
+    const ids = request.tracing?.ids;
+    if (ids) {
+      event.trace_id = ids.trace_id;
+      event.span_id = ids.span_id;
+    }
     // Through a virtual server: `server` is its member (src/pipeline.ts toolOf), the route says which virtual server.
     if (request.mcpServer != null && request.mcpServer !== server) event.virtual_server = request.mcpServer;
     if (tool !== undefined) {

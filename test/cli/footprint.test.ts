@@ -3,7 +3,8 @@
  * (docs/performance.md, `memory`), so the ones a configuration does not use must stay unloaded:
  * the whole of undici (the gateway uses its Agent only), Fastify's schema compilers (no route has a
  * schema), the config validator (zod, run in a child process at start-up: src/config/load-isolated.ts),
- * and the packages of features that are off (rate limits, Redis, API key hashing, pretty logs). A
+ * and the packages of features that are off (rate limits, Redis, API key hashing, pretty logs,
+ * the OpenTelemetry SDK). A
  * dependency that starts loading one of them again fails here, not in a benchmark.
  */
 import { spawn } from 'node:child_process';
@@ -74,6 +75,14 @@ describe('footprint', () => {
       // The AWS SDK is loaded only with [audit.s3] (src/observability/audit/s3-archive.ts).
       '@aws-sdk/client-s3',
       '@aws-sdk/lib-storage',
+      // Telemetry is off: the OpenTelemetry SDK is imported only when it is on (src/observability/tracing/).
+      // (@opentelemetry/api is not listed: prom-client loads it for exemplars whenever it is installed.)
+      '@opentelemetry/sdk-trace-base',
+      '@opentelemetry/sdk-trace',
+      '@opentelemetry/exporter-trace-otlp-http',
+      '@opentelemetry/otlp-exporter-base',
+      '@opentelemetry/otlp-transformer',
+      '@opentelemetry/resources',
     ]) {
       expect(inPackage(unused), unused).toEqual([]);
     }

@@ -2,6 +2,7 @@ import { describe, expect, expectTypeOf, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { configErrors as errorsOf } from '../helpers/config.js';
 import type {
+  TelemetryConfig,
   AuditConfig,
   AuthConfig,
   CorsSettings,
@@ -114,6 +115,7 @@ describe('exported types', () => {
       auth?: AuthConfig | undefined;
       rate_limit?: RateLimitConfig | undefined;
       audit?: AuditConfig | undefined;
+      telemetry?: TelemetryConfig | undefined;
       warnings: string[];
     }>();
   });

@@ -2,8 +2,8 @@
  * A tiny MCP server on node:http that records every request's headers, for asserting what the
  * gateway puts on the wire (configured credentials in, client credentials out). It answers just
  * enough of the protocol for a client to connect, list tools (optionally many, paginated) and call
- * them: initialize, ping, tools/list, tools/call. It also records the JSON-RPC method and tool of
- * each POST.
+ * them: initialize, ping, tools/list, tools/call. It also records the JSON-RPC method, tool and
+ * `params._meta` of each POST.
  * Everything else in the end-to-end tests uses the real server-everything.
  */
 import { randomUUID } from 'node:crypto';
@@ -18,6 +18,8 @@ export interface RecordedRequest {
   rpcMethod?: string;
   /** The tool of a tools/call. */
   tool?: string;
+  /** The request's `params._meta`, when it had one. */
+  meta?: Record<string, unknown>;
 }
 
 export interface RecordingOptions {
@@ -85,6 +87,8 @@ export async function startRecordingUpstream(transport: 'http' | 'sse', options:
     const message = await body(req);
     if (message.method) record.rpcMethod = message.method;
     if (message.method === 'tools/call') record.tool = String(message.params?.['name']);
+    const meta = message.params?.['_meta'];
+    if (typeof meta === 'object' && meta !== null) record.meta = meta as Record<string, unknown>;
     return message;
   };
   let events = 0;

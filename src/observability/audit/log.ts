@@ -77,6 +77,9 @@ export interface AuditEvent {
   arguments?: unknown;
   /** config_reloaded: what changed (names and key ids, never a value), and what waits for a restart. */
   changes?: Record<string, unknown>;
+  /** With telemetry on: the trace of the request's span (W3C hex ids; docs/telemetry.md). */
+  trace_id?: string;
+  span_id?: string;
 }
 
 /** Counters since start, cumulative. */
@@ -134,6 +137,8 @@ function copyOf(event: AuditEvent, withArguments: boolean): AuditEvent {
     error: event.error,
     arguments: withArguments ? event.arguments : undefined,
     changes: event.changes,
+    trace_id: event.trace_id,
+    span_id: event.span_id,
   };
 }
 
@@ -372,6 +377,10 @@ export class AuditLog {
       if (event.provider !== undefined) record['provider'] = event.provider;
       if (event.reason !== undefined) record['reason'] = event.reason;
       if (event.error !== undefined) record['error'] = { code: event.error.code, message: event.error.message };
+      if (event.trace_id !== undefined) {
+        record['trace_id'] = event.trace_id;
+        record['span_id'] = event.span_id;
+      }
       const withArguments = this.includeArguments && event.arguments !== undefined;
       if (withArguments) record['arguments'] = event.arguments;
       let line: string;

@@ -12,6 +12,7 @@
 import type { JsonRpcMessage, JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../../jsonrpc/messages.js';
 import { isNotification, isResponse, objectOf, type JsonRpcErrorObject } from '../../jsonrpc/messages.js';
 import { MODERN_PROTOCOL_VERSION } from '../../protocol/versions.js';
+import { traceHeaders } from '../../protocol/trace-context.js';
 import { discoverRequest, encodeHeaderValue, mcpName, probedVerdict, readProbeAnswer, requestVersion, type ProbeAnswer } from '../era.js';
 import { Cancellation } from '../cancellation.js';
 import { UpstreamError } from '../errors.js';
@@ -281,6 +282,9 @@ export class ModernHttp {
     };
     const named = mcpName(request);
     if (named !== undefined) own['mcp-name'] = encodeHeaderValue(named);
+    // The request's `_meta` trace context, also as headers (src/protocol/trace-context.ts).
+    const trace = traceHeaders(request);
+    if (trace) Object.assign(own, trace);
     const headers = requestHeaders(this.context, own);
     if (extra) {
       for (const [key, value] of Object.entries(extra)) {

@@ -10,6 +10,7 @@
 import type { HttpServerConfig } from '../../config/schema.js';
 import { delay } from '../../delay.js';
 import type { JsonRpcMessage, JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../../jsonrpc/messages.js';
+import { traceHeaders } from '../../protocol/trace-context.js';
 import { Cancellation } from '../cancellation.js';
 import { cancelNotification } from '../correlator.js';
 import { waitAtMost } from '../deadline.js';
@@ -325,7 +326,8 @@ class SseSession extends HttpSession<Connection> {
     const response = await httpRequest(this.context, {
       method: 'POST',
       url: connection.endpoint,
-      headers: requestHeaders(this.context, { 'content-type': 'application/json' }),
+      // The message's `_meta` trace context, also as headers (src/protocol/trace-context.ts).
+      headers: requestHeaders(this.context, { 'content-type': 'application/json', ...traceHeaders(message) }),
       body: JSON.stringify(message),
       signal,
     });

@@ -8,6 +8,7 @@ import type { HttpServerConfig } from '../../config/schema.js';
 import { delay } from '../../delay.js';
 import type { JsonRpcMessage, JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../../jsonrpc/messages.js';
 import { LATEST_PROTOCOL_VERSION } from '../../protocol/versions.js';
+import { traceHeaders } from '../../protocol/trace-context.js';
 import { Cancellation } from '../cancellation.js';
 import { cancelNotification } from '../correlator.js';
 import { UpstreamError } from '../errors.js';
@@ -354,15 +355,18 @@ class StreamableHttpSession extends HttpSession {
 
   /** A POST of one message with the session's headers; resolves with a 2xx response. */
   private async post(message: JsonRpcMessage, signal: StopSignal): Promise<HttpResponse> {
+    // The same for every POST of the session until initialize settles its id and version: built
+    // once, not per request (undici only reads it).
+    const headers = (this.postHeaders ??= this.headers({
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+    }));
+    // The message's `_meta` trace context, also as headers (src/protocol/trace-context.ts).
+    const trace = traceHeaders(message);
     const response = await httpRequest(this.context, {
       method: 'POST',
       url: this.url,
-      // The same for every POST of the session until initialize settles its id and version: built
-      // once, not per request (undici only reads it).
-      headers: (this.postHeaders ??= this.headers({
-        'content-type': 'application/json',
-        accept: 'application/json, text/event-stream',
-      })),
+      headers: trace ? { ...headers, ...trace } : headers,
       body: JSON.stringify(message),
       signal,
     });
