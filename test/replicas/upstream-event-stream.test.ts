@@ -64,3 +64,57 @@ it("resumes the upstream's GET stream from its last event id when the client's s
   expect(gets()[0]!.headers['last-event-id']).toBeUndefined();
   expect(gets()[1]!.headers['last-event-id']).toBe('ev-1');
 });
+
+it('replays the GET-stream events a client missed when it comes back with Last-Event-ID; a broken POST stream is answered at once', async () => {
+  const url = `${gateway.url}/mcp/rec`;
+  const init = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+    body: JSON.stringify({
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'initialize',
+      params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } },
+    }),
+  });
+  const session = init.headers.get('mcp-session-id')!;
+  await init.text();
+  const read = async (headers: Record<string, string>, until: (text: string) => boolean): Promise<string> => {
+    const controller = new AbortController();
+    let res = await fetch(url, { headers: { accept: 'text/event-stream', 'mcp-session-id': session, ...headers }, signal: controller.signal });
+    while (res.status === 409) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      res = await fetch(url, { headers: { accept: 'text/event-stream', 'mcp-session-id': session, ...headers }, signal: controller.signal });
+    }
+    expect(res.status).toBe(200);
+    const reader = res.body!.getReader();
+    let text = '';
+    while (!until(text)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    controller.abort();
+    return text;
+  };
+  const first = await read({}, (t) => t.includes('list_changed'));
+  expect(first).toMatch(/^id: g\.1$/m);
+  // Back with the id before the last one it saw: g.1 again, then what comes next.
+  const again = await read({ 'last-event-id': 'g.0' }, (t) => (t.match(/list_changed/g) ?? []).length >= 2);
+  expect(again).toMatch(/^id: g\.1$/m);
+  expect(again).toMatch(/^id: g\.2$/m);
+  // Asking after a POST stream (request id "abc"): an error for that request at once, the stream ended.
+  const prefix = `p.${Buffer.from(JSON.stringify('abc')).toString('base64url')}.`;
+  const post = await read({ 'last-event-id': `${prefix}3` }, () => false);
+  expect(post).toContain(`id: ${prefix}end`);
+  expect(post).toMatch(/"id":"abc".*interrupted/);
+  // And after that error: nothing more (405), so that the client stops asking.
+  const ended = await fetch(url, { headers: { accept: 'text/event-stream', 'mcp-session-id': session, 'last-event-id': `${prefix}end` } });
+  expect(ended.status).toBe(405);
+  await ended.text();
+  // Garbage ids are no one's: the stream starts afresh.
+  for (const junk of ['p.!!.1', 'g.x', 'x'.repeat(600), 'p..1']) {
+    const fresh = await read({ 'last-event-id': junk }, (t) => t.includes('list_changed'));
+    expect(fresh).toContain('list_changed');
+  }
+});
