@@ -74,7 +74,7 @@ export function registerRoutes(app: FastifyInstance, services: Services, lifecyc
   // Not async: it hands on the handler's own promise (one more async frame is one more promise and microtask per request).
   const serve = (target: Target, request: FastifyRequest, reply: FastifyReply): Promise<void> | undefined => {
     request.mcpServer = target.server.name;
-    const context: Context = { gateway, target, identity: identityOf(request), limiter: services.limiter, recorder, request };
+    const context: Context = { gateway, target, identity: identityOf(request), limiter: services.limiter, recorder, request, integrity: services.integrity };
     switch (request.method) {
       case 'POST':
         return handlePost(context, reply);

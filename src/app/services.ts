@@ -9,6 +9,8 @@ import type { GatewayConfig } from '../config/schema.js';
 import { authenticationHook } from '../http/auth.js';
 import { loadTls, type TlsMaterial } from '../http/tls.js';
 import { Gateway, type UpstreamFactory } from '../mcp/gateway.js';
+import { ToolIntegrity } from '../integrity/guard.js';
+import { watchMessages } from '../integrity/watch.js';
 import { AuditLog } from '../observability/audit/log.js';
 import type { Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
@@ -49,6 +51,8 @@ export interface Services {
   authenticate: onRequestAsyncHookHandler;
   /** Undefined without `[rate_limit]` or with `enabled = false`. */
   limiter: RateLimiter | undefined;
+  /** `[tool_integrity]` (src/integrity/): lives as long as the process; a reload configures it again and rereads the pin file. */
+  integrity: ToolIntegrity;
 }
 
 /**
@@ -62,6 +66,9 @@ export function createServices(config: GatewayConfig, options: ServiceOptions): 
   const metrics = config.server.metrics ? new Metrics({ servers: [...config.servers, ...config.virtual_servers].map((s) => s.name) }) : undefined;
   const audit = AuditLog.create(config.audit, { log, ...(options.auditStdout ? { stdout: options.auditStdout } : {}) });
   const recorder = new Recorder(audit, metrics);
+  // The pins are read now, before anything is served (a PinFileError stops the start).
+  const integrity = new ToolIntegrity({ definition: (event) => recorder.toolDefinition(event) }, log);
+  integrity.configureSync(config.tool_integrity);
   const upstreamDeps = {
     logger: log,
     onRestart: (server: string) => recorder.lifecycle('upstream_restart', { server }),
@@ -69,7 +76,10 @@ export function createServices(config: GatewayConfig, options: ServiceOptions): 
     // Read when an isolated stdio server must end a child: the gateway exists by then.
     ownerHasTasks: (server: string, owner: string): boolean => gateway.tasks.holds(server, owner),
   };
-  const gateway: Gateway = new Gateway(config, options.createUpstream ?? ((server) => createUpstream(server, upstreamDeps)), log, {
+  const create: UpstreamFactory = options.createUpstream ?? ((server) => createUpstream(server, upstreamDeps));
+  // Every server message passes tool integrity first: a list_changed makes its verdicts stale.
+  const seen = (server: string, message: Parameters<ToolIntegrity['seen']>[1]) => integrity.seen(server, message);
+  const gateway: Gateway = new Gateway(config, (server) => watchMessages(create(server), seen), log, {
     memberOmitted: (virtualServer, server) => metrics?.memberOmitted(virtualServer, server),
   });
   const authenticator = new Authenticator(config.auth, options.auth);
@@ -88,6 +98,7 @@ export function createServices(config: GatewayConfig, options: ServiceOptions): 
     authenticator,
     authenticate: authenticationHook(authenticator, config.auth, recorder),
     limiter,
+    integrity,
   };
 }
 

@@ -28,6 +28,7 @@ import {
   type AuditConfig,
   type AuthConfig,
   type RateLimitConfig,
+  type ToolIntegrityConfig,
   type GatewayConfig,
   type ConfigFile,
   type VirtualServerConfig,
@@ -86,7 +87,7 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
   let file: FileView | undefined;
   let server: ServerSettings | undefined;
   let auth: AuthConfig | undefined;
-  let limits: { rate_limit?: RateLimitConfig; audit?: AuditConfig } = {};
+  let limits: { rate_limit?: RateLimitConfig; audit?: AuditConfig; tool_integrity?: ToolIntegrityConfig } = {};
   let virtualEntries: Array<{ index: number; entry: VirtualServerEntry }> = [];
   let tree: unknown;
   if (document !== undefined) {
@@ -100,6 +101,7 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
       limits = {
         ...(parsed.data.rate_limit ? { rate_limit: parsed.data.rate_limit } : {}),
         ...(parsed.data.audit ? { audit: parsed.data.audit } : {}),
+        ...(parsed.data.tool_integrity ? { tool_integrity: parsed.data.tool_integrity } : {}),
       };
       file = viewOf(parsed.data.upstream);
       virtualEntries = (parsed.data.virtual_servers ?? []).map((entry, index) => ({ index, entry }));

@@ -888,6 +888,29 @@ export const virtualServerSchema = z.strictObject({
     .describe("Joins a member's name and its tool or prompt name: `<server><separator><name>`."),
 });
 
+/** `[tool_integrity]`: pinned tool and prompt definitions (docs/tool-integrity.md). */
+export const toolIntegritySchema = z.strictObject({
+  /** "off": nothing is checked; "warn": a definition unlike its pin is audited and counted; "block": it is also hidden and refused. */
+  mode: z
+    .enum(['off', 'warn', 'block'], { error: problem('expected "off", "warn" or "block"') })
+    .default('off')
+    .describe(
+      '"off" (default): no check; "warn": a tool or prompt unlike its pin (or unpinned) is audited and counted; "block": it is also left out of lists and its calls are refused.',
+    ),
+  /** The pin file `mcp-guard pin` writes (relative to the working directory). */
+  pin_file: text()
+    .default('mcp-guard.pins.json')
+    .describe('The pin file written by `mcp-guard pin` (relative to the working directory); read at start and on every reload.'),
+  /** A tool or prompt never pinned is pinned as it is first listed (and written to pin_file). */
+  trust_on_first_use: z
+    .boolean({ error: problem('expected true or false') })
+    .default(false)
+    .describe('true: a tool or prompt with no pin is pinned as it is first listed (written to pin_file); a later change is still caught.'),
+});
+
+/** `[tool_integrity]` as validated. */
+export type ToolIntegrityConfig = z.output<typeof toolIntegritySchema>;
+
 /** The whole config file, after `${VAR}` interpolation. */
 export const configFileSchema = z.strictObject({
   /** The listener. */
@@ -905,6 +928,10 @@ export const configFileSchema = z.strictObject({
     .array(virtualServerSchema, { error: problem('expected an array of tables ([[virtual_servers]])') })
     .optional()
     .describe('One MCP endpoint that merges several servers: their tools and prompts namespaced, their resources and lists complete.'),
+  /** Pinned tool and prompt definitions. */
+  tool_integrity: toolIntegritySchema
+    .optional()
+    .describe('Pinned tool and prompt definitions: a tool whose definition changed after review is audited, or hidden and refused. Absent: off.'),
 });
 
 /** The config file as validated, before inheritance is resolved. */
@@ -992,6 +1019,8 @@ export const gatewayConfigSchema = z.object({
   rate_limit: rateLimitSchema.optional(),
   /** The audit log; undefined = none. */
   audit: auditSchema.optional(),
+  /** `[tool_integrity]`; undefined = off. */
+  tool_integrity: toolIntegritySchema.optional(),
   /** `[[virtual_servers]]`, members resolved (`"*"` expanded, in the order of `servers`). */
   virtual_servers: z.array(
     z.object({

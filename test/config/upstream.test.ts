@@ -3,6 +3,7 @@ import { parseConfig } from '../../src/config/load.js';
 import { configErrors as errorsOf } from '../helpers/config.js';
 import type {
   AuditConfig,
+  ToolIntegrityConfig,
   AuthConfig,
   CorsSettings,
   GatewayConfig,
@@ -108,6 +109,7 @@ describe('exported types', () => {
       auth?: AuthConfig | undefined;
       rate_limit?: RateLimitConfig | undefined;
       audit?: AuditConfig | undefined;
+      tool_integrity?: ToolIntegrityConfig | undefined;
       warnings: string[];
     }>();
   });

@@ -40,6 +40,7 @@ export const AUDIT_EVENT_TYPES = [
   'upstream_restart',
   'upstream_message_withheld',
   'config_reloaded',
+  'tool_definition_changed',
 ] as const;
 
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
@@ -75,6 +76,8 @@ export interface AuditEvent {
   arguments?: unknown;
   /** config_reloaded: what changed (names and key ids, never a value), and what waits for a restart. */
   changes?: Record<string, unknown>;
+  /** tool_definition_changed: what was seen (src/integrity/guard.ts DefinitionEvent). */
+  definition?: { kind: string; name: string; result: string; fields: string[]; old_sha256?: string; new_sha256: string; mode: string };
 }
 
 /** Counters since start, cumulative. */
@@ -130,6 +133,7 @@ function copyOf(event: AuditEvent, withArguments: boolean): AuditEvent {
     error: event.error,
     arguments: withArguments ? event.arguments : undefined,
     changes: event.changes,
+    definition: event.definition,
   };
 }
 
@@ -354,6 +358,7 @@ export class AuditLog {
       if (event.client_request_id !== undefined) record['client_request_id'] = event.client_request_id;
       if (event.virtual_server !== undefined) record['virtual_server'] = event.virtual_server;
       if (event.changes !== undefined) record['changes'] = event.changes;
+      if (event.definition !== undefined) record['definition'] = event.definition;
       if (event.provider !== undefined) record['provider'] = event.provider;
       if (event.reason !== undefined) record['reason'] = event.reason;
       if (event.error !== undefined) record['error'] = { code: event.error.code, message: event.error.message };
