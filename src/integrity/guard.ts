@@ -63,6 +63,10 @@ interface ServerState {
   prompt: Map<string, Current>;
 }
 
+/** Hashes of listed definitions remembered at most (then forgotten all at once), and the longest item text remembered: at most ~16 MB. */
+const MAX_HASHED = 1_000;
+const MAX_HASHED_TEXT = 16_384;
+
 /** Reported definitions remembered at most (then forgotten all at once: a report may then repeat, never go missing). */
 const MAX_REPORTED = 10_000;
 
@@ -73,6 +77,12 @@ export class ToolIntegrity {
   private pins: Pins = new Map();
   private readonly current = new Map<string, ServerState>();
   private readonly reported = new Set<string>();
+  /**
+   * The hash of each definition as its server wrote it (its JSON text, key order included): a
+   * list that shows the same definitions again costs a JSON.stringify per item, not a canonical
+   * form and a SHA-256 (about 20 us for a tool with a schema).
+   */
+  private readonly hashed = new Map<string, { definition: Record<string, unknown>; hash: string }>();
   /** Pins made on first use, not yet in the file. */
   private readonly trusted: Array<{ server: string; kind: PinKind; name: string; pin: Pin }> = [];
   private writing: Promise<void> | undefined;
@@ -185,9 +195,7 @@ export class ToolIntegrity {
     if (typeof listed !== 'string') return true;
     const placed = owner(listed);
     if (placed === undefined) return true;
-    // The pin is of the member's own name: a virtual server's namespaced name is not its definition.
-    const definition = definitionOf(kind, { ...(item as Record<string, unknown>), name: placed.name });
-    const hash = hashDefinition(definition);
+    const { definition, hash } = this.hashOf(kind, placed.name, item as Record<string, unknown>);
     const serverPins = this.pins.get(placed.server);
     const pin = serverPins && pinsOf(serverPins, kind).get(placed.name);
     let verdict: Verdict;
@@ -212,6 +220,22 @@ export class ToolIntegrity {
     if (!state) this.current.set(placed.server, (state = { tool: new Map(), prompt: new Map() }));
     state[kind].set(placed.name, { verdict, hash, stale: false });
     return verdict === 'pinned';
+  }
+
+  /** A listed item's pinned definition and its hash, computed once per distinct item. */
+  private hashOf(kind: PinKind, name: string, item: Record<string, unknown>): { definition: Record<string, unknown>; hash: string } {
+    const key = `${kind}\u0000${name}\u0000${JSON.stringify(item)}`;
+    let found = this.hashed.get(key);
+    if (found === undefined) {
+      // The pin is of the member's own name: a virtual server's namespaced name is not its definition.
+      const definition = definitionOf(kind, { ...item, name });
+      found = { definition, hash: hashDefinition(definition) };
+      if (key.length <= MAX_HASHED_TEXT) {
+        if (this.hashed.size >= MAX_HASHED) this.hashed.clear();
+        this.hashed.set(key, found);
+      }
+    }
+    return found;
   }
 
   private report(event: DefinitionEvent): void {
