@@ -35,7 +35,9 @@
  *                 answered exactly as an unknown task (src/mcp/tasks.ts). Then tool integrity
  *                 (src/integrity/): in block mode a tools/call or prompts/get whose current
  *                 definition is not its pin is refused, never forwarded (the server listed first
- *                 when that definition is not known).
+ *                 when that definition is not known). Then, after the limits, a call of a tool in
+ *                 `require_approval` waits for the client's user to accept it (an elicitation, or
+ *                 an `input_required` round for a 2026-07-28 client; src/integrity/approval.ts).
  *   6. limit      each tools/call counts against the limits whose tool_pattern matches; a limited
  *                 one is answered in place (HTTP 429 when it is the only request), never
  *                 forwarded. After authorization, so a refused call uses up nothing.
@@ -76,6 +78,7 @@ import type { Era, UpstreamSession } from './upstreams/upstream.js';
 import { errorMessage } from './error-message.js';
 import type { ItemOwner, ToolIntegrity } from './integrity/guard.js';
 import { namedItem, refusalError, vet, type Refusal } from './integrity/vet.js';
+import type { ApprovalDecision, Approvals, ApprovalResult } from './integrity/approval.js';
 
 /** Where a request goes: stage 1's result. */
 export interface Target {
@@ -108,6 +111,8 @@ export interface Context {
   request: FastifyRequest;
   /** `[tool_integrity]` (src/integrity/); absent or off: nothing is checked. */
   integrity?: ToolIntegrity | undefined;
+  /** `require_approval` (src/integrity/approval.ts); absent: no call waits for a person. */
+  approvals?: Approvals | undefined;
 }
 
 /** A POST's body in the gateway's one internal form, whatever the era it came in: stage 3's result. */
@@ -456,8 +461,17 @@ async function answer(context: Context, r: JsonRpcRequest, forwarding: Forwardin
   const limiting = limit(context, r, tool, step);
   const limited = limiting && (await limiting);
   if (limited) return limited;
+  // A person's approval, asked only for the tools that require it (after the limits: a call refused
+  // there never bothers anyone).
+  let approved: Exclude<ApprovalResult, { answer: Outcome }> | undefined;
+  if (tool !== undefined && context.approvals?.required(context.identity, tool.server, tool.tool)) {
+    const asked = await approve(context, authorized.forward, tool, forwarding);
+    if ('answer' in asked) return asked.answer;
+    approved = asked;
+  }
   const started = performance.now();
-  const outcome = await forwarding.forward(authorized.forward);
+  const outcome = await forwarding.forward(approved ? approved.forward : authorized.forward);
+  approved?.after?.(outcome);
   record(context, r, tool, outcome, started);
   return filter(context, r, outcome);
 }
@@ -542,6 +556,19 @@ function vetted(context: Context, r: JsonRpcRequest, forwarding: Forwarding): Ou
   };
   const verdict = vet(context.integrity!, item.kind, placed.server, placed.tool, r, (list) => forwarding.forward(list), itemOwner(context.target));
   return verdict instanceof Promise ? verdict.then(refuse) : refuse(verdict);
+}
+
+/**
+ * Stage 5, approval (src/integrity/approval.ts): a call of a tool in `require_approval` (its key's,
+ * its server's, `[auth.jwt]`'s) waits for the client's user to accept it through an elicitation,
+ * for at most the server's timeout_ms; declined, cancelled, unanswered or unaskable, it is answered
+ * with an error and never forwarded. Each decision is recorded.
+ */
+function approve(context: Context, r: JsonRpcRequest, tool: CalledTool, forwarding: Forwarding): Promise<ApprovalResult> {
+  const { approvals, identity, recorder, request, target } = context;
+  const called = calledTool(r) ?? tool.tool;
+  const decided = (decision: ApprovalDecision) => recorder.approval(request, identity, tool.server, tool.tool, decision);
+  return approvals!.ask(r, { server: tool.server, tool: tool.tool, called }, identity, forwarding, target.server.timeout_ms, decided);
 }
 
 /** Whose each tool or prompt of a list answer is, for tool integrity (the member's own name on a virtual server). */

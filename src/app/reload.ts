@@ -120,6 +120,7 @@ export class Reloader {
     }
     services.limiter = limiter;
     services.router = routerOf(next);
+    services.approvals.configure(next);
     if (audit) {
       services.audit = audit;
       services.recorder.audit = audit;

@@ -11,6 +11,7 @@ import { loadTls, type TlsMaterial } from '../http/tls.js';
 import { Gateway, type UpstreamFactory } from '../mcp/gateway.js';
 import { ToolIntegrity } from '../integrity/guard.js';
 import { watchMessages } from '../integrity/watch.js';
+import { Approvals } from '../integrity/approval.js';
 import { AuditLog } from '../observability/audit/log.js';
 import type { Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
@@ -53,6 +54,8 @@ export interface Services {
   limiter: RateLimiter | undefined;
   /** `[tool_integrity]` (src/integrity/): lives as long as the process; a reload configures it again and rereads the pin file. */
   integrity: ToolIntegrity;
+  /** `require_approval` (src/integrity/approval.ts): its questions in flight live as long as the process; a reload configures the servers' lists again. */
+  approvals: Approvals;
 }
 
 /**
@@ -69,6 +72,8 @@ export function createServices(config: GatewayConfig, options: ServiceOptions): 
   // The pins are read now, before anything is served (a PinFileError stops the start).
   const integrity = new ToolIntegrity({ definition: (event) => recorder.toolDefinition(event) }, log);
   integrity.configureSync(config.tool_integrity);
+  const approvals = new Approvals();
+  approvals.configure(config);
   const upstreamDeps = {
     logger: log,
     onRestart: (server: string) => recorder.lifecycle('upstream_restart', { server }),
@@ -99,6 +104,7 @@ export function createServices(config: GatewayConfig, options: ServiceOptions): 
     authenticate: authenticationHook(authenticator, config.auth, recorder),
     limiter,
     integrity,
+    approvals,
   };
 }
 

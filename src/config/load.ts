@@ -634,6 +634,7 @@ function resolveServer(candidate: Candidate, issues: IssueList): ServerConfig | 
     circuit_failure_threshold: inherit('circuit_failure_threshold'),
     circuit_open_ms: inherit('circuit_open_ms'),
     circuit_open_max_ms: inherit('circuit_open_max_ms'),
+    require_approval: inherit('require_approval'),
     ...(stdio
       ? {
           command: entry.command,

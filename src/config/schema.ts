@@ -248,6 +248,10 @@ const serverFields = {
   headers: headerTableSchema.describe('http, sse: headers sent with every request to this server (its credentials).'),
   /** http / sse: drop the matched prefix from the path appended to `url`. */
   strip_prefix: z.boolean({ error: problem('expected true or false') }).describe('http, sse: drop the matched prefix from the path appended to `url`.'),
+  /** Tools of this server whose calls a person must approve first (an elicitation to the client; docs/tool-integrity.md). */
+  require_approval: z
+    .array(text(), { error: problem('expected an array of tool names or globs') })
+    .describe('Tools (names or globs with `*` and `?`) whose every call a person must approve first, through an elicitation to the client.'),
   /** Deadline of one request to this server, in ms. */
   timeout_ms: milliseconds(1).describe('Deadline of one request to the server, and the longest a client waits for a server that does not answer, in ms.'),
   /** Deadline for spawning and initializing a stdio child, or connecting an SSE stream, in ms. */
@@ -414,6 +418,13 @@ export const apiKeySchema = z.strictObject({
     .describe('Tools this key may list and call (names or globs with `*` and `?`); absent: every tool.'),
   /** The only upstream servers this identity may reach; absent = all. */
   servers: serverListSchema.optional().describe('The only servers this key may reach; each must be configured. Absent: every server.'),
+  /** Tools whose every call by this key a person must approve first (an elicitation to the client). */
+  require_approval: z
+    .array(toolGlobSchema, { error: problem('expected an array of tool names or globs') })
+    .optional()
+    .describe(
+      'Tools (names or globs, `"server:glob"` for one server) whose every call by this key a person must approve first, through an elicitation to the client.',
+    ),
   /**
    * This key's own requests per second, instead of `[rate_limit] requests_per_second` (same
    * window; docs/rate-limits.md). Needs an enabled `[rate_limit]`. Bounded like every other rate.
@@ -508,6 +519,13 @@ export const jwtSchema = z
     servers_claim: text().optional().describe('The claim listing the servers a token may reach; when set, a token without it reaches no server.'),
     /** Clock skew tolerated on exp, nbf and iat, in seconds. */
     leeway_secs: integer(0, 3_600).default(30).describe('Clock skew allowed on `exp`, `nbf`, `iat`, in seconds.'),
+    /** Tools whose every call by a JWT identity a person must approve first (an elicitation to the client). */
+    require_approval: z
+      .array(toolGlobSchema, { error: problem('expected an array of tool names or globs') })
+      .optional()
+      .describe(
+        'Tools (names or globs, `"server:glob"` for one server) whose every call by a JWT identity a person must approve first, through an elicitation to the client.',
+      ),
     /** Scope -> tools (names or globs); "*" = every tool. No mapping = every tool for every token. */
     scope_tool_mapping: z
       .record(z.string(), z.array(toolGlobSchema, { error: problem('expected an array of tool names or globs') }), {
@@ -958,6 +976,7 @@ const commonServerConfig = {
   circuit_failure_threshold: serverFields.circuit_failure_threshold.default(5),
   circuit_open_ms: serverFields.circuit_open_ms.default(30_000),
   circuit_open_max_ms: serverFields.circuit_open_max_ms.default(120_000),
+  require_approval: serverFields.require_approval.optional(),
 };
 
 /** A server the gateway starts as a child process and speaks to over its stdin and stdout. */

@@ -6,7 +6,7 @@
 import { ANONYMOUS, ownerKey } from '../auth/identity.js';
 import type { GatewayConfig, RouteConfig, ServerConfig, VirtualServerConfig } from '../config/schema.js';
 import { GatewayError } from '../http/errors.js';
-import { idKey, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc/messages.js';
+import { idKey, objectOf, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc/messages.js';
 import type { LineLogger, Logger } from '../observability/logger.js';
 import { discoverRequest } from '../upstreams/era.js';
 import { Cancellation } from '../upstreams/cancellation.js';
@@ -282,6 +282,7 @@ export class Gateway {
     }
     const version = typeof response.result['protocolVersion'] === 'string' ? response.result['protocolVersion'] : '';
     session = new DownstreamSession(server.name, upstream, version, owner, scopeOf(server));
+    session.clientCapabilities = objectOf(request.params?.['capabilities']) ?? {};
     this.sessions.add(session);
     log.debug({ sessionId: session.id, server: server.name }, 'session opened');
     return { response, session };
@@ -565,6 +566,8 @@ export class Gateway {
       await upstream.send(message).catch((err) => log.warn({ err: errorMessage(err) }, 'could not relay a notification'));
       return;
     }
+    // The answer to the gateway's own question (an approval): the gateway's, never the server's.
+    if (session?.takeOwnAnswer(message)) return;
     if (!session?.takeAnswer(message.id)) {
       log.warn({ id: message.id }, 'dropped an answer to a server request this session was not sent');
       return;

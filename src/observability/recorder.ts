@@ -284,6 +284,29 @@ export class Recorder {
     });
   }
 
+  /** A decision on a call that needs a person's approval (src/integrity/approval.ts): accepted, or why not. */
+  approval(
+    request: FastifyRequest,
+    identity: Identity,
+    server: string,
+    tool: string,
+    decision: 'accepted' | 'declined' | 'cancelled' | 'unavailable' | 'timeout',
+  ): void {
+    this.metrics?.toolApproval(server, decision);
+    this.audit.record({
+      ...base(request),
+      event_type: 'tool_approval',
+      identity_id: identity.id,
+      provider: identity.provider,
+      server,
+      ...(request.mcpServer != null && request.mcpServer !== server ? { virtual_server: request.mcpServer } : {}),
+      method: 'tools/call',
+      tool,
+      success: decision === 'accepted',
+      reason: decision,
+    });
+  }
+
   /** Lifecycle events. */
   /**
    * A reload of the config: `applied` (with what changed), `unchanged`, or `invalid` (the running

@@ -52,6 +52,7 @@ describe('exported types', () => {
       circuit_failure_threshold: number;
       circuit_open_ms: number;
       circuit_open_max_ms: number;
+      require_approval?: string[];
       transport: 'stdio';
       command: string;
       args: string[];
@@ -74,6 +75,7 @@ describe('exported types', () => {
       circuit_failure_threshold: number;
       circuit_open_ms: number;
       circuit_open_max_ms: number;
+      require_approval?: string[];
       transport: 'http' | 'sse';
       url: string;
       headers: Record<string, string>;

@@ -46,7 +46,13 @@ export function readJson(path: string): any {
 const MODERN = '2026-07-28';
 
 /** One 2026-07-28 POST (the modern headers and `_meta`); the answer (JSON or the last SSE event with an id). */
-export async function modernPost(url: string, method: string, params: Record<string, unknown>, name?: string): Promise<{ status: number; json: any }> {
+export async function modernPost(
+  url: string,
+  method: string,
+  params: Record<string, unknown>,
+  name?: string,
+  extra: { capabilities?: Record<string, unknown>; headers?: Record<string, string> } = {},
+): Promise<{ status: number; json: any }> {
   const headers: Record<string, string> = {
     'content-type': 'application/json',
     accept: 'application/json, text/event-stream',
@@ -54,9 +60,10 @@ export async function modernPost(url: string, method: string, params: Record<str
     'mcp-method': method,
   };
   if (name !== undefined) headers['mcp-name'] = name;
+  Object.assign(headers, extra.headers);
   const meta = {
     'io.modelcontextprotocol/protocolVersion': MODERN,
-    'io.modelcontextprotocol/clientCapabilities': {},
+    'io.modelcontextprotocol/clientCapabilities': extra.capabilities ?? {},
     'io.modelcontextprotocol/clientInfo': { name: 'integrity-modern', version: '1.0.0' },
   };
   const res = await fetch(url, { method: 'POST', headers, body: JSON.stringify({ jsonrpc: '2.0', id: 7, method, params: { ...params, _meta: meta } }) });

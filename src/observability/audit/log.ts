@@ -41,6 +41,7 @@ export const AUDIT_EVENT_TYPES = [
   'upstream_message_withheld',
   'config_reloaded',
   'tool_definition_changed',
+  'tool_approval',
 ] as const;
 
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
