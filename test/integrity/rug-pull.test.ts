@@ -8,13 +8,14 @@
  *     and never reach the server, even from a client that never listed again (its old list);
  *     a tool the server does not list is refused by name; the change is audited and counted
  *     once however many lists show it; a 2026-07-28 request is refused the same way;
- *     `pin --approve` plus a reload restores the tool;
+ *     `pin --approve` plus a reload restores the tool; a pin file that cannot be used refuses a
+ *     reload and the pins in force stay;
  *   - warn: the same change is only recorded;
  *   - trust on first use: no pin file, tools pinned as first listed (written to the file), a
  *     later change caught;
  *   - a virtual server hides the changed member tool and refuses its namespaced call.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { tempDir, trackProcesses, writeConfig } from '../helpers/cli.js';
 import { auditTable, ReloadGateway, sdkClient, serverTable, textOf, waitFor } from '../reload/helpers.js';
@@ -106,6 +107,13 @@ describe('tool integrity: a server that changes its tool after review', () => {
     expect((await client.listTools()).tools.map((t) => t.name)).toEqual(['weather', 'stable']);
     expect(textOf(await client.callTool({ name: 'weather', arguments: { city: 'Bergen' } }))).toBe('sunny in Bergen');
     expect(callsOf(dir).at(-1)).toBe('tools/call weather');
+
+    // A pin file that cannot be used refuses the reload: the pins in force stay.
+    writeFileSync(pins, '{ "version": 1, "servers": ');
+    const refused = await gw.reload(toml);
+    expect(refused['msg']).toBe('config reload refused: the running config stays');
+    expect(String(refused['reason'])).toContain('not valid JSON');
+    expect((await client.listTools()).tools.map((t) => t.name)).toEqual(['weather', 'stable']);
     await client.close();
   });
 
