@@ -212,7 +212,17 @@ async function main(argv: string[]): Promise<number> {
       const tlsWarnings = config.server.tls ? (await import('./http/tls.js')).loadTls(config.server.tls).warnings : [];
       for (const warning of [...config.warnings, ...tlsWarnings]) process.stderr.write(`warning: ${warning}\n`);
       // [tool_integrity]: the pin file is read as `serve` would read it (a PinFileError otherwise).
-      if (config.tool_integrity && config.tool_integrity.mode !== 'off') (await import('./integrity/pin-file.js')).readPinsSync(config.tool_integrity.pin_file);
+      const integrity = config.tool_integrity;
+      if (
+        integrity &&
+        integrity.mode !== 'off' &&
+        (await import('./integrity/pin-file.js')).readPinsSync(integrity.pin_file).missing &&
+        !integrity.trust_on_first_use
+      ) {
+        process.stderr.write(
+          `warning: tool_integrity.pin_file ${integrity.pin_file} does not exist: every tool is unpinned (write it with \`mcp-guard pin\`)\n`,
+        );
+      }
       const virtual = config.virtual_servers.map((v) => `${v.name} = ${v.servers.join(' + ')}`);
       const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
       process.stdout.write(

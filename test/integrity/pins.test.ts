@@ -66,6 +66,9 @@ describe('the pin file', () => {
     const validate = await runCli(['validate', '-c', config]);
     expect(validate.code).toBe(1);
     expect(validate.stderr).toContain('servers.fx.tools."weather": sha256 is not the hash of the definition');
+    const missing = await runCli(['validate', '-c', writeConfig(`${integrityTable('block', `${dir}/none.json`)}[upstream]\nurl = "http://127.0.0.1:9/mcp"\n`)]);
+    expect(missing.code).toBe(0);
+    expect(missing.stderr).toContain(`warning: tool_integrity.pin_file ${dir}/none.json does not exist: every tool is unpinned`);
     const serve = await runCli(['serve', '-c', config, '--port', '0']);
     expect(serve.code).toBe(1);
     expect(serve.stderr).toContain('sha256 is not the hash of the definition');
