@@ -143,6 +143,13 @@ export class DownstreamSession {
     this.ownRequests?.delete(idKey(id));
   }
 
+  /** The session ends: the gateway's own requests still waiting are answered with an error (an approval is then cancelled, not waited for). */
+  endOwnRequests(): void {
+    const waiting = this.ownRequests;
+    this.ownRequests = undefined;
+    for (const answered of waiting?.values() ?? []) answered(errorResponse(null, ErrorCode.InternalError, 'The session ended'));
+  }
+
   /** True (once) when `answer` answers one of the gateway's own requests to this client; it is then handled. */
   takeOwnAnswer(answer: JsonRpcResponse): boolean {
     if (answer.id === null || this.ownRequests === undefined) return false;
@@ -300,6 +307,7 @@ export class SessionStore {
     this.uncount(session.owner);
     this.log.debug({ sessionId: session.id, server: session.server, reason }, 'session closed');
     session.eventStream?.end();
+    session.endOwnRequests();
     for (const ac of session.inflight.values()) ac.abort();
     await session.upstream.close().catch(() => undefined);
   }

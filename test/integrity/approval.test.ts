@@ -11,6 +11,7 @@
  *   - a 2026-07-28 client gets an input_required round, and its retry with the answer is
  *     forwarded; a retry of another call with that requestState is refused;
  *   - attacker: another session answering the question (its id seen) approves nothing;
+ *   - a session that ends while its question is open: the call is refused at once;
  *   - every decision audited (`tool_approval`) and counted.
  */
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -225,6 +226,26 @@ describe('require_approval: a person approves the call through an elicitation', 
     await Promise.all([victim.close(), attacker.close()]);
   });
 
+  it('a session that ends while its question is open: the call is refused at once, never forwarded', async () => {
+    let asked = false;
+    const c = await client('/mcp/fx', bearer(alice), () => {
+      asked = true;
+      return new Promise<ElicitResult>(() => undefined);
+    });
+    const sessionId = (c.transport as StreamableHTTPClientTransport).sessionId!;
+    const before = callsOf(dir).length;
+    const call = c.callTool({ name: 'weather', arguments: { city: 'Oslo' } }).then(
+      () => 'answered',
+      (err: Error) => err.message,
+    );
+    await waitFor(() => asked, 10_000, 'the question');
+    const deleted = await fetch(`${gw.url}/mcp/fx`, { method: 'DELETE', headers: { ...bearer(alice), 'mcp-session-id': sessionId } });
+    expect(deleted.status).toBe(200);
+    expect(await call).toMatch(/the user cancelled the approval request/);
+    expect(callsOf(dir).length).toBe(before);
+    await c.close().catch(() => undefined);
+  });
+
   it('a 2026-07-28 client: an input_required round, then its retry with the answer is forwarded', async () => {
     const url = `${gw.url}/mcp/fx`;
     const auth = bearer(alice);
@@ -276,6 +297,7 @@ describe('require_approval: a person approves the call through an elicitation', 
     const lines = audits().filter((l) => l['event_type'] === 'tool_approval');
     expect(lines[0]).toMatchObject({ identity_id: 'alice', server: 'fx', tool: 'weather', method: 'tools/call', success: true, reason: 'accepted' });
     expect(new Set(lines.map((l) => l['reason']))).toEqual(new Set(['accepted', 'declined', 'cancelled', 'unavailable', 'timeout']));
+    expect(await metric({ server: 'fx', result: 'cancelled' })).toBe(2);
     expect(await metric({ server: 'fx', result: 'declined' })).toBe(4);
     expect(await metric({ server: 'slow', result: 'timeout' })).toBe(1);
   });
