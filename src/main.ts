@@ -19,7 +19,8 @@ const USAGE = `Usage: mcp-guard <command> [options]
 Commands:
   serve (alias: run)   run the gateway
   check-upstream       handshake and tools/list with every configured server; exit 0 only if all are healthy
-  validate             load and validate the config; exit 0 if valid
+  validate             load and validate the config (and the [tool_integrity] pin file); exit 0 if valid
+  pin                  write the [tool_integrity] pin file from what every server lists now
   keygen --id ID       make an API key; print it once and the [[auth.api_keys]] entry to add to the config
   hash-key [KEY]       print the argon2id key_hash of KEY; without KEY, of the first line of stdin
                        (stdin keeps the key out of shell history and \`ps\`)
@@ -31,6 +32,8 @@ Options:
   --port PORT          serve: listen port (overrides [server] port)
   --timeout SECONDS    check-upstream: per-server timeout (default 30)
   --json               check-upstream: print JSON instead of a table
+  --server NAME        pin: that server's pins only
+  --approve SERVER:TOOL  pin: accept the changed definition of that tool (or prompt) only
   --id ID              keygen: the identity id (letters, digits and ._@:+-)
   --tools A,B          keygen: allowed_tools, comma-separated (default: every tool)
   --rate-limit N       keygen: the key's own rate_limit, requests per second (needs [rate_limit])
@@ -45,6 +48,8 @@ const OPTIONS = {
   port: { type: 'string' },
   timeout: { type: 'string' },
   json: { type: 'boolean' },
+  server: { type: 'string' },
+  approve: { type: 'string' },
   id: { type: 'string' },
   tools: { type: 'string' },
   'rate-limit': { type: 'string' },
@@ -58,6 +63,7 @@ const COMMAND_OPTIONS: Record<string, readonly string[]> = {
   run: ['config', 'host', 'port'],
   'check-upstream': ['config', 'timeout', 'json'],
   validate: ['config'],
+  pin: ['config', 'server', 'approve'],
   keygen: ['id', 'tools', 'rate-limit'],
   'hash-key': [],
   schema: [],
@@ -214,6 +220,18 @@ async function main(argv: string[]): Promise<number> {
       // [server.tls]: the files are read and checked as `serve` would (a ConfigError otherwise).
       const tlsWarnings = config.server.tls ? (await import('./http/tls.js')).loadTls(config.server.tls).warnings : [];
       for (const warning of [...config.warnings, ...tlsWarnings]) process.stderr.write(`warning: ${warning}\n`);
+      // [tool_integrity]: the pin file is read as `serve` would read it (a PinFileError otherwise).
+      const integrity = config.tool_integrity;
+      if (
+        integrity &&
+        integrity.mode !== 'off' &&
+        (await import('./integrity/pin-file.js')).readPinsSync(integrity.pin_file).missing &&
+        !integrity.trust_on_first_use
+      ) {
+        process.stderr.write(
+          `warning: tool_integrity.pin_file ${integrity.pin_file} does not exist: every tool is unpinned (write it with \`mcp-guard pin\`)\n`,
+        );
+      }
       const virtual = config.virtual_servers.map((v) => `${v.name} = ${v.servers.join(' + ')}`);
       const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
       process.stdout.write(
@@ -231,6 +249,18 @@ async function main(argv: string[]): Promise<number> {
       const results = await checkUpstreams(config, timeout, log);
       process.stdout.write(values.json ? `${JSON.stringify(results, null, 2)}\n` : `${formatTable(results)}\n`);
       return results.every((r) => r.ok) ? 0 : 1;
+    }
+    case 'pin': {
+      if (values.server !== undefined && values.approve !== undefined)
+        throw new UsageError('--server and --approve cannot be combined (--approve names its server)');
+      const config = await load(values);
+      const [{ pin }, { createLogger }] = await Promise.all([import('./cli/pin.js'), import('./observability/logger.js')]);
+      const log = createLogger({ level: process.env['MCP_GUARD_LOG_LEVEL'] ?? 'silent' });
+      const report = await pin(config, { server: values.server, approve: values.approve }, log);
+      if (report.code === 2) throw new UsageError(report.stderr);
+      process.stdout.write(report.stdout);
+      if (report.stderr) process.stderr.write(report.stderr.endsWith('\n') ? report.stderr : `${report.stderr}\n`);
+      return report.code;
     }
     case 'keygen': {
       const { keygen, keygenOptions } = await import('./cli/keys.js');

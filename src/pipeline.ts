@@ -32,7 +32,12 @@
  *   then, per request, batch elements included (answer()):
  *   5. authorize  a tools/call of a tool outside the identity's policy is answered with an error
  *                 and never forwarded; a request about a task that is not the identity's is
- *                 answered exactly as an unknown task (src/mcp/tasks.ts).
+ *                 answered exactly as an unknown task (src/mcp/tasks.ts). Then tool integrity
+ *                 (src/integrity/): in block mode a tools/call or prompts/get whose current
+ *                 definition is not its pin is refused, never forwarded (the server listed first
+ *                 when that definition is not known). Then, after the limits, a call of a tool in
+ *                 `require_approval` waits for the client's user to accept it (an elicitation, or
+ *                 an `input_required` round for a 2026-07-28 client; src/integrity/approval.ts).
  *   6. limit      each tools/call counts against the limits whose tool_pattern matches; a limited
  *                 one is answered in place (HTTP 429 when it is the only request), never
  *                 forwarded. After authorization, so a refused call uses up nothing.
@@ -41,8 +46,10 @@
  *      record     src/observability/recorder.ts: each refusal (server, tool, limit) and each
  *                 forwarded request becomes its audit line and its metric series, in one call, so
  *                 the two never disagree. Authentication records its own outcome.
- *   8. filter     tools/list results cut to the identity's tools; a created task recorded as the
- *                 identity's, tasks/list pages cut to its tasks.
+ *   8. filter     tools/list and prompts/list pages checked against their pins (src/integrity/:
+ *                 in block mode what is not pinned is left out), then tools/list cut to the
+ *                 identity's tools; a created task recorded as the identity's, tasks/list pages
+ *                 cut to its tasks.
  *   Then the answers are encoded for the client's era and transport (src/mcp/post-response.ts:
  *   JSON, or SSE when something precedes them).
  *   Traces (telemetry on, src/observability/tracing/): each request of stages 5 to 8, and an
@@ -74,6 +81,9 @@ import type { RateLimiter } from './ratelimit/limiter.js';
 import { UpstreamError } from './upstreams/errors.js';
 import type { Era, UpstreamSession } from './upstreams/upstream.js';
 import { errorMessage } from './error-message.js';
+import type { ItemOwner, ToolIntegrity } from './integrity/guard.js';
+import { namedItem, refusalError, vet, type Refusal } from './integrity/vet.js';
+import type { ApprovalDecision, Approvals, ApprovalResult } from './integrity/approval.js';
 
 /** Where a request goes: stage 1's result. */
 export interface Target {
@@ -108,6 +118,10 @@ export interface Context {
   tracing?: Tracing | undefined;
   /** Stages 5 to 8 with telemetry on: the SERVER span of the one request they serve (serverSpan()). */
   span?: RequestSpan | undefined;
+  /** `[tool_integrity]` (src/integrity/); absent or off: nothing is checked. */
+  integrity?: ToolIntegrity | undefined;
+  /** `require_approval` (src/integrity/approval.ts); absent: no call waits for a person. */
+  approvals?: Approvals | undefined;
 }
 
 /** A POST's body in the gateway's one internal form, whatever the era it came in: stage 3's result. */
@@ -477,13 +491,27 @@ async function answer(context: Context, r: JsonRpcRequest, forwarding: Forwardin
   const tool = toolCalled(context.target, r);
   const authorized = authorize(context, r, tool);
   if ('refused' in authorized) return ended(context, authorized.refused);
+  // Awaited only when the server must be listed first (vetted() gives no promise otherwise).
+  const vetting = context.integrity?.active ? vetted(context, r, forwarding) : undefined;
+  const unvetted = vetting instanceof Promise ? await vetting : vetting;
+  if (unvetted) return ended(context, unvetted);
   // Awaited only when a tool limit applies (limit() gives undefined otherwise): each await costs a microtask.
   const limiting = limit(context, r, tool, step);
   const limited = limiting && (await limiting);
   if (limited) return ended(context, limited);
+  // A person's approval, asked only for the tools that require it (after the limits: a call refused
+  // there never bothers anyone).
+  let approved: Exclude<ApprovalResult, { answer: Outcome }> | undefined;
+  if (tool !== undefined && context.approvals?.required(context.identity, tool.server, tool.tool)) {
+    const asked = await approve(context, authorized.forward, tool, forwarding);
+    if ('answer' in asked) return ended(context, asked.answer);
+    approved = asked;
+  }
   const started = performance.now();
+  const sent = approved ? approved.forward : authorized.forward;
   // Traced: the upstream exchange is the span's CLIENT child, whose context the upstream receives.
-  const outcome = await (context.span ? context.span.forward(authorized.forward, (sent) => forwarding.forward(sent)) : forwarding.forward(authorized.forward));
+  const outcome = await (context.span ? context.span.forward(sent, (traced) => forwarding.forward(traced)) : forwarding.forward(sent));
+  approved?.after?.(outcome);
   record(context, r, tool, outcome, started);
   return ended(context, filter(context, r, outcome));
 }
@@ -567,6 +595,48 @@ function authorize(
 }
 
 /**
+ * Stage 5, tool integrity (src/integrity/vet.ts): in block mode, a tools/call or prompts/get whose
+ * current definition is not its pin (or that its server does not list) is answered here with an
+ * error saying it awaits approval, recorded, and never forwarded. The pin is of the server's own
+ * name: on a virtual server, the member's.
+ */
+function vetted(context: Context, r: JsonRpcRequest, forwarding: Forwarding): Outcome | undefined | Promise<Outcome | undefined> {
+  const item = context.integrity && namedItem(r);
+  if (!item) return undefined;
+  const placed = toolOf(context.target, item.name);
+  const refuse = (refusal: Refusal | undefined): Outcome | undefined => {
+    if (refusal === undefined) return undefined;
+    const { recorder, request, identity } = context;
+    recorder.integrityRefused(request, identity, placed.server, r.method, placed.tool, refusal);
+    return errorOutcome(refusalError(item.kind, item.name, placed.server, refusal, r.id));
+  };
+  const verdict = vet(context.integrity!, item.kind, placed.server, placed.tool, r, (list) => forwarding.forward(list), itemOwner(context.target));
+  return verdict instanceof Promise ? verdict.then(refuse) : refuse(verdict);
+}
+
+/**
+ * Stage 5, approval (src/integrity/approval.ts): a call of a tool in `require_approval` (its key's,
+ * its server's, `[auth.jwt]`'s) waits for the client's user to accept it through an elicitation,
+ * for at most the server's timeout_ms; declined, cancelled, unanswered or unaskable, it is answered
+ * with an error and never forwarded. Each decision is recorded.
+ */
+function approve(context: Context, r: JsonRpcRequest, tool: CalledTool, forwarding: Forwarding): Promise<ApprovalResult> {
+  const { approvals, identity, recorder, request, target } = context;
+  const called = calledTool(r) ?? tool.tool;
+  const decided = (decision: ApprovalDecision) => recorder.approval(request, identity, tool.server, tool.tool, decision);
+  return approvals!.ask(r, { server: tool.server, tool: tool.tool, called }, identity, forwarding, target.server.timeout_ms, decided);
+}
+
+/** Whose each tool or prompt of a list answer is, for tool integrity (the member's own name on a virtual server). */
+function itemOwner(target: Target): ItemOwner {
+  const owner = toolOwner(target);
+  return (listed) => {
+    const found = owner(listed);
+    return found && { server: found.server, name: found.tool };
+  };
+}
+
+/**
  * Stage 6: each tools/call counts against the limits whose tool_pattern matches; a limited one
  * is answered in place (HTTP 429 when it is the only request) and never forwarded.
  */
@@ -597,9 +667,18 @@ function record({ recorder, request, identity, target }: Context, r: JsonRpcRequ
   recorder.forwarded(request, identity, tool?.server ?? target.server.name, r, tool?.tool, outcome.response, seconds);
 }
 
-/** Stage 8: a tools/list answer cut to the identity's tools; a created task becomes the caller's, a tasks/list page is cut to the caller's tasks. */
-function filter({ gateway, identity, target }: Context, r: JsonRpcRequest, outcome: Outcome): Outcome {
-  if (r.method === 'tools/list') return { ...outcome, response: filterToolsList(identity.tools, outcome.response, toolOwner(target)) };
+/**
+ * Stage 8: a tools/list or prompts/list page checked against its pins (every item: the gateway
+ * learns each current definition; in block mode what is not pinned is left out), then a tools/list
+ * answer cut to the identity's tools; a created task becomes the caller's, a tasks/list page is
+ * cut to the caller's tasks.
+ */
+function filter({ gateway, identity, target, integrity }: Context, r: JsonRpcRequest, outcome: Outcome): Outcome {
+  if (r.method === 'tools/list') {
+    const checked = integrity?.active ? integrity.checkList('tool', outcome.response, itemOwner(target)) : outcome.response;
+    return { ...outcome, response: filterToolsList(identity.tools, checked, toolOwner(target)) };
+  }
+  if (r.method === 'prompts/list' && integrity?.active) return { ...outcome, response: integrity.checkList('prompt', outcome.response, itemOwner(target)) };
   const response = gateway.tasks.result(target.server.name, identity, r, outcome.response);
   return response === outcome.response ? outcome : { ...outcome, response };
 }

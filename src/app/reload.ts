@@ -71,6 +71,16 @@ export class Reloader {
       services.recorder.reloaded('invalid', { reason });
       return { result: 'invalid', reason };
     }
+    // The pin file is read again on every reload, whatever else changed (`mcp-guard pin --approve`
+    // then a reload restores a tool); one that cannot be used refuses the reload.
+    try {
+      await services.integrity.configure(next.tool_integrity);
+    } catch (err) {
+      const reason = `tool_integrity: ${errorMessage(err)}`;
+      log.error({ trigger, reason }, 'config reload refused: the running config stays');
+      services.recorder.reloaded('invalid', { reason });
+      return { result: 'invalid', reason };
+    }
     const diff = diffConfig(services.config, next);
     if (diff.restartRequired.length > 0) {
       log.warn({ keys: diff.restartRequired }, 'config reload: these keys changed and take effect only after a restart');
@@ -116,6 +126,7 @@ export class Reloader {
     }
     services.limiter = limiter;
     services.router = routerOf(next);
+    services.approvals.configure(next);
     if (audit) {
       services.audit = audit;
       services.recorder.audit = audit;
@@ -146,6 +157,7 @@ function describe(diff: ConfigDiff): Record<string, unknown> {
   if (diff.jwt) out['auth'] = 'changed';
   if (diff.rateLimit) out['rate_limit'] = 'changed';
   if (diff.audit) out['audit'] = 'changed';
+  if (diff.toolIntegrity) out['tool_integrity'] = 'changed';
   if (diff.restartRequired.length > 0) out['restart_required'] = diff.restartRequired;
   return out;
 }

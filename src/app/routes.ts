@@ -76,7 +76,17 @@ export function registerRoutes(app: FastifyInstance, services: Services, lifecyc
   // Not async: it hands on the handler's own promise (one more async frame is one more promise and microtask per request).
   const serve = (target: Target, request: FastifyRequest, reply: FastifyReply): Promise<void> | undefined => {
     request.mcpServer = target.server.name;
-    const context: Context = { gateway, target, identity: identityOf(request), limiter: services.limiter, recorder, request, tracing: services.tracing };
+    const context: Context = {
+      gateway,
+      target,
+      identity: identityOf(request),
+      limiter: services.limiter,
+      recorder,
+      request,
+      tracing: services.tracing,
+      integrity: services.integrity,
+      approvals: services.approvals,
+    };
     switch (request.method) {
       case 'POST':
         return handlePost(context, reply);

@@ -9,6 +9,9 @@ import type { GatewayConfig } from '../config/schema.js';
 import { authenticationHook } from '../http/auth.js';
 import { loadTls, type TlsMaterial } from '../http/tls.js';
 import { Gateway, type UpstreamFactory } from '../mcp/gateway.js';
+import { ToolIntegrity } from '../integrity/guard.js';
+import { watchMessages } from '../integrity/watch.js';
+import { Approvals } from '../integrity/approval.js';
 import { AuditLog } from '../observability/audit/log.js';
 import { emptyArchiveStats, type ArchiveStats } from '../observability/audit/s3-archive.js';
 import type { Logger } from '../observability/logger.js';
@@ -62,6 +65,10 @@ export interface Services {
   tracing: Tracing | undefined;
   /** Settles once the tracing is there (or could not be made: logged, and tracing stays off). */
   tracingLoaded: Promise<void>;
+  /** `[tool_integrity]` (src/integrity/): lives as long as the process; a reload configures it again and rereads the pin file. */
+  integrity: ToolIntegrity;
+  /** `require_approval` (src/integrity/approval.ts): its questions in flight live as long as the process; a reload configures the servers' lists again. */
+  approvals: Approvals;
 }
 
 /**
@@ -76,6 +83,11 @@ export function createServices(config: GatewayConfig, options: ServiceOptions): 
   const archiveStats = emptyArchiveStats();
   const audit = AuditLog.create(config.audit, { log, archiveStats, ...(options.auditStdout ? { stdout: options.auditStdout } : {}) });
   const recorder = new Recorder(audit, metrics);
+  // The pins are read now, before anything is served (a PinFileError stops the start).
+  const integrity = new ToolIntegrity({ definition: (event) => recorder.toolDefinition(event) }, log);
+  integrity.configureSync(config.tool_integrity);
+  const approvals = new Approvals();
+  approvals.configure(config);
   const upstreamDeps = {
     logger: log,
     onRestart: (server: string) => recorder.lifecycle('upstream_restart', { server }),
@@ -83,7 +95,10 @@ export function createServices(config: GatewayConfig, options: ServiceOptions): 
     // Read when an isolated stdio server must end a child: the gateway exists by then.
     ownerHasTasks: (server: string, owner: string): boolean => gateway.tasks.holds(server, owner),
   };
-  const gateway: Gateway = new Gateway(config, options.createUpstream ?? ((server) => createUpstream(server, upstreamDeps)), log, {
+  const create: UpstreamFactory = options.createUpstream ?? ((server) => createUpstream(server, upstreamDeps));
+  // Every server message passes tool integrity first: a list_changed makes its verdicts stale.
+  const seen = (server: string, message: Parameters<ToolIntegrity['seen']>[1]) => integrity.seen(server, message);
+  const gateway: Gateway = new Gateway(config, (server) => watchMessages(create(server), seen, () => integrity.active), log, {
     memberOmitted: (virtualServer, server) => metrics?.memberOmitted(virtualServer, server),
   });
   const authenticator = new Authenticator(config.auth, options.auth);
@@ -106,6 +121,8 @@ export function createServices(config: GatewayConfig, options: ServiceOptions): 
     limiter,
     tracing: undefined,
     tracingLoaded: Promise.resolve(),
+    integrity,
+    approvals,
   };
   // The SDK is imported only with telemetry on, while the rest starts (src/observability/tracing/).
   if (config.telemetry) {

@@ -16,7 +16,7 @@ import type { AuthConfig } from '../config/schema.js';
 import { ToolPolicy } from '../policy/tools.js';
 import { ApiKeyVerifier, type ApiKeyVerifierOptions, type ApiKeyVerifierStats } from './api-keys.js';
 import { FailureLimiter } from './failure-limiter.js';
-import { ANONYMOUS, type AuthProvider, type Identity } from './identity.js';
+import { ANONYMOUS, approvalPolicy, type AuthProvider, type Identity } from './identity.js';
 import { JwtVerifier, type JwtIdentityClaims, type JwtResult, type JwtVerifierOptions } from './jwt.js';
 import { insert, touch } from '../lru.js';
 
@@ -75,6 +75,8 @@ export class Authenticator {
   private readonly certsByFingerprint = new Map<string, Identity>();
   private readonly certsBySubject = new Map<string, Identity>();
   private readonly scopePolicies = new Map<string, ToolPolicy>();
+  /** `[auth.jwt] require_approval`, compiled once. */
+  private readonly jwtApproval: ToolPolicy | undefined;
   /** Verified JWTs by SHA-256 of the token (never the token), least recently used first. */
   private readonly verifiedTokens = new Map<string, { identity: Identity; until: number; touched: number }>();
   /** JWT verifications under way by digest, so that concurrent requests with one new token share one. */
@@ -87,6 +89,7 @@ export class Authenticator {
     options: AuthenticatorOptions = {},
   ) {
     this.required = config !== undefined;
+    this.jwtApproval = approvalPolicy(config?.jwt?.require_approval);
     const keys = config?.api_keys ?? [];
     if (keys.length > 0) {
       this.apiKeys = new ApiKeyVerifier(keys, options.apiKeys);
@@ -97,6 +100,7 @@ export class Authenticator {
           tools: ToolPolicy.fromPatterns(key.allowed_tools),
           servers: key.servers ? new Set(key.servers) : undefined,
           scopes: [],
+          approval: approvalPolicy(key.require_approval),
         });
       }
     }
@@ -236,6 +240,7 @@ export class Authenticator {
       tools: this.policyForScopes(claims.scopes),
       servers: claims.servers ? new Set(claims.servers) : undefined,
       scopes: claims.scopes,
+      approval: this.jwtApproval,
     };
   }
 

@@ -16,6 +16,16 @@ export interface Identity {
   readonly servers: ReadonlySet<string> | undefined;
   /** JWT scopes (empty for API keys). */
   readonly scopes: readonly string[];
+  /**
+   * The tools whose calls by this identity a person must approve first (`require_approval` of
+   * its key or of `[auth.jwt]`); undefined = none.
+   */
+  readonly approval?: ToolPolicy | undefined;
+}
+
+/** `require_approval` as a policy: undefined when absent or empty (never "every tool", as an empty allowed_tools is). */
+export function approvalPolicy(patterns: readonly string[] | undefined): ToolPolicy | undefined {
+  return patterns === undefined || patterns.length === 0 ? undefined : ToolPolicy.fromPatterns(patterns);
 }
 
 /** The caller when no authentication is configured: may use everything. */

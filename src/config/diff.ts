@@ -22,6 +22,8 @@ export interface ConfigDiff {
   jwt: boolean;
   rateLimit: boolean;
   audit: boolean;
+  /** `[tool_integrity]` (the pin file itself is read again on every reload, changed or not). */
+  toolIntegrity: boolean;
   /**
    * Keys that changed but only take effect on a restart: the whole `[server]` table (the listener,
    * its limits and TLS, the Host and Origin checks, metrics on or off, the session store's sizes),
@@ -74,6 +76,7 @@ export function diffConfig(before: GatewayConfig, after: GatewayConfig): ConfigD
     jwt: !isDeepStrictEqual({ ...before.auth, api_keys: undefined, client_certs: undefined }, { ...after.auth, api_keys: undefined, client_certs: undefined }),
     rateLimit: !limitsSwitchedOn && !isDeepStrictEqual(before.rate_limit, after.rate_limit),
     audit: !isDeepStrictEqual(before.audit, after.audit),
+    toolIntegrity: !isDeepStrictEqual(before.tool_integrity, after.tool_integrity),
     restartRequired,
   };
 }
@@ -85,5 +88,5 @@ export function anyChange(c: Changes): boolean {
 
 /** Whether anything that applies without a restart changed. */
 export function appliesAnything(diff: ConfigDiff): boolean {
-  return anyChange(diff.servers) || anyChange(diff.virtualServers) || anyChange(diff.keys) || diff.jwt || diff.rateLimit || diff.audit;
+  return anyChange(diff.servers) || anyChange(diff.virtualServers) || anyChange(diff.keys) || diff.jwt || diff.rateLimit || diff.audit || diff.toolIntegrity;
 }

@@ -29,6 +29,7 @@ import {
   type AuditConfig,
   type AuthConfig,
   type RateLimitConfig,
+  type ToolIntegrityConfig,
   type GatewayConfig,
   telemetrySchema,
   type TelemetryConfig,
@@ -92,7 +93,7 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
   let file: FileView | undefined;
   let server: ServerSettings | undefined;
   let auth: AuthConfig | undefined;
-  let limits: { rate_limit?: RateLimitConfig; audit?: AuditConfig } = {};
+  let limits: { rate_limit?: RateLimitConfig; audit?: AuditConfig; tool_integrity?: ToolIntegrityConfig } = {};
   let telemetryTable: TelemetryTable | undefined;
   let virtualEntries: Array<{ index: number; entry: VirtualServerEntry }> = [];
   let tree: unknown;
@@ -108,6 +109,7 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Gat
       limits = {
         ...(parsed.data.rate_limit ? { rate_limit: parsed.data.rate_limit } : {}),
         ...(parsed.data.audit ? { audit: parsed.data.audit } : {}),
+        ...(parsed.data.tool_integrity ? { tool_integrity: parsed.data.tool_integrity } : {}),
       };
       telemetryTable = parsed.data.telemetry;
       file = viewOf(parsed.data.upstream);
@@ -710,6 +712,7 @@ function resolveServer(candidate: Candidate, issues: IssueList): ServerConfig | 
     circuit_failure_threshold: inherit('circuit_failure_threshold'),
     circuit_open_ms: inherit('circuit_open_ms'),
     circuit_open_max_ms: inherit('circuit_open_max_ms'),
+    require_approval: inherit('require_approval'),
     ...(stdio
       ? {
           command: entry.command,

@@ -249,6 +249,10 @@ const serverFields = {
   headers: headerTableSchema.describe('http, sse: headers sent with every request to this server (its credentials).'),
   /** http / sse: drop the matched prefix from the path appended to `url`. */
   strip_prefix: z.boolean({ error: problem('expected true or false') }).describe('http, sse: drop the matched prefix from the path appended to `url`.'),
+  /** Tools of this server whose calls a person must approve first (an elicitation to the client; docs/tool-integrity.md). */
+  require_approval: z
+    .array(text(), { error: problem('expected an array of tool names or globs') })
+    .describe('Tools (names or globs with `*` and `?`) whose every call a person must approve first, through an elicitation to the client.'),
   /** Deadline of one request to this server, in ms. */
   timeout_ms: milliseconds(1).describe('Deadline of one request to the server, and the longest a client waits for a server that does not answer, in ms.'),
   /** Deadline for spawning and initializing a stdio child, or connecting an SSE stream, in ms. */
@@ -425,6 +429,13 @@ export const apiKeySchema = z.strictObject({
     .describe('Tools this key may list and call (names or globs with `*` and `?`); absent: every tool.'),
   /** The only upstream servers this identity may reach; absent = all. */
   servers: serverListSchema.optional().describe('The only servers this key may reach; each must be configured. Absent: every server.'),
+  /** Tools whose every call by this key a person must approve first (an elicitation to the client). */
+  require_approval: z
+    .array(toolGlobSchema, { error: problem('expected an array of tool names or globs') })
+    .optional()
+    .describe(
+      'Tools (names or globs, `"server:glob"` for one server) whose every call by this key a person must approve first, through an elicitation to the client.',
+    ),
   /**
    * This key's own requests per second, instead of `[rate_limit] requests_per_second` (same
    * window; docs/rate-limits.md). Needs an enabled `[rate_limit]`. Bounded like every other rate.
@@ -519,6 +530,13 @@ export const jwtSchema = z
     servers_claim: text().optional().describe('The claim listing the servers a token may reach; when set, a token without it reaches no server.'),
     /** Clock skew tolerated on exp, nbf and iat, in seconds. */
     leeway_secs: integer(0, 3_600).default(30).describe('Clock skew allowed on `exp`, `nbf`, `iat`, in seconds.'),
+    /** Tools whose every call by a JWT identity a person must approve first (an elicitation to the client). */
+    require_approval: z
+      .array(toolGlobSchema, { error: problem('expected an array of tool names or globs') })
+      .optional()
+      .describe(
+        'Tools (names or globs, `"server:glob"` for one server) whose every call by a JWT identity a person must approve first, through an elicitation to the client.',
+      ),
     /** Scope -> tools (names or globs); "*" = every tool. No mapping = every tool for every token. */
     scope_tool_mapping: z
       .record(z.string(), z.array(toolGlobSchema, { error: problem('expected an array of tool names or globs') }), {
@@ -1081,6 +1099,29 @@ export const virtualServerSchema = z.strictObject({
     .describe("Joins a member's name and its tool or prompt name: `<server><separator><name>`."),
 });
 
+/** `[tool_integrity]`: pinned tool and prompt definitions (docs/tool-integrity.md). */
+export const toolIntegritySchema = z.strictObject({
+  /** "off": nothing is checked; "warn": a definition unlike its pin is audited and counted; "block": it is also hidden and refused. */
+  mode: z
+    .enum(['off', 'warn', 'block'], { error: problem('expected "off", "warn" or "block"') })
+    .default('off')
+    .describe(
+      '"off" (default): no check; "warn": a tool or prompt unlike its pin (or unpinned) is audited and counted; "block": it is also left out of lists and its calls are refused.',
+    ),
+  /** The pin file `mcp-guard pin` writes (relative to the working directory). */
+  pin_file: text()
+    .default('mcp-guard.pins.json')
+    .describe('The pin file written by `mcp-guard pin` (relative to the working directory); read at start and on every reload.'),
+  /** A tool or prompt never pinned is pinned as it is first listed (and written to pin_file). */
+  trust_on_first_use: z
+    .boolean({ error: problem('expected true or false') })
+    .default(false)
+    .describe('true: a tool or prompt with no pin is pinned as it is first listed (written to pin_file); a later change is still caught.'),
+});
+
+/** `[tool_integrity]` as validated. */
+export type ToolIntegrityConfig = z.output<typeof toolIntegritySchema>;
+
 /** The whole config file, after `${VAR}` interpolation. */
 export const configFileSchema = z.strictObject({
   /** The listener. */
@@ -1102,6 +1143,10 @@ export const configFileSchema = z.strictObject({
     .array(virtualServerSchema, { error: problem('expected an array of tables ([[virtual_servers]])') })
     .optional()
     .describe('One MCP endpoint that merges several servers: their tools and prompts namespaced, their resources and lists complete.'),
+  /** Pinned tool and prompt definitions. */
+  tool_integrity: toolIntegritySchema
+    .optional()
+    .describe('Pinned tool and prompt definitions: a tool whose definition changed after review is audited, or hidden and refused. Absent: off.'),
 });
 
 /** The config file as validated, before inheritance is resolved. */
@@ -1128,6 +1173,7 @@ const commonServerConfig = {
   circuit_failure_threshold: serverFields.circuit_failure_threshold.default(5),
   circuit_open_ms: serverFields.circuit_open_ms.default(30_000),
   circuit_open_max_ms: serverFields.circuit_open_max_ms.default(120_000),
+  require_approval: serverFields.require_approval.optional(),
 };
 
 /** A server the gateway starts as a child process and speaks to over its stdin and stdout. */
@@ -1191,6 +1237,8 @@ export const gatewayConfigSchema = z.object({
   audit: auditSchema.optional(),
   /** Traces; undefined = off (no endpoint, or `enabled = false`). */
   telemetry: resolvedTelemetrySchema.optional(),
+  /** `[tool_integrity]`; undefined = off. */
+  tool_integrity: toolIntegritySchema.optional(),
   /** `[[virtual_servers]]`, members resolved (`"*"` expanded, in the order of `servers`). */
   virtual_servers: z.array(
     z.object({

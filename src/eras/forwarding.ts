@@ -33,6 +33,16 @@ export interface Forwarding {
   forward(request: JsonRpcRequest): Promise<Outcome>;
   /** The gateway's own answer to a request that is not forwarded at all; undefined for the others. */
   local?(request: JsonRpcRequest): Outcome | undefined;
+  /**
+   * Asks the client something on the gateway's own behalf (an approval's `elicitation/create`,
+   * src/integrity/approval.ts), on the call's response stream or else the session's GET stream,
+   * and gives its answer: `timeout` when none came within `timeoutMs`, `unreachable` when it
+   * could not be sent. Only a legacy session's client can be asked this way: absent otherwise
+   * (a 2026-07-28 client is asked with an `input_required` answer instead).
+   */
+  ask?(request: JsonRpcRequest, timeoutMs: number): Promise<JsonRpcResponse | 'timeout' | 'unreachable'>;
+  /** What the client declared it can be asked (its initialize's capabilities); absent without a session. */
+  clientCapabilities?: Record<string, unknown>;
 }
 
 /** What every forwarding needs to know of the request it serves. */
@@ -48,7 +58,39 @@ export interface ForwardingContext {
 
 /** A legacy client's requests, on its session's upstream session or the identity's shared one. */
 export function legacyForwarding({ gateway, post, log }: ForwardingContext, upstream: UpstreamSession, session: DownstreamSession | undefined): Forwarding {
-  return { forward: (r) => gateway.forward(r, upstream, session, post, log) };
+  const forwarding: Forwarding = { forward: (r) => gateway.forward(r, upstream, session, post, log) };
+  if (session) {
+    forwarding.ask = (request, timeoutMs) => askClient(session, post, request, timeoutMs);
+    forwarding.clientCapabilities = session.clientCapabilities;
+  }
+  return forwarding;
+}
+
+/**
+ * The gateway's own request to a legacy session's client: on the POST's response stream when the
+ * client accepts one, else on its GET stream. Only this session's client can answer it (its
+ * answer is taken by DownstreamSession.takeOwnAnswer, never relayed upstream).
+ */
+function askClient(
+  session: DownstreamSession,
+  post: PostResponse,
+  request: JsonRpcRequest,
+  timeoutMs: number,
+): Promise<JsonRpcResponse | 'timeout' | 'unreachable'> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      session.forgetOwnRequest(request.id);
+      resolve('timeout');
+    }, timeoutMs);
+    session.awaitOwnAnswer(request.id, (answer) => {
+      clearTimeout(timer);
+      resolve(answer);
+    });
+    if (post.push(request) || session.eventStream?.write(request)) return;
+    clearTimeout(timer);
+    session.forgetOwnRequest(request.id);
+    resolve('unreachable');
+  });
 }
 
 /**

@@ -146,6 +146,8 @@ export class Gateway {
   private fromReplica(message: ReplicaMessage): void {
     const session = this.sessions.get(message.session);
     if (message.kind === 'answer') {
+      // The answer to this replica's own question (an approval), or to its upstream's request.
+      if (session?.takeOwnAnswer(message.message)) return;
       if (session?.takeAnswer(message.message.id)) {
         session.upstream.send(message.message).catch((err) => this.log.warn({ err: errorMessage(err) }, 'could not relay an answer from another replica'));
       }
@@ -346,6 +348,7 @@ export class Gateway {
       sealed = { id: this.seal.seal(state), expires, resumable: resume !== undefined };
     }
     const session = new DownstreamSession(server.name, upstream, version, owner, scope, sealed);
+    session.clientCapabilities = objectOf(request.params?.['capabilities']) ?? {};
     link.bind(session, upstream);
     this.sessions.add(session);
     log.debug({ server: server.name, sealed: sealed !== undefined }, 'session opened');
@@ -392,6 +395,7 @@ export class Gateway {
       return undefined;
     }
     const session = new DownstreamSession(server.name, upstream, state.version, owner, state.scope, { id, expires: state.expires, resumable: true });
+    session.clientCapabilities = objectOf(state.client['capabilities']) ?? {};
     session.touch();
     link.bind(session, upstream);
     this.sessions.add(session);
@@ -726,6 +730,8 @@ export class Gateway {
       await upstream.send(message).catch((err) => log.warn({ err: errorMessage(err) }, 'could not relay a notification'));
       return;
     }
+    // The answer to the gateway's own question (an approval): the gateway's, never the server's.
+    if (session?.takeOwnAnswer(message)) return;
     if (!session?.takeAnswer(message.id)) {
       // A sealed session's server request may have been sent by another replica: it forwards the
       // answer if it sent that request to this session's client.

@@ -4,7 +4,7 @@
  * opened for it, and each session is bound to the server it was opened on.
  */
 import { randomUUID } from 'node:crypto';
-import { ErrorCode, errorResponse, idKey, type JsonRpcId } from '../jsonrpc/messages.js';
+import { ErrorCode, errorResponse, idKey, type JsonRpcId, type JsonRpcResponse } from '../jsonrpc/messages.js';
 import type { Logger } from '../observability/logger.js';
 import type { CloseOptions, ServerMessage, UpstreamSession } from '../upstreams/upstream.js';
 import type { SseWriter } from './sse-writer.js';
@@ -105,6 +105,13 @@ export class DownstreamSession {
    */
   private serverRequests: Set<string> | undefined;
   /**
+   * The gateway's own requests to this client (an approval's elicitation, src/integrity/approval.ts)
+   * waiting for its answer, by id key: the answer goes to the gateway, never upstream. Created with the first.
+   */
+  private ownRequests: Map<string, (answer: JsonRpcResponse) => void> | undefined;
+  /** The capabilities the client declared in its initialize (what the gateway itself may ask it). */
+  clientCapabilities: Record<string, unknown> = {};
+  /**
    * Notifications that arrived while the client had no GET stream open, delivered when it opens
    * one: a server announces list changes right after the handshake, usually just before the
    * client's GET arrives. Bounded: the oldest are dropped first. Created with the first, like
@@ -152,6 +159,34 @@ export class DownstreamSession {
   /** Remembers a server request sent to this client, so that only this client may answer it. */
   expectAnswer(id: JsonRpcId): void {
     (this.serverRequests ??= new Set()).add(idKey(id));
+  }
+
+  /** The gateway asked this client something itself (`id`): its answer goes to `answered`, once. */
+  awaitOwnAnswer(id: JsonRpcId, answered: (answer: JsonRpcResponse) => void): void {
+    (this.ownRequests ??= new Map()).set(idKey(id), answered);
+  }
+
+  /** The gateway no longer waits for its own request `id` (it timed out). */
+  forgetOwnRequest(id: JsonRpcId): void {
+    this.ownRequests?.delete(idKey(id));
+  }
+
+  /** The session ends: the gateway's own requests still waiting are answered with an error (an approval is then cancelled, not waited for). */
+  endOwnRequests(): void {
+    const waiting = this.ownRequests;
+    this.ownRequests = undefined;
+    for (const answered of waiting?.values() ?? []) answered(errorResponse(null, ErrorCode.InternalError, 'The session ended'));
+  }
+
+  /** True (once) when `answer` answers one of the gateway's own requests to this client; it is then handled. */
+  takeOwnAnswer(answer: JsonRpcResponse): boolean {
+    if (answer.id === null || this.ownRequests === undefined) return false;
+    const key = idKey(answer.id);
+    const answered = this.ownRequests.get(key);
+    if (answered === undefined) return false;
+    this.ownRequests.delete(key);
+    answered(answer);
+    return true;
   }
 
   /** True (once) when the client answers a server request that was sent to it. */
@@ -342,6 +377,7 @@ export class SessionStore {
     this.uncount(session.owner);
     this.log.debug({ sessionId: session.id, server: session.server, reason }, 'session closed');
     session.eventStream?.end();
+    session.endOwnRequests();
     for (const ac of session.inflight.values()) ac.abort();
     await session.upstream.close(session.shared && !endUpstream ? KEEP_UPSTREAM : undefined).catch(() => undefined);
   }

@@ -172,6 +172,8 @@ export class Metrics {
   private readonly rateLimitStoreErrors: Counter;
   private readonly membersOmitted: Counter<'virtual_server' | 'server'>;
   private readonly configReloads: Counter<'result'>;
+  private readonly toolIntegrity: Counter<'server' | 'result'>;
+  private readonly toolApprovals: Counter<'server' | 'result'>;
   private readonly upstreamRequests: HotCounter<'server' | 'method' | 'outcome'>;
   private readonly upstreamLatency: HotHistogram;
   private readonly toolCalls: HotCounter<'server' | 'tool' | 'outcome'>;
@@ -225,6 +227,18 @@ export class Metrics {
       name: 'mcp_guard_virtual_member_omitted_total',
       help: 'Members of a virtual server left out of an answer or a session (down, failed or timed out), by virtual server and member.',
       labelNames: ['virtual_server', 'server'],
+      registers,
+    });
+    this.toolIntegrity = new Counter({
+      name: 'mcp_guard_tool_integrity_total',
+      help: 'Tool integrity, by server and result: changed, unpinned, trusted (a definition seen, once each), refused (a call refused in block mode).',
+      labelNames: ['server', 'result'],
+      registers,
+    });
+    this.toolApprovals = new Counter({
+      name: 'mcp_guard_tool_approvals_total',
+      help: "Calls that needed a person's approval (require_approval), by server and result: accepted, declined, cancelled, unavailable (the client cannot be asked), timeout.",
+      labelNames: ['server', 'result'],
       registers,
     });
     this.configReloads = new Counter({
@@ -431,6 +445,16 @@ export class Metrics {
   /** The servers a reload configured: label values from now on (the old ones stay for the series already counted). */
   knowServers(names: readonly string[]): void {
     for (const name of names) (this.servers as Set<string>).add(name);
+  }
+
+  /** Tool integrity: a definition seen unlike its pin, unpinned or trusted on first use (once each), or a call refused. */
+  toolIntegrityEvent(server: string, result: 'changed' | 'unpinned' | 'trusted' | 'refused'): void {
+    this.toolIntegrity.inc({ server: this.serverLabel(server), result });
+  }
+
+  /** A decision on a call that needed a person's approval. */
+  toolApproval(server: string, result: 'accepted' | 'declined' | 'cancelled' | 'unavailable' | 'timeout'): void {
+    this.toolApprovals.inc({ server: this.serverLabel(server), result });
   }
 
   /** A member of a virtual server left out of an answer or a session. */

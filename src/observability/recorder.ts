@@ -255,6 +255,80 @@ export class Recorder {
     this.audit.record({ event_type: 'upstream_message_withheld', success: false, server, method, reason });
   }
 
+  /**
+   * Tool integrity (src/integrity/guard.ts): a tool's or prompt's definition seen unlike its pin,
+   * with no pin, or pinned on first use. Once per server, item and definition.
+   */
+  toolDefinition(event: {
+    server: string;
+    kind: 'tool' | 'prompt';
+    name: string;
+    result: 'changed' | 'unpinned' | 'trusted';
+    fields: string[];
+    oldHash?: string;
+    newHash: string;
+    mode: string;
+  }): void {
+    this.metrics?.toolIntegrityEvent(event.server, event.result);
+    this.audit.record({
+      event_type: 'tool_definition_changed',
+      success: event.result === 'trusted',
+      server: event.server,
+      ...(event.kind === 'tool' ? { tool: event.name } : {}),
+      reason: event.result,
+      definition: {
+        kind: event.kind,
+        name: event.name,
+        result: event.result,
+        fields: event.fields,
+        ...(event.oldHash !== undefined ? { old_sha256: event.oldHash } : {}),
+        new_sha256: event.newHash,
+        mode: event.mode,
+      },
+    });
+  }
+
+  /** Tool integrity refused a tools/call or prompts/get (block mode): never forwarded. */
+  integrityRefused(request: FastifyRequest, identity: Identity, server: string, method: string, name: string, refusal: string): void {
+    this.metrics?.toolIntegrityEvent(server, 'refused');
+    if (method === 'tools/call') this.metrics?.toolCall(server, name, 'denied');
+    this.audit.record({
+      ...base(request),
+      event_type: 'authz_denied',
+      identity_id: identity.id,
+      provider: identity.provider,
+      server,
+      ...(request.mcpServer != null && request.mcpServer !== server ? { virtual_server: request.mcpServer } : {}),
+      method,
+      ...(method === 'tools/call' ? { tool: name } : {}),
+      success: false,
+      reason: `tool integrity: ${refusal}`,
+    });
+  }
+
+  /** A decision on a call that needs a person's approval (src/integrity/approval.ts): accepted, or why not. */
+  approval(
+    request: FastifyRequest,
+    identity: Identity,
+    server: string,
+    tool: string,
+    decision: 'accepted' | 'declined' | 'cancelled' | 'unavailable' | 'timeout',
+  ): void {
+    this.metrics?.toolApproval(server, decision);
+    this.audit.record({
+      ...base(request),
+      event_type: 'tool_approval',
+      identity_id: identity.id,
+      provider: identity.provider,
+      server,
+      ...(request.mcpServer != null && request.mcpServer !== server ? { virtual_server: request.mcpServer } : {}),
+      method: 'tools/call',
+      tool,
+      success: decision === 'accepted',
+      reason: decision,
+    });
+  }
+
   /** Lifecycle events. */
   /**
    * A reload of the config: `applied` (with what changed), `unchanged`, or `invalid` (the running

@@ -58,7 +58,16 @@ describe('mcp-guard schema', () => {
     expect(r.stdout).toBe(readFileSync(COMMITTED, 'utf8'));
     const schema = JSON.parse(r.stdout) as Record<string, unknown>;
     expect(schema['$schema']).toBe('http://json-schema.org/draft-07/schema#');
-    expect(Object.keys(schema['properties'] as object)).toEqual(['server', 'upstream', 'auth', 'rate_limit', 'audit', 'telemetry', 'virtual_servers']);
+    expect(Object.keys(schema['properties'] as object)).toEqual([
+      'server',
+      'upstream',
+      'auth',
+      'rate_limit',
+      'audit',
+      'telemetry',
+      'virtual_servers',
+      'tool_integrity',
+    ]);
   });
 
   it('describes every key, so that an editor shows what it means on hover (add a .describe() in src/config/schema.ts)', () => {

@@ -4,6 +4,7 @@ import { configErrors as errorsOf } from '../helpers/config.js';
 import type {
   TelemetryConfig,
   AuditConfig,
+  ToolIntegrityConfig,
   AuthConfig,
   CorsSettings,
   GatewayConfig,
@@ -52,6 +53,7 @@ describe('exported types', () => {
       circuit_failure_threshold: number;
       circuit_open_ms: number;
       circuit_open_max_ms: number;
+      require_approval?: string[];
       transport: 'stdio';
       command: string;
       args: string[];
@@ -74,6 +76,7 @@ describe('exported types', () => {
       circuit_failure_threshold: number;
       circuit_open_ms: number;
       circuit_open_max_ms: number;
+      require_approval?: string[];
       transport: 'http' | 'sse';
       url: string;
       headers: Record<string, string>;
@@ -116,6 +119,7 @@ describe('exported types', () => {
       rate_limit?: RateLimitConfig | undefined;
       audit?: AuditConfig | undefined;
       telemetry?: TelemetryConfig | undefined;
+      tool_integrity?: ToolIntegrityConfig | undefined;
       warnings: string[];
     }>();
   });

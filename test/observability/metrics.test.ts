@@ -659,6 +659,8 @@ describe('docs/metrics.md and the examples agree with the code', () => {
     m.cacheLookup('s', true);
     m.memberOmitted('s', 's');
     m.configReload('applied');
+    m.toolIntegrityEvent('s', 'changed');
+    m.toolApproval('s', 'accepted');
     m.bindGateway(fakeGateway([{ name: 's', transport: 'stdio', healthy: true, restarts: 0, circuit: 'closed' }]).asView);
     const text = await scrape(m);
     const names = new Set(await families());
@@ -715,7 +717,7 @@ describe('docs/metrics.md and the examples agree with the code', () => {
   it('docs/metrics.md lists every family, and no family that does not exist', async () => {
     const docs = readFileSync(root('docs/metrics.md'), 'utf8');
     const exposed = await families();
-    expect(exposed).toHaveLength(21);
+    expect(exposed).toHaveLength(23);
     for (const family of exposed) expect(docs).toContain(`| \`${family}\` |`);
     const mentioned = new Set([...docs.matchAll(/mcp_guard_[a-z_]+/g)].map((m) => m[0].replace(/_(bucket|sum|count)$/, '')));
     expect([...mentioned].filter((name) => !exposed.includes(name))).toEqual([]);

@@ -82,8 +82,8 @@ const LAYERS: readonly (readonly string[])[] = [
   ['upstreams/'],
   // Virtual servers: one session over several members' sessions.
   ['virtual/'],
-  // The MCP core and the era translation above the transports; what observes them.
-  ['eras/', 'mcp/', 'observability/'],
+  // The MCP core and the era translation above the transports; what observes them; tool integrity.
+  ['eras/', 'mcp/', 'observability/', 'integrity/'],
   // Downstream HTTP: authentication hooks, limits, health, CORS.
   ['http/', 'ratelimit/'],
   ['pipeline.ts'],

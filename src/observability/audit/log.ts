@@ -42,6 +42,8 @@ export const AUDIT_EVENT_TYPES = [
   'upstream_restart',
   'upstream_message_withheld',
   'config_reloaded',
+  'tool_definition_changed',
+  'tool_approval',
 ] as const;
 
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
@@ -80,6 +82,8 @@ export interface AuditEvent {
   /** With telemetry on: the trace of the request's span (W3C hex ids; docs/telemetry.md). */
   trace_id?: string;
   span_id?: string;
+  /** tool_definition_changed: what was seen (src/integrity/guard.ts DefinitionEvent). */
+  definition?: { kind: string; name: string; result: string; fields: string[]; old_sha256?: string; new_sha256: string; mode: string };
 }
 
 /** Counters since start, cumulative. */
@@ -139,6 +143,7 @@ function copyOf(event: AuditEvent, withArguments: boolean): AuditEvent {
     changes: event.changes,
     trace_id: event.trace_id,
     span_id: event.span_id,
+    definition: event.definition,
   };
 }
 
@@ -374,6 +379,7 @@ export class AuditLog {
       if (event.client_request_id !== undefined) record['client_request_id'] = event.client_request_id;
       if (event.virtual_server !== undefined) record['virtual_server'] = event.virtual_server;
       if (event.changes !== undefined) record['changes'] = event.changes;
+      if (event.definition !== undefined) record['definition'] = event.definition;
       if (event.provider !== undefined) record['provider'] = event.provider;
       if (event.reason !== undefined) record['reason'] = event.reason;
       if (event.error !== undefined) record['error'] = { code: event.error.code, message: event.error.message };
