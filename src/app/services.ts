@@ -9,6 +9,7 @@ import type { GatewayConfig } from '../config/schema.js';
 import { authenticationHook } from '../http/auth.js';
 import { loadTls, type TlsMaterial } from '../http/tls.js';
 import { Gateway, type UpstreamFactory } from '../mcp/gateway.js';
+import { continueHeld } from '../eras/forwarding.js';
 import { ToolIntegrity } from '../integrity/guard.js';
 import { watchMessages } from '../integrity/watch.js';
 import { Approvals } from '../integrity/approval.js';
@@ -101,6 +102,8 @@ export function createServices(config: GatewayConfig, options: ServiceOptions): 
   const gateway: Gateway = new Gateway(config, (server) => watchMessages(create(server), seen, () => integrity.active), log, {
     memberOmitted: (virtualServer, server) => metrics?.memberOmitted(virtualServer, server),
   });
+  // A 2026-07-28 round whose retry reached another replica is continued here when this one holds it.
+  gateway.roundHandler = (requestState, request, binding) => continueHeld(gateway, requestState, request, binding);
   const authenticator = new Authenticator(config.auth, options.auth);
   const limiter = createLimiter(config, recorder, log);
   metrics?.bindGateway(gateway);

@@ -16,9 +16,9 @@
 import type { FastifyReply } from 'fastify';
 import { ownerKey } from '../auth/identity.js';
 import { GatewayError, type GatewayErrorKind } from '../http/errors.js';
-import { ErrorCode, type JsonRpcMessage, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc/messages.js';
+import { ErrorCode, errorResponse, type JsonRpcMessage, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc/messages.js';
 import { discoverResult, toLegacyRequest, toModernResult, type ModernContext } from './codec.js';
-import { toGatewayError, type Gateway } from '../mcp/gateway.js';
+import { toGatewayError, type Gateway, type RoundResult } from '../mcp/gateway.js';
 import { bindingOf, PendingCall, type CallBinding } from './input-rounds.js';
 import { answered, errorOutcome, type Outcome, type PostResponse } from '../mcp/post-response.js';
 import { refuseServerRequest, type DownstreamSession } from '../mcp/sessions.js';
@@ -93,6 +93,9 @@ function askClient(
   });
 }
 
+/** How long a round continued by another replica may take when the route has no timeout of its own (a virtual server). */
+const ROUND_ELSEWHERE_MS = 60_000;
+
 /**
  * A modern request to a legacy server: its answer in the modern shape, its server requests as
  * input rounds (src/eras/input-rounds.ts), and its cancellation when the client closes the
@@ -108,7 +111,8 @@ export function translatedForwarding(context: ForwardingContext, upstream: Upstr
     local: (r) => (r.method === 'server/discover' ? answered({ jsonrpc: '2.0', id: r.id, result: discoverResult(initResult) }) : undefined),
     async forward(r) {
       const bind = () => bindingOf(ownerKey(identity), server.name, r);
-      const outcome = await continueOrStart(gateway, r, upstream, post, signal, modern.clientCapabilities, bind, log);
+      const timeoutMs = 'timeout_ms' in server ? server.timeout_ms : ROUND_ELSEWHERE_MS;
+      const outcome = await continueOrStart(gateway, r, upstream, post, signal, modern.clientCapabilities, bind, log, timeoutMs);
       const response = outcome.response;
       if (!('result' in response)) return outcome;
       return { ...outcome, response: { ...response, result: toModernResult(r.method, response.result, serverInfo) } };
@@ -192,12 +196,25 @@ async function continueOrStart(
   /** Who may continue the call: computed only when the call takes input rounds. */
   bind: () => CallBinding,
   log: LineLogger,
+  /** How long a round another replica continues may take (the server's timeout_ms). */
+  timeoutMs: number,
 ): Promise<Outcome> {
   let call: PendingCall;
   const requestState = request.params?.['requestState'];
   if (requestState !== undefined) {
-    const taken = gateway.rounds.take(requestState, bind());
-    if (typeof taken === 'string') return errorOutcome(new GatewayError('invalid_params', `Invalid params: ${taken}`, request.id));
+    const binding = bind();
+    const taken = gateway.rounds.take(requestState, binding);
+    if (typeof taken === 'string') {
+      // Not held here: the replica that holds the call continues it (sealed sessions with Redis).
+      if (typeof requestState === 'string' && !gateway.rounds.holds(requestState)) {
+        const elsewhere = await gateway.continueElsewhere(requestState, request, { ...binding }, timeoutMs);
+        if (elsewhere) {
+          for (const m of elsewhere.messages) post.push(m);
+          return answered(elsewhere.response);
+        }
+      }
+      return errorOutcome(new GatewayError('invalid_params', `Invalid params: ${taken}`, request.id));
+    }
     call = taken;
     call.respond(request.params?.['inputResponses']);
   } else {
@@ -227,17 +244,38 @@ async function continueOrStart(
   const cancel = (): void => call.controller.abort();
   signal.addEventListener('abort', cancel, { once: true });
   try {
-    const round = await call.next();
-    if ('inputRequired' in round) {
-      call.binding ??= bind();
-      gateway.rounds.hold(call);
-      return answered({ jsonrpc: '2.0', id: request.id, result: round.inputRequired });
-    }
-    // The answer carries the id of the request that started the call; this round's is another.
-    return { ...round.answer, response: { ...round.answer.response, id: request.id } };
+    return await nextRound(gateway, call, request, bind);
   } finally {
     signal.removeEventListener('abort', cancel);
   }
+}
+
+/** The next round of a call: held again when the server asks more, else its answer (with this round's id). */
+async function nextRound(gateway: Gateway, call: PendingCall, request: JsonRpcRequest, bind: () => CallBinding): Promise<Outcome> {
+  const round = await call.next();
+  if ('inputRequired' in round) {
+    call.binding ??= bind();
+    gateway.rounds.hold(call);
+    return answered({ jsonrpc: '2.0', id: request.id, result: round.inputRequired });
+  }
+  // The answer carries the id of the request that started the call; this round's is another.
+  return { ...round.answer, response: { ...round.answer.response, id: request.id } };
+}
+
+/**
+ * Continues a call held here for a client whose retry reached another replica (Gateway
+ * continueElsewhere, through Redis): checked against the binding that replica computed from the
+ * client it authenticated, as a retry here would be. What the call sends meanwhile (progress, log
+ * lines) is gathered and sent back with the round's answer.
+ */
+export async function continueHeld(gateway: Gateway, requestState: string, request: JsonRpcRequest, binding: Record<string, string>): Promise<RoundResult> {
+  const taken = gateway.rounds.take(requestState, binding as unknown as CallBinding);
+  if (typeof taken === 'string') return { messages: [], response: errorResponse(request.id, ErrorCode.InvalidParams, `Invalid params: ${taken}`) };
+  const messages: JsonRpcMessage[] = [];
+  taken.relay = (m) => void messages.push(m);
+  taken.respond(request.params?.['inputResponses']);
+  const outcome = await nextRound(gateway, taken, request, () => binding as unknown as CallBinding);
+  return { messages, response: outcome.response };
 }
 
 /**

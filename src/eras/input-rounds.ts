@@ -166,6 +166,11 @@ export class InputRounds {
     return this.calls.size;
   }
 
+  /** Whether the call `requestState` names is held here (another replica asks: src/replicas/bus.ts). */
+  holds(requestState: string): boolean {
+    return this.calls.has(requestState);
+  }
+
   hold(call: PendingCall): void {
     this.calls.set(call.token, { call, timer: undefined });
     if (call.settled) this.expireWhenSettled(call);

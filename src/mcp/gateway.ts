@@ -6,7 +6,7 @@
 import { ANONYMOUS, ownerKey } from '../auth/identity.js';
 import type { GatewayConfig, RouteConfig, ServerConfig, VirtualServerConfig } from '../config/schema.js';
 import { GatewayError } from '../http/errors.js';
-import { idKey, objectOf, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc/messages.js';
+import { idKey, objectOf, type JsonRpcMessage, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../jsonrpc/messages.js';
 import { randomUUID } from 'node:crypto';
 import { SessionSeal, type SealedState } from '../replicas/seal.js';
 import { ReplicaBus, type ReplicaMessage } from '../replicas/bus.js';
@@ -109,6 +109,10 @@ export class Gateway {
   private readonly adopting = new Map<string, Promise<DownstreamSession | undefined>>();
   /** Messages to and from the other replicas, with session_keys and a Redis (src/replicas/bus.ts). */
   private readonly bus: ReplicaBus | undefined;
+  /** Rounds this replica asked another to continue (continueElsewhere), by ask id. */
+  private readonly asks = new Map<string, { taken(): void; done(result: RoundResult): void }>();
+  /** Continues a held 2026-07-28 call for another replica; set by the app (src/eras/forwarding.ts continueHeld). */
+  roundHandler: ((requestState: string, request: JsonRpcRequest, binding: Record<string, string>) => Promise<RoundResult>) | undefined;
 
   constructor(
     config: GatewayConfig,
@@ -144,6 +148,19 @@ export class Gateway {
    * session its client ended elsewhere, dropped here and refused from now on.
    */
   private fromReplica(message: ReplicaMessage): void {
+    switch (message.kind) {
+      case 'round':
+        this.roundAsked(message);
+        return;
+      case 'round-taken':
+        if (message.to === this.bus?.replica) this.asks.get(message.ask)?.taken();
+        return;
+      case 'round-result':
+        if (message.to === this.bus?.replica) this.asks.get(message.ask)?.done({ messages: message.messages, response: message.response });
+        return;
+      default:
+        break;
+    }
     const session = this.sessions.get(message.session);
     if (message.kind === 'answer') {
       // The answer to this replica's own question (an approval), or to its upstream's request.
@@ -155,6 +172,46 @@ export class Gateway {
     }
     this.sessions.revokeId(message.session, message.expires);
     if (session) void this.sessions.close(session, 'ended by its client on another replica');
+  }
+
+  /**
+   * A 2026-07-28 client's retry whose `requestState` this replica does not hold: the replica that
+   * holds the call (src/eras/input-rounds.ts) continues it and sends back the round's result,
+   * through Redis. Undefined when no replica says it holds it within ROUND_ACK_MS (expired, or no
+   * Redis), or when the round takes longer than `timeoutMs`.
+   */
+  continueElsewhere(requestState: string, request: JsonRpcRequest, binding: Record<string, string>, timeoutMs: number): Promise<RoundResult | undefined> {
+    const bus = this.bus;
+    if (!bus) return Promise.resolve(undefined);
+    const ask = randomUUID();
+    return new Promise((resolve) => {
+      const finish = (result: RoundResult | undefined): void => {
+        clearTimeout(timer);
+        this.asks.delete(ask);
+        resolve(result);
+      };
+      let timer = setTimeout(() => finish(undefined), ROUND_ACK_MS);
+      timer.unref();
+      this.asks.set(ask, {
+        taken: () => {
+          clearTimeout(timer);
+          timer = setTimeout(() => finish(undefined), timeoutMs);
+          timer.unref();
+        },
+        done: finish,
+      });
+      bus.publish({ kind: 'round', ask, reply: bus.replica, requestState, request, binding });
+    });
+  }
+
+  /** Continues, for another replica, a held 2026-07-28 call (roundHandler, set by the app: src/eras/forwarding.ts). */
+  private roundAsked(message: Extract<ReplicaMessage, { kind: 'round' }>): void {
+    const bus = this.bus;
+    if (!bus || !this.roundHandler || !this.rounds.holds(message.requestState)) return;
+    bus.publish({ kind: 'round-taken', ask: message.ask, to: message.reply });
+    void this.roundHandler(message.requestState, message.request, message.binding).then((result) =>
+      bus.publish({ kind: 'round-result', ask: message.ask, to: message.reply, ...result }),
+    );
   }
 
   /** A client ends its session (DELETE): upstream too, and on every replica (no one takes its id up again). */
@@ -790,6 +847,15 @@ export class Gateway {
     // Only the client a server request went to may answer it.
     else if ('id' in message) session?.expectAnswer(message.id);
   }
+}
+
+/** How long a replica waits for another to say it holds a 2026-07-28 call (continueElsewhere). */
+const ROUND_ACK_MS = 2_000;
+
+/** A 2026-07-28 round continued by another replica: what the call sent meanwhile, and its answer. */
+export interface RoundResult {
+  messages: JsonRpcMessage[];
+  response: JsonRpcResponse;
 }
 
 /** The sealer of a config with session_keys. */

@@ -17,7 +17,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { JsonRpcResponse } from '../jsonrpc/messages.js';
+import type { JsonRpcMessage, JsonRpcRequest, JsonRpcResponse } from '../jsonrpc/messages.js';
 import { RateLimitedWarning, type Logger } from '../observability/logger.js';
 import { ioredis } from '../optional.js';
 import { errorMessage } from '../error-message.js';
@@ -26,7 +26,15 @@ const CHANNEL = 'mcp-guard:replicas';
 /** Longest a message may be: an answer carries a sampling or elicitation result. */
 const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 
-export type ReplicaMessage = { kind: 'answer'; session: string; message: JsonRpcResponse } | { kind: 'ended'; session: string; expires: number };
+export type ReplicaMessage =
+  | { kind: 'answer'; session: string; message: JsonRpcResponse }
+  | { kind: 'ended'; session: string; expires: number }
+  /** A 2026-07-28 client's retry (its requestState) for a call another replica holds: `reply` is the asker. */
+  | { kind: 'round'; ask: string; reply: string; requestState: string; request: JsonRpcRequest; binding: Record<string, string> }
+  /** The holder has the call: it is continuing it (the asker waits for the result, not for the ack's deadline). */
+  | { kind: 'round-taken'; ask: string; to: string }
+  /** The round's result: what the call sent meanwhile (progress, log lines) and its answer. */
+  | { kind: 'round-result'; ask: string; to: string; messages: JsonRpcMessage[]; response: JsonRpcResponse };
 
 export class ReplicaBus {
   /** This process, among the replicas: its own messages are not for it. */
@@ -117,7 +125,14 @@ export class ReplicaBus {
     }
     if (parsed === null || typeof parsed !== 'object') return;
     const message = parsed as Record<string, unknown>;
-    if (message['from'] === this.replica || typeof message['session'] !== 'string') return;
+    if (message['from'] === this.replica) return;
+    const kind = message['kind'];
+    if (kind === 'round' || kind === 'round-taken' || kind === 'round-result') {
+      // Between replicas of one deployment: checked for shape, trusted for content, like the rest.
+      if (typeof message['ask'] === 'string') this.handler?.(message as unknown as ReplicaMessage);
+      return;
+    }
+    if (typeof message['session'] !== 'string') return;
     if (message['kind'] === 'answer' && isResponse(message['message'])) {
       this.handler?.({ kind: 'answer', session: message['session'], message: message['message'] });
     } else if (message['kind'] === 'ended' && typeof message['expires'] === 'number') {

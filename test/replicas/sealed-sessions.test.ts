@@ -260,6 +260,39 @@ url = ${q(http.url)}
     }, 60_000);
   }
 
+  it('continues a 2026-07-28 sampling round on the replica that holds the call when the retry reaches the other one', async () => {
+    const MODERN = '2026-07-28';
+    const meta = {
+      'io.modelcontextprotocol/protocolVersion': MODERN,
+      'io.modelcontextprotocol/clientCapabilities': { sampling: {} },
+      'io.modelcontextprotocol/clientInfo': { name: 'mrtr', version: '1' },
+    };
+    const headers = { ...bearer(alice), 'mcp-protocol-version': MODERN, 'mcp-method': 'tools/call', 'mcp-name': 'trigger-sampling-request' };
+    const call = (id: number, prompt: string, extra: Record<string, unknown> = {}) => ({
+      jsonrpc: '2.0',
+      id,
+      method: 'tools/call',
+      params: { name: 'trigger-sampling-request', arguments: { prompt, maxTokens: 5 }, _meta: meta, ...extra },
+    });
+    const first = await post(`${a.url}/mcp/local`, call(1, 'round robin'), headers);
+    expect(first.json.result.resultType).toBe('input_required');
+    const { inputRequests, requestState } = first.json.result;
+    const key = Object.keys(inputRequests)[0]!;
+    const answer = { [key]: { role: 'assistant', content: { type: 'text', text: 'answered on b' }, model: 'm', stopReason: 'endTurn' } };
+    // The same state for another call, through the other replica: refused by the holder.
+    const other = await post(`${b.url}/mcp/local`, call(2, 'another prompt', { inputResponses: answer, requestState }), headers);
+    expect(JSON.stringify(other.json)).toContain('belongs to another request');
+    const done = await post(`${b.url}/mcp/local`, call(3, 'round robin', { inputResponses: answer, requestState }), headers);
+    expect(done.json.id).toBe(3);
+    expect(done.json.result.resultType).toBe('complete');
+    expect(JSON.stringify(done.json.result.content)).toContain('answered on b');
+    // Single use, on every replica.
+    for (const gw of [a, b]) {
+      const again = await post(`${gw.url}/mcp/local`, call(4, 'round robin', { inputResponses: answer, requestState }), headers);
+      expect(JSON.stringify(again.json)).toContain('unknown or has expired');
+    }
+  }, 60_000);
+
   it('ends a session its client deleted on every replica, a stdio one too', async () => {
     const opened = await post(`${a.url}/mcp/local`, INIT, bearer(alice));
     const id = opened.headers.get('mcp-session-id')!;
