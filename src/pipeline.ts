@@ -341,7 +341,7 @@ function findSession({ gateway, target, identity, request }: Context, sessionId:
     throw sessionNotFound();
   }
   if (found.expires !== Infinity && found.expires <= Date.now()) {
-    void gateway.sessions.close(found, 'sealed id expired');
+    void gateway.sessions.close(found, 'sealed id expired', true);
     throw sessionNotFound();
   }
   return found;
@@ -742,7 +742,11 @@ export async function handleDelete(context: Context, reply: FastifyReply): Promi
     const sessionId = header(context.request, SESSION_HEADER);
     if (sessionId === undefined) throw new GatewayError('session_required', 'Bad Request: Mcp-Session-Id header is required');
     // The client ends it everywhere: upstream too, and no replica takes its id up again.
-    await context.gateway.end(await findSession(context, sessionId));
+    const local = context.gateway.sessions.get(sessionId);
+    if (local === undefined && context.gateway.sealed) {
+      // Another replica's sealed session: ended without taking it up.
+      if (!(await context.gateway.endSealed(sessionId, context.target.server, ownerKey(context.identity)))) throw sessionNotFound();
+    } else await context.gateway.end(await findSession(context, sessionId));
     void reply.code(200).send();
   } catch (err) {
     refused(reply, err);

@@ -137,7 +137,8 @@ export class Gateway {
     this.seal = sealOf(config);
     const redisUrl = config.server.redis_url ?? config.rate_limit?.redis_url;
     if (this.seal && redisUrl !== undefined) {
-      this.bus = new ReplicaBus(redisUrl, log);
+      this.bus = new ReplicaBus(redisUrl, log, () => this.seal);
+      this.sessions.replicasSpeak = true;
       this.bus.onMessage((message) => this.fromReplica(message));
     }
   }
@@ -162,6 +163,10 @@ export class Gateway {
         break;
     }
     const session = this.sessions.get(message.session);
+    if (message.kind === 'taken') {
+      session?.touch();
+      return;
+    }
     if (message.kind === 'answer') {
       // The answer to this replica's own question (an approval), or to its upstream's request.
       if (session?.takeOwnAnswer(message.message)) return;
@@ -212,6 +217,27 @@ export class Gateway {
     void this.roundHandler(message.requestState, message.request, message.binding).then((result) =>
       bus.publish({ kind: 'round-result', ask: message.ask, to: message.reply, ...result }),
     );
+  }
+
+  /**
+   * A client's DELETE of a sealed session this replica does not hold: ended without taking it up
+   * (no session slot is needed to end one): its id refused everywhere from now on, its upstream
+   * session ended when it has one of its own (streamable HTTP). False when the id is not such a
+   * session of this route and owner (404).
+   */
+  async endSealed(id: string, server: RouteConfig, owner: string): Promise<boolean> {
+    const state = this.seal?.open(id, server.name);
+    if (!state || state.owner !== owner || state.scope !== scopeOf(server) || this.sessions.revoked(id)) return false;
+    this.sessions.revokeId(id, state.expires);
+    this.bus?.publish({ kind: 'ended', session: id, expires: state.expires });
+    const resume = state.upstream as ResumeState | null;
+    if (resume?.kind === 'http' && server.transport !== 'virtual') {
+      const upstream = this.upstream(server.name);
+      const noop: SessionHandlers = { onMessage: () => undefined, onClose: () => undefined };
+      const taken = await upstream.resumeSession?.(resume, { forwardPath: state.forwardPath, handlers: noop, owner }).catch(() => undefined);
+      await taken?.close();
+    }
+    return true;
   }
 
   /** A client ends its session (DELETE): upstream too, and on every replica (no one takes its id up again). */
@@ -451,9 +477,17 @@ export class Gateway {
       log.info({ server: server.name, err: errorMessage(err) }, 'a sealed session could not be taken up here');
       return undefined;
     }
+    // Ended by its client (an `ended` message) while it was being taken up: not served after all.
+    if (this.sessions.revoked(id)) {
+      this.sessions.release(owner);
+      await upstream.close({ keepUpstream: true }).catch(() => undefined);
+      return undefined;
+    }
     const session = new DownstreamSession(server.name, upstream, state.version, owner, state.scope, { id, expires: state.expires, resumable: true });
     session.clientCapabilities = objectOf(state.client['capabilities']) ?? {};
     session.touch();
+    // The replica that opened it no longer takes it for half-open (SessionStore sweep).
+    this.bus?.publish({ kind: 'taken', session: id });
     link.bind(session, upstream);
     this.sessions.add(session);
     log.debug({ server: server.name }, 'sealed session taken up');
@@ -792,7 +826,7 @@ export class Gateway {
     if (!session?.takeAnswer(message.id)) {
       // A sealed session's server request may have been sent by another replica: it forwards the
       // answer if it sent that request to this session's client.
-      if (session?.shared && this.bus) this.bus.publish({ kind: 'answer', session: session.id, message });
+      if (session?.shared && this.bus && session.mayRelayAnswer()) this.bus.publish({ kind: 'answer', session: session.id, message });
       else log.warn({ id: message.id }, 'dropped an answer to a server request this session was not sent');
       return;
     }

@@ -12,6 +12,8 @@ import { getStreamEventId, MAX_REPLAYED } from './resume.js';
 import type { Cancellation } from '../upstreams/cancellation.js';
 
 const KEEP_UPSTREAM: CloseOptions = { keepUpstream: true };
+/** Answers a session may relay to the other replicas per minute (DownstreamSession.mayRelayAnswer). */
+const MAX_RELAYED_ANSWERS = 64;
 /** Sealed ids remembered as ended by their client, at most. */
 const MAX_REVOKED = 10_000;
 
@@ -119,6 +121,9 @@ export class DownstreamSession {
    */
   private held: ServerMessage[] | undefined;
   closed = false;
+  /** Answers relayed to the other replicas in the minute since relayedSince (mayRelayAnswer). */
+  private relayed = 0;
+  private relayedSince = 0;
   /** The id of the last event sent on a GET stream (src/mcp/resume.ts: g.<n>). */
   private eventSeq = 0;
   /** The last MAX_REPLAYED notifications sent on GET streams, for a client that resumes. Created with the first. */
@@ -187,6 +192,20 @@ export class DownstreamSession {
     this.ownRequests.delete(key);
     answered(answer);
     return true;
+  }
+
+  /**
+   * Whether an answer this replica did not expect may go to the other replicas (the one whose
+   * upstream asked forwards it): at most MAX_RELAYED_ANSWERS a minute per session, so that a
+   * client cannot turn stray answers into traffic for every replica.
+   */
+  mayRelayAnswer(): boolean {
+    const now = Date.now();
+    if (now - this.relayedSince > 60_000) {
+      this.relayedSince = now;
+      this.relayed = 0;
+    }
+    return ++this.relayed <= MAX_RELAYED_ANSWERS;
   }
 
   /** True (once) when the client answers a server request that was sent to it. */
@@ -266,6 +285,8 @@ export class SessionStore {
   /** Slots reserved by initializes still waiting for their upstream session. */
   private reserved = 0;
   private readonly sweeper: NodeJS.Timeout;
+  /** Replicas tell each other when they take a session up (src/replicas/bus.ts): a half-open sealed session then ends upstream too. */
+  replicasSpeak = false;
 
   constructor(
     private readonly limits: SessionLimits,
@@ -403,8 +424,14 @@ export class SessionStore {
     const cutoff = now - this.limits.idleTimeoutMs;
     const handshakeCutoff = now - this.limits.handshakeTimeoutMs;
     for (const session of this.sessions.values()) {
-      if (!session.established && session.lastActivity < handshakeCutoff) {
-        void this.close(session, 'half-open');
+      if (session.expires <= now) {
+        // Past its sealed expiry no replica can serve it: it ends upstream too.
+        void this.close(session, 'sealed id expired', true);
+      } else if (!session.established && session.lastActivity < handshakeCutoff) {
+        // A sealed session another replica took up is not half-open (it says so through Redis:
+        // Gateway fromReplica 'taken'); one nobody took up ends upstream too when replicas can
+        // say so, else it is left to the other replicas (and ends upstream at its expiry).
+        void this.close(session, 'half-open', this.replicasSpeak);
       } else if (session.lastActivity < cutoff && !session.eventStream?.open && session.inflight.size === 0) {
         void this.close(session, 'idle');
       }

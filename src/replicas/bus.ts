@@ -21,6 +21,7 @@ import type { JsonRpcMessage, JsonRpcRequest, JsonRpcResponse } from '../jsonrpc
 import { RateLimitedWarning, type Logger } from '../observability/logger.js';
 import { ioredis } from '../optional.js';
 import { errorMessage } from '../error-message.js';
+import type { SessionSeal } from './seal.js';
 
 const CHANNEL = 'mcp-guard:replicas';
 /** Longest a message may be: an answer carries a sampling or elicitation result. */
@@ -29,6 +30,8 @@ const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 export type ReplicaMessage =
   | { kind: 'answer'; session: string; message: JsonRpcResponse }
   | { kind: 'ended'; session: string; expires: number }
+  /** A replica took the session up: the one that opened it does not end it as half-open. */
+  | { kind: 'taken'; session: string }
   /** A 2026-07-28 client's retry (its requestState) for a call another replica holds: `reply` is the asker. */
   | { kind: 'round'; ask: string; reply: string; requestState: string; request: JsonRpcRequest; binding: Record<string, string> }
   /** The holder has the call: it is continuing it (the asker waits for the result, not for the ack's deadline). */
@@ -48,6 +51,12 @@ export class ReplicaBus {
   constructor(
     url: string,
     private readonly log: Logger,
+    /**
+     * The session keys' sealer: every message is encrypted and authenticated with them (sampling
+     * answers are what users typed; a message nobody with the keys sealed is dropped), so that
+     * Redis, often shared with other services, can neither read nor forge what replicas tell each other.
+     */
+    private readonly seal: () => SessionSeal | undefined,
   ) {
     const { Redis } = ioredis();
     const options = {
@@ -99,7 +108,9 @@ export class ReplicaBus {
 
   publish(message: ReplicaMessage): void {
     if (this.closed) return;
-    const text = JSON.stringify({ from: this.replica, ...message });
+    const sealer = this.seal();
+    if (!sealer) return;
+    const text = sealer.sealMessage(JSON.stringify({ from: this.replica, ...message }));
     if (text.length > MAX_MESSAGE_BYTES) {
       this.warning.warn('too-large', { kind: message.kind, bytes: text.length }, 'replica messages: a message too large to send was dropped');
       return;
@@ -116,7 +127,13 @@ export class ReplicaBus {
     this.subscriber.disconnect();
   }
 
-  private receive(text: string): void {
+  private receive(sealed: string): void {
+    if (sealed.length > MAX_MESSAGE_BYTES) return;
+    const text = this.seal()?.openMessage(sealed);
+    if (text === undefined) {
+      this.warning.warn('unsealed', {}, 'replica messages: dropped a message not sealed with the session keys');
+      return;
+    }
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);
@@ -135,6 +152,8 @@ export class ReplicaBus {
     if (typeof message['session'] !== 'string') return;
     if (message['kind'] === 'answer' && isResponse(message['message'])) {
       this.handler?.({ kind: 'answer', session: message['session'], message: message['message'] });
+    } else if (message['kind'] === 'taken') {
+      this.handler?.({ kind: 'taken', session: message['session'] });
     } else if (message['kind'] === 'ended' && typeof message['expires'] === 'number') {
       this.handler?.({ kind: 'ended', session: message['session'], expires: message['expires'] });
     }

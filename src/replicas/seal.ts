@@ -69,11 +69,7 @@ export class SessionSeal {
 
   seal(state: SealedState): string {
     const { id, key } = this.keys[0]!;
-    const iv = randomBytes(IV_BYTES);
-    const cipher = createCipheriv('aes-256-gcm', key, iv);
-    cipher.setAAD(aad(id, state.route));
-    const body = Buffer.concat([cipher.update(JSON.stringify(state), 'utf8'), cipher.final()]);
-    return `${id}.${Buffer.concat([iv, body, cipher.getAuthTag()]).toString('base64url')}`;
+    return `${id}.${encrypt(key, aad(id, state.route), JSON.stringify(state))}`;
   }
 
   /**
@@ -87,13 +83,9 @@ export class SessionSeal {
     const id = sealed.slice(0, dot);
     const found = this.keys.find((k) => k.id === id);
     if (!found) return undefined;
-    const raw = Buffer.from(sealed.slice(dot + 1), 'base64url');
-    if (raw.length < IV_BYTES + TAG_BYTES + 2) return undefined;
+    const text = this.decrypt(sealed.slice(dot + 1), found, aad(id, route));
+    if (text === undefined) return undefined;
     try {
-      const decipher = createDecipheriv('aes-256-gcm', found.key, raw.subarray(0, IV_BYTES));
-      decipher.setAAD(aad(id, route));
-      decipher.setAuthTag(raw.subarray(raw.length - TAG_BYTES));
-      const text = Buffer.concat([decipher.update(raw.subarray(IV_BYTES, raw.length - TAG_BYTES)), decipher.final()]).toString('utf8');
       const state = JSON.parse(text) as SealedState;
       if (state.route !== route || typeof state.expires !== 'number' || state.expires <= now) return undefined;
       return state;
@@ -101,6 +93,51 @@ export class SessionSeal {
       return undefined;
     }
   }
+
+  /** A message between replicas (src/replicas/bus.ts), encrypted and authenticated like a session id: `<kid>.<base64url>`. */
+  sealMessage(text: string): string {
+    const { id, key } = this.keys[0]!;
+    return `${id}.${encrypt(key, Buffer.from(`${id}\u0000bus`, 'utf8'), text)}`;
+  }
+
+  /** A message another replica sealed with one of the keys; undefined for anything else. */
+  openMessage(sealed: string): string | undefined {
+    const dot = sealed.indexOf('.');
+    if (dot <= 0) return undefined;
+    const id = sealed.slice(0, dot);
+    const found = this.keys.find((k) => k.id === id);
+    return found && this.decrypt(sealed.slice(dot + 1), found, Buffer.from(`${id}\u0000bus`, 'utf8'));
+  }
+
+  /**
+   * The plaintext of `encoded` (base64url of iv | ciphertext | tag), or undefined. Only the one
+   * canonical encoding is accepted: Node's base64url decoder also takes padding, `+`, `/` and
+   * stray characters, and an id that opened under several spellings could not be revoked by one.
+   */
+  private decrypt(encoded: string, found: Key, additional: Buffer): string | undefined {
+    if (!BASE64URL.test(encoded)) return undefined;
+    const raw = Buffer.from(encoded, 'base64url');
+    if (raw.length < IV_BYTES + TAG_BYTES + 2 || raw.toString('base64url') !== encoded) return undefined;
+    try {
+      const decipher = createDecipheriv('aes-256-gcm', found.key, raw.subarray(0, IV_BYTES));
+      decipher.setAAD(additional);
+      decipher.setAuthTag(raw.subarray(raw.length - TAG_BYTES));
+      return Buffer.concat([decipher.update(raw.subarray(IV_BYTES, raw.length - TAG_BYTES)), decipher.final()]).toString('utf8');
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+const BASE64URL = /^[A-Za-z0-9_-]+$/;
+
+/** base64url of iv | AES-256-GCM ciphertext | tag. */
+function encrypt(key: Buffer, additional: Buffer, text: string): string {
+  const iv = randomBytes(IV_BYTES);
+  const cipher = createCipheriv('aes-256-gcm', key, iv);
+  cipher.setAAD(additional);
+  const body = Buffer.concat([cipher.update(text, 'utf8'), cipher.final()]);
+  return Buffer.concat([iv, body, cipher.getAuthTag()]).toString('base64url');
 }
 
 function aad(keyId: string, route: string): Buffer {

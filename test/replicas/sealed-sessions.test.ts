@@ -11,7 +11,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { SessionSeal } from '../../src/replicas/seal.js';
 import { EverythingServer } from '../helpers/everything.js';
-import { everythingStdio, q, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { everythingStdio, q, startGateway, waitFor, type RunningGateway } from '../helpers/gateway.js';
 import { bearer, makeKey, type Key } from '../helpers/identities.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
 import { CreateMessageRequestSchema } from '@modelcontextprotocol/sdk/types.js';
@@ -159,6 +159,12 @@ url = ${q(http.url)}
       nonce: 'y',
     });
     expect((await post(`${b.url}/mcp/local`, list, { ...bearer(alice), 'mcp-session-id': forged })).status).toBe(404);
+    // Other spellings of the same bytes (padding, the standard alphabet, a stray character) are not
+    // the id: one id, one spelling, so that revoking it revokes it.
+    const standard = body.replace(/-/g, '+').replace(/_/g, '/');
+    for (const variant of [`${id}=`, `${id}==`, `${id}!`, `k1.${standard}`].filter((v) => v !== id)) {
+      expect((await post(`${b.url}/mcp/local`, list, { ...bearer(alice), 'mcp-session-id': variant })).status).toBe(404);
+    }
     // Garbage of every shape.
     for (const junk of ['k1.', 'k1.!!!!', '.abc', 'k9.' + body, 'x'.repeat(9_000)]) {
       expect((await post(`${b.url}/mcp/local`, list, { ...bearer(alice), 'mcp-session-id': junk })).status).toBe(404);
@@ -175,6 +181,21 @@ url = ${q(http.url)}
     expect(fresh.headers.get('mcp-session-id')!.startsWith('k2.')).toBe(true);
     // A replica without the new key cannot open it.
     expect((await post(`${a.url}/mcp/remote`, list, { ...bearer(alice), 'mcp-session-id': fresh.headers.get('mcp-session-id')! })).status).toBe(404);
+  }, 60_000);
+
+  it('ends a session deleted through a replica that never served it, without taking it up', async () => {
+    const opened = await post(`${a.url}/mcp/remote`, INIT, bearer(alice));
+    const id = opened.headers.get('mcp-session-id')!;
+    const headers = { ...bearer(alice), 'mcp-session-id': id };
+    const list = { jsonrpc: '2.0', id: 2, method: 'tools/list' };
+    // Not the owner: 404, and nothing ended.
+    expect((await fetch(`${b.url}/mcp/remote`, { method: 'DELETE', headers: { ...bearer(bob), 'mcp-session-id': id } })).status).toBe(404);
+    expect((await post(`${a.url}/mcp/remote`, list, headers)).status).toBe(200);
+    expect((await fetch(`${b.url}/mcp/remote`, { method: 'DELETE', headers })).status).toBe(200);
+    // Ended upstream: the replica that opened it learns so on its next request; the other refuses it.
+    expect((await post(`${a.url}/mcp/remote`, list, headers)).status).toBe(404);
+    expect((await post(`${b.url}/mcp/remote`, list, headers)).status).toBe(404);
+    expect((await fetch(`${b.url}/mcp/remote`, { method: 'DELETE', headers })).status).toBe(404);
   }, 60_000);
 
   it('ends a session its client deleted: upstream, and on the replica that took the DELETE', async () => {
@@ -290,6 +311,27 @@ url = ${q(http.url)}
     for (const gw of [a, b]) {
       const again = await post(`${gw.url}/mcp/local`, call(4, 'round robin', { inputResponses: answer, requestState }), headers);
       expect(JSON.stringify(again.json)).toContain('unknown or has expired');
+    }
+  }, 60_000);
+
+  it("ignores messages on the replicas' Redis channel that were not sealed with the session keys", async () => {
+    const opened = await post(`${a.url}/mcp/local`, INIT, bearer(alice));
+    const id = opened.headers.get('mcp-session-id')!;
+    const headers = { ...bearer(alice), 'mcp-session-id': id };
+    const list = { jsonrpc: '2.0', id: 2, method: 'tools/list' };
+    const { Redis } = await import('ioredis');
+    const attacker = new Redis(redis.url);
+    try {
+      // Someone who can reach Redis, and saw the id, forges an 'ended' for it.
+      const forged = JSON.stringify({ from: 'attacker', kind: 'ended', session: id, expires: Date.now() + 60_000 });
+      const receivers = await attacker.publish('mcp-guard:replicas', forged);
+      expect(receivers).toBeGreaterThanOrEqual(2);
+      // Each replica drops it with a warning (awaited, bounded by the test timeout), and the session goes on.
+      await waitFor(() => [a, b].every((gw) => gw.logs.some((l) => l.includes('not sealed with the session keys'))), 10_000, 'both replicas to drop it');
+      expect((await post(`${a.url}/mcp/local`, list, headers)).status).toBe(200);
+      expect((await post(`${b.url}/mcp/local`, list, headers)).status).toBe(200);
+    } finally {
+      attacker.disconnect();
     }
   }, 60_000);
 
