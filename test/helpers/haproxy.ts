@@ -8,7 +8,7 @@
  */
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { freePort } from './everything.js';
 import { balancerDir, runBalancer, type Backend, type LoadBalancer } from './load-balancer.js';
 
@@ -100,6 +100,15 @@ export async function startHaproxy(backends: readonly Backend[], options: Haprox
   const file = join(dir, 'haproxy.cfg');
   writeFileSync(file, config);
   const lb = await runBalancer('haproxy', 'haproxy', ['-db', '-f', file], { port, dir, config });
+  // The frontend may accept before the admin socket is bound (CI once asked it too early: ENOENT).
+  const deadline = Date.now() + 15_000;
+  while (!existsSync(adminSocket)) {
+    if (Date.now() > deadline) {
+      await lb.stop();
+      throw new Error(`haproxy did not create its admin socket ${adminSocket} within 15 s`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
   return Object.assign(lb, {
     async serverStates() {
       return statesOf(await adminCommand(adminSocket, 'show stat'));
