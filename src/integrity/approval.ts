@@ -37,7 +37,7 @@ export const APPROVAL_INPUT_KEY = 'mcp-guard-approval';
 /** What starts the gateway's own requestState (a server's never does: the gateway made it). */
 const STATE_PREFIX = 'mcp-guard-approval.';
 /** The arguments shown to the user, at most this many characters. */
-const MAX_SUMMARY = 500;
+const MAX_SUMMARY = 4_000;
 /** Questions (and approved calls' later rounds) remembered at most; the oldest go first. */
 const MAX_HELD = 10_000;
 /** How long a later round of an approved 2026-07-28 call is recognised. */
@@ -109,11 +109,13 @@ export class Approvals {
         'this client cannot be asked: it did not declare the elicitation capability (form) at initialize',
       );
     }
+    const shown = summary(call.params?.['arguments']);
+    if (shown === undefined) return this.refuse(call, target, decided, 'unavailable', TOO_LONG);
     const question: JsonRpcRequest = {
       jsonrpc: '2.0',
       id: `${STATE_PREFIX}${randomBytes(12).toString('base64url')}`,
       method: 'elicitation/create',
-      params: elicitationParams(call, target),
+      params: elicitationParams(shown, target),
     };
     const answer = await forwarding.ask(question, timeoutMs);
     if (answer === 'timeout') return this.refuse(call, target, decided, 'timeout', 'nobody answered the approval request in time');
@@ -165,9 +167,11 @@ export class Approvals {
     if (!canElicitForm(objectOf(meta['io.modelcontextprotocol/clientCapabilities']))) {
       return this.refuse(call, target, decided, 'unavailable', 'this client cannot be asked: its _meta clientCapabilities do not declare elicitation (form)');
     }
+    const shown = summary(call.params?.['arguments']);
+    if (shown === undefined) return this.refuse(call, target, decided, 'unavailable', TOO_LONG);
     const token = `${STATE_PREFIX}${randomBytes(24).toString('base64url')}`;
     hold(this.questions, token, { binding: bindingOf(owner, target.server, call), expires: now + timeoutMs });
-    const inputRequests = { [APPROVAL_INPUT_KEY]: { method: 'elicitation/create', params: elicitationParams(call, target) } };
+    const inputRequests = { [APPROVAL_INPUT_KEY]: { method: 'elicitation/create', params: elicitationParams(shown, target) } };
     return { answer: answered({ jsonrpc: '2.0', id: call.id, result: { resultType: 'input_required', inputRequests, requestState: token } }) };
   }
 
@@ -220,10 +224,10 @@ function decisionOf(answer: JsonRpcResponse): ApprovalDecision {
 }
 
 /** The question: the tool, its server, its arguments (credentials redacted, truncated), and a yes/no field. */
-function elicitationParams(call: JsonRpcRequest, target: ApprovalTarget): Record<string, unknown> {
+function elicitationParams(shown: string, target: ApprovalTarget): Record<string, unknown> {
   return {
     mode: 'form',
-    message: `Allow the tool "${target.called}" of server "${target.server}" to run with these arguments?\n${summary(call.params?.['arguments'])}`,
+    message: `Allow the tool "${target.called}" of server "${target.server}" to run with these arguments?\n${shown}`,
     requestedSchema: {
       type: 'object',
       properties: { confirm: { type: 'boolean', title: 'Allow this call', description: `Run ${target.called} on ${target.server}` } },
@@ -232,12 +236,23 @@ function elicitationParams(call: JsonRpcRequest, target: ApprovalTarget): Record
   };
 }
 
-/** The arguments as JSON, credential-named members and credential-looking values redacted (the audit log's built-in rules), truncated. */
-export function summary(args: unknown): string {
+/**
+ * The arguments as the person is shown them: JSON, credential-named members and credential-looking
+ * values redacted (the audit log's built-in rules), bidirectional and invisible format characters
+ * written as escapes (they could make the text read otherwise than it runs). Undefined when longer
+ * than MAX_SUMMARY: what is forwarded must be what was shown, so such a call is refused rather
+ * than shown cut (a payload after the cut would be approved unseen).
+ */
+export function summary(args: unknown): string | undefined {
   const text = JSON.stringify(args ?? {}, redactCredentialField) ?? '{}';
-  const redacted = redactLine(text, args, []);
-  return redacted.length <= MAX_SUMMARY ? redacted : `${redacted.slice(0, MAX_SUMMARY)}… (${redacted.length} characters)`;
+  const redacted = redactLine(text, args, []).replace(FORMAT_CHARACTERS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return redacted.length <= MAX_SUMMARY ? redacted : undefined;
 }
+
+/** Characters that change how text is displayed without being seen: bidi controls, zero-width ones. */
+const FORMAT_CHARACTERS = /[\u061C\u200B-\u200F\u202A-\u202E\u2060-\u2069\uFEFF]/g;
+
+const TOO_LONG = `its arguments are too long to show in an approval request (more than ${MAX_SUMMARY} characters once redacted): a person cannot approve what they cannot see`;
 
 function sameBinding(a: CallBinding, b: CallBinding): boolean {
   return a.owner === b.owner && a.server === b.server && a.method === b.method && a.digest === b.digest;

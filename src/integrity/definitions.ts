@@ -30,7 +30,10 @@ export function listMember(kind: PinKind): 'tools' | 'prompts' {
 export function sortedDeep(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(sortedDeep);
   if (value === null || typeof value !== 'object') return value;
-  const out: Record<string, unknown> = {};
+  // No prototype: a member named "__proto__" (JSON.parse makes it an own property) must be a
+  // member here too, hashed and pinned like any other; on a plain {} assigning it would set the
+  // prototype instead, and the key would vanish from the hash while still reaching clients.
+  const out = Object.create(null) as Record<string, unknown>;
   for (const key of Object.keys(value).sort()) {
     const member = (value as Record<string, unknown>)[key];
     if (member !== undefined) out[key] = sortedDeep(member);

@@ -4,6 +4,7 @@
  * its headers, and clients that bring their own trace context (the official SDK client with a
  * `traceparent` header, plain POSTs with `params._meta.traceparent`) or a forged one.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -157,7 +158,8 @@ describe('traces', () => {
         'mcp.method.name': 'tools/call',
         'gen_ai.tool.name': 'meta',
         'gen_ai.operation.name': 'execute_tool',
-        'mcp.session.id': transport.sessionId,
+        // A digest of the id, never the id itself (without authentication the id is all it takes to use a session).
+        'mcp.session.id': createHash('sha256').update(transport.sessionId!).digest('hex').slice(0, 32),
         'network.transport': 'tcp',
         'mcp_guard.server': 'stdio',
         'mcp_guard.identity': 'alice',
@@ -315,6 +317,16 @@ describe('traces', () => {
     });
     expect(server.status).toMatchObject({ code: STATUS.ERROR, message: refused.json.error.message });
     expect(childrenOf(server).filter((s) => s.kind === KIND.CLIENT)).toEqual([]);
+
+    // A client's own text in the refusal (a 100,000-character tool name with a token in it) reaches
+    // the span's status bounded and redacted, as an audit line would carry it.
+    const hugeTrace = hex(16);
+    const token = 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl';
+    const huge = await call('/stdio', limited, `Bearer ${token} ${'x'.repeat(100_000)}`, 45, undefined, { traceparent: traceparent(hugeTrace, hex(8)) });
+    expect(huge.json.error.message.length).toBeGreaterThan(100_000);
+    const hugeSpan = await spanWhere('the span of the huge refusal', (s) => s.kind === KIND.SERVER && s.traceId === hugeTrace);
+    expect(hugeSpan.status.message.length).toBeLessThanOrEqual(1_024 + 3);
+    expect(hugeSpan.status.message).not.toContain(token);
 
     const failedTrace = hex(16);
     const failed = await call('/stdio', alice, 'fail', 44, undefined, { traceparent: traceparent(failedTrace, hex(8)) });

@@ -11,6 +11,8 @@
  * `{mcp.method.name} {target}`, the target a tool or prompt name, never a resource URI by default,
  * to keep span names low-cardinality), plus the gateway's own under `mcp_guard.`.
  */
+import { createHash } from 'node:crypto';
+import { BUILT_IN_REDACTIONS } from '../audit/redaction.js';
 import {
   defaultTextMapGetter,
   defaultTextMapSetter,
@@ -107,6 +109,21 @@ function peerOf(route: RouteConfig): Attributes {
 }
 
 /** Ends a span with how its request ended (conventions: error.type, status ERROR with the JSON-RPC message). */
+/** Longest status message a span carries (the SDK's own attribute limit). */
+const MAX_STATUS_MESSAGE = 1_024;
+
+/** A message as a span may carry it: credentials masked (the audit log's built-in rules), cut to MAX_STATUS_MESSAGE. */
+function redactedText(message: string): string {
+  let text = message.length > MAX_STATUS_MESSAGE * 4 ? message.slice(0, MAX_STATUS_MESSAGE * 4) : message;
+  for (const rule of BUILT_IN_REDACTIONS) text = text.replace(rule.pattern, rule.replacement);
+  return text.length > MAX_STATUS_MESSAGE ? `${text.slice(0, MAX_STATUS_MESSAGE)}...` : text;
+}
+
+/** The first 16 bytes of the session id's SHA-256, hex. */
+function sessionDigest(sessionId: string): string {
+  return createHash('sha256').update(sessionId).digest('hex').slice(0, 32);
+}
+
 function endWith(span: Span, ending: Ending): void {
   const response = ending.response;
   if ('error' in response) {
@@ -114,7 +131,9 @@ function endWith(span: Span, ending: Ending): void {
     span.setAttribute('error.type', code);
     span.setAttribute('rpc.response.status_code', code);
     if (ending.error !== undefined) span.setAttribute('mcp_guard.error.kind', ending.error);
-    span.setStatus({ code: SpanStatusCode.ERROR, message: response.error.message });
+    // Bounded and redacted as audit lines are: the message can echo what a client sent (a 1 MB
+    // tool name in a refusal) or an upstream's text with a token in it, and the SDK bounds attributes only.
+    span.setStatus({ code: SpanStatusCode.ERROR, message: redactedText(response.error.message) });
   } else if (response.result['isError'] === true) {
     span.setAttribute('error.type', 'tool_error');
     span.setStatus({ code: SpanStatusCode.ERROR });
@@ -202,7 +221,9 @@ export class SdkTracing implements Tracing {
       'mcp_guard.request_id': request.id,
     };
     const sessionId = request.headers['mcp-session-id'];
-    if (typeof sessionId === 'string') attributes['mcp.session.id'] = sessionId;
+    // A digest, not the id: without authentication a session id is all it takes to use a session,
+    // and whoever reads traces must not get that; the digest still ties a session's spans together.
+    if (typeof sessionId === 'string') attributes['mcp.session.id'] = sessionDigest(sessionId);
     const version = protocolVersionOf(facts);
     if (version !== undefined) attributes['mcp.protocol.version'] = version;
 
