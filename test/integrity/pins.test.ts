@@ -53,7 +53,7 @@ describe('the pin file', () => {
     const pins: Pins = new Map([['srv', { tools: new Map([['__proto__', pinFor(definitionOf('tool', named))]]), prompts: new Map() }]]);
     const text = serializePins(pins);
     expect(text).toContain('"__proto__"');
-    expect(parsePins(text).get('srv')?.tools.get('__proto__')?.sha256).toBe(pinFor(definitionOf('tool', named)).sha256);
+    expect(parsePins(text, 'p.json').get('srv')?.tools.get('__proto__')?.sha256).toBe(pinFor(definitionOf('tool', named)).sha256);
   });
 
   it('is stable, sorted text that reads back as it was written', () => {
