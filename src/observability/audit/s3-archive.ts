@@ -297,11 +297,12 @@ export class S3Archiver implements RotationOwner {
   private async upload(path: string): Promise<Outcome> {
     const name = basename(path);
     // Opened before anything else, not following a symbolic link: what is uploaded is the file
-    // that was rotated, even if its name is removed or replaced meanwhile.
+    // that was rotated, even if its name is removed or replaced meanwhile. Non-blocking, so that a
+    // FIFO swapped in under that name cannot hold the open (it is then no regular file: 'gone').
     let handle: FileHandle;
     let size: number;
     try {
-      handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+      handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
     } catch (error) {
       const code = codeOf(error);
       if (code === 'ENOENT' || code === 'ELOOP') return 'gone';

@@ -74,7 +74,8 @@ function subjectOf(message: JsonRpcRequest): Subject {
     attributes['gen_ai.prompt.name'] = name;
     target = name;
   } else if ((method === 'resources/read' || method === 'resources/subscribe' || method === 'resources/unsubscribe') && typeof uri === 'string') {
-    attributes['mcp.resource.uri'] = uri;
+    // Redacted and bounded like a status message: a URI can carry a token (a signed URL).
+    attributes['mcp.resource.uri'] = redactedText(uri);
   }
   return { name: target === undefined ? method : `${method} ${target.slice(0, MAX_TARGET)}`, attributes };
 }
