@@ -72,7 +72,7 @@ import { answered, errorOutcome, parseAccept, PostResponse, type Outcome } from 
 import type { DownstreamSession } from './mcp/sessions.js';
 import { SUPPORTED_PROTOCOL_VERSIONS } from './protocol/versions.js';
 import { SseWriter } from './mcp/sse-writer.js';
-import { interrupted, parseLastEventId, postStreamPrefix, type LastEvent } from './mcp/resume.js';
+import { interrupted, parseLastEventId, type LastEvent } from './mcp/resume.js';
 import { calledTool, filterToolsList, type ToolOwner } from './policy/tools.js';
 import { namespaceOf, scopeOf, viewFor } from './virtual/view.js';
 import type { Recorder } from './observability/recorder.js';
@@ -426,7 +426,7 @@ async function exchange(context: Context, route: Route, incoming: Incoming, repl
     const headers: Record<string, string> = session ? { [SESSION_HEADER]: session.id } : {};
     const post = new PostResponse(reply, accept, headers, incoming.modern ? modernRelay(incoming.modern) : undefined);
     // In a session, a client whose response stream breaks can ask after it (src/mcp/resume.ts).
-    if (session) post.withEventIds(postStreamPrefix(requests[0]!.id));
+    if (session) post.withEventIds(requests[0]!.id);
     const forwarding = incoming.modern
       ? translatedForwarding(forwardingContext(context, post, reply), upstream, incoming.modern)
       : legacyForwarding(forwardingContext(context, post, reply), upstream, session);

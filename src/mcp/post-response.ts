@@ -6,7 +6,8 @@
  */
 import type { FastifyReply } from 'fastify';
 import { httpError, statusOf, type GatewayError, type GatewayErrorKind } from '../http/errors.js';
-import { ErrorCode, errorResponse, type JsonRpcMessage, type JsonRpcResponse } from '../jsonrpc/messages.js';
+import { ErrorCode, errorResponse, type JsonRpcId, type JsonRpcMessage, type JsonRpcResponse } from '../jsonrpc/messages.js';
+import { postStreamPrefix } from './resume.js';
 import { SseWriter } from './sse-writer.js';
 
 /** What the client's Accept header allows. */
@@ -62,7 +63,8 @@ export function errorOutcome(error: GatewayError): Outcome {
 
 export class PostResponse {
   private sse: SseWriter | undefined;
-  /** With event ids (resumable): the prefix of each (src/mcp/resume.ts), and the last one's number. */
+  /** With event ids (resumable): the request the ids name (src/mcp/resume.ts), their prefix once a stream needs it, and the last one's number. */
+  private eventsOf: JsonRpcId | undefined;
   private eventIds: string | undefined;
   private events = 0;
 
@@ -74,14 +76,20 @@ export class PostResponse {
     private readonly admits?: (message: JsonRpcMessage) => boolean,
   ) {}
 
-  /** Its SSE events carry ids, so that a client whose stream breaks can ask after them (src/mcp/resume.ts). */
-  withEventIds(prefix: string): this {
-    this.eventIds = prefix;
+  /**
+   * Its SSE events carry ids naming request `id`, so that a client whose stream breaks can ask
+   * after them (src/mcp/resume.ts). The prefix is made only when an event is written: most
+   * answers are plain JSON and need none.
+   */
+  withEventIds(id: JsonRpcId): this {
+    this.eventsOf = id;
     return this;
   }
 
   private nextId(): string | undefined {
-    return this.eventIds === undefined ? undefined : `${this.eventIds}${++this.events}`;
+    if (this.eventsOf === undefined) return undefined;
+    this.eventIds ??= postStreamPrefix(this.eventsOf);
+    return `${this.eventIds}${++this.events}`;
   }
 
   /** True once the response has become an SSE stream (its status and headers are sent). */

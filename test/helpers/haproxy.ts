@@ -10,6 +10,7 @@ import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { existsSync, writeFileSync } from 'node:fs';
 import { freePort } from './everything.js';
+import { waitFor } from './gateway.js';
 import { balancerDir, runBalancer, type Backend, type LoadBalancer } from './load-balancer.js';
 
 export interface HaproxyOptions {
@@ -101,13 +102,11 @@ export async function startHaproxy(backends: readonly Backend[], options: Haprox
   writeFileSync(file, config);
   const lb = await runBalancer('haproxy', 'haproxy', ['-db', '-f', file], { port, dir, config });
   // The frontend may accept before the admin socket is bound (CI once asked it too early: ENOENT).
-  const deadline = Date.now() + 15_000;
-  while (!existsSync(adminSocket)) {
-    if (Date.now() > deadline) {
-      await lb.stop();
-      throw new Error(`haproxy did not create its admin socket ${adminSocket} within 15 s`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
+  try {
+    await waitFor(() => existsSync(adminSocket), 15_000, `haproxy's admin socket ${adminSocket}`);
+  } catch (error) {
+    await lb.stop();
+    throw error;
   }
   return Object.assign(lb, {
     async serverStates() {

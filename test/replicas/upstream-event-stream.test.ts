@@ -5,7 +5,7 @@
  * it sent meanwhile.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { q, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { q, startGateway, waitFor, type RunningGateway } from '../helpers/gateway.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/recording-upstream.js';
 
 let upstream: RecordingUpstream;
@@ -21,28 +21,8 @@ afterAll(async () => {
   await upstream?.stop();
 });
 
-/** Opens the client's GET stream and resolves once its first event (the upstream's) has arrived; returns what closes it. */
-async function listen(url: string, session: string): Promise<() => void> {
-  const controller = new AbortController();
-  let res = await fetch(url, { headers: { accept: 'text/event-stream', 'mcp-session-id': session }, signal: controller.signal });
-  // 409 until the gateway has seen the previous stream close: a condition, awaited (bounded by the test's timeout).
-  while (res.status === 409) {
-    await new Promise((resolve) => setTimeout(resolve, 10));
-    res = await fetch(url, { headers: { accept: 'text/event-stream', 'mcp-session-id': session }, signal: controller.signal });
-  }
-  expect(res.status).toBe(200);
-  const reader = res.body!.getReader();
-  let text = '';
-  while (!text.includes('list_changed')) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`the stream ended early: ${text}`);
-    text += new TextDecoder().decode(value);
-  }
-  return () => controller.abort();
-}
-
-it("resumes the upstream's GET stream from its last event id when the client's stream comes back", async () => {
-  const url = `${gateway.url}/mcp/rec`;
+/** Opens a session on the recording upstream; its id. */
+async function initialize(url: string): Promise<string> {
   const init = await fetch(url, {
     method: 'POST',
     headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
@@ -53,13 +33,51 @@ it("resumes the upstream's GET stream from its last event id when the client's s
       params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } },
     }),
   });
-  const session = init.headers.get('mcp-session-id')!;
   await init.text();
-  const close = await listen(url, session);
-  close();
+  return init.headers.get('mcp-session-id')!;
+}
+
+/**
+ * Opens the session's GET stream (409 until the gateway has seen the previous one close: awaited)
+ * and reads it until `until` holds or it ends; then closes it. What it read.
+ */
+async function readStream(url: string, session: string, headers: Record<string, string>, until: (text: string) => boolean): Promise<string> {
+  const controller = new AbortController();
+  let res: Response | undefined;
+  await waitFor(
+    async () => {
+      res = await fetch(url, { headers: { accept: 'text/event-stream', 'mcp-session-id': session, ...headers }, signal: controller.signal });
+      if (res.status !== 409) return true;
+      await res.body?.cancel();
+      return false;
+    },
+    10_000,
+    'the previous stream to be seen closed',
+  );
+  expect(res!.status).toBe(200);
+  const reader = res!.body!.getReader();
+  let text = '';
+  while (!until(text)) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += new TextDecoder().decode(value);
+  }
+  controller.abort();
+  return text;
+}
+
+/** Reads the GET stream until its first event (the upstream's) has arrived, then closes it. */
+async function listen(url: string, session: string): Promise<void> {
+  const text = await readStream(url, session, {}, (t) => t.includes('list_changed'));
+  if (!text.includes('list_changed')) throw new Error(`the stream ended early: ${text}`);
+}
+
+it("resumes the upstream's GET stream from its last event id when the client's stream comes back", async () => {
+  const url = `${gateway.url}/mcp/rec`;
+  const session = await initialize(url);
+  await listen(url, session);
   const gets = () => upstream.requests.filter((r) => r.method === 'GET');
-  const closeAgain = await listen(url, session);
-  closeAgain();
+  await listen(url, session);
   expect(gets().length).toBeGreaterThanOrEqual(2);
   expect(gets()[0]!.headers['last-event-id']).toBeUndefined();
   expect(gets()[1]!.headers['last-event-id']).toBe('ev-1');
@@ -67,36 +85,8 @@ it("resumes the upstream's GET stream from its last event id when the client's s
 
 it('replays the GET-stream events a client missed when it comes back with Last-Event-ID; a broken POST stream is answered at once', async () => {
   const url = `${gateway.url}/mcp/rec`;
-  const init = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-    body: JSON.stringify({
-      jsonrpc: '2.0',
-      id: 1,
-      method: 'initialize',
-      params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } },
-    }),
-  });
-  const session = init.headers.get('mcp-session-id')!;
-  await init.text();
-  const read = async (headers: Record<string, string>, until: (text: string) => boolean): Promise<string> => {
-    const controller = new AbortController();
-    let res = await fetch(url, { headers: { accept: 'text/event-stream', 'mcp-session-id': session, ...headers }, signal: controller.signal });
-    while (res.status === 409) {
-      await new Promise((resolve) => setTimeout(resolve, 10));
-      res = await fetch(url, { headers: { accept: 'text/event-stream', 'mcp-session-id': session, ...headers }, signal: controller.signal });
-    }
-    expect(res.status).toBe(200);
-    const reader = res.body!.getReader();
-    let text = '';
-    while (!until(text)) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      text += new TextDecoder().decode(value);
-    }
-    controller.abort();
-    return text;
-  };
+  const session = await initialize(url);
+  const read = (headers: Record<string, string>, until: (text: string) => boolean) => readStream(url, session, headers, until);
   const first = await read({}, (t) => t.includes('list_changed'));
   expect(first).toMatch(/^id: g\.1$/m);
   // Back with the id before the last one it saw: g.1 again, then what comes next.

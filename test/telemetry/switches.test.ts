@@ -103,6 +103,7 @@ describe('telemetry switches', () => {
 
   it('a receiver that is down: every request is still served, the failure is logged (not per request), and the gateway stops', async () => {
     const port = await closedPort();
+    const started = Date.now();
     const gw = await gateway(`${SERVER}[telemetry]\notlp_endpoint = "http://127.0.0.1:${port}"\n`);
     for (let i = 0; i < 20; i++) {
       const meta = await callMeta(gw);
@@ -110,7 +111,10 @@ describe('telemetry switches', () => {
     }
     await gw.app.services.tracing!.flush();
     await waitFor(() => gw.logs.some((l) => l.includes('telemetry: spans could not be exported')), 10_000, 'the export warning');
-    expect(gw.logs.filter((l) => l.includes('telemetry: spans could not be exported')).length).toBeLessThan(5);
+    // Not per request: at most one warning per 10 s window (src/observability/logger.ts RateLimitedWarning),
+    // however long this took on a busy machine.
+    const windows = Math.ceil((Date.now() - started) / 10_000) + 1;
+    expect(gw.logs.filter((l) => l.includes('telemetry: spans could not be exported')).length).toBeLessThanOrEqual(windows);
     await gw.stop();
   });
 });
