@@ -17,10 +17,13 @@ const { running, mark } = trackProcesses();
 
 const BACKUP = /^audit\.log\.\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.\d{3}Z(\.gz)?$/;
 
-/** The rotated files of the audit directory that are regular files (what the archive has to upload). */
+/**
+ * The rotated files of the audit directory that are regular files (what the archive has to upload).
+ * A file the archiver deletes between the listing and the lstat (uploaded meanwhile) is not there.
+ */
 function rotated(dir: string): string[] {
   return readdirSync(dir)
-    .filter((name) => BACKUP.test(name) && lstatSync(join(dir, name)).isFile())
+    .filter((name) => BACKUP.test(name) && lstatSync(join(dir, name), { throwIfNoEntry: false })?.isFile() === true)
     .sort();
 }
 
