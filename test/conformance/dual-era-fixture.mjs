@@ -106,6 +106,9 @@ function relay(req, res, body) {
   if (body.length > 0) headers['content-length'] = String(body.length);
   const out = httpRequest({ host: backendUrl.hostname, port: backendUrl.port, method: req.method, path: backendUrl.pathname, headers }, (answer) => {
     res.writeHead(answer.statusCode ?? 502, answer.headers);
+    // Sent now, as the backend sent them (writeHead alone holds them until the first write): a
+    // GET stream's headers say it is connected before any event comes, as with the SDK's servers.
+    res.flushHeaders();
     answer.pipe(res);
   });
   out.on('error', () => {

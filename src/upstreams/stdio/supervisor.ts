@@ -90,14 +90,17 @@ export class ChildSupervisor {
   }
 
   status(): UpstreamStatus {
+    // A child that has exited while its pipes are still open (a descendant holds them, for up to
+    // the straggler grace) is still 'ready' until its 'close', but it serves nothing.
+    const exited = this.current !== undefined && (this.current.exitCode !== null || this.current.signalCode !== null);
     const s: UpstreamStatus = {
       state: this.state,
-      healthy: this.state === 'ready',
+      healthy: this.state === 'ready' && !exited,
       restarts: this.restarts,
       since: this.since,
     };
     if (this.lastError !== undefined && this.state !== 'ready') s.lastError = this.lastError;
-    if (this.current?.pid !== undefined && this.state === 'ready') s.pid = this.current.pid;
+    if (this.current?.pid !== undefined && this.state === 'ready' && !exited) s.pid = this.current.pid;
     return s;
   }
 
