@@ -128,8 +128,7 @@ describe.each(['stdio', 'streamableHttp', 'sse'] as const)('a 2026-07-28 client 
       // server-everything announces resource subscriptions and list changes of tools and prompts.
       expect(subscription.honoredFilter).toEqual({ toolsListChanged: true, promptsListChanged: true, resourceSubscriptions: [uri] });
       await client.callTool({ name: 'toggle-subscriber-updates', arguments: {} });
-      const deadline = Date.now() + 12_000;
-      while (updates.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      await waitFor(() => updates.length > 0, 12_000, 'a resource update on the listen stream');
       expect(updates).toContain(uri);
       await client.callTool({ name: 'toggle-subscriber-updates', arguments: {} });
       await subscription.close();
