@@ -235,7 +235,8 @@ function session(context: Context, incoming: Incoming, reply: FastifyReply): Rou
   if (initialize) return openSession(context, initialize, incoming.messages.length, sessionId, reply);
   checkProtocolVersion(request);
   if (sessionId === undefined) return SHARED;
-  const found = findSession(context, sessionId);
+  // Answers and notifications still reach a draining session: they belong to its calls in flight.
+  const found = findSession(context, sessionId, { whileDraining: !incoming.messages.some(isRequest) });
   if (found instanceof Promise) return found.then(sessionRoute);
   return sessionRoute(found);
 }
@@ -327,8 +328,17 @@ function checkProtocolVersion(request: FastifyRequest): void {
  * The session named by Mcp-Session-Id, on the server the URL names, opened by the same
  * identity: a session id seen by someone else is of no use to them. With `[server] session_keys`
  * a sealed session another replica opened is taken up here (Gateway.adopt), until its id expires.
+ *
+ * A session draining after a reload changed its server takes no new request (the client starts
+ * again), but `whileDraining` finds it for what its calls in flight still need: the client's
+ * answers to the server's questions (sampling, elicitation, roots), its cancellations, and the
+ * DELETE that ends it.
  */
-function findSession({ gateway, target, identity, request }: Context, sessionId: string): DownstreamSession | Promise<DownstreamSession> {
+function findSession(
+  { gateway, target, identity, request }: Context,
+  sessionId: string,
+  { whileDraining }: { whileDraining: boolean } = { whileDraining: false },
+): DownstreamSession | Promise<DownstreamSession> {
   const found = gateway.sessions.get(sessionId);
   if (found === undefined) {
     const adopted = gateway.adopt(sessionId, target.server, ownerKey(identity), request.log);
@@ -336,8 +346,12 @@ function findSession({ gateway, target, identity, request }: Context, sessionId:
     return adopted.then((session) => session ?? Promise.reject(sessionNotFound()));
   }
   // A virtual server's session is also bound to the members its identity could reach.
-  // A session draining after a reload changed its server takes nothing new: the client starts again.
-  if (found.draining || found.server !== target.server.name || found.owner !== ownerKey(identity) || found.scope !== scopeOf(target.server)) {
+  if (
+    (found.draining && !whileDraining) ||
+    found.server !== target.server.name ||
+    found.owner !== ownerKey(identity) ||
+    found.scope !== scopeOf(target.server)
+  ) {
     throw sessionNotFound();
   }
   if (found.expires !== Infinity && found.expires <= Date.now()) {
@@ -746,7 +760,7 @@ export async function handleDelete(context: Context, reply: FastifyReply): Promi
     if (local === undefined && context.gateway.sealed) {
       // Another replica's sealed session: ended without taking it up.
       if (!(await context.gateway.endSealed(sessionId, context.target.server, ownerKey(context.identity)))) throw sessionNotFound();
-    } else await context.gateway.end(await findSession(context, sessionId));
+    } else await context.gateway.end(await findSession(context, sessionId, { whileDraining: true }));
     void reply.code(200).send();
   } catch (err) {
     refused(reply, err);

@@ -9,6 +9,9 @@
  *     not answer for the new one. The server: test/fixtures/modern-server.mjs over stdio; the
  *     reload adds `--region-tool`, so its new tools/list has one more tool.
  */
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { CreateMessageRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { describe, expect, it } from 'vitest';
 import { NODE, trackProcesses } from '../helpers/cli.js';
 import { alive, auditTable, everything, post, q, RawSession, ReloadGateway, sdkClient, serverTable, textOf, waitFor } from './helpers.js';
@@ -88,6 +91,46 @@ describe('reload: a changed server', () => {
     expect(gw.childPid(`${m}-svc`)).toBe(newPid);
     expect(gw.childPid(`${m}-keep`)).toBe(keepPid);
     expect((await kept.call('echo', { message: 'kept' })).message.result.content[0].text).toBe('Echo: kept');
+  });
+
+  it("a draining session still takes the client's answer to its call in flight (sampling), then ends; new requests get 404", { timeout: 120_000 }, async () => {
+    const m = mark('sighup-changed-answer');
+    const config = (tag: string) => (audit: string) => serverTable() + auditTable(audit) + everything('svc', m, tag);
+    const gw = new ReloadGateway(config('v1'), { running });
+    const base = await gw.ready();
+    const oldPid = await gw.waitChild(`${m}-svc v1`);
+
+    // The client's sampling answer waits until the test lets it go: the call is in flight for
+    // exactly as long as the test needs, whatever the machine's speed.
+    let asked = false;
+    let answer!: () => void;
+    const gate = new Promise<void>((resolve) => (answer = resolve));
+    const client = new Client({ name: 'reload-test', version: '1.0.0' }, { capabilities: { sampling: {} } });
+    client.setRequestHandler(CreateMessageRequestSchema, async () => {
+      asked = true;
+      await gate;
+      return { model: 'test-model', role: 'assistant', content: { type: 'text', text: 'answered while draining' } };
+    });
+    const transport = new StreamableHTTPClientTransport(new URL(`${base}/mcp/svc`));
+    await client.connect(transport);
+    const sessionId = transport.sessionId!;
+    await waitFor(async () => (await client.listTools()).tools.some((t) => t.name === 'trigger-sampling-request'), 10_000, 'trigger-sampling-request');
+    const call = client.callTool({ name: 'trigger-sampling-request', arguments: { prompt: 'during the reload', maxTokens: 10 } }, undefined, {
+      timeout: 60_000,
+    });
+    await waitFor(() => asked, 20_000, 'the sampling request to reach the client');
+
+    const line = await gw.reload(config('v2'));
+    expect(line['servers']).toEqual({ changed: ['svc'] });
+    await gw.waitChild(`${m}-svc v2`);
+    // Draining: a new request is refused...
+    const ping = await post(`${base}/mcp/svc`, { jsonrpc: '2.0', id: 7, method: 'ping' }, { 'mcp-session-id': sessionId });
+    expect(ping.status).toBe(404);
+    // ...but the answer to the question of the call in flight reaches the old child, which finishes the call.
+    answer();
+    expect(textOf(await call)).toContain('answered while draining');
+    await waitFor(() => !alive(oldPid), 20_000, 'the old child to end once its last call is done');
+    await client.close().catch(() => undefined);
   });
 
   it("a cached tools/list of a changed server's old upstream is not served for the new one", { timeout: 120_000 }, async () => {
