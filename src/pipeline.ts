@@ -235,8 +235,7 @@ function session(context: Context, incoming: Incoming, reply: FastifyReply): Rou
   if (initialize) return openSession(context, initialize, incoming.messages.length, sessionId, reply);
   checkProtocolVersion(request);
   if (sessionId === undefined) return SHARED;
-  // Answers and notifications still reach a draining session: they belong to its calls in flight.
-  const found = findSession(context, sessionId, { whileDraining: !incoming.messages.some(isRequest) });
+  const found = findSession(context, sessionId, incoming.messages);
   if (found instanceof Promise) return found.then(sessionRoute);
   return sessionRoute(found);
 }
@@ -330,14 +329,14 @@ function checkProtocolVersion(request: FastifyRequest): void {
  * a sealed session another replica opened is taken up here (Gateway.adopt), until its id expires.
  *
  * A session draining after a reload changed its server takes no new request (the client starts
- * again), but `whileDraining` finds it for what its calls in flight still need: the client's
- * answers to the server's questions (sampling, elicitation, roots), its cancellations, and the
- * DELETE that ends it.
+ * again) and no new stream, but still what its calls in flight need: `carried`, the messages of a
+ * POST, when none of them is a request (the client's answers to the server's questions, its
+ * cancellations), and the DELETE that ends it (NO_REQUEST). Looked at only for a draining session.
  */
 function findSession(
   { gateway, target, identity, request }: Context,
   sessionId: string,
-  { whileDraining }: { whileDraining: boolean } = { whileDraining: false },
+  carried?: readonly JsonRpcMessage[],
 ): DownstreamSession | Promise<DownstreamSession> {
   const found = gateway.sessions.get(sessionId);
   if (found === undefined) {
@@ -347,7 +346,7 @@ function findSession(
   }
   // A virtual server's session is also bound to the members its identity could reach.
   if (
-    (found.draining && !whileDraining) ||
+    (found.draining && (carried === undefined || carried.some(isRequest))) ||
     found.server !== target.server.name ||
     found.owner !== ownerKey(identity) ||
     found.scope !== scopeOf(target.server)
@@ -360,6 +359,9 @@ function findSession(
   }
   return found;
 }
+
+/** What a DELETE carries, for findSession: no request (a draining session can be ended too). */
+const NO_REQUEST: readonly JsonRpcMessage[] = [];
 
 function sessionNotFound(): GatewayError {
   return new GatewayError('session_not_found', 'Session not found: start a new session with initialize');
@@ -760,7 +762,7 @@ export async function handleDelete(context: Context, reply: FastifyReply): Promi
     if (local === undefined && context.gateway.sealed) {
       // Another replica's sealed session: ended without taking it up.
       if (!(await context.gateway.endSealed(sessionId, context.target.server, ownerKey(context.identity)))) throw sessionNotFound();
-    } else await context.gateway.end(await findSession(context, sessionId, { whileDraining: true }));
+    } else await context.gateway.end(await findSession(context, sessionId, NO_REQUEST));
     void reply.code(200).send();
   } catch (err) {
     refused(reply, err);

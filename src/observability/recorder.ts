@@ -46,6 +46,21 @@ export function clientRequestId(request: FastifyRequest): string | undefined {
   return typeof value === 'string' && CLIENT_REQUEST_ID.test(value) ? value : undefined;
 }
 
+/**
+ * The head of an event about one server's request: base(), the event, who, and the server (with
+ * the virtual server it was reached through, when it was).
+ */
+function aboutServer(request: FastifyRequest, event_type: AuditEvent['event_type'], identity: Identity, server: string) {
+  return {
+    ...base(request),
+    event_type,
+    identity_id: identity.id,
+    provider: identity.provider,
+    server,
+    ...(request.mcpServer != null && request.mcpServer !== server ? { virtual_server: request.mcpServer } : {}),
+  };
+}
+
 /** What every event of one request shares: with telemetry on, the trace of its span once there is one. */
 function base(request: FastifyRequest): Pick<AuditEvent, 'request_id' | 'client_request_id' | 'client_ip' | 'duration_ms' | 'trace_id' | 'span_id'> {
   const shared: Pick<AuditEvent, 'request_id' | 'client_request_id' | 'client_ip' | 'duration_ms' | 'trace_id' | 'span_id'> = {
@@ -139,12 +154,7 @@ export class Recorder {
   denied(request: FastifyRequest, identity: Identity, server: string, reason: string, tool?: string): void {
     if (tool !== undefined) this.metrics?.toolCall(server, tool, 'denied');
     this.audit.record({
-      ...base(request),
-      event_type: 'authz_denied',
-      identity_id: identity.id,
-      provider: identity.provider,
-      server,
-      ...(request.mcpServer != null && request.mcpServer !== server ? { virtual_server: request.mcpServer } : {}),
+      ...aboutServer(request, 'authz_denied', identity, server),
       ...(tool !== undefined ? { method: 'tools/call', tool } : {}),
       success: false,
       reason,
@@ -293,12 +303,7 @@ export class Recorder {
     this.metrics?.toolIntegrityEvent(server, 'refused');
     if (method === 'tools/call') this.metrics?.toolCall(server, name, 'denied');
     this.audit.record({
-      ...base(request),
-      event_type: 'authz_denied',
-      identity_id: identity.id,
-      provider: identity.provider,
-      server,
-      ...(request.mcpServer != null && request.mcpServer !== server ? { virtual_server: request.mcpServer } : {}),
+      ...aboutServer(request, 'authz_denied', identity, server),
       method,
       ...(method === 'tools/call' ? { tool: name } : {}),
       success: false,
@@ -316,12 +321,7 @@ export class Recorder {
   ): void {
     this.metrics?.toolApproval(server, decision);
     this.audit.record({
-      ...base(request),
-      event_type: 'tool_approval',
-      identity_id: identity.id,
-      provider: identity.provider,
-      server,
-      ...(request.mcpServer != null && request.mcpServer !== server ? { virtual_server: request.mcpServer } : {}),
+      ...aboutServer(request, 'tool_approval', identity, server),
       method: 'tools/call',
       tool,
       success: decision === 'accepted',
