@@ -507,8 +507,8 @@ async function answer(context: Context, r: JsonRpcRequest, forwarding: Forwardin
   const tool = toolCalled(context.target, r);
   const authorized = authorize(context, r, tool);
   if ('refused' in authorized) return ended(context, authorized.refused);
-  // Awaited only when the server must be listed first (vetted() gives no promise otherwise).
-  const vetting = context.integrity?.active ? vetted(context, r, forwarding) : undefined;
+  // Block mode only (warn mode refuses nothing); awaited only when the server must be listed first.
+  const vetting = context.integrity?.blocking ? vetted(context, r, forwarding) : undefined;
   const unvetted = vetting instanceof Promise ? await vetting : vetting;
   if (unvetted) return ended(context, unvetted);
   // Awaited only when a tool limit applies (limit() gives undefined otherwise): each await costs a microtask.

@@ -109,7 +109,7 @@ export async function pin(config: GatewayConfig, options: PinOptions, log: Logge
     }
   }
   try {
-    await writePins(path, sortedPins(next));
+    await writePins(path, next);
   } catch (err) {
     return { code: 1, stdout: '', stderr: `pin file ${path}: cannot be written: ${errorMessage(err)}` };
   }
@@ -142,10 +142,6 @@ function summary(before: ServerPins, after: ServerPins): string {
     parts.push(text);
   }
   return parts.join(', ');
-}
-
-function sortedPins(pins: Pins): Pins {
-  return new Map([...pins].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
 /**

@@ -53,7 +53,7 @@ export function bindingOf(owner: string, server: string, request: JsonRpcRequest
   return { owner, server, method: request.method, digest };
 }
 
-function sameBinding(a: CallBinding, b: CallBinding): boolean {
+export function sameBinding(a: CallBinding, b: CallBinding): boolean {
   return a.owner === b.owner && a.server === b.server && a.method === b.method && a.digest === b.digest;
 }
 

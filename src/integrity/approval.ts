@@ -28,7 +28,7 @@ import { answered, errorOutcome, type Outcome } from '../mcp/post-response.js';
 import { redactCredentialField, redactLine } from '../observability/audit/redaction.js';
 import { ToolPolicy } from '../policy/tools.js';
 import type { Forwarding } from '../eras/forwarding.js';
-import { bindingOf, type CallBinding } from '../eras/input-rounds.js';
+import { bindingOf, sameBinding, type CallBinding } from '../eras/input-rounds.js';
 
 export type ApprovalDecision = 'accepted' | 'declined' | 'cancelled' | 'unavailable' | 'timeout';
 
@@ -253,10 +253,6 @@ export function summary(args: unknown): string | undefined {
 const FORMAT_CHARACTERS = /[\u061C\u200B-\u200F\u202A-\u202E\u2060-\u2069\uFEFF]/g;
 
 const TOO_LONG = `its arguments are too long to show in an approval request (more than ${MAX_SUMMARY} characters once redacted): a person cannot approve what they cannot see`;
-
-function sameBinding(a: CallBinding, b: CallBinding): boolean {
-  return a.owner === b.owner && a.server === b.server && a.method === b.method && a.digest === b.digest;
-}
 
 function hold<V>(map: Map<string, V>, key: string, value: V): void {
   if (map.size >= MAX_HELD) map.delete(map.keys().next().value as string);

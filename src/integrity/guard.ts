@@ -19,7 +19,7 @@ import type { Logger } from '../observability/logger.js';
 import type { ServerMessage } from '../upstreams/upstream.js';
 import { errorMessage } from '../error-message.js';
 import { changedFields, definitionOf, hashDefinition, listMember, type PinKind } from './definitions.js';
-import { emptyServerPins, PinFileError, pinsOf, readPins, readPinsSync, writePins, type Pin, type Pins } from './pin-file.js';
+import { emptyServerPins, pinsOf, readPins, readPinsSync, writePins, type Pin, type Pins } from './pin-file.js';
 
 export type IntegrityMode = ToolIntegrityConfig['mode'];
 
@@ -276,8 +276,7 @@ export class ToolIntegrity {
         }
         await writePins(this.path, pins);
       } catch (err) {
-        const reason = err instanceof PinFileError ? err.message : errorMessage(err);
-        this.log.error({ pinFile: this.path, err: reason }, 'tool integrity: could not write pins made on first use to the pin file');
+        this.log.error({ pinFile: this.path, err: errorMessage(err) }, 'tool integrity: could not write pins made on first use to the pin file');
       }
     }
   }

@@ -18,6 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { hashDefinition, listMember, sortedDeep, type PinKind } from './definitions.js';
+import { isObject } from '../jsonrpc/messages.js';
 
 export interface Pin {
   sha256: string;
@@ -136,8 +137,4 @@ export async function writePins(path: string, pins: Pins): Promise<void> {
     await rm(temporary, { force: true }).catch(() => undefined);
     throw err;
   }
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return value !== null && typeof value === 'object' && !Array.isArray(value);
 }

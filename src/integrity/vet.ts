@@ -31,8 +31,8 @@ export function namedItem(r: JsonRpcRequest): { kind: PinKind; name: string } | 
 }
 
 /**
- * undefined: the call may be forwarded (always, unless in block mode). Otherwise why it is
- * refused. Synchronous when the verdict is known (the usual case: a Map lookup); a Promise when
+ * In block mode (the caller's to check): undefined when the call may be forwarded, otherwise why
+ * it is refused. Synchronous when the verdict is known (the usual case: a Map lookup); a Promise when
  * the server must be listed first.
  */
 export function vet(
@@ -44,7 +44,6 @@ export function vet(
   forward: (request: JsonRpcRequest) => Promise<Outcome>,
   owner: ItemOwner,
 ): Refusal | undefined | Promise<Refusal | undefined> {
-  if (!integrity.blocking) return undefined;
   const known = integrity.verdict(server, kind, name);
   if (known !== undefined) return known === 'pinned' ? undefined : known;
   return listFirst(integrity, kind, server, name, call, forward, owner);
