@@ -24,10 +24,17 @@ function backupStamp(ms: number): string {
 }
 
 /** The rotation time in a backup's name, as a regular expression. */
-export const BACKUP_STAMP_PATTERN = String.raw`\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.\d{3}Z`;
-const STAMP = BACKUP_STAMP_PATTERN;
+const STAMP = String.raw`\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.\d{3}Z`;
 
-export function escapeRegExp(text: string): string {
+/**
+ * The names of the backups of the audit file at `path` (the rotation, and the archive that uploads
+ * them): `<file>.<stamp>` or `<file>.<stamp>.gz`, the stamp captured.
+ */
+export function backupPattern(path: string): RegExp {
+  return new RegExp(`^${escapeRegExp(basename(path))}\\.(${STAMP})(\\.gz)?$`);
+}
+
+function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
@@ -149,7 +156,7 @@ export class FileSink implements AuditSink {
     this.path = path;
     this.size = size;
     this.firstAt = firstAt;
-    this.backupPattern = new RegExp(`^${escapeRegExp(basename(path))}\\.(${STAMP})(\\.gz)?$`);
+    this.backupPattern = backupPattern(path);
     this.stream = this.openStream(fd);
     // Leftovers of a gzip cut short by the previous process's exit, and backups beyond the limit.
     this.background = this.background.then(() => this.prune(true)).then(() => this.owner?.changed());

@@ -31,7 +31,7 @@ import type { Upload } from '@aws-sdk/lib-storage';
 import type { AuditS3Config } from '../../config/schema.js';
 import { delay } from '../../delay.js';
 import type { Logger, RateLimitedWarning } from '../logger.js';
-import { BACKUP_STAMP_PATTERN, escapeRegExp, type RotationOwner } from './file-sink.js';
+import { backupPattern, type RotationOwner } from './file-sink.js';
 import { codeOf, untilSettledOrAborted } from './sink.js';
 
 /** Cumulative counts since the process started (one object across reloads) and the files waiting now. */
@@ -124,13 +124,15 @@ export class S3Archiver implements RotationOwner {
   private readonly instance: string;
   /** Aborts backoff waits and the upload in flight: close() ran out of time. */
   private readonly stop = new AbortController();
-  /** Aborted by close(): cuts a backoff short (the store is failing: no time to wait at shutdown). */
+  /**
+   * Aborted by close(): the archive is closing (no pending count kept, no backoff waited out: the
+   * store is failing, no time to wait at shutdown).
+   */
   private readonly quit = new AbortController();
   private sdk: Promise<Sdk> | undefined;
   private loop: Promise<void> | undefined;
   private kicked = true;
   private wake: (() => void) | undefined;
-  private closing = false;
 
   constructor(
     target: ArchiveTarget,
@@ -141,7 +143,7 @@ export class S3Archiver implements RotationOwner {
     private readonly random: () => number = Math.random,
   ) {
     this.directory = dirname(target.file);
-    this.pattern = new RegExp(`^${escapeRegExp(basename(target.file))}\\.(${BACKUP_STAMP_PATTERN})(\\.gz)?$`);
+    this.pattern = backupPattern(target.file);
     this.instance = config.instance ?? defaultInstance();
   }
 
@@ -173,7 +175,6 @@ export class S3Archiver implements RotationOwner {
    * While the store is failing it stops at once: a backoff is no time to wait at shutdown.
    */
   async close(signal: AbortSignal): Promise<void> {
-    this.closing = true;
     this.quit.abort();
     const giveUp = (): void => this.stop.abort();
     if (signal.aborted) giveUp();
@@ -195,9 +196,9 @@ export class S3Archiver implements RotationOwner {
     while (!this.stop.signal.aborted) {
       this.kicked = false;
       const files = await this.waiting();
-      if (!this.closing) this.stats.pending = files.length;
+      if (!this.quit.signal.aborted) this.stats.pending = files.length;
       if (files.length === 0) {
-        if (this.closing) return;
+        if (this.quit.signal.aborted) return;
         await this.idle();
         continue;
       }
@@ -232,16 +233,16 @@ export class S3Archiver implements RotationOwner {
         failures = 0;
         // Nothing uploaded (every file was gone or taken by another archiver): wait for a change rather than look again at once.
         if (!progress) {
-          if (this.closing) return;
+          if (this.quit.signal.aborted) return;
           await this.idle();
         }
         continue;
       }
       // The store is down at shutdown: the files stay for the next start.
-      if (this.closing) return;
+      if (this.quit.signal.aborted) return;
       failures++;
       await delay(archiveBackoffMs(failures, this.config.retry_backoff_ms, this.config.retry_backoff_max_ms, this.random), { signal: this.quit.signal });
-      if (this.closing) return;
+      if (this.quit.signal.aborted) return;
     }
   }
 
@@ -356,7 +357,7 @@ export class S3Archiver implements RotationOwner {
       this.stop.signal.removeEventListener('abort', abort);
     }
     // The store has it: no longer pending, and only now does the local copy go (and an uncompressed leftover of it).
-    if (!this.closing) this.stats.pending = Math.max(0, this.stats.pending - 1);
+    if (!this.quit.signal.aborted) this.stats.pending = Math.max(0, this.stats.pending - 1);
     await unlink(path).catch((error: unknown) => {
       if (codeOf(error) !== 'ENOENT')
         this.warning.warn('s3-delete', { sink: 's3', file: name, code: codeOf(error) }, 'audit archive: uploaded, but deleting the file failed');
