@@ -14,7 +14,22 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { CreateMessageRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { describe, expect, it } from 'vitest';
 import { NODE, trackProcesses } from '../helpers/cli.js';
-import { alive, auditTable, everything, post, q, RawSession, ReloadGateway, sdkClient, serverTable, textOf, waitFor } from './helpers.js';
+import {
+  alive,
+  auditTable,
+  bearer,
+  everything,
+  keyToml,
+  newKey,
+  post,
+  q,
+  RawSession,
+  ReloadGateway,
+  sdkClient,
+  serverTable,
+  textOf,
+  waitFor,
+} from './helpers.js';
 
 const { running, mark } = trackProcesses();
 
@@ -95,7 +110,8 @@ describe('reload: a changed server', () => {
 
   it("a draining session still takes the client's answer to its call in flight (sampling), then ends; new requests get 404", { timeout: 120_000 }, async () => {
     const m = mark('sighup-changed-answer');
-    const config = (tag: string) => (audit: string) => serverTable() + auditTable(audit) + everything('svc', m, tag);
+    const [owner, other] = [await newKey('owner'), await newKey('other')];
+    const config = (tag: string) => (audit: string) => serverTable() + auditTable(audit) + everything('svc', m, tag) + keyToml(owner) + keyToml(other);
     const gw = new ReloadGateway(config('v1'), { running });
     const base = await gw.ready();
     const oldPid = await gw.waitChild(`${m}-svc v1`);
@@ -111,7 +127,7 @@ describe('reload: a changed server', () => {
       await gate;
       return { model: 'test-model', role: 'assistant', content: { type: 'text', text: 'answered while draining' } };
     });
-    const transport = new StreamableHTTPClientTransport(new URL(`${base}/mcp/svc`));
+    const transport = new StreamableHTTPClientTransport(new URL(`${base}/mcp/svc`), { requestInit: { headers: bearer(owner) } });
     await client.connect(transport);
     const sessionId = transport.sessionId!;
     await waitFor(async () => (await client.listTools()).tools.some((t) => t.name === 'trigger-sampling-request'), 10_000, 'trigger-sampling-request');
@@ -124,11 +140,19 @@ describe('reload: a changed server', () => {
     expect(line['servers']).toEqual({ changed: ['svc'] });
     await gw.waitChild(`${m}-svc v2`);
     // Draining: a new request is refused...
-    const ping = await post(`${base}/mcp/svc`, { jsonrpc: '2.0', id: 7, method: 'ping' }, { 'mcp-session-id': sessionId });
+    const ping = await post(`${base}/mcp/svc`, { jsonrpc: '2.0', id: 7, method: 'ping' }, { 'mcp-session-id': sessionId, ...bearer(owner) });
     expect(ping.status).toBe(404);
+    // Another identity holding the id cannot answer in the session's place while it drains: 404,
+    // whatever id it guesses (its answers never reach the server).
+    for (const id of [0, 1, 2, 3]) {
+      const forged = { jsonrpc: '2.0', id, result: { model: 'forged', role: 'assistant', content: { type: 'text', text: 'forged answer' } } };
+      expect((await post(`${base}/mcp/svc`, forged, { 'mcp-session-id': sessionId, ...bearer(other) })).status).toBe(404);
+    }
     // ...but the answer to the question of the call in flight reaches the old child, which finishes the call.
     answer();
-    expect(textOf(await call)).toContain('answered while draining');
+    const result = textOf(await call);
+    expect(result).toContain('answered while draining');
+    expect(result).not.toContain('forged answer');
     await waitFor(() => !alive(oldPid), 20_000, 'the old child to end once its last call is done');
     await client.close().catch(() => undefined);
   });
